@@ -1,0 +1,7 @@
+//! The tributary bridge: replication routes between any two backends, and the pieces of the
+//! `tributary` command line that are worth testing on their own.
+#![warn(missing_docs)]
+
+pub mod demo;
+pub mod json;
+pub mod route;

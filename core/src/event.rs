@@ -1,0 +1,361 @@
+//! The event model shared by every backend.
+
+use bytes::Bytes;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch, the precision every backend can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    /// A timestamp `millis` milliseconds after the Unix epoch (negative is before).
+    pub const fn from_millis(millis: i64) -> Self {
+        Timestamp(millis)
+    }
+    /// Milliseconds since the Unix epoch.
+    pub const fn as_millis(self) -> i64 {
+        self.0
+    }
+    /// The current wall-clock time.
+    pub fn now() -> Self {
+        Self::from(SystemTime::now())
+    }
+}
+
+impl From<SystemTime> for Timestamp {
+    fn from(t: SystemTime) -> Self {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Timestamp(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            Err(e) => Timestamp(-i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX)),
+        }
+    }
+}
+
+impl From<Timestamp> for SystemTime {
+    fn from(t: Timestamp) -> Self {
+        if t.0 >= 0 {
+            UNIX_EPOCH + Duration::from_millis(t.0 as u64)
+        } else {
+            UNIX_EPOCH - Duration::from_millis(t.0.unsigned_abs())
+        }
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}ms", self.0)
+    }
+}
+
+/// Ordered event headers: names are UTF-8, values are arbitrary bytes, duplicates allowed and
+/// kept in order (Kafka semantics, the richest of the backends).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(Vec<(String, Bytes)>);
+
+impl Headers {
+    /// No headers.
+    pub const fn new() -> Self {
+        Headers(Vec::new())
+    }
+    /// Appends a header, keeping any earlier one with the same name.
+    pub fn append(&mut self, name: impl Into<String>, value: impl Into<Bytes>) {
+        self.0.push((name.into(), value.into()));
+    }
+    /// Replaces every header named `name` with one header at the position of the first.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<Bytes>) {
+        let name = name.into();
+        let value = value.into();
+        match self.0.iter().position(|(n, _)| *n == name) {
+            Some(first) => {
+                self.0[first].1 = value;
+                let mut index = 0;
+                self.0.retain(|(n, _)| {
+                    let keep = index <= first || *n != name;
+                    index += 1;
+                    keep
+                });
+            }
+            None => self.0.push((name, value)),
+        }
+    }
+    /// Removes every header named `name`; returns how many were removed.
+    pub fn remove(&mut self, name: &str) -> usize {
+        let before = self.0.len();
+        self.0.retain(|(n, _)| n != name);
+        before - self.0.len()
+    }
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&Bytes> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+    /// Every value of `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Bytes> + 'a {
+        self.0
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v)
+    }
+    /// All headers in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Bytes)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v))
+    }
+    /// Number of headers (duplicates counted).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    /// Whether there are no headers.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// Total bytes of names and values, used for size limits.
+    pub fn encoded_len(&self) -> usize {
+        self.0.iter().map(|(n, v)| n.len() + v.len()).sum()
+    }
+}
+
+impl<N: Into<String>, V: Into<Bytes>> FromIterator<(N, V)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
+        Headers(
+            iter.into_iter()
+                .map(|(n, v)| (n.into(), v.into()))
+                .collect(),
+        )
+    }
+}
+
+impl IntoIterator for Headers {
+    type Item = (String, Bytes);
+    type IntoIter = std::vec::IntoIter<(String, Bytes)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+/// One event: what a producer sends and a consumer receives.
+///
+/// Cloning is cheap: key, payload and header values are reference-counted [`Bytes`].
+///
+/// ```
+/// use tributary::Event;
+/// let event = Event::new("hello")
+///     .with_key("user-7")
+///     .with_header("trace-id", "abc")
+///     .with_timestamp(tributary::Timestamp::from_millis(1_700_000_000_000));
+/// assert_eq!(event.payload.as_ref(), b"hello");
+/// assert_eq!(event.headers.get("trace-id").unwrap().as_ref(), b"abc");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Event {
+    /// Routing and ordering key; events with the same key keep their order.
+    pub key: Option<Bytes>,
+    /// The body; may be empty.
+    pub payload: Bytes,
+    /// Ordered headers with binary values.
+    pub headers: Headers,
+    /// Event time set by the producer, if any.
+    pub timestamp: Option<Timestamp>,
+}
+
+impl Event {
+    /// An event with this payload and nothing else.
+    pub fn new(payload: impl Into<Bytes>) -> Self {
+        Event {
+            payload: payload.into(),
+            ..Event::default()
+        }
+    }
+    /// Sets the key.
+    pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+    /// Appends a header.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.headers.append(name, value);
+        self
+    }
+    /// Sets the event time.
+    pub fn with_timestamp(mut self, timestamp: Timestamp) -> Self {
+        self.timestamp = Some(timestamp);
+        self
+    }
+    /// Bytes counted against a backend's event size limit: key + payload + headers.
+    pub fn encoded_len(&self) -> usize {
+        self.key.as_ref().map_or(0, Bytes::len) + self.payload.len() + self.headers.encoded_len()
+    }
+}
+
+/// A partition id: `"0"` for Kafka, a shard id for Kinesis. Cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PartitionId(Arc<str>);
+
+impl PartitionId {
+    /// A partition id from its string form.
+    pub fn new(id: impl AsRef<str>) -> Self {
+        PartitionId(Arc::from(id.as_ref()))
+    }
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// The numeric index for backends whose partitions are numbered.
+    pub fn as_index(&self) -> Option<u32> {
+        self.0.parse().ok()
+    }
+}
+
+impl From<u32> for PartitionId {
+    fn from(i: u32) -> Self {
+        PartitionId::new(i.to_string())
+    }
+}
+
+impl fmt::Display for PartitionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An opaque, serialisable, per-partition position: a Kafka offset, a Kinesis sequence number,
+/// a Pulsar message id. It is what a checkpoint stores.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position(Arc<str>);
+
+impl Position {
+    /// A position from its serialised form.
+    pub fn new(token: impl AsRef<str>) -> Self {
+        Position(Arc::from(token.as_ref()))
+    }
+    /// A numeric offset (Kafka, the local backend).
+    pub fn from_offset(offset: u64) -> Self {
+        Position::new(offset.to_string())
+    }
+    /// The numeric offset, for backends whose positions are numbers.
+    pub fn as_offset(&self) -> Option<u64> {
+        self.0.parse().ok()
+    }
+    /// The serialised form.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a successful send returns: where the event landed, as far as the backend tells.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Receipt {
+    /// The partition the event was written to.
+    pub partition: Option<PartitionId>,
+    /// The event's position in that partition.
+    pub position: Option<Position>,
+}
+
+/// Where a consumer of a group without a checkpoint starts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StartPosition {
+    /// The oldest retained event.
+    Earliest,
+    /// Only events written after the consumer joined.
+    #[default]
+    Latest,
+    /// The first event with a timestamp at or after this time, in each partition.
+    Timestamp(Timestamp),
+    /// This position (inclusive) in every partition where it is valid.
+    Position(Position),
+}
+
+impl std::str::FromStr for StartPosition {
+    type Err = crate::Error;
+    /// Parses `earliest`, `latest`, an RFC 3339 time, `@<millis>` or a position token.
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s {
+            "earliest" | "beginning" | "oldest" => Ok(StartPosition::Earliest),
+            "latest" | "end" | "newest" => Ok(StartPosition::Latest),
+            "" => Err(crate::Error::config(
+                "empty start position: use earliest, latest, a time like 2024-05-01T10:00:00Z, @<epoch millis> or a position",
+            )),
+            _ => {
+                if let Some(millis) = s.strip_prefix('@') {
+                    return millis
+                        .parse::<i64>()
+                        .map(|m| StartPosition::Timestamp(Timestamp::from_millis(m)))
+                        .map_err(|_| {
+                            crate::Error::config(format!(
+                                "start position `{s}`: `@` must be followed by epoch milliseconds"
+                            ))
+                        });
+                }
+                if s.contains('T') && s.contains(':') {
+                    return crate::time::parse_rfc3339(s)
+                        .map(StartPosition::Timestamp)
+                        .ok_or_else(|| {
+                            crate::Error::config(format!(
+                                "start position `{s}` looks like a time but is not RFC 3339 (e.g. 2024-05-01T10:00:00Z)"
+                            ))
+                        });
+                }
+                Ok(StartPosition::Position(Position::new(s)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_keep_duplicates_in_order_and_insert_collapses() {
+        let mut h = Headers::new();
+        h.append("a", "1");
+        h.append("b", "2");
+        h.append("a", "3");
+        assert_eq!(h.get_all("a").count(), 2);
+        h.insert("a", "x");
+        let v: Vec<_> = h.iter().map(|(n, v)| (n.to_string(), v.clone())).collect();
+        assert_eq!(
+            v,
+            vec![
+                ("a".to_string(), Bytes::from("x")),
+                ("b".to_string(), Bytes::from("2"))
+            ]
+        );
+        assert_eq!(h.remove("a"), 1);
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn start_positions_parse() {
+        assert_eq!(
+            "earliest".parse::<StartPosition>().unwrap(),
+            StartPosition::Earliest
+        );
+        assert_eq!(
+            "@1000".parse::<StartPosition>().unwrap(),
+            StartPosition::Timestamp(Timestamp::from_millis(1000))
+        );
+        assert_eq!(
+            "1970-01-01T00:00:01Z".parse::<StartPosition>().unwrap(),
+            StartPosition::Timestamp(Timestamp::from_millis(1000))
+        );
+        assert_eq!(
+            "42".parse::<StartPosition>().unwrap(),
+            StartPosition::Position(Position::from_offset(42))
+        );
+        assert!("@x".parse::<StartPosition>().is_err());
+        assert!("2024-13-45T99:00:00Z".parse::<StartPosition>().is_err());
+    }
+
+    #[test]
+    fn timestamps_convert_both_ways() {
+        let t = Timestamp::from_millis(-1500);
+        assert_eq!(Timestamp::from(SystemTime::from(t)), t);
+    }
+}

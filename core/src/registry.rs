@@ -1,0 +1,419 @@
+//! `connect(url)`: URL schemes to backends, and the option parser every backend shares.
+
+use crate::{Backend, Error, Result};
+use futures::future::BoxFuture;
+use parking_lot::RwLock;
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+use url::Url;
+
+/// Builds a backend from a parsed URL.
+pub type BackendFactory =
+    Arc<dyn Fn(Url) -> BoxFuture<'static, Result<Arc<dyn Backend>>> + Send + Sync>;
+
+/// Schemes tributary knows, with the crate that provides each. Listed even when not compiled in,
+/// so `kafka://` without the Kafka backend says how to get it instead of "unknown scheme".
+pub const KNOWN_SCHEMES: &[(&str, &str)] = &[
+    ("memory", "tributary (built in)"),
+    ("file", "tributary (built in)"),
+    ("kafka", "tributary-kafka"),
+    ("pulsar", "tributary-pulsar"),
+    ("kinesis", "tributary-kinesis"),
+    ("pubsub", "tributary-pubsub"),
+    ("eventhubs", "tributary-eventhubs"),
+];
+
+/// Maps URL schemes to backend factories.
+#[derive(Clone)]
+pub struct Registry {
+    factories: HashMap<String, BackendFactory>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut schemes: Vec<_> = self.factories.keys().collect();
+        schemes.sort();
+        f.debug_struct("Registry")
+            .field("schemes", &schemes)
+            .finish()
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Registry {
+    /// A registry with the built-in `memory://` and `file://` schemes.
+    pub fn new() -> Self {
+        let mut registry = Registry {
+            factories: HashMap::new(),
+        };
+        registry.register("memory", |url| Box::pin(crate::local::connect_url(url)));
+        registry.register("file", |url| Box::pin(crate::local::connect_url(url)));
+        registry
+    }
+
+    /// Adds or replaces the factory for `scheme`.
+    pub fn register(
+        &mut self,
+        scheme: &str,
+        factory: impl Fn(Url) -> BoxFuture<'static, Result<Arc<dyn Backend>>> + Send + Sync + 'static,
+    ) {
+        self.factories
+            .insert(scheme.to_ascii_lowercase(), Arc::new(factory));
+    }
+
+    /// Schemes with a factory, sorted.
+    pub fn schemes(&self) -> Vec<String> {
+        let mut s: Vec<_> = self.factories.keys().cloned().collect();
+        s.sort();
+        s
+    }
+
+    /// Connects to the backend named by `url`.
+    pub async fn connect(&self, url: &str) -> Result<Arc<dyn Backend>> {
+        let parsed = parse_url(url)?;
+        let scheme = parsed.scheme().to_owned();
+        match self.factories.get(&scheme) {
+            Some(factory) => factory(parsed).await,
+            None => Err(unknown_scheme(&scheme, &self.schemes())),
+        }
+    }
+}
+
+fn unknown_scheme(scheme: &str, registered: &[String]) -> Error {
+    match KNOWN_SCHEMES.iter().find(|(s, _)| *s == scheme) {
+        Some((_, krate)) => Error::config(format!(
+            "`{scheme}://` needs the {krate} backend, which is not compiled into this program: \
+             enable the `{scheme}` feature of tributary-bridge, or depend on {krate} and call its `register()`"
+        )),
+        None => Error::config(format!(
+            "unknown URL scheme `{scheme}://`; available: {}",
+            registered
+                .iter()
+                .map(|s| format!("{s}://"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// Parses a URL, turning the parser's terse errors into ones that show the expected form.
+pub fn parse_url(url: &str) -> Result<Url> {
+    let trimmed = url.trim();
+    if trimmed.is_empty() {
+        return Err(Error::config(
+            "empty URL: expected something like memory://, file:///var/lib/tributary or kafka://host:9092",
+        ));
+    }
+    if !trimmed.contains("://") {
+        return Err(Error::config(format!(
+            "`{}` is not a URL: expected scheme://…, e.g. memory://, file:///var/lib/tributary or kafka://host:9092",
+            redact_str(trimmed)
+        )));
+    }
+    Url::parse(trimmed)
+        .map_err(|e| Error::config(format!("malformed URL `{}`: {e}", redact_str(trimmed))))
+}
+
+/// The URL with any password or `*secret*`/`*password*`/`*token*`/`*key*` query value replaced,
+/// safe for logs and error messages.
+pub fn redact(url: &Url) -> String {
+    let mut u = url.clone();
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    if u.query().is_some() {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if is_secret_option(&k) {
+                    "***".to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
+}
+
+fn redact_str(s: &str) -> String {
+    match Url::parse(s) {
+        Ok(u) => redact(&u),
+        // Unparseable input may still hold a password between `:` and `@`: drop the user info.
+        Err(_) => match (s.find("://"), s.rfind('@')) {
+            (Some(start), Some(at)) if at > start => format!("{}***{}", &s[..start + 3], &s[at..]),
+            _ => s.to_owned(),
+        },
+    }
+}
+
+/// Whether an option name looks like it carries a secret.
+pub fn is_secret_option(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "token",
+        "key",
+        "credential",
+        "sasl.jaas",
+    ]
+    .iter()
+    .any(|s| n.contains(s))
+        && !n.ends_with("key.id")
+}
+
+/// The query options of a backend URL, consumed one by one; [`UrlOptions::finish`] rejects any
+/// left over, naming them, so a typo never silently falls back to a default.
+///
+/// ```
+/// let url = url::Url::parse("memory://?partitions=4&fsync=never").unwrap();
+/// let mut opts = tributary::UrlOptions::new(&url).unwrap();
+/// assert_eq!(opts.take::<u32>("partitions").unwrap(), Some(4));
+/// let err = opts.finish(&["partitions"]).unwrap_err();
+/// assert!(err.to_string().contains("unknown option `fsync`"));
+/// ```
+#[derive(Debug)]
+pub struct UrlOptions {
+    values: BTreeMap<String, String>,
+}
+
+impl UrlOptions {
+    /// Collects the query; a repeated option is an error.
+    pub fn new(url: &Url) -> Result<Self> {
+        let mut values = BTreeMap::new();
+        for (k, v) in url.query_pairs() {
+            if k.is_empty() {
+                return Err(Error::config(format!(
+                    "empty option name in `{}`",
+                    redact(url)
+                )));
+            }
+            if values.insert(k.to_string(), v.to_string()).is_some() {
+                return Err(Error::config(format!("option `{k}` is given twice")));
+            }
+        }
+        Ok(UrlOptions { values })
+    }
+
+    /// Removes and returns an option's raw value.
+    pub fn take_str(&mut self, name: &str) -> Option<String> {
+        self.values.remove(name)
+    }
+
+    /// Removes and parses an option; a bad value is an error naming the option and the value.
+    pub fn take<T: FromStr>(&mut self, name: &str) -> Result<Option<T>> {
+        match self.values.remove(name) {
+            None => Ok(None),
+            Some(raw) => raw.parse::<T>().map(Some).map_err(|_| {
+                let shown = if is_secret_option(name) {
+                    "***"
+                } else {
+                    raw.as_str()
+                };
+                Error::config(format!(
+                    "option `{name}`: `{shown}` is not a valid {}",
+                    short_type_name::<T>()
+                ))
+            }),
+        }
+    }
+
+    /// Removes a boolean option (`true|false|1|0|yes|no`).
+    pub fn take_bool(&mut self, name: &str) -> Result<Option<bool>> {
+        match self.values.remove(name).as_deref() {
+            None => Ok(None),
+            Some("true" | "1" | "yes" | "on") => Ok(Some(true)),
+            Some("false" | "0" | "no" | "off") => Ok(Some(false)),
+            Some(other) => Err(Error::config(format!(
+                "option `{name}`: `{other}` is not a boolean (true or false)"
+            ))),
+        }
+    }
+
+    /// Removes a duration option: plain milliseconds or a number with `ms`, `s`, `m`, `h`, `d`.
+    pub fn take_duration(&mut self, name: &str) -> Result<Option<Duration>> {
+        match self.values.remove(name) {
+            None => Ok(None),
+            Some(raw) => parse_duration(&raw).map(Some).ok_or_else(|| {
+                Error::config(format!(
+                    "option `{name}`: `{raw}` is not a duration (e.g. 500ms, 10s, 7d)"
+                ))
+            }),
+        }
+    }
+
+    /// Removes a byte-size option: plain bytes or a number with `KiB`, `MiB`, `GiB` (or `k`, `m`, `g`).
+    pub fn take_size(&mut self, name: &str) -> Result<Option<u64>> {
+        match self.values.remove(name) {
+            None => Ok(None),
+            Some(raw) => parse_size(&raw).map(Some).ok_or_else(|| {
+                Error::config(format!(
+                    "option `{name}`: `{raw}` is not a size (e.g. 1048576, 64MiB, 1GiB)"
+                ))
+            }),
+        }
+    }
+
+    /// Options not yet taken whose names start with `prefix`, removed (for pass-through maps).
+    pub fn take_prefixed(&mut self, prefix: &str) -> Vec<(String, String)> {
+        let keys: Vec<_> = self
+            .values
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
+        keys.into_iter()
+            .map(|k| {
+                let v = self.values.remove(&k).expect("key listed");
+                (k[prefix.len()..].to_owned(), v)
+            })
+            .collect()
+    }
+
+    /// Fails if any option was not taken, naming it and listing the `known` ones.
+    pub fn finish(self, known: &[&str]) -> Result<()> {
+        match self.values.keys().next() {
+            None => Ok(()),
+            Some(first) => {
+                let unknown: Vec<_> = self.values.keys().map(|k| format!("`{k}`")).collect();
+                let noun = if unknown.len() == 1 {
+                    "option"
+                } else {
+                    "options"
+                };
+                let _ = first;
+                Err(Error::config(format!(
+                    "unknown {noun} {}; known options: {}",
+                    unknown.join(", "),
+                    known.join(", ")
+                )))
+            }
+        }
+    }
+}
+
+fn short_type_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    match full {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "non-negative integer",
+        "i8" | "i16" | "i32" | "i64" | "isize" => "integer",
+        "f32" | "f64" => "number",
+        _ => full.rsplit("::").next().unwrap_or(full),
+    }
+}
+
+/// Parses `250`, `250ms`, `10s`, `5m`, `2h`, `7d`.
+pub fn parse_duration(raw: &str) -> Option<Duration> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (n, unit) = raw.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let ms = match unit.trim() {
+        "" | "ms" => n,
+        "s" => n.checked_mul(1000)?,
+        "m" | "min" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+/// Parses `1048576`, `64KiB`, `64MiB`, `1GiB` (also `k`, `m`, `g`, `KB`, `MB`, `GB` as binary units).
+pub fn parse_size(raw: &str) -> Option<u64> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (n, unit) = raw.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+static GLOBAL: LazyLock<RwLock<Registry>> = LazyLock::new(|| RwLock::new(Registry::new()));
+
+/// Adds a scheme to the process-wide registry used by [`connect`]. Backend crates call this
+/// from their `register()`.
+pub fn register_scheme(
+    scheme: &str,
+    factory: impl Fn(Url) -> BoxFuture<'static, Result<Arc<dyn Backend>>> + Send + Sync + 'static,
+) {
+    GLOBAL.write().register(scheme, factory);
+}
+
+/// Connects to the backend a URL names, through the process-wide registry.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> tributary::Result<()> {
+/// use tributary::{Event, ConsumerOptions, StartPosition};
+/// let backend = tributary::connect("memory://").await?;
+/// let producer = backend.producer("orders").await?;
+/// producer.send(Event::new("hello").with_key("k")).await?;
+/// let consumer = backend
+///     .consumer("orders", ConsumerOptions::new("billing").start(StartPosition::Earliest))
+///     .await?;
+/// let delivery = consumer.receive().await?;
+/// assert_eq!(delivery.event.payload.as_ref(), b"hello");
+/// delivery.ack();
+/// # Ok(()) }
+/// ```
+pub async fn connect(url: &str) -> Result<Arc<dyn Backend>> {
+    let registry = GLOBAL.read().clone();
+    registry.connect(url).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_size("10"), Some(10));
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_size("99999999999999999999"), None);
+        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("-1"), None);
+    }
+
+    #[test]
+    fn secrets_never_show() {
+        let u = Url::parse("kafka://user:hunter2@h:9092?sasl.password=pw&acks=all").unwrap();
+        let shown = redact(&u);
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("pw&"),
+            "{shown}"
+        );
+        assert!(shown.contains("acks=all"));
+        let e = parse_url("kafka://user:hunter2@[bad").unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn unknown_and_uncompiled_schemes_say_what_to_do() {
+        let e = connect("kafka://localhost:9092").await.unwrap_err();
+        assert!(e.to_string().contains("tributary-kafka"), "{e}");
+        let e = connect("nats://x").await.unwrap_err();
+        assert!(
+            e.to_string().contains("unknown URL scheme `nats://`"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("memory://"), "{e}");
+    }
+}
