@@ -770,7 +770,7 @@ mod tests {
 
     fn event(i: usize) -> Event {
         let mut e = Event::new(vec![i as u8; i % 300]).with_key(format!("k{i}"));
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             e = e.with_header("h", vec![0xffu8, i as u8]);
         }
         e
