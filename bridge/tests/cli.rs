@@ -289,3 +289,52 @@ fn corrupt_stream_files_give_clear_errors() {
     assert_ne!(code, 0);
     assert!(err.contains("garbage.log"), "{err}");
 }
+
+#[test]
+fn a_second_process_reads_and_tails_while_the_first_writes() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let mut writer = Command::new(BIN)
+        .args(["produce", &url, "tail", "--receipts"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = writer.stdin.take().unwrap();
+    let mut receipts = BufReader::new(writer.stdout.take().unwrap()).lines();
+    for i in 0..100 {
+        writeln!(stdin, "first-{i}").unwrap();
+    }
+    stdin.flush().unwrap();
+    for _ in 0..100 {
+        receipts.next().unwrap().unwrap();
+    }
+    // The writer holds the directory lock; this process opens it read-only and tails it.
+    let mut reader = Command::new(BIN)
+        .args(["consume", &url, "tail", "-n", "200"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines_out = BufReader::new(reader.stdout.take().unwrap()).lines();
+    let mut lines: Vec<String> = (0..100)
+        .map(|_| lines_out.next().unwrap().unwrap())
+        .collect();
+    // Only now, with the reader caught up and waiting, does the writer go on.
+    for i in 0..100 {
+        writeln!(stdin, "second-{i}").unwrap();
+    }
+    drop(stdin);
+    assert!(writer.wait().unwrap().success());
+    lines.extend(lines_out.map(Result::unwrap));
+    let status = reader.wait().unwrap();
+    assert!(status.success());
+    lines.sort();
+    let mut expected: Vec<String> = (0..100)
+        .flat_map(|i| [format!("first-{i}"), format!("second-{i}")])
+        .collect();
+    expected.sort();
+    assert_eq!(lines, expected);
+}

@@ -63,7 +63,7 @@ for cls in kafka.Kafka kafka.tools.StorageTool org.apache.kafka.tools.TopicComma
   jar_has_class "$DEST/lib" "$cls" || die "class $cls not found in $DEST/lib" \
     "the jar layout of Kafka $KAFKA_VERSION differs: find the class with 'unzip -l' and update install-kafka.sh"
 done
-n_slf4j="$(ls "$DEST/lib" | grep -c '^slf4j-api-' || true)"
+n_slf4j="$(count_jars "$DEST/lib" slf4j-api-)"
 [[ "$n_slf4j" == 1 ]] || warn "expected one slf4j-api jar in lib, found $n_slf4j"
 
 write_log4j2 "$DEST/config/log4j2.properties" WARN
@@ -175,4 +175,4 @@ chmod +x "$DEST"/bin/*
 
 mark_installed "$DEST" "$STAMP"
 set_current "$COMP" "$KAFKA_VERSION"
-log "kafka $KAFKA_VERSION installed at $DEST ($(ls "$DEST/lib" | wc -l) jars, $(du -sh "$DEST/lib" | cut -f1))"
+log "kafka $KAFKA_VERSION installed at $DEST ($(count_jars "$DEST/lib") jars, $(du -sh "$DEST/lib" | cut -f1))"

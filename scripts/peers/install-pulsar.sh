@@ -60,7 +60,7 @@ for cls in org.apache.pulsar.PulsarStandaloneStarter org.apache.bookkeeper.proto
   jar_has_class "$DEST/lib" "$cls" || die "class $cls not found in $DEST/lib" \
     "pulsar-broker $PULSAR_VERSION's tree lacks it: add the artifact that provides it to the pom in install-pulsar.sh"
 done
-n_slf4j="$(ls "$DEST/lib" | grep -c '^slf4j-api-' || true)"
+n_slf4j="$(count_jars "$DEST/lib" slf4j-api-)"
 [[ "$n_slf4j" == 1 ]] || warn "expected one slf4j-api jar in lib, found $n_slf4j"
 
 write_log4j2 "$DEST/config/log4j2.properties" WARN
@@ -217,4 +217,4 @@ chmod +x "$DEST"/bin/*
 
 mark_installed "$DEST" "$STAMP"
 set_current "$COMP" "$PULSAR_VERSION"
-log "pulsar $PULSAR_VERSION installed at $DEST ($(ls "$DEST/lib" | wc -l) jars, $(du -sh "$DEST/lib" | cut -f1))"
+log "pulsar $PULSAR_VERSION installed at $DEST ($(count_jars "$DEST/lib") jars, $(du -sh "$DEST/lib" | cut -f1))"

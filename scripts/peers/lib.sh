@@ -13,6 +13,7 @@ set -euo pipefail
 
 PEERS_SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$PEERS_SCRIPTS/../.." && pwd)"
+# shellcheck disable=SC2034  # used by the scripts that source this file
 PEERS_DIR="${TRIBUTARY_PEERS_DIR:-$REPO/.peers}"
 
 log()  { printf '[%s %s] %s\n' "${PEERS_TAG:-peers}" "$(date +%H:%M:%S)" "$*" >&2; }
@@ -75,11 +76,11 @@ maven_copy_deps() {
   </mirrors>
 </settings>
 EOF
-  rm -rf "$dir/lib"
+  rm -rf "${dir:?}/lib"
   log "resolving Maven dependencies into $dir/lib (log: $logf)"
   local repo_opt=()
   [[ -n "${PEERS_MAVEN_REPO_LOCAL:-}" ]] && repo_opt=("-Dmaven.repo.local=$PEERS_MAVEN_REPO_LOCAL")
-  if ! (cd "$dir" && nice -n 10 mvn -B -q -s "$settings" "${repo_opt[@]}" dependency:copy-dependencies \
+  if ! (cd "$dir" && nice -n 10 mvn -B -q -Dstyle.color=never -s "$settings" "${repo_opt[@]}" dependency:copy-dependencies \
           -DoutputDirectory=lib -DincludeScope=runtime >"$logf" 2>&1); then
     grep -E 'ERROR' "$logf" | head -5 >&2 || true
     die "maven could not resolve the dependencies in $dir/pom.xml (full log: $logf)" \
@@ -112,6 +113,13 @@ jar_has_class() {
     [[ $'\n'"$listing"$'\n' == *$'\n'"$path"$'\n'* ]] && return 0
   done
   return 1
+}
+
+# count_jars DIR [PREFIX]: number of DIR/PREFIX*.jar files
+count_jars() {
+  local f n=0
+  for f in "$1/${2:-}"*.jar; do [[ -e "$f" ]] && n=$((n + 1)); done
+  echo "$n"
 }
 
 # free_port: an unused TCP port on 127.0.0.1 (racy but good enough for local tests)

@@ -12,6 +12,7 @@
 # back to a TCP connect to the printed address (result says which).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PEERS_TAG=smoke
+# shellcheck disable=SC2317  # functions below are called indirectly (traps, wait_until)
 
 STARTUP_TIMEOUT="${SMOKE_STARTUP_TIMEOUT:-120}"
 servers=("$@")
@@ -61,12 +62,12 @@ wait_until() {
   local t0="$1" limit="$2" pid="$3"; shift 3
   while true; do
     if "$@" >/dev/null 2>&1; then
-      echo "$(awk -v a="$t0" -v b="$(now_s)" 'BEGIN{printf "%.1f", b-a}')"
+      awk -v a="$t0" -v b="$(now_s)" 'BEGIN{printf "%.1f\n", b-a}'
       return 0
     fi
     kill -0 "$pid" 2>/dev/null || return 2
     if awk -v a="$t0" -v b="$(now_s)" -v l="$limit" 'BEGIN{exit !(b-a>l)}'; then return 1; fi
-    sleep 0.2
+    sleep 0.1
   done
 }
 
@@ -133,8 +134,12 @@ smoke_pulsar() {
   t0="$(now_s)"
   start_bg "$logf" "$home/bin/pulsar-standalone" --port "$port" --http-port "$http" --bookie-port "$bport" --data "$d/data"
   local pid=$PID
-  clusters_ready() { curl -sf --max-time 2 "$url/admin/v2/clusters" | grep -q '"standalone"' &&
-                     curl -sf --max-time 2 "$url/admin/v2/namespaces/public" | grep -q 'public/default'; }
+  # (no `curl | grep -q`: under pipefail an early grep exit can fail the pipeline)
+  clusters_ready() {
+    local c n
+    c="$(curl -sf --max-time 2 "$url/admin/v2/clusters")" && [[ "$c" == *'"standalone"'* ]] &&
+    n="$(curl -sf --max-time 2 "$url/admin/v2/namespaces/public")" && [[ "$n" == *'public/default'* ]]
+  }
   if ! up="$(wait_until "$t0" "$STARTUP_TIMEOUT" "$pid" clusters_ready)"; then
     fail_row pulsar "$ver" - - "admin API never listed cluster 'standalone'" "$logf"; stop_group "$pid"; return
   fi
@@ -188,7 +193,7 @@ smoke_pstest() {
   t0="$(now_s)"
   start_bg "$logf" "$home/pstest" --addr 127.0.0.1:0
   local pid=$PID
-  addr_printed() { head -n1 "$logf" | grep -q '^listening '; }
+  addr_printed() { local l; l="$(head -n1 "$logf")"; [[ "$l" == "listening "* ]]; }
   if ! wait_until "$t0" 20 "$pid" addr_printed >/dev/null; then
     fail_row pstest "$ver" - - "no 'listening' line" "$logf"; stop_group "$pid"; return
   fi

@@ -688,18 +688,16 @@ impl PartitionLog for FileLog {
                 g.segments.push(seg);
             }
         }
-        // Growth of the active segment.
-        let count = g.segments.len();
-        for (i, seg) in g.segments.iter_mut().enumerate() {
+        // Growth of the segments already known (the last one, usually).
+        for seg in g.segments.iter_mut() {
             let size = seg.file.metadata().map(|m| m.len()).unwrap_or(seg.size);
             if size > seg.size {
                 let (pos, offset) = (seg.size, seg.end);
-                if let Some((at, _)) = self.scan(seg, pos, offset, size)? {
-                    seg.size = at;
-                } else {
-                    seg.size = size;
-                }
-                let _ = i + 1 == count;
+                // A partial frame at the end is an append in progress: stop before it.
+                seg.size = match self.scan(seg, pos, offset, size)? {
+                    Some((at, _)) => at,
+                    None => size,
+                };
             }
         }
         if let Some(last) = g.segments.last() {

@@ -377,7 +377,11 @@ impl Group {
                     tracing::warn!(group = %group.name, stream = %group.stream.name, error = %e,
                         "saving consumer group progress failed; will retry");
                 }
-                if group.state.lock().members.is_empty() && group.state.lock().lease.is_none() {
+                let idle = {
+                    let state = group.state.lock();
+                    state.members.is_empty() && state.lease.is_none()
+                };
+                if idle {
                     group.flusher_started.store(false, Ordering::Release);
                     return;
                 }

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Install every real-server peer used by tributary's integration tests, plus protoc.
+#
+#   scripts/peers/install-all.sh                 # kafka pulsar pstest (idempotent, fast when done)
+#   scripts/peers/install-all.sh kafka pstest    # a subset
+#
+# Env: TRIBUTARY_PEERS_DIR (default <repo>/.peers), KAFKA_VERSION, PULSAR_VERSION,
+#      PEERS_MAVEN_REPO_LOCAL (alternative ~/.m2/repository), PEERS_SKIP_PROTOC=1.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+PEERS_TAG=install-all
+
+items=("$@")
+[[ ${#items[@]} -gt 0 ]] || items=(kafka pulsar pstest)
+
+declare -a TIMES=()
+elapsed() { awk -v a="$1" -v b="$(now_s)" 'BEGIN{printf "%.1f", b-a}'; }
+
+# protoc: the Rust pulsar crate's build script needs it.
+if [[ -z "${PEERS_SKIP_PROTOC:-}" ]]; then
+  t0="$(now_s)"
+  if command -v protoc >/dev/null 2>&1; then
+    TIMES+=("$(printf '%-8s %8s  %s' protoc "$(elapsed "$t0")" "present: $(protoc --version)")")
+  else
+    command -v apt-get >/dev/null 2>&1 || die "protoc is missing and apt-get is not available" \
+      "install protobuf-compiler with your package manager, or set PROTOC=/path/to/protoc"
+    SUDO=(); [[ "$(id -u)" == 0 ]] || SUDO=(sudo)
+    log "protoc missing: apt-get install -y protobuf-compiler"
+    { "${SUDO[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq protobuf-compiler; } \
+      >"${TMPDIR:-/tmp}/peers-apt.log" 2>&1 \
+      || { tail -5 "${TMPDIR:-/tmp}/peers-apt.log" >&2; die "apt-get install protobuf-compiler failed" \
+             "run it by hand: apt-get update && apt-get install -y protobuf-compiler"; }
+    TIMES+=("$(printf '%-8s %8s  %s' protoc "$(elapsed "$t0")" "installed: $(protoc --version)")")
+  fi
+fi
+
+rc=0
+for it in "${items[@]}"; do
+  script="$PEERS_SCRIPTS/install-$it.sh"
+  [[ -f "$script" ]] || die "no installer for '$it' ($script)" "use any of: kafka pulsar pstest"
+  t0="$(now_s)"
+  if bash "$script"; then
+    TIMES+=("$(printf '%-8s %8s  %s' "$it" "$(elapsed "$t0")" ok)")
+  else
+    TIMES+=("$(printf '%-8s %8s  %s' "$it" "$(elapsed "$t0")" "FAILED (see messages above)")")
+    rc=1
+  fi
+done
+
+printf '\n%-8s %8s  %s\n' item seconds result >&2
+printf '%s\n' "${TIMES[@]}" >&2
+[[ $rc == 0 ]] || die "some installers failed" "re-run the failing one alone: bash scripts/peers/install-<name>.sh"
