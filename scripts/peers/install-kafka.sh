@@ -20,7 +20,7 @@ PEERS_TAG=kafka
 KAFKA_VERSION="${KAFKA_VERSION:-4.3.1}"
 # Kafka 4.3 uses slf4j-api 1.7.36 and log4j 2.25.4; the slf4j binding is not in the POMs.
 LOG4J_VERSION="${KAFKA_LOG4J_VERSION:-2.25.4}"
-RECIPE_REV=3   # bump when the generated files change, to force a reinstall
+RECIPE_REV=4   # bump when the generated files change, to force a reinstall
 
 COMP="$PEERS_DIR/kafka"
 DEST="$COMP/$KAFKA_VERSION"
@@ -97,7 +97,7 @@ cat > "$DEST/bin/kafka-server" <<'EOF'
 set -euo pipefail
 BIN="$(cd "$(dirname "$(readlink -f "$0")")" && pwd)"
 usage() { echo "usage: $0 --port P --controller-port C --data DIR [--node-id N] [--host H] [--override k=v ...]" >&2; exit 2; }
-port= cport= data= node=1 host=127.0.0.1 overrides=()
+port='' cport='' data='' node=1 host=127.0.0.1 overrides=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --port) port="$2"; shift 2 ;;

@@ -21,7 +21,7 @@ PULSAR_VERSION="${PULSAR_VERSION:-4.0.7}"
 # Pulsar 4.0 uses slf4j-api 2.0.x -> the log4j-slf4j2-impl binding; bookkeeper pulls log4j 2.18,
 # so pin api/core/binding to one version.
 LOG4J_VERSION="${PULSAR_LOG4J_VERSION:-2.25.4}"
-RECIPE_REV=3
+RECIPE_REV=4
 
 COMP="$PEERS_DIR/pulsar"
 DEST="$COMP/$PULSAR_VERSION"
@@ -151,7 +151,7 @@ set -euo pipefail
 BIN="$(cd "$(dirname "$(readlink -f "$0")")" && pwd)"
 HOME_DIR="$(cd "$BIN/.." && pwd)"
 usage() { echo "usage: $0 --port P --http-port H --bookie-port B --data DIR [--wipe] [--host H] [--conf k=v ...]" >&2; exit 2; }
-port= http= bookie= data= host=127.0.0.1 wipe=() confs=()
+port='' http='' bookie='' data='' host=127.0.0.1 wipe=() confs=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --port) port="$2"; shift 2 ;;
@@ -169,9 +169,13 @@ done
 mkdir -p "$data"
 data="$(cd "$data" && pwd)"
 conf="$data/standalone.conf"
-# loopback interface name for the bookie's bind address (Linux: lo)
-lo_if="$(ls /sys/class/net 2>/dev/null | while read -r n; do [[ "$(cat /sys/class/net/$n/flags 2>/dev/null)" =~ ^0x ]] && (( $(cat /sys/class/net/$n/flags) & 0x8 )) && echo "$n" && break; done || true)"
-sed -e "s/@LOOPBACK_IF@/${lo_if:-lo}/g" -e "s/@HOST@/$host/g" -e "s/@PORT@/$port/g" -e "s/@HTTP_PORT@/$http/g" -e "s/@BOOKIE_PORT@/$bookie/g" \
+# loopback interface name (IFF_LOOPBACK = 0x8) for the bookie's bind address; Linux: lo
+lo_if=lo
+for n in /sys/class/net/*; do
+  f="$(cat "$n/flags" 2>/dev/null || echo 0)"
+  if (( f & 0x8 )); then lo_if="${n##*/}"; break; fi
+done
+sed -e "s/@LOOPBACK_IF@/$lo_if/g" -e "s/@HOST@/$host/g" -e "s/@PORT@/$port/g" -e "s/@HTTP_PORT@/$http/g" -e "s/@BOOKIE_PORT@/$bookie/g" \
   "$HOME_DIR/config/standalone.conf.template" > "$conf"
 for kv in "${confs[@]}"; do printf '%s\n' "$kv" >> "$conf"; done
 # The starter resolves some paths (e.g. data/standalone) against the working directory.

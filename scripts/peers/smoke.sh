@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317  # functions are called indirectly (traps, wait_until)
 # Start each installed peer server on free 127.0.0.1 ports in a temp dir, wait until it really
 # serves (a message goes in and comes back out), measure start-up time and RSS, stop it, and
 # print a table. Exit status is non-zero if any server failed.
@@ -12,7 +13,6 @@
 # back to a TCP connect to the printed address (result says which).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PEERS_TAG=smoke
-# shellcheck disable=SC2317  # functions below are called indirectly (traps, wait_until)
 
 STARTUP_TIMEOUT="${SMOKE_STARTUP_TIMEOUT:-120}"
 servers=("$@")
