@@ -6,6 +6,7 @@
 #
 # Env: TRIBUTARY_PEERS_DIR (default <repo>/.peers), KAFKA_VERSION, PULSAR_VERSION,
 #      PEERS_MAVEN_REPO_LOCAL (alternative ~/.m2/repository), PEERS_SKIP_PROTOC=1.
+# shellcheck source=SCRIPTDIR/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PEERS_TAG=install-all
 

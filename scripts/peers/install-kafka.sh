@@ -14,6 +14,7 @@
 #   4.4.0: connect-mirror 4.4.0 is not served -> no MirrorMaker 2.
 #   4.2.x: connect-mirror-client 4.2.1 is not served.
 #   4.3.1: kafka_2.13, kafka-tools, connect-mirror all resolve; classes are Java 17 (major 61).
+# shellcheck source=SCRIPTDIR/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PEERS_TAG=kafka
 

@@ -6,6 +6,7 @@
 # Result: $PEERS_DIR/pstest/<ver>/pstest, $PEERS_DIR/pstest/current -> <ver>
 #   pstest --addr 127.0.0.1:0   -> first stdout line "listening 127.0.0.1:NNNN"; SIGTERM stops it.
 # Needs Go >= 1.26 (pubsub/v2 v2.9.0 declares `go 1.26.0`).
+# shellcheck source=SCRIPTDIR/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PEERS_TAG=pstest
 

@@ -14,6 +14,7 @@
 #   4.0.7: the whole pulsar-broker tree resolves (~317 jars, ~235 MB; bookkeeper-server 4.17.2,
 #          rocksdbjni 7.10.2 and the functions worker come transitively). Needs Java 17.
 #   pulsar-client-tools 4.0.7 is not served, hence the small generated Java smoke client.
+# shellcheck source=SCRIPTDIR/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PEERS_TAG=pulsar
 

@@ -11,6 +11,7 @@
 # pstest check: publishes and pulls one message with the Python google-cloud-pubsub client
 # (venv under $PEERS_DIR/pyvenv, created on first use); if that venv cannot be built it falls
 # back to a TCP connect to the printed address (result says which).
+# shellcheck source=SCRIPTDIR/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PEERS_TAG=smoke
 
