@@ -266,7 +266,8 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn capabilities(&self) -> Capabilities;
     /// Opens a producer for `stream`.
     async fn producer(&self, stream: &str) -> Result<Box<dyn Producer>>;
-    /// Opens a consumer of `stream`.
+    /// Opens a consumer of `stream`. Returns once the group's start position is fixed: an event
+    /// sent after this returns is seen by a `Latest` consumer (the conformance suite relies on it).
     async fn consumer(&self, stream: &str, options: ConsumerOptions) -> Result<Box<dyn Consumer>>;
     /// Creates a stream; [`crate::ErrorKind::AlreadyExists`] if it exists.
     async fn create_stream(&self, stream: &str, spec: StreamSpec) -> Result<()>;
