@@ -1036,12 +1036,14 @@ impl Producer for LocalProducer {
             slots.push((group, by_partition[group].1.len()));
             by_partition[group].1.push(event);
         }
+        let partitions: Vec<usize> = by_partition.iter().map(|(p, _)| *p).collect();
         let bases = match &self.stream.writer {
             Some(writer) => {
                 let (reply, rx) = oneshot::channel();
+                // The events move to the writer thread: no copy of keys, payloads or headers.
                 writer
                     .send(WriteRequest {
-                        batches: by_partition.iter().map(|(p, e)| (*p, e.clone())).collect(),
+                        batches: by_partition,
                         reply,
                     })
                     .await
@@ -1066,7 +1068,7 @@ impl Producer for LocalProducer {
         Ok(slots
             .into_iter()
             .map(|(group, index)| Receipt {
-                partition: Some(PartitionId::from(by_partition[group].0 as u32)),
+                partition: Some(PartitionId::from(partitions[group] as u32)),
                 position: Some(Position::from_offset(bases[group] + index as u64)),
             })
             .collect())
