@@ -282,23 +282,20 @@ impl UrlOptions {
 
     /// Fails if any option was not taken, naming it and listing the `known` ones.
     pub fn finish(self, known: &[&str]) -> Result<()> {
-        match self.values.keys().next() {
-            None => Ok(()),
-            Some(first) => {
-                let unknown: Vec<_> = self.values.keys().map(|k| format!("`{k}`")).collect();
-                let noun = if unknown.len() == 1 {
-                    "option"
-                } else {
-                    "options"
-                };
-                let _ = first;
-                Err(Error::config(format!(
-                    "unknown {noun} {}; known options: {}",
-                    unknown.join(", "),
-                    known.join(", ")
-                )))
-            }
+        if self.values.is_empty() {
+            return Ok(());
         }
+        let unknown: Vec<_> = self.values.keys().map(|k| format!("`{k}`")).collect();
+        let noun = if unknown.len() == 1 {
+            "option"
+        } else {
+            "options"
+        };
+        Err(Error::config(format!(
+            "unknown {noun} {}; known options: {}",
+            unknown.join(", "),
+            known.join(", ")
+        )))
     }
 }
 

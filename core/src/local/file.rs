@@ -372,12 +372,7 @@ impl FileLog {
     }
 
     fn rewrite_index(&self, seg: &mut Segment) -> Result<()> {
-        let mut bytes = Vec::with_capacity(seg.index.len() * INDEX_ENTRY);
-        for e in &seg.index {
-            bytes.extend_from_slice(&e.offset.to_le_bytes());
-            bytes.extend_from_slice(&e.pos.to_le_bytes());
-            bytes.extend_from_slice(&e.max_ms_before.to_le_bytes());
-        }
+        let bytes = encode_index(&seg.index);
         let mut f = OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -410,6 +405,16 @@ impl FileLog {
         .with_retryable(false)
         .with_backend("file")
     }
+}
+
+fn encode_index(entries: &[IndexEntry]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(entries.len() * INDEX_ENTRY);
+    for e in entries {
+        bytes.extend_from_slice(&e.offset.to_le_bytes());
+        bytes.extend_from_slice(&e.pos.to_le_bytes());
+        bytes.extend_from_slice(&e.max_ms_before.to_le_bytes());
+    }
+    bytes
 }
 
 fn read_at(file: &File, pos: u64, len: usize, path: &Path) -> Result<Bytes> {
@@ -475,12 +480,7 @@ impl PartitionLog for FileLog {
             return Err(io(format!("appending to {}", active.log_path.display()), e));
         }
         if let Some(f) = active.index_file.as_mut() {
-            let mut bytes = Vec::with_capacity(new_index.len() * INDEX_ENTRY);
-            for e in &new_index {
-                bytes.extend_from_slice(&e.offset.to_le_bytes());
-                bytes.extend_from_slice(&e.pos.to_le_bytes());
-                bytes.extend_from_slice(&e.max_ms_before.to_le_bytes());
-            }
+            let bytes = encode_index(&new_index);
             // The index is a rebuildable hint: a failed write only costs a rescan at next open.
             if f.write_all(&bytes).is_err() {
                 active.index_file = None;
