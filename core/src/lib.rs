@@ -50,8 +50,8 @@ pub use checkpoint::{
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, Headers, PartitionId, Position, Receipt, StartPosition, Timestamp};
 pub use registry::{
-    BackendFactory, KNOWN_SCHEMES, Registry, UrlOptions, connect, parse_duration, parse_size,
-    parse_url, redact, register_scheme,
+    BackendFactory, KNOWN_SCHEMES, Registry, UrlOptions, connect, is_secret_option, parse_duration,
+    parse_size, parse_url, redact, register_scheme,
 };
 
 /// Re-exported so backends and users name the same versions.

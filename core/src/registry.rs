@@ -117,8 +117,41 @@ pub fn parse_url(url: &str) -> Result<Url> {
             redact_str(trimmed)
         )));
     }
-    Url::parse(trimmed)
-        .map_err(|e| Error::config(format!("malformed URL `{}`: {e}", redact_str(trimmed))))
+    let (first, hosts) = split_host_list(trimmed);
+    let mut url = Url::parse(&first)
+        .map_err(|e| Error::config(format!("malformed URL `{}`: {e}", redact_str(trimmed))))?;
+    if let Some(hosts) = hosts {
+        if url.query_pairs().any(|(k, _)| k == "hosts") {
+            return Err(Error::config(
+                "the URL names several hosts and also has a `hosts` option: use one or the other",
+            ));
+        }
+        url.query_pairs_mut().append_pair("hosts", &hosts);
+    }
+    Ok(url)
+}
+
+/// `kafka://a:9092,b:9092/x?y` → (`kafka://a:9092/x?y`, `Some("a:9092,b:9092")`): URL parsers
+/// reject host lists, which Kafka and Pulsar users write as a matter of course. The full list
+/// reaches the backend as the `hosts` option.
+fn split_host_list(url: &str) -> (String, Option<String>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_owned(), None);
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (userinfo, hosts) = match authority.rfind('@') {
+        Some(at) => authority.split_at(at + 1),
+        None => ("", authority),
+    };
+    if !hosts.contains(',') {
+        return (url.to_owned(), None);
+    }
+    let first = hosts.split(',').next().unwrap_or_default();
+    (
+        format!("{scheme}://{userinfo}{first}{tail}"),
+        Some(hosts.to_owned()),
+    )
 }
 
 /// The URL with any password or `*secret*`/`*password*`/`*token*`/`*key*` query value replaced,
@@ -387,6 +420,23 @@ mod tests {
         assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
         assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86_400)));
         assert_eq!(parse_duration("-1"), None);
+    }
+
+    #[test]
+    fn host_lists_become_the_hosts_option() {
+        let u = parse_url("kafka://u:p@a:1,b:2/x?acks=all").unwrap();
+        assert_eq!(u.host_str(), Some("a"));
+        assert_eq!(u.port(), Some(1));
+        assert_eq!(u.password(), Some("p"));
+        let hosts: Vec<_> = u
+            .query_pairs()
+            .filter(|(k, _)| k == "hosts")
+            .map(|(_, v)| v.into_owned())
+            .collect();
+        assert_eq!(hosts, ["a:1,b:2"]);
+        assert!(u.query_pairs().any(|(k, v)| k == "acks" && v == "all"));
+        assert!(parse_url("kafka://a:1,b:2?hosts=c:3").is_err());
+        assert_eq!(parse_url("memory://").unwrap().query(), None);
     }
 
     #[test]

@@ -5,15 +5,18 @@
 #
 # Result: $PEERS_DIR/pstest/<ver>/pstest, $PEERS_DIR/pstest/current -> <ver>
 #   pstest --addr 127.0.0.1:0   -> first stdout line "listening 127.0.0.1:NNNN"; SIGTERM stops it.
+#   That one address serves gRPC (HTTP/2) and the Pub/Sub v1 REST API (HTTP/1.1 + JSON).
 # Needs Go >= 1.26 (pubsub/v2 v2.9.0 declares `go 1.26.0`).
 # shellcheck source=SCRIPTDIR/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PEERS_TAG=pstest
 
 SRC="$PEERS_SCRIPTS/pstest"
-PSTEST_VERSION="$(awk '$1=="require" && $2=="cloud.google.com/go/pubsub/v2" {print $3}' "$SRC/go.mod")"
+# Either "require cloud.google.com/go/pubsub/v2 vX.Y.Z" or that module's line in a require ( ) block.
+PSTEST_VERSION="$(awk '$1=="require" && $2=="cloud.google.com/go/pubsub/v2" {print $3; exit}
+  $1=="cloud.google.com/go/pubsub/v2" {print $2; exit}' "$SRC/go.mod")"
 [[ -n "$PSTEST_VERSION" ]] || die "cannot read the pubsub/v2 version from $SRC/go.mod" \
-  "go.mod must contain a line 'require cloud.google.com/go/pubsub/v2 vX.Y.Z'"
+  "go.mod must require cloud.google.com/go/pubsub/v2 vX.Y.Z"
 SRC_HASH="$(cat "$SRC/main.go" "$SRC/go.mod" "$SRC/go.sum" | sha256sum | cut -c1-16)"
 RECIPE_REV=1
 

@@ -1,0 +1,444 @@
+//! Apache Kafka for tributary, on rdkafka (librdkafka).
+//!
+//! ```no_run
+//! # #[tokio::main] async fn main() -> tributary::Result<()> {
+//! use tributary::{ConsumerOptions, Event, StartPosition};
+//! tributary_kafka::register();
+//! let backend = tributary::connect("kafka://127.0.0.1:9092?auto_create=true").await?;
+//! let producer = backend.producer("orders").await?;
+//! let receipt = producer.send(Event::new("hello").with_key("customer-7")).await?;
+//! println!("stored at partition {:?} offset {:?}", receipt.partition, receipt.position);
+//! let consumer = backend
+//!     .consumer("orders", ConsumerOptions::new("billing").start(StartPosition::Earliest))
+//!     .await?;
+//! let delivery = consumer.receive().await?;
+//! delivery.ack();
+//! # Ok(()) }
+//! ```
+//!
+//! # URL
+//! `kafka://host:port[,host:port…][?option=value&…]`, with `user:password@` for SASL/PLAIN over
+//! TLS (build with the `ssl` feature). Options:
+//!
+//! | option | default | meaning |
+//! |---|---|---|
+//! | `timeout` | `30s` | connect, metadata and admin calls |
+//! | `send_timeout` | `60s` | how long one event may be retried before its send fails (`message.timeout.ms`) |
+//! | `commit_interval` | `500ms` | how often acked positions are committed (also on revoke and close) |
+//! | `join_timeout` | `60s` | how long `consumer()` waits for the group to assign partitions |
+//! | `auto_create` | `false` | create missing topics on `producer()`/`consumer()` |
+//! | `partitions`, `replication` | `1`, broker default | for topics created by `auto_create` |
+//! | `client_id` | `tributary` | `client.id` |
+//! | `rdkafka.NAME` | | any librdkafka option, for every client (e.g. `rdkafka.security.protocol=SSL`) |
+//! | `producer.NAME`, `consumer.NAME` | | a librdkafka option for producers or consumers only |
+//!
+//! Secrets (`sasl.password`, `ssl.key.password`, …) never appear in logs or errors.
+//!
+//! # Semantics
+//! - Producers are idempotent (`enable.idempotence=true`): retries neither duplicate nor
+//!   reorder events within a partition. Keys pick partitions with librdkafka's default
+//!   partitioner (murmur2 for Java-client compatibility requires `producer.partitioner=murmur2_random`).
+//! - Consumers join the group named in [`tributary::ConsumerOptions`]; commits are the end of
+//!   the acked prefix per partition, never auto-commits. A revoked partition commits what is
+//!   acked and its in-flight deliveries are redelivered by its next owner. A nack redelivers
+//!   the event to this consumer (attempt + 1).
+//! - The start position applies to partitions without a commit and is resolved when the
+//!   partition is assigned (latest = the end at that moment; a timestamp uses
+//!   `offsets_for_times`).
+#![warn(missing_docs)]
+
+mod config;
+mod consumer;
+mod error;
+mod producer;
+mod record;
+
+use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::metadata::Metadata;
+use rdkafka::producer::FutureProducer;
+use tributary::{
+    AckModel, Backend, Capabilities, Consumer, ConsumerOptions, Error, Lifecycle, Ordering,
+    PartitionId, PartitionInfo, Position, Producer, ReceiptSupport, Result, StartSupport,
+    StreamInfo, StreamSpec, Url,
+};
+
+use crate::config::KafkaConfig;
+use crate::error::map;
+
+/// The default `message.max.bytes` of a Kafka broker, used when the broker does not say.
+const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
+
+/// Registers the `kafka://` scheme with [`tributary::connect`].
+pub fn register() {
+    tributary::register_scheme("kafka", |url| {
+        Box::pin(async move {
+            KafkaBackend::connect(&url)
+                .await
+                .map(|b| Arc::new(b) as Arc<dyn Backend>)
+        })
+    });
+}
+
+/// A Kafka cluster.
+pub struct KafkaBackend {
+    config: KafkaConfig,
+    admin: Arc<AdminClient<DefaultClientContext>>,
+    /// The broker's `message.max.bytes`.
+    max_message_bytes: usize,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for KafkaBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaBackend")
+            .field("url", &self.config.shown_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaBackend {
+    /// Connects: checks that a broker answers within the URL's `timeout` and reads its limits.
+    pub async fn connect(url: &Url) -> Result<KafkaBackend> {
+        let config = KafkaConfig::from_url(url)?;
+        let admin: AdminClient<DefaultClientContext> = config
+            .admin()
+            .create()
+            .map_err(|e| map(e, &format!("connect to {}", config.shown_url)))?;
+        let admin = Arc::new(admin);
+        let metadata = blocking_metadata(&admin, None, config.timeout)
+            .await
+            .map_err(|e| {
+                Error::unavailable(format!(
+                    "no Kafka broker answered at {} within {:?} (option `timeout`): {}",
+                    config.bootstrap,
+                    config.timeout,
+                    e.message()
+                ))
+                .with_backend("kafka")
+                .with_retryable(true)
+            })?;
+        let broker = metadata.brokers().first().map(|b| b.id());
+        let max_message_bytes = match broker {
+            Some(id) => broker_limit(&admin, id, config.timeout)
+                .await
+                .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
+            None => DEFAULT_MAX_MESSAGE_BYTES,
+        };
+        tracing::debug!(url = %config.shown_url, max_message_bytes, "kafka: connected");
+        Ok(KafkaBackend {
+            config,
+            admin,
+            max_message_bytes,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// The librdkafka configuration this backend gives its producers: the escape hatch for
+    /// building a raw rdkafka client with the same settings.
+    pub fn producer_config(&self) -> rdkafka::ClientConfig {
+        self.config.producer()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(AtomicOrdering::Acquire) {
+            return Err(Error::closed("the Kafka backend is closed").with_backend("kafka"));
+        }
+        Ok(())
+    }
+
+    async fn topic_partitions(&self, topic: &str) -> Result<Option<usize>> {
+        let metadata = blocking_metadata(&self.admin, Some(topic), self.config.timeout).await?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .and_then(|t| match t.error() {
+                None => Some(t.partitions().len()),
+                Some(_) => None,
+            }))
+    }
+
+    /// Makes sure the topic exists (creating it where `auto_create` allows).
+    async fn ensure_topic(&self, topic: &str) -> Result<()> {
+        if self.topic_partitions(topic).await?.is_some() {
+            return Ok(());
+        }
+        if !self.config.auto_create {
+            return Err(Error::not_found(format!(
+                "Kafka topic `{topic}` does not exist (create it, or add auto_create=true to the URL)"
+            ))
+            .with_backend("kafka"));
+        }
+        match self
+            .create_stream(topic, StreamSpec::with_partitions(self.config.partitions))
+            .await
+        {
+            Err(e) if e.kind() == tributary::ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn topic_limit(&self, topic: &str) -> usize {
+        let options = AdminOptions::new().request_timeout(Some(self.config.timeout));
+        let specifier = ResourceSpecifier::Topic(topic);
+        match self.admin.describe_configs([&specifier], &options).await {
+            Ok(results) => results
+                .into_iter()
+                .flatten()
+                .find_map(|r| {
+                    r.get("max.message.bytes")
+                        .and_then(|e| e.value.as_ref()?.parse().ok())
+                })
+                .unwrap_or(self.max_message_bytes),
+            Err(_) => self.max_message_bytes,
+        }
+    }
+
+    /// Waits until metadata agrees with `present` for `topic` (creation and deletion propagate
+    /// asynchronously through the cluster).
+    async fn await_topic(&self, topic: &str, present: bool) -> Result<()> {
+        let deadline = Instant::now() + self.config.timeout;
+        loop {
+            if self.topic_partitions(topic).await?.is_some() == present {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::timeout(format!(
+                    "topic `{topic}` still {} after {:?}",
+                    if present { "missing" } else { "present" },
+                    self.config.timeout
+                ))
+                .with_backend("kafka"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn blocking_metadata(
+    admin: &Arc<AdminClient<DefaultClientContext>>,
+    topic: Option<&str>,
+    timeout: Duration,
+) -> Result<Metadata> {
+    let admin = admin.clone();
+    let topic = topic.map(str::to_owned);
+    tokio::task::spawn_blocking(move || admin.inner().fetch_metadata(topic.as_deref(), timeout))
+        .await
+        .map_err(|e| Error::other(format!("metadata lookup panicked: {e}")))?
+        .map_err(|e| map(e, "fetch Kafka metadata"))
+}
+
+async fn broker_limit(
+    admin: &AdminClient<DefaultClientContext>,
+    broker: i32,
+    timeout: Duration,
+) -> Option<usize> {
+    let options = AdminOptions::new().request_timeout(Some(timeout));
+    let specifier = ResourceSpecifier::Broker(broker);
+    let results = admin.describe_configs([&specifier], &options).await.ok()?;
+    results.into_iter().flatten().find_map(|r| {
+        r.get("message.max.bytes")
+            .and_then(|e| e.value.as_ref()?.parse().ok())
+    })
+}
+
+#[async_trait]
+impl Backend for KafkaBackend {
+    fn scheme(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::minimal();
+        caps.native_headers = true;
+        caps.timestamps = true;
+        caps.ordering = Ordering::PerKey;
+        caps.ack = AckModel::Cumulative;
+        caps.nack = true;
+        caps.delivery_attempts = true;
+        caps.start = StartSupport {
+            earliest: true,
+            latest: true,
+            timestamp: true,
+            position: true,
+        };
+        caps.receipts = ReceiptSupport {
+            partition: true,
+            position: true,
+        };
+        caps.max_event_bytes = Some(record::max_payload(self.max_message_bytes));
+        caps.lifecycle = Lifecycle {
+            auto_create: self.config.auto_create,
+            networked: true,
+            competing_consumers: true,
+        };
+        caps
+    }
+
+    async fn producer(&self, stream: &str) -> Result<Box<dyn Producer>> {
+        self.check_open()?;
+        self.ensure_topic(stream).await?;
+        let limit = self.topic_limit(stream).await;
+        let mut config = self.config.producer();
+        // librdkafka's own check (default 1000000) would otherwise refuse events the topic accepts.
+        if !self
+            .config
+            .producer
+            .iter()
+            .chain(&self.config.common)
+            .any(|(n, _)| n == "message.max.bytes")
+        {
+            config.set("message.max.bytes", limit.to_string());
+        }
+        let inner: FutureProducer = config
+            .create()
+            .map_err(|e| map(e, &format!("create a producer for `{stream}`")))?;
+        Ok(Box::new(producer::KafkaProducer {
+            topic: stream.to_string(),
+            inner,
+            limit,
+            send_timeout: self.config.send_timeout,
+            closed: AtomicBool::new(false),
+            in_progress: Arc::new(tokio::sync::RwLock::new(())),
+        }))
+    }
+
+    async fn consumer(&self, stream: &str, options: ConsumerOptions) -> Result<Box<dyn Consumer>> {
+        self.check_open()?;
+        if options.group.is_empty() {
+            return Err(Error::config("a Kafka consumer needs a group name").with_backend("kafka"));
+        }
+        self.ensure_topic(stream).await?;
+        Ok(Box::new(
+            consumer::KafkaConsumer::start(&self.config, stream, options).await?,
+        ))
+    }
+
+    async fn create_stream(&self, stream: &str, spec: StreamSpec) -> Result<()> {
+        self.check_open()?;
+        let partitions = i32::try_from(spec.partitions.max(1)).map_err(|_| {
+            Error::config(format!(
+                "{} partitions is too many for Kafka",
+                spec.partitions
+            ))
+        })?;
+        let topic = NewTopic::new(
+            stream,
+            partitions,
+            TopicReplication::Fixed(self.config.replication),
+        );
+        let options = AdminOptions::new().operation_timeout(Some(self.config.timeout));
+        let results = self
+            .admin
+            .create_topics([&topic], &options)
+            .await
+            .map_err(|e| map(e, &format!("create topic `{stream}`")))?;
+        for result in results {
+            if let Err((name, code)) = result {
+                return Err(match code {
+                    RDKafkaErrorCode::TopicAlreadyExists => {
+                        Error::already_exists(format!("Kafka topic `{name}` already exists"))
+                    }
+                    other => error::by_code(other, &format!("create topic `{name}`: {other}")),
+                }
+                .with_backend("kafka"));
+            }
+        }
+        self.await_topic(stream, true).await
+    }
+
+    async fn delete_stream(&self, stream: &str) -> Result<()> {
+        self.check_open()?;
+        let options = AdminOptions::new().operation_timeout(Some(self.config.timeout));
+        let results = self
+            .admin
+            .delete_topics(&[stream], &options)
+            .await
+            .map_err(|e| map(e, &format!("delete topic `{stream}`")))?;
+        for result in results {
+            if let Err((name, code)) = result {
+                return Err(match code {
+                    RDKafkaErrorCode::UnknownTopicOrPartition => {
+                        Error::not_found(format!("Kafka topic `{name}` does not exist"))
+                    }
+                    other => error::by_code(other, &format!("delete topic `{name}`: {other}")),
+                }
+                .with_backend("kafka"));
+            }
+        }
+        self.await_topic(stream, false).await
+    }
+
+    async fn list_streams(&self) -> Result<Vec<String>> {
+        self.check_open()?;
+        let metadata = blocking_metadata(&self.admin, None, self.config.timeout).await?;
+        let mut names: Vec<String> = metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_string())
+            .filter(|n| !n.starts_with("__"))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn describe_stream(&self, stream: &str) -> Result<StreamInfo> {
+        self.check_open()?;
+        let admin = self.admin.clone();
+        let topic = stream.to_string();
+        let timeout = self.config.timeout;
+        tokio::task::spawn_blocking(move || -> Result<StreamInfo> {
+            let metadata = admin
+                .inner()
+                .fetch_metadata(Some(&topic), timeout)
+                .map_err(|e| map(e, &format!("describe `{topic}`")))?;
+            let found = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic && t.error().is_none())
+                .ok_or_else(|| {
+                    Error::not_found(format!("Kafka topic `{topic}` does not exist"))
+                        .with_backend("kafka")
+                })?;
+            let mut ids: Vec<i32> = found.partitions().iter().map(|p| p.id()).collect();
+            ids.sort_unstable();
+            let mut partitions = Vec::with_capacity(ids.len());
+            for id in ids {
+                let (low, high) = admin
+                    .inner()
+                    .fetch_watermarks(&topic, id, timeout)
+                    .map_err(|e| {
+                        map(e, &format!("read the offsets of `{topic}` partition {id}"))
+                    })?;
+                partitions.push(PartitionInfo {
+                    id: PartitionId::from(id as u32),
+                    earliest: Some(Position::from_offset(low.max(0) as u64)),
+                    next: Some(Position::from_offset(high.max(0) as u64)),
+                });
+            }
+            Ok(StreamInfo {
+                name: topic,
+                partitions,
+            })
+        })
+        .await
+        .map_err(|e| Error::other(format!("describe panicked: {e}")))?
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.closed.store(true, AtomicOrdering::Release);
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

@@ -1,0 +1,51 @@
+//! The conformance suite against a real Kafka broker started by the fixture, plus the
+//! capability snapshot that keeps the suite's gating honest.
+
+use std::sync::Arc;
+
+use tributary::Backend;
+use tributary_conformance::{Harness, run};
+use tributary_testcontainers::{Peer, Server, require_peer};
+
+fn harness(server: &Arc<Server>) -> Harness {
+    let restart_server = server.clone();
+    let url = server.url().to_string();
+    let reconnect_url = url.clone();
+    Harness::new("kafka", &url)
+        .with_unreachable_url("kafka://127.0.0.1:9?timeout=3s")
+        .with_restart(Arc::new(move |old: Arc<dyn Backend>| {
+            let server = restart_server.clone();
+            let url = reconnect_url.clone();
+            Box::pin(async move {
+                old.close().await?;
+                tokio::task::spawn_blocking(move || server.restart())
+                    .await
+                    .map_err(|e| tributary::Error::other(format!("restart panicked: {e}")))?
+                    .map_err(|e| tributary::Error::unavailable(e.to_string()))?;
+                tributary::connect(&url).await
+            })
+        }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_conformance() {
+    let server = require_peer!(Peer::Kafka);
+    tributary_kafka::register();
+    let report = run(&harness(&server)).await;
+    report.print();
+    assert_eq!(report.failed(), 0, "{}", report.table());
+    assert!(
+        report.passed() >= 24,
+        "too few cases ran:{}",
+        report.table()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_capability_snapshot() {
+    let server = require_peer!(Peer::Kafka);
+    tributary_kafka::register();
+    let backend = tributary::connect(server.url()).await.expect("connect");
+    let expected = "Capabilities { native_headers: true, timestamps: true, ordering: PerKey, ack: Cumulative, nack: true, delivery_attempts: true, start: StartSupport { earliest: true, latest: true, timestamp: true, position: true }, receipts: ReceiptSupport { partition: true, position: true }, max_event_bytes: Some(1048516), lifecycle: Lifecycle { auto_create: false, networked: true, competing_consumers: true } }";
+    assert_eq!(format!("{:?}", backend.capabilities()), expected);
+}

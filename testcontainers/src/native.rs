@@ -1,0 +1,256 @@
+//! Native mode: servers installed under the peers cache by `scripts/peers/install-*.sh`.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::process::{Process, find_line, free_port};
+use crate::{Launcher, Mode, Peer, PeerError, Reason, Server, probe, wait_ready};
+
+/// Ports picked with [`free_port`] can be taken by someone else before the server binds them;
+/// a start that fails on a bind error is retried with fresh ports.
+const ATTEMPTS: usize = 3;
+
+pub(crate) fn start(launcher: &Launcher, peer: Peer) -> Result<Server, PeerError> {
+    let mut last = None;
+    for _ in 0..ATTEMPTS {
+        match start_once(launcher, peer) {
+            Ok(server) => return Ok(server),
+            Err(error) if error.reason == Reason::StartFailed && lost_port_race(&error) => {
+                last = Some(error)
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Err(last.expect("at least one attempt"))
+}
+
+fn lost_port_race(error: &PeerError) -> bool {
+    error.log_tail.iter().any(|l| {
+        l.contains("Address already in use")
+            || l.contains("address already in use")
+            || l.contains("BindException")
+    })
+}
+
+fn installed(launcher: &Launcher, peer: Peer, relative: &str) -> Result<PathBuf, PeerError> {
+    let path = launcher.peers_dir.join(relative);
+    if path.is_file() {
+        return Ok(path);
+    }
+    Err(PeerError::new(
+        peer,
+        Reason::NotInstalled,
+        format!("{} is not installed ({} is missing)", peer, path.display()),
+    )
+    .fix(format!("scripts/peers/install-all.sh {}", installer(peer)))
+    .fix("or run scripts/test, which installs every server and runs the whole suite")
+    .fix("or TRIBUTARY_PEERS_MODE=docker / external (see testcontainers/src/lib.rs)"))
+}
+
+fn installer(peer: Peer) -> &'static str {
+    match peer {
+        Peer::Kafka => "kafka",
+        Peer::Pulsar => "pulsar",
+        Peer::PubSub => "pstest",
+        Peer::Kinesis => "ferrokinesis",
+        Peer::EventHubs => "eventhubs",
+    }
+}
+
+/// How to launch a server again on the same ports and data (for [`Server::restart`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Recipe {
+    pub(crate) launcher: Launcher,
+    pub(crate) program: PathBuf,
+    pub(crate) args: Vec<std::ffi::OsString>,
+    pub(crate) probe: Probe,
+}
+
+/// The readiness probe of a server, with the addresses it needs.
+#[derive(Debug, Clone)]
+pub(crate) enum Probe {
+    Kafka(String),
+    Pulsar(String),
+    Grpc(String),
+    Kinesis(String),
+}
+
+impl Probe {
+    pub(crate) fn check(&self) -> Result<(), String> {
+        match self {
+            Probe::Kafka(addr) => probe::kafka(addr),
+            Probe::Pulsar(http) => probe::pulsar(http),
+            Probe::Grpc(addr) => probe::grpc(addr),
+            Probe::Kinesis(addr) => probe::kinesis(addr),
+        }
+    }
+}
+
+impl Recipe {
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command.args(&self.args);
+        command
+    }
+
+    /// Launches the server again (same ports, same data) and waits until it serves.
+    pub(crate) fn relaunch(&self, peer: Peer, log: &std::path::Path) -> Result<Process, PeerError> {
+        let mut process = spawn(peer, self.command(), log)?;
+        wait_ready(&self.launcher, peer, &mut process, || self.probe.check())?;
+        Ok(process)
+    }
+}
+
+fn spawn(peer: Peer, command: Command, log: &std::path::Path) -> Result<Process, PeerError> {
+    Process::spawn(command, log).map_err(|e| {
+        PeerError::new(peer, Reason::StartFailed, format!("cannot launch: {e}")).with_log(log)
+    })
+}
+
+fn port(peer: Peer) -> Result<u16, PeerError> {
+    free_port().map_err(|e| {
+        PeerError::new(
+            peer,
+            Reason::StartFailed,
+            format!("no free port on 127.0.0.1: {e}"),
+        )
+    })
+}
+
+fn server(
+    peer: Peer,
+    url: String,
+    address: String,
+    http: Option<String>,
+    process: Process,
+    data: Option<PathBuf>,
+    recipe: Recipe,
+) -> Server {
+    Server {
+        recipe: Some(recipe),
+        peer,
+        mode: Mode::Native,
+        url,
+        address,
+        http_address: http,
+        log: Some(process.log().to_path_buf()),
+        startup: Duration::ZERO,
+        process: Mutex::new(Some(process)),
+        _container: None,
+        data_dir: data,
+    }
+}
+
+fn recipe(launcher: &Launcher, command: &Command, probe: Probe) -> Recipe {
+    Recipe {
+        launcher: launcher.clone(),
+        program: command.get_program().into(),
+        args: command.get_args().map(|a| a.to_owned()).collect(),
+        probe,
+    }
+}
+
+fn start_once(launcher: &Launcher, peer: Peer) -> Result<Server, PeerError> {
+    let log = launcher.log_path(peer);
+    match peer {
+        Peer::Kafka => {
+            let bin = installed(launcher, peer, "kafka/current/bin/kafka-server")?;
+            let (port, controller) = (port(peer)?, port(peer)?);
+            let data = launcher.data_dir(peer);
+            let mut command = Command::new(bin);
+            command
+                .arg("--port")
+                .arg(port.to_string())
+                .arg("--controller-port")
+                .arg(controller.to_string())
+                .arg("--data")
+                .arg(&data)
+                // Tests create many small topics; keep the broker's footprint small.
+                .args(["--override", "log.segment.bytes=16777216"])
+                .args(["--override", "message.max.bytes=1048588"]);
+            let address = format!("127.0.0.1:{port}");
+            let recipe = recipe(launcher, &command, Probe::Kafka(address.clone()));
+            let mut process = spawn(peer, command, &log)?;
+            wait_ready(launcher, peer, &mut process, || recipe.probe.check())?;
+            Ok(server(peer, format!("kafka://{address}"), address, None, process, Some(data), recipe))
+        }
+        Peer::Pulsar => {
+            let bin = installed(launcher, peer, "pulsar/current/bin/pulsar-standalone")?;
+            let (port, http, bookie) = (port(peer)?, port(peer)?, port(peer)?);
+            let data = launcher.data_dir(peer);
+            let mut command = Command::new(bin);
+            command
+                .arg("--port")
+                .arg(port.to_string())
+                .arg("--http-port")
+                .arg(http.to_string())
+                .arg("--bookie-port")
+                .arg(bookie.to_string())
+                .arg("--data")
+                .arg(&data)
+                .arg("--wipe");
+            let http_address = format!("127.0.0.1:{http}");
+            // A restart keeps the data: only the first launch wipes it.
+            let mut again = recipe(launcher, &command, Probe::Pulsar(http_address.clone()));
+            again.args.retain(|a| a != "--wipe");
+            let mut process = spawn(peer, command, &log)?;
+            wait_ready(launcher, peer, &mut process, || again.probe.check())?;
+            let address = format!("127.0.0.1:{port}");
+            let url = format!("pulsar://{address}?admin=http://{http_address}");
+            Ok(server(peer, url, address, Some(http_address), process, Some(data), again))
+        }
+        Peer::PubSub => {
+            let bin = installed(launcher, peer, "pstest/current/pstest")?;
+            let mut command = Command::new(bin);
+            // pstest binds the port itself (":0") and prints it, so there is no port race.
+            command.args(["--addr", "127.0.0.1:0"]);
+            let program = command.get_program().to_owned();
+            let mut process = spawn(peer, command, &log)?;
+            let mut address = None;
+            wait_ready(launcher, peer, &mut process, || {
+                if address.is_none() {
+                    address = find_line(&log, "listening ");
+                }
+                match &address {
+                    Some(addr) => probe::grpc(addr),
+                    None => Err("no \"listening\" line yet".into()),
+                }
+            })?;
+            let address = address.expect("probe succeeded");
+            let url = format!("pubsub://tributary-test?endpoint=http://{address}");
+            // A restart listens on the address the first launch picked.
+            let recipe = Recipe {
+                launcher: launcher.clone(),
+                program: program.into(),
+                args: vec!["--addr".into(), address.clone().into()],
+                probe: Probe::Grpc(address.clone()),
+            };
+            Ok(server(peer, url, address, None, process, None, recipe))
+        }
+        Peer::Kinesis => {
+            let bin = installed(launcher, peer, "ferrokinesis/current/bin/ferrokinesis")?;
+            let port = port(peer)?;
+            let mut command = Command::new(bin);
+            command
+                .arg("--port")
+                .arg(port.to_string())
+                .args(["--create-stream-ms", "0", "--delete-stream-ms", "0", "--update-stream-ms", "0"])
+                .args(["--region", "us-east-1", "--log-level", "warn"]);
+            let address = format!("127.0.0.1:{port}");
+            let recipe = recipe(launcher, &command, Probe::Kinesis(address.clone()));
+            let mut process = spawn(peer, command, &log)?;
+            wait_ready(launcher, peer, &mut process, || recipe.probe.check())?;
+            let url = format!("kinesis://us-east-1?endpoint=http://{address}");
+            Ok(server(peer, url, address, None, process, None, recipe))
+        }
+        Peer::EventHubs => Err(PeerError::new(
+            peer,
+            Reason::Unsupported,
+            "no Docker-free Event Hubs server exists yet; the project's own AMQP emulator \
+             (tributary-eventhubs-emulator) will be started here once it lands",
+        )
+        .fix("TRIBUTARY_PEERS_MODE=external TRIBUTARY_EVENTHUBS_URL=eventhubs://<namespace>.servicebus.windows.net/…")),
+    }
+}

@@ -1,0 +1,152 @@
+//! Server processes: each in its own process group, its output in a log file, and a watchdog
+//! that kills the group when the test process goes away by any means (panic, `exit`, SIGKILL).
+//!
+//! Shared servers live in statics, which Rust never drops, so `Drop` alone cannot stop them.
+//! The watchdog is a `sh` that blocks reading a pipe whose only writer is this process: the
+//! kernel closes that pipe however the process ends, the read returns, and the watchdog kills
+//! the server's process group. `PR_SET_PDEATHSIG` would not do: it fires when the spawning
+//! *thread* exits, which for a test thread is long before the other tests are done.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use std::os::unix::process::CommandExt;
+
+/// A running server process group and its watchdog.
+#[derive(Debug)]
+pub(crate) struct Process {
+    child: Child,
+    watchdog: Option<(Child, ChildStdin)>,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Starts `command` in a new process group with stdout and stderr appended to `log`.
+    pub(crate) fn spawn(mut command: Command, log: &Path) -> std::io::Result<Process> {
+        if let Some(dir) = log.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let out = OpenOptions::new().create(true).append(true).open(log)?;
+        let err = out.try_clone()?;
+        command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        let child = command.spawn()?;
+        let pgid = child.id();
+        let watchdog = spawn_watchdog(
+            &format!("kill -TERM -{pgid}"),
+            &format!("kill -KILL -{pgid}"),
+        );
+        Ok(Process {
+            child,
+            watchdog,
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// The process id, which is also the process group id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `Some(status)` once the process has exited.
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    pub(crate) fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// SIGTERM to the group, then SIGKILL after `grace`; reaps the child.
+    pub(crate) fn stop(&mut self, grace: Duration) {
+        if self.exited().is_none() {
+            signal_group(self.pid(), libc::SIGTERM);
+            let deadline = Instant::now() + grace;
+            while self.exited().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        // The leader may be gone while children (a JVM under a shell) remain: always sweep.
+        signal_group(self.pid(), libc::SIGKILL);
+        let _ = self.child.wait();
+        if let Some((mut watchdog, stdin)) = self.watchdog.take() {
+            drop(stdin);
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+    }
+}
+
+/// Starts a watchdog that runs `term`, waits, then runs `kill` once this process's end of its
+/// stdin closes. `None` when `sh` cannot be started: the server then only stops on drop.
+pub(crate) fn spawn_watchdog(term: &str, kill: &str) -> Option<(Child, ChildStdin)> {
+    let script = format!("read -r _ ; {term} 2>/dev/null; sleep 3; {kill} 2>/dev/null; exit 0");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Its own group, so a Ctrl-C aimed at the test's group does not kill the watchdog
+        // before it has done its job.
+        .process_group(0)
+        .spawn()
+        .ok()?;
+    let stdin = child.stdin.take()?;
+    Some((child, stdin))
+}
+
+fn signal_group(pgid: u32, signal: libc::c_int) {
+    if let Ok(pgid) = libc::pid_t::try_from(pgid) {
+        // SAFETY: kill(2) with a negative pid signals a process group; no memory is shared.
+        unsafe {
+            libc::kill(-pgid, signal);
+        }
+    }
+}
+
+/// The last `n` lines of a log file (empty when unreadable).
+pub(crate) fn tail(path: &Path, n: usize) -> Vec<String> {
+    let Ok(file) = File::open(path) else {
+        return Vec::new();
+    };
+    let mut lines: std::collections::VecDeque<String> =
+        std::collections::VecDeque::with_capacity(n);
+    for line in BufReader::new(file).lines().map_while(Result::ok) {
+        if lines.len() == n {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+    lines.into()
+}
+
+/// Finds the first line of `path` that starts with `prefix` and returns the rest of it.
+pub(crate) fn find_line(path: &Path, prefix: &str) -> Option<String> {
+    let file = File::open(path).ok()?;
+    BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.strip_prefix(prefix)
+                .map(|rest| rest.trim().to_string())
+        })
+}
+
+/// A TCP port that was free on 127.0.0.1 a moment ago.
+pub(crate) fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
