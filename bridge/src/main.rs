@@ -149,8 +149,15 @@ enum StreamsAction {
     },
 }
 
+/// Makes every backend compiled into this binary reachable through `connect(url)`.
+fn register_backends() {
+    #[cfg(feature = "kafka")]
+    tributary_kafka::register();
+}
+
 fn main() {
     let cli = Cli::parse();
+    register_backends();
     init_logging(&cli.log, cli.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Shared helpers for scripts/peers/*.sh — source it, do not execute it.
 #
-# Layout (all under $PEERS_DIR, default $REPO/.peers, override with TRIBUTARY_PEERS_DIR):
+# Layout (all under $PEERS_DIR, default ~/.cache/tributary/peers, override with TRIBUTARY_PEERS_DIR):
 #   kafka/<ver>/{lib,bin,config}   kafka/current -> <ver>
 #   pulsar/<ver>/{lib,bin,config}  pulsar/current -> <ver>
 #   pstest/<ver>/pstest            pstest/current -> <ver>
@@ -15,7 +15,8 @@ set -euo pipefail
 PEERS_SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$PEERS_SCRIPTS/../.." && pwd)"
 # shellcheck disable=SC2034  # used by the scripts that source this file
-PEERS_DIR="${TRIBUTARY_PEERS_DIR:-$REPO/.peers}"
+# Outside the checkout, so every clone (and CI's clean clone) on a machine shares one cache.
+PEERS_DIR="${TRIBUTARY_PEERS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tributary/peers}"
 
 log()  { printf '[%s %s] %s\n' "${PEERS_TAG:-peers}" "$(date +%H:%M:%S)" "$*" >&2; }
 warn() { printf '[%s %s] WARNING: %s\n' "${PEERS_TAG:-peers}" "$(date +%H:%M:%S)" "$*" >&2; }

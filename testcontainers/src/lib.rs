@@ -15,8 +15,9 @@
 //!
 //! # Modes
 //! `TRIBUTARY_PEERS_MODE` chooses where servers come from:
-//! - `native` (default): processes installed under the peers cache (`.peers/` at the workspace
-//!   root, or `TRIBUTARY_PEERS_DIR`) by `scripts/peers/install-all.sh`. No Docker needed.
+//! - `native` (default): processes installed in the peers cache ([`peers_dir`]:
+//!   `~/.cache/tributary/peers`, or `TRIBUTARY_PEERS_DIR`) by `scripts/peers/install-all.sh`.
+//!   No Docker needed.
 //! - `docker`: the official images, started with the `docker` command line.
 //! - `external`: servers you run yourself, or real cloud accounts, given as tributary URLs in
 //!   `TRIBUTARY_KAFKA_URL`, `TRIBUTARY_PULSAR_URL`, `TRIBUTARY_PUBSUB_URL`,
@@ -451,14 +452,19 @@ pub fn unique_name(prefix: &str) -> String {
     )
 }
 
-/// The peers cache: `TRIBUTARY_PEERS_DIR`, else `.peers` at the workspace root.
+/// The peers cache, shared by every checkout on the machine: `TRIBUTARY_PEERS_DIR`, else
+/// `$XDG_CACHE_HOME/tributary/peers`, else `~/.cache/tributary/peers` (as in
+/// `scripts/peers/lib.sh`).
 pub fn peers_dir() -> PathBuf {
-    match std::env::var_os("TRIBUTARY_PEERS_DIR") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join(".peers"),
-    }
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("TRIBUTARY_PEERS_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|cache| cache.join("tributary/peers")))
+        .or_else(|| var("HOME").map(|home| home.join(".cache/tributary/peers")))
+        .unwrap_or_else(|| std::env::temp_dir().join("tributary-peers"))
 }
 
 /// Cargo's target directory, found from the running test binary.

@@ -126,6 +126,9 @@ impl KafkaConfig {
             // Bounds the prefetch buffer librdkafka keeps per consumer (its default is 64 MiB).
             ("queued.max.messages.kbytes".into(), "16384".into()),
             ("enable.partition.eof".into(), "false".into()),
+            // librdkafka's default backs a full prefetch queue off for a whole second; the
+            // consumer drains it into its own bounded queue, so retry fetching soon.
+            ("fetch.queue.backoff.ms".into(), "20".into()),
         ];
         let passthrough = |prefix: &str,
                            into: &mut Vec<(String, String)>,
@@ -181,8 +184,12 @@ impl KafkaConfig {
         self.build(&self.producer)
     }
 
+    pub(crate) fn consumer_base(&self) -> ClientConfig {
+        self.build(&self.consumer)
+    }
+
     pub(crate) fn consumer(&self, group: &str, start_earliest: bool) -> ClientConfig {
-        let mut config = self.build(&self.consumer);
+        let mut config = self.consumer_base();
         config.set("group.id", group);
         // Only a fallback: tributary resolves the start of uncommitted partitions itself.
         if !self.consumer.iter().any(|(n, _)| n == "auto.offset.reset") {

@@ -83,6 +83,8 @@ struct PartitionState {
     tracker: AckTracker<i64>,
     /// The offset last committed (next to read), to skip commits that change nothing.
     committed: Option<i64>,
+    /// The offset of an asynchronous commit not yet confirmed, so it is not sent again.
+    sent: Option<i64>,
 }
 
 /// Shared by the driver thread, the rebalance callback (which runs inside `poll` on that same
@@ -94,8 +96,9 @@ struct State {
     timeout: Duration,
     partitions: HashMap<i32, PartitionState>,
     next_generation: u64,
-    /// Fetched (or nacked) events waiting for `receive()`.
+    /// Fetched (or nacked) events waiting for `receive()`, and their size in bytes.
     ready: VecDeque<Pending>,
+    ready_bytes: usize,
     /// Deliveries handed out and not yet settled.
     in_flight: usize,
     max_in_flight: usize,
@@ -120,7 +123,7 @@ impl State {
             }
             if let Some(&last) = state.tracker.committed() {
                 let next = last + 1;
-                if state.committed != Some(next) {
+                if state.committed != Some(next) && state.sent != Some(next) {
                     let _ = list.add_partition_offset(&self.topic, partition, Offset::Offset(next));
                 }
             }
@@ -134,7 +137,29 @@ impl State {
                 self.partitions.get_mut(&element.partition()),
                 element.offset(),
             ) {
-                state.committed = Some(next);
+                state.committed = Some(state.committed.map_or(next, |c| c.max(next)));
+                if state.sent.is_some_and(|sent| sent <= next) {
+                    state.sent = None;
+                }
+            }
+        }
+    }
+
+    fn mark_sent(&mut self, list: &TopicPartitionList) {
+        for element in list.elements() {
+            if let (Some(state), Offset::Offset(next)) = (
+                self.partitions.get_mut(&element.partition()),
+                element.offset(),
+            ) {
+                state.sent = Some(next);
+            }
+        }
+    }
+
+    fn forget_sent(&mut self, list: &TopicPartitionList) {
+        for element in list.elements() {
+            if let Some(state) = self.partitions.get_mut(&element.partition()) {
+                state.sent = None;
             }
         }
     }
@@ -153,6 +178,7 @@ impl State {
             }
             Outcome::Nack => {
                 let generation = partition.generation;
+                self.ready_bytes += pending_size(&settle.event);
                 self.ready.push_front(Pending {
                     partition: settle.partition,
                     offset: settle.offset,
@@ -168,6 +194,9 @@ impl State {
     fn take(&mut self, to_driver: &std::sync::mpsc::Sender<Message>) -> Option<Delivery> {
         while self.in_flight < self.max_in_flight {
             let pending = self.ready.pop_front()?;
+            self.ready_bytes = self
+                .ready_bytes
+                .saturating_sub(pending_size(&pending.event));
             let Some(partition) = self.partitions.get_mut(&pending.partition) else {
                 continue;
             };
@@ -310,6 +339,23 @@ impl Context {
 impl ClientContext for Context {}
 
 impl ConsumerContext for Context {
+    /// Results of the driver's asynchronous commits (served inside `poll`).
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        let mut state = self.state.lock();
+        match result {
+            Ok(()) => state.mark_committed(offsets),
+            Err(e) => {
+                // Typically a rebalance in progress; the next tick sends it again.
+                tracing::debug!(topic = %state.topic, error = %e, "kafka: commit failed");
+                state.forget_sent(offsets);
+            }
+        }
+    }
+
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -342,6 +388,7 @@ impl ConsumerContext for Context {
                             generation,
                             tracker: AckTracker::new(),
                             committed,
+                            sent: None,
                         },
                     );
                 }
@@ -378,6 +425,7 @@ impl ConsumerContext for Context {
                 state
                     .ready
                     .retain(|p| tpl.find_partition(&topic, p.partition).is_none());
+                state.ready_bytes = state.ready.iter().map(|p| pending_size(&p.event)).sum();
                 state.assignment_changed = true;
                 tracing::debug!(topic = %topic, partitions = tpl.count(), "kafka: partitions revoked");
                 drop(state);
@@ -395,6 +443,7 @@ impl ConsumerContext for Context {
                 let mut state = self.state.lock();
                 state.partitions.clear();
                 state.ready.clear();
+                state.ready_bytes = 0;
                 state.assignment_changed = true;
                 drop(state);
                 let _ = consumer.unassign();
@@ -436,6 +485,7 @@ impl KafkaConsumer {
             partitions: HashMap::new(),
             next_generation: 0,
             ready: VecDeque::new(),
+            ready_bytes: 0,
             in_flight: 0,
             max_in_flight,
             assignment_changed: false,
@@ -464,8 +514,9 @@ impl KafkaConsumer {
             consumer,
             state: state.clone(),
             wake: wake.clone(),
-            // Events fetched ahead of the application before partitions are paused.
+            // How far the driver reads ahead of the application.
             max_ready: max_in_flight.clamp(64, 4096),
+            max_ready_bytes: 16 << 20,
             paused: false,
             commit_interval: config.commit_interval,
             group: options.group.clone(),
@@ -561,6 +612,7 @@ struct Driver {
     state: Arc<Mutex<State>>,
     wake: Arc<Notify>,
     max_ready: usize,
+    max_ready_bytes: usize,
     paused: bool,
     commit_interval: Duration,
     group: String,
@@ -574,45 +626,22 @@ impl Driver {
             if let Some(reply) = self.state.lock().close_request.take() {
                 break reply;
             }
-            self.apply_pause();
-            let mut fetched = 0;
-            // Take what is already buffered in one go, then wait a little for more.
-            let mut wait = Duration::from_millis(20);
-            while fetched < 512 && !self.paused {
-                match self.consumer.poll(wait) {
-                    Some(Ok(message)) => {
-                        receive_message(&self.state, &message);
-                        fetched += 1;
-                        wait = Duration::ZERO;
-                    }
-                    Some(Err(error)) => {
-                        self.poll_error(error);
-                        break;
-                    }
-                    None => break,
-                }
-            }
-            if self.paused {
-                // Still poll: rebalances, and the group's liveness check, happen inside it.
-                if let Some(Ok(message)) = self.consumer.poll(Duration::from_millis(20)) {
-                    receive_message(&self.state, &message);
-                    fetched += 1;
-                }
-            }
+            let fetched = self.fetch();
             if fetched > 0 {
                 self.wake.notify_waiters();
             }
             if last_commit.elapsed() >= self.commit_interval {
-                self.commit();
+                self.commit(CommitMode::Async);
                 last_commit = Instant::now();
             }
         };
         self.consumer.context().drain_inbox();
-        self.commit();
+        self.commit(CommitMode::Sync);
         {
             let mut state = self.state.lock();
             // Events never handed out go back to Kafka: the next owner reads them again.
             state.ready.clear();
+            state.ready_bytes = 0;
             state.stopped = true;
         }
         self.wake.notify_waiters();
@@ -623,32 +652,60 @@ impl Driver {
         }
     }
 
-    /// Stops fetching while enough events wait for the application, so memory stays bounded
-    /// whatever its pace (librdkafka's own prefetch is capped by queued.max.messages.kbytes).
-    fn apply_pause(&mut self) {
-        let (ready, changed) = {
+    /// Moves fetched messages into the ready queue while it has room; returns how many.
+    ///
+    /// Backpressure without losing prefetched data: while the ready queue is full the driver
+    /// stops draining librdkafka, whose own queue then fills to `queued.max.messages.kbytes`
+    /// and stops fetching. It still polls every 100 ms, because rebalances and the group's
+    /// liveness check happen inside `poll`; each such poll may bring one more message, so
+    /// should the application stall for long, the partitions are paused outright (pausing
+    /// discards librdkafka's prefetch, which is why it is not the normal path).
+    fn fetch(&mut self) -> usize {
+        let (count, bytes, changed) = {
             let mut state = self.state.lock();
             (
                 state.ready.len(),
+                state.ready_bytes,
                 std::mem::take(&mut state.assignment_changed),
             )
         };
-        let want = ready >= self.max_ready;
-        if want == self.paused && !changed {
-            return;
+        let full = count >= self.max_ready || bytes >= self.max_ready_bytes;
+        let overfull = count >= 2 * self.max_ready || bytes >= 2 * self.max_ready_bytes;
+        if (overfull != self.paused || (changed && self.paused))
+            && let Ok(assignment) = self.consumer.assignment()
+        {
+            let result = if overfull {
+                self.consumer.pause(&assignment)
+            } else {
+                self.consumer.resume(&assignment)
+            };
+            match result {
+                Ok(()) => self.paused = overfull,
+                Err(e) => tracing::warn!(error = %e, "kafka: pause/resume failed"),
+            }
         }
-        let Ok(assignment) = self.consumer.assignment() else {
-            return;
-        };
-        let result = if want {
-            self.consumer.pause(&assignment)
+        let (budget, mut wait) = if full {
+            (1, Duration::from_millis(100))
         } else {
-            self.consumer.resume(&assignment)
+            (512, Duration::from_millis(20))
         };
-        match result {
-            Ok(()) => self.paused = want,
-            Err(e) => tracing::warn!(error = %e, "kafka: pause/resume failed"),
+        let mut fetched = 0;
+        while fetched < budget {
+            match self.consumer.poll(wait) {
+                Some(Ok(message)) => {
+                    receive_message(&self.state, &message);
+                    fetched += 1;
+                    // Take what is already buffered in one go; wait only for the first.
+                    wait = Duration::ZERO;
+                }
+                Some(Err(error)) => {
+                    self.poll_error(error);
+                    break;
+                }
+                None => break,
+            }
         }
+        fetched
     }
 
     fn poll_error(&mut self, error: KafkaError) {
@@ -671,15 +728,24 @@ impl Driver {
         }
     }
 
-    fn commit(&mut self) {
+    /// Commits the acked prefixes: asynchronously in the loop (a synchronous commit would
+    /// stall fetching for a broker round trip every interval), synchronously at the end.
+    fn commit(&mut self, mode: CommitMode) {
         let mut state = self.state.lock();
+        let sync = matches!(mode, CommitMode::Sync);
+        if sync {
+            // An unconfirmed asynchronous commit must not hold back the final one.
+            for partition in state.partitions.values_mut() {
+                partition.sent = None;
+            }
+        }
         let list = state.commit_list(None);
         if list.count() == 0 {
             return;
         }
-        match self.consumer.commit(&list, CommitMode::Sync) {
-            Ok(()) => state.mark_committed(&list),
-            // Typically a rebalance in progress; the next tick retries.
+        match self.consumer.commit(&list, mode) {
+            Ok(()) if sync => state.mark_committed(&list),
+            Ok(()) => state.mark_sent(&list),
             Err(e) => tracing::debug!(topic = %state.topic, error = %e, "kafka: commit failed"),
         }
     }
@@ -709,6 +775,7 @@ fn receive_message(state: &Mutex<State>, message: &BorrowedMessage<'_>) {
     if !state.partitions.contains_key(&message.partition()) {
         return; // fetched just before a revoke
     }
+    state.ready_bytes += pending_size(&event);
     state.ready.push_back(Pending {
         partition: message.partition(),
         offset: message.offset(),
@@ -716,4 +783,9 @@ fn receive_message(state: &Mutex<State>, message: &BorrowedMessage<'_>) {
         redelivery: None,
         attempt: 1,
     });
+}
+
+/// Bytes an event holds, for the ready queue's bound.
+fn pending_size(event: &Event) -> usize {
+    event.payload.len() + event.key.as_ref().map_or(0, |k| k.len()) + event.headers.encoded_len()
 }

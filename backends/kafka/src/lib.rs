@@ -147,6 +147,11 @@ impl KafkaBackend {
         self.config.producer()
     }
 
+    /// The librdkafka configuration this backend gives its consumers, without `group.id`.
+    pub fn consumer_config(&self) -> rdkafka::ClientConfig {
+        self.config.consumer_base()
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.closed.load(AtomicOrdering::Acquire) {
             return Err(Error::closed("the Kafka backend is closed").with_backend("kafka"));

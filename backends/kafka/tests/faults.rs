@@ -1,0 +1,273 @@
+//! Faults injected with librdkafka's mock cluster: brokers going down and coming back,
+//! request errors, and a consumer process killed without closing.
+//!
+//! The mock cluster is not `Send`, so each test drives its own current-thread runtime on the
+//! thread that owns the cluster.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use tributary::{Backend, ConsumerExt, ConsumerOptions, Event, StartPosition};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+async fn connect(bootstrap: &str, extra: &str) -> std::sync::Arc<dyn Backend> {
+    tributary_kafka::register();
+    // Short timeouts so the tests spend their time on the faults, not on defaults.
+    let url = format!("kafka://{bootstrap}?timeout=10s&commit_interval=100ms{extra}");
+    tributary::connect(&url)
+        .await
+        .expect("connect to the mock cluster")
+}
+
+/// Receives until `n` distinct payloads arrived; returns payload → times delivered.
+async fn receive_all(consumer: &dyn tributary::Consumer, n: usize) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while seen.len() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {n} events arrived",
+            seen.len()
+        );
+        if let Some(delivery) = consumer
+            .receive_timeout(Duration::from_millis(500))
+            .await
+            .expect("receive")
+        {
+            *seen
+                .entry(String::from_utf8_lossy(&delivery.event.payload).into_owned())
+                .or_insert(0) += 1;
+            delivery.ack();
+        }
+    }
+    seen
+}
+
+#[test]
+fn broker_down_mid_stream_then_up_loses_nothing() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("faults-down", 2, 1).expect("topic");
+    runtime().block_on(async {
+        let backend = connect(&cluster.bootstrap_servers(), "").await;
+        let producer = backend.producer("faults-down").await.expect("producer");
+        let consumer = backend
+            .consumer(
+                "faults-down",
+                ConsumerOptions::new("g-down").start(StartPosition::Earliest),
+            )
+            .await
+            .expect("consumer");
+        let first: Vec<Event> = (0..100)
+            .map(|i| Event::new(format!("e-{i}")).with_key(format!("k{}", i % 7)))
+            .collect();
+        producer
+            .send_batch(first)
+            .await
+            .expect("send before the outage");
+        let before = receive_all(consumer.as_ref(), 100).await;
+
+        cluster.broker_down(1).expect("broker down");
+        // Sends issued during the outage are queued and retried by librdkafka...
+        let during = async {
+            let events: Vec<Event> = (100..200)
+                .map(|i| Event::new(format!("e-{i}")).with_key(format!("k{}", i % 7)))
+                .collect();
+            producer.send_batch(events).await
+        };
+        let restore = async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            cluster.broker_up(1).expect("broker up");
+        };
+        // ...and confirmed once the broker is back.
+        let (sent, ()) = tokio::join!(during, restore);
+        let receipts = sent.expect("sends during the outage eventually succeed");
+        assert_eq!(receipts.len(), 100);
+
+        let after = receive_all(consumer.as_ref(), 100).await;
+        assert!(
+            before
+                .keys()
+                .chain(after.keys())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                == 200
+        );
+        assert!(
+            after.values().all(|&n| n == 1),
+            "duplicates after the outage: {after:?}"
+        );
+        consumer.close().await.expect("close");
+        producer.close().await.expect("close");
+    });
+}
+
+#[test]
+fn injected_request_errors_are_retried() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("faults-errors", 1, 1).expect("topic");
+    runtime().block_on(async {
+        let backend = connect(&cluster.bootstrap_servers(), "").await;
+        let producer = backend.producer("faults-errors").await.expect("producer");
+        let consumer = backend
+            .consumer(
+                "faults-errors",
+                ConsumerOptions::new("g-errors").start(StartPosition::Earliest),
+            )
+            .await
+            .expect("consumer");
+        let retriable = [
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+        ];
+        cluster.request_errors(RDKafkaApiKey::Produce, &retriable);
+        cluster.request_errors(RDKafkaApiKey::Fetch, &retriable);
+        cluster.request_errors(
+            RDKafkaApiKey::OffsetCommit,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS],
+        );
+        for i in 0..50 {
+            producer
+                .send(Event::new(format!("r-{i}")).with_key("k"))
+                .await
+                .expect("send is retried, then succeeds");
+        }
+        // Every event exactly once and, one key on one partition, in send order: the idempotent
+        // producer's retries neither duplicated nor reordered anything.
+        let mut order = Vec::new();
+        while order.len() < 50 {
+            let delivery = tokio::time::timeout(WAIT, consumer.receive())
+                .await
+                .expect("in time")
+                .expect("receive");
+            order.push(String::from_utf8_lossy(&delivery.event.payload).into_owned());
+            delivery.ack();
+        }
+        let expected: Vec<String> = (0..50).map(|i| format!("r-{i}")).collect();
+        assert_eq!(order, expected);
+        consumer.close().await.expect("close");
+    });
+}
+
+const CHILD: &str = "TRIBUTARY_KAFKA_FAULTS_CHILD";
+
+/// Run as a child process by [`a_killed_consumer_s_unacked_events_go_to_the_next_member`]:
+/// receives ten events, acks the first five, says so, and waits to be killed.
+#[test]
+#[ignore = "helper: run as a child process"]
+fn child_consumer_acks_half_then_waits() {
+    let Ok(bootstrap) = std::env::var(CHILD) else {
+        return;
+    };
+    runtime().block_on(async {
+        let backend = connect(
+            &bootstrap,
+            "&consumer.session.timeout.ms=3000&consumer.heartbeat.interval.ms=500",
+        )
+        .await;
+        let consumer = backend
+            .consumer(
+                "faults-kill",
+                ConsumerOptions::new("g-kill").start(StartPosition::Earliest),
+            )
+            .await
+            .expect("consumer");
+        let mut held = Vec::new();
+        while held.len() < 10 {
+            held.push(consumer.receive().await.expect("receive"));
+        }
+        held.sort_by_key(|d| d.position.clone().and_then(|p| p.as_offset()));
+        let unacked = held.split_off(5);
+        for delivery in held {
+            delivery.ack();
+        }
+        // Long enough for several commit intervals.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        println!("ACKED-FIVE");
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        drop(unacked);
+    });
+}
+
+#[test]
+fn a_killed_consumer_s_unacked_events_go_to_the_next_member() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("faults-kill", 1, 1).expect("topic");
+    let bootstrap = cluster.bootstrap_servers();
+    runtime().block_on(async {
+        let backend = connect(
+            &bootstrap,
+            "&consumer.session.timeout.ms=3000&consumer.heartbeat.interval.ms=500",
+        )
+        .await;
+        let producer = backend.producer("faults-kill").await.expect("producer");
+        let events: Vec<Event> = (0..10).map(|i| Event::new(format!("kill-{i}"))).collect();
+        producer.send_batch(events).await.expect("send");
+
+        let mut child = Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "child_consumer_acks_half_then_waits",
+                "--ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(CHILD, &bootstrap)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the child consumer");
+        let stdout = child.stdout.take().expect("stdout");
+        let acked = tokio::task::spawn_blocking(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .any(|l| l.contains("ACKED-FIVE"))
+        });
+        assert!(
+            tokio::time::timeout(WAIT, acked)
+                .await
+                .expect("child acked in time")
+                .expect("reader"),
+            "child never acked"
+        );
+        // SIGKILL: no close, no LeaveGroup; the group notices through the session timeout.
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+
+        let next = backend
+            .consumer(
+                "faults-kill",
+                ConsumerOptions::new("g-kill").start(StartPosition::Earliest),
+            )
+            .await
+            .expect("next member");
+        let seen = receive_all(next.as_ref(), 5).await;
+        let expected: BTreeMap<String, usize> = (5..10).map(|i| (format!("kill-{i}"), 1)).collect();
+        assert_eq!(
+            seen, expected,
+            "the next member gets exactly the unacked half"
+        );
+        assert!(
+            next.receive_timeout(Duration::from_secs(2))
+                .await
+                .expect("receive")
+                .is_none(),
+            "nothing else arrives"
+        );
+        next.close().await.expect("close");
+    });
+}

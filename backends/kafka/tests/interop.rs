@@ -1,0 +1,159 @@
+//! Interop with Kafka's own command-line tools (from the installed Kafka jars): what tributary
+//! writes, `kafka-console-consumer` reads with the same key, headers and timestamp; what
+//! `kafka-console-producer` writes, tributary reads as a plain event.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tributary::{ConsumerOptions, Event, StartPosition, StreamSpec, Timestamp};
+use tributary_testcontainers::{Peer, peers_dir, require_peer, unique_name};
+
+fn tool(name: &str) -> PathBuf {
+    peers_dir().join("kafka/current/bin").join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_consumer_reads_what_tributary_wrote() {
+    let server = require_peer!(Peer::Kafka);
+    tributary_kafka::register();
+    let backend = tributary::connect(server.url()).await.expect("connect");
+    let topic = unique_name("interop-out");
+    backend
+        .create_stream(&topic, StreamSpec::with_partitions(1))
+        .await
+        .expect("create");
+    let producer = backend.producer(&topic).await.expect("producer");
+    let sent = [
+        Event::new("v1")
+            .with_key("k1")
+            .with_header("h1", "a")
+            .with_header("h2", "b")
+            .with_timestamp(Timestamp::from_millis(1_700_000_000_123)),
+        Event::new("hello world")
+            .with_key("k2")
+            .with_header("trace", "xyz")
+            .with_timestamp(Timestamp::from_millis(1_700_000_000_456)),
+        Event::new("no key, no headers").with_timestamp(Timestamp::from_millis(1_700_000_000_789)),
+    ];
+    producer.send_batch(sent.to_vec()).await.expect("send");
+    producer.close().await.expect("close");
+
+    let address = server.address().to_string();
+    let topic_arg = topic.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(tool("kafka-console-consumer"))
+            .args([
+                "--bootstrap-server",
+                &address,
+                "--topic",
+                &topic_arg,
+                "--from-beginning",
+            ])
+            .args(["--max-messages", "3", "--timeout-ms", "60000"])
+            .args(["--formatter-property", "print.timestamp=true"])
+            .args(["--formatter-property", "print.headers=true"])
+            .args(["--formatter-property", "print.key=true"])
+            .args(["--formatter-property", "key.separator=|"])
+            .output()
+            .expect("run kafka-console-consumer")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "console consumer failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "CreateTime:1700000000123|h1:a,h2:b|k1|v1",
+            "CreateTime:1700000000456|trace:xyz|k2|hello world",
+            "CreateTime:1700000000789|NO_HEADERS|null|no key, no headers",
+        ],
+        "kafka-console-consumer output"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tributary_reads_what_console_producer_wrote() {
+    let server = require_peer!(Peer::Kafka);
+    tributary_kafka::register();
+    let backend = tributary::connect(server.url()).await.expect("connect");
+    let topic = unique_name("interop-in");
+    backend
+        .create_stream(&topic, StreamSpec::with_partitions(1))
+        .await
+        .expect("create");
+    let consumer = backend
+        .consumer(
+            &topic,
+            ConsumerOptions::new(unique_name("g")).start(StartPosition::Earliest),
+        )
+        .await
+        .expect("consumer");
+
+    let before = Timestamp::now().as_millis();
+    let address = server.address().to_string();
+    let topic_arg = topic.clone();
+    let status = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(tool("kafka-console-producer"))
+            .args(["--bootstrap-server", &address, "--topic", &topic_arg])
+            .args(["--reader-property", "parse.key=true", "--reader-property", "key.separator=|"])
+            .args(["--reader-property", "parse.headers=true", "--reader-property", "headers.delimiter=;"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kafka-console-producer");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"origin:console,trace:t-1;order-7|first line\norigin:console;order-8|second line\n").expect("write");
+        drop(stdin);
+        child.wait_with_output().expect("wait")
+    })
+    .await
+    .expect("join");
+    assert!(
+        status.status.success(),
+        "console producer failed: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let after = Timestamp::now().as_millis();
+
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let delivery = tokio::time::timeout(Duration::from_secs(60), consumer.receive())
+            .await
+            .expect("in time")
+            .expect("receive");
+        got.push(delivery.event.clone());
+        delivery.ack();
+    }
+    let first = &got[0];
+    assert_eq!(first.key.as_deref(), Some(&b"order-7"[..]));
+    assert_eq!(first.payload.as_ref(), b"first line");
+    let headers: Vec<(&str, &[u8])> = first.headers.iter().map(|(n, v)| (n, v.as_ref())).collect();
+    assert_eq!(
+        headers,
+        [("origin", &b"console"[..]), ("trace", &b"t-1"[..])]
+    );
+    let stamp = first
+        .timestamp
+        .expect("Kafka records carry a timestamp")
+        .as_millis();
+    assert!(
+        (before - 1000..=after + 1000).contains(&stamp),
+        "timestamp {stamp} outside [{before}, {after}]"
+    );
+    assert_eq!(got[1].key.as_deref(), Some(&b"order-8"[..]));
+    assert_eq!(got[1].payload.as_ref(), b"second line");
+    assert_eq!(
+        got[1].headers.get("origin").map(|v| v.as_ref()),
+        Some(&b"console"[..])
+    );
+    consumer.close().await.expect("close");
+}
