@@ -99,6 +99,10 @@ struct State {
     /// Fetched (or nacked) events waiting for `receive()`, and their size in bytes.
     ready: VecDeque<Pending>,
     ready_bytes: usize,
+    /// Signalled when the ready queue drains to `low_water`, waking a driver that stopped
+    /// fetching because it was full.
+    room: Arc<parking_lot::Condvar>,
+    low_water: usize,
     /// Deliveries handed out and not yet settled.
     in_flight: usize,
     max_in_flight: usize,
@@ -197,6 +201,10 @@ impl State {
             self.ready_bytes = self
                 .ready_bytes
                 .saturating_sub(pending_size(&pending.event));
+            if self.ready.len() == self.low_water {
+                // The driver may be waiting for room (see `Driver::fetch`).
+                self.room.notify_one();
+            }
             let Some(partition) = self.partitions.get_mut(&pending.partition) else {
                 continue;
             };
@@ -486,6 +494,8 @@ impl KafkaConsumer {
             next_generation: 0,
             ready: VecDeque::new(),
             ready_bytes: 0,
+            room: Arc::new(parking_lot::Condvar::new()),
+            low_water: max_in_flight.clamp(64, 4096) / 2,
             in_flight: 0,
             max_in_flight,
             assignment_changed: false,
@@ -517,6 +527,7 @@ impl KafkaConsumer {
             // How far the driver reads ahead of the application.
             max_ready: max_in_flight.clamp(64, 4096),
             max_ready_bytes: 16 << 20,
+            batch: Vec::with_capacity(512),
             paused: false,
             commit_interval: config.commit_interval,
             group: options.group.clone(),
@@ -551,6 +562,20 @@ impl KafkaConsumer {
         }
     }
 
+    fn try_receive(&self) -> Option<Result<Delivery>> {
+        if self.closed.load(Ordering::Acquire) {
+            return Some(Err(self.closed_error()));
+        }
+        let mut state = self.state.lock();
+        if let Some(error) = state.failure.take() {
+            return Some(Err(error));
+        }
+        if let Some(delivery) = state.take(&self.to_driver) {
+            return Some(Ok(delivery));
+        }
+        state.stopped.then(|| Err(self.closed_error()))
+    }
+
     fn closed_error(&self) -> Error {
         Error::closed(format!("consumer of `{}` is closed", self.topic)).with_backend("kafka")
     }
@@ -560,25 +585,16 @@ impl KafkaConsumer {
 impl Consumer for KafkaConsumer {
     async fn receive(&self) -> Result<Delivery> {
         loop {
-            // Register interest before looking, so a wake-up between the look and the wait is
-            // not lost.
+            if let Some(outcome) = self.try_receive() {
+                return outcome;
+            }
+            // Register interest, then look again, so a wake-up between the first look and the
+            // wait is not lost (and the common case, an event ready, skips the registration).
             let notified = self.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.closed.load(Ordering::Acquire) {
-                return Err(self.closed_error());
-            }
-            {
-                let mut state = self.state.lock();
-                if let Some(error) = state.failure.take() {
-                    return Err(error);
-                }
-                if let Some(delivery) = state.take(&self.to_driver) {
-                    return Ok(delivery);
-                }
-                if state.stopped {
-                    return Err(self.closed_error());
-                }
+            if let Some(outcome) = self.try_receive() {
+                return outcome;
             }
             notified.await;
         }
@@ -614,6 +630,8 @@ struct Driver {
     max_ready: usize,
     max_ready_bytes: usize,
     paused: bool,
+    /// Reused buffer for one round of fetched messages.
+    batch: Vec<Pending>,
     commit_interval: Duration,
     group: String,
 }
@@ -685,16 +703,22 @@ impl Driver {
             }
         }
         let (budget, mut wait) = if full {
-            (1, Duration::from_millis(100))
+            // Wait for the application to make room (or 100 ms, to keep serving rebalances),
+            // then take at most one message.
+            let mut state = self.state.lock();
+            let room = state.room.clone();
+            if state.ready.len() > state.low_water {
+                room.wait_for(&mut state, Duration::from_millis(100));
+            }
+            (1, Duration::ZERO)
         } else {
             (512, Duration::from_millis(20))
         };
-        let mut fetched = 0;
-        while fetched < budget {
+        let mut batch = std::mem::take(&mut self.batch);
+        while batch.len() < budget {
             match self.consumer.poll(wait) {
                 Some(Ok(message)) => {
-                    receive_message(&self.state, &message);
-                    fetched += 1;
+                    batch.push(to_pending(&message));
                     // Take what is already buffered in one go; wait only for the first.
                     wait = Duration::ZERO;
                 }
@@ -705,6 +729,11 @@ impl Driver {
                 None => break,
             }
         }
+        let fetched = batch.len();
+        if fetched > 0 {
+            enqueue(&self.state, &mut batch);
+        }
+        self.batch = batch;
         fetched
     }
 
@@ -752,7 +781,7 @@ impl Driver {
 }
 
 /// Turns a fetched message into an event waiting for the application.
-fn receive_message(state: &Mutex<State>, message: &BorrowedMessage<'_>) {
+fn to_pending(message: &BorrowedMessage<'_>) -> Pending {
     let mut event = Event::new(
         message
             .payload()
@@ -771,18 +800,25 @@ fn receive_message(state: &Mutex<State>, message: &BorrowedMessage<'_>) {
         event.headers = converted;
     }
     event.timestamp = message.timestamp().to_millis().map(Timestamp::from_millis);
-    let mut state = state.lock();
-    if !state.partitions.contains_key(&message.partition()) {
-        return; // fetched just before a revoke
-    }
-    state.ready_bytes += pending_size(&event);
-    state.ready.push_back(Pending {
+    Pending {
         partition: message.partition(),
         offset: message.offset(),
         event,
         redelivery: None,
         attempt: 1,
-    });
+    }
+}
+
+/// Queues fetched events for the application under one lock.
+fn enqueue(state: &Mutex<State>, batch: &mut Vec<Pending>) {
+    let mut state = state.lock();
+    for pending in batch.drain(..) {
+        if !state.partitions.contains_key(&pending.partition) {
+            continue; // fetched just before a revoke
+        }
+        state.ready_bytes += pending_size(&pending.event);
+        state.ready.push_back(pending);
+    }
 }
 
 /// Bytes an event holds, for the ready queue's bound.
