@@ -153,6 +153,8 @@ enum StreamsAction {
 fn register_backends() {
     #[cfg(feature = "kafka")]
     tributary_kafka::register();
+    #[cfg(feature = "pubsub")]
+    tributary_pubsub::register();
 }
 
 fn main() {

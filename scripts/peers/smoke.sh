@@ -173,14 +173,11 @@ smoke_pulsar() {
 
 # ------------------------------------------------------------------------------------------
 ensure_pubsub_venv() {
-  local venv="$PEERS_DIR/pyvenv"
-  if [[ -x "$venv/bin/python" ]] && "$venv/bin/python" -c 'import google.cloud.pubsub_v1' 2>/dev/null; then
-    echo "$venv/bin/python"; return 0
+  # The venv comes from install-pyclients.sh (part of install-all.sh).
+  local venv="$PEERS_DIR/pyvenv/current"
+  if [[ ! -x "$venv/bin/python" ]]; then
+    bash "$PEERS_SCRIPTS/install-pyclients.sh" >&2 || return 1
   fi
-  need python3 "apt-get install -y python3 python3-venv"
-  log "creating $venv with google-cloud-pubsub (first run only)"
-  { python3 -m venv "$venv" && "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-      'google-cloud-pubsub>=2.20,<3'; } >"$WORK/pip.log" 2>&1 || { warn "pip install failed: $(tail -3 "$WORK/pip.log")"; return 1; }
   echo "$venv/bin/python"
 }
 

@@ -232,5 +232,5 @@ fn publish(host: u16, container: u16) -> [String; 2] {
 fn logs(id: &str, log: &Path) -> std::io::Result<Process> {
     let mut command = Command::new("docker");
     command.args(["logs", "-f", id]);
-    Process::spawn(command, log)
+    Process::spawn(command, log, None)
 }

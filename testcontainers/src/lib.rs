@@ -472,11 +472,15 @@ fn target_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
+    // Test binaries live in <target>/<profile>/deps/ (CACHEDIR.TAG is not always there: a
+    // target directory created before cargo ran has none).
     std::env::current_exe()
         .ok()
         .and_then(|exe| {
             exe.ancestors()
-                .find(|a| a.join("CACHEDIR.TAG").is_file())
+                .find(|a| a.file_name().is_some_and(|n| n == "deps"))
+                .and_then(|deps| deps.parent()?.parent())
+                .or_else(|| exe.ancestors().find(|a| a.join("CACHEDIR.TAG").is_file()))
                 .map(Path::to_path_buf)
         })
         .unwrap_or_else(|| std::env::temp_dir().join("tributary-target"))

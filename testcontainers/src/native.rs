@@ -66,6 +66,8 @@ pub(crate) struct Recipe {
     pub(crate) program: PathBuf,
     pub(crate) args: Vec<std::ffi::OsString>,
     pub(crate) probe: Probe,
+    /// The server's data, removed by the watchdog if the test process dies.
+    pub(crate) scratch: Option<PathBuf>,
 }
 
 /// The readiness probe of a server, with the addresses it needs.
@@ -97,14 +99,19 @@ impl Recipe {
 
     /// Launches the server again (same ports, same data) and waits until it serves.
     pub(crate) fn relaunch(&self, peer: Peer, log: &std::path::Path) -> Result<Process, PeerError> {
-        let mut process = spawn(peer, self.command(), log)?;
+        let mut process = spawn(peer, self.command(), log, self.scratch.as_deref())?;
         wait_ready(&self.launcher, peer, &mut process, || self.probe.check())?;
         Ok(process)
     }
 }
 
-fn spawn(peer: Peer, command: Command, log: &std::path::Path) -> Result<Process, PeerError> {
-    Process::spawn(command, log).map_err(|e| {
+fn spawn(
+    peer: Peer,
+    command: Command,
+    log: &std::path::Path,
+    scratch: Option<&std::path::Path>,
+) -> Result<Process, PeerError> {
+    Process::spawn(command, log, scratch).map_err(|e| {
         PeerError::new(peer, Reason::StartFailed, format!("cannot launch: {e}")).with_log(log)
     })
 }
@@ -143,12 +150,18 @@ fn server(
     }
 }
 
-fn recipe(launcher: &Launcher, command: &Command, probe: Probe) -> Recipe {
+fn recipe(
+    launcher: &Launcher,
+    command: &Command,
+    probe: Probe,
+    scratch: Option<&PathBuf>,
+) -> Recipe {
     Recipe {
         launcher: launcher.clone(),
         program: command.get_program().into(),
         args: command.get_args().map(|a| a.to_owned()).collect(),
         probe,
+        scratch: scratch.cloned(),
     }
 }
 
@@ -171,8 +184,8 @@ fn start_once(launcher: &Launcher, peer: Peer) -> Result<Server, PeerError> {
                 .args(["--override", "log.segment.bytes=16777216"])
                 .args(["--override", "message.max.bytes=1048588"]);
             let address = format!("127.0.0.1:{port}");
-            let recipe = recipe(launcher, &command, Probe::Kafka(address.clone()));
-            let mut process = spawn(peer, command, &log)?;
+            let recipe = recipe(launcher, &command, Probe::Kafka(address.clone()), Some(&data));
+            let mut process = spawn(peer, command, &log, Some(&data))?;
             wait_ready(launcher, peer, &mut process, || recipe.probe.check())?;
             Ok(server(peer, format!("kafka://{address}"), address, None, process, Some(data), recipe))
         }
@@ -193,9 +206,9 @@ fn start_once(launcher: &Launcher, peer: Peer) -> Result<Server, PeerError> {
                 .arg("--wipe");
             let http_address = format!("127.0.0.1:{http}");
             // A restart keeps the data: only the first launch wipes it.
-            let mut again = recipe(launcher, &command, Probe::Pulsar(http_address.clone()));
+            let mut again = recipe(launcher, &command, Probe::Pulsar(http_address.clone()), Some(&data));
             again.args.retain(|a| a != "--wipe");
-            let mut process = spawn(peer, command, &log)?;
+            let mut process = spawn(peer, command, &log, Some(&data))?;
             wait_ready(launcher, peer, &mut process, || again.probe.check())?;
             let address = format!("127.0.0.1:{port}");
             let url = format!("pulsar://{address}?admin=http://{http_address}");
@@ -207,7 +220,7 @@ fn start_once(launcher: &Launcher, peer: Peer) -> Result<Server, PeerError> {
             // pstest binds the port itself (":0") and prints it, so there is no port race.
             command.args(["--addr", "127.0.0.1:0"]);
             let program = command.get_program().to_owned();
-            let mut process = spawn(peer, command, &log)?;
+            let mut process = spawn(peer, command, &log, None)?;
             let mut address = None;
             wait_ready(launcher, peer, &mut process, || {
                 if address.is_none() {
@@ -226,6 +239,7 @@ fn start_once(launcher: &Launcher, peer: Peer) -> Result<Server, PeerError> {
                 program: program.into(),
                 args: vec!["--addr".into(), address.clone().into()],
                 probe: Probe::Grpc(address.clone()),
+                scratch: None,
             };
             Ok(server(peer, url, address, None, process, None, recipe))
         }
@@ -239,8 +253,8 @@ fn start_once(launcher: &Launcher, peer: Peer) -> Result<Server, PeerError> {
                 .args(["--create-stream-ms", "0", "--delete-stream-ms", "0", "--update-stream-ms", "0"])
                 .args(["--region", "us-east-1", "--log-level", "warn"]);
             let address = format!("127.0.0.1:{port}");
-            let recipe = recipe(launcher, &command, Probe::Kinesis(address.clone()));
-            let mut process = spawn(peer, command, &log)?;
+            let recipe = recipe(launcher, &command, Probe::Kinesis(address.clone()), None);
+            let mut process = spawn(peer, command, &log, None)?;
             wait_ready(launcher, peer, &mut process, || recipe.probe.check())?;
             let url = format!("kinesis://us-east-1?endpoint=http://{address}");
             Ok(server(peer, url, address, None, process, None, recipe))

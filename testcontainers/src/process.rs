@@ -24,8 +24,13 @@ pub(crate) struct Process {
 }
 
 impl Process {
-    /// Starts `command` in a new process group with stdout and stderr appended to `log`.
-    pub(crate) fn spawn(mut command: Command, log: &Path) -> std::io::Result<Process> {
+    /// Starts `command` in a new process group with stdout and stderr appended to `log`. If
+    /// the test process dies, the watchdog also deletes `scratch` (the server's data).
+    pub(crate) fn spawn(
+        mut command: Command,
+        log: &Path,
+        scratch: Option<&Path>,
+    ) -> std::io::Result<Process> {
         if let Some(dir) = log.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -38,9 +43,14 @@ impl Process {
             .process_group(0);
         let child = command.spawn()?;
         let pgid = child.id();
+        let remove = scratch
+            .and_then(|dir| dir.to_str())
+            .filter(|dir| !dir.contains('\''))
+            .map(|dir| format!("; rm -rf '{dir}'"))
+            .unwrap_or_default();
         let watchdog = spawn_watchdog(
             &format!("kill -TERM -{pgid}"),
-            &format!("kill -KILL -{pgid}"),
+            &format!("kill -KILL -{pgid}{remove}"),
         );
         Ok(Process {
             child,

@@ -584,6 +584,11 @@ async fn continue_after_errors(c: &mut Ctx) -> CaseOutcome {
 
 async fn producer_close_flushes(c: &mut Ctx) -> CaseOutcome {
     let stream = c.stream("closeflush", 2).await?;
+    // The group exists before the sends, so backends that keep nothing for groups created
+    // later (Pub/Sub) are held to the same check.
+    let consumer = c
+        .consumer(&stream, &c.name("g"), StartPosition::Earliest)
+        .await?;
     let producer: Arc<dyn Producer> = Arc::from(c.producer(&stream).await?);
     let (progress, mut progress_rx) = tokio::sync::watch::channel(0usize);
     let progress = Arc::new(progress);
@@ -621,9 +626,6 @@ async fn producer_close_flushes(c: &mut Ctx) -> CaseOutcome {
         stored.extend(t.await.map_err(|e| e.to_string())??);
     }
     ensure!(stored.len() < 800_000, "close did not stop the senders");
-    let consumer = c
-        .consumer(&stream, &c.name("g"), StartPosition::Earliest)
-        .await?;
     let got = receive_n(consumer.as_ref(), stored.len()).await?;
     let mut got_payloads = payloads(&got);
     got_payloads.sort();
@@ -949,13 +951,27 @@ async fn resume_after_restart_of_consumer(c: &mut Ctx) -> CaseOutcome {
     let sent = numbered("res", 10);
     producer.send_batch(sent.clone()).await.check("send")?;
     let got = receive_n(first.as_ref(), 5).await?;
-    same_set(&payloads(&got), &sent[..5])?;
+    // A log delivers a partition in order, so the first five are the first five sent; other
+    // backends may deliver any five, and the group must then continue with the other five.
+    let (done, remaining): (Vec<Event>, Vec<Event>) = if c.caps.ack == AckModel::Cumulative {
+        same_set(&payloads(&got), &sent[..5])?;
+        (sent[..5].to_vec(), sent[5..].to_vec())
+    } else {
+        let received = payloads(&got);
+        sent.iter()
+            .cloned()
+            .partition(|e| received.contains(&e.payload))
+    };
+    ensure!(
+        done.len() == 5,
+        "the first consumer got unknown or repeated events"
+    );
     ack_all(got);
     first.close().await.check("close")?;
     // Latest would skip the rest; the committed position must win.
     let second = c.consumer(&stream, &group, StartPosition::Latest).await?;
     let rest = receive_n(second.as_ref(), 5).await?;
-    same_set(&payloads(&rest), &sent[5..])?;
+    same_set(&payloads(&rest), &remaining)?;
     ack_all(rest);
     expect_quiet(second.as_ref()).await?;
     Ok(None)

@@ -80,6 +80,13 @@ impl Harness {
         self
     }
 
+    /// Sets the number of events in the throughput case (for test servers too slow for the
+    /// spec's 100k; say why where you call it).
+    pub fn with_scale(mut self, events: usize) -> Self {
+        self.scale = events.max(1);
+        self
+    }
+
     /// Enables the unreachable-server case.
     pub fn with_unreachable_url(mut self, url: &str) -> Self {
         self.unreachable_url = Some(url.to_owned());

@@ -1,0 +1,163 @@
+//! Receiving: a streaming pull on the group's subscription. The client library extends leases
+//! and enforces flow control (`max_in_flight` outstanding messages); a task moves messages into
+//! a one-slot channel so that `receive()` is cancellation safe.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use google_cloud_pubsub::client::Subscriber;
+use google_cloud_pubsub::subscriber::ShutdownBehavior;
+use google_cloud_pubsub::subscriber::handler::Handler;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tributary::{AckHandle, Acknowledge, Consumer, Delivery, Error, Outcome, Result};
+
+use crate::envelope;
+use crate::error::map;
+
+struct PubSubAck(Option<Handler>);
+
+impl Acknowledge for PubSubAck {
+    fn settle(mut self: Box<Self>, outcome: Outcome) {
+        if let Some(handler) = self.0.take() {
+            match outcome {
+                Outcome::Ack => handler.ack(),
+                // modifyAckDeadline 0: the service redelivers at once.
+                Outcome::Nack => handler.nack(),
+            }
+        }
+    }
+}
+
+pub(crate) struct PubSubConsumer {
+    stream: String,
+    deliveries: Mutex<mpsc::Receiver<Result<Delivery>>>,
+    stop: std::sync::Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>,
+    closed: AtomicBool,
+}
+
+impl PubSubConsumer {
+    pub(crate) fn start(
+        subscriber: &Subscriber,
+        stream: &str,
+        subscription: &str,
+        max_in_flight: usize,
+    ) -> PubSubConsumer {
+        let mut messages = subscriber
+            .subscribe(subscription)
+            .set_max_outstanding_messages(max_in_flight.max(1) as i64)
+            .set_shutdown_behavior(ShutdownBehavior::NackImmediately)
+            .build();
+        let shutdown = messages.shutdown_token();
+        let (tx, rx) = mpsc::channel(1);
+        let (stop_tx, mut stop_rx) = oneshot::channel::<oneshot::Sender<()>>();
+        let name = stream.to_string();
+        let subscription = subscription.to_string();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    done = &mut stop_rx => {
+                        // Leased but undelivered messages go back to the service at once.
+                        shutdown.shutdown().await;
+                        if let Ok(done) = done {
+                            let _ = done.send(());
+                        }
+                        return;
+                    }
+                    next = messages.next() => next,
+                };
+                let item = match next {
+                    Some(Ok((message, handler))) => {
+                        let publish_ms = message
+                            .publish_time
+                            .as_ref()
+                            .map(|t| t.seconds() * 1000 + i64::from(t.nanos()) / 1_000_000);
+                        let (event, problem) = envelope::decode(
+                            message.data,
+                            message.attributes,
+                            message.ordering_key,
+                            publish_ms,
+                        );
+                        if let Some(problem) = problem {
+                            tracing::warn!(stream = %name, message_id = %message.message_id, %problem, "pubsub: message read as a plain event");
+                        }
+                        let attempt = handler
+                            .delivery_attempt()
+                            .and_then(|a| u32::try_from(a).ok());
+                        Ok(Delivery {
+                            event,
+                            partition: None,
+                            position: None,
+                            attempt,
+                            handle: AckHandle::new(Box::new(PubSubAck(Some(handler)))),
+                        })
+                    }
+                    Some(Err(error)) => Err(map(
+                        &error,
+                        &format!("pull from subscription `{subscription}`"),
+                    )),
+                    None => return,
+                };
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() {
+                    shutdown.shutdown().await;
+                    return;
+                }
+                if failed {
+                    return;
+                }
+            }
+        });
+        PubSubConsumer {
+            stream: stream.to_string(),
+            deliveries: Mutex::new(rx),
+            stop: std::sync::Mutex::new(Some(stop_tx)),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::closed(format!("consumer of `{}` is closed", self.stream)).with_backend("pubsub")
+    }
+}
+
+#[async_trait]
+impl Consumer for PubSubConsumer {
+    async fn receive(&self) -> Result<Delivery> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.closed_error());
+        }
+        let mut deliveries = self.deliveries.lock().await;
+        match deliveries.recv().await {
+            Some(item) => item,
+            None => Err(self.closed_error()),
+        }
+    }
+
+    async fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let stop = self.stop.lock().ok().and_then(|mut s| s.take());
+        if let Some(stop) = stop {
+            let (done_tx, done_rx) = oneshot::channel();
+            if stop.send(done_tx).is_ok() {
+                let _ = done_rx.await;
+            }
+        }
+        // A message parked in the channel is nacked when the channel drops it.
+        self.deliveries.lock().await.close();
+        Ok(())
+    }
+}
+
+impl Drop for PubSubConsumer {
+    fn drop(&mut self) {
+        // The task sees the stop signal (or the closed channel) and shuts the stream down.
+        if let Ok(mut stop) = self.stop.lock()
+            && let Some(stop) = stop.take()
+        {
+            let (done_tx, _) = oneshot::channel();
+            let _ = stop.send(done_tx);
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! Google Cloud Pub/Sub for tributary, on Google's official `google-cloud-pubsub` crate.
+//!
+//! ```no_run
+//! # #[tokio::main] async fn main() -> tributary::Result<()> {
+//! use tributary::{ConsumerOptions, Event, StartPosition};
+//! tributary_pubsub::register();
+//! // Application Default Credentials; or ?endpoint=http://127.0.0.1:8085 (or
+//! // PUBSUB_EMULATOR_HOST) for an emulator.
+//! let backend = tributary::connect("pubsub://my-project").await?;
+//! let producer = backend.producer("orders").await?;
+//! producer.send(Event::new("hello").with_key("customer-7")).await?;
+//! let consumer = backend.consumer("orders", ConsumerOptions::new("billing")).await?;
+//! let delivery = consumer.receive().await?;
+//! delivery.ack();
+//! # Ok(()) }
+//! ```
+//!
+//! # Model
+//! - A stream is a topic (`projects/PROJECT/topics/STREAM`); a group is the subscription
+//!   `projects/PROJECT/subscriptions/STREAM.GROUP`, created on first use unless
+//!   `create_subscriptions=false`. With `ordering=true` the subscription is created with
+//!   message ordering and the backend declares per-key order; the service then hands out the
+//!   next event of a key only once the previous one is acked (so acknowledge in order).
+//! - The key is the ordering key, headers are attributes and the timestamp an attribute; what
+//!   attributes cannot carry (binary values, repeated names) travels in a small documented
+//!   envelope, only then. See `envelope.rs` for the exact, versioned mapping.
+//! - No partitions and no positions: receipts are empty, `StartPosition::Position` is refused.
+//!   A new group receives what is published after it is created (`Latest`; `Earliest` means the
+//!   same for a new subscription, since Pub/Sub keeps nothing for subscriptions that do not
+//!   exist yet). Starting at a time needs topic retention and is not offered yet.
+//! - Ack and nack are per message; a nack (or a dropped delivery) is redelivered at once.
+//!
+//! # URL options
+//! | option | default | meaning |
+//! |---|---|---|
+//! | `endpoint` | Google Cloud, or `http://$PUBSUB_EMULATOR_HOST` | `http://host:port` for an emulator (plaintext, anonymous) |
+//! | `timeout` | `30s` | admin calls and the connection check |
+//! | `auto_create` | `false` | create missing topics |
+//! | `create_subscriptions` | `true` | create a group's subscription on first use |
+//! | `ordering` | `false` | create subscriptions with message ordering (per-key order; the next event of a key waits for the previous one's ack) |
+//! | `ack_deadline` | `30s` | for subscriptions it creates (leases are extended while a delivery is held) |
+//! | `batch_count`, `batch_bytes`, `batch_delay` | `100`, `1000000`, `10ms` | publisher batching thresholds |
+//! | `max_event_bytes` | `10000000` | largest message (data + attributes + ordering key) |
+#![warn(missing_docs)]
+
+mod config;
+mod consumer;
+mod envelope;
+mod error;
+mod producer;
+
+use std::any::Any;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+
+use async_trait::async_trait;
+use google_cloud_auth::credentials::anonymous;
+use google_cloud_pubsub::client::{Publisher, Subscriber, SubscriptionAdmin, TopicAdmin};
+use google_cloud_pubsub::model::Subscription;
+use tributary::{
+    AckModel, Backend, Capabilities, Consumer, ConsumerOptions, Error, ErrorKind, Lifecycle,
+    Ordering, Producer, ReceiptSupport, Result, StartPosition, StartSupport, StreamInfo,
+    StreamSpec, Url,
+};
+
+use crate::config::PubSubConfig;
+use crate::error::map;
+
+/// Registers the `pubsub://` scheme with [`tributary::connect`].
+pub fn register() {
+    tributary::register_scheme("pubsub", |url| {
+        Box::pin(async move {
+            PubSubBackend::connect(&url)
+                .await
+                .map(|b| Arc::new(b) as Arc<dyn Backend>)
+        })
+    });
+}
+
+/// Builds a Google client, pointed at the emulator with anonymous credentials when the URL
+/// names an endpoint, else at Google Cloud with Application Default Credentials.
+macro_rules! build_client {
+    ($builder:expr, $config:expr, $what:expr) => {{
+        let builder = $builder;
+        let built = match &$config.endpoint {
+            Some(endpoint) => {
+                builder
+                    .with_endpoint(endpoint.clone())
+                    .with_credentials(anonymous::Builder::new().build())
+                    .build()
+                    .await
+            }
+            None => builder.build().await,
+        };
+        built.map_err(|e| {
+            Error::config(format!("cannot create the Pub/Sub {} client: {e}", $what))
+                .with_backend("pubsub")
+        })
+    }};
+}
+
+/// A Google Cloud Pub/Sub project.
+pub struct PubSubBackend {
+    config: PubSubConfig,
+    topics: TopicAdmin,
+    subscriptions: SubscriptionAdmin,
+    /// One streaming-pull client (a connection pool) shared by every consumer.
+    subscriber: Subscriber,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for PubSubBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PubSubBackend")
+            .field("url", &self.config.shown_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PubSubBackend {
+    /// Connects and checks, within the URL's `timeout`, that the service answers.
+    pub async fn connect(url: &Url) -> Result<PubSubBackend> {
+        let config = PubSubConfig::from_url(url, std::env::var("PUBSUB_EMULATOR_HOST").ok())?;
+        let topics = build_client!(TopicAdmin::builder(), config, "topic admin")?;
+        let subscriptions =
+            build_client!(SubscriptionAdmin::builder(), config, "subscription admin")?;
+        let subscriber = build_client!(Subscriber::builder(), config, "subscriber")?;
+        let backend = PubSubBackend {
+            config,
+            topics,
+            subscriptions,
+            subscriber,
+            closed: AtomicBool::new(false),
+        };
+        let probe = backend
+            .topics
+            .list_topics()
+            .set_project(backend.project())
+            .set_page_size(1)
+            .send();
+        backend.timed("reach Pub/Sub", probe).await.map_err(|e| {
+            let where_ = backend
+                .config
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| "Google Cloud".into());
+            Error::unavailable(format!(
+                "Pub/Sub at {where_} did not answer: {}",
+                e.message()
+            ))
+            .with_backend("pubsub")
+            .with_retryable(true)
+        })?;
+        Ok(backend)
+    }
+
+    fn project(&self) -> String {
+        format!("projects/{}", self.config.project)
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(AtomicOrdering::Acquire) {
+            return Err(Error::closed("the Pub/Sub backend is closed").with_backend("pubsub"));
+        }
+        Ok(())
+    }
+
+    /// Runs an admin call with the URL's timeout, mapping its error.
+    async fn timed<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = std::result::Result<T, google_cloud_pubsub::Error>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.config.timeout, call).await {
+            Ok(result) => result.map_err(|e| map(&e, what)),
+            Err(_) => Err(Error::timeout(format!(
+                "{what}: no answer within {:?} (option `timeout`)",
+                self.config.timeout
+            ))
+            .with_backend("pubsub")
+            .with_retryable(true)),
+        }
+    }
+
+    async fn ensure_topic(&self, stream: &str) -> Result<()> {
+        PubSubConfig::check_name("topic", stream)?;
+        let name = self.config.topic(stream);
+        match self.timed(&format!("look up topic `{stream}`"), self.topics.get_topic().set_topic(&name).send()).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound && self.config.auto_create => {
+                match self.create_stream(stream, StreamSpec::default()).await {
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+                    other => other,
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::not_found(format!(
+                "Pub/Sub topic `{stream}` does not exist in project `{}` (create it, or add auto_create=true to the URL)",
+                self.config.project
+            ))
+            .with_backend("pubsub")),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn ensure_subscription(&self, stream: &str, group: &str) -> Result<String> {
+        PubSubConfig::check_name("subscription", &format!("{stream}.{group}"))?;
+        let name = self.config.subscription(stream, group);
+        let lookup = self
+            .subscriptions
+            .get_subscription()
+            .set_subscription(&name)
+            .send();
+        match self.timed(&format!("look up subscription `{name}`"), lookup).await {
+            Ok(_) => Ok(name),
+            Err(e) if e.kind() == ErrorKind::NotFound && self.config.create_subscriptions => {
+                let subscription = Subscription::new()
+                    .set_name(&name)
+                    .set_topic(self.config.topic(stream))
+                    .set_ack_deadline_seconds(self.config.ack_deadline.as_secs() as i32)
+                    .set_enable_message_ordering(self.config.ordering);
+                let create = self.subscriptions.create_subscription().with_request(subscription).send();
+                match self.timed(&format!("create subscription `{name}`"), create).await {
+                    Ok(_) => Ok(name),
+                    // Another member of the group created it first.
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(name),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::not_found(format!(
+                "subscription `{name}` for group `{group}` does not exist (create it, or drop create_subscriptions=false)"
+            ))
+            .with_backend("pubsub")),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for PubSubBackend {
+    fn scheme(&self) -> &'static str {
+        "pubsub"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::minimal();
+        caps.native_headers = true;
+        caps.timestamps = true;
+        caps.ordering = if self.config.ordering {
+            Ordering::PerKey
+        } else {
+            Ordering::None
+        };
+        caps.ack = AckModel::Individual;
+        caps.nack = true;
+        caps.delivery_attempts = false;
+        caps.start = StartSupport {
+            earliest: false,
+            latest: true,
+            timestamp: false,
+            position: false,
+        };
+        caps.receipts = ReceiptSupport {
+            partition: false,
+            position: false,
+        };
+        caps.max_event_bytes = Some(self.config.max_event_bytes);
+        caps.lifecycle = Lifecycle {
+            auto_create: self.config.auto_create,
+            networked: true,
+            competing_consumers: true,
+        };
+        caps
+    }
+
+    async fn producer(&self, stream: &str) -> Result<Box<dyn Producer>> {
+        self.check_open()?;
+        self.ensure_topic(stream).await?;
+        let topic = self.config.topic(stream);
+        let builder = Publisher::builder(topic)
+            .set_message_count_threshold(self.config.batch_count)
+            .set_byte_threshold(self.config.batch_bytes)
+            .set_delay_threshold(self.config.batch_delay);
+        let publisher = build_client!(builder, self.config, "publisher")?;
+        Ok(Box::new(producer::PubSubProducer {
+            stream: stream.to_string(),
+            publisher,
+            max_event_bytes: self.config.max_event_bytes,
+            closed: AtomicBool::new(false),
+            in_progress: tokio::sync::RwLock::new(()),
+        }))
+    }
+
+    async fn consumer(&self, stream: &str, options: ConsumerOptions) -> Result<Box<dyn Consumer>> {
+        self.check_open()?;
+        match &options.start {
+            StartPosition::Earliest | StartPosition::Latest => {}
+            StartPosition::Position(_) => {
+                return Err(Error::unsupported("Pub/Sub has no positions to start from")
+                    .with_backend("pubsub"));
+            }
+            StartPosition::Timestamp(_) => {
+                return Err(Error::unsupported(
+                    "starting a Pub/Sub group at a time needs topic message retention and a seek; not offered yet",
+                )
+                .with_backend("pubsub"));
+            }
+        }
+        if options.group.is_empty() {
+            return Err(
+                Error::config("a Pub/Sub consumer needs a group (its subscription) name")
+                    .with_backend("pubsub"),
+            );
+        }
+        self.ensure_topic(stream).await?;
+        let subscription = self.ensure_subscription(stream, &options.group).await?;
+        Ok(Box::new(consumer::PubSubConsumer::start(
+            &self.subscriber,
+            stream,
+            &subscription,
+            options.max_in_flight,
+        )))
+    }
+
+    async fn create_stream(&self, stream: &str, _spec: StreamSpec) -> Result<()> {
+        self.check_open()?;
+        PubSubConfig::check_name("topic", stream)?;
+        let create = self
+            .topics
+            .create_topic()
+            .set_name(self.config.topic(stream))
+            .send();
+        self.timed(&format!("create topic `{stream}`"), create)
+            .await
+            .map(|_| ())
+    }
+
+    async fn delete_stream(&self, stream: &str) -> Result<()> {
+        self.check_open()?;
+        PubSubConfig::check_name("topic", stream)?;
+        let delete = self
+            .topics
+            .delete_topic()
+            .set_topic(self.config.topic(stream))
+            .send();
+        self.timed(&format!("delete topic `{stream}`"), delete)
+            .await
+    }
+
+    async fn list_streams(&self) -> Result<Vec<String>> {
+        self.check_open()?;
+        let prefix = format!("{}/topics/", self.project());
+        let mut names = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let list = self
+                .topics
+                .list_topics()
+                .set_project(self.project())
+                .set_page_token(&page_token)
+                .send();
+            let page = self.timed("list topics", list).await?;
+            names.extend(
+                page.topics
+                    .iter()
+                    .map(|t| t.name.strip_prefix(&prefix).unwrap_or(&t.name).to_string()),
+            );
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    async fn describe_stream(&self, stream: &str) -> Result<StreamInfo> {
+        self.check_open()?;
+        PubSubConfig::check_name("topic", stream)?;
+        let get = self
+            .topics
+            .get_topic()
+            .set_topic(self.config.topic(stream))
+            .send();
+        self.timed(&format!("describe topic `{stream}`"), get)
+            .await?;
+        // Pub/Sub topics have no partitions and no offsets to report.
+        Ok(StreamInfo {
+            name: stream.to_string(),
+            partitions: Vec::new(),
+        })
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.closed.store(true, AtomicOrdering::Release);
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

@@ -1,0 +1,41 @@
+//! The conformance suite against Google's Pub/Sub fake (pstest), started by the fixture.
+
+use tributary_conformance::{Harness, run};
+use tributary_testcontainers::{Peer, require_peer};
+
+/// pstest's gRPC server keeps Go's default 4 MiB message limit (the service allows 10 MB), so
+/// the size case runs with a limit pstest can carry.
+const PSTEST_MAX_EVENT_BYTES: usize = 4_000_000;
+
+/// pstest hands a subscriber stream at most one message per 10 ms tick (its delivery loop
+/// offers each message to an unbuffered channel without waiting): about 93 events/s. The
+/// throughput case therefore runs 3,000 events instead of 100,000. A limit of the fake, not of
+/// the service or of this backend (publishing runs at ~30,000 events/s against the same fake).
+const PSTEST_THROUGHPUT_EVENTS: usize = 3_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pubsub_conformance() {
+    let server = require_peer!(Peer::PubSub);
+    tributary_pubsub::register();
+    let url = format!("{}&max_event_bytes={PSTEST_MAX_EVENT_BYTES}", server.url());
+    let harness = Harness::new("pubsub", &url)
+        .with_unreachable_url("pubsub://p?endpoint=http://127.0.0.1:9&timeout=3s")
+        .with_scale(PSTEST_THROUGHPUT_EVENTS);
+    let report = run(&harness).await;
+    report.print();
+    assert_eq!(report.failed(), 0, "{}", report.table());
+    assert!(
+        report.passed() >= 17,
+        "too few cases ran:{}",
+        report.table()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_capability_snapshot() {
+    let server = require_peer!(Peer::PubSub);
+    tributary_pubsub::register();
+    let backend = tributary::connect(server.url()).await.expect("connect");
+    let expected = "Capabilities { native_headers: true, timestamps: true, ordering: None, ack: Individual, nack: true, delivery_attempts: false, start: StartSupport { earliest: false, latest: true, timestamp: false, position: false }, receipts: ReceiptSupport { partition: false, position: false }, max_event_bytes: Some(10000000), lifecycle: Lifecycle { auto_create: false, networked: true, competing_consumers: true } }";
+    assert_eq!(format!("{:?}", backend.capabilities()), expected);
+}
