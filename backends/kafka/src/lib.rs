@@ -32,7 +32,23 @@
 //! | `rdkafka.NAME` | | any librdkafka option, for every client (e.g. `rdkafka.security.protocol=SSL`) |
 //! | `producer.NAME`, `consumer.NAME` | | a librdkafka option for producers or consumers only |
 //!
-//! Secrets (`sasl.password`, `ssl.key.password`, …) never appear in logs or errors.
+//! Secrets (`sasl.password`, `ssl.key.password`, …) never appear in logs or errors. Options can
+//! also come from code instead of the URL: [`KafkaBackend::connect_with`].
+//!
+//! # TLS and SASL
+//! Build with the `ssl` feature (system OpenSSL; `ssl-vendored` builds it) for TLS, and with
+//! `gssapi` (`gssapi-vendored`) for Kerberos. Then, for example:
+//!
+//! ```text
+//! kafka://broker:9093?rdkafka.security.protocol=SSL&rdkafka.ssl.ca.location=/etc/kafka/ca.pem
+//! kafka://alice:secret@broker:9093                         (SASL/PLAIN over TLS: SASL_SSL)
+//! kafka://broker:9093?rdkafka.security.protocol=SASL_SSL&rdkafka.sasl.mechanisms=SCRAM-SHA-512
+//!        &rdkafka.sasl.username=alice&rdkafka.sasl.password=…
+//! kafka://broker:9093?rdkafka.security.protocol=SASL_PLAINTEXT&rdkafka.sasl.mechanisms=GSSAPI
+//!        &rdkafka.sasl.kerberos.service.name=kafka
+//! ```
+//!
+//! Only plaintext is exercised by the tests here (the local broker has no TLS listener).
 //!
 //! # Semantics
 //! - Producers are idempotent (`enable.idempotence=true`): retries neither duplicate nor
@@ -107,7 +123,37 @@ impl std::fmt::Debug for KafkaBackend {
 impl KafkaBackend {
     /// Connects: checks that a broker answers within the URL's `timeout` and reads its limits.
     pub async fn connect(url: &Url) -> Result<KafkaBackend> {
-        let config = KafkaConfig::from_url(url)?;
+        Self::connect_with(url, std::iter::empty::<(String, String)>()).await
+    }
+
+    /// Like [`connect`](Self::connect), with librdkafka options given in code (for every
+    /// client, like `rdkafka.NAME` in the URL; these win over the URL's).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> tributary::Result<()> {
+    /// let url = tributary::parse_url("kafka://broker:9093")?;
+    /// let password = std::env::var("KAFKA_PASSWORD").unwrap_or_default();
+    /// let backend = tributary_kafka::KafkaBackend::connect_with(
+    ///     &url,
+    ///     [
+    ///         ("security.protocol".to_string(), "SASL_SSL".to_string()),
+    ///         ("sasl.mechanisms".to_string(), "SCRAM-SHA-512".to_string()),
+    ///         ("sasl.username".to_string(), "alice".to_string()),
+    ///         ("sasl.password".to_string(), password),
+    ///     ],
+    /// )
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_with(
+        url: &Url,
+        librdkafka: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<KafkaBackend> {
+        let mut config = KafkaConfig::from_url(url)?;
+        for (name, value) in librdkafka {
+            config.common.retain(|(n, _)| *n != name);
+            config.common.push((name, value));
+        }
         let admin: AdminClient<DefaultClientContext> = config
             .admin()
             .create()
