@@ -53,18 +53,10 @@ pub async fn run(
         .await?;
     let cancel = CancelToken::default();
     let stats = Arc::new(RouteStats::default());
-    let route = route::open(RouteSpec {
-        name: "demo".into(),
-        source: source.clone(),
-        source_stream: src_stream.into(),
-        group: format!("demo-bridge-{run_id}"),
-        start: StartPosition::Latest,
-        sink: sink.clone(),
-        sink_stream: dst_stream.into(),
-        max_batch: 500,
-        linger: Duration::from_millis(5),
-    })
-    .await?;
+    let mut spec = RouteSpec::new("demo", source.clone(), src_stream, sink.clone(), dst_stream);
+    spec.group = format!("demo-bridge-{run_id}");
+    spec.start = StartPosition::Latest;
+    let route = route::open(spec).await?;
     let route = tokio::spawn(route.run(stats.clone(), cancel.clone()));
     let producer = source.producer(src_stream).await?;
     let started = Instant::now();

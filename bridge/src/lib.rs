@@ -2,6 +2,8 @@
 //! `tributary` command line that are worth testing on their own.
 #![warn(missing_docs)]
 
+pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod json;
 pub mod route;

@@ -89,17 +89,24 @@ enum Command {
         #[command(subcommand)]
         action: StreamsAction,
     },
-    /// Replicate one stream to another until Ctrl-C (at-least-once, per-key order kept).
+    /// Replicate streams until SIGTERM/Ctrl-C (at-least-once, per-key order kept): every route
+    /// of a configuration file (`--config FILE`), or one route given by flags.
+    #[command(args_conflicts_with_subcommands = true)]
     Bridge {
+        #[command(subcommand)]
+        action: Option<BridgeAction>,
+        /// Configuration file (TOML) with any number of routes; see `bridge/src/config.rs`.
+        #[arg(long, conflicts_with_all = ["from", "from_stream", "to", "to_stream"])]
+        config: Option<std::path::PathBuf>,
         /// Source backend URL.
-        #[arg(long)]
-        from: String,
+        #[arg(long, required_unless_present = "config")]
+        from: Option<String>,
         /// Source stream.
-        #[arg(long)]
-        from_stream: String,
+        #[arg(long, required_unless_present = "config")]
+        from_stream: Option<String>,
         /// Sink backend URL.
-        #[arg(long)]
-        to: String,
+        #[arg(long, required_unless_present = "config")]
+        to: Option<String>,
         /// Sink stream (defaults to the source stream's name).
         #[arg(long)]
         to_stream: Option<String>,
@@ -122,6 +129,15 @@ enum Command {
         /// Keep the demo's streams in this directory (file backend) instead of memory.
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BridgeAction {
+    /// Check a configuration file without connecting to anything; names every wrong option.
+    Validate {
+        /// Configuration file.
+        file: std::path::PathBuf,
     },
 }
 
@@ -229,13 +245,28 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::Streams { url, action } => streams(&url, action).await,
         Command::Bridge {
-            from,
-            from_stream,
-            to,
+            action: Some(BridgeAction::Validate { file }),
+            ..
+        } => {
+            let plan = tributary_bridge::config::load(&file)?;
+            for route in &plan.routes {
+                println!("{}", tributary_bridge::daemon::describe(route));
+            }
+            println!("{}: ok, {} route(s)", file.display(), plan.routes.len());
+            Ok(())
+        }
+        Command::Bridge {
+            config: Some(file), ..
+        } => run_daemon(&file).await,
+        Command::Bridge {
+            from: Some(from),
+            from_stream: Some(from_stream),
+            to: Some(to),
             to_stream,
             group,
             start,
             max_batch,
+            ..
         } => {
             bridge(
                 &from,
@@ -248,6 +279,9 @@ async fn run(command: Command) -> Result<()> {
             )
             .await
         }
+        Command::Bridge { .. } => Err(Error::config(
+            "bridge needs --config FILE, or --from, --from-stream and --to",
+        )),
         Command::Demo { events, dir } => run_demo(events, dir).await,
     }
 }
@@ -503,6 +537,54 @@ async fn streams(url: &str, action: StreamsAction) -> Result<()> {
     backend.close().await
 }
 
+/// Runs every route of a configuration file until SIGTERM/SIGINT, then drains within the
+/// configured deadline.
+async fn run_daemon(file: &std::path::Path) -> Result<()> {
+    let plan = tributary_bridge::config::load(file)?;
+    let deadline = plan.shutdown_timeout;
+    for route in &plan.routes {
+        tracing::info!("{}", tributary_bridge::daemon::describe(route));
+    }
+    let stop = ctrl_c();
+    let running = tributary_bridge::daemon::start(plan).await?;
+    if let Some(addr) = running.listening {
+        eprintln!("operations endpoint: http://{addr}/metrics /healthz /readyz");
+    }
+    let started = Instant::now();
+    let mut progress = Progress::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => progress.show(|| {
+                let total: u64 = running.stats.iter().map(|(_, s)| s.replicated.load(Ordering::Relaxed)).sum();
+                let dead: u64 = running.stats.iter().map(|(_, s)| s.dead_lettered.load(Ordering::Relaxed)).sum();
+                format!(
+                    "{} route(s): replicated {total} events ({:.0}/s), {dead} dead-lettered",
+                    running.stats.len(),
+                    total as f64 / started.elapsed().as_secs_f64().max(1e-9)
+                )
+            }),
+        }
+    }
+    progress.clear();
+    eprintln!("stopping: draining in-flight batches (deadline {deadline:?})");
+    let summary: Vec<String> = running
+        .stats
+        .iter()
+        .map(|(name, s)| {
+            format!(
+                "{name}: {} replicated, {} dead-lettered",
+                s.replicated.load(Ordering::Relaxed),
+                s.dead_lettered.load(Ordering::Relaxed)
+            )
+        })
+        .collect();
+    running.shutdown(deadline).await?;
+    eprintln!("stopped cleanly; {}", summary.join("; "));
+    Ok(())
+}
+
 async fn bridge(
     from: &str,
     from_stream: &str,
@@ -516,17 +598,17 @@ async fn bridge(
     let sink = tributary::connect(to).await?;
     let stats = Arc::new(RouteStats::default());
     let cancel = ctrl_c();
-    let spec = RouteSpec {
-        name: format!("{from_stream}->{to_stream}"),
-        source: source.clone(),
-        source_stream: from_stream.to_owned(),
-        group,
-        start: start.parse()?,
-        sink: sink.clone(),
-        sink_stream: to_stream.to_owned(),
-        max_batch,
-        linger: Duration::from_millis(5),
-    };
+    let mut spec = RouteSpec::new(
+        format!("{from_stream}->{to_stream}"),
+        source.clone(),
+        from_stream,
+        sink.clone(),
+        to_stream,
+    );
+    spec.group = group;
+    spec.start = start.parse()?;
+    spec.max_batch = max_batch;
+    spec.in_flight = spec.in_flight.max(max_batch * 2);
     let started = Instant::now();
     let task = tokio::spawn(route::run_route(spec, stats.clone(), cancel.clone()));
     let mut progress = Progress::new();

@@ -1,0 +1,349 @@
+//! The bridge daemon: every route of a configuration file, supervised, with an operations
+//! endpoint (`/metrics` in Prometheus format, `/healthz`, `/readyz`) and a graceful shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tributary::{Backend, Error, Result, redact};
+
+use crate::config::{Plan, RoutePlan};
+use crate::route::{self, RouteSpec, RouteStats, tokio_util_free::CancelToken};
+
+/// What the operations endpoint reports.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Every route has opened its source and sink at least once.
+    pub ready: AtomicBool,
+    /// Shutting down: not ready any more.
+    pub stopping: AtomicBool,
+    /// Routes whose last run failed, with the error (shown by `/healthz`).
+    pub failing: parking_lot_free::Mutex<HashMap<String, String>>,
+}
+
+/// `std::sync::Mutex` that shrugs off poisoning (a panicked route must not take health down).
+pub mod parking_lot_free {
+    /// See the module.
+    #[derive(Debug, Default)]
+    pub struct Mutex<T>(std::sync::Mutex<T>);
+
+    impl<T> Mutex<T> {
+        /// Locks, ignoring poisoning.
+        pub fn lock(&self) -> std::sync::MutexGuard<'_, T> {
+            self.0.lock().unwrap_or_else(|p| p.into_inner())
+        }
+    }
+}
+
+/// A running daemon's routes and counters.
+pub struct Running {
+    /// Counters per route name.
+    pub stats: Vec<(String, Arc<RouteStats>)>,
+    /// The operations endpoint's bound address, when enabled.
+    pub listening: Option<SocketAddr>,
+    health: Arc<Health>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    cancel: CancelToken,
+    backends: Vec<Arc<dyn Backend>>,
+}
+
+/// Installs the Prometheus recorder (once per process) and returns its handle.
+fn recorder() -> Option<PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics recorder not installed; /metrics will be empty");
+                None
+            }
+        })
+        .clone()
+}
+
+/// Connects the backends, starts the operations endpoint and every route.
+pub async fn start(plan: Plan) -> Result<Running> {
+    let metrics = recorder();
+    let health = Arc::new(Health::default());
+    let cancel = CancelToken::default();
+    let listening = match plan.listen {
+        Some(addr) => Some(serve_operations(addr, metrics, health.clone(), cancel.clone()).await?),
+        None => None,
+    };
+    let mut connected: HashMap<String, Arc<dyn Backend>> = HashMap::new();
+    let mut connect = async |url: &str| -> Result<Arc<dyn Backend>> {
+        if let Some(backend) = connected.get(url) {
+            return Ok(backend.clone());
+        }
+        let backend = tributary::connect(url).await?;
+        connected.insert(url.to_string(), backend.clone());
+        Ok(backend)
+    };
+    let mut specs = Vec::new();
+    for route in &plan.routes {
+        let source = connect(&route.source_url)
+            .await
+            .map_err(|e| e.context(format!("route `{}`: source", route.name)))?;
+        let sink = connect(&route.sink_url)
+            .await
+            .map_err(|e| e.context(format!("route `{}`: sink", route.name)))?;
+        let dead_letter = match &route.dead_letter {
+            Some((url, stream)) => Some((
+                connect(url)
+                    .await
+                    .map_err(|e| e.context(format!("route `{}`: dead-letter sink", route.name)))?,
+                stream.clone(),
+            )),
+            None => None,
+        };
+        specs.push(spec(route, source, sink, dead_letter));
+    }
+    let backends: Vec<Arc<dyn Backend>> = connected.into_values().collect();
+
+    let mut stats = Vec::new();
+    let mut tasks = Vec::new();
+    let opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let total = specs.len();
+    for spec in specs {
+        let route_stats = Arc::new(RouteStats::default());
+        stats.push((spec.name.clone(), route_stats.clone()));
+        tasks.push(tokio::spawn(supervise(
+            spec,
+            route_stats,
+            health.clone(),
+            cancel.clone(),
+            opened.clone(),
+            total,
+        )));
+    }
+    Ok(Running {
+        stats,
+        listening,
+        health,
+        tasks,
+        cancel,
+        backends,
+    })
+}
+
+fn spec(
+    route: &RoutePlan,
+    source: Arc<dyn Backend>,
+    sink: Arc<dyn Backend>,
+    dead_letter: Option<(Arc<dyn Backend>, String)>,
+) -> RouteSpec {
+    let mut spec = RouteSpec::new(
+        &route.name,
+        source,
+        &route.source_stream,
+        sink,
+        &route.sink_stream,
+    );
+    spec.group = route.group.clone();
+    spec.start = route.start.clone();
+    spec.max_batch = route.max_events;
+    spec.max_bytes = route.max_bytes;
+    spec.linger = route.linger;
+    spec.in_flight = route.in_flight;
+    spec.retry = route.retry.clone();
+    spec.dead_letter = dead_letter;
+    spec.keep_key = route.keep_key;
+    spec
+}
+
+/// Runs a route until cancelled; a failed route is reported unhealthy and reopened after its
+/// longest backoff (what it had not acked is read again from the source).
+async fn supervise(
+    spec: RouteSpec,
+    stats: Arc<RouteStats>,
+    health: Arc<Health>,
+    cancel: CancelToken,
+    opened: Arc<std::sync::atomic::AtomicUsize>,
+    total: usize,
+) {
+    let mut counted = false;
+    while !cancel.is_cancelled() {
+        let outcome = match route::open(spec.clone()).await {
+            Ok(open) => {
+                if !counted {
+                    counted = true;
+                    if opened.fetch_add(1, Ordering::SeqCst) + 1 == total {
+                        health.ready.store(true, Ordering::SeqCst);
+                    }
+                }
+                health.failing.lock().remove(&spec.name);
+                open.run(stats.clone(), cancel.clone()).await
+            }
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::error!(route = %spec.name, error = %e, "route failed; reopening after {:?}", spec.retry.max_backoff);
+                health
+                    .failing
+                    .lock()
+                    .insert(spec.name.clone(), e.to_string());
+                tokio::select! {
+                    _ = tokio::time::sleep(spec.retry.max_backoff) => {}
+                    _ = cancel.cancelled() => break,
+                }
+            }
+        }
+    }
+}
+
+impl Running {
+    /// Stops intake, lets each route finish and ack the batch in hand, closes the backends.
+    /// `Err` (timeout) if that takes longer than `deadline`: what was not acked is read again
+    /// after a restart.
+    pub async fn shutdown(self, deadline: Duration) -> Result<()> {
+        self.health.stopping.store(true, Ordering::SeqCst);
+        self.cancel.cancel();
+        let drained = tokio::time::timeout(deadline, futures::future::join_all(self.tasks)).await;
+        for backend in &self.backends {
+            let _ = backend.close().await;
+        }
+        match drained {
+            Ok(_) => Ok(()),
+            Err(_) => Err(Error::timeout(format!(
+                "routes still draining after {deadline:?} (daemon.shutdown_timeout); unacked events will be read again on restart"
+            ))),
+        }
+    }
+
+    /// Whether every route is open.
+    pub fn ready(&self) -> bool {
+        self.health.ready.load(Ordering::SeqCst)
+    }
+
+    /// Routes currently failing, with their last error.
+    pub fn failing(&self) -> HashMap<String, String> {
+        self.health.failing.lock().clone()
+    }
+}
+
+/// A minimal HTTP/1.1 server for three GET endpoints; bound before routes start so a bad
+/// address fails the start-up, not silently later.
+async fn serve_operations(
+    addr: SocketAddr,
+    metrics: Option<PrometheusHandle>,
+    health: Arc<Health>,
+    cancel: CancelToken,
+) -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        Error::io(
+            format!("binding the operations endpoint to {addr} (daemon.listen)"),
+            e,
+        )
+    })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::io("operations endpoint address", e))?;
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = tokio::select! {
+                _ = cancel.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(_) => continue,
+                },
+            };
+            let metrics = metrics.clone();
+            let health = health.clone();
+            tokio::spawn(async move {
+                // Read the request head (a client may send it in several pieces).
+                let mut request = Vec::with_capacity(1024);
+                let mut chunk = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
+                    match tokio::time::timeout(Duration::from_secs(5), socket.read(&mut chunk))
+                        .await
+                    {
+                        Ok(Ok(n)) if n > 0 => request.extend_from_slice(&chunk[..n]),
+                        _ => break,
+                    }
+                }
+                let line = String::from_utf8_lossy(&request);
+                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let (status, content_type, body) = respond(&path, metrics.as_ref(), &health);
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(body.as_bytes()).await;
+            });
+        }
+    });
+    Ok(bound)
+}
+
+fn respond(
+    path: &str,
+    metrics: Option<&PrometheusHandle>,
+    health: &Health,
+) -> (&'static str, &'static str, String) {
+    match path {
+        "/metrics" => (
+            "200 OK",
+            "text/plain; version=0.0.4",
+            metrics.map(|m| m.render()).unwrap_or_default(),
+        ),
+        "/healthz" => {
+            let failing = health.failing.lock();
+            if failing.is_empty() {
+                ("200 OK", "text/plain", "ok\n".into())
+            } else {
+                let mut lines: Vec<_> = failing
+                    .iter()
+                    .map(|(route, error)| format!("route {route}: {error}\n"))
+                    .collect();
+                lines.sort();
+                ("503 Service Unavailable", "text/plain", lines.concat())
+            }
+        }
+        "/readyz" => {
+            if health.ready.load(Ordering::SeqCst) && !health.stopping.load(Ordering::SeqCst) {
+                ("200 OK", "text/plain", "ready\n".into())
+            } else {
+                (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "not ready\n".into(),
+                )
+            }
+        }
+        _ => (
+            "404 Not Found",
+            "text/plain",
+            "try /metrics, /healthz or /readyz\n".into(),
+        ),
+    }
+}
+
+/// One line describing a route, with URLs redacted.
+pub fn describe(route: &RoutePlan) -> String {
+    let shown = |url: &str| {
+        tributary::parse_url(url)
+            .map(|u| redact(&u))
+            .unwrap_or_default()
+    };
+    format!(
+        "route `{}`: {} `{}` (group `{}`) -> {} `{}`{}",
+        route.name,
+        shown(&route.source_url),
+        route.source_stream,
+        route.group,
+        shown(&route.sink_url),
+        route.sink_stream,
+        route
+            .dead_letter
+            .as_ref()
+            .map(|(u, s)| format!(", dead letters to {} `{s}`", shown(u)))
+            .unwrap_or_default()
+    )
+}

@@ -1,0 +1,233 @@
+//! The daemon from a configuration file: routes run, the operations endpoint answers,
+//! `validate` names bad options, and SIGTERM drains and exits 0.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tributary");
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to the operations endpoint");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn metric(body: &str, name: &str, route: &str) -> u64 {
+    body.lines()
+        .find(|l| l.starts_with(name) && l.contains(&format!("route=\"{route}\"")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[test]
+fn validate_names_every_bad_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "[[route]]\nname = \"r\"\nsource = { url = \"memory://\", stream = \"in\" }\nsink = { url = \"kafka://${NO_SUCH_VAR}\", stream = \"out\" }\nbatch = { max_events = 0 }\nretry = { attempts = 0 }\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["bridge", "validate"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a configuration error exits 2");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "route[0].sink.url",
+        "NO_SUCH_VAR",
+        "route[0].batch.max_events",
+        "route[0].retry.attempts",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle}: {stderr}");
+    }
+}
+
+#[test]
+fn the_daemon_replicates_reports_and_drains_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = format!("file://{}", dir.path().join("source").display());
+    let sink = format!("file://{}", dir.path().join("sink").display());
+    // Events written before the daemon starts; a second batch while it runs.
+    let produce = |from: usize, to: usize| {
+        let lines: String = (from..to).map(|i| format!("order-{i}\n")).collect();
+        let mut child = Command::new(BIN)
+            .args(["produce", &source, "orders", "--key", "customer"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(lines.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    };
+    produce(0, 500);
+
+    let config = dir.path().join("bridge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"10s\"\n\n[[route]]\nname = \"orders\"\nsource = {{ url = \"{source}\", stream = \"orders\", group = \"bridge\" }}\nsink = {{ url = \"{sink}\", stream = \"orders-copy\" }}\nbatch = {{ max_events = 100 }}\n"
+        ),
+    )
+    .unwrap();
+    let validated = Command::new(BIN)
+        .args(["bridge", "validate"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        validated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&validated.stderr)
+    );
+    assert!(String::from_utf8_lossy(&validated.stdout).contains("ok, 1 route(s)"));
+
+    let (mut daemon, mut stderr, addr) = start_daemon(&config);
+    wait_for_metric(&addr, 500);
+    assert_eq!(http_get(&addr, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(http_get(&addr, "/readyz"), (200, "ready\n".to_string()));
+    assert_eq!(http_get(&addr, "/nope").0, 404);
+    let rest = stop(&mut daemon, &mut stderr);
+    assert!(
+        rest.contains("stopped cleanly; orders: 500 replicated"),
+        "{rest}"
+    );
+
+    // A restart resumes from the committed position: only the new events are copied.
+    produce(500, 600);
+    let (mut daemon, mut stderr, addr) = start_daemon(&config);
+    wait_for_metric(&addr, 100);
+    let rest = stop(&mut daemon, &mut stderr);
+    assert!(
+        rest.contains("stopped cleanly; orders: 100 replicated"),
+        "{rest}"
+    );
+
+    let out = Command::new(BIN)
+        .args([
+            "consume",
+            &sink,
+            "orders-copy",
+            "--group",
+            "check",
+            "--from",
+            "earliest",
+            "-n",
+            "600",
+            "--idle-exit",
+            "2s",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        lines.len(),
+        600,
+        "every event exactly once after a clean stop and a restart"
+    );
+    for (i, line) in lines.iter().enumerate() {
+        assert!(
+            line.contains(&format!("\"order-{i}\"")),
+            "event {i} out of order: {line}"
+        );
+    }
+    assert!(lines[0].contains("tributary-origin-stream"), "{}", lines[0]);
+}
+
+fn start_daemon(
+    config: &std::path::Path,
+) -> (
+    std::process::Child,
+    BufReader<std::process::ChildStderr>,
+    String,
+) {
+    let mut daemon = Command::new(BIN)
+        .args(["bridge", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(daemon.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "daemon exited before serving"
+        );
+        if let Some(rest) = line.trim().strip_prefix("operations endpoint: http://") {
+            break rest.split('/').next().unwrap().to_string();
+        }
+    };
+    (daemon, stderr, addr)
+}
+
+fn wait_for_metric(addr: &str, events: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = http_get(addr, "/metrics");
+        assert_eq!(status, 200);
+        if metric(&body, "tributary_bridge_events_out_total", "orders") >= events {
+            assert!(
+                metric(&body, "tributary_bridge_events_in_total", "orders") >= events,
+                "{body}"
+            );
+            assert!(body.contains("tributary_bridge_batch_seconds"), "{body}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "not replicated in time:\n{body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// SIGTERM, then the daemon must drain and exit 0 within its 10 s deadline.
+fn stop(
+    daemon: &mut std::process::Child,
+    stderr: &mut BufReader<std::process::ChildStderr>,
+) -> String {
+    // SAFETY: kill(2) on the child we spawned.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let stopped = Instant::now();
+    let status = daemon.wait().unwrap();
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert!(status.success(), "exit {status:?}: {rest}");
+    assert!(stopped.elapsed() < Duration::from_secs(10));
+    rest
+}

@@ -1,0 +1,178 @@
+//! A poison event the sink refuses goes to the dead-letter sink with the reason; the events
+//! around it are replicated, in order, and the source is acked past all of them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tributary::{ConsumerExt, ConsumerOptions, Event, StartPosition};
+use tributary_bridge::route::{
+    self, RouteSpec, RouteStats, dead_letter, tokio_util_free::CancelToken,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_is_dead_lettered_and_does_not_block_its_partition() {
+    let source = tributary::connect("memory://dlq-source?partitions=1")
+        .await
+        .unwrap();
+    // The sink refuses events over 1000 bytes: "too large" is not retryable.
+    let sink = tributary::connect("memory://dlq-sink?max_event_bytes=1000")
+        .await
+        .unwrap();
+    let dead = tributary::connect("memory://dlq-dead").await.unwrap();
+
+    let producer = source.producer("orders").await.unwrap();
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        let payload = if i == 7 {
+            vec![b'x'; 5000]
+        } else {
+            format!("order-{i}").into_bytes()
+        };
+        sent.push(Event::new(payload).with_key("customer-1"));
+    }
+    producer.send_batch(sent.clone()).await.unwrap();
+
+    let mut spec = RouteSpec::new(
+        "orders-out",
+        source.clone(),
+        "orders",
+        sink.clone(),
+        "orders",
+    );
+    spec.group = "bridge".into();
+    spec.start = StartPosition::Earliest;
+    spec.retry.attempts = 2;
+    spec.retry.backoff = Duration::from_millis(10);
+    spec.dead_letter = Some((dead.clone(), "orders-dlq".into()));
+    let stats = Arc::new(RouteStats::default());
+    let cancel = CancelToken::default();
+    let task = tokio::spawn(route::run_route(spec, stats.clone(), cancel.clone()));
+
+    // The sink receives the 19 good events, in order, with lineage.
+    let out = sink
+        .consumer(
+            "orders",
+            ConsumerOptions::new("check").start(StartPosition::Earliest),
+        )
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 19 {
+        let d = tokio::time::timeout(Duration::from_secs(20), out.receive())
+            .await
+            .expect("in time")
+            .unwrap();
+        got.push(String::from_utf8(d.event.payload.to_vec()).unwrap());
+        assert_eq!(
+            d.event.headers.get("tributary-route").map(|v| v.as_ref()),
+            Some(&b"orders-out"[..])
+        );
+        d.ack();
+    }
+    let expected: Vec<String> = (0..20)
+        .filter(|&i| i != 7)
+        .map(|i| format!("order-{i}"))
+        .collect();
+    assert_eq!(got, expected);
+
+    // The poison event is in the dead-letter stream with the reason.
+    let dlq = dead
+        .consumer(
+            "orders-dlq",
+            ConsumerOptions::new("check").start(StartPosition::Earliest),
+        )
+        .await
+        .unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(20), dlq.receive())
+        .await
+        .expect("in time")
+        .unwrap();
+    assert_eq!(d.event.payload.len(), 5000);
+    let reason =
+        String::from_utf8(d.event.headers.get(dead_letter::REASON).unwrap().to_vec()).unwrap();
+    assert!(reason.contains("too large"), "{reason}");
+    assert_eq!(
+        d.event.headers.get(dead_letter::ROUTE).map(|v| v.as_ref()),
+        Some(&b"orders-out"[..])
+    );
+    assert_eq!(
+        d.event
+            .headers
+            .get(dead_letter::SINK_STREAM)
+            .map(|v| v.as_ref()),
+        Some(&b"orders"[..])
+    );
+    d.ack();
+
+    // Everything was acked at the source: a new member of the group has nothing to read.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while stats.replicated.load(std::sync::atomic::Ordering::Relaxed) < 20 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "route did not finish the batch"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(
+        stats
+            .dead_lettered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    let again = source
+        .consumer(
+            "orders",
+            ConsumerOptions::new("bridge").start(StartPosition::Earliest),
+        )
+        .await
+        .unwrap();
+    assert!(
+        again
+            .receive_timeout(Duration::from_millis(500))
+            .await
+            .unwrap()
+            .is_none(),
+        "the source was not acked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_dead_letter_sink_the_route_stops_and_the_source_keeps_the_events() {
+    let source = tributary::connect("memory://nodlq-source?partitions=1")
+        .await
+        .unwrap();
+    let sink = tributary::connect("memory://nodlq-sink?max_event_bytes=1000")
+        .await
+        .unwrap();
+    let producer = source.producer("orders").await.unwrap();
+    producer.send(Event::new(vec![b'x'; 5000])).await.unwrap();
+    let mut spec = RouteSpec::new("r", source.clone(), "orders", sink, "orders");
+    spec.group = "bridge".into();
+    spec.retry.attempts = 1;
+    let error = route::run_route(
+        spec,
+        Arc::new(RouteStats::default()),
+        CancelToken::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.kind(), tributary::ErrorKind::TooLarge, "{error}");
+    assert!(error.to_string().contains("route `r`"), "{error}");
+    let again = source
+        .consumer(
+            "orders",
+            ConsumerOptions::new("bridge").start(StartPosition::Earliest),
+        )
+        .await
+        .unwrap();
+    assert!(
+        again
+            .receive_timeout(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_some(),
+        "the event must still be there"
+    );
+}
