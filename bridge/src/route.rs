@@ -334,6 +334,11 @@ impl OpenRoute {
                 }
                 d.ack();
             }
+            // Persist the source position now: a crash then replays at most what was in
+            // flight, not everything since the backend's last periodic commit.
+            if let Err(e) = consumer.commit().await {
+                tracing::warn!(route = %spec.name, error = %e, "source commit failed; a crash may replay more");
+            }
         };
         let closed_consumer = consumer.close().await;
         let closed_producer = producer.close().await;

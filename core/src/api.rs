@@ -139,6 +139,13 @@ pub trait Consumer: Send + Sync {
     /// Stops receiving, commits acked progress, and makes unsettled deliveries available to the
     /// rest of the group.
     async fn close(&self) -> Result<()>;
+
+    /// Persists the progress of every delivery acked so far, now, rather than at the backend's
+    /// next periodic commit, so that a crash replays only what was not acked. Backends whose
+    /// acks are individually durable (Pub/Sub) need nothing and keep this default.
+    async fn commit(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Extra conveniences on every consumer.

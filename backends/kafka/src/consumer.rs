@@ -38,6 +38,8 @@ enum Message {
     Settle(Settle),
     /// Stop: commit what is acked, leave the group, then answer (if anyone waits).
     Close(Option<oneshot::Sender<Result<()>>>),
+    /// Commit what is acked now (synchronously), then answer.
+    Commit(oneshot::Sender<Result<()>>),
 }
 
 struct Settle {
@@ -113,6 +115,7 @@ struct State {
     /// The driver has stopped: `receive()` reports the consumer closed.
     stopped: bool,
     close_request: Option<Option<oneshot::Sender<Result<()>>>>,
+    commit_requests: Vec<oneshot::Sender<Result<()>>>,
     joined: Option<oneshot::Sender<Result<()>>>,
 }
 
@@ -259,6 +262,7 @@ impl Context {
             match message {
                 Message::Settle(settle) => state.apply(settle),
                 Message::Close(reply) => state.close_request = Some(reply),
+                Message::Commit(reply) => state.commit_requests.push(reply),
             }
         }
         // Settles can free in-flight room or queue redeliveries.
@@ -502,6 +506,7 @@ impl KafkaConsumer {
             failure: None,
             stopped: false,
             close_request: None,
+            commit_requests: Vec::new(),
             joined: Some(joined_tx),
         }));
         let wake = Arc::new(Notify::new());
@@ -600,6 +605,17 @@ impl Consumer for KafkaConsumer {
         }
     }
 
+    async fn commit(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.closed_error());
+        }
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.to_driver
+            .send(Message::Commit(reply_tx))
+            .map_err(|_| self.closed_error())?;
+        reply_rx.await.map_err(|_| self.closed_error())?
+    }
+
     async fn close(&self) -> Result<()> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
@@ -644,17 +660,33 @@ impl Driver {
             if let Some(reply) = self.state.lock().close_request.take() {
                 break reply;
             }
+            let waiting = std::mem::take(&mut self.state.lock().commit_requests);
+            if !waiting.is_empty() {
+                let result = self.commit(CommitMode::Sync);
+                for reply in waiting {
+                    let outcome = match &result {
+                        Ok(()) => Ok(()),
+                        Err(e) => {
+                            Err(Error::new(e.kind(), e.message().to_string()).with_backend("kafka"))
+                        }
+                    };
+                    let _ = reply.send(outcome);
+                }
+            }
             let fetched = self.fetch();
             if fetched > 0 {
                 self.wake.notify_waiters();
             }
             if last_commit.elapsed() >= self.commit_interval {
-                self.commit(CommitMode::Async);
+                // A failure is retried at the next tick.
+                let _ = self.commit(CommitMode::Async);
                 last_commit = Instant::now();
             }
         };
         self.consumer.context().drain_inbox();
-        self.commit(CommitMode::Sync);
+        if let Err(e) = self.commit(CommitMode::Sync) {
+            tracing::warn!(error = %e, "kafka: final commit failed; the next member re-reads from the last commit");
+        }
         {
             let mut state = self.state.lock();
             // Events never handed out go back to Kafka: the next owner reads them again.
@@ -759,7 +791,7 @@ impl Driver {
 
     /// Commits the acked prefixes: asynchronously in the loop (a synchronous commit would
     /// stall fetching for a broker round trip every interval), synchronously at the end.
-    fn commit(&mut self, mode: CommitMode) {
+    fn commit(&mut self, mode: CommitMode) -> Result<()> {
         let mut state = self.state.lock();
         let sync = matches!(mode, CommitMode::Sync);
         if sync {
@@ -770,13 +802,18 @@ impl Driver {
         }
         let list = state.commit_list(None);
         if list.count() == 0 {
-            return;
+            return Ok(());
         }
         match self.consumer.commit(&list, mode) {
             Ok(()) if sync => state.mark_committed(&list),
             Ok(()) => state.mark_sent(&list),
-            Err(e) => tracing::debug!(topic = %state.topic, error = %e, "kafka: commit failed"),
+            Err(e) => {
+                tracing::debug!(topic = %state.topic, error = %e, "kafka: commit failed");
+                let topic = state.topic.clone();
+                return Err(map(e, &format!("commit on `{topic}`")));
+            }
         }
+        Ok(())
     }
 }
 

@@ -629,6 +629,13 @@ impl Consumer for LocalConsumer {
         self.group.flush_commits().await?;
         self.group.release_if_idle().await
     }
+
+    async fn commit(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::closed("consumer is closed"));
+        }
+        self.group.flush_commits().await
+    }
 }
 
 impl Drop for LocalConsumer {
