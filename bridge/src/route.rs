@@ -152,6 +152,8 @@ pub mod dead_letter {
 /// Counters a route updates as it runs.
 #[derive(Debug, Default)]
 pub struct RouteStats {
+    /// Events taken from the source (replicated or still in hand).
+    pub received: AtomicU64,
     /// Events written to the sink and acked at the source.
     pub replicated: AtomicU64,
     /// Payload bytes replicated.
@@ -294,6 +296,9 @@ impl OpenRoute {
                     }
                 }
             }
+            stats
+                .received
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
             metrics::counter!("tributary_bridge_events_in_total", &labels)
                 .increment(batch.len() as u64);
             metrics::counter!("tributary_bridge_bytes_in_total", &labels).increment(bytes as u64);

@@ -274,6 +274,42 @@ impl Server {
         Ok(())
     }
 
+    /// Freezes the server (SIGSTOP to its process group): it keeps its sockets but answers
+    /// nothing, like a hung or partitioned peer. Native mode only; [`Server::resume`] undoes it.
+    pub fn suspend(&self) -> Result<(), PeerError> {
+        self.signal(libc::SIGSTOP)
+    }
+
+    /// Lets a [`suspend`](Server::suspend)ed server run again (SIGCONT).
+    pub fn resume(&self) -> Result<(), PeerError> {
+        self.signal(libc::SIGCONT)
+    }
+
+    fn signal(&self, signal: libc::c_int) -> Result<(), PeerError> {
+        let pgid = self
+            .pid()
+            .and_then(|p| libc::pid_t::try_from(p).ok())
+            .ok_or_else(|| {
+                PeerError::new(
+                    self.peer,
+                    Reason::Unsupported,
+                    format!("{:?} servers cannot be signalled", self.mode),
+                )
+            })?;
+        // SAFETY: kill(2) on the server's own process group.
+        if unsafe { libc::kill(-pgid, signal) } != 0 {
+            return Err(PeerError::new(
+                self.peer,
+                Reason::StartFailed,
+                format!(
+                    "signal {signal} to process group {pgid}: {}",
+                    std::io::Error::last_os_error()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Stops the server now (dropping it does the same).
     pub fn stop(&self) {
         if let Ok(mut guard) = self.process.lock()
