@@ -21,22 +21,9 @@ pub struct Health {
     pub ready: AtomicBool,
     /// Shutting down: not ready any more.
     pub stopping: AtomicBool,
-    /// Routes whose last run failed, with the error (shown by `/healthz`).
-    pub failing: parking_lot_free::Mutex<HashMap<String, String>>,
-}
-
-/// `std::sync::Mutex` that shrugs off poisoning (a panicked route must not take health down).
-pub mod parking_lot_free {
-    /// See the module.
-    #[derive(Debug, Default)]
-    pub struct Mutex<T>(std::sync::Mutex<T>);
-
-    impl<T> Mutex<T> {
-        /// Locks, ignoring poisoning.
-        pub fn lock(&self) -> std::sync::MutexGuard<'_, T> {
-            self.0.lock().unwrap_or_else(|p| p.into_inner())
-        }
-    }
+    /// Routes whose last run failed, with the error (shown by `/healthz`). A lock that does
+    /// not poison: a panicked route must not take the health endpoint down with it.
+    pub failing: parking_lot::Mutex<HashMap<String, String>>,
 }
 
 /// A running daemon's routes and counters.
