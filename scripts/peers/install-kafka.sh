@@ -21,7 +21,7 @@ PEERS_TAG=kafka
 KAFKA_VERSION="${KAFKA_VERSION:-4.3.1}"
 # Kafka 4.3 uses slf4j-api 1.7.36 and log4j 2.25.4; the slf4j binding is not in the POMs.
 LOG4J_VERSION="${KAFKA_LOG4J_VERSION:-2.25.4}"
-RECIPE_REV=5   # bump when the generated files change, to force a reinstall
+RECIPE_REV=6   # bump when the generated files change, to force a reinstall
 
 COMP="$PEERS_DIR/kafka"
 DEST="$COMP/$KAFKA_VERSION"
@@ -141,15 +141,19 @@ delete.topic.enable=true
 CFG
 for kv in "${overrides[@]}"; do printf '%s\n' "$kv" >> "$cfg"; done
 if [[ ! -s "$data/cluster.id" ]]; then
-  # Any 22-char base64url UUID works; StorageTool random-uuid would cost a JVM start, and a
-  # python3 one-liner depends on the caller's pyenv state (it once wrote an empty id in CI).
-  id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' | cut -c1-22)"
+  # Any 22-char base64url UUID works; StorageTool random-uuid would cost a JVM start.
+  # Like Kafka's Uuid.randomUuid, never start with '-': the storage tool would read such an
+  # id as an option (one start in 64 failed with "--cluster-id: expected one argument").
+  id=-
+  while [[ "$id" == -* ]]; do
+    id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' | cut -c1-22)"
+  done
   [[ ${#id} == 22 ]] || { echo "kafka-server: cannot make a cluster id (got '$id')" >&2; exit 1; }
   printf '%s\n' "$id" > "$data/cluster.id"
 fi
 if [[ ! -f "$data/logs/meta.properties" ]]; then
   KAFKA_HEAP_OPTS="-Xmx256m" KAFKA_TIERED_STOP=1 "$BIN/kafka-run-class" kafka.tools.StorageTool format \
-    -t "$(cat "$data/cluster.id")" -c "$cfg" --ignore-formatted >"$data/format.log" 2>&1 \
+    --cluster-id="$(cat "$data/cluster.id")" -c "$cfg" --ignore-formatted >"$data/format.log" 2>&1 \
     || { cat "$data/format.log" >&2; echo "kafka-server: storage format failed (see above)" >&2; exit 1; }
 fi
 exec "$BIN/kafka-run-class" kafka.Kafka "$cfg"
