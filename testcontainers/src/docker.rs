@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::process::{Process, free_port, spawn_watchdog};
+use crate::process::{Process, free_port_for as port, spawn_watchdog};
 use crate::{Launcher, Mode, Peer, PeerError, Reason, Server, probe, wait_ready};
 
 /// A running container; removed (with `docker rm -f`) on drop.
@@ -41,16 +41,6 @@ fn image(peer: Peer) -> String {
             Peer::EventHubs => "mcr.microsoft.com/azure-messaging/eventhubs-emulator:latest",
         }
         .to_string()
-    })
-}
-
-fn port(peer: Peer) -> Result<u16, PeerError> {
-    free_port().map_err(|e| {
-        PeerError::new(
-            peer,
-            Reason::StartFailed,
-            format!("no free port on 127.0.0.1: {e}"),
-        )
     })
 }
 

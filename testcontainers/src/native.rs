@@ -5,10 +5,10 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::process::{Process, find_line, free_port};
+use crate::process::{Process, find_line, free_port_for as port};
 use crate::{Launcher, Mode, Peer, PeerError, Reason, Server, probe, wait_ready};
 
-/// Ports picked with [`free_port`] can be taken by someone else before the server binds them;
+/// Ports picked with `free_port_for` can be taken by someone else before the server binds them;
 /// a start that fails on a bind error is retried with fresh ports.
 const ATTEMPTS: usize = 3;
 
@@ -113,16 +113,6 @@ fn spawn(
 ) -> Result<Process, PeerError> {
     Process::spawn(command, log, scratch).map_err(|e| {
         PeerError::new(peer, Reason::StartFailed, format!("cannot launch: {e}")).with_log(log)
-    })
-}
-
-fn port(peer: Peer) -> Result<u16, PeerError> {
-    free_port().map_err(|e| {
-        PeerError::new(
-            peer,
-            Reason::StartFailed,
-            format!("no free port on 127.0.0.1: {e}"),
-        )
     })
 }
 

@@ -155,8 +155,16 @@ pub(crate) fn find_line(path: &Path, prefix: &str) -> Option<String> {
         })
 }
 
-/// A TCP port that was free on 127.0.0.1 a moment ago.
-pub(crate) fn free_port() -> std::io::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+/// A TCP port that was free on 127.0.0.1 a moment ago, for starting `peer`.
+pub(crate) fn free_port_for(peer: crate::Peer) -> Result<u16, crate::PeerError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .map_err(|e| {
+            crate::PeerError::new(
+                peer,
+                crate::Reason::StartFailed,
+                format!("no free port on 127.0.0.1: {e}"),
+            )
+        })
 }

@@ -171,16 +171,9 @@ fn a_missing_server_says_which_and_how_to_install_it() {
 
 #[test]
 fn a_server_that_dies_at_start_up_shows_the_end_of_its_log() {
-    let peers = tempfile::tempdir().expect("tempdir");
-    let bin = peers.path().join("pstest/current");
-    std::fs::create_dir_all(&bin).unwrap();
-    let script = bin.join("pstest");
-    std::fs::write(
-        &script,
+    let peers = fake_pstest(
         "#!/bin/sh\necho starting\necho 'fatal: cannot open the data directory' >&2\nexit 3\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
 
     let error = launcher_in(peers.path(), peers.path())
         .start(Peer::PubSub)
@@ -203,17 +196,8 @@ fn a_server_that_dies_at_start_up_shows_the_end_of_its_log() {
 
 #[test]
 fn a_server_that_never_answers_times_out_with_its_log() {
-    let peers = tempfile::tempdir().expect("tempdir");
-    let bin = peers.path().join("pstest/current");
-    std::fs::create_dir_all(&bin).unwrap();
-    let script = bin.join("pstest");
     // Claims to listen on a port where nothing answers.
-    std::fs::write(
-        &script,
-        "#!/bin/sh\necho 'listening 127.0.0.1:9'\nexec sleep 60\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let peers = fake_pstest("#!/bin/sh\necho 'listening 127.0.0.1:9'\nexec sleep 60\n");
 
     let mut launcher = launcher_in(peers.path(), peers.path());
     launcher.startup_timeout = Duration::from_secs(2);
@@ -222,4 +206,15 @@ fn a_server_that_never_answers_times_out_with_its_log() {
     let text = error.to_string();
     assert!(text.contains("not serving after 2s"), "{text}");
     assert!(text.contains("listening 127.0.0.1:9"), "{text}");
+}
+
+/// A peers cache whose "installed pstest" is `script`, to test how failures are reported.
+fn fake_pstest(script: &str) -> tempfile::TempDir {
+    let peers = tempfile::tempdir().expect("tempdir");
+    let bin = peers.path().join("pstest/current");
+    std::fs::create_dir_all(&bin).unwrap();
+    let path = bin.join("pstest");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    peers
 }
