@@ -35,7 +35,7 @@ pub struct Running {
     health: Arc<Health>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     cancel: CancelToken,
-    backends: Vec<Arc<dyn Backend>>,
+    connections: Arc<Connections>,
 }
 
 /// Installs the Prometheus recorder (once per process) and returns its handle.
@@ -52,7 +52,59 @@ fn recorder() -> Option<PrometheusHandle> {
         .clone()
 }
 
-/// Connects the backends, starts the operations endpoint and every route.
+/// Backends by URL, shared by the routes that name the same URL. A route that fails has its
+/// URLs connected afresh when it reopens: a client can be stuck in a state only a new
+/// connection clears (a `file://` directory opened read-only while another process held it).
+#[derive(Default)]
+struct Connections {
+    by_url: tokio::sync::Mutex<HashMap<String, Arc<dyn Backend>>>,
+    /// Every backend ever connected, closed at shutdown.
+    all: parking_lot::Mutex<Vec<Arc<dyn Backend>>>,
+}
+
+impl Connections {
+    async fn get(&self, url: &str) -> Result<Arc<dyn Backend>> {
+        let mut by_url = self.by_url.lock().await;
+        if let Some(backend) = by_url.get(url) {
+            return Ok(backend.clone());
+        }
+        let backend = tributary::connect(url).await?;
+        by_url.insert(url.to_string(), backend.clone());
+        self.all.lock().push(backend.clone());
+        Ok(backend)
+    }
+
+    /// The next `get` connects again. Routes still holding the old backend keep it; one no
+    /// route holds any more is closed, so a route that keeps failing does not pile up clients.
+    async fn forget(&self, urls: &[&str]) {
+        let mut removed = Vec::new();
+        {
+            let mut by_url = self.by_url.lock().await;
+            for url in urls {
+                removed.extend(by_url.remove(*url));
+            }
+        }
+        for backend in removed {
+            let unused = {
+                let mut all = self.all.lock();
+                // Held by `all` and by `backend` here, nothing else: no route uses it.
+                if Arc::strong_count(&backend) == 2 {
+                    all.retain(|b| !Arc::ptr_eq(b, &backend));
+                    true
+                } else {
+                    false
+                }
+            };
+            if unused {
+                let _ = backend.close().await;
+            }
+        }
+    }
+}
+
+/// Starts the operations endpoint and every route. A configuration the backends refuse
+/// (an unknown option) fails the start; a server that cannot be reached does not: its routes
+/// report unhealthy on `/healthz`, `/readyz` says not ready, and they keep trying.
 pub async fn start(plan: Plan) -> Result<Running> {
     let metrics = recorder();
     let health = Arc::new(Health::default());
@@ -61,45 +113,40 @@ pub async fn start(plan: Plan) -> Result<Running> {
         Some(addr) => Some(serve_operations(addr, metrics, health.clone(), cancel.clone()).await?),
         None => None,
     };
-    let mut connected: HashMap<String, Arc<dyn Backend>> = HashMap::new();
-    let mut connect = async |url: &str| -> Result<Arc<dyn Backend>> {
-        if let Some(backend) = connected.get(url) {
-            return Ok(backend.clone());
-        }
-        let backend = tributary::connect(url).await?;
-        connected.insert(url.to_string(), backend.clone());
-        Ok(backend)
-    };
-    let mut specs = Vec::new();
+    let connections = Arc::new(Connections::default());
     for route in &plan.routes {
-        let source = connect(&route.source_url)
-            .await
-            .map_err(|e| e.context(format!("route `{}`: source", route.name)))?;
-        let sink = connect(&route.sink_url)
-            .await
-            .map_err(|e| e.context(format!("route `{}`: sink", route.name)))?;
-        let dead_letter = match &route.dead_letter {
-            Some((url, stream)) => Some((
-                connect(url)
-                    .await
-                    .map_err(|e| e.context(format!("route `{}`: dead-letter sink", route.name)))?,
-                stream.clone(),
-            )),
-            None => None,
-        };
-        specs.push(spec(route, source, sink, dead_letter));
+        let urls = [
+            ("source", Some(&route.source_url)),
+            ("sink", Some(&route.sink_url)),
+            (
+                "dead-letter sink",
+                route.dead_letter.as_ref().map(|(u, _)| u),
+            ),
+        ];
+        for (role, url) in urls {
+            let Some(url) = url else { continue };
+            match connections.get(url).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == tributary::ErrorKind::Config => {
+                    return Err(e.context(format!("route `{}`: {role}", route.name)));
+                }
+                Err(e) => {
+                    tracing::warn!(route = %route.name, role, error = %e, "cannot connect yet; the route will keep trying");
+                }
+            }
+        }
     }
-    let backends: Vec<Arc<dyn Backend>> = connected.into_values().collect();
 
     let mut stats = Vec::new();
     let mut tasks = Vec::new();
     let opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let total = specs.len();
-    for spec in specs {
+    let total = plan.routes.len();
+    for route in plan.routes {
         let route_stats = Arc::new(RouteStats::default());
-        stats.push((spec.name.clone(), route_stats.clone()));
+        stats.push((route.name.clone(), route_stats.clone()));
         tasks.push(tokio::spawn(supervise(
-            spec,
+            route,
+            connections.clone(),
             route_stats,
             health.clone(),
             cancel.clone(),
@@ -113,8 +160,31 @@ pub async fn start(plan: Plan) -> Result<Running> {
         health,
         tasks,
         cancel,
-        backends,
+        connections,
     })
+}
+
+/// The route's backends, connected (or reused), and its spec.
+async fn connect_route(route: &RoutePlan, connections: &Connections) -> Result<RouteSpec> {
+    let source = connections
+        .get(&route.source_url)
+        .await
+        .map_err(|e| e.context(format!("route `{}`: source", route.name)))?;
+    let sink = connections
+        .get(&route.sink_url)
+        .await
+        .map_err(|e| e.context(format!("route `{}`: sink", route.name)))?;
+    let dead_letter = match &route.dead_letter {
+        Some((url, stream)) => Some((
+            connections
+                .get(url)
+                .await
+                .map_err(|e| e.context(format!("route `{}`: dead-letter sink", route.name)))?,
+            stream.clone(),
+        )),
+        None => None,
+    };
+    Ok(spec(route, source, sink, dead_letter))
 }
 
 fn spec(
@@ -139,13 +209,17 @@ fn spec(
     spec.retry = route.retry.clone();
     spec.dead_letter = dead_letter;
     spec.keep_key = route.keep_key;
+    spec.transform = route.transform.clone();
+    spec.source_identity = route.source_identity.clone();
+    spec.sink_identity = route.sink_identity.clone();
     spec
 }
 
 /// Runs a route until cancelled; a failed route is reported unhealthy and reopened after its
 /// longest backoff (what it had not acked is read again from the source).
 async fn supervise(
-    spec: RouteSpec,
+    route: RoutePlan,
+    connections: Arc<Connections>,
     stats: Arc<RouteStats>,
     health: Arc<Health>,
     cancel: CancelToken,
@@ -154,29 +228,37 @@ async fn supervise(
 ) {
     let mut counted = false;
     while !cancel.is_cancelled() {
-        let outcome = match route::open(spec.clone()).await {
-            Ok(open) => {
-                if !counted {
-                    counted = true;
-                    if opened.fetch_add(1, Ordering::SeqCst) + 1 == total {
-                        health.ready.store(true, Ordering::SeqCst);
+        let outcome = match connect_route(&route, &connections).await {
+            Ok(spec) => match route::open(spec).await {
+                Ok(open) => {
+                    if !counted {
+                        counted = true;
+                        if opened.fetch_add(1, Ordering::SeqCst) + 1 == total {
+                            health.ready.store(true, Ordering::SeqCst);
+                        }
                     }
+                    health.failing.lock().remove(&route.name);
+                    open.run(stats.clone(), cancel.clone()).await
                 }
-                health.failing.lock().remove(&spec.name);
-                open.run(stats.clone(), cancel.clone()).await
-            }
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match outcome {
             Ok(()) => break,
             Err(e) => {
-                tracing::error!(route = %spec.name, error = %e, "route failed; reopening after {:?}", spec.retry.max_backoff);
+                tracing::error!(route = %route.name, error = %e, "route failed; reconnecting and reopening after {:?}", route.retry.max_backoff);
                 health
                     .failing
                     .lock()
-                    .insert(spec.name.clone(), e.to_string());
+                    .insert(route.name.clone(), e.to_string());
+                let mut urls = vec![route.source_url.as_str(), route.sink_url.as_str()];
+                if let Some((url, _)) = &route.dead_letter {
+                    urls.push(url);
+                }
+                connections.forget(&urls).await;
                 tokio::select! {
-                    _ = tokio::time::sleep(spec.retry.max_backoff) => {}
+                    _ = tokio::time::sleep(route.retry.max_backoff) => {}
                     _ = cancel.cancelled() => break,
                 }
             }
@@ -192,7 +274,8 @@ impl Running {
         self.health.stopping.store(true, Ordering::SeqCst);
         self.cancel.cancel();
         let drained = tokio::time::timeout(deadline, futures::future::join_all(self.tasks)).await;
-        for backend in &self.backends {
+        let backends = std::mem::take(&mut *self.connections.all.lock());
+        for backend in backends {
             let _ = backend.close().await;
         }
         match drained {
@@ -320,7 +403,7 @@ pub fn describe(route: &RoutePlan) -> String {
             .unwrap_or_default()
     };
     format!(
-        "route `{}`: {} `{}` (group `{}`) -> {} `{}`{}",
+        "route `{}`: {} `{}` (group `{}`) -> {} `{}`{}{}",
         route.name,
         shown(&route.source_url),
         route.source_stream,
@@ -331,6 +414,11 @@ pub fn describe(route: &RoutePlan) -> String {
             .dead_letter
             .as_ref()
             .map(|(u, s)| format!(", dead letters to {} `{s}`", shown(u)))
+            .unwrap_or_default(),
+        route
+            .transform
+            .as_ref()
+            .map(|t| format!(", {}", t.summary()))
             .unwrap_or_default()
     )
 }

@@ -7,3 +7,4 @@ pub mod daemon;
 pub mod demo;
 pub mod json;
 pub mod route;
+pub mod transform;

@@ -176,7 +176,10 @@ fn register_backends() {
 fn main() {
     let cli = Cli::parse();
     register_backends();
-    init_logging(&cli.log, cli.log_json);
+    init_logging(
+        &cli.log,
+        cli.log_json || config_wants_json_logs(&cli.command),
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -199,6 +202,18 @@ fn main() {
     };
     runtime.shutdown_timeout(Duration::from_secs(2));
     std::process::exit(code);
+}
+
+/// `daemon.log_format = "json"` in the file `bridge --config` will run. Logging starts before
+/// the file is properly loaded (and its errors reported), so a file that does not load here
+/// just means the default.
+fn config_wants_json_logs(command: &Command) -> bool {
+    match command {
+        Command::Bridge {
+            config: Some(file), ..
+        } => tributary_bridge::config::load(file).is_ok_and(|plan| plan.log_json),
+        _ => false,
+    }
 }
 
 fn init_logging(filter: &str, json: bool) {
@@ -569,18 +584,21 @@ async fn run_daemon(file: &std::path::Path) -> Result<()> {
     }
     progress.clear();
     eprintln!("stopping: draining in-flight batches (deadline {deadline:?})");
-    let summary: Vec<String> = running
-        .stats
+    let stats = running.stats.clone();
+    running.shutdown(deadline).await?;
+    // Read after the drain, so the batches finished during shutdown are counted.
+    let summary: Vec<String> = stats
         .iter()
         .map(|(name, s)| {
             format!(
-                "{name}: {} replicated, {} dead-lettered",
+                "{name}: {} replicated, {} dead-lettered, {} filtered, {} loop copies dropped",
                 s.replicated.load(Ordering::Relaxed),
-                s.dead_lettered.load(Ordering::Relaxed)
+                s.dead_lettered.load(Ordering::Relaxed),
+                s.filtered.load(Ordering::Relaxed),
+                s.looped.load(Ordering::Relaxed)
             )
         })
         .collect();
-    running.shutdown(deadline).await?;
     eprintln!("stopped cleanly; {}", summary.join("; "));
     Ok(())
 }

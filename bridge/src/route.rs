@@ -9,6 +9,8 @@ use tributary::{
     Backend, ConsumerExt, ConsumerOptions, Delivery, Error, ErrorKind, Event, Result, StartPosition,
 };
 
+use crate::transform::{Origin, Outcome, Transform};
+
 /// Lineage headers added to every replicated event.
 pub mod lineage {
     /// Scheme of the backend the event was read from.
@@ -21,6 +23,41 @@ pub mod lineage {
     pub const POSITION: &str = "tributary-origin-position";
     /// Route that copied it.
     pub const ROUTE: &str = "tributary-route";
+    /// Every stream the event has been replicated from, oldest first, comma-separated
+    /// [`super::stream_identity`]s. Unlike the headers above it is extended, not replaced, at
+    /// each hop: a route drops an event that has already been in its sink stream, which is what
+    /// stops bidirectional (or longer circular) replication from looping.
+    pub const PATH: &str = "tributary-path";
+
+    /// Whether `event` has already been in the stream `identity`.
+    pub fn visited(event: &tributary::Event, identity: &str) -> bool {
+        event.headers.get(PATH).is_some_and(|path| {
+            path.split(|b| *b == b',')
+                .any(|hop| hop == identity.as_bytes())
+        })
+    }
+}
+
+/// The name of a stream that stays the same wherever it is reached from: `cluster` (when the
+/// configuration names one, because the same cluster may be reached by different addresses)
+/// or the URL's scheme, address and path, without credentials or options; then `/stream`.
+/// Commas are escaped so identities can be listed in [`lineage::PATH`].
+pub fn stream_identity(url: &str, cluster: Option<&str>, stream: &str) -> String {
+    let place = match cluster {
+        Some(cluster) => cluster.to_string(),
+        None => match tributary::parse_url(url) {
+            Ok(u) => {
+                let mut place = format!("{}://{}", u.scheme(), u.host_str().unwrap_or(""));
+                if let Some(port) = u.port() {
+                    place.push_str(&format!(":{port}"));
+                }
+                place.push_str(u.path().trim_end_matches('/'));
+                place
+            }
+            Err(_) => url.to_string(),
+        },
+    };
+    format!("{place}/{stream}").replace(',', "%2C")
 }
 
 /// Where a route reads and writes, and how.
@@ -55,10 +92,16 @@ pub struct RouteSpec {
     pub dead_letter: Option<(Arc<dyn Backend>, String)>,
     /// Whether the sink receives the source key (`false`: the sink spreads events itself).
     pub keep_key: bool,
+    /// Filter and transform, applied after the loop check and before lineage headers.
+    pub transform: Option<Arc<Transform>>,
+    /// The source stream's [`stream_identity`], recorded in [`lineage::PATH`].
+    pub source_identity: String,
+    /// The sink stream's [`stream_identity`]: events that have been there are not copied back.
+    pub sink_identity: String,
 }
 
 impl RouteSpec {
-    /// A route with default batching (500 events, 1 MiB, 5 ms), in-flight limit (1000),
+    /// A route with default batching (2000 events, 1 MiB, 5 ms), in-flight limit (4000),
     /// retries (5, from 100 ms to 10 s with 20% jitter) and no dead-letter sink.
     pub fn new(
         name: impl Into<String>,
@@ -67,21 +110,31 @@ impl RouteSpec {
         sink: Arc<dyn Backend>,
         sink_stream: impl Into<String>,
     ) -> Self {
+        let source_stream = source_stream.into();
+        let sink_stream = sink_stream.into();
+        // Without URLs, the backend object stands in for the place, which is right within one
+        // process; the daemon sets identities from the configured URLs instead.
+        let place = |b: &Arc<dyn Backend>| format!("{}@{:p}", b.scheme(), Arc::as_ptr(b));
+        let source_identity = format!("{}/{source_stream}", place(&source));
+        let sink_identity = format!("{}/{sink_stream}", place(&sink));
         RouteSpec {
             name: name.into(),
             source,
-            source_stream: source_stream.into(),
+            source_stream,
             group: "tributary-bridge".into(),
             start: StartPosition::Earliest,
             sink,
-            sink_stream: sink_stream.into(),
-            max_batch: 500,
+            sink_stream,
+            max_batch: 2000,
             max_bytes: 1 << 20,
             linger: Duration::from_millis(5),
-            in_flight: 1000,
+            in_flight: 4000,
             retry: RetryPolicy::default(),
             dead_letter: None,
             keep_key: true,
+            transform: None,
+            source_identity,
+            sink_identity,
         }
     }
 }
@@ -154,7 +207,7 @@ pub mod dead_letter {
 pub struct RouteStats {
     /// Events taken from the source (replicated or still in hand).
     pub received: AtomicU64,
-    /// Events written to the sink and acked at the source.
+    /// Events written to the sink and acked at the source (not counting dead-lettered ones).
     pub replicated: AtomicU64,
     /// Payload bytes replicated.
     pub bytes: AtomicU64,
@@ -162,6 +215,47 @@ pub struct RouteStats {
     pub retries: AtomicU64,
     /// Events sent to the dead-letter sink.
     pub dead_lettered: AtomicU64,
+    /// Events the filter dropped (acked at the source, not replicated).
+    pub filtered: AtomicU64,
+    /// Events not copied because they had already been in the sink stream (loop prevention).
+    pub looped: AtomicU64,
+    /// The source's lag as last reported, plus one; 0 while unknown. Read it with
+    /// [`RouteStats::lag`].
+    lag_plus_one: AtomicU64,
+}
+
+impl RouteStats {
+    /// Events at the source the route's group has not acked yet, where the source can tell
+    /// (see [`tributary::Consumer::lag`]); refreshed every second, even while the sink stalls.
+    pub fn lag(&self) -> Option<u64> {
+        self.lag_plus_one.load(Ordering::Relaxed).checked_sub(1)
+    }
+}
+
+/// How often a route publishes its source's lag.
+const LAG_EVERY: Duration = Duration::from_secs(1);
+
+/// Publishes the source's lag every [`LAG_EVERY`] until dropped, from its own task so that a
+/// stalled sink (when the lag matters most) does not freeze the figure.
+fn report_lag(
+    name: String,
+    consumer: Arc<dyn tributary::Consumer>,
+    stats: Arc<RouteStats>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(LAG_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Some(lag) = consumer.lag() {
+                stats
+                    .lag_plus_one
+                    .store(lag.saturating_add(1), Ordering::Relaxed);
+                metrics::gauge!("tributary_bridge_source_lag_events", "route" => name.clone())
+                    .set(lag as f64);
+            }
+        }
+    })
 }
 
 /// Small cancellation flag shared by the CLI and routes (no extra dependency needed).
@@ -196,30 +290,51 @@ pub mod tokio_util_free {
     }
 }
 
-fn with_lineage(spec: &RouteSpec, d: &Delivery) -> Event {
-    let mut event = d.event.clone();
-    if !spec.keep_key {
+/// The lineage values that are the same for every event of a route, made once per route
+/// rather than allocated again for every event.
+struct RouteLineage {
+    backend: bytes::Bytes,
+    stream: bytes::Bytes,
+    route: bytes::Bytes,
+    source_identity: bytes::Bytes,
+}
+
+impl RouteLineage {
+    fn new(spec: &RouteSpec) -> Self {
+        RouteLineage {
+            backend: bytes::Bytes::from_static(spec.source.scheme().as_bytes()),
+            stream: bytes::Bytes::from(spec.source_stream.clone()),
+            route: bytes::Bytes::from(spec.name.clone()),
+            source_identity: bytes::Bytes::from(spec.source_identity.clone()),
+        }
+    }
+}
+
+fn with_lineage(keep_key: bool, fixed: &RouteLineage, d: &Delivery, mut event: Event) -> Event {
+    if !keep_key {
         event.key = None;
     }
-    event
-        .headers
-        .insert(lineage::BACKEND, spec.source.scheme().as_bytes().to_vec());
-    event
-        .headers
-        .insert(lineage::STREAM, spec.source_stream.clone().into_bytes());
+    let headers = &mut event.headers;
+    headers.insert(lineage::BACKEND, fixed.backend.clone());
+    headers.insert(lineage::STREAM, fixed.stream.clone());
     if let Some(p) = &d.partition {
-        event
-            .headers
-            .insert(lineage::PARTITION, p.to_string().into_bytes());
+        headers.insert(lineage::PARTITION, p.to_string());
     }
     if let Some(p) = &d.position {
-        event
-            .headers
-            .insert(lineage::POSITION, p.to_string().into_bytes());
+        headers.insert(lineage::POSITION, p.to_string());
     }
-    event
-        .headers
-        .insert(lineage::ROUTE, spec.name.clone().into_bytes());
+    headers.insert(lineage::ROUTE, fixed.route.clone());
+    let path = match d.event.headers.get(lineage::PATH) {
+        Some(path) if !path.is_empty() => {
+            let mut extended = Vec::with_capacity(path.len() + 1 + fixed.source_identity.len());
+            extended.extend_from_slice(path);
+            extended.push(b',');
+            extended.extend_from_slice(&fixed.source_identity);
+            bytes::Bytes::from(extended)
+        }
+        _ => fixed.source_identity.clone(),
+    };
+    headers.insert(lineage::PATH, path);
     event
 }
 
@@ -268,6 +383,11 @@ impl OpenRoute {
             None => None,
         };
         let labels = [("route", spec.name.clone())];
+        let consumer: Arc<dyn tributary::Consumer> = Arc::from(consumer);
+        let lag_reporter = report_lag(spec.name.clone(), consumer.clone(), stats.clone());
+        let mut other_sinks = OtherSinks::default();
+        let fixed_lineage = RouteLineage::new(&spec);
+        let mut pending_commit: Option<tokio::task::JoinHandle<Result<()>>> = None;
         let mut batch: Vec<Delivery> = Vec::with_capacity(spec.max_batch);
         let result = loop {
             // The first event of a batch waits for as long as it takes (or until cancelled).
@@ -302,31 +422,65 @@ impl OpenRoute {
             metrics::counter!("tributary_bridge_events_in_total", &labels)
                 .increment(batch.len() as u64);
             metrics::counter!("tributary_bridge_bytes_in_total", &labels).increment(bytes as u64);
-            let events: Vec<Event> = batch.iter().map(|d| with_lineage(&spec, d)).collect();
-            if let Err(e) = write(
-                &spec,
-                producer.as_ref(),
-                dead_letter.as_ref(),
-                events,
-                &stats,
-                &cancel,
-            )
-            .await
-            {
+            // Deliveries are not `Sync`: the batch is borrowed only by the synchronous pass.
+            let transformed = transform_batch(&spec, &fixed_lineage, &batch, &stats);
+            let groups =
+                match prepare(&spec, transformed, dead_letter.as_ref(), &stats, &cancel).await {
+                    Ok(groups) => groups,
+                    Err(e) => {
+                        metrics::counter!("tributary_bridge_errors_total", &labels).increment(1);
+                        break Err(e.context(format!("route `{}`", spec.name)));
+                    }
+                };
+            // Sink refusals dead-lettered below were counted as written: take them off after.
+            let dead_before = stats.dead_lettered.load(Ordering::Relaxed);
+            let mut written = 0u64;
+            let mut written_bytes = 0u64;
+            let mut failure = None;
+            for (stream, events) in groups {
+                let stream_name = stream.as_deref().unwrap_or(&spec.sink_stream);
+                written += events.len() as u64;
+                written_bytes += events.iter().map(|e| e.payload.len() as u64).sum::<u64>();
+                let target = match &stream {
+                    None => Ok(producer.as_ref()),
+                    Some(s) => other_sinks.get(&spec.sink, s).await,
+                };
+                let result = match target {
+                    Ok(target) => {
+                        write(
+                            &spec,
+                            target,
+                            dead_letter.as_ref(),
+                            events,
+                            stream_name,
+                            &stats,
+                            &cancel,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    failure = Some(e.context(format!(
+                        "route `{}`: writing to stream `{stream_name}`",
+                        spec.name
+                    )));
+                    break;
+                }
+            }
+            if let Some(e) = failure {
                 metrics::counter!("tributary_bridge_errors_total", &labels).increment(1);
                 // Unacked deliveries are nacked on drop: the source keeps them.
-                break Err(e.context(format!(
-                    "route `{}`: writing to stream `{}`",
-                    spec.name, spec.sink_stream
-                )));
+                break Err(e);
             }
+            let dead = stats.dead_lettered.load(Ordering::Relaxed) - dead_before;
             stats
                 .replicated
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            stats.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                .fetch_add(written.saturating_sub(dead), Ordering::Relaxed);
+            stats.bytes.fetch_add(written_bytes, Ordering::Relaxed);
             metrics::counter!("tributary_bridge_events_out_total", &labels)
-                .increment(batch.len() as u64);
-            metrics::counter!("tributary_bridge_bytes_out_total", &labels).increment(bytes as u64);
+                .increment(written.saturating_sub(dead));
+            metrics::counter!("tributary_bridge_bytes_out_total", &labels).increment(written_bytes);
             metrics::histogram!("tributary_bridge_batch_seconds", &labels)
                 .record(batch_started.elapsed().as_secs_f64());
             let now = tributary::Timestamp::now().as_millis();
@@ -339,18 +493,39 @@ impl OpenRoute {
                 }
                 d.ack();
             }
-            // Persist the source position now: a crash then replays at most what was in
-            // flight, not everything since the backend's last periodic commit.
-            if let Err(e) = consumer.commit().await {
-                tracing::warn!(route = %spec.name, error = %e, "source commit failed; a crash may replay more");
+            // Persist the source position now, so a crash replays at most what was in flight
+            // (plus the batch whose commit was under way), not everything since the backend's
+            // last periodic commit. The commit runs while the next batch is collected: waiting
+            // for its round trip held every batch back. At most one is outstanding.
+            if let Some(previous) = pending_commit.take() {
+                settle_commit(&spec.name, previous).await;
             }
+            let committer = consumer.clone();
+            pending_commit = Some(tokio::spawn(async move { committer.commit().await }));
         };
+        if let Some(last) = pending_commit.take() {
+            settle_commit(&spec.name, last).await;
+        }
+        lag_reporter.abort();
         let closed_consumer = consumer.close().await;
         let closed_producer = producer.close().await;
+        other_sinks.close().await;
         if let Some((dlq, _)) = dead_letter {
             let _ = dlq.close().await;
         }
         result.and(closed_consumer).and(closed_producer)
+    }
+}
+
+/// Waits for a source commit started after an earlier batch; a failure only means a crash
+/// would replay more, so it is logged, not fatal.
+async fn settle_commit(route: &str, commit: tokio::task::JoinHandle<Result<()>>) {
+    match commit.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(route, error = %e, "source commit failed; a crash may replay more")
+        }
+        Err(e) => tracing::warn!(route, error = %e, "source commit task failed"),
     }
 }
 
@@ -386,15 +561,16 @@ async fn send_with_retries(
     }
 }
 
-/// Writes a batch to the sink. When the batch as a whole keeps failing, its events are sent
-/// one by one, in order, so that one poison event cannot hold back the others: an event the
-/// sink still refuses goes to the dead-letter sink with the reason, or, without one, the write
-/// fails and the route stops with the batch unacked.
+/// Writes a batch to the sink stream `stream`. When the batch as a whole keeps failing, its
+/// events are sent one by one, in order, so that one poison event cannot hold back the others:
+/// an event the sink still refuses goes to the dead-letter sink with the reason, or, without
+/// one, the write fails and the route stops with the batch unacked.
 async fn write(
     spec: &RouteSpec,
     producer: &dyn tributary::Producer,
     dead_letter: Option<&(Box<dyn tributary::Producer>, String)>,
     events: Vec<Event>,
+    stream: &str,
     stats: &RouteStats,
     cancel: &CancelToken,
 ) -> Result<()> {
@@ -412,42 +588,182 @@ async fn write(
         else {
             continue;
         };
-        let Some((dlq, dlq_stream)) = dead_letter else {
+        let Some(dlq) = dead_letter else {
             return Err(error);
         };
         if cancel.is_cancelled() {
             return Err(error);
         }
-        let mut dead = event;
-        dead.headers
-            .insert(dead_letter::REASON, error.to_string().into_bytes());
-        dead.headers
-            .insert(dead_letter::ROUTE, spec.name.clone().into_bytes());
-        dead.headers.insert(
-            dead_letter::SINK_STREAM,
-            spec.sink_stream.clone().into_bytes(),
-        );
-        dead.headers
-            .insert(dead_letter::ATTEMPTS, attempts.to_string().into_bytes());
-        tracing::error!(route = %spec.name, error = %error, dead_letter = %dlq_stream, "event refused by the sink; dead-lettered");
-        send_with_retries(
+        send_to_dead_letter(spec, dlq, event, &error, attempts, stream, stats, cancel).await?;
+    }
+    Ok(())
+}
+
+/// Sends `event` to the dead-letter sink, with why, where it was going and how often it was
+/// tried in headers.
+#[allow(clippy::too_many_arguments)]
+async fn send_to_dead_letter(
+    spec: &RouteSpec,
+    (dlq, dlq_stream): &(Box<dyn tributary::Producer>, String),
+    mut dead: Event,
+    error: &Error,
+    attempts: u32,
+    meant_for: &str,
+    stats: &RouteStats,
+    cancel: &CancelToken,
+) -> Result<()> {
+    dead.headers
+        .insert(dead_letter::REASON, error.to_string().into_bytes());
+    dead.headers
+        .insert(dead_letter::ROUTE, spec.name.clone().into_bytes());
+    dead.headers
+        .insert(dead_letter::SINK_STREAM, meant_for.as_bytes().to_vec());
+    dead.headers
+        .insert(dead_letter::ATTEMPTS, attempts.to_string().into_bytes());
+    tracing::error!(route = %spec.name, error = %error, dead_letter = %dlq_stream, "event refused; dead-lettered");
+    send_with_retries(
+        spec,
+        dlq.as_ref(),
+        std::slice::from_ref(&dead),
+        stats,
+        cancel,
+    )
+    .await
+    .map_err(|(e, _)| {
+        e.context(format!(
+            "dead-letter stream `{dlq_stream}` refused an event too"
+        ))
+    })?;
+    stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("tributary_bridge_dead_lettered_total", "route" => spec.name.clone())
+        .increment(1);
+    Ok(())
+}
+
+/// Events of a batch grouped by sink stream (`None`: the route's own).
+type Groups = Vec<(Option<String>, Vec<Event>)>;
+
+/// Dead-letters the events the transform failed on and passes the groups on; without a
+/// dead-letter sink, the first failure stops the route (the source keeps the batch).
+async fn prepare(
+    spec: &RouteSpec,
+    (groups, failed): (Groups, Vec<(Event, Error)>),
+    dead_letter: Option<&(Box<dyn tributary::Producer>, String)>,
+    stats: &RouteStats,
+    cancel: &CancelToken,
+) -> Result<Groups> {
+    for (event, error) in failed {
+        let Some(dlq) = dead_letter else {
+            return Err(error);
+        };
+        send_to_dead_letter(
             spec,
-            dlq.as_ref(),
-            std::slice::from_ref(&dead),
+            dlq,
+            event,
+            &error,
+            0,
+            &spec.sink_stream,
             stats,
             cancel,
         )
-        .await
-        .map_err(|(e, _)| {
-            e.context(format!(
-                "dead-letter stream `{dlq_stream}` refused an event too"
-            ))
-        })?;
-        stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("tributary_bridge_dead_lettered_total", "route" => spec.name.clone())
-            .increment(1);
+        .await?;
     }
-    Ok(())
+    Ok(groups)
+}
+
+/// Applies loop prevention, the filter and the transform to a batch, and groups what is left
+/// by sink stream, keeping the batch order inside each group (so per-key order holds in every
+/// stream). Also returns the events the transform failed on, with the error.
+fn transform_batch(
+    spec: &RouteSpec,
+    fixed: &RouteLineage,
+    batch: &[Delivery],
+    stats: &RouteStats,
+) -> (Groups, Vec<(Event, Error)>) {
+    let mut groups: Groups = Vec::new();
+    let mut failed = Vec::new();
+    for d in batch {
+        if lineage::visited(&d.event, &spec.sink_identity) {
+            stats.looped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("tributary_bridge_loop_dropped_total", "route" => spec.name.clone())
+                .increment(1);
+            continue;
+        }
+        let (stream, event) = match &spec.transform {
+            None => (None, d.event.clone()),
+            Some(transform) => {
+                let partition = d.partition.as_ref().map(|p| p.to_string());
+                let position = d.position.as_ref().map(|p| p.to_string());
+                let origin = Origin {
+                    backend: spec.source.scheme(),
+                    stream: &spec.source_stream,
+                    partition: partition.as_deref(),
+                    position: position.as_deref(),
+                };
+                match transform.apply(&origin, d.event.clone()) {
+                    Ok(Outcome::Keep { event, stream }) => {
+                        (stream.filter(|s| *s != spec.sink_stream), event)
+                    }
+                    Ok(Outcome::Drop) => {
+                        stats.filtered.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("tributary_bridge_filtered_total", "route" => spec.name.clone())
+                            .increment(1);
+                        continue;
+                    }
+                    Err(error) => {
+                        failed.push((d.event.clone(), error));
+                        continue;
+                    }
+                }
+            }
+        };
+        let event = with_lineage(spec.keep_key, fixed, d, event);
+        match groups.iter_mut().find(|(s, _)| *s == stream) {
+            Some((_, group)) => group.push(event),
+            None => groups.push((stream, vec![event])),
+        }
+    }
+    (groups, failed)
+}
+
+/// Producers for the sink streams a transform chose, beyond the route's own: opened on first
+/// use, and bounded, because a `stream` expression could name any number of streams.
+#[derive(Default)]
+struct OtherSinks {
+    /// Least recently used first.
+    open: Vec<(String, Box<dyn tributary::Producer>)>,
+}
+
+impl OtherSinks {
+    const MAX_OPEN: usize = 64;
+
+    async fn get(
+        &mut self,
+        sink: &Arc<dyn Backend>,
+        stream: &str,
+    ) -> Result<&dyn tributary::Producer> {
+        if let Some(i) = self.open.iter().position(|(s, _)| s == stream) {
+            let entry = self.open.remove(i);
+            self.open.push(entry);
+        } else {
+            if self.open.len() >= Self::MAX_OPEN {
+                let (_, oldest) = self.open.remove(0);
+                let _ = oldest.close().await;
+            }
+            let producer = sink.producer(stream).await?;
+            self.open.push((stream.to_string(), producer));
+        }
+        match self.open.last() {
+            Some((_, producer)) => Ok(producer.as_ref()),
+            None => Err(Error::other("no producer was opened")),
+        }
+    }
+
+    async fn close(self) {
+        for (_, producer) in self.open {
+            let _ = producer.close().await;
+        }
+    }
 }
 
 /// Validates a route before running it, with errors naming the route.

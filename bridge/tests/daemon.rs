@@ -169,6 +169,99 @@ fn the_daemon_replicates_reports_and_drains_on_sigterm() {
     assert!(lines[0].contains("tributary-origin-stream"), "{}", lines[0]);
 }
 
+/// The sink directory is held by another process when the daemon starts, so it opens
+/// read-only and the route cannot write: the daemon stays up, reports the route unhealthy and
+/// not ready, and once the other process exits it connects afresh and replicates everything.
+#[test]
+fn a_route_recovers_when_its_sink_becomes_writable() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = format!("file://{}", dir.path().join("source").display());
+    let sink_dir = dir.path().join("sink");
+    let sink = format!("file://{}", sink_dir.display());
+    let produce = |url: &str, stream: &str, n: usize| {
+        let lines: String = (0..n).map(|i| format!("order-{i}\n")).collect();
+        let mut child = Command::new(BIN)
+            .args(["produce", url, stream])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(lines.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    };
+    produce(&source, "orders", 200);
+    produce(&sink, "orders-copy", 1);
+    // A reader that never exits holds the sink directory's writer lock.
+    let mut holder = Command::new(BIN)
+        .args(["consume", &sink, "orders-copy", "--from", "earliest"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = sink_dir.join("LOCK");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&lock).unwrap_or_default()
+        != format!(
+            "pid {} on {}",
+            holder.id(),
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap()
+                .trim()
+        )
+    {
+        assert!(Instant::now() < deadline, "the holder never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let config = dir.path().join("bridge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"10s\"\nlog_format = \"json\"\n\n[[route]]\nname = \"orders\"\nsource = {{ url = \"{source}\", stream = \"orders\" }}\nsink = {{ url = \"{sink}\", stream = \"orders-copy\" }}\nretry = {{ max_backoff = \"500ms\" }}\n"
+        ),
+    )
+    .unwrap();
+    let (mut daemon, mut stderr, addr) = start_daemon(&config);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let unhealthy = loop {
+        let (status, body) = http_get(&addr, "/healthz");
+        if status == 503 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "never reported unhealthy");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(unhealthy.starts_with("route orders:"), "{unhealthy}");
+    assert_eq!(http_get(&addr, "/readyz").0, 503);
+    println!(
+        "while the sink was held elsewhere: /healthz 503 {}",
+        unhealthy.trim()
+    );
+
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    wait_for_metric(&addr, 200);
+    assert_eq!(http_get(&addr, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(http_get(&addr, "/readyz").0, 200);
+    let rest = stop(&mut daemon, &mut stderr);
+    assert!(
+        rest.contains("stopped cleanly; orders: 200 replicated"),
+        "{rest}"
+    );
+    // `log_format = "json"`: the failures were logged as JSON lines.
+    let failure_log = rest
+        .lines()
+        .find(|l| l.contains("route failed"))
+        .unwrap_or_else(|| panic!("no failure logged: {rest}"));
+    let parsed: serde_json::Value = serde_json::from_str(failure_log).expect("a JSON log line");
+    assert_eq!(parsed["level"], "ERROR", "{failure_log}");
+}
+
 fn start_daemon(
     config: &std::path::Path,
 ) -> (
@@ -203,7 +296,13 @@ fn wait_for_metric(addr: &str, events: u64) {
     loop {
         let (status, body) = http_get(addr, "/metrics");
         assert_eq!(status, 200);
-        if metric(&body, "tributary_bridge_events_out_total", "orders") >= events {
+        // The lag gauge is published every second; once everything is out it must read 0.
+        let lag_is_zero = body.lines().any(|l| {
+            l.starts_with("tributary_bridge_source_lag_events{")
+                && l.contains("route=\"orders\"")
+                && l.ends_with(" 0")
+        });
+        if metric(&body, "tributary_bridge_events_out_total", "orders") >= events && lag_is_zero {
             assert!(
                 metric(&body, "tributary_bridge_events_in_total", "orders") >= events,
                 "{body}"

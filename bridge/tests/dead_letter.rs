@@ -106,7 +106,11 @@ async fn a_poison_event_is_dead_lettered_and_does_not_block_its_partition() {
 
     // Everything was acked at the source: a new member of the group has nothing to read.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while stats.replicated.load(std::sync::atomic::Ordering::Relaxed) < 20 {
+    let settled = |s: &RouteStats| {
+        use std::sync::atomic::Ordering::Relaxed;
+        s.replicated.load(Relaxed) + s.dead_lettered.load(Relaxed)
+    };
+    while settled(&stats) < 20 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "route did not finish the batch"

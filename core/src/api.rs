@@ -146,6 +146,14 @@ pub trait Consumer: Send + Sync {
     async fn commit(&self) -> Result<()> {
         Ok(())
     }
+
+    /// Events on this consumer's partitions that its group has not yet acked, as last seen
+    /// (for a log: the end offset minus the committed position). Cheap: it reads what the
+    /// consumer already knows and never calls the server. `None` where the backend cannot tell,
+    /// such as Pub/Sub, whose backlog is known only to the server's monitoring.
+    fn lag(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Extra conveniences on every consumer.

@@ -80,6 +80,8 @@ pub struct Capabilities {
     pub max_event_bytes: Option<usize>,
     /// Lifecycle behaviour.
     pub lifecycle: Lifecycle,
+    /// [`crate::Consumer::lag`] reports the group's backlog on the consumer's partitions.
+    pub lag: bool,
 }
 
 impl Capabilities {
@@ -109,6 +111,7 @@ impl Capabilities {
                 networked: false,
                 competing_consumers: false,
             },
+            lag: false,
         }
     }
 }

@@ -52,7 +52,7 @@ pub enum Peer {
     PubSub,
     /// AWS Kinesis (the ferrokinesis emulator).
     Kinesis,
-    /// Azure Event Hubs (the project's own AMQP emulator, once it lands).
+    /// Azure Event Hubs (the project's own AMQP emulator, `tributary-eventhubs-emulator`).
     EventHubs,
 }
 

@@ -59,6 +59,63 @@ fn installer(peer: Peer) -> &'static str {
     }
 }
 
+/// The Event Hubs emulator is this workspace's own binary, not an installed server:
+/// `TRIBUTARY_EVENTHUBS_EMULATOR_BIN`, else the one cargo built next to the running test binary
+/// (`cargo test --workspace` builds the bin targets of workspace packages).
+fn eventhubs_emulator(peer: Peer) -> Result<PathBuf, PeerError> {
+    const NAME: &str = "tributary-eventhubs-emulator";
+    if let Some(path) =
+        std::env::var_os("TRIBUTARY_EVENTHUBS_EMULATOR_BIN").filter(|p| !p.is_empty())
+    {
+        let path = PathBuf::from(path);
+        if path.is_file() {
+            return Ok(path);
+        }
+        return Err(PeerError::new(
+            peer,
+            Reason::NotInstalled,
+            format!(
+                "TRIBUTARY_EVENTHUBS_EMULATOR_BIN={} is not a file",
+                path.display()
+            ),
+        )
+        .fix(format!(
+            "cargo build -p {NAME}, then point the variable at target/<profile>/{NAME}"
+        )));
+    }
+    // Test binaries run from <target>/<profile>/deps/; the emulator is in <target>/<profile>/.
+    let candidates: Vec<PathBuf> = std::env::current_exe()
+        .ok()
+        .into_iter()
+        .flat_map(|exe| {
+            exe.ancestors()
+                .skip(1)
+                .take(2)
+                .map(|dir| dir.join(NAME))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    Err(PeerError::new(
+        peer,
+        Reason::NotInstalled,
+        format!(
+            "the {NAME} binary was not found (looked at {})",
+            candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    )
+    .fix(format!(
+        "cargo build -p {NAME} (with the same profile and target directory as the tests)"
+    ))
+    .fix("or set TRIBUTARY_EVENTHUBS_EMULATOR_BIN to the emulator binary"))
+}
+
 /// How to launch a server again on the same ports and data (for [`Server::restart`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Recipe {
@@ -77,6 +134,7 @@ pub(crate) enum Probe {
     Pulsar(String),
     Grpc(String),
     Kinesis(String),
+    Amqp(String),
 }
 
 impl Probe {
@@ -86,6 +144,7 @@ impl Probe {
             Probe::Pulsar(http) => probe::pulsar(http),
             Probe::Grpc(addr) => probe::grpc(addr),
             Probe::Kinesis(addr) => probe::kinesis(addr),
+            Probe::Amqp(addr) => probe::amqp(addr),
         }
     }
 }
@@ -174,10 +233,23 @@ fn start_once(launcher: &Launcher, peer: Peer) -> Result<Server, PeerError> {
                 .args(["--override", "log.segment.bytes=16777216"])
                 .args(["--override", "message.max.bytes=1048588"]);
             let address = format!("127.0.0.1:{port}");
-            let recipe = recipe(launcher, &command, Probe::Kafka(address.clone()), Some(&data));
+            let recipe = recipe(
+                launcher,
+                &command,
+                Probe::Kafka(address.clone()),
+                Some(&data),
+            );
             let mut process = spawn(peer, command, &log, Some(&data))?;
             wait_ready(launcher, peer, &mut process, || recipe.probe.check())?;
-            Ok(server(peer, format!("kafka://{address}"), address, None, process, Some(data), recipe))
+            Ok(server(
+                peer,
+                format!("kafka://{address}"),
+                address,
+                None,
+                process,
+                Some(data),
+                recipe,
+            ))
         }
         Peer::Pulsar => {
             let bin = installed(launcher, peer, "pulsar/current/bin/pulsar-standalone")?;
@@ -196,13 +268,26 @@ fn start_once(launcher: &Launcher, peer: Peer) -> Result<Server, PeerError> {
                 .arg("--wipe");
             let http_address = format!("127.0.0.1:{http}");
             // A restart keeps the data: only the first launch wipes it.
-            let mut again = recipe(launcher, &command, Probe::Pulsar(http_address.clone()), Some(&data));
+            let mut again = recipe(
+                launcher,
+                &command,
+                Probe::Pulsar(http_address.clone()),
+                Some(&data),
+            );
             again.args.retain(|a| a != "--wipe");
             let mut process = spawn(peer, command, &log, Some(&data))?;
             wait_ready(launcher, peer, &mut process, || again.probe.check())?;
             let address = format!("127.0.0.1:{port}");
             let url = format!("pulsar://{address}?admin=http://{http_address}");
-            Ok(server(peer, url, address, Some(http_address), process, Some(data), again))
+            Ok(server(
+                peer,
+                url,
+                address,
+                Some(http_address),
+                process,
+                Some(data),
+                again,
+            ))
         }
         Peer::PubSub => {
             let bin = installed(launcher, peer, "pstest/current/pstest")?;
@@ -240,7 +325,14 @@ fn start_once(launcher: &Launcher, peer: Peer) -> Result<Server, PeerError> {
             command
                 .arg("--port")
                 .arg(port.to_string())
-                .args(["--create-stream-ms", "0", "--delete-stream-ms", "0", "--update-stream-ms", "0"])
+                .args([
+                    "--create-stream-ms",
+                    "0",
+                    "--delete-stream-ms",
+                    "0",
+                    "--update-stream-ms",
+                    "0",
+                ])
                 .args(["--region", "us-east-1", "--log-level", "warn"]);
             let address = format!("127.0.0.1:{port}");
             let recipe = recipe(launcher, &command, Probe::Kinesis(address.clone()), None);
@@ -249,12 +341,54 @@ fn start_once(launcher: &Launcher, peer: Peer) -> Result<Server, PeerError> {
             let url = format!("kinesis://us-east-1?endpoint=http://{address}");
             Ok(server(peer, url, address, None, process, None, recipe))
         }
-        Peer::EventHubs => Err(PeerError::new(
-            peer,
-            Reason::Unsupported,
-            "no Docker-free Event Hubs server exists yet; the project's own AMQP emulator \
-             (tributary-eventhubs-emulator) will be started here once it lands",
-        )
-        .fix("TRIBUTARY_PEERS_MODE=external TRIBUTARY_EVENTHUBS_URL=eventhubs://<namespace>.servicebus.windows.net/…")),
+        Peer::EventHubs => {
+            let bin = eventhubs_emulator(peer)?;
+            let data = launcher.data_dir(peer);
+            let mut command = Command::new(&bin);
+            // The emulator binds the port itself and prints it, so there is no port race.
+            command
+                .args(["--host", "127.0.0.1", "--port", "0", "--log", "warn"])
+                .arg("--data-dir")
+                .arg(&data);
+            let mut process = spawn(peer, command, &log, Some(&data))?;
+            let mut address = None;
+            wait_ready(launcher, peer, &mut process, || {
+                if address.is_none() {
+                    address = find_line(&log, "listening on ");
+                }
+                match &address {
+                    Some(addr) => probe::amqp(addr),
+                    None => Err("no \"listening on\" line yet".into()),
+                }
+            })?;
+            let address = address.expect("probe succeeded");
+            // A restart listens on the address the first launch picked and keeps the data.
+            let recipe = Recipe {
+                launcher: launcher.clone(),
+                program: bin,
+                args: vec![
+                    "--host".into(),
+                    "127.0.0.1".into(),
+                    "--port".into(),
+                    address.rsplit(':').next().unwrap_or("0").into(),
+                    "--log".into(),
+                    "warn".into(),
+                    "--data-dir".into(),
+                    data.clone().into(),
+                ],
+                probe: Probe::Amqp(address.clone()),
+                scratch: Some(data.clone()),
+            };
+            let url = format!("eventhubs://emulator.localhost?endpoint=amqp://{address}");
+            Ok(server(
+                peer,
+                url,
+                address,
+                None,
+                process,
+                Some(data),
+                recipe,
+            ))
+        }
     }
 }

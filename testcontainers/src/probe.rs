@@ -200,3 +200,22 @@ pub(crate) fn kinesis(addr: &str) -> Result<(), String> {
         Err(format!("ListStreams: {status} {}", body.trim()))
     }
 }
+
+/// AMQP 1.0 servers (the Event Hubs emulator): the SASL protocol header must be echoed, which
+/// the server does only once its listener hands the connection to the AMQP engine.
+pub(crate) fn amqp(addr: &str) -> Result<(), String> {
+    const SASL_HEADER: [u8; 8] = *b"AMQP\x03\x01\x00\x00";
+    let mut stream = connect(addr)?;
+    stream
+        .write_all(&SASL_HEADER)
+        .map_err(|e| format!("send AMQP SASL header: {e}"))?;
+    let mut reply = [0u8; 8];
+    stream
+        .read_exact(&mut reply)
+        .map_err(|e| format!("read AMQP protocol header: {e}"))?;
+    if reply == SASL_HEADER {
+        Ok(())
+    } else {
+        Err(format!("expected the AMQP SASL header, got {reply:?}"))
+    }
+}

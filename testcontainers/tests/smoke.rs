@@ -288,3 +288,75 @@ async fn kinesis_round_trip_with_aws_sdk_kinesis() {
     assert_eq!(record.partition_key(), Some("k1"));
     assert_eq!(record.sequence_number(), put.sequence_number());
 }
+
+/// The fixture's URL is `eventhubs://<namespace>?endpoint=amqp://HOST:PORT`: the namespace names
+/// audiences, the endpoint is where the socket goes.
+fn eventhubs_endpoint(url: &str) -> (String, String) {
+    let rest = url.strip_prefix("eventhubs://").expect("eventhubs URL");
+    let (namespace, query) = rest.split_once('?').expect("endpoint option");
+    let endpoint = query.strip_prefix("endpoint=").expect("endpoint option");
+    (
+        namespace.trim_end_matches('/').to_string(),
+        endpoint.to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eventhubs_round_trip_with_azure_messaging_eventhubs() {
+    use azure_messaging_eventhubs::models::EventData;
+    use azure_messaging_eventhubs::{
+        ConsumerClient, OpenReceiverOptions, ProducerClient, SendEventOptions, StartLocation,
+        StartPosition,
+    };
+    use futures::StreamExt;
+
+    let server = require_peer!(Peer::EventHubs);
+    report(&server);
+    let (namespace, endpoint) = eventhubs_endpoint(server.url());
+    let connection = format!(
+        "Endpoint=sb://{namespace}/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=any"
+    );
+    let hub = unique_name("smoke");
+    let producer = ProducerClient::builder()
+        .with_custom_endpoint(endpoint.clone())
+        .open_with_connection_string(&connection, Some(&hub))
+        .await
+        .expect("producer");
+    producer
+        .send_event(
+            EventData::builder().with_body(b"hello".to_vec()).build(),
+            Some(SendEventOptions {
+                partition_id: Some("0".into()),
+            }),
+        )
+        .await
+        .expect("send");
+    producer.close().await.expect("close producer");
+
+    let consumer = ConsumerClient::builder()
+        .with_custom_endpoint(endpoint)
+        .open_with_connection_string(&connection, Some(&hub))
+        .await
+        .expect("consumer");
+    let receiver = consumer
+        .open_receiver_on_partition(
+            "0".into(),
+            Some(OpenReceiverOptions {
+                start_position: Some(StartPosition {
+                    location: StartLocation::Earliest,
+                    inclusive: false,
+                }),
+                ..Default::default()
+            }),
+        )
+        .await
+        .expect("receiver");
+    let stream = receiver.stream_events();
+    futures::pin_mut!(stream);
+    let event = tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("an event in time")
+        .expect("stream open")
+        .expect("event");
+    assert_eq!(event.event_data().body(), Some(&b"hello"[..]));
+}

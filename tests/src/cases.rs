@@ -254,6 +254,7 @@ pub(crate) const ALL: &[Case] = &[
     case!(23, bad_configuration, always),
     case!(24, cancellation, always),
     case!(25, throughput, always),
+    case!(26, lag, |c| needs(c.caps.lag, "consumer lag")),
 ];
 
 async fn round_trip(c: &mut Ctx) -> CaseOutcome {
@@ -974,6 +975,46 @@ async fn resume_after_restart_of_consumer(c: &mut Ctx) -> CaseOutcome {
     same_set(&payloads(&rest), &remaining)?;
     ack_all(rest);
     expect_quiet(second.as_ref()).await?;
+    Ok(None)
+}
+
+/// `Consumer::lag` counts what the group has not acked, and follows acks and new events.
+async fn lag(c: &mut Ctx) -> CaseOutcome {
+    let stream = c.stream("lag", 1).await?;
+    let group = c.name("g");
+    let producer = c.producer(&stream).await?;
+    let consumer = c.consumer(&stream, &group, StartPosition::Earliest).await?;
+    producer
+        .send_batch(numbered("lag", 10))
+        .await
+        .check("send")?;
+    let got = receive_n(consumer.as_ref(), 4).await?;
+    ack_all(got);
+    consumer.commit().await.check("commit")?;
+    // Backends refresh the figure periodically (Kafka: librdkafka statistics, every second).
+    let wait_for = async |want: u64| -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let lag = consumer.lag();
+            if lag == Some(want) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("lag is {lag:?}, expected Some({want})"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    wait_for(6).await?;
+    producer
+        .send_batch(numbered("lag-more", 5))
+        .await
+        .check("send")?;
+    wait_for(11).await?;
+    let rest = receive_n(consumer.as_ref(), 11).await?;
+    ack_all(rest);
+    consumer.commit().await.check("commit")?;
+    wait_for(0).await?;
     Ok(None)
 }
 

@@ -51,7 +51,7 @@ async fn capability_snapshots() {
         .await
         .unwrap()
         .capabilities();
-    let expected = "Capabilities { native_headers: true, timestamps: true, ordering: PerKey, ack: Cumulative, nack: true, delivery_attempts: true, start: StartSupport { earliest: true, latest: true, timestamp: true, position: true }, receipts: ReceiptSupport { partition: true, position: true }, max_event_bytes: Some(1048576), lifecycle: Lifecycle { auto_create: true, networked: false, competing_consumers: true } }";
+    let expected = "Capabilities { native_headers: true, timestamps: true, ordering: PerKey, ack: Cumulative, nack: true, delivery_attempts: true, start: StartSupport { earliest: true, latest: true, timestamp: true, position: true }, receipts: ReceiptSupport { partition: true, position: true }, max_event_bytes: Some(1048576), lifecycle: Lifecycle { auto_create: true, networked: false, competing_consumers: true }, lag: true }";
     assert_eq!(snapshot(&memory), expected);
     let dir = tempfile::tempdir().unwrap();
     let file = tributary::connect(&format!("file://{}", dir.path().display()))

@@ -331,6 +331,7 @@ impl Backend for KafkaBackend {
             networked: true,
             competing_consumers: true,
         };
+        caps.lag = true;
         caps
     }
 

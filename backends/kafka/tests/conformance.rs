@@ -46,6 +46,6 @@ async fn kafka_capability_snapshot() {
     let server = require_peer!(Peer::Kafka);
     tributary_kafka::register();
     let backend = tributary::connect(server.url()).await.expect("connect");
-    let expected = "Capabilities { native_headers: true, timestamps: true, ordering: PerKey, ack: Cumulative, nack: true, delivery_attempts: true, start: StartSupport { earliest: true, latest: true, timestamp: true, position: true }, receipts: ReceiptSupport { partition: true, position: true }, max_event_bytes: Some(1048516), lifecycle: Lifecycle { auto_create: false, networked: true, competing_consumers: true } }";
+    let expected = "Capabilities { native_headers: true, timestamps: true, ordering: PerKey, ack: Cumulative, nack: true, delivery_attempts: true, start: StartSupport { earliest: true, latest: true, timestamp: true, position: true }, receipts: ReceiptSupport { partition: true, position: true }, max_event_bytes: Some(1048516), lifecycle: Lifecycle { auto_create: false, networked: true, competing_consumers: true }, lag: true }";
     assert_eq!(format!("{:?}", backend.capabilities()), expected);
 }

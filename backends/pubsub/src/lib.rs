@@ -270,6 +270,8 @@ impl Backend for PubSubBackend {
             networked: true,
             competing_consumers: true,
         };
+        // The backlog of a subscription is known only to Cloud Monitoring, not to clients.
+        caps.lag = false;
         caps
     }
 

@@ -36,6 +36,6 @@ async fn pubsub_capability_snapshot() {
     let server = require_peer!(Peer::PubSub);
     tributary_pubsub::register();
     let backend = tributary::connect(server.url()).await.expect("connect");
-    let expected = "Capabilities { native_headers: true, timestamps: true, ordering: None, ack: Individual, nack: true, delivery_attempts: false, start: StartSupport { earliest: false, latest: true, timestamp: false, position: false }, receipts: ReceiptSupport { partition: false, position: false }, max_event_bytes: Some(10000000), lifecycle: Lifecycle { auto_create: false, networked: true, competing_consumers: true } }";
+    let expected = "Capabilities { native_headers: true, timestamps: true, ordering: None, ack: Individual, nack: true, delivery_attempts: false, start: StartSupport { earliest: false, latest: true, timestamp: false, position: false }, receipts: ReceiptSupport { partition: false, position: false }, max_event_bytes: Some(10000000), lifecycle: Lifecycle { auto_create: false, networked: true, competing_consumers: true }, lag: false }";
     assert_eq!(format!("{:?}", backend.capabilities()), expected);
 }

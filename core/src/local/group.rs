@@ -636,6 +636,27 @@ impl Consumer for LocalConsumer {
         }
         self.group.flush_commits().await
     }
+
+    fn lag(&self) -> Option<u64> {
+        let state = self.group.state.lock();
+        let mut lag = 0;
+        for (i, part) in state.parts.iter().enumerate() {
+            if part.owner != Some(self.member) {
+                continue;
+            }
+            let (_, next) = self.group.stream.partitions[i].bounds();
+            // Before the first ack the group's position is where its reading started: the
+            // cursor minus what was fetched and not yet acked.
+            let position = match part.tracker.committed() {
+                Some(&last) => last + 1,
+                None => part
+                    .cursor
+                    .saturating_sub((part.buffer.len() + part.tracker.window()) as u64),
+            };
+            lag += next.saturating_sub(position);
+        }
+        Some(lag)
+    }
 }
 
 impl Drop for LocalConsumer {

@@ -655,6 +655,7 @@ impl LocalBackend {
                 networked: false,
                 competing_consumers: true,
             },
+            lag: true,
         }
     }
 }

@@ -1,0 +1,156 @@
+//! Interop with another language's official client: Microsoft's Python `azure-eventhub`
+//! (pure-Python AMQP transport, plain TCP through `UseDevelopmentEmulator=true`) and the Rust
+//! SDK on the same emulator, with SAS tokens verified.
+//!
+//! Ignored for now: the pure-Python AMQP transport of azure-eventhub 5.15 reads every
+//! performative and message section by fixed list position (and builds namedtuples without
+//! defaults), while fe2o3-amqp, which the emulator uses, omits trailing null fields as AMQP 1.0
+//! allows. The client fails on the emulator's `open` frame with "list index out of range".
+//! Run with `--ignored` to see it; the README's compatibility table tracks it.
+//!
+//! The Python client comes from `scripts/peers/install-pyclients.sh` (a venv in the peers
+//! cache). Without it the test prints a loud SKIPPED notice; with `TRIBUTARY_REQUIRE_PEERS=1`
+//! it fails instead.
+
+mod common;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use azure_messaging_eventhubs::models::EventData;
+use azure_messaging_eventhubs::{SendEventOptions, StartLocation};
+use common::*;
+use tributary_eventhubs_emulator::{Config, HubConfig};
+
+fn python() -> Option<PathBuf> {
+    let python = tributary_testcontainers::peers_dir().join("pyvenv/current/bin/python");
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import azure.eventhub"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
+    }
+    let message = format!(
+        "SKIPPED python_interop: no azure-eventhub at {} (run scripts/peers/install-pyclients.sh)",
+        python.display()
+    );
+    if tributary_testcontainers::peers_required() {
+        panic!("{message} and TRIBUTARY_REQUIRE_PEERS is set");
+    }
+    let _ = writeln!(std::io::stderr().lock(), "\n{message}\n");
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "azure-eventhub's pyamqp transport needs full-length AMQP lists, which fe2o3-amqp does not write"]
+async fn python_azure_eventhub_and_rust_sdk_share_a_hub() {
+    let Some(python) = python() else { return };
+    let emulator = start(
+        Config::for_tests()
+            .with_hub(HubConfig::new("interop", 4))
+            .with_shared_access_key(KEY_NAME, KEY),
+    )
+    .await;
+
+    let producer = producer(&emulator, "interop").await;
+    for i in 0..2 {
+        producer
+            .send_event(
+                EventData::builder()
+                    .with_body(format!("from-rust-{i}"))
+                    .build(),
+                Some(SendEventOptions {
+                    partition_id: Some("0".into()),
+                }),
+            )
+            .await
+            .expect("rust send");
+    }
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/interop.py");
+    let connection = format!(
+        "{};EntityPath=interop",
+        emulator.connection_string(KEY_NAME, KEY)
+    );
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(&python)
+            .arg(script)
+            .arg(&connection)
+            .arg("interop")
+            .arg("5")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("python finishes")
+    .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "python failed: {}\nstdout: {stdout}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON report");
+    assert_eq!(
+        report["partition_ids"],
+        serde_json::json!(["0", "1", "2", "3"])
+    );
+    assert_eq!(report["last_enqueued_sequence_number"], 4);
+    let received = report["received"].as_array().expect("received list");
+    let bodies: Vec<&str> = received.iter().filter_map(|e| e["body"].as_str()).collect();
+    assert_eq!(
+        bodies,
+        [
+            "from-rust-0",
+            "from-rust-1",
+            "from-python-0",
+            "from-python-1",
+            "from-python-2"
+        ]
+    );
+    let sequence: Vec<i64> = received
+        .iter()
+        .filter_map(|e| e["sequence_number"].as_i64())
+        .collect();
+    assert_eq!(sequence, [0, 1, 2, 3, 4]);
+
+    // The Rust SDK reads what Python sent, keyed events on the gateway's partition for "7".
+    let consumer = consumer(&emulator, "interop", None).await;
+    let receiver = consumer
+        .open_receiver_on_partition("3".into(), from(StartLocation::Earliest, false))
+        .await
+        .expect("receiver");
+    let keyed = receive(&receiver, 2, Duration::from_secs(5)).await;
+    assert_eq!(bodies_of(&keyed), ["keyed-python-0", "keyed-python-1"]);
+    assert!(
+        keyed
+            .iter()
+            .all(|e| e.partition_key().as_deref() == Some("7"))
+    );
+    let receiver = consumer
+        .open_receiver_on_partition("0".into(), from(StartLocation::SequenceNumber(1), false))
+        .await
+        .expect("receiver");
+    let events = receive(&receiver, 3, Duration::from_secs(5)).await;
+    assert_eq!(
+        bodies_of(&events),
+        ["from-python-0", "from-python-1", "from-python-2"]
+    );
+    let lang = events[0]
+        .event_data()
+        .properties()
+        .and_then(|p| p.get("lang"))
+        .map(|v| format!("{v:?}"));
+    assert!(
+        lang.is_some_and(|v| v.contains("python")),
+        "application property from Python"
+    );
+}
+
+fn bodies_of(events: &[azure_messaging_eventhubs::models::ReceivedEventData]) -> Vec<String> {
+    bodies(events)
+}
