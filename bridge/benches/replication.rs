@@ -22,11 +22,8 @@
 //! `BENCH_SKIP_MM2=1` leaves MirrorMaker 2 out.
 
 use std::fmt::Write as _;
-use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -35,7 +32,9 @@ use tributary::{
     Backend, ConsumerExt, ConsumerOptions, Event, StartPosition, StreamSpec, Timestamp,
 };
 use tributary_bridge::route::{self, RouteSpec, RouteStats, tokio_util_free::CancelToken};
-use tributary_testcontainers::{Peer, Server, peers_dir, require, unique_name};
+use tributary_testcontainers::{
+    Peer, Process, Server, group_resident_bytes, log_tail, peers_dir, require, unique_name,
+};
 
 const PAYLOAD: usize = 100;
 const KEYS: usize = 20;
@@ -745,93 +744,45 @@ async fn paced_latency(
     }
 }
 
-/// A replicator process in its own process group, output to a log file, and a watchdog that
-/// kills the group if this process dies without dropping it (SIGKILL, abort).
+/// A replicator process, in its own process group (the fixtures' [`Process`]: a watchdog
+/// stops it should this bench die without dropping it).
 struct Replicator {
     name: String,
-    child: Child,
+    process: Process,
     pgid: u32,
-    log: PathBuf,
-    watchdog: Option<(Child, ChildStdin)>,
     stopped: bool,
 }
 
 impl Replicator {
-    fn spawn(name: &str, mut command: Command, log: &Path) -> Replicator {
-        let out = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let err = out.try_clone().unwrap();
-        command
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0);
-        let child = command
-            .spawn()
+    fn spawn(name: &str, command: Command, log: &Path) -> Replicator {
+        let process = Process::spawn(command, log, None)
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let pgid = child.id();
-        let watchdog = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "read -r _ ; kill -TERM -{pgid} 2>/dev/null; sleep 3; kill -KILL -{pgid} 2>/dev/null; exit 0"
-            ))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .ok()
-            .and_then(|mut w| {
-                let stdin = w.stdin.take()?;
-                Some((w, stdin))
-            });
         Replicator {
             name: name.to_string(),
-            child,
-            pgid,
-            log: log.to_path_buf(),
-            watchdog,
+            pgid: process.pid(),
+            process,
             stopped: false,
         }
     }
 
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
     /// `Err` with the log's tail once the process has exited.
     fn check_alive(&mut self) -> Result<(), String> {
-        match self.exited() {
+        match self.process.exited() {
             None => Ok(()),
             Some(status) => Err(format!(
                 "{} exited early ({status}); log {}:\n{}",
                 self.name,
-                self.log.display(),
-                tail(&self.log, 30)
+                self.process.log().display(),
+                log_tail(self.process.log(), 30).join("\n")
             )),
         }
     }
 
     /// SIGTERM to the group, SIGKILL after 10 s (and always, for stragglers).
     fn stop(&mut self) {
-        if self.stopped {
-            return;
-        }
-        self.stopped = true;
-        signal_group(self.pgid, libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.exited().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        signal_group(self.pgid, libc::SIGKILL);
-        let _ = self.child.wait();
-        if let Some((mut watchdog, stdin)) = self.watchdog.take() {
-            drop(stdin);
-            let _ = watchdog.kill();
-            let _ = watchdog.wait();
+        if !self.stopped {
+            self.stopped = true;
+            self.process.stop(Duration::from_secs(10));
         }
     }
 }
@@ -842,70 +793,21 @@ impl Drop for Replicator {
             eprintln!(
                 "{} is being stopped after a failure; its log: {}",
                 self.name,
-                self.log.display()
+                self.process.log().display()
             );
         }
         self.stop();
     }
 }
 
-fn signal_group(pgid: u32, signal: libc::c_int) {
-    if let Ok(pgid) = libc::pid_t::try_from(pgid) {
-        // SAFETY: kill(2) on the process group this bench started; no memory is shared.
-        unsafe {
-            libc::kill(-pgid, signal);
-        }
-    }
-}
-
-fn tail(path: &Path, n: usize) -> String {
-    let Ok(file) = std::fs::File::open(path) else {
-        return String::new();
-    };
-    let lines: Vec<String> = BufReader::new(file).lines().map_while(Result::ok).collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// VmRSS of a process, in bytes.
-fn vm_rss(pid: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+/// VmRSS of this process, in bytes.
+fn own_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-}
-
-fn own_rss() -> u64 {
-    vm_rss("self").unwrap_or(0)
-}
-
-/// Sum of VmRSS over the processes of group `pgid`.
-fn group_rss(pgid: u32) -> u64 {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    let mut total = 0;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // After the parenthesised command: state ppid pgrp …
-        let pgrp = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<u32>().ok());
-        if pgrp == Some(pgid) {
-            total += vm_rss(pid).unwrap_or(0);
-        }
-    }
-    total
+        .map_or(0, |kb| kb * 1024)
 }
 
 /// Samples resident memory every 100 ms on a thread and keeps the peak.
@@ -925,7 +827,7 @@ impl RssSampler {
             while !s.load(Ordering::Relaxed) {
                 let rss = match pgid {
                     None => own_rss(),
-                    Some(pgid) => group_rss(pgid),
+                    Some(pgid) => group_resident_bytes(pgid),
                 };
                 p.fetch_max(rss, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(100));

@@ -506,8 +506,11 @@ fn check(file: FileConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Plan>
             match crate::transform::Transform::compile(&transform_spec) {
                 Ok(t) => Some(std::sync::Arc::new(t)),
                 Err(errors) => {
-                    for e in errors {
-                        problems.push(format!("`{}", at(&e).replacen(':', "`:", 1)));
+                    // Each is `field: message`, the field relative to the route.
+                    for error in errors {
+                        let (field, message) =
+                            error.split_once(": ").unwrap_or(("transform", &error));
+                        problems.push(format!("`{}`: {message}", at(field)));
                     }
                     None
                 }

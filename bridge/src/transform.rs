@@ -135,7 +135,7 @@ impl std::fmt::Debug for Transform {
 const VARIABLES: [&str; 6] = ["key", "headers", "timestamp", "payload", "raw", "source"];
 
 impl Transform {
-    /// Compiles every expression. `Err` lists each problem with its field
+    /// Compiles every expression. `Err` lists each problem as `field: message`
     /// (`transform.stream: …`), including references to variables that do not exist.
     pub fn compile(spec: &TransformSpec) -> std::result::Result<Transform, Vec<String>> {
         let env = Arc::new(Env::stdlib());

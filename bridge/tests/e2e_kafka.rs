@@ -363,8 +363,11 @@ async fn a_slow_sink_keeps_intake_within_the_window_and_finishes() {
         cycles += 1;
     }
     let elapsed = started.elapsed();
-    // The reporter publishes every second.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The reporter publishes every second: the lag must come down to nothing.
+    let lag_deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while stats.lag() != Some(0) && std::time::Instant::now() < lag_deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let final_lag = stats.lag();
     println!(
         "slow sink: {total} events in {:.1} s ({:.0}/s) over {cycles} freeze cycles; at most {max_ahead} read ahead of the sink (in_flight {in_flight}); RSS {rss_start} -> peak {max_rss} MiB; final lag {final_lag:?}",

@@ -182,9 +182,22 @@ async fn bidirectional_routes_copy_each_event_once_and_never_loop() {
         }
         producer.close().await.unwrap();
     }
+    // Both routes have seen every event (the other side's 50 originals, copied, and the copies
+    // of their own 50, dropped) before the streams are compared.
+    let stats = running.stats.clone();
+    let settled = |s: &tributary_bridge::route::RouteStats| {
+        s.replicated.load(Ordering::Relaxed) + s.looped.load(Ordering::Relaxed)
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while stats.iter().any(|(_, s)| settled(s) < 100) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "routes did not settle"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Each side ends with its own 50 and the other's 50, and nothing more: `read` fails if a
     // 101st event shows up, as it would with the copies bouncing back.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     for (backend, side, other) in [(&east, "east", "west"), (&west, "west", "east")] {
         let got = read(backend, "events", 100).await;
         let own: Vec<&str> = got
@@ -209,7 +222,6 @@ async fn bidirectional_routes_copy_each_event_once_and_never_loop() {
             format!("memory://loop-{other}/events")
         );
     }
-    let stats = running.stats.clone();
     running.shutdown(Duration::from_secs(5)).await.unwrap();
     let looped: Vec<u64> = stats
         .iter()

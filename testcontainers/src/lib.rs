@@ -32,6 +32,8 @@ mod native;
 mod probe;
 mod process;
 
+pub use process::{Process, tail as log_tail};
+
 use std::fmt;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -329,8 +331,8 @@ impl Drop for Server {
     }
 }
 
-/// Sum of VmRSS over every process in the process group `pgid`.
-fn group_resident_bytes(pgid: u32) -> u64 {
+/// Sum of VmRSS over every process in the process group `pgid` (0 when there is none).
+pub fn group_resident_bytes(pgid: u32) -> u64 {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
     };

@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 
 use std::os::unix::process::CommandExt;
 
-/// A running server process group and its watchdog.
+/// A process started in its own process group, its output appended to a log file, with a
+/// watchdog that stops the group should this process end without dropping it. The fixtures
+/// run servers in it; benchmarks run the programs they measure (a replicator, a peer tool).
 #[derive(Debug)]
-pub(crate) struct Process {
+pub struct Process {
     child: Child,
     watchdog: Option<(Child, ChildStdin)>,
     log: PathBuf,
@@ -26,7 +28,7 @@ pub(crate) struct Process {
 impl Process {
     /// Starts `command` in a new process group with stdout and stderr appended to `log`. If
     /// the test process dies, the watchdog also deletes `scratch` (the server's data).
-    pub(crate) fn spawn(
+    pub fn spawn(
         mut command: Command,
         log: &Path,
         scratch: Option<&Path>,
@@ -60,21 +62,22 @@ impl Process {
     }
 
     /// The process id, which is also the process group id.
-    pub(crate) fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// `Some(status)` once the process has exited.
-    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
 
-    pub(crate) fn log(&self) -> &Path {
+    /// The log file.
+    pub fn log(&self) -> &Path {
         &self.log
     }
 
     /// SIGTERM to the group, then SIGKILL after `grace`; reaps the child.
-    pub(crate) fn stop(&mut self, grace: Duration) {
+    pub fn stop(&mut self, grace: Duration) {
         if self.exited().is_none() {
             signal_group(self.pid(), libc::SIGTERM);
             let deadline = Instant::now() + grace;
@@ -128,7 +131,7 @@ fn signal_group(pgid: u32, signal: libc::c_int) {
 }
 
 /// The last `n` lines of a log file (empty when unreadable).
-pub(crate) fn tail(path: &Path, n: usize) -> Vec<String> {
+pub fn tail(path: &Path, n: usize) -> Vec<String> {
     let Ok(file) = File::open(path) else {
         return Vec::new();
     };

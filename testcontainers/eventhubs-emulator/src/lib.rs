@@ -29,6 +29,7 @@ mod filter;
 mod hash;
 mod server;
 mod store;
+mod wire_compat;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -18,11 +18,13 @@ use std::time::Duration;
 
 use fe2o3_amqp::acceptor::{
     ConnectionAcceptor, LinkAcceptor, LinkEndpoint, ListenerSessionHandle, SaslAcceptor,
-    SessionAcceptor, sasl_acceptor::SaslServerFrame,
+    SessionAcceptor, SupportedReceiverSettleModes, sasl_acceptor::SaslServerFrame,
 };
 use fe2o3_amqp::link::delivery::DeliveryInfo;
 use fe2o3_amqp::link::{Receiver, RecvError, Sender};
-use fe2o3_amqp::types::definitions::{self, AmqpError, ErrorCondition, LinkError};
+use fe2o3_amqp::types::definitions::{
+    self, AmqpError, ErrorCondition, LinkError, ReceiverSettleMode,
+};
 use fe2o3_amqp::types::messaging::annotations::OwnedKey;
 use fe2o3_amqp::types::messaging::{
     AmqpValue, ApplicationProperties, Body, Message, MessageAnnotations, Properties,
@@ -40,6 +42,7 @@ use crate::store::{
     AmqpMessage, Event, Hub, Incoming, Namespace, NotFound, decode, encode, now_millis,
     partition_key_of,
 };
+use crate::wire_compat::CompatStream;
 
 /// Message format of an Event Hubs batch: the body's data sections are whole messages.
 const BATCH_FORMAT: u32 = 0x8001_3700;
@@ -217,6 +220,9 @@ async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             keys: Arc::new(shared.keys.clone()),
         })
         .build();
+    // Full-length performatives for clients that read fields by position (azure-eventhub's
+    // pure-Python transport); see wire_compat.
+    let stream = CompatStream::new(stream);
     let mut connection =
         match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream)).await {
             Ok(Ok(connection)) => connection,
@@ -257,8 +263,13 @@ async fn session_task(
     shared: Arc<Shared>,
     conn: Arc<ConnState>,
 ) {
+    // Only `first` receiver settlement, as the service: a client asking for `second`
+    // (azure-eventhub's Python producer does) gets `first` in the attach reply and settled
+    // dispositions, which it waits for; with `second` it would wait forever.
     let acceptor = LinkAcceptor::builder()
         .max_message_size(shared.max_message_size)
+        .supported_receiver_settle_modes(SupportedReceiverSettleModes::First)
+        .fallback_receiver_settle_mode(ReceiverSettleMode::First)
         .build();
     let mut links = JoinSet::new();
     while let Some(attach) = session.next_incoming_attach().await {
@@ -392,6 +403,11 @@ fn app_string(message: &AmqpMessage, key: &str) -> Option<String> {
 
 /// Serves request/response nodes: answers every request on the connection's reply link.
 async fn requests(mut receiver: Receiver, node: Node, shared: Arc<Shared>, conn: Arc<ConnState>) {
+    let default_reply_to = receiver
+        .source()
+        .as_ref()
+        .and_then(|s| s.address.clone())
+        .or_else(|| receiver.target().as_ref().and_then(|t| t.address.clone()));
     loop {
         let delivery: Delivery<Body<Value>> = match receiver.recv().await {
             Ok(delivery) => delivery,
@@ -410,7 +426,12 @@ async fn requests(mut receiver: Receiver, node: Node, shared: Arc<Shared>, conn:
         let request = delivery.message();
         let properties = request.properties.as_ref();
         let message_id = properties.and_then(|p| p.message_id.clone());
-        let Some(reply_to) = properties.and_then(|p| p.reply_to.clone()) else {
+        // azure-eventhub's Python transport sends no reply-to; its response link's target is
+        // the address its request link has as source (and target), as the service accepts.
+        let Some(reply_to) = properties
+            .and_then(|p| p.reply_to.clone())
+            .or_else(|| default_reply_to.clone())
+        else {
             tracing::warn!(?node, "request without reply-to ignored");
             continue;
         };

@@ -2,11 +2,9 @@
 //! (pure-Python AMQP transport, plain TCP through `UseDevelopmentEmulator=true`) and the Rust
 //! SDK on the same emulator, with SAS tokens verified.
 //!
-//! Ignored for now: the pure-Python AMQP transport of azure-eventhub 5.15 reads every
-//! performative and message section by fixed list position (and builds namedtuples without
-//! defaults), while fe2o3-amqp, which the emulator uses, omits trailing null fields as AMQP 1.0
-//! allows. The client fails on the emulator's `open` frame with "list index out of range".
-//! Run with `--ignored` to see it; the README's compatibility table tracks it.
+//! The pure-Python AMQP transport of azure-eventhub 5.15 reads every performative by fixed
+//! list position, while fe2o3-amqp omits trailing null fields as AMQP 1.0 allows; the
+//! emulator's `wire_compat` layer writes full-length performatives for it.
 //!
 //! The Python client comes from `scripts/peers/install-pyclients.sh` (a venv in the peers
 //! cache). Without it the test prints a loud SKIPPED notice; with `TRIBUTARY_REQUIRE_PEERS=1`
@@ -33,7 +31,7 @@ fn python() -> Option<PathBuf> {
         return Some(python);
     }
     let message = format!(
-        "SKIPPED python_interop: no azure-eventhub at {} (run scripts/peers/install-pyclients.sh)",
+        "SKIPPED: python_interop: no azure-eventhub at {}; fix: scripts/peers/install-pyclients.sh",
         python.display()
     );
     if tributary_testcontainers::peers_required() {
@@ -44,7 +42,6 @@ fn python() -> Option<PathBuf> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "azure-eventhub's pyamqp transport needs full-length AMQP lists, which fe2o3-amqp does not write"]
 async fn python_azure_eventhub_and_rust_sdk_share_a_hub() {
     let Some(python) = python() else { return };
     let emulator = start(
@@ -60,6 +57,7 @@ async fn python_azure_eventhub_and_rust_sdk_share_a_hub() {
             .send_event(
                 EventData::builder()
                     .with_body(format!("from-rust-{i}"))
+                    .add_property("lang".into(), "rust")
                     .build(),
                 Some(SendEventOptions {
                     partition_id: Some("0".into()),
@@ -112,6 +110,12 @@ async fn python_azure_eventhub_and_rust_sdk_share_a_hub() {
             "from-python-2"
         ]
     );
+    // Python sees the Rust SDK's application property and its own.
+    let langs: Vec<&str> = received
+        .iter()
+        .filter_map(|e| e["properties"]["lang"].as_str())
+        .collect();
+    assert_eq!(langs, ["rust", "rust", "python", "python", "python"]);
     let sequence: Vec<i64> = received
         .iter()
         .filter_map(|e| e["sequence_number"].as_i64())

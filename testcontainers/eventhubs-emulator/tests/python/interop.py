@@ -13,6 +13,13 @@ import threading
 import time
 
 from azure.eventhub import EventData, EventHubConsumerClient, EventHubProducerClient
+from azure.eventhub._pyamqp import _platform
+
+# pyamqp reads every known TCP option with getsockopt and writes it back. On loopback the
+# kernel may report a TCP_MAXSEG above 32767, which setsockopt refuses ("[Errno 22] Invalid
+# argument"), so some connections fail at random. Fixed upstream by
+# https://github.com/Azure/azure-sdk-for-python/pull/45418; not needed against Azure.
+_platform.KNOWN_TCP_OPTS.discard("TCP_MAXSEG")
 
 
 def main():
@@ -43,6 +50,12 @@ def main():
                     "sequence_number": e.sequence_number,
                     "offset": e.offset,
                     "partition_key": e.partition_key,
+                    "properties": {
+                        (k.decode() if isinstance(k, bytes) else k): (
+                            v.decode() if isinstance(v, bytes) else v
+                        )
+                        for k, v in (e.properties or {}).items()
+                    },
                 }
             )
         if len(received) >= expected:
