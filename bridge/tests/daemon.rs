@@ -70,20 +70,7 @@ fn the_daemon_replicates_reports_and_drains_on_sigterm() {
     let sink = format!("file://{}", dir.path().join("sink").display());
     // Events written before the daemon starts; a second batch while it runs.
     let produce = |from: usize, to: usize| {
-        let lines: String = (from..to).map(|i| format!("order-{i}\n")).collect();
-        let mut child = Command::new(BIN)
-            .args(["produce", &source, "orders", "--key", "customer"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(lines.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success());
+        produce_orders(&source, "orders", from..to, &["--key", "customer"]);
     };
     produce(0, 500);
 
@@ -178,24 +165,8 @@ fn a_route_recovers_when_its_sink_becomes_writable() {
     let source = format!("file://{}", dir.path().join("source").display());
     let sink_dir = dir.path().join("sink");
     let sink = format!("file://{}", sink_dir.display());
-    let produce = |url: &str, stream: &str, n: usize| {
-        let lines: String = (0..n).map(|i| format!("order-{i}\n")).collect();
-        let mut child = Command::new(BIN)
-            .args(["produce", url, stream])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(lines.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success());
-    };
-    produce(&source, "orders", 200);
-    produce(&sink, "orders-copy", 1);
+    produce_orders(&source, "orders", 0..200, &[]);
+    produce_orders(&sink, "orders-copy", 0..1, &[]);
     // A reader that never exits holds the sink directory's writer lock.
     let mut holder = Command::new(BIN)
         .args(["consume", &sink, "orders-copy", "--from", "earliest"])
@@ -260,6 +231,25 @@ fn a_route_recovers_when_its_sink_becomes_writable() {
         .unwrap_or_else(|| panic!("no failure logged: {rest}"));
     let parsed: serde_json::Value = serde_json::from_str(failure_log).expect("a JSON log line");
     assert_eq!(parsed["level"], "ERROR", "{failure_log}");
+}
+
+/// `order-<i>` for each `i` in `range`, through `tributary produce`.
+fn produce_orders(url: &str, stream: &str, range: std::ops::Range<usize>, extra: &[&str]) {
+    let lines: String = range.map(|i| format!("order-{i}\n")).collect();
+    let mut child = Command::new(BIN)
+        .args(["produce", url, stream])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
 }
 
 fn start_daemon(

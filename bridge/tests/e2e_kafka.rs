@@ -28,29 +28,28 @@ fn source_events() -> Vec<Event> {
 }
 
 async fn read_all(backend: &Arc<dyn Backend>, stream: &str, n: usize) -> Vec<Event> {
-    let consumer = backend
-        .consumer(
-            stream,
-            ConsumerOptions::new(unique_name("check")).start(StartPosition::Earliest),
-        )
-        .await
-        .unwrap();
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        let d = tokio::time::timeout(Duration::from_secs(60), consumer.receive())
-            .await
-            .expect("in time")
-            .unwrap();
-        out.push(d.event.clone());
-        d.ack();
-    }
-    consumer.close().await.unwrap();
-    out
+    read_until(backend, stream, |events| events.len() >= n).await
 }
 
 /// Reads until `n` distinct events (by payload) arrived, keeping repeats: a replicated batch
 /// interrupted by an outage may be there twice.
 async fn read_distinct(backend: &Arc<dyn Backend>, stream: &str, n: usize) -> Vec<Event> {
+    let mut distinct = std::collections::HashSet::new();
+    read_until(backend, stream, |events| {
+        if let Some(last) = events.last() {
+            distinct.insert(last.payload.clone());
+        }
+        distinct.len() >= n
+    })
+    .await
+}
+
+/// Reads `stream` from the start with a new group, acking, until `done(events so far)`.
+async fn read_until(
+    backend: &Arc<dyn Backend>,
+    stream: &str,
+    mut done: impl FnMut(&[Event]) -> bool,
+) -> Vec<Event> {
     let consumer = backend
         .consumer(
             stream,
@@ -58,14 +57,12 @@ async fn read_distinct(backend: &Arc<dyn Backend>, stream: &str, n: usize) -> Ve
         )
         .await
         .unwrap();
-    let mut out = Vec::with_capacity(n);
-    let mut distinct = std::collections::HashSet::new();
-    while distinct.len() < n {
+    let mut out = Vec::new();
+    while !done(&out) {
         let d = tokio::time::timeout(Duration::from_secs(60), consumer.receive())
             .await
-            .unwrap_or_else(|_| panic!("{} of {n} distinct events in time", distinct.len()))
+            .unwrap_or_else(|_| panic!("{stream}: {} events, then nothing for 60 s", out.len()))
             .unwrap();
-        distinct.insert(d.event.payload.clone());
         out.push(d.event.clone());
         d.ack();
     }
