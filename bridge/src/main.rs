@@ -10,6 +10,7 @@ use tributary::{
     Backend, ConsumerExt, ConsumerOptions, Error, ErrorKind, Event, Result, StartPosition,
     StreamSpec,
 };
+use tributary_bridge::config::Plan;
 use tributary_bridge::route::{self, RouteSpec, RouteStats, tokio_util_free::CancelToken};
 use tributary_bridge::{demo, json};
 
@@ -176,10 +177,18 @@ fn register_backends() {
 fn main() {
     let cli = Cli::parse();
     register_backends();
-    init_logging(
-        &cli.log,
-        cli.log_json || config_wants_json_logs(&cli.command),
-    );
+    // The daemon's file is read before logging starts, because it may ask for JSON logs;
+    // its errors are reported once the command runs.
+    let daemon_plan = match &cli.command {
+        Command::Bridge {
+            action: None,
+            config: Some(file),
+            ..
+        } => Some(tributary_bridge::config::load(file)),
+        _ => None,
+    };
+    let json_logs = matches!(&daemon_plan, Some(Ok(plan)) if plan.log_json);
+    init_logging(&cli.log, cli.log_json || json_logs);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -190,7 +199,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = match runtime.block_on(run(cli.command)) {
+    let code = match runtime.block_on(run(cli.command, daemon_plan)) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e}");
@@ -202,18 +211,6 @@ fn main() {
     };
     runtime.shutdown_timeout(Duration::from_secs(2));
     std::process::exit(code);
-}
-
-/// `daemon.log_format = "json"` in the file `bridge --config` will run. Logging starts before
-/// the file is properly loaded (and its errors reported), so a file that does not load here
-/// just means the default.
-fn config_wants_json_logs(command: &Command) -> bool {
-    match command {
-        Command::Bridge {
-            config: Some(file), ..
-        } => tributary_bridge::config::load(file).is_ok_and(|plan| plan.log_json),
-        _ => false,
-    }
 }
 
 fn init_logging(filter: &str, json: bool) {
@@ -228,7 +225,8 @@ fn init_logging(filter: &str, json: bool) {
     }
 }
 
-async fn run(command: Command) -> Result<()> {
+/// `daemon_plan` is the loaded `bridge --config` file, when that is the command.
+async fn run(command: Command, daemon_plan: Option<Result<Plan>>) -> Result<()> {
     match command {
         Command::Produce {
             url,
@@ -272,7 +270,10 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::Bridge {
             config: Some(file), ..
-        } => run_daemon(&file).await,
+        } => match daemon_plan {
+            Some(plan) => run_daemon(plan?).await,
+            None => run_daemon(tributary_bridge::config::load(&file)?).await,
+        },
         Command::Bridge {
             from: Some(from),
             from_stream: Some(from_stream),
@@ -554,8 +555,7 @@ async fn streams(url: &str, action: StreamsAction) -> Result<()> {
 
 /// Runs every route of a configuration file until SIGTERM/SIGINT, then drains within the
 /// configured deadline.
-async fn run_daemon(file: &std::path::Path) -> Result<()> {
-    let plan = tributary_bridge::config::load(file)?;
+async fn run_daemon(plan: Plan) -> Result<()> {
     let deadline = plan.shutdown_timeout;
     for route in &plan.routes {
         tracing::info!("{}", tributary_bridge::daemon::describe(route));
