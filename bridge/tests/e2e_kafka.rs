@@ -61,7 +61,15 @@ async fn read_until(
     while !done(&out) {
         let d = tokio::time::timeout(Duration::from_secs(60), consumer.receive())
             .await
-            .unwrap_or_else(|_| panic!("{stream}: {} events, then nothing for 60 s", out.len()))
+            .unwrap_or_else(|_| {
+                // A lag above zero means the events are in the topic and the reader is stuck;
+                // zero means they never arrived.
+                panic!(
+                    "{stream}: {} events, then nothing for 60 s; the reader's lag {:?}",
+                    out.len(),
+                    consumer.lag()
+                )
+            })
             .unwrap();
         out.push(d.event.clone());
         d.ack();
@@ -81,19 +89,79 @@ fn by_key(events: &[Event]) -> BTreeMap<Vec<u8>, Vec<Vec<u8>>> {
     map
 }
 
-fn spawn_route(spec: RouteSpec) -> (CancelToken, tokio::task::JoinHandle<tributary::Result<()>>) {
+/// Warnings from the bridge and the backends go to the test's output, so a stall in CI shows
+/// what the route saw (RUST_LOG overrides).
+fn show_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .with_ansi(false)
+        .try_init();
+}
+
+struct RunningRoute {
+    name: String,
+    cancel: CancelToken,
+    stats: Arc<RouteStats>,
+    task: tokio::task::JoinHandle<tributary::Result<()>>,
+}
+
+fn spawn_route(spec: RouteSpec) -> RunningRoute {
     let cancel = CancelToken::default();
-    let task = tokio::spawn(route::run_route(
-        spec,
-        Arc::new(RouteStats::default()),
-        cancel.clone(),
-    ));
-    (cancel, task)
+    let stats = Arc::new(RouteStats::default());
+    let name = spec.name.clone();
+    let task = tokio::spawn(route::run_route(spec, stats.clone(), cancel.clone()));
+    RunningRoute {
+        name,
+        cancel,
+        stats,
+        task,
+    }
+}
+
+/// Runs `check` while the routes run: a route that stops on its own fails the test with its
+/// error at once, and every 10 s each route's counters are printed, so a stall says whether
+/// the route or the reader stopped.
+async fn while_routes_run<T>(routes: &mut [RunningRoute], check: impl Future<Output = T>) -> T {
+    let progress = |routes: &[RunningRoute]| {
+        routes
+            .iter()
+            .map(|r| {
+                let load =
+                    |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+                format!(
+                    "{}: received {} replicated {} retries {} lag {:?}",
+                    r.name,
+                    load(&r.stats.received),
+                    load(&r.stats.replicated),
+                    load(&r.stats.retries),
+                    r.stats.lag()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    tokio::pin!(check);
+    let mut ticks = tokio::time::interval(Duration::from_secs(10));
+    ticks.tick().await;
+    loop {
+        let ended = futures::future::select_all(routes.iter_mut().map(|r| &mut r.task));
+        tokio::select! {
+            out = &mut check => return out,
+            (result, index, _) = ended => {
+                panic!("route `{}` stopped on its own: {result:?} ({})", routes[index].name, progress(routes))
+            }
+            _ = ticks.tick() => println!("progress: {}", progress(routes)),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn local_to_kafka_to_kafka_keeps_content_order_and_lineage() {
     let _serial = ONE_AT_A_TIME.lock().await;
+    show_logs();
     let server = require_peer!(Peer::Kafka);
     tributary_kafka::register();
     let kafka = tributary::connect(server.url()).await.unwrap();
@@ -132,13 +200,18 @@ async fn local_to_kafka_to_kafka_keeps_content_order_and_lineage() {
         second.clone(),
     );
     kafka_to_kafka.group = unique_name("e2e");
-    let routes = [spawn_route(to_kafka), spawn_route(kafka_to_kafka)];
+    let mut routes = [spawn_route(to_kafka), spawn_route(kafka_to_kafka)];
 
-    let on_first = read_all(&kafka, &first, EVENTS).await;
-    let on_second = read_all(&kafka, &second, EVENTS).await;
-    for (cancel, task) in routes {
-        cancel.cancel();
-        task.await.unwrap().unwrap();
+    let (on_first, on_second) = while_routes_run(&mut routes, async {
+        (
+            read_all(&kafka, &first, EVENTS).await,
+            read_all(&kafka, &second, EVENTS).await,
+        )
+    })
+    .await;
+    for route in routes {
+        route.cancel.cancel();
+        route.task.await.unwrap().unwrap();
     }
 
     // Same events per key, in the same order, on both hops.
@@ -244,6 +317,7 @@ fn first_copies_by_key(events: &[Event]) -> BTreeMap<Vec<u8>, Vec<Vec<u8>>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_sink_stops_intake_and_the_route_resumes() {
     let _serial = ONE_AT_A_TIME.lock().await;
+    show_logs();
     let server = require_peer!(Peer::Kafka);
     let total = 40_000;
     let (kafka, local, topic, events) = frozen_sink_setup(&server, "dead-sink", total).await;
@@ -316,6 +390,7 @@ async fn a_dead_sink_stops_intake_and_the_route_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_sink_keeps_intake_within_the_window_and_finishes() {
     let _serial = ONE_AT_A_TIME.lock().await;
+    show_logs();
     let server = require_peer!(Peer::Kafka);
     let total = 20_000;
     let (kafka, local, topic, events) = frozen_sink_setup(&server, "slow-sink", total).await;
