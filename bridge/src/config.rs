@@ -1,4 +1,5 @@
-//! The bridge daemon's configuration file (TOML).
+//! The bridge daemon's configuration file, in TOML or YAML (by extension: `.yaml`/`.yml` is
+//! YAML, anything else TOML). Both describe the same structure, checked the same way.
 //!
 //! ```toml
 //! [daemon]
@@ -311,23 +312,76 @@ pub struct Plan {
     pub log_json: bool,
 }
 
+/// The language a configuration file is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// TOML, the default.
+    Toml,
+    /// YAML, for files named `*.yaml` or `*.yml`.
+    Yaml,
+}
+
+impl Format {
+    /// The format a file's extension names: `.yaml`/`.yml` is YAML, anything else TOML.
+    pub fn of(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(ext) if ext.eq_ignore_ascii_case("yaml") || ext.eq_ignore_ascii_case("yml") => {
+                Format::Yaml
+            }
+            _ => Format::Toml,
+        }
+    }
+}
+
 /// Reads and checks a configuration file without connecting to anything. Every problem is
 /// reported, each with its path in the file (`route[1].retry.backoff`).
 pub fn load(path: &Path) -> Result<Plan> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    parse(&text, &|name| std::env::var(name).ok())
+    parse_as(Format::of(path), &text, &|name| std::env::var(name).ok())
         .map_err(|e| e.context(format!("{}", path.display())))
 }
 
-/// [`load`] on a string, with `env` resolving `${NAME}` references.
+/// [`load`] on a TOML string, with `env` resolving `${NAME}` references.
 pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Plan> {
-    let deserializer = toml::Deserializer::parse(text)
-        .map_err(|e| Error::config(format!("not valid TOML: {}", e.message())))?;
-    let file: FileConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        Error::config(format!("`{path}`: {}", e.inner().message()))
-    })?;
+    parse_as(Format::Toml, text, env)
+}
+
+/// [`load`] on a string in the given format, with `env` resolving `${NAME}` references.
+pub fn parse_as(format: Format, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Plan> {
+    let located = |path: String, message: String| {
+        Error::config(if path == "." {
+            message
+        } else {
+            format!("`{path}`: {message}")
+        })
+    };
+    let file: FileConfig = match format {
+        Format::Toml => {
+            let deserializer = toml::Deserializer::parse(text)
+                .map_err(|e| Error::config(format!("not valid TOML: {}", e.message())))?;
+            serde_path_to_error::deserialize(deserializer)
+                .map_err(|e| located(e.path().to_string(), e.inner().message().to_string()))?
+        }
+        Format::Yaml => {
+            // An empty document is an empty configuration (reported below as having no route),
+            // as an empty TOML file is.
+            let text = if text.trim().is_empty() { "{}" } else { text };
+            serde_path_to_error::deserialize(yaml_serde::Deserializer::from_str(text)).map_err(
+                |e| {
+                    let path = e.path().to_string();
+                    // The YAML error names the enclosing map itself ("route[0].source: unknown
+                    // field …"): keep one path, the precise one.
+                    let message = e.inner().to_string();
+                    let message = match message.split_once(": ") {
+                        Some((own, rest)) if path.starts_with(own) => rest.to_string(),
+                        _ => message,
+                    };
+                    located(path, message)
+                },
+            )?
+        }
+    };
     check(file, env)
 }
 
@@ -388,7 +442,10 @@ fn check(file: FileConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Plan>
         }
     };
     if file.routes.is_empty() {
-        problems.push("no `[[route]]`: the file must define at least one route".into());
+        problems.push(
+            "no route (`[[route]]` in TOML, `route:` in YAML): the file must define at least one"
+                .into(),
+        );
     }
     let mut names = HashSet::new();
     let mut routes = Vec::new();
@@ -725,6 +782,107 @@ mod tests {
                 .to_string()
                 .contains("TOML")
         );
+    }
+
+    #[test]
+    fn yaml_describes_the_same_configuration() {
+        let yaml = parse_as(
+            Format::Yaml,
+            r#"
+daemon:
+  listen: off
+  log_format: json
+route:
+  - name: a
+    source: { url: "memory://x", stream: in, start: "2024-01-01T00:00:00Z" }
+    sink:
+      url: kafka://${BROKERS}
+      stream: out
+    batch: { max_events: 100, max_bytes: 64KiB, linger: 2ms }
+    retry: { attempts: 3 }
+    filter: has(payload.n)
+    transform:
+      key: payload.user
+      set_headers: { tier: "'gold'" }
+"#,
+            &env,
+        )
+        .unwrap();
+        let toml = parse(
+            r#"
+            [daemon]
+            listen = "off"
+            log_format = "json"
+            [[route]]
+            name = "a"
+            source = { url = "memory://x", stream = "in", start = "2024-01-01T00:00:00Z" }
+            sink = { url = "kafka://${BROKERS}", stream = "out" }
+            batch = { max_events = 100, max_bytes = "64KiB", linger = "2ms" }
+            retry = { attempts = 3 }
+            filter = "has(payload.n)"
+            transform = { key = "payload.user", set_headers = { tier = "'gold'" } }
+            "#,
+            &env,
+        )
+        .unwrap();
+        // Plans hold compiled expressions: compare what they decide, field by field.
+        assert_eq!(yaml.listen, toml.listen);
+        assert_eq!(yaml.listen, None);
+        assert!(yaml.log_json && toml.log_json);
+        let (y, t) = (&yaml.routes[0], &toml.routes[0]);
+        assert_eq!(y.sink_url, "kafka://127.0.0.1:9092");
+        assert_eq!(
+            (
+                &y.sink_url,
+                &y.source_stream,
+                y.max_events,
+                y.max_bytes,
+                y.linger
+            ),
+            (
+                &t.sink_url,
+                &t.source_stream,
+                t.max_events,
+                t.max_bytes,
+                t.linger
+            )
+        );
+        assert_eq!(format!("{:?}", y.start), format!("{:?}", t.start));
+        assert_eq!(y.retry.attempts, 3);
+        assert_eq!(
+            y.transform.as_ref().map(|t| t.summary()),
+            t.transform.as_ref().map(|t| t.summary())
+        );
+    }
+
+    #[test]
+    fn yaml_problems_name_their_path() {
+        let e = parse_as(
+            Format::Yaml,
+            "route:\n  - name: a\n    source: { url: 'memory://', stream: s, grup: g }\n    sink: { url: 'memory://', stream: t }\n",
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("route[0].source") && e.contains("grup"), "{e}");
+        let e = parse_as(
+            Format::Yaml,
+            "route:\n  - name: a\n    in_flight: many\n    source: { url: 'memory://', stream: s }\n    sink: { url: 'memory://', stream: t }\n",
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("route[0].in_flight"), "{e}");
+        let e = parse_as(Format::Yaml, "", &env).unwrap_err().to_string();
+        assert!(e.contains("no route"), "{e}");
+        let e = parse_as(Format::Yaml, "route: [\n", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line"), "a syntax error says where: {e}");
+        assert_eq!(Format::of(Path::new("bridge.yml")), Format::Yaml);
+        assert_eq!(Format::of(Path::new("bridge.YAML")), Format::Yaml);
+        assert_eq!(Format::of(Path::new("bridge.toml")), Format::Toml);
+        assert_eq!(Format::of(Path::new("bridge")), Format::Toml);
     }
 
     #[test]

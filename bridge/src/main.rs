@@ -96,7 +96,8 @@ enum Command {
     Bridge {
         #[command(subcommand)]
         action: Option<BridgeAction>,
-        /// Configuration file (TOML) with any number of routes; see `bridge/src/config.rs`.
+        /// Configuration file (TOML, or YAML when named *.yaml or *.yml) with any number of
+        /// routes; see `bridge/src/config.rs`.
         #[arg(long, conflicts_with_all = ["from", "from_stream", "to", "to_stream"])]
         config: Option<std::path::PathBuf>,
         /// Source backend URL.

@@ -61,6 +61,47 @@ fn validate_names_every_bad_option() {
     ] {
         assert!(stderr.contains(needle), "missing {needle}: {stderr}");
     }
+
+    // The same mistakes in YAML are reported with the same paths.
+    let yaml = dir.path().join("bad.yaml");
+    std::fs::write(
+        &yaml,
+        "route:\n  - name: r\n    source: { url: 'memory://', stream: in }\n    sink: { url: 'kafka://${NO_SUCH_VAR}', stream: out }\n    batch: { max_events: 0 }\n    retry: { attempts: 0 }\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["bridge", "validate"])
+        .arg(&yaml)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a configuration error exits 2");
+    let yaml_stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "route[0].sink.url",
+        "NO_SUCH_VAR",
+        "route[0].batch.max_events",
+        "route[0].retry.attempts",
+    ] {
+        assert!(
+            yaml_stderr.contains(needle),
+            "missing {needle}: {yaml_stderr}"
+        );
+    }
+    std::fs::write(
+        &yaml,
+        "route:\n  - name: r\n    source: { url: 'memory://', stream: in }\n    sink: { url: 'memory://', stream: out }\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["bridge", "validate"])
+        .arg(&yaml)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "a good YAML file validates: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
