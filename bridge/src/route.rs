@@ -403,8 +403,14 @@ impl OpenRoute {
                 Err(e) => break Err(e),
             }
             let mut bytes: usize = batch[0].event.payload.len();
+            // Linger counts from the batch's first event, as Kafka's linger.ms does: measured
+            // from the last event instead, a steady trickle (one event every few ms) held a
+            // batch open until it was full. Once it is over, what is already waiting still
+            // joins the batch (a zero timeout polls once), so a backlog keeps batches full.
+            let linger_ends = tokio::time::Instant::now() + spec.linger;
             while batch.len() < spec.max_batch && bytes < spec.max_bytes {
-                match consumer.receive_timeout(spec.linger).await {
+                let left = linger_ends.saturating_duration_since(tokio::time::Instant::now());
+                match consumer.receive_timeout(left).await {
                     Ok(Some(d)) => {
                         bytes += d.event.payload.len();
                         batch.push(d);

@@ -1,0 +1,90 @@
+//! How a route cuts batches: linger bounds how long the first event of a batch waits (a steady
+//! trickle must not hold a batch open until it is full), while a backlog still fills batches
+//! to `max_events`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tributary::Event;
+use tributary_bridge::route::{self, RouteSpec, RouteStats, tokio_util_free::CancelToken};
+
+/// The size of the first batch the route writes: `replicated` grows by whole batches.
+async fn first_batch(stats: &RouteStats) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let replicated = stats.replicated.load(Ordering::Relaxed);
+        if replicated > 0 {
+            return replicated;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing replicated in 30 s"
+        );
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickle_is_written_after_linger_not_when_the_batch_is_full() {
+    let source = tributary::connect("memory://batching-trickle")
+        .await
+        .unwrap();
+    let sink = tributary::connect("memory://batching-trickle-sink")
+        .await
+        .unwrap();
+    let mut spec = RouteSpec::new("trickle", source.clone(), "in", sink, "out");
+    spec.max_batch = 1000;
+    spec.linger = Duration::from_millis(20);
+    let stats = Arc::new(RouteStats::default());
+    let cancel = CancelToken::default();
+    let task = tokio::spawn(route::run_route(spec, stats.clone(), cancel.clone()));
+
+    // One event every 2 ms: always less than linger apart, so a linger measured from the last
+    // event would never end the batch before its 1000th event (2 s).
+    let producer = source.producer("in").await.unwrap();
+    let trickle = tokio::spawn(async move {
+        for i in 0..1500 {
+            producer.send(Event::new(format!("e{i}"))).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    let first = first_batch(&stats).await;
+    println!("trickle: first batch {first} events (max 1000, linger 20 ms, an event every 2 ms)");
+    assert!(
+        first < 500,
+        "the first batch waited for {first} events: linger did not bound it"
+    );
+    trickle.abort();
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_fills_batches_even_with_no_linger() {
+    let source = tributary::connect("memory://batching-backlog")
+        .await
+        .unwrap();
+    let sink = tributary::connect("memory://batching-backlog-sink")
+        .await
+        .unwrap();
+    let events: Vec<Event> = (0..5000).map(|i| Event::new(format!("e{i}"))).collect();
+    source
+        .producer("in")
+        .await
+        .unwrap()
+        .send_batch(events)
+        .await
+        .unwrap();
+    let mut spec = RouteSpec::new("backlog", source, "in", sink, "out");
+    spec.max_batch = 1000;
+    spec.linger = Duration::ZERO;
+    let stats = Arc::new(RouteStats::default());
+    let cancel = CancelToken::default();
+    let task = tokio::spawn(route::run_route(spec, stats.clone(), cancel.clone()));
+    let first = first_batch(&stats).await;
+    println!("backlog: first batch {first} events (max 1000, linger 0)");
+    assert_eq!(first, 1000, "events already waiting join the batch");
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}
