@@ -7,7 +7,11 @@
 //! back through a channel that holds at most one message per delivery in flight.
 //!
 //! Commits come from the core [`AckTracker`]: per partition, the end of the longest acked
-//! prefix, never past an unacked event. Auto-commit and the offset store stay off.
+//! prefix, never past an unacked event. Auto-commit and the offset store stay off. They are
+//! made synchronously (librdkafka reports the outcome of an asynchronous commit only to a C
+//! callback that rdkafka does not install) on a committer thread of their own, so a broker slow
+//! to answer, or a coordinator librdkafka waits for, never stops the driver from fetching and
+//! serving rebalances.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -85,8 +89,6 @@ struct PartitionState {
     tracker: AckTracker<i64>,
     /// The offset last committed (next to read), to skip commits that change nothing.
     committed: Option<i64>,
-    /// The offset of an asynchronous commit not yet confirmed, so it is not sent again.
-    sent: Option<i64>,
 }
 
 /// Shared by the driver thread, the rebalance callback (which runs inside `poll` on that same
@@ -137,7 +139,7 @@ impl State {
             }
             if let Some(&last) = state.tracker.committed() {
                 let next = last + 1;
-                if state.committed != Some(next) && state.sent != Some(next) {
+                if state.committed.is_none_or(|c| c < next) {
                     let _ = list.add_partition_offset(&self.topic, partition, Offset::Offset(next));
                 }
             }
@@ -152,28 +154,6 @@ impl State {
                 element.offset(),
             ) {
                 state.committed = Some(state.committed.map_or(next, |c| c.max(next)));
-                if state.sent.is_some_and(|sent| sent <= next) {
-                    state.sent = None;
-                }
-            }
-        }
-    }
-
-    fn mark_sent(&mut self, list: &TopicPartitionList) {
-        for element in list.elements() {
-            if let (Some(state), Offset::Offset(next)) = (
-                self.partitions.get_mut(&element.partition()),
-                element.offset(),
-            ) {
-                state.sent = Some(next);
-            }
-        }
-    }
-
-    fn forget_sent(&mut self, list: &TopicPartitionList) {
-        for element in list.elements() {
-            if let Some(state) = self.partitions.get_mut(&element.partition()) {
-                state.sent = None;
             }
         }
     }
@@ -375,23 +355,6 @@ impl ClientContext for Context {
 }
 
 impl ConsumerContext for Context {
-    /// Results of the driver's asynchronous commits (served inside `poll`).
-    fn commit_callback(
-        &self,
-        result: rdkafka::error::KafkaResult<()>,
-        offsets: &TopicPartitionList,
-    ) {
-        let mut state = self.state.lock();
-        match result {
-            Ok(()) => state.mark_committed(offsets),
-            Err(e) => {
-                // Typically a rebalance in progress; the next tick sends it again.
-                tracing::debug!(topic = %state.topic, error = %e, "kafka: commit failed");
-                state.forget_sent(offsets);
-            }
-        }
-    }
-
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -424,7 +387,6 @@ impl ConsumerContext for Context {
                             generation,
                             tracker: AckTracker::new(),
                             committed,
-                            sent: None,
                         },
                     );
                 }
@@ -551,8 +513,26 @@ impl KafkaConsumer {
             .subscribe(&[topic])
             .map_err(|e| map(e, &format!("subscribe to `{topic}`")))?;
 
+        let consumer = Arc::new(consumer);
+        let (jobs, queued) = std::sync::mpsc::channel();
+        let periodic_queued = Arc::new(AtomicBool::new(false));
+        let committer = {
+            let (consumer, state) = (consumer.clone(), state.clone());
+            let periodic_queued = periodic_queued.clone();
+            std::thread::Builder::new()
+                .name(format!("kafka-commit-{topic}"))
+                .spawn(move || commit_loop(&consumer, &state, &queued, &periodic_queued))
+                .map_err(|e| {
+                    Error::other(format!("cannot start the commit thread for `{topic}`: {e}"))
+                })?
+        };
         let driver = Driver {
             consumer,
+            committer: Some(Committer {
+                jobs,
+                thread: committer,
+                periodic_queued,
+            }),
             state: state.clone(),
             wake: wake.clone(),
             // How far the driver reads ahead of the application.
@@ -678,8 +658,63 @@ impl Drop for KafkaConsumer {
     }
 }
 
+/// The driver's handle on the committer thread.
+struct Committer {
+    /// `commit()` callers to answer; an empty job is a periodic commit.
+    jobs: std::sync::mpsc::Sender<Vec<oneshot::Sender<Result<()>>>>,
+    thread: std::thread::JoinHandle<()>,
+    /// A periodic commit is queued and not yet taken up by the thread: the next tick adds
+    /// none, so ticks do not pile up behind a commit the broker is slow to answer.
+    periodic_queued: Arc<AtomicBool>,
+}
+
+/// The committer thread: commits what is acked whenever asked, synchronously, and answers the
+/// callers. Requests that queued up while a commit was under way share the next one. Stops
+/// when the driver drops its end of the queue.
+fn commit_loop(
+    consumer: &BaseConsumer<Context>,
+    state: &Mutex<State>,
+    queued: &std::sync::mpsc::Receiver<Vec<oneshot::Sender<Result<()>>>>,
+    periodic_queued: &AtomicBool,
+) {
+    while let Ok(mut replies) = queued.recv() {
+        while let Ok(more) = queued.try_recv() {
+            replies.extend(more);
+        }
+        periodic_queued.store(false, Ordering::Release);
+        // The list is taken when the commit is made, so it holds every ack applied so far.
+        let (list, topic) = {
+            let state = state.lock();
+            (state.commit_list(None), state.topic.clone())
+        };
+        let result = if list.count() == 0 {
+            Ok(())
+        } else {
+            match consumer.commit(&list, CommitMode::Sync) {
+                Ok(()) => {
+                    state.lock().mark_committed(&list);
+                    Ok(())
+                }
+                Err(e) => {
+                    // Typically a rebalance in progress: the next commit carries these offsets.
+                    tracing::debug!(topic = %topic, error = %e, "kafka: commit failed");
+                    Err(map(e, &format!("commit on `{topic}`")))
+                }
+            }
+        };
+        for reply in replies {
+            let _ = reply.send(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(same_error(e)),
+            });
+        }
+    }
+}
+
 struct Driver {
-    consumer: BaseConsumer<Context>,
+    consumer: Arc<BaseConsumer<Context>>,
+    /// `None` once the driver has stopped it, at close.
+    committer: Option<Committer>,
     state: Arc<Mutex<State>>,
     wake: Arc<Notify>,
     max_ready: usize,
@@ -701,18 +736,9 @@ impl Driver {
             if let Some(reply) = self.state.lock().close_request.take() {
                 break reply;
             }
-            let waiting = std::mem::take(&mut self.state.lock().commit_requests);
-            if !waiting.is_empty() {
-                let result = self.commit(CommitMode::Sync);
-                for reply in waiting {
-                    let outcome = match &result {
-                        Ok(()) => Ok(()),
-                        Err(e) => {
-                            Err(Error::new(e.kind(), e.message().to_string()).with_backend("kafka"))
-                        }
-                    };
-                    let _ = reply.send(outcome);
-                }
+            let requests = std::mem::take(&mut self.state.lock().commit_requests);
+            if !requests.is_empty() {
+                self.request_commit(requests);
             }
             let fetched = self.fetch();
             if fetched > 0 {
@@ -720,23 +746,37 @@ impl Driver {
             }
             if last_commit.elapsed() >= self.commit_interval {
                 // A failure is retried at the next tick.
-                let _ = self.commit(CommitMode::Async);
+                self.request_commit(Vec::new());
                 last_commit = Instant::now();
             }
         };
         self.consumer.context().drain_inbox();
-        if let Err(e) = self.commit(CommitMode::Sync) {
+        if let Some(committer) = self.committer.take() {
+            // Requests already queued are still served; then the thread ends.
+            drop(committer.jobs);
+            let _ = committer.thread.join();
+        }
+        let last = self.commit_now();
+        if let Err(e) = &last {
             tracing::warn!(error = %e, "kafka: final commit failed; the next member re-reads from the last commit");
         }
         {
             let mut state = self.state.lock();
+            // Commits asked for during the close are answered by the final one.
+            for reply in std::mem::take(&mut state.commit_requests) {
+                let _ = reply.send(match &last {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(same_error(e)),
+                });
+            }
             // Events never handed out go back to Kafka: the next owner reads them again.
             state.ready.clear();
             state.ready_bytes = 0;
             state.stopped = true;
         }
         self.wake.notify_waiters();
-        // Leaves the group (the revoke callback commits once more) before answering.
+        // Leaves the group (the revoke callback commits once more) before answering. The
+        // committer thread has ended, so this is the last reference and the close happens here.
         drop(self.consumer);
         if let Some(reply) = reply {
             let _ = reply.send(Ok(()));
@@ -830,30 +870,32 @@ impl Driver {
         }
     }
 
-    /// Commits the acked prefixes: asynchronously in the loop (a synchronous commit would
-    /// stall fetching for a broker round trip every interval), synchronously at the end.
-    fn commit(&mut self, mode: CommitMode) -> Result<()> {
-        let mut state = self.state.lock();
-        let sync = matches!(mode, CommitMode::Sync);
-        if sync {
-            // An unconfirmed asynchronous commit must not hold back the final one.
-            for partition in state.partitions.values_mut() {
-                partition.sent = None;
-            }
+    /// Hands a commit to the committer thread: `replies` are answered once it is confirmed.
+    /// An empty `replies` is a periodic commit, skipped while the previous one is pending.
+    fn request_commit(&mut self, replies: Vec<oneshot::Sender<Result<()>>>) {
+        let Some(committer) = &self.committer else {
+            return;
+        };
+        if replies.is_empty() && committer.periodic_queued.swap(true, Ordering::AcqRel) {
+            return;
         }
-        let list = state.commit_list(None);
+        // The thread only stops when `jobs` is dropped, at close.
+        let _ = committer.jobs.send(replies);
+    }
+
+    /// The final commit, on the driver thread, once the committer has stopped.
+    fn commit_now(&mut self) -> Result<()> {
+        let (list, topic) = {
+            let state = self.state.lock();
+            (state.commit_list(None), state.topic.clone())
+        };
         if list.count() == 0 {
             return Ok(());
         }
-        match self.consumer.commit(&list, mode) {
-            Ok(()) if sync => state.mark_committed(&list),
-            Ok(()) => state.mark_sent(&list),
-            Err(e) => {
-                tracing::debug!(topic = %state.topic, error = %e, "kafka: commit failed");
-                let topic = state.topic.clone();
-                return Err(map(e, &format!("commit on `{topic}`")));
-            }
-        }
+        self.consumer
+            .commit(&list, CommitMode::Sync)
+            .map_err(|e| map(e, &format!("commit on `{topic}`")))?;
+        self.state.lock().mark_committed(&list);
         Ok(())
     }
 }
@@ -897,6 +939,11 @@ fn enqueue(state: &Mutex<State>, batch: &mut Vec<Pending>) {
         state.ready_bytes += pending_size(&pending.event);
         state.ready.push_back(pending);
     }
+}
+
+/// One failure told to several callers (errors are not `Clone`: they may carry a source).
+fn same_error(e: &Error) -> Error {
+    Error::new(e.kind(), e.message().to_string()).with_backend("kafka")
 }
 
 /// Bytes an event holds, for the ready queue's bound.
