@@ -235,6 +235,10 @@ impl RouteStats {
 /// How often a route publishes its source's lag.
 const LAG_EVERY: Duration = Duration::from_secs(1);
 
+/// How long a route waits for the previous batch's source commit before replicating on
+/// without it. Healthy commits take milliseconds; a source that takes longer is reported.
+const COMMIT_PATIENCE: Duration = Duration::from_secs(5);
+
 /// Publishes the source's lag every [`LAG_EVERY`] until dropped, from its own task so that a
 /// stalled sink (when the lag matters most) does not freeze the figure.
 fn report_lag(
@@ -388,6 +392,7 @@ impl OpenRoute {
         let mut other_sinks = OtherSinks::default();
         let fixed_lineage = RouteLineage::new(&spec);
         let mut pending_commit: Option<tokio::task::JoinHandle<Result<()>>> = None;
+        let mut commit_overdue = false;
         let mut batch: Vec<Delivery> = Vec::with_capacity(spec.max_batch);
         let result = loop {
             // The first event of a batch waits for as long as it takes (or until cancelled).
@@ -502,15 +507,44 @@ impl OpenRoute {
             // Persist the source position now, so a crash replays at most what was in flight
             // (plus the batch whose commit was under way), not everything since the backend's
             // last periodic commit. The commit runs while the next batch is collected: waiting
-            // for its round trip held every batch back. At most one is outstanding.
-            if let Some(previous) = pending_commit.take() {
-                settle_commit(&spec.name, previous).await;
+            // for its round trip held every batch back. At most one is outstanding. A commit
+            // the source is slow to confirm is waited for only so long: replication goes on
+            // (with a warning, since a crash would now replay more) rather than stalling.
+            if let Some(mut previous) = pending_commit.take() {
+                let patience = if commit_overdue {
+                    Duration::ZERO
+                } else {
+                    COMMIT_PATIENCE
+                };
+                match tokio::time::timeout(patience, &mut previous).await {
+                    Ok(outcome) => {
+                        settle_commit(&spec.name, outcome);
+                        commit_overdue = false;
+                    }
+                    Err(_) => {
+                        if !commit_overdue {
+                            tracing::warn!(route = %spec.name, patience = ?COMMIT_PATIENCE, "source commit not confirmed yet; replicating on without it, so a crash now would replay more than the in-flight window");
+                        }
+                        commit_overdue = true;
+                        pending_commit = Some(previous);
+                    }
+                }
             }
-            let committer = consumer.clone();
-            pending_commit = Some(tokio::spawn(async move { committer.commit().await }));
+            if pending_commit.is_none() {
+                let committer = consumer.clone();
+                pending_commit = Some(tokio::spawn(async move { committer.commit().await }));
+            }
         };
-        if let Some(last) = pending_commit.take() {
-            settle_commit(&spec.name, last).await;
+        if let Some(mut last) = pending_commit.take() {
+            // Closing the consumer commits what is acked anyway; a hung commit must not hold
+            // the shutdown.
+            match tokio::time::timeout(COMMIT_PATIENCE, &mut last).await {
+                Ok(outcome) => settle_commit(&spec.name, outcome),
+                Err(_) => {
+                    tracing::warn!(route = %spec.name, "source commit still unconfirmed at shutdown; closing the source, which commits what is acked");
+                    last.abort();
+                }
+            }
         }
         lag_reporter.abort();
         let closed_consumer = consumer.close().await;
@@ -525,8 +559,8 @@ impl OpenRoute {
 
 /// Waits for a source commit started after an earlier batch; a failure only means a crash
 /// would replay more, so it is logged, not fatal.
-async fn settle_commit(route: &str, commit: tokio::task::JoinHandle<Result<()>>) {
-    match commit.await {
+fn settle_commit(route: &str, commit: std::result::Result<Result<()>, tokio::task::JoinError>) {
+    match commit {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             tracing::warn!(route, error = %e, "source commit failed; a crash may replay more")
