@@ -188,7 +188,8 @@ pub struct BatchSection {
     /// Payload bytes per sink write at most (a size: `1MiB`).
     #[serde(default = "default_max_bytes")]
     pub max_bytes: String,
-    /// How long to wait for a batch to fill.
+    /// How long a batch's first event waits for more to join it (what is already waiting
+    /// joins regardless, up to the limits).
     #[serde(default = "default_linger")]
     pub linger: String,
 }

@@ -81,7 +81,7 @@ pub struct RouteSpec {
     pub max_batch: usize,
     /// Largest batch sent to the sink, in payload bytes (a single larger event still goes).
     pub max_bytes: usize,
-    /// How long to wait for more events before sending a partial batch.
+    /// How long a batch's first event waits for more before a partial batch is sent.
     pub linger: Duration,
     /// Deliveries held from the source at most: the memory bound under a slow sink.
     pub in_flight: usize,
