@@ -682,26 +682,11 @@ fn commit_loop(
             replies.extend(more);
         }
         periodic_queued.store(false, Ordering::Release);
-        // The list is taken when the commit is made, so it holds every ack applied so far.
-        let (list, topic) = {
-            let state = state.lock();
-            (state.commit_list(None), state.topic.clone())
-        };
-        let result = if list.count() == 0 {
-            Ok(())
-        } else {
-            match consumer.commit(&list, CommitMode::Sync) {
-                Ok(()) => {
-                    state.lock().mark_committed(&list);
-                    Ok(())
-                }
-                Err(e) => {
-                    // Typically a rebalance in progress: the next commit carries these offsets.
-                    tracing::debug!(topic = %topic, error = %e, "kafka: commit failed");
-                    Err(map(e, &format!("commit on `{topic}`")))
-                }
-            }
-        };
+        let result = commit_acked(consumer, state);
+        if let Err(e) = &result {
+            // Typically a rebalance in progress: the next commit carries these offsets.
+            tracing::debug!(error = %e, "kafka: commit failed");
+        }
         for reply in replies {
             let _ = reply.send(match &result {
                 Ok(()) => Ok(()),
@@ -709,6 +694,23 @@ fn commit_loop(
             });
         }
     }
+}
+
+/// Commits the acked prefixes synchronously. The list is taken when the commit is made, so it
+/// holds every ack applied so far.
+fn commit_acked(consumer: &BaseConsumer<Context>, state: &Mutex<State>) -> Result<()> {
+    let (list, topic) = {
+        let state = state.lock();
+        (state.commit_list(None), state.topic.clone())
+    };
+    if list.count() == 0 {
+        return Ok(());
+    }
+    consumer
+        .commit(&list, CommitMode::Sync)
+        .map_err(|e| map(e, &format!("commit on `{topic}`")))?;
+    state.lock().mark_committed(&list);
+    Ok(())
 }
 
 struct Driver {
@@ -756,7 +758,7 @@ impl Driver {
             drop(committer.jobs);
             let _ = committer.thread.join();
         }
-        let last = self.commit_now();
+        let last = commit_acked(&self.consumer, &self.state);
         if let Err(e) = &last {
             tracing::warn!(error = %e, "kafka: final commit failed; the next member re-reads from the last commit");
         }
@@ -872,7 +874,7 @@ impl Driver {
 
     /// Hands a commit to the committer thread: `replies` are answered once it is confirmed.
     /// An empty `replies` is a periodic commit, skipped while the previous one is pending.
-    fn request_commit(&mut self, replies: Vec<oneshot::Sender<Result<()>>>) {
+    fn request_commit(&self, replies: Vec<oneshot::Sender<Result<()>>>) {
         let Some(committer) = &self.committer else {
             return;
         };
@@ -881,22 +883,6 @@ impl Driver {
         }
         // The thread only stops when `jobs` is dropped, at close.
         let _ = committer.jobs.send(replies);
-    }
-
-    /// The final commit, on the driver thread, once the committer has stopped.
-    fn commit_now(&mut self) -> Result<()> {
-        let (list, topic) = {
-            let state = self.state.lock();
-            (state.commit_list(None), state.topic.clone())
-        };
-        if list.count() == 0 {
-            return Ok(());
-        }
-        self.consumer
-            .commit(&list, CommitMode::Sync)
-            .map_err(|e| map(e, &format!("commit on `{topic}`")))?;
-        self.state.lock().mark_committed(&list);
-        Ok(())
     }
 }
 
