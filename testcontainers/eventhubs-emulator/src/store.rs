@@ -298,7 +298,54 @@ struct PartitionState {
     next_offset: i64,
     last_enqueued_ms: i64,
     max_events: usize,
-    log: Option<BufWriter<File>>,
+    log: Option<PartitionLog>,
+}
+
+/// A partition's append-only file. Retention drops events from memory at once; the file is
+/// rewritten with only the retained ones whenever it holds twice as many records as are kept,
+/// so its size stays within about twice the retention, at an amortised cost of one extra
+/// write per event.
+struct PartitionLog {
+    path: PathBuf,
+    file: BufWriter<File>,
+    /// Records in the file, retained or not.
+    records: usize,
+}
+
+impl PartitionLog {
+    fn open(path: PathBuf, valid: u64, records: usize) -> std::io::Result<PartitionLog> {
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        // A torn last record would corrupt everything appended after it.
+        file.set_len(valid)?;
+        Ok(PartitionLog {
+            path,
+            file: BufWriter::new(file),
+            records,
+        })
+    }
+
+    /// Replaces the file with one holding `events` only: written beside it, synced, then
+    /// renamed over it, so a crash leaves either the old file or the new one.
+    fn compact(&mut self, events: &VecDeque<Arc<Event>>) -> std::io::Result<()> {
+        self.file.flush()?;
+        let fresh = self.path.with_extension("compacting");
+        let mut out = BufWriter::new(File::create(&fresh)?);
+        for event in events {
+            write_record(&mut out, event)?;
+        }
+        out.flush()?;
+        out.get_ref().sync_all()?;
+        drop(out);
+        std::fs::rename(&fresh, &self.path)?;
+        let file = OpenOptions::new().append(true).open(&self.path)?;
+        self.file = BufWriter::new(file);
+        self.records = events.len();
+        Ok(())
+    }
+
+    fn needs_compaction(&self, retained: usize, max_events: usize) -> bool {
+        self.records > retained && self.records >= 2 * max_events.max(1)
+    }
 }
 
 impl Partition {
@@ -312,11 +359,13 @@ impl Partition {
             log: None,
         };
         if let Some(path) = log_path {
-            let valid = load_log(&path, &mut state)?;
-            let file = OpenOptions::new().create(true).append(true).open(&path)?;
-            // A torn last record would corrupt everything appended after it.
-            file.set_len(valid)?;
-            state.log = Some(BufWriter::new(file));
+            let (valid, records) = load_log(&path, &mut state)?;
+            let mut log = PartitionLog::open(path, valid, records)?;
+            // A file written with a larger retention (or before compaction existed).
+            if log.records > state.events.len() {
+                log.compact(&state.events)?;
+            }
+            state.log = Some(log);
         }
         let tail = watch::Sender::new(state.next_sequence);
         Ok(Partition {
@@ -349,9 +398,10 @@ impl Partition {
         }
         if let Some(log) = state.log.as_mut() {
             for event in &events {
-                write_record(log, event)?;
+                write_record(&mut log.file, event)?;
             }
-            log.flush()?;
+            log.file.flush()?;
+            log.records += events.len();
         }
         state.next_sequence += events.len() as i64;
         state.next_offset = offset;
@@ -359,6 +409,20 @@ impl Partition {
         state.events.extend(events);
         while state.events.len() > state.max_events {
             state.events.pop_front();
+        }
+        let PartitionState {
+            events,
+            max_events,
+            log,
+            ..
+        } = &mut *state;
+        if let Some(log) = log.as_mut()
+            && log.needs_compaction(events.len(), *max_events)
+            && let Err(e) = log.compact(events)
+        {
+            // The events are stored (the file still holds them, and more): only its size
+            // is not reclaimed this time.
+            tracing::warn!(path = %log.path.display(), error = %e, "cannot compact a partition file");
         }
         let next = state.next_sequence;
         drop(state);
@@ -553,7 +617,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<AmqpMessage, serde_amqp::Error> {
     Ok(decoded.0)
 }
 
-fn write_record(log: &mut BufWriter<File>, event: &Event) -> std::io::Result<()> {
+fn write_record(log: &mut impl Write, event: &Event) -> std::io::Result<()> {
     let body = encode(&event.message).map_err(std::io::Error::other)?;
     let len = u32::try_from(body.len() + 24).map_err(std::io::Error::other)?;
     log.write_all(&len.to_be_bytes())?;
@@ -563,17 +627,19 @@ fn write_record(log: &mut BufWriter<File>, event: &Event) -> std::io::Result<()>
     log.write_all(&body)
 }
 
-/// Loads a partition log into `state`; returns the length of its valid prefix.
-fn load_log(path: &Path, state: &mut PartitionState) -> std::io::Result<u64> {
+/// Loads a partition log into `state`; returns the length of its valid prefix and how many
+/// records that prefix holds.
+fn load_log(path: &Path, state: &mut PartitionState) -> std::io::Result<(u64, usize)> {
     let mut bytes = Vec::new();
     match File::open(path) {
         Ok(mut f) => {
             f.read_to_end(&mut bytes)?;
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
         Err(e) => return Err(e),
     }
     let mut at = 0usize;
+    let mut records = 0usize;
     let be = |b: &[u8]| i64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
     while let Some(len_bytes) = bytes.get(at..at + 4) {
         let len = u32::from_be_bytes(len_bytes.try_into().unwrap_or([0; 4])) as usize;
@@ -599,9 +665,93 @@ fn load_log(path: &Path, state: &mut PartitionState) -> std::io::Result<u64> {
             state.events.pop_front();
         }
         at += 4 + len;
+        records += 1;
     }
     if at < bytes.len() {
         tracing::warn!(path = %path.display(), "dropping {} bytes of a torn record", bytes.len() - at);
     }
-    Ok(at as u64)
+    Ok((at as u64, records))
+}
+
+#[cfg(test)]
+mod tests {
+    use fe2o3_amqp::types::messaging::AmqpValue;
+
+    use super::*;
+
+    fn incoming(text: &str) -> Incoming {
+        Incoming {
+            message: Message::builder()
+                .body(Body::Value(AmqpValue(Value::String(text.into()))))
+                .build(),
+            size: text.len(),
+            partition_key: None,
+        }
+    }
+
+    fn body(event: &Event) -> String {
+        match &event.message.body {
+            Body::Value(AmqpValue(Value::String(s))) => s.clone(),
+            other => panic!("unexpected body {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_data_file_stays_within_twice_the_retention_and_reloads_the_retained_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let partition = Partition::open(0, 10, Some(path.clone())).unwrap();
+        let mut largest = 0;
+        for batch in 0..50 {
+            partition
+                .append(
+                    (0..7)
+                        .map(|i| incoming(&format!("e{}", batch * 7 + i)))
+                        .collect(),
+                )
+                .unwrap();
+            largest = largest.max(std::fs::metadata(&path).unwrap().len());
+        }
+        let records = partition.lock().log.as_ref().unwrap().records;
+        assert!(records < 2 * 10 + 7, "{records} records in the file");
+        // No record here is larger than one with the longest body.
+        let sample = dir.path().join("sample.log");
+        Partition::open(1, 10, Some(sample.clone()))
+            .unwrap()
+            .append(vec![incoming("e999")])
+            .unwrap();
+        let one_record = std::fs::metadata(&sample).unwrap().len();
+        assert!(
+            largest <= (2 * 10 + 7) as u64 * one_record,
+            "the file grew to {largest} bytes ({one_record} per record) for 10 retained events"
+        );
+        drop(partition);
+
+        // A restart sees the retained events, numbered as before, and appends after them.
+        let reopened = Partition::open(0, 10, Some(path.clone())).unwrap();
+        let kept = reopened.read(0, 100);
+        let bodies: Vec<String> = kept.iter().map(|e| body(e)).collect();
+        let want: Vec<String> = (340..350).map(|i| format!("e{i}")).collect();
+        assert_eq!(bodies, want);
+        assert_eq!(kept[0].sequence, 340);
+        reopened.append(vec![incoming("after")]).unwrap();
+        assert_eq!(reopened.info().last_sequence, 350);
+    }
+
+    #[test]
+    fn a_file_written_with_a_larger_retention_is_compacted_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let partition = Partition::open(0, 1000, Some(path.clone())).unwrap();
+        partition
+            .append((0..100).map(|i| incoming(&format!("e{i}"))).collect())
+            .unwrap();
+        drop(partition);
+        let before = std::fs::metadata(&path).unwrap().len();
+        let reopened = Partition::open(0, 5, Some(path.clone())).unwrap();
+        let after = std::fs::metadata(&path).unwrap().len();
+        assert!(after * 10 < before, "{before} -> {after} bytes");
+        assert_eq!(reopened.read(0, 100).len(), 5);
+        assert_eq!(reopened.info().begin_sequence, 95);
+    }
 }
