@@ -37,71 +37,55 @@ fn metric(body: &str, name: &str, route: &str) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
-#[test]
-fn validate_names_every_bad_option() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("bad.toml");
-    std::fs::write(
-        &file,
-        "[[route]]\nname = \"r\"\nsource = { url = \"memory://\", stream = \"in\" }\nsink = { url = \"kafka://${NO_SUCH_VAR}\", stream = \"out\" }\nbatch = { max_events = 0 }\nretry = { attempts = 0 }\n",
-    )
-    .unwrap();
+/// `tributary bridge validate FILE` on a file with these contents: its exit code and stderr.
+fn validate(dir: &std::path::Path, name: &str, contents: &str) -> (Option<i32>, String) {
+    let file = dir.join(name);
+    std::fs::write(&file, contents).unwrap();
     let out = Command::new(BIN)
         .args(["bridge", "validate"])
         .arg(&file)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "a configuration error exits 2");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    for needle in [
-        "route[0].sink.url",
-        "NO_SUCH_VAR",
-        "route[0].batch.max_events",
-        "route[0].retry.attempts",
-    ] {
-        assert!(stderr.contains(needle), "missing {needle}: {stderr}");
-    }
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
 
-    // The same mistakes in YAML are reported with the same paths.
-    let yaml = dir.path().join("bad.yaml");
-    std::fs::write(
-        &yaml,
-        "route:\n  - name: r\n    source: { url: 'memory://', stream: in }\n    sink: { url: 'kafka://${NO_SUCH_VAR}', stream: out }\n    batch: { max_events: 0 }\n    retry: { attempts: 0 }\n",
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args(["bridge", "validate"])
-        .arg(&yaml)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "a configuration error exits 2");
-    let yaml_stderr = String::from_utf8_lossy(&out.stderr);
-    for needle in [
-        "route[0].sink.url",
-        "NO_SUCH_VAR",
-        "route[0].batch.max_events",
-        "route[0].retry.attempts",
+#[test]
+fn validate_names_every_bad_option() {
+    let dir = tempfile::tempdir().unwrap();
+    // The same mistakes in TOML and in YAML, reported with the same paths.
+    for (name, contents) in [
+        (
+            "bad.toml",
+            "[[route]]\nname = \"r\"\nsource = { url = \"memory://\", stream = \"in\" }\nsink = { url = \"kafka://${NO_SUCH_VAR}\", stream = \"out\" }\nbatch = { max_events = 0 }\nretry = { attempts = 0 }\n",
+        ),
+        (
+            "bad.yaml",
+            "route:\n  - name: r\n    source: { url: 'memory://', stream: in }\n    sink: { url: 'kafka://${NO_SUCH_VAR}', stream: out }\n    batch: { max_events: 0 }\n    retry: { attempts: 0 }\n",
+        ),
     ] {
-        assert!(
-            yaml_stderr.contains(needle),
-            "missing {needle}: {yaml_stderr}"
-        );
+        let (code, stderr) = validate(dir.path(), name, contents);
+        assert_eq!(code, Some(2), "{name}: a configuration error exits 2");
+        for needle in [
+            "route[0].sink.url",
+            "NO_SUCH_VAR",
+            "route[0].batch.max_events",
+            "route[0].retry.attempts",
+        ] {
+            assert!(
+                stderr.contains(needle),
+                "{name}: missing {needle}: {stderr}"
+            );
+        }
     }
-    std::fs::write(
-        &yaml,
+    let (code, stderr) = validate(
+        dir.path(),
+        "good.yml",
         "route:\n  - name: r\n    source: { url: 'memory://', stream: in }\n    sink: { url: 'memory://', stream: out }\n",
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args(["bridge", "validate"])
-        .arg(&yaml)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "a good YAML file validates: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(code, Some(0), "a good YAML file validates: {stderr}");
 }
 
 #[test]
