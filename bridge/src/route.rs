@@ -557,8 +557,8 @@ impl OpenRoute {
     }
 }
 
-/// Waits for a source commit started after an earlier batch; a failure only means a crash
-/// would replay more, so it is logged, not fatal.
+/// Reports how a source commit started after an earlier batch ended; a failure only means a
+/// crash would replay more, so it is logged, not fatal.
 fn settle_commit(route: &str, commit: std::result::Result<Result<()>, tokio::task::JoinError>) {
     match commit {
         Ok(Ok(())) => {}
