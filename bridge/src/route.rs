@@ -232,6 +232,28 @@ impl RouteStats {
     }
 }
 
+/// The counters on one line, for logs and diagnostics:
+/// `received 10 replicated 8 retries 0 dead-lettered 0 filtered 2 looped 0 lag 0`.
+impl std::fmt::Display for RouteStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        write!(
+            f,
+            "received {} replicated {} retries {} dead-lettered {} filtered {} looped {} lag ",
+            load(&self.received),
+            load(&self.replicated),
+            load(&self.retries),
+            load(&self.dead_lettered),
+            load(&self.filtered),
+            load(&self.looped),
+        )?;
+        match self.lag() {
+            Some(lag) => write!(f, "{lag}"),
+            None => f.write_str("unknown"),
+        }
+    }
+}
+
 /// How often a route publishes its source's lag.
 const LAG_EVERY: Duration = Duration::from_secs(1);
 
@@ -821,4 +843,23 @@ pub fn check(spec: &RouteSpec) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_print_on_one_line() {
+        let stats = RouteStats::default();
+        stats.received.store(10, Ordering::Relaxed);
+        stats.replicated.store(8, Ordering::Relaxed);
+        stats.filtered.store(2, Ordering::Relaxed);
+        assert_eq!(
+            stats.to_string(),
+            "received 10 replicated 8 retries 0 dead-lettered 0 filtered 2 looped 0 lag unknown"
+        );
+        stats.lag_plus_one.store(5, Ordering::Relaxed);
+        assert!(stats.to_string().ends_with("lag 4"), "{stats}");
+    }
 }

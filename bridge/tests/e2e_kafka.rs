@@ -128,18 +128,7 @@ async fn while_routes_run<T>(routes: &mut [RunningRoute], check: impl Future<Out
     let progress = |routes: &[RunningRoute]| {
         routes
             .iter()
-            .map(|r| {
-                let load =
-                    |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-                format!(
-                    "{}: received {} replicated {} retries {} lag {:?}",
-                    r.name,
-                    load(&r.stats.received),
-                    load(&r.stats.replicated),
-                    load(&r.stats.retries),
-                    r.stats.lag()
-                )
-            })
+            .map(|r| format!("{}: {}", r.name, r.stats))
             .collect::<Vec<_>>()
             .join("; ")
     };

@@ -87,17 +87,9 @@ async fn bridge_pair(source: Arc<dyn Backend>, sink: Arc<dyn Backend>, name: &st
         let d = tokio::time::timeout(Duration::from_secs(60), check.receive())
             .await
             .unwrap_or_else(|_| {
-                let load = |c: &std::sync::atomic::AtomicU64| {
-                    c.load(std::sync::atomic::Ordering::Relaxed)
-                };
                 panic!(
-                    "{name}: {} of {EVENTS} arrived, then nothing for 60 s; the route received {} \
-                     and replicated {} (retries {}, source lag {:?}, route ended: {}); the reader's lag {:?}",
+                    "{name}: {} of {EVENTS} arrived, then nothing for 60 s; route: {stats} (ended: {}); the reader's lag {:?}",
                     got.len(),
-                    load(&stats.received),
-                    load(&stats.replicated),
-                    load(&stats.retries),
-                    stats.lag(),
                     task.is_finished(),
                     check.lag()
                 )
