@@ -41,6 +41,9 @@ impl Consumer for HangingConsumer {
         self.commits_started.fetch_add(1, Ordering::Relaxed);
         std::future::pending().await
     }
+    fn lag(&self) -> Option<u64> {
+        self.inner.lag()
+    }
 }
 
 #[async_trait]

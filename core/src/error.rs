@@ -79,6 +79,8 @@ pub struct Error {
     kind: ErrorKind,
     retryable: bool,
     backend: Option<&'static str>,
+    operation: Option<&'static str>,
+    stream: Option<String>,
     message: String,
     source: Option<Source>,
 }
@@ -93,6 +95,8 @@ impl Error {
             kind,
             retryable: kind.default_retryable(),
             backend: None,
+            operation: None,
+            stream: None,
             message: message.into(),
             source: None,
         }
@@ -148,6 +152,16 @@ impl Error {
         self.backend = Some(backend);
         self
     }
+    /// Records what was being done (`"send"`, `"receive"`, `"create stream"`…) and on which
+    /// stream, where the error does not say so already. Backends do not call this themselves:
+    /// [`crate::backend::stamped`] does it for every call that goes through the traits.
+    pub fn with_operation(mut self, operation: &'static str, stream: Option<&str>) -> Self {
+        self.operation.get_or_insert(operation);
+        if self.stream.is_none() {
+            self.stream = stream.map(str::to_owned);
+        }
+        self
+    }
     /// Attaches the underlying cause.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Box::new(source));
@@ -180,6 +194,14 @@ impl Error {
     pub fn message(&self) -> &str {
         &self.message
     }
+    /// The operation that failed, where known (`"send"`, `"receive"`…).
+    pub fn operation(&self) -> Option<&'static str> {
+        self.operation
+    }
+    /// The stream the failed operation was about, where known.
+    pub fn stream(&self) -> Option<&str> {
+        self.stream.as_deref()
+    }
 
     /// Wraps an I/O error, classifying the common kinds.
     pub fn io(context: impl fmt::Display, err: std::io::Error) -> Self {
@@ -205,21 +227,55 @@ impl fmt::Display for Error {
         if let Some(backend) = self.backend {
             write!(f, "{backend}: ")?;
         }
-        write!(f, "{}: {}", self.kind, self.message)
+        write!(f, "{}: {}", self.kind, self.message)?;
+        // The operation and stream are added only when the message does not already name the
+        // stream, so most messages read as written.
+        if let Some(operation) = self.operation {
+            match &self.stream {
+                Some(stream) if !self.message.contains(stream.as_str()) => {
+                    write!(f, " ({operation} `{stream}`)")?
+                }
+                Some(_) => {}
+                None => write!(f, " ({operation})")?,
+            }
+        }
+        Ok(())
     }
 }
 
+/// Readable as `Display` plus the chain of causes, like `anyhow`, because `fn main() ->
+/// tributary::Result<()>` prints an error with `Debug`. `{:#?}` gives the fields.
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = f.debug_struct("Error");
-        d.field("kind", &self.kind)
-            .field("retryable", &self.retryable)
-            .field("backend", &self.backend)
-            .field("message", &self.message);
-        if let Some(source) = &self.source {
-            d.field("source", source);
+        if f.alternate() {
+            let mut d = f.debug_struct("Error");
+            d.field("kind", &self.kind)
+                .field("retryable", &self.retryable)
+                .field("backend", &self.backend)
+                .field("operation", &self.operation)
+                .field("stream", &self.stream)
+                .field("message", &self.message);
+            if let Some(source) = &self.source {
+                d.field("source", source);
+            }
+            return d.finish();
         }
-        d.finish()
+        write!(f, "{self}")?;
+        let mut cause = std::error::Error::source(self);
+        let mut first = true;
+        while let Some(c) = cause {
+            let text = c.to_string();
+            // I/O sources are already quoted in the message by `Error::io`.
+            if !self.message.ends_with(&text) {
+                if first {
+                    f.write_str("\n\nCaused by:")?;
+                    first = false;
+                }
+                write!(f, "\n    {text}")?;
+            }
+            cause = c.source();
+        }
+        Ok(())
     }
 }
 
@@ -241,6 +297,28 @@ mod tests {
         assert!(Error::unavailable("u").is_retryable());
         assert!(!Error::config("c").is_retryable());
         assert!(!Error::unavailable("u").with_retryable(false).is_retryable());
+    }
+
+    #[test]
+    fn debug_reads_like_display_with_causes() {
+        let e = Error::unavailable("broker down")
+            .with_backend("kafka")
+            .with_source(std::io::Error::other("connection refused"));
+        assert_eq!(
+            format!("{e:?}"),
+            "kafka: unavailable: broker down\n\nCaused by:\n    connection refused"
+        );
+        assert!(format!("{e:#?}").contains("retryable: true"));
+    }
+
+    #[test]
+    fn operation_and_stream_are_shown_only_when_the_message_lacks_them() {
+        let e = Error::timeout("no answer in 5s").with_operation("send", Some("orders"));
+        assert_eq!(e.to_string(), "timeout: no answer in 5s (send `orders`)");
+        let e = Error::not_found("stream `orders` does not exist")
+            .with_operation("send", Some("orders"));
+        assert_eq!(e.to_string(), "not found: stream `orders` does not exist");
+        assert_eq!(e.operation(), Some("send"));
     }
 
     #[test]

@@ -51,17 +51,23 @@ impl fmt::Display for Timestamp {
 
 /// Ordered event headers: names are UTF-8, values are arbitrary bytes, duplicates allowed and
 /// kept in order (Kafka semantics, the richest of the backends).
+///
+/// Cloning is a reference-count increment (the list is shared until one copy changes), so a
+/// consumer can keep an event for redelivery while handing out a copy at no cost.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(String, Bytes)>);
+pub struct Headers(Arc<Vec<(String, Bytes)>>);
 
 impl Headers {
     /// No headers.
-    pub const fn new() -> Self {
-        Headers(Vec::new())
+    pub fn new() -> Self {
+        Headers::default()
+    }
+    fn list(&mut self) -> &mut Vec<(String, Bytes)> {
+        Arc::make_mut(&mut self.0)
     }
     /// Appends a header, keeping any earlier one with the same name.
     pub fn append(&mut self, name: impl Into<String>, value: impl Into<Bytes>) {
-        self.0.push((name.into(), value.into()));
+        self.list().push((name.into(), value.into()));
     }
     /// Replaces every header named `name` with one header at the position of the first.
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<Bytes>) {
@@ -69,22 +75,27 @@ impl Headers {
         let value = value.into();
         match self.0.iter().position(|(n, _)| *n == name) {
             Some(first) => {
-                self.0[first].1 = value;
+                let list = self.list();
+                list[first].1 = value;
                 let mut index = 0;
-                self.0.retain(|(n, _)| {
+                list.retain(|(n, _)| {
                     let keep = index <= first || *n != name;
                     index += 1;
                     keep
                 });
             }
-            None => self.0.push((name, value)),
+            None => self.list().push((name, value)),
         }
     }
     /// Removes every header named `name`; returns how many were removed.
     pub fn remove(&mut self, name: &str) -> usize {
-        let before = self.0.len();
-        self.0.retain(|(n, _)| n != name);
-        before - self.0.len()
+        if !self.0.iter().any(|(n, _)| n == name) {
+            return 0;
+        }
+        let list = self.list();
+        let before = list.len();
+        list.retain(|(n, _)| n != name);
+        before - list.len()
     }
     /// The first value of `name`.
     pub fn get(&self, name: &str) -> Option<&Bytes> {
@@ -117,11 +128,11 @@ impl Headers {
 
 impl<N: Into<String>, V: Into<Bytes>> FromIterator<(N, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
-        Headers(
+        Headers(Arc::new(
             iter.into_iter()
                 .map(|(n, v)| (n.into(), v.into()))
                 .collect(),
-        )
+        ))
     }
 }
 
@@ -129,7 +140,7 @@ impl IntoIterator for Headers {
     type Item = (String, Bytes);
     type IntoIter = std::vec::IntoIter<(String, Bytes)>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
+        Arc::unwrap_or_clone(self.0).into_iter()
     }
 }
 
@@ -188,8 +199,63 @@ impl Event {
 }
 
 /// A partition id: `"0"` for Kafka, a shard id for Kinesis. Cheap to clone.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// Ordered naturally: runs of digits compare as numbers, so `"9" < "10"` and
+/// `"shard-9" < "shard-10"`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PartitionId(Arc<str>);
+
+impl Ord for PartitionId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        natural_cmp(&self.0, &other.0)
+    }
+}
+
+impl PartialOrd for PartitionId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Compares runs of ASCII digits by numeric value and everything else byte by byte; strings
+/// that compare equal that way (`"07"`, `"7"`) fall back to plain byte order, so the order
+/// agrees with equality.
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering::Equal;
+    let (x, y) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < x.len() && j < y.len() {
+        if x[i].is_ascii_digit() && y[j].is_ascii_digit() {
+            let run = |s: &[u8], mut k: usize| {
+                let start = k;
+                while k < s.len() && s[k].is_ascii_digit() {
+                    k += 1;
+                }
+                (start, k)
+            };
+            let ((xs, xe), (ys, ye)) = (run(x, i), run(y, j));
+            fn trim(s: &[u8], mut start: usize, end: usize) -> &[u8] {
+                while start + 1 < end && s[start] == b'0' {
+                    start += 1;
+                }
+                &s[start..end]
+            }
+            let (xn, yn) = (trim(x, xs, xe), trim(y, ys, ye));
+            let by_value = xn.len().cmp(&yn.len()).then_with(|| xn.cmp(yn));
+            if by_value != Equal {
+                return by_value;
+            }
+            (i, j) = (xe, ye);
+        } else {
+            if x[i] != y[j] {
+                return x[i].cmp(&y[j]);
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    (x.len() - i).cmp(&(y.len() - j)).then_with(|| x.cmp(y))
+}
 
 impl PartitionId {
     /// A partition id from its string form.
@@ -220,8 +286,23 @@ impl fmt::Display for PartitionId {
 
 /// An opaque, serialisable, per-partition position: a Kafka offset, a Kinesis sequence number,
 /// a Pulsar message id. It is what a checkpoint stores.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// Ordered naturally (digit runs as numbers), which is the log order for offsets and sequence
+/// numbers: `Position::from_offset(9) < Position::from_offset(10)`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Position(Arc<str>);
+
+impl Ord for Position {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        natural_cmp(&self.0, &other.0)
+    }
+}
+
+impl PartialOrd for Position {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl Position {
     /// A position from its serialised form.
@@ -351,6 +432,35 @@ mod tests {
         );
         assert!("@x".parse::<StartPosition>().is_err());
         assert!("2024-13-45T99:00:00Z".parse::<StartPosition>().is_err());
+    }
+
+    #[test]
+    fn positions_and_partitions_order_numerically() {
+        assert!(Position::from_offset(9) < Position::from_offset(10));
+        assert!(PartitionId::from(9) < PartitionId::from(10));
+        assert!(PartitionId::new("shardId-9") < PartitionId::new("shardId-10"));
+        assert!(Position::new("1:9:0:0") < Position::new("1:10:0:0"));
+        assert!(Position::new("07") != Position::new("7"));
+        assert_ne!(
+            Position::new("07").cmp(&Position::new("7")),
+            std::cmp::Ordering::Equal
+        );
+        let mut ids: Vec<PartitionId> = (0..12u32).rev().map(PartitionId::from).collect();
+        ids.sort();
+        assert_eq!(ids, (0..12u32).map(PartitionId::from).collect::<Vec<_>>());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn natural_order_is_a_total_order_consistent_with_equality(
+            a in "[a-c0-9]{0,6}", b in "[a-c0-9]{0,6}", c in "[a-c0-9]{0,6}"
+        ) {
+            use std::cmp::Ordering::*;
+            let (x, y, z) = (Position::new(&a), Position::new(&b), Position::new(&c));
+            proptest::prop_assert_eq!(x.cmp(&y) == Equal, x == y);
+            proptest::prop_assert_eq!(x.cmp(&y), y.cmp(&x).reverse());
+            if x <= y && y <= z { proptest::prop_assert!(x <= z); }
+        }
     }
 
     #[test]

@@ -30,30 +30,43 @@
 
 mod ack;
 mod api;
+pub mod backend;
 mod capabilities;
-mod checkpoint;
 mod error;
 mod event;
 pub mod local;
 mod registry;
 pub mod time;
 
-pub use ack::{AckTracker, Ticket};
 pub use api::{
-    AckHandle, Acknowledge, Backend, Consumer, ConsumerExt, ConsumerOptions, Delivery, Outcome,
-    PartitionInfo, Producer, StreamInfo, StreamSpec, deliveries,
+    AckHandle, Backend, Consumer, ConsumerExt, ConsumerOptions, Delivery, Outcome, PartitionInfo,
+    Producer, StreamInfo, StreamSpec, deliveries,
 };
 pub use capabilities::{AckModel, Capabilities, Lifecycle, Ordering, ReceiptSupport, StartSupport};
-pub use checkpoint::{
-    CheckpointKey, CheckpointStore, FileCheckpointStore, Lease, MemoryCheckpointStore,
-};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, Headers, PartitionId, Position, Receipt, StartPosition, Timestamp};
 pub use registry::{
-    BackendFactory, KNOWN_SCHEMES, Registry, UrlOptions, connect, is_secret_option, parse_duration,
-    parse_size, parse_url, redact, register_scheme,
+    Registry, connect, global as global_registry, register_backend, register_scheme,
+};
+
+// Backend-author plumbing lives in `tributary::backend`; these root names stay for code written
+// before it moved and will go in a later release.
+#[doc(hidden)]
+pub use ack::{AckTracker, Ticket};
+#[doc(hidden)]
+pub use api::Acknowledge;
+#[doc(hidden)]
+pub use backend::checkpoint::{
+    CheckpointKey, CheckpointStore, FileCheckpointStore, Lease, MemoryCheckpointStore,
+};
+#[doc(hidden)]
+pub use registry::{
+    BackendFactory, KNOWN_SCHEMES, UrlOptions, is_secret_option, parse_duration, parse_size,
+    parse_url, redact,
 };
 
 /// Re-exported so backends and users name the same versions.
 pub use bytes::Bytes;
+/// Re-exported for [`deliveries`] and `StreamExt`, so users need not pick a version.
+pub use futures;
 pub use url::Url;

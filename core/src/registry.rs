@@ -58,7 +58,35 @@ impl Registry {
         registry
     }
 
-    /// Adds or replaces the factory for `scheme`.
+    /// Adds or replaces the constructor for `scheme`: one line per backend.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tributary::Result<()> {
+    /// use tributary::local::{LocalBackend, LocalConfig};
+    /// let mut registry = tributary::Registry::new();
+    /// registry.register_backend("scratch", |url| async move {
+    ///     let mut url = url;
+    ///     url.set_scheme("memory").ok();
+    ///     LocalBackend::open(LocalConfig::from_url(&url)?).await
+    /// });
+    /// let backend = registry.connect("scratch://").await?;
+    /// assert_eq!(backend.scheme(), "memory");
+    /// # Ok(()) }
+    /// ```
+    pub fn register_backend<B, F, Fut>(&mut self, scheme: &str, constructor: F)
+    where
+        B: Backend + 'static,
+        F: Fn(Url) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<B>> + Send + 'static,
+    {
+        self.register(scheme, move |url| {
+            let built = constructor(url);
+            Box::pin(async move { Ok(Arc::new(built.await?) as Arc<dyn Backend>) })
+        });
+    }
+
+    /// Adds or replaces the factory for `scheme` (a factory that already returns a shared
+    /// backend; [`register_backend`](Registry::register_backend) is the shorter form).
     pub fn register(
         &mut self,
         scheme: &str,
@@ -75,12 +103,19 @@ impl Registry {
         s
     }
 
-    /// Connects to the backend named by `url`.
+    /// Connects to the backend named by `url`. Every error of the backend returned, its
+    /// producers and consumers names the backend, the operation and the stream
+    /// ([`crate::backend::stamped`]).
     pub async fn connect(&self, url: &str) -> Result<Arc<dyn Backend>> {
         let parsed = parse_url(url)?;
         let scheme = parsed.scheme().to_owned();
         match self.factories.get(&scheme) {
-            Some(factory) => factory(parsed).await,
+            Some(factory) => {
+                let backend = factory(parsed)
+                    .await
+                    .map_err(|e| e.with_operation("connect", None))?;
+                Ok(crate::backend::stamp_arc(backend))
+            }
             None => Err(unknown_scheme(&scheme, &self.schemes())),
         }
     }
@@ -89,8 +124,9 @@ impl Registry {
 fn unknown_scheme(scheme: &str, registered: &[String]) -> Error {
     match KNOWN_SCHEMES.iter().find(|(s, _)| *s == scheme) {
         Some((_, krate)) => Error::config(format!(
-            "`{scheme}://` needs the {krate} backend, which is not compiled into this program: \
-             enable the `{scheme}` feature of tributary-bridge, or depend on {krate} and call its `register()`"
+            "`{scheme}://` needs the {krate} crate, which is not compiled into this program: \
+             add {krate} to your dependencies and call `{}::register()` at start-up",
+            krate.replace('-', "_")
         )),
         None => Error::config(format!(
             "unknown URL scheme `{scheme}://`; available: {}",
@@ -377,8 +413,19 @@ pub fn parse_size(raw: &str) -> Option<u64> {
 
 static GLOBAL: LazyLock<RwLock<Registry>> = LazyLock::new(|| RwLock::new(Registry::new()));
 
-/// Adds a scheme to the process-wide registry used by [`connect`]. Backend crates call this
-/// from their `register()`.
+/// Adds a backend to the process-wide registry used by [`connect`]: backend crates' one-line
+/// `register()`. See [`Registry::register_backend`].
+pub fn register_backend<B, F, Fut>(scheme: &str, constructor: F)
+where
+    B: Backend + 'static,
+    F: Fn(Url) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<B>> + Send + 'static,
+{
+    GLOBAL.write().register_backend(scheme, constructor);
+}
+
+/// Adds a factory to the process-wide registry used by [`connect`] (the longer form of
+/// [`register_backend`], for factories that return a shared backend).
 pub fn register_scheme(
     scheme: &str,
     factory: impl Fn(Url) -> BoxFuture<'static, Result<Arc<dyn Backend>>> + Send + Sync + 'static,
@@ -403,8 +450,14 @@ pub fn register_scheme(
 /// # Ok(()) }
 /// ```
 pub async fn connect(url: &str) -> Result<Arc<dyn Backend>> {
-    let registry = GLOBAL.read().clone();
+    let registry = global();
     registry.connect(url).await
+}
+
+/// A copy of the process-wide registry (every backend registered so far), for a program that
+/// wants to hold its own and add to it.
+pub fn global() -> Registry {
+    GLOBAL.read().clone()
 }
 
 #[cfg(test)]

@@ -19,6 +19,9 @@
 #![warn(missing_docs)]
 
 mod cases;
+mod store;
+
+pub use store::checkpoint_store_contract;
 
 use futures::future::BoxFuture;
 use std::sync::Arc;

@@ -148,6 +148,16 @@ impl Consumer for PubSubConsumer {
         self.deliveries.lock().await.close();
         Ok(())
     }
+
+    /// Pub/Sub acks are individually durable on the server: nothing to persist here.
+    async fn commit(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The backlog of a subscription is known only to Cloud Monitoring.
+    fn lag(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl Drop for PubSubConsumer {

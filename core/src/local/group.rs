@@ -11,7 +11,9 @@
 
 use super::StreamState;
 use super::codec::StoredRecord;
-use crate::checkpoint::{CheckpointKey, CheckpointStore, FileCheckpointStore, Lease};
+use crate::backend::checkpoint::{
+    Checkpoint, CheckpointKey, CheckpointStore, FileCheckpointStore, Lease,
+};
 use crate::{
     AckHandle, AckTracker, Acknowledge, Consumer, ConsumerOptions, Delivery, Error, Outcome,
     PartitionId, Position, Result, StartPosition, Ticket,
@@ -64,7 +66,8 @@ struct GroupState {
     member_inflight: HashMap<u64, (usize, usize)>,
     parts: Vec<Part>,
     next_delivery: u64,
-    lease: Option<Lease>,
+    /// One lease per partition while this process holds the group (file streams).
+    leases: Vec<Lease>,
 }
 
 pub(crate) struct Group {
@@ -109,8 +112,12 @@ impl Group {
         self.changed.send_modify(|v| *v += 1);
     }
 
-    fn group_key(&self) -> CheckpointKey {
-        CheckpointKey::new(&self.name, &self.stream.name, PartitionId::new("*"))
+    fn partition_key(&self, partition: usize) -> CheckpointKey {
+        CheckpointKey::new(
+            &self.name,
+            &self.stream.name,
+            PartitionId::from(partition as u32),
+        )
     }
 
     /// Loads checkpoints and places cursors; runs once per group per process.
@@ -120,8 +127,16 @@ impl Group {
             return self.ensure_lease().await;
         }
         self.ensure_lease().await?;
-        let saved = match &self.store {
-            Some(store) => store.load(&self.name, &self.stream.name).await?,
+        let saved: HashMap<PartitionId, Position> = match &self.store {
+            Some(store) => store
+                .checkpoints(&self.name, &self.stream.name)
+                .await?
+                .into_iter()
+                .filter_map(|(p, c)| match c {
+                    Checkpoint::Processed(position) => Some((p, position)),
+                    _ => None,
+                })
+                .collect(),
             None => HashMap::new(),
         };
         let logs = self.stream.partitions.clone();
@@ -177,36 +192,48 @@ impl Group {
         Ok(())
     }
 
-    /// File streams: this process must hold the group's lease before consuming.
+    /// File streams: this process must hold the lease of every partition before consuming.
     async fn ensure_lease(self: &Arc<Self>) -> Result<()> {
         let Some(store) = &self.store else {
             return Ok(());
         };
-        if self.state.lock().lease.is_some() {
+        if !self.state.lock().leases.is_empty() {
             return Ok(());
         }
-        let key = self.group_key();
-        match store.claim(&key, &self.owner_id, self.lease_ttl).await? {
-            Some(lease) => {
-                self.state.lock().lease = Some(lease);
-                Ok(())
-            }
-            None => {
-                let holder = store
-                    .leases(&self.name, &self.stream.name)
-                    .await?
-                    .into_iter()
-                    .find(|l| l.key.partition.as_str() == "*");
-                Err(Error::unavailable(format!(
-                    "group `{}` of stream `{}` is being consumed by another process ({}); \
-                     it can take over once that process stops or its lease of {:?} lapses",
-                    self.name,
-                    self.stream.name,
-                    holder.map_or("unknown".to_owned(), |l| l.owner),
-                    self.lease_ttl
-                )))
+        let now = crate::Timestamp::now();
+        let current = store.leases(&self.name, &self.stream.name).await?;
+        let mut held = Vec::new();
+        for i in 0..self.stream.partitions.len() {
+            let key = self.partition_key(i);
+            let seen = current.iter().find(|l| l.key.partition == key.partition);
+            let taken_by = seen.filter(|l| !l.is_free(now) && l.owner != self.owner_id);
+            let claimed = match taken_by {
+                Some(_) => None,
+                None => {
+                    store
+                        .claim(&key, &self.owner_id, self.lease_ttl, seen)
+                        .await?
+                }
+            };
+            match claimed {
+                Some(lease) => held.push(lease),
+                None => {
+                    for lease in &held {
+                        let _ = store.release(lease).await;
+                    }
+                    return Err(Error::unavailable(format!(
+                        "group `{}` of stream `{}` is being consumed by another process ({}); \
+                         it can take over once that process stops or its lease of {:?} lapses",
+                        self.name,
+                        self.stream.name,
+                        taken_by.map_or("unknown", |l| l.owner.as_str()),
+                        self.lease_ttl
+                    )));
+                }
             }
         }
+        self.state.lock().leases = held;
+        Ok(())
     }
 
     fn rebalance(state: &mut GroupState) {
@@ -305,7 +332,7 @@ impl Group {
         let Some(store) = &self.store else {
             return Ok(());
         };
-        let (dirty, lease) = {
+        let (dirty, leases) = {
             let state = self.state.lock();
             let dirty: Vec<(usize, u64)> = state
                 .parts
@@ -316,12 +343,20 @@ impl Group {
                     (p.saved != Some(c)).then_some((i, c))
                 })
                 .collect();
-            (dirty, state.lease.clone())
+            (dirty, state.leases.clone())
         };
+        if leases.is_empty() {
+            return Ok(());
+        }
+        let mut lost = false;
         for (i, committed) in &dirty {
-            let key =
-                CheckpointKey::new(&self.name, &self.stream.name, PartitionId::from(*i as u32));
-            store.save(&key, &Position::from_offset(*committed)).await?;
+            let Some(lease) = leases.get(*i) else {
+                continue;
+            };
+            let checkpoint = Checkpoint::Processed(Position::from_offset(*committed));
+            if store.checkpoint(lease, &checkpoint).await?.is_none() {
+                lost = true;
+            }
         }
         {
             let mut state = self.state.lock();
@@ -331,16 +366,26 @@ impl Group {
                 }
             }
         }
-        if let Some(lease) = lease {
-            let remaining = lease.expires_at.as_millis() - crate::Timestamp::now().as_millis();
-            if remaining < (self.lease_ttl.as_millis() as i64) * 2 / 3 {
-                let renewed = store.renew(&lease, self.lease_ttl).await?;
-                if renewed.is_none() {
-                    tracing::warn!(group = %self.name, stream = %self.stream.name,
-                        "lost the group lease to another process");
+        let remaining = leases[0].expires_at.as_millis() - crate::Timestamp::now().as_millis();
+        if !lost && remaining < (self.lease_ttl.as_millis() as i64) * 2 / 3 {
+            let mut renewed = Vec::with_capacity(leases.len());
+            for lease in &leases {
+                match store.renew(lease, self.lease_ttl).await? {
+                    Some(l) => renewed.push(l),
+                    None => {
+                        lost = true;
+                        break;
+                    }
                 }
-                self.state.lock().lease = renewed;
             }
+            if !lost {
+                self.state.lock().leases = renewed;
+            }
+        }
+        if lost {
+            tracing::warn!(group = %self.name, stream = %self.stream.name,
+                "lost the group lease to another process");
+            self.state.lock().leases.clear();
         }
         Ok(())
     }
@@ -349,15 +394,15 @@ impl Group {
         let Some(store) = &self.store else {
             return Ok(());
         };
-        let lease = {
+        let leases = {
             let mut state = self.state.lock();
             if !state.members.is_empty() {
                 return Ok(());
             }
-            state.lease.take()
+            std::mem::take(&mut state.leases)
         };
-        if let Some(lease) = lease {
-            store.release(&lease).await?;
+        for lease in &leases {
+            store.release(lease).await?;
         }
         Ok(())
     }
@@ -379,7 +424,7 @@ impl Group {
                 }
                 let idle = {
                     let state = group.state.lock();
-                    state.members.is_empty() && state.lease.is_none()
+                    state.members.is_empty() && state.leases.is_empty()
                 };
                 if idle {
                     group.flusher_started.store(false, Ordering::Release);

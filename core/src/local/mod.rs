@@ -12,7 +12,7 @@ mod log;
 
 pub use file::FsyncPolicy;
 
-use crate::checkpoint::{FileCheckpointStore, escape_component};
+use crate::backend::checkpoint::{FileCheckpointStore, escape_component};
 use crate::registry::{UrlOptions, redact};
 use crate::{
     AckModel, Backend, Capabilities, Consumer, ConsumerOptions, Error, ErrorKind, Event, Lifecycle,

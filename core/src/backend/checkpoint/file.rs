@@ -1,0 +1,217 @@
+//! A directory-backed store for one host: survives a process kill, shared by the processes of
+//! that host.
+
+use super::state::GroupStreamState;
+use super::{Checkpoint, CheckpointKey, CheckpointStore, Lease, PartitionTopology};
+use crate::{Error, PartitionId, Result};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Checkpoints and leases in a directory, for single-host use.
+///
+/// One JSON file per group and stream, replaced atomically (write to a temporary file, fsync,
+/// rename, fsync the directory) under an exclusive file lock, so concurrent processes on the
+/// same host see each other's leases and a crash leaves either the old or the new state.
+#[derive(Debug, Clone)]
+pub struct FileCheckpointStore {
+    dir: PathBuf,
+}
+
+/// Makes a name safe as one path component: keeps `[A-Za-z0-9._-]`, escapes the rest as `%XX`.
+pub(crate) fn escape_component(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && !out.is_empty()) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl FileCheckpointStore {
+    /// A store rooted at `dir`, created if missing.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(|e| {
+            Error::io(
+                format!("creating checkpoint directory {}", dir.display()),
+                e,
+            )
+        })?;
+        Ok(FileCheckpointStore { dir })
+    }
+
+    pub(crate) fn path(&self, group: &str, stream: &str) -> PathBuf {
+        self.dir
+            .join(escape_component(group))
+            .join(format!("{}.json", escape_component(stream)))
+    }
+
+    async fn with<R: Send + 'static>(
+        &self,
+        group: &str,
+        stream: &str,
+        f: impl FnOnce(&mut GroupStreamState) -> (R, bool) + Send + 'static,
+    ) -> Result<R> {
+        let path = self.path(group, stream);
+        tokio::task::spawn_blocking(move || locked_update(&path, f))
+            .await
+            .map_err(|e| Error::other(format!("checkpoint task failed: {e}")))?
+    }
+}
+
+/// Reads the state under the file lock, lets `f` change it, and writes it back when `f` says
+/// it changed something.
+fn locked_update<R>(path: &Path, f: impl FnOnce(&mut GroupStreamState) -> (R, bool)) -> Result<R> {
+    let dir = path.parent().expect("checkpoint path has a parent");
+    fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let lock_path = path.with_extension("lock");
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::io(format!("opening {}", lock_path.display()), e))?;
+    lock.lock()
+        .map_err(|e| Error::io(format!("locking {}", lock_path.display()), e))?;
+    let mut state = match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice::<GroupStreamState>(&bytes).map_err(|e| {
+            Error::corrupt(format!(
+                "checkpoint file {} is not valid: {e}; move it away to reset this group",
+                path.display()
+            ))
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => GroupStreamState::default(),
+        Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+    };
+    let (result, changed) = f(&mut state);
+    if changed {
+        let tmp = path.with_extension("json.tmp");
+        let body = serde_json::to_vec_pretty(&state)
+            .map_err(|e| Error::other(format!("encoding {}: {e}", path.display())))?;
+        let mut file = fs::File::create(&tmp)
+            .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+        file.write_all(&body)
+            .and_then(|_| file.sync_all())
+            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+        fs::rename(&tmp, path)
+            .map_err(|e| Error::io(format!("replacing {}", path.display()), e))?;
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(result)
+}
+
+#[async_trait]
+impl CheckpointStore for FileCheckpointStore {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+    async fn prepare(&self, _: &str, _: &str, _: &[PartitionTopology]) -> Result<()> {
+        Ok(())
+    }
+    async fn checkpoints(
+        &self,
+        group: &str,
+        stream: &str,
+    ) -> Result<HashMap<PartitionId, Checkpoint>> {
+        self.with(group, stream, |s| (s.checkpoint_map(), false))
+            .await
+    }
+    async fn leases(&self, group: &str, stream: &str) -> Result<Vec<Lease>> {
+        let (g, st) = (group.to_owned(), stream.to_owned());
+        self.with(group, stream, move |s| (s.lease_list(&g, &st), false))
+            .await
+    }
+    async fn claim(
+        &self,
+        key: &CheckpointKey,
+        owner: &str,
+        ttl: Duration,
+        expected: Option<&Lease>,
+    ) -> Result<Option<Lease>> {
+        let (k, owner, expected) = (key.clone(), owner.to_owned(), expected.cloned());
+        self.with(&key.group, &key.stream, move |s| {
+            let won = s.claim(&k, &owner, ttl, expected.as_ref());
+            let changed = won.is_some();
+            (won, changed)
+        })
+        .await
+    }
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {
+        let l = lease.clone();
+        self.with(&lease.key.group, &lease.key.stream, move |s| {
+            let renewed = s.renew(&l, ttl);
+            let changed = renewed.is_some();
+            (renewed, changed)
+        })
+        .await
+    }
+    async fn checkpoint(&self, lease: &Lease, checkpoint: &Checkpoint) -> Result<Option<Lease>> {
+        let (l, c) = (lease.clone(), checkpoint.clone());
+        self.with(&lease.key.group, &lease.key.stream, move |s| {
+            let held = s.checkpoint(&l, &c);
+            let changed = held.is_some();
+            (held, changed)
+        })
+        .await
+    }
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        let l = lease.clone();
+        self.with(&lease.key.group, &lease.key.stream, move |s| {
+            ((), s.release(&l))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Position;
+
+    #[tokio::test]
+    async fn corrupt_checkpoint_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileCheckpointStore::open(dir.path()).unwrap();
+        let path = store.path("g", "s");
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, b"{not json").unwrap();
+        let err = store.checkpoints("g", "s").await.unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt);
+        assert!(err.to_string().contains("s.json"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn files_from_before_checkpoint_kinds_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileCheckpointStore::open(dir.path()).unwrap();
+        let path = store.path("g", "s");
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(
+            &path,
+            br#"{"checkpoints":{"0":"41","1":"7"},"leases":{"*":{"owner":"old","expires_at_ms":0,"version":3}}}"#,
+        )
+        .unwrap();
+        let loaded = store.checkpoints("g", "s").await.unwrap();
+        assert_eq!(
+            loaded[&PartitionId::from(0)],
+            Checkpoint::Processed(Position::from_offset(41))
+        );
+        assert_eq!(loaded.len(), 2);
+    }
+
+    #[test]
+    fn escaping_keeps_names_apart() {
+        assert_eq!(escape_component("a/b"), "a%2Fb");
+        assert_eq!(escape_component(".."), "%2E.");
+        assert_ne!(escape_component("a b"), escape_component("a_b"));
+    }
+}

@@ -1,0 +1,350 @@
+//! The contract every [`CheckpointStore`] keeps, as one function a store's own test calls.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use tributary::backend::MemoryCheckpointStore;
+//! tributary_conformance::checkpoint_store_contract(&MemoryCheckpointStore::new()).await;
+//! # }
+//! ```
+//!
+//! Every check uses a group and stream of its own (random suffix), so it can run against a
+//! shared server (a DynamoDB table, a Blob container) beside other tests.
+
+use futures::future::join_all;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tributary::backend::{Checkpoint, CheckpointKey, CheckpointStore, Lease, PartitionTopology};
+use tributary::{PartitionId, Position, StartPosition, Timestamp};
+
+const TTL: Duration = Duration::from_secs(30);
+
+fn unique(name: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{name}-{:x}-{}",
+        nanos & 0xffff_ffff_ffff,
+        std::process::id()
+    )
+}
+
+fn key(group: &str, stream: &str, partition: &str) -> CheckpointKey {
+    CheckpointKey::new(group, stream, PartitionId::new(partition))
+}
+
+async fn lease_of(store: &dyn CheckpointStore, key: &CheckpointKey) -> Option<Lease> {
+    store
+        .leases(&key.group, &key.stream)
+        .await
+        .expect("leases")
+        .into_iter()
+        .find(|l| l.key.partition == key.partition && !l.owner.is_empty())
+}
+
+/// Runs every check of the store contract against `store`, panicking with what broke:
+///
+/// 1. of 16 claimants racing for one free partition, exactly one wins;
+/// 2. renew gives a new version and the old one can no longer renew, checkpoint or release;
+/// 3. fenced checkpoints: written while the lease is current, refused (nothing written) after a
+///    takeover; every checkpoint kind round-trips;
+/// 4. a claim that names no lease fails while one is held; a steal naming the current lease
+///    wins, after which the old owner can neither renew nor checkpoint nor release;
+/// 5. release frees the partition at once;
+/// 6. an unrenewed lease expires (as observed by this store instance) and, of 8 claimants
+///    racing for the expired lease, exactly one wins;
+/// 7. groups, streams and partitions are isolated from each other; `prepare` is idempotent
+///    and disturbs nothing.
+pub async fn checkpoint_store_contract(store: &dyn CheckpointStore) {
+    let kind = store.kind();
+    let group = unique("contract");
+    let stream = unique("orders");
+    let p0 = key(&group, &stream, "shardId-000000000000");
+
+    // 0. Empty to begin with; prepare is harmless.
+    let topology = [
+        PartitionTopology::root(PartitionId::new("shardId-000000000000")),
+        PartitionTopology {
+            id: PartitionId::new("shardId-000000000001"),
+            parents: vec![PartitionId::new("shardId-000000000000")],
+        },
+    ];
+    store
+        .prepare(&group, &stream, &topology)
+        .await
+        .expect("prepare");
+    store
+        .prepare(&group, &stream, &topology)
+        .await
+        .expect("prepare twice");
+    assert!(
+        store.checkpoints(&group, &stream).await.unwrap().is_empty(),
+        "{kind}: a new group has no checkpoints"
+    );
+    assert!(
+        lease_of(store, &p0).await.is_none(),
+        "{kind}: a new group has no owned leases"
+    );
+
+    // 1. Exactly one of many racing claimants wins a free partition.
+    let claims = join_all((0..16).map(|i| {
+        let p0 = p0.clone();
+        async move {
+            store
+                .claim(&p0, &format!("owner-{i}"), TTL, None)
+                .await
+                .expect("claim")
+        }
+    }))
+    .await;
+    let winners: Vec<Lease> = claims.into_iter().flatten().collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "{kind}: exactly one of 16 racing claims must win, {} did",
+        winners.len()
+    );
+    let first = winners.into_iter().next().unwrap();
+    assert_eq!(first.key, p0, "{kind}: the lease names its partition");
+    assert!(
+        first.expires_at > Timestamp::now(),
+        "{kind}: a fresh lease expires in the future"
+    );
+    let seen = lease_of(store, &p0)
+        .await
+        .expect("the claimed lease is listed");
+    assert_eq!(seen.owner, first.owner, "{kind}: leases() shows the owner");
+    assert_eq!(
+        seen.version, first.version,
+        "{kind}: leases() shows the version"
+    );
+
+    // 2. Renew moves the version; the old version is dead.
+    let renewed = store
+        .renew(&first, TTL)
+        .await
+        .unwrap()
+        .expect("the holder renews");
+    assert_ne!(
+        renewed.version, first.version,
+        "{kind}: renew changes the version"
+    );
+    assert!(
+        store.renew(&first, TTL).await.unwrap().is_none(),
+        "{kind}: a stale version cannot renew"
+    );
+    assert!(
+        store
+            .checkpoint(&first, &Checkpoint::Processed(Position::new("1")))
+            .await
+            .unwrap()
+            .is_none(),
+        "{kind}: a stale version cannot checkpoint"
+    );
+    assert!(
+        store.checkpoints(&group, &stream).await.unwrap().is_empty(),
+        "{kind}: a refused checkpoint writes nothing"
+    );
+
+    // 3. Fenced checkpoints of every kind round-trip.
+    let mut holder = renewed;
+    let kinds = [
+        Checkpoint::Start(StartPosition::Earliest),
+        Checkpoint::Start(StartPosition::Latest),
+        Checkpoint::Start(StartPosition::Timestamp(Timestamp::from_millis(
+            1_700_000_000_123,
+        ))),
+        Checkpoint::Start(StartPosition::Position(Position::new(
+            "49590338271490256608559692538361571095921575989136588898",
+        ))),
+        Checkpoint::Processed(Position::new("9")),
+        Checkpoint::Processed(Position::new("10")),
+        Checkpoint::Ended,
+    ];
+    for checkpoint in &kinds {
+        holder = store
+            .checkpoint(&holder, checkpoint)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{kind}: the holder's checkpoint {checkpoint:?} is refused"));
+        let stored = store.checkpoints(&group, &stream).await.unwrap();
+        assert_eq!(
+            stored.get(&p0.partition),
+            Some(checkpoint),
+            "{kind}: checkpoint {checkpoint:?} must read back as written"
+        );
+    }
+    let processed = Checkpoint::Processed(Position::new("42"));
+    holder = store
+        .checkpoint(&holder, &processed)
+        .await
+        .unwrap()
+        .expect("checkpoint");
+
+    // 4. No claim over a held lease without naming it; a steal that names it wins and fences.
+    assert!(
+        store
+            .claim(&p0, "intruder", TTL, None)
+            .await
+            .unwrap()
+            .is_none(),
+        "{kind}: a claim naming no lease must fail while the partition is held"
+    );
+    assert!(
+        store
+            .claim(&p0, "intruder", TTL, Some(&first))
+            .await
+            .unwrap()
+            .is_none(),
+        "{kind}: a claim naming a stale version must fail"
+    );
+    let current = lease_of(store, &p0).await.expect("held");
+    let thief = store
+        .claim(&p0, "thief", TTL, Some(&current))
+        .await
+        .unwrap()
+        .expect("a steal naming the current lease wins");
+    assert_eq!(thief.owner, "thief");
+    assert!(
+        store.renew(&holder, TTL).await.unwrap().is_none(),
+        "{kind}: the robbed owner cannot renew"
+    );
+    assert!(
+        store
+            .checkpoint(&holder, &Checkpoint::Processed(Position::new("99")))
+            .await
+            .unwrap()
+            .is_none(),
+        "{kind}: the robbed owner's late checkpoint is refused"
+    );
+    assert_eq!(
+        store
+            .checkpoints(&group, &stream)
+            .await
+            .unwrap()
+            .get(&p0.partition),
+        Some(&processed),
+        "{kind}: the robbed owner's late checkpoint wrote nothing"
+    );
+    store.release(&holder).await.unwrap();
+    assert_eq!(
+        lease_of(store, &p0).await.map(|l| l.owner),
+        Some("thief".to_owned()),
+        "{kind}: a stale release does nothing"
+    );
+
+    // 5. Release frees the partition at once.
+    store.release(&thief).await.unwrap();
+    assert!(
+        lease_of(store, &p0).await.is_none(),
+        "{kind}: a released partition has no owner"
+    );
+    let again = store
+        .claim(&p0, "next", TTL, None)
+        .await
+        .unwrap()
+        .expect("a released partition can be claimed naming no lease");
+    assert!(
+        store.renew(&thief, TTL).await.unwrap().is_none(),
+        "{kind}: a released lease cannot be renewed"
+    );
+    store.release(&again).await.unwrap();
+
+    // 6. Expiry, and a race for the expired lease.
+    let short = Duration::from_millis(300);
+    let p1 = key(&group, &stream, "shardId-000000000001");
+    let fleeting = store
+        .claim(&p1, "mortal", short, None)
+        .await
+        .unwrap()
+        .expect("claim");
+    // Stores that learn expiry by watching the version (KCL) start watching here.
+    let watched = lease_of(store, &p1).await.expect("held");
+    assert!(
+        !watched.is_free(Timestamp::now()),
+        "{kind}: not expired yet"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let expired = loop {
+        tokio::time::sleep(short).await;
+        let seen = lease_of(store, &p1)
+            .await
+            .expect("still listed until taken");
+        if seen.is_free(Timestamp::now()) {
+            break seen;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{kind}: a lease of {short:?} not renewed for 60 s never expired"
+        );
+    };
+    let races = join_all((0..8).map(|i| {
+        let (p1, expired) = (p1.clone(), expired.clone());
+        async move {
+            store
+                .claim(&p1, &format!("heir-{i}"), TTL, Some(&expired))
+                .await
+                .expect("claim")
+        }
+    }))
+    .await;
+    let heirs: Vec<Lease> = races.into_iter().flatten().collect();
+    assert_eq!(
+        heirs.len(),
+        1,
+        "{kind}: exactly one of 8 racing claims of an expired lease must win"
+    );
+    assert!(
+        store.renew(&fleeting, TTL).await.unwrap().is_none(),
+        "{kind}: an expired and taken lease cannot be renewed"
+    );
+
+    // 7. Isolation between groups, streams and partitions.
+    let other_group = unique("contract-other");
+    assert!(
+        store
+            .checkpoints(&other_group, &stream)
+            .await
+            .unwrap()
+            .is_empty(),
+        "{kind}: another group sees none of this group's checkpoints"
+    );
+    let other_stream = unique("payments");
+    let elsewhere = store
+        .claim(
+            &key(&group, &other_stream, "shardId-000000000000"),
+            "x",
+            TTL,
+            None,
+        )
+        .await
+        .unwrap()
+        .expect("the same partition id on another stream is free");
+    assert!(
+        store
+            .checkpoints(&group, &other_stream)
+            .await
+            .unwrap()
+            .is_empty(),
+        "{kind}: another stream sees none of this stream's checkpoints"
+    );
+    store.release(&elsewhere).await.unwrap();
+    store
+        .prepare(&group, &stream, &topology)
+        .await
+        .expect("prepare again");
+    assert_eq!(
+        store
+            .checkpoints(&group, &stream)
+            .await
+            .unwrap()
+            .get(&p0.partition),
+        Some(&processed),
+        "{kind}: prepare keeps existing checkpoints"
+    );
+    assert_eq!(
+        lease_of(store, &p1).await.map(|l| l.owner),
+        Some(heirs[0].owner.clone()),
+        "{kind}: prepare keeps existing leases"
+    );
+    store.release(&heirs[0]).await.unwrap();
+}
