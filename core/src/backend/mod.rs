@@ -18,6 +18,7 @@ mod gate;
 mod stamp;
 
 pub mod checkpoint;
+pub mod group;
 
 pub use crate::ack::{AckTracker, Ticket};
 pub use crate::api::Acknowledge;

@@ -7,12 +7,15 @@
 
 mod codec;
 mod file;
-mod group;
 mod log;
+mod source;
 
 pub use file::FsyncPolicy;
 
-use crate::backend::checkpoint::{FileCheckpointStore, escape_component};
+use crate::backend::checkpoint::{
+    CheckpointStore, FileCheckpointStore, MemoryCheckpointStore, escape_component,
+};
+use crate::backend::group::{GroupConfig, GroupEngine};
 use crate::registry::{UrlOptions, redact};
 use crate::{
     AckModel, Backend, Capabilities, Consumer, ConsumerOptions, Error, ErrorKind, Event, Lifecycle,
@@ -297,7 +300,6 @@ pub(crate) struct StreamState {
     partitions: Vec<Arc<dyn PartitionLog>>,
     /// Bumped after every append, so waiting consumers wake without polling.
     appended: watch::Sender<u64>,
-    groups: Mutex<HashMap<String, Arc<group::Group>>>,
     deleted: AtomicBool,
     /// Set when the backend closes, so handles opened earlier stop writing.
     closed: AtomicBool,
@@ -416,9 +418,10 @@ struct Shared {
     streams: Mutex<HashMap<String, Arc<StreamState>>>,
     /// Serialises stream creation and opening so two callers never open the same logs twice.
     open_lock: tokio::sync::Mutex<()>,
-    checkpoints: Option<FileCheckpointStore>,
+    /// Consumer groups: the group engine over the directory's checkpoint store (shared by
+    /// the processes of the host) or a memory store.
+    groups: GroupEngine,
     closed: AtomicBool,
-    instance_id: String,
 }
 
 /// The local backend. Build it with [`crate::connect`] (`memory://`, `file:///path`) or
@@ -441,14 +444,11 @@ impl LocalBackend {
     /// Opens the backend. For file storage this takes the directory's writer lock; if another
     /// process holds it, the backend opens read-only (consumers work, producers do not).
     pub async fn open(config: LocalConfig) -> Result<Self> {
-        let instance_id = format!(
-            "{}-{}-{}",
-            hostname(),
-            std::process::id(),
-            NEXT_INSTANCE.fetch_add(1, AtomicOrdering::Relaxed)
-        );
-        let (scheme, root, writable, lock, lock_holder, checkpoints) = match &config.storage {
-            Storage::Memory => ("memory", None, true, None, String::new(), None),
+        let (scheme, root, writable, lock, lock_holder, store) = match &config.storage {
+            Storage::Memory => {
+                let store: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::new());
+                ("memory", None, true, None, String::new(), store)
+            }
             Storage::File(dir) => {
                 let dir = dir.clone();
                 let (writable, lock, holder) = tokio::task::spawn_blocking({
@@ -457,10 +457,15 @@ impl LocalBackend {
                 })
                 .await
                 .map_err(|e| Error::other(format!("open task failed: {e}")))??;
-                let store = FileCheckpointStore::open(dir.join("checkpoints"))?;
-                ("file", Some(dir), writable, lock, holder, Some(store))
+                let store: Arc<dyn CheckpointStore> =
+                    Arc::new(FileCheckpointStore::open(dir.join("checkpoints"))?);
+                ("file", Some(dir), writable, lock, holder, store)
             }
         };
+        // Commits every 200 ms: a crash replays at most that much of what was acked.
+        let group_config = GroupConfig::new(config.group_lease)
+            .commit_interval(Duration::from_millis(200))
+            .balance_interval(Duration::from_secs(1).min(config.group_lease / 3));
         let shared = Arc::new(Shared {
             config,
             scheme,
@@ -470,9 +475,8 @@ impl LocalBackend {
             lock_holder,
             streams: Mutex::new(HashMap::new()),
             open_lock: tokio::sync::Mutex::new(()),
-            checkpoints,
+            groups: GroupEngine::new(store, group_config),
             closed: AtomicBool::new(false),
-            instance_id,
         });
         spawn_maintenance(Arc::downgrade(&shared));
         Ok(LocalBackend { shared })
@@ -622,7 +626,6 @@ impl LocalBackend {
             name: name.to_owned(),
             partitions: logs,
             appended: watch::channel(0).0,
-            groups: Mutex::new(HashMap::new()),
             deleted: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             round_robin: AtomicU64::new(0),
@@ -659,8 +662,6 @@ impl LocalBackend {
         }
     }
 }
-
-static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(0);
 
 fn hostname() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname")
@@ -779,27 +780,16 @@ impl Backend for LocalBackend {
 
     async fn consumer(&self, stream: &str, options: ConsumerOptions) -> Result<Box<dyn Consumer>> {
         self.check_open()?;
-        if options.group.is_empty() {
-            return Err(self.err(Error::config("consumer group name must not be empty")));
-        }
+        options.validate().map_err(|e| self.err(e))?;
         let state = self.stream(stream, true).await?;
-        let group = {
-            let mut groups = state.groups.lock();
-            groups
-                .entry(options.group.clone())
-                .or_insert_with(|| {
-                    group::Group::new(
-                        state.clone(),
-                        options.group.clone(),
-                        self.shared.checkpoints.clone(),
-                        self.shared.instance_id.clone(),
-                        self.shared.config.group_lease,
-                        self.shared.root.is_some() && !self.shared.writable,
-                    )
-                })
-                .clone()
-        };
-        let consumer = group::LocalConsumer::join(group, options)
+        let source = Arc::new(source::LocalSource {
+            stream: state,
+            follower: self.shared.root.is_some() && !self.shared.writable,
+        });
+        let consumer = self
+            .shared
+            .groups
+            .join(stream, source, options)
             .await
             .map_err(|e| self.err(e))?;
         Ok(Box::new(consumer))
@@ -846,10 +836,8 @@ impl Backend for LocalBackend {
         }
         if let Some(state) = removed {
             state.deleted.store(true, AtomicOrdering::Release);
+            // Readers wake, find the stream deleted, and end their groups with "not found".
             state.appended.send_modify(|v| *v += 1);
-            for g in state.groups.lock().values() {
-                g.wake();
-            }
         }
         if let (Some(dir), Some(root)) = (dir, self.shared.root.clone()) {
             let stream = stream.to_owned();
@@ -927,12 +915,10 @@ impl Backend for LocalBackend {
         if self.shared.closed.swap(true, AtomicOrdering::AcqRel) {
             return Ok(());
         }
+        // Consumers commit what was acked and release their partitions at once.
+        let groups = self.shared.groups.close().await;
         let streams: Vec<_> = self.shared.streams.lock().values().cloned().collect();
         for stream in streams {
-            let groups: Vec<_> = stream.groups.lock().values().cloned().collect();
-            for g in groups {
-                g.flush_commits().await?;
-            }
             let logs = stream.partitions.clone();
             stream
                 .io(move || logs.iter().try_for_each(|l| l.sync()))
@@ -942,7 +928,7 @@ impl Backend for LocalBackend {
         }
         // Releasing the lock lets this or another process open the directory for writing.
         self.shared.lock.lock().take();
-        Ok(())
+        groups
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -1,0 +1,144 @@
+//! A member of a group runtime, as a [`Consumer`].
+
+use super::runtime::Runtime;
+use crate::{Consumer, Delivery, Error, Result};
+use async_trait::async_trait;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// A consumer in a group run by the [`GroupEngine`](super::GroupEngine).
+pub struct GroupConsumer {
+    runtime: Arc<Runtime>,
+    member: u64,
+    closed: AtomicBool,
+    closed_tx: watch::Sender<bool>,
+    rotate: AtomicUsize,
+}
+
+impl std::fmt::Debug for GroupConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupConsumer")
+            .field("stream", &self.runtime.stream)
+            .field("group", &self.runtime.group)
+            .field("owner", &self.runtime.owner)
+            .field("member", &self.member)
+            .finish()
+    }
+}
+
+impl GroupConsumer {
+    pub(super) fn new(runtime: Arc<Runtime>, member: u64) -> Self {
+        GroupConsumer {
+            runtime,
+            member,
+            closed: AtomicBool::new(false),
+            closed_tx: watch::channel(false).0,
+            rotate: AtomicUsize::new(0),
+        }
+    }
+
+    /// The lease owner id of this consumer's runtime (shared by the consumers of one group
+    /// that one backend instance opened).
+    pub fn owner(&self) -> &str {
+        &self.runtime.owner
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::closed(format!(
+            "consumer of group `{}` on stream `{}` is closed",
+            self.runtime.group, self.runtime.stream
+        ))
+    }
+
+    /// Waits for the first delivery, then gathers more for up to `linger`, `max` at most.
+    async fn take(&self, max: usize, linger: Duration) -> Result<Vec<Delivery>> {
+        let mut changed = self.runtime.changed.subscribe();
+        let mut closed = self.closed_tx.subscribe();
+        let mut out = Vec::new();
+        let mut deadline = None;
+        loop {
+            if self.closed.load(Ordering::Acquire) {
+                return Err(self.closed_error());
+            }
+            changed.borrow_and_update();
+            let rotate = self.rotate.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = self
+                .runtime
+                .take(self.member, max - out.len(), rotate, &mut out)
+            {
+                if out.is_empty() {
+                    return Err(e);
+                }
+                // Hand out what is in hand; the error comes back on the next call.
+                return Ok(out);
+            }
+            if out.len() >= max || (!out.is_empty() && linger.is_zero()) {
+                return Ok(out);
+            }
+            if !out.is_empty() && deadline.is_none() {
+                deadline = Some(tokio::time::Instant::now() + linger);
+            }
+            let lingering = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = changed.changed() => {}
+                _ = closed.changed() => {}
+                _ = lingering => return Ok(out),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Consumer for GroupConsumer {
+    async fn receive(&self) -> Result<Delivery> {
+        let mut one = self.take(1, Duration::ZERO).await?;
+        Ok(one.pop().expect("take returns at least one delivery"))
+    }
+
+    async fn receive_batch(&self, max: usize, linger: Duration) -> Result<Vec<Delivery>> {
+        self.take(max.max(1), linger).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.closed_tx.send_replace(true);
+        self.runtime.leave(self.member);
+        if self.runtime.is_stopping() {
+            // The last member: the runtime commits and releases every lease.
+            self.runtime.stopped().await;
+            Ok(())
+        } else {
+            self.runtime.commit().await
+        }
+    }
+
+    async fn commit(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.closed_error());
+        }
+        self.runtime.commit().await
+    }
+
+    fn lag(&self) -> Option<u64> {
+        self.runtime.lag(self.member)
+    }
+}
+
+impl Drop for GroupConsumer {
+    fn drop(&mut self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            // The coordinator task commits and releases when the last member leaves; a process
+            // that exits first leaves leases that others on this host may take at once.
+            self.runtime.leave(self.member);
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! A `file://` group under load keeps its leases: commits after every small batch while the
+//! leases renew (issue: the periodic flusher and the commit path both renewed a copy of the
+//! lease, the second lost to the first, and the group was "lost to another process" with no
+//! other process running). Then a second consumer of the group shares it without either one
+//! consuming the other's partitions.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tributary::backend::{CheckpointStore, FileCheckpointStore};
+use tributary::{ConsumerOptions, Event, StartPosition, StreamSpec};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_and_renewals_under_load_never_lose_the_group_to_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}?group_lease=1s&fsync=never", dir.path().display());
+    let backend = tributary::connect(&url).await.unwrap();
+    backend
+        .create_stream("src", StreamSpec::with_partitions(4))
+        .await
+        .unwrap();
+    let producer: Arc<dyn tributary::Producer> = backend.producer("src").await.unwrap().into();
+    let options = ConsumerOptions::new("bridge")
+        .start(StartPosition::Earliest)
+        .max_in_flight(40);
+    let first = backend.consumer("src", options.clone()).await.unwrap();
+    let store = FileCheckpointStore::open(dir.path().join("checkpoints")).unwrap();
+    let owner = store.leases("bridge", "src").await.unwrap()[0]
+        .owner
+        .clone();
+
+    // Five lease times of steady traffic, batches of 20, a commit after each.
+    let writer = {
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut i = 0u64;
+            while started.elapsed() < Duration::from_secs(5) {
+                let batch = (i..i + 50)
+                    .map(|n| Event::new(format!("{n:08}")).with_key(format!("k{}", n % 16)))
+                    .collect();
+                producer.send_batch(batch).await.unwrap();
+                i += 50;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            i
+        })
+    };
+    let mut received = 0u64;
+    let mut commits = 0u64;
+    while !writer.is_finished() {
+        if let Ok(Ok(batch)) = tokio::time::timeout(
+            Duration::from_millis(100),
+            first.receive_batch(20, Duration::from_millis(1)),
+        )
+        .await
+        {
+            received += batch.len() as u64;
+            batch.into_iter().for_each(|d| d.ack());
+            first.commit().await.unwrap();
+            commits += 1;
+        }
+        let leases = store.leases("bridge", "src").await.unwrap();
+        let now = tributary::Timestamp::now();
+        assert_eq!(leases.len(), 4, "every partition stays leased");
+        for lease in leases {
+            assert_eq!(
+                lease.owner, owner,
+                "a lease changed hands with one consumer running"
+            );
+            assert!(
+                !lease.is_free(now),
+                "a lease lapsed while its consumer ran: {lease:?}"
+            );
+        }
+    }
+    let sent = writer.await.unwrap();
+    println!(
+        "{sent} sent over 5 s with a 1 s lease; {received} received in {commits} batches, each committed; the leases never left their owner"
+    );
+
+    // A second consumer of the group (another backend instance: another lease owner) gets
+    // its share; an event goes to both only if it was in flight when a partition moved.
+    let second_backend = tributary::connect(&url).await.unwrap();
+    let second = second_backend.consumer("src", options).await.unwrap();
+    let mut by: HashMap<&str, HashSet<String>> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut total = received;
+    let mut first_seen = HashSet::new();
+    let mut second_seen = HashSet::new();
+    while total < sent {
+        assert!(Instant::now() < deadline, "{total} of {sent} received");
+        for (consumer, seen) in [(&first, &mut first_seen), (&second, &mut second_seen)] {
+            if let Ok(Ok(batch)) = tokio::time::timeout(
+                Duration::from_millis(20),
+                consumer.receive_batch(100, Duration::from_millis(1)),
+            )
+            .await
+            {
+                for d in batch {
+                    seen.insert(String::from_utf8(d.event.payload.to_vec()).unwrap());
+                    total += 1;
+                    d.ack();
+                }
+                consumer.commit().await.unwrap();
+            }
+        }
+    }
+    by.insert("first", first_seen);
+    by.insert("second", second_seen);
+    let both = by["first"].intersection(&by["second"]).count();
+    assert!(
+        both <= 40,
+        "{both} events went to both consumers (in flight: 40)"
+    );
+    println!("then a second consumer shared the group; {both} events went to both");
+    first.close().await.unwrap();
+    second.close().await.unwrap();
+    backend.close().await.unwrap();
+    second_backend.close().await.unwrap();
+}
