@@ -82,6 +82,12 @@ pub struct Capabilities {
     pub lifecycle: Lifecycle,
     /// [`crate::Consumer::lag`] reports the group's backlog on the consumer's partitions.
     pub lag: bool,
+    /// Streams can be created and deleted through this connection
+    /// ([`crate::Backend::create_stream`], [`crate::Backend::delete_stream`]). False where
+    /// streams are provisioned outside the data plane (Event Hubs: hubs are made in Azure
+    /// Resource Manager); the conformance suite then takes fresh streams from its harness's
+    /// provisioning hook.
+    pub admin: bool,
 }
 
 impl Capabilities {
@@ -112,6 +118,7 @@ impl Capabilities {
                 competing_consumers: false,
             },
             lag: false,
+            admin: false,
         }
     }
 }

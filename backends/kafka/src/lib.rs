@@ -332,6 +332,7 @@ impl Backend for KafkaBackend {
             competing_consumers: true,
         };
         caps.lag = true;
+        caps.admin = true;
         caps
     }
 

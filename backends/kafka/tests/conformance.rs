@@ -32,13 +32,8 @@ async fn kafka_conformance() {
     let server = require_peer!(Peer::Kafka);
     tributary_kafka::register();
     let report = run(&harness(&server)).await;
-    report.print();
-    assert_eq!(report.failed(), 0, "{}", report.table());
-    assert!(
-        report.passed() >= 24,
-        "too few cases ran:{}",
-        report.table()
-    );
+    // Every case applies: the harness gives a restart hook and an unreachable URL.
+    report.assert_conforms(&[]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,6 +41,6 @@ async fn kafka_capability_snapshot() {
     let server = require_peer!(Peer::Kafka);
     tributary_kafka::register();
     let backend = tributary::connect(server.url()).await.expect("connect");
-    let expected = "Capabilities { native_headers: true, timestamps: true, ordering: PerKey, ack: Cumulative, nack: true, delivery_attempts: true, start: StartSupport { earliest: true, latest: true, timestamp: true, position: true }, receipts: ReceiptSupport { partition: true, position: true }, max_event_bytes: Some(1048516), lifecycle: Lifecycle { auto_create: false, networked: true, competing_consumers: true }, lag: true }";
+    let expected = "Capabilities { native_headers: true, timestamps: true, ordering: PerKey, ack: Cumulative, nack: true, delivery_attempts: true, start: StartSupport { earliest: true, latest: true, timestamp: true, position: true }, receipts: ReceiptSupport { partition: true, position: true }, max_event_bytes: Some(1048516), lifecycle: Lifecycle { auto_create: false, networked: true, competing_consumers: true }, lag: true, admin: true }";
     assert_eq!(format!("{:?}", backend.capabilities()), expected);
 }

@@ -272,6 +272,7 @@ impl Backend for PubSubBackend {
         };
         // The backlog of a subscription is known only to Cloud Monitoring, not to clients.
         caps.lag = false;
+        caps.admin = true;
         caps
     }
 

@@ -22,13 +22,23 @@ async fn pubsub_conformance() {
         .with_unreachable_url("pubsub://p?endpoint=http://127.0.0.1:9&timeout=3s")
         .with_scale(PSTEST_THROUGHPUT_EVENTS);
     let report = run(&harness).await;
-    report.print();
-    assert_eq!(report.failed(), 0, "{}", report.table());
-    assert!(
-        report.passed() >= 17,
-        "too few cases ran:{}",
-        report.table()
-    );
+    report.assert_conforms(&[
+        // A send reports a message id only: no partition, no position.
+        "receipts",
+        // Acks are individual, not a committed position.
+        "out_of_order_acks",
+        // No ordering keys in the default configuration (`ordering=true` enables them).
+        "per_key_order",
+        "nack_order",
+        // A subscription made for a new group starts at latest; seeking to a time is not
+        // declared (pstest crashes seeking before messages it holds).
+        "start_earliest_latest",
+        "start_at_timestamp",
+        // pstest is an in-process fake the harness cannot restart.
+        "server_restart",
+        // Pub/Sub's backlog is known only to the service's monitoring.
+        "lag",
+    ]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,6 +46,6 @@ async fn pubsub_capability_snapshot() {
     let server = require_peer!(Peer::PubSub);
     tributary_pubsub::register();
     let backend = tributary::connect(server.url()).await.expect("connect");
-    let expected = "Capabilities { native_headers: true, timestamps: true, ordering: None, ack: Individual, nack: true, delivery_attempts: false, start: StartSupport { earliest: false, latest: true, timestamp: false, position: false }, receipts: ReceiptSupport { partition: false, position: false }, max_event_bytes: Some(10000000), lifecycle: Lifecycle { auto_create: false, networked: true, competing_consumers: true }, lag: false }";
+    let expected = "Capabilities { native_headers: true, timestamps: true, ordering: None, ack: Individual, nack: true, delivery_attempts: false, start: StartSupport { earliest: false, latest: true, timestamp: false, position: false }, receipts: ReceiptSupport { partition: false, position: false }, max_event_bytes: Some(10000000), lifecycle: Lifecycle { auto_create: false, networked: true, competing_consumers: true }, lag: false, admin: true }";
     assert_eq!(format!("{:?}", backend.capabilities()), expected);
 }

@@ -659,6 +659,7 @@ impl LocalBackend {
                 competing_consumers: true,
             },
             lag: true,
+            admin: true,
         }
     }
 }
