@@ -14,6 +14,8 @@ use tributary_bridge::config::Plan;
 use tributary_bridge::route::{self, RouteSpec, RouteStats, tokio_util_free::CancelToken};
 use tributary_bridge::{demo, json};
 
+mod cmd_conformance;
+
 #[derive(Parser)]
 #[command(
     name = "tributary",
@@ -132,6 +134,9 @@ enum Command {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// Run the conformance suite against a backend URL (your own cluster or account) and
+    /// print its table; exit status 0 only when no case failed.
+    Conformance(cmd_conformance::ConformanceArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -300,6 +305,7 @@ async fn run(command: Command, daemon_plan: Option<Result<Plan>>) -> Result<()> 
             "bridge needs --config FILE, or --from, --from-stream and --to",
         )),
         Command::Demo { events, dir } => run_demo(events, dir).await,
+        Command::Conformance(args) => cmd_conformance::run(args).await,
     }
 }
 
