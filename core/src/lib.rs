@@ -1,9 +1,8 @@
 //! # tributary
 //!
-//! One API for producing and consuming event streams on Apache Kafka, Apache Pulsar, AWS
-//! Kinesis, Google Cloud Pub/Sub, Azure Event Hubs and a built-in local backend.
-//!
-//! Pick a backend with a URL; the rest of the program does not change:
+//! One API for producing and consuming event streams on Apache Kafka, Google Cloud Pub/Sub and a
+//! built-in local backend (Apache Pulsar, AWS Kinesis and Azure Event Hubs are on the way). Pick
+//! a backend with a URL; the rest of the program does not change:
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> tributary::Result<()> {
@@ -19,13 +18,89 @@
 //!     .await?;
 //! let delivery = consumer.receive().await?;
 //! assert_eq!(delivery.event.key.as_deref(), Some(&b"customer-7"[..]));
-//! delivery.ack(); // dropping it instead would redeliver it
+//! delivery.ack(); // nack() or dropping it redelivers it to the group
+//!
+//! consumer.close().await?; // commits what was acked and hands the group on at once
+//! producer.close().await?;
+//! backend.close().await?;
 //! # Ok(()) }
 //! ```
 //!
-//! The model (streams, partitions, positions, groups, at-least-once delivery with ack/nack) is
-//! described in `ARCHITECTURE.md`; each backend declares what it guarantees in
-//! [`Capabilities`], and the `tributary-conformance` crate checks the declaration.
+//! One awaited `send` at a time pays a round trip per event (about 170 events/s against a Kafka
+//! broker). For volume, hand the backend many events at once: [`Producer::send_batch`] (about
+//! 237,000 events/s on the same broker, order kept) or many concurrent sends (about 150,000/s;
+//! concurrent sends of one key may be stored in any order). The repository's `examples/`
+//! directory has runnable programs: bulk produce, consume and resume after a restart, nack
+//! and retry with a dead-letter stream, and one program on every backend.
+//!
+//! # Backends and URLs
+//!
+//! | URL | backend | available as |
+//! |---|---|---|
+//! | `memory://`, `memory://NAME` | in the process; `NAME` shares one instance within it | built in |
+//! | `file:///absolute/dir` | a durable log on disk: segments, CRC framing, fsync policy, crash recovery | built in |
+//! | `kafka://host:port[,host:port…]` | Apache Kafka, through librdkafka | crate `tributary-kafka`; its options are in its crate docs |
+//! | `pubsub://PROJECT` | Google Cloud Pub/Sub (Application Default Credentials, or `?endpoint=` for an emulator) | crate `tributary-pubsub`; options in its crate docs |
+//! | `pulsar://`, `kinesis://`, `eventhubs://` | Apache Pulsar, AWS Kinesis, Azure Event Hubs | planned |
+//!
+//! Backends other than the local one live in crates of their own, so a program compiles only
+//! the clients it uses. Add the crate and call its `register()` once, before the first
+//! [`connect`]; a URL whose backend is not registered fails with an error saying which crate
+//! it needs.
+//!
+//! ```ignore
+//! tributary_kafka::register(); // cargo add tributary-kafka
+//! let backend = tributary::connect("kafka://127.0.0.1:9092?auto_create=true").await?;
+//! ```
+//!
+//! Options go in the query string (`file:///var/lib/app?fsync=interval&partitions=8`); an
+//! unknown option or a bad value is a [`ErrorKind::Config`] error that names it. The local
+//! backend's options (the fields of [`local::LocalConfig`] carry the same ones for code):
+//!
+//! | option | default | meaning |
+//! |---|---|---|
+//! | `partitions` | `4` | partitions of streams created on first use |
+//! | `auto_create` | `true` | create streams on first use (`false`: [`ErrorKind::NotFound`]) |
+//! | `max_event_bytes` | `1MiB` | largest event (key + payload + headers) |
+//! | `segment_bytes` | `64MiB` (file), `8MiB` (memory) | segment size |
+//! | `retention_bytes` | unlimited | per-partition size limit; the oldest segments go first |
+//! | `retention` | unlimited | age limit, e.g. `7d` |
+//! | `fsync` | `always` | `always`: every write is on disk before its send returns (concurrent sends share one fsync); `interval` (with `fsync_interval=100ms`): a power loss can lose that window; `never`: the OS decides. A process crash loses nothing in any mode |
+//! | `group_lease` | `15s` | `file://` only: how long the consumer groups of a crashed process stay claimed before another process can take them over |
+//!
+//! One process at a time writes a `file://` directory; other processes open it read-only and
+//! can consume and tail it.
+//!
+//! # The model in brief
+//!
+//! - **At-least-once.** Every stored event reaches each group until one of its consumers acks
+//!   it. [`Delivery::ack`] means done; [`Delivery::nack`], or dropping the delivery, means
+//!   deliver again. Deliveries not acked when a consumer closes or its process dies go to the
+//!   rest of the group.
+//! - **Per-key order**, where [`Capabilities::ordering`] says so: a group sees one key's events
+//!   in the order they were stored, and a nacked event comes back before the key's later ones.
+//! - **Progress.** A log backend commits the end of the contiguous run of acked events per
+//!   partition, so a crash replays only what was not acked. [`StartPosition`] applies only
+//!   where the group has no commit yet.
+//! - **Declared differences.** What varies between backends (receipts, start positions, lag,
+//!   size limits…) is declared in [`Capabilities`] and checked by the `tributary-conformance`
+//!   suite, which anyone can run against their own servers: `tributary conformance URL`.
+//! - **One error type.** [`Error`] with an [`ErrorKind`] to match on; messages name the stream,
+//!   option or limit, and never contain secrets.
+//!
+//! # Reading and stopping
+//!
+//! [`Consumer::receive`] waits for the next delivery and is cancel-safe; [`ConsumerExt`] adds
+//! `receive_timeout`; [`deliveries`] turns a consumer into a `futures::Stream`. To stop, drop
+//! the stream or stop calling `receive`, then [`Consumer::close`]: it commits the acks and
+//! hands the consumer's partitions to the rest of the group at once.
+//!
+//! # Further reading
+//!
+//! The full model, with how each platform maps onto it, and the conformance suite's cases with
+//! their contracts are in the repository:
+#![doc = concat!("[docs/semantics.md](", env!("CARGO_PKG_REPOSITORY"), "/blob/main/docs/semantics.md),")]
+#![doc = concat!("[docs/conformance.md](", env!("CARGO_PKG_REPOSITORY"), "/blob/main/docs/conformance.md).")]
 #![warn(missing_docs)]
 
 mod ack;
