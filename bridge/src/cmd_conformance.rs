@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
+use tributary::backend::{parse_url, redact};
 use tributary::{Backend, Error, Result};
 use tributary_conformance::{CaseResult, Harness, Report, catalogue, run_with_progress};
 
@@ -56,7 +57,7 @@ pub async fn run(args: ConformanceArgs) -> Result<()> {
     // Connecting first turns a URL or option the backend refuses into the command's error
     // (exit status 2) instead of one failed row.
     let backend = tributary::connect(&url).await?;
-    let shown = tributary::redact(&tributary::parse_url(&url)?);
+    let shown = redact(&parse_url(&url)?);
     let mut harness = Harness::new(&shown, &url)
         .with_connect(hand_over_once(backend, url.clone()))
         .with_scale(args.scale as usize)

@@ -90,10 +90,19 @@
 //!
 //! # Reading and stopping
 //!
-//! [`Consumer::receive`] waits for the next delivery and is cancel-safe; [`ConsumerExt`] adds
-//! `receive_timeout`; [`deliveries`] turns a consumer into a `futures::Stream`. To stop, drop
-//! the stream or stop calling `receive`, then [`Consumer::close`]: it commits the acks and
-//! hands the consumer's partitions to the rest of the group at once.
+//! [`Consumer::receive`] waits for the next delivery and is cancel-safe;
+//! [`Consumer::receive_batch`] takes up to a number at once; [`ConsumerExt`] (bring it into
+//! scope) adds `receive_timeout`; [`deliveries`] turns what [`Backend::consumer`] returns into
+//! a `futures::Stream` ([`futures`] is re-exported, so `use tributary::futures::StreamExt`).
+//! To stop, close the consumer (the stream then ends), or drop the stream and then call
+//! [`Consumer::close`]: it commits the acks and hands the consumer's partitions to the rest of
+//! the group at once.
+//!
+//! # Writing a backend
+//!
+//! The plumbing backends share (URL option parsing, the ack tracker, checkpoint stores, the
+//! close gate, error stamping) is in [`backend`]; applications need none of it. A new backend
+//! proves itself with the `tributary-conformance` suite.
 //!
 //! # Further reading
 //!

@@ -13,8 +13,8 @@
 //!   sends in flight at the same time may be stored in any order, even for one key. Use it for
 //!   independent events; use `send_batch` (or one send at a time) where a key's order matters.
 
-use futures::StreamExt;
 use std::time::Instant;
+use tributary::futures::{self, StreamExt};
 use tributary::{Event, Producer};
 use tributary_examples::Args;
 

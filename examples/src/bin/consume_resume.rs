@@ -13,9 +13,9 @@
 //! in this process or another, starts after them. An event received but not acked when the
 //! worker stops is delivered again to the next one.
 
-use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
+use tributary::futures::StreamExt;
 use tributary::{Consumer, ConsumerOptions, Event, StartPosition};
 use tributary_examples::Args;
 
