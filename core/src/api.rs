@@ -79,6 +79,28 @@ impl fmt::Debug for AckHandle {
 }
 
 /// One received event with where it came from and how to settle it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> tributary::Result<()> {
+/// use tributary::{ConsumerOptions, Event, StartPosition};
+///
+/// let backend = tributary::connect("memory://").await?;
+/// backend.producer("orders").await?.send(Event::new("hello").with_key("c-7")).await?;
+/// let consumer = backend
+///     .consumer("orders", ConsumerOptions::new("billing").start(StartPosition::Earliest))
+///     .await?;
+///
+/// let delivery = consumer.receive().await?;
+/// println!("{:?} from partition {:?} at {:?}", delivery.event.payload, delivery.partition, delivery.position);
+/// assert_eq!(delivery.attempt, Some(1));
+/// delivery.nack(); // not processed: it comes back, before the partition's later events
+///
+/// let again = consumer.receive().await?;
+/// assert_eq!(again.attempt, Some(2));
+/// again.ack(); // done: never delivered to this group again
+/// consumer.close().await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Delivery {
     /// The event.
@@ -274,6 +296,17 @@ pub fn deliveries(consumer: impl Into<Arc<dyn Consumer>>) -> BoxStream<'static, 
 }
 
 /// Options for a consumer.
+///
+/// ```
+/// use tributary::{ConsumerOptions, StartPosition};
+///
+/// let options = ConsumerOptions::new("billing") // the group: consumers share work and progress
+///     .start(StartPosition::Earliest) // used only while the group has no commit
+///     .max_in_flight(500); // receive waits while 500 deliveries are unsettled
+/// assert_eq!(options.group, "billing");
+/// assert!(options.validate().is_ok());
+/// assert!(ConsumerOptions::new("").validate().is_err()); // a group needs a name
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConsumerOptions {
@@ -387,6 +420,26 @@ pub struct StreamInfo {
 ///   error naming the rule it breaks.
 /// - A missing stream gives [`crate::ErrorKind::NotFound`] unless the backend declares
 ///   [`crate::Lifecycle::auto_create`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> tributary::Result<()> {
+/// use tributary::{ErrorKind, Event, StreamSpec};
+///
+/// let backend = tributary::connect("memory://?auto_create=false").await?;
+/// if backend.capabilities().admin {
+///     backend.create_stream("orders", StreamSpec::with_partitions(4)).await?;
+/// }
+/// assert_eq!(backend.list_streams().await?, ["orders"]);
+/// assert_eq!(backend.describe_stream("orders").await?.partitions.len(), 4);
+///
+/// let again = backend.create_stream("orders", StreamSpec::default()).await;
+/// assert_eq!(again.unwrap_err().kind(), ErrorKind::AlreadyExists);
+/// // Without auto_create, a missing stream is an error, at open or at the first send.
+/// let missing = async { backend.producer("refunds").await?.send(Event::new("r")).await };
+/// assert_eq!(missing.await.unwrap_err().kind(), ErrorKind::NotFound);
+/// backend.close().await?;
+/// # Ok(()) }
+/// ```
 #[async_trait]
 pub trait Backend: Send + Sync + fmt::Debug {
     /// The URL scheme this backend answers to (`"memory"`, `"file"`, `"kafka"`…).

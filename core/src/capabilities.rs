@@ -57,6 +57,30 @@ pub struct Lifecycle {
 }
 
 /// A backend's declared guarantees.
+///
+/// Check them before relying on something that varies between backends:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> tributary::Result<()> {
+/// use tributary::{AckModel, Capabilities, Ordering};
+///
+/// let backend = tributary::connect("memory://").await?;
+/// let caps = backend.capabilities();
+/// if caps.ordering != Ordering::PerKey {
+///     // Pub/Sub without ordering keys: do not count on a key's events arriving in order.
+/// }
+/// if caps.receipts.position {
+///     // Receipts say where each event landed; worth storing for StartPosition::Position.
+/// }
+/// assert_eq!(caps.ack, AckModel::Cumulative); // a log: commits never pass an unacked event
+/// assert!(caps.nack && caps.lag && caps.admin);
+///
+/// // A backend author starts from nothing and declares each field deliberately:
+/// let mut mine = Capabilities::minimal();
+/// mine.nack = true;
+/// assert!(!mine.lag);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Capabilities {

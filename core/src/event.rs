@@ -339,6 +339,30 @@ pub struct Receipt {
 }
 
 /// Where a consumer of a group without a checkpoint starts.
+///
+/// A group that has committed progress resumes from it, whatever start it is given; the start
+/// applies only to partitions the group has never committed in.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> tributary::Result<()> {
+/// use tributary::{ConsumerOptions, Event, StartPosition, Timestamp};
+///
+/// // From text, as the command line and configuration files take it:
+/// assert_eq!("earliest".parse::<StartPosition>()?, StartPosition::Earliest);
+/// let may_day: StartPosition = "2024-05-01T10:00:00Z".parse()?;
+/// assert_eq!(may_day, StartPosition::Timestamp(Timestamp::from_millis(1_714_557_600_000)));
+/// assert_eq!("@1714557600000".parse::<StartPosition>()?, may_day);
+///
+/// // At a position a receipt reported (inclusive):
+/// let backend = tributary::connect("memory://?partitions=1").await?;
+/// let producer = backend.producer("orders").await?;
+/// producer.send(Event::new("before")).await?;
+/// let receipt = producer.send(Event::new("from here")).await?;
+/// let start = StartPosition::Position(receipt.position.expect("memory:// reports positions"));
+/// let consumer = backend.consumer("orders", ConsumerOptions::new("audit").start(start)).await?;
+/// assert_eq!(consumer.receive().await?.event.payload.as_ref(), b"from here");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum StartPosition {
     /// The oldest retained event.
