@@ -94,7 +94,7 @@ fn settle_payment(payment: &str, attempt: u32) -> Result<(), String> {
     if n == 13 {
         return Err("account closed".into());
     }
-    if n % 5 == 0 && attempt == 1 {
+    if n.is_multiple_of(5) && attempt == 1 {
         return Err("bank timed out".into());
     }
     Ok(())
