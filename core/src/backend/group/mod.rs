@@ -8,7 +8,7 @@
 //!
 //! - a [`PartitionSource`]: list the stream's partitions (with the parents of split or merged
 //!   ones), pin a start position, and open a reader at a checkpoint;
-//! - a [`CheckpointStore`](super::CheckpointStore): where leases and checkpoints live
+//! - a [`CheckpointStore`]: where leases and checkpoints live
 //!   (memory, a directory, DynamoDB in KCL's layout, Blob Storage in the Azure SDKs' layout).
 //!
 //! and gets a [`crate::Consumer`] from [`GroupEngine::join`].
@@ -37,7 +37,7 @@
 //!   of the partition in first-delivery order with the attempt count raised, a prefetch buffer
 //!   filled by a reader task, and the member's in-flight limit.
 //! - **Parent before child.** A partition whose parents are not all
-//!   [`Checkpoint::Ended`](super::Checkpoint::Ended) is not claimed; a partition read to its end
+//!   [`Checkpoint::Ended`] is not claimed; a partition read to its end
 //!   is checkpointed `Ended` only after every event in it was acked, and then released; a child
 //!   without a checkpoint starts at its beginning whatever the group's start position.
 //! - **Start positions** apply only to partitions without a checkpoint, and are pinned (written
