@@ -116,6 +116,7 @@ mod ack;
 mod api;
 pub mod backend;
 mod capabilities;
+pub mod envelope;
 mod error;
 mod event;
 pub mod local;

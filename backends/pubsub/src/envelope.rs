@@ -16,7 +16,8 @@
 //!
 //! Headers "fit" when names are unique, not reserved (`goog…`, `tributary-…`), at most 256
 //! bytes, values are UTF-8 of at most 1024 bytes, and there are at most 90 of them. Otherwise
-//! (binary values, repeated names, …) the headers travel in `data`, in this block:
+//! (binary values, repeated names, …) the headers travel in `data`, in the header block of
+//! `tributary::envelope` (the codec Pulsar uses too):
 //! `u32 count`, then per header `u32 name length`, name, `u32 value length`, value (big-endian
 //! lengths), then the payload. Only tributary sets `tributary-envelope`, so a message from any
 //! other client reads as a plain event: its attributes become headers (in name order), its
@@ -26,16 +27,17 @@ use std::collections::HashMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use bytes::{BufMut, Bytes, BytesMut};
-use tributary::{Event, Headers, Timestamp};
+use bytes::Bytes;
+use tributary::envelope::{self as codec, AttributeRules};
+use tributary::{Event, Timestamp};
 
 pub(crate) const KEY: &str = "tributary-key";
-pub(crate) const TIMESTAMP: &str = "tributary-ts";
-pub(crate) const ORDER: &str = "tributary-order";
-pub(crate) const ENVELOPE: &str = "tributary-envelope";
-const MAX_PLAIN_HEADERS: usize = 90;
-const MAX_NAME: usize = 256;
-const MAX_VALUE: usize = 1024;
+pub(crate) const TIMESTAMP: &str = codec::TIMESTAMP;
+#[cfg(test)]
+pub(crate) const ORDER: &str = codec::ORDER;
+pub(crate) const ENVELOPE: &str = codec::ENVELOPE;
+/// Pub/Sub's attribute limits, less room for tributary's own attributes.
+const RULES: AttributeRules = AttributeRules::new(90, 256, 1024, &["goog"]);
 
 /// The parts of a Pub/Sub message tributary sets.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -58,26 +60,6 @@ impl Encoded {
     }
 }
 
-fn plain_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME
-        && !name.starts_with("goog")
-        && !name.starts_with("tributary-")
-}
-
-fn headers_fit(headers: &Headers) -> bool {
-    if headers.len() > MAX_PLAIN_HEADERS {
-        return false;
-    }
-    let mut seen = std::collections::HashSet::with_capacity(headers.len());
-    headers.iter().all(|(name, value)| {
-        plain_name(name)
-            && seen.insert(name)
-            && value.len() <= MAX_VALUE
-            && std::str::from_utf8(value).is_ok()
-    })
-}
-
 pub(crate) fn encode(event: &Event) -> Encoded {
     let mut attributes = HashMap::new();
     let mut ordering_key = String::new();
@@ -94,35 +76,10 @@ pub(crate) fn encode(event: &Event) -> Encoded {
     if let Some(timestamp) = event.timestamp {
         attributes.insert(TIMESTAMP.to_owned(), timestamp.as_millis().to_string());
     }
-    let order: Vec<&str> = event.headers.iter().map(|(name, _)| name).collect();
-    let order_json = serde_json::to_string(&order).unwrap_or_default();
-    let data = if event.headers.is_empty() {
-        event.payload.clone()
-    } else if headers_fit(&event.headers) && (order.len() < 2 || order_json.len() <= MAX_VALUE) {
-        for (name, value) in event.headers.iter() {
-            let value = std::str::from_utf8(value).expect("checked by headers_fit");
-            attributes.insert(name.to_owned(), value.to_owned());
-        }
-        if order.len() >= 2 {
-            attributes.insert(ORDER.to_owned(), order_json);
-        }
-        event.payload.clone()
-    } else {
-        attributes.insert(ENVELOPE.to_owned(), "1".to_owned());
-        let mut block =
-            BytesMut::with_capacity(event.payload.len() + event.headers.encoded_len() + 4);
-        block.put_u32(event.headers.len() as u32);
-        for (name, value) in event.headers.iter() {
-            block.put_u32(name.len() as u32);
-            block.put_slice(name.as_bytes());
-            block.put_u32(value.len() as u32);
-            block.put_slice(value);
-        }
-        block.put_slice(&event.payload);
-        block.freeze()
-    };
+    let encoded = codec::encode_headers(&event.headers, &event.payload, &RULES);
+    attributes.extend(encoded.attributes);
     Encoded {
-        data,
+        data: encoded.body,
         attributes,
         ordering_key,
     }
@@ -158,92 +115,24 @@ pub(crate) fn decode(
         }
         None => publish_time_ms.map(Timestamp::from_millis),
     };
-    let order = attributes.remove(ORDER);
-    let envelope = attributes.remove(ENVELOPE);
     let mut event = Event::new(data.clone());
     event.key = key;
     event.timestamp = timestamp;
-    if envelope.as_deref() == Some("1") {
-        match read_block(&data) {
-            Ok((headers, payload)) => {
-                event.headers = headers;
-                event.payload = payload;
-                return (event, problem);
+    match codec::decode_headers(data, attributes) {
+        Ok(decoded) => {
+            event.headers = decoded.headers;
+            event.payload = decoded.payload;
+            if let Some(p) = decoded.problem {
+                problem.get_or_insert(p);
             }
-            Err(e) => {
-                // Keep everything the message had, so nothing is silently dropped.
-                let mut headers = Headers::default();
-                let mut names: Vec<_> = raw.into_iter().collect();
-                names.sort();
-                for (name, value) in names {
-                    headers.append(name, value);
-                }
-                event.headers = headers;
-                return (event, Some(format!("malformed {ENVELOPE} block: {e}")));
-            }
+            (event, problem)
+        }
+        // Keep everything the message had, so nothing is silently dropped.
+        Err(e) => {
+            event.headers = codec::plain_headers(raw);
+            (event, Some(e.to_string()))
         }
     }
-    let mut headers = Headers::default();
-    if let Some(order) = order {
-        match serde_json::from_str::<Vec<String>>(&order) {
-            Ok(names) => {
-                for name in names {
-                    if let Some(value) = attributes.remove(&name) {
-                        headers.append(name, value);
-                    }
-                }
-            }
-            Err(e) => {
-                problem.get_or_insert_with(|| {
-                    format!("attribute {ORDER} is not a JSON array of names: {e}")
-                });
-            }
-        }
-    }
-    let mut rest: Vec<_> = attributes.into_iter().collect();
-    rest.sort();
-    for (name, value) in rest {
-        headers.append(name, value);
-    }
-    event.headers = headers;
-    (event, problem)
-}
-
-fn read_block(data: &Bytes) -> Result<(Headers, Bytes), String> {
-    struct Reader<'a> {
-        data: &'a Bytes,
-        at: usize,
-    }
-    impl Reader<'_> {
-        fn take(&mut self, n: usize) -> Result<Bytes, String> {
-            let end = self
-                .at
-                .checked_add(n)
-                .filter(|&e| e <= self.data.len())
-                .ok_or("truncated")?;
-            let out = self.data.slice(self.at..end);
-            self.at = end;
-            Ok(out)
-        }
-        fn length(&mut self) -> Result<usize, String> {
-            let b = self.take(4)?;
-            Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        }
-    }
-    let mut reader = Reader { data, at: 0 };
-    let count = reader.length()?;
-    let mut headers = Headers::default();
-    for _ in 0..count {
-        let name_len = reader.length()?;
-        let name = reader.take(name_len)?;
-        let name = std::str::from_utf8(&name)
-            .map_err(|_| "header name is not UTF-8")?
-            .to_owned();
-        let value_len = reader.length()?;
-        headers.append(name, reader.take(value_len)?);
-    }
-    let payload = data.slice(reader.at..);
-    Ok((headers, payload))
 }
 
 #[cfg(test)]
@@ -309,6 +198,54 @@ mod tests {
         let mut want = event.clone();
         want.timestamp = Some(Timestamp::from_millis(42));
         assert_eq!(round_trip(&event), want);
+    }
+
+    /// The exact bytes and attributes Pub/Sub messages carry, pinned so that data written by
+    /// earlier versions keeps reading (and other readers keep parsing what is written now).
+    #[test]
+    fn the_wire_format_is_pinned() {
+        let event = Event::new("pay")
+            .with_key(vec![0xfe, 0x00])
+            .with_header("bin", vec![0u8, 255])
+            .with_header("dup", "1")
+            .with_header("dup", "2")
+            .with_timestamp(Timestamp::from_millis(-5));
+        let encoded = encode(&event);
+        let want: &[u8] = b"\x00\x00\x00\x03\
+            \x00\x00\x00\x03bin\x00\x00\x00\x02\x00\xff\
+            \x00\x00\x00\x03dup\x00\x00\x00\x011\
+            \x00\x00\x00\x03dup\x00\x00\x00\x012\
+            pay";
+        assert_eq!(encoded.data.as_ref(), want);
+        assert_eq!(encoded.ordering_key, "/gA=");
+        let mut attributes: Vec<_> = encoded.attributes.into_iter().collect();
+        attributes.sort();
+        assert_eq!(
+            attributes,
+            [
+                ("tributary-envelope".to_owned(), "1".to_owned()),
+                ("tributary-key".to_owned(), "/gA=".to_owned()),
+                ("tributary-ts".to_owned(), "-5".to_owned()),
+            ]
+        );
+        let plain = encode(&Event::new("p").with_header("a", "x").with_header("b", "y"));
+        assert_eq!(plain.data.as_ref(), b"p");
+        let mut attributes: Vec<_> = plain.attributes.into_iter().collect();
+        attributes.sort();
+        assert_eq!(
+            attributes,
+            [
+                ("a".to_owned(), "x".to_owned()),
+                ("b".to_owned(), "y".to_owned()),
+                ("tributary-order".to_owned(), r#"["a","b"]"#.to_owned()),
+            ]
+        );
+        // 91 headers: over Pub/Sub's plain-attribute budget, so they travel in the block.
+        let mut many = Event::new("");
+        for i in 0..91 {
+            many.headers.append(format!("h{i}"), "v");
+        }
+        assert_eq!(encode(&many).attributes.get(ENVELOPE).map(String::as_str), Some("1"));
     }
 
     #[test]
@@ -383,6 +320,8 @@ mod tests {
             })
     }
 
+    // The header codec's own properties (envelope only when needed, garbage never panics)
+    // are tested with it, in `tributary::envelope`.
     proptest! {
         /// Every event survives the trip exactly (a missing timestamp becomes the publish time).
         #[test]
@@ -392,24 +331,6 @@ mod tests {
                 want.timestamp = Some(Timestamp::from_millis(42));
             }
             prop_assert_eq!(round_trip(&event), want);
-        }
-
-        /// The envelope is used only when attributes cannot carry the headers.
-        #[test]
-        fn the_envelope_only_when_needed(event in arbitrary_event()) {
-            let encoded = encode(&event);
-            prop_assert_eq!(encoded.attributes.contains_key(ENVELOPE), !event.headers.is_empty() && !headers_fit(&event.headers));
-            if !encoded.attributes.contains_key(ENVELOPE) {
-                prop_assert_eq!(encoded.data, event.payload);
-            }
-        }
-
-        /// Arbitrary bytes with the envelope flag never panic and never lose the data.
-        #[test]
-        fn garbage_envelopes_never_panic(data in prop::collection::vec(any::<u8>(), 0..64)) {
-            let attributes = HashMap::from([(ENVELOPE.to_owned(), "1".to_owned())]);
-            let (event, _) = decode(Bytes::from(data.clone()), attributes, String::new(), None);
-            prop_assert!(event.payload.len() <= data.len());
         }
     }
 }
