@@ -178,6 +178,8 @@ fn register_backends() {
     tributary_kafka::register();
     #[cfg(feature = "pubsub")]
     tributary_pubsub::register();
+    #[cfg(feature = "pulsar")]
+    tributary_pulsar::register();
 }
 
 fn main() {

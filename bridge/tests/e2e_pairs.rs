@@ -1,7 +1,7 @@
 //! End to end between backend pairs: local → local (file to memory), and Pub/Sub (the pstest
 //! emulator) on one side or both: local → Pub/Sub, Pub/Sub → local, Kafka → Pub/Sub,
-//! Pub/Sub → Kafka and Pub/Sub → Pub/Sub, and Kafka → local (local → Kafka and Kafka → Kafka
-//! are in `e2e_kafka.rs`). Each compares
+//! Pub/Sub → Kafka and Pub/Sub → Pub/Sub, Kafka → local, and local → Pulsar → local (local →
+//! Kafka and Kafka → Kafka are in `e2e_kafka.rs`). Each compares
 //! the full sequence of events on both sides: payload, key, headers, timestamp, per-key order
 //! and lineage headers.
 //!
@@ -197,4 +197,16 @@ async fn pubsub_to_pubsub() {
     let server = require_peer!(Peer::PubSub);
     let ps = pubsub(server.url()).await;
     bridge_pair(ps.clone(), ps, "pubsub-to-pubsub").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_to_pulsar_and_back() {
+    let server = require_peer!(Peer::Pulsar);
+    tributary_pulsar::register();
+    let pulsar = tributary::connect(server.url()).await.unwrap();
+    let local = tributary::connect("memory://e2e-pulsar?partitions=4")
+        .await
+        .unwrap();
+    bridge_pair(local.clone(), pulsar.clone(), "local-to-pulsar").await;
+    bridge_pair(pulsar, local, "pulsar-to-local").await;
 }

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Official Python clients for the interop tests: Google's Pub/Sub client (tributary <-> a Pub/Sub
-# user's client against the same pstest) and Microsoft's azure-eventhub (against
-# tributary-eventhubs-emulator).
+# user's client against the same pstest), Microsoft's azure-eventhub (against
+# tributary-eventhubs-emulator) and Apache's pulsar-client (against the Pulsar standalone).
 #
 #   scripts/peers/install-pyclients.sh     # idempotent; fast when already installed
 #
-# Result: $PEERS_DIR/pyvenv/<ver>/bin/python with google-cloud-pubsub and azure-eventhub,
+# Result: $PEERS_DIR/pyvenv/<ver>/bin/python with google-cloud-pubsub, azure-eventhub and pulsar-client,
 # $PEERS_DIR/pyvenv/current -> <ver>
 # shellcheck source=SCRIPTDIR/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -13,31 +13,33 @@ PEERS_TAG=pyclients
 
 PUBSUB_PY_VERSION="${PUBSUB_PY_VERSION:-2.44.0}"
 EVENTHUB_PY_VERSION="${EVENTHUB_PY_VERSION:-5.15.1}"
-# 2: azure-eventhub added to the same venv.
-RECIPE_REV=2
+PULSAR_PY_VERSION="${PULSAR_PY_VERSION:-3.13.0}"
+# 2: azure-eventhub added to the same venv. 3: pulsar-client too.
+RECIPE_REV=3
 COMP="$PEERS_DIR/pyvenv"
 DEST="$COMP/$PUBSUB_PY_VERSION"
-STAMP="$(stamp pyclients "$PUBSUB_PY_VERSION+eventhub-$EVENTHUB_PY_VERSION" "$RECIPE_REV")"
-IMPORTS='import google.cloud.pubsub_v1, azure.eventhub' 
+STAMP="$(stamp pyclients "$PUBSUB_PY_VERSION+eventhub-$EVENTHUB_PY_VERSION+pulsar-$PULSAR_PY_VERSION" "$RECIPE_REV")"
+IMPORTS='import google.cloud.pubsub_v1, azure.eventhub, pulsar'
+PACKAGES=("google-cloud-pubsub==$PUBSUB_PY_VERSION" "azure-eventhub==$EVENTHUB_PY_VERSION" "pulsar-client==$PULSAR_PY_VERSION")
 
 if is_installed "$DEST" "$STAMP" && "$DEST/bin/python" -c "$IMPORTS" 2>/dev/null; then
   set_current "$COMP" "$PUBSUB_PY_VERSION"
-  log "google-cloud-pubsub $PUBSUB_PY_VERSION and azure-eventhub $EVENTHUB_PY_VERSION already installed at $DEST"
+  log "${PACKAGES[*]} already installed at $DEST"
   exit 0
 fi
 
 need python3 "apt-get install -y python3 python3-venv"
 rm -rf "$DEST"
-log "creating a virtualenv with google-cloud-pubsub==$PUBSUB_PY_VERSION azure-eventhub==$EVENTHUB_PY_VERSION (log: $COMP/pip.log)"
+log "creating a virtualenv with ${PACKAGES[*]} (log: $COMP/pip.log)"
 mkdir -p "$COMP"
 if ! { python3 -m venv "$DEST" && "$DEST/bin/python" -m pip install -q --disable-pip-version-check \
-        "google-cloud-pubsub==$PUBSUB_PY_VERSION" "azure-eventhub==$EVENTHUB_PY_VERSION"; } >"$COMP/pip.log" 2>&1; then
+        "${PACKAGES[@]}"; } >"$COMP/pip.log" 2>&1; then
   tail -5 "$COMP/pip.log" >&2
-  die "could not install google-cloud-pubsub $PUBSUB_PY_VERSION / azure-eventhub $EVENTHUB_PY_VERSION (log: $COMP/pip.log)" \
-      "check PyPI is reachable: python3 -m pip download google-cloud-pubsub==$PUBSUB_PY_VERSION azure-eventhub==$EVENTHUB_PY_VERSION" \
+  die "could not install ${PACKAGES[*]} (log: $COMP/pip.log)" \
+      "check PyPI is reachable: python3 -m pip download ${PACKAGES[*]}" \
       "python3-venv is needed: apt-get install -y python3-venv"
 fi
-"$DEST/bin/python" -c "$IMPORTS" || die "google-cloud-pubsub or azure-eventhub does not import" "see $COMP/pip.log"
+"$DEST/bin/python" -c "$IMPORTS" || die "one of ${PACKAGES[*]} does not import" "see $COMP/pip.log"
 mark_installed "$DEST" "$STAMP"
 set_current "$COMP" "$PUBSUB_PY_VERSION"
-log "google-cloud-pubsub $PUBSUB_PY_VERSION and azure-eventhub $EVENTHUB_PY_VERSION installed at $DEST"
+log "${PACKAGES[*]} installed at $DEST"

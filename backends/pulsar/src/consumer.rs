@@ -1,0 +1,343 @@
+//! Receiving: one subscription member per partition, a driver task that owns them, and a
+//! ready queue per partition that `receive()` takes from.
+//!
+//! ```text
+//!  pulsar::Consumer per partition ──▶ driver task ──▶ per-partition ready queues ──▶ receive()
+//!            ▲                          │   ▲                     ▲ nack: back to the front,  │
+//!            └── acks (whole entries) ◀─┘   └──── ack commands ◀──┴── after a backoff ◀───────┘
+//! ```
+//!
+//! - **Order.** A partition's events leave its queue in order. A nacked (or dropped) delivery
+//!   goes back to the front of its partition's queue and holds the partition's later events
+//!   until its backoff (`nack_delay`, doubled per attempt, at most `nack_max_delay`) has passed:
+//!   it comes back before them, and other partitions keep flowing meanwhile. The crate's own
+//!   nack would ask the broker for an immediate redelivery, which on a Failover subscription
+//!   rewinds the whole partition and burns retries; tributary redelivers in process instead.
+//! - **Attempts** are counted here: the crate does not expose the broker's redelivery count,
+//!   and Failover subscriptions keep none (apache/pulsar#15836). After a member change the
+//!   count starts again at 1.
+//! - **Acks** are individual. An event from a batched message (another client's batching, or
+//!   `batch_size`) is acknowledged to the broker once every event of its batch is: the crate
+//!   would otherwise acknowledge the whole batch on its first ack, and a crash would lose the
+//!   rest. So after a crash a partially acked batch comes back whole.
+//! - **Deadlines.** Every partition member is checked every second (its statistics, which also
+//!   give the backlog for [`Consumer::lag`]); one whose stream ended, or that has not answered
+//!   for `operation_timeout`, is replaced by a new member, retried with backoff until the
+//!   broker takes it. Events it had queued are dropped (the broker redelivers them).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pulsar::message::proto::MessageIdData;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tributary::{
+    AckHandle, Acknowledge, Consumer, Delivery, Error, Event, Outcome, PartitionId, Result,
+};
+
+use crate::error::BACKEND;
+use crate::position::MessagePosition;
+
+pub(crate) mod driver;
+
+pub(crate) use driver::Driver;
+use driver::Member;
+
+/// One event waiting in a partition's queue.
+pub(crate) struct Pending {
+    /// The partition's index among the consumer's members.
+    pub slot: usize,
+    pub event: Event,
+    pub id: MessageIdData,
+    pub position: MessagePosition,
+    /// Events in the batched message it came in, if it came in one.
+    pub batch_size: Option<i32>,
+    pub generation: u64,
+    pub attempt: u32,
+    /// A nacked event waits until then.
+    pub not_before: Option<Instant>,
+}
+
+#[derive(Default)]
+pub(crate) struct PartitionQueue {
+    pub queue: VecDeque<Pending>,
+    /// Bumped when the partition's member is replaced: deliveries of an earlier generation are
+    /// redelivered by the broker, so their nacks are not requeued here.
+    pub generation: u64,
+}
+
+pub(crate) struct State {
+    pub partitions: Vec<PartitionQueue>,
+    /// Round-robin start for the next `take`.
+    pub cursor: usize,
+    pub queued: usize,
+    pub ready_cap: usize,
+    pub in_flight: usize,
+    pub max_in_flight: usize,
+    /// An error for the next `receive()`.
+    pub failure: Option<Error>,
+    pub stopped: bool,
+    pub lag: Option<u64>,
+}
+
+impl State {
+    /// The next due event, round robin over partitions; or when the earliest nacked one is due.
+    fn take(&mut self, now: Instant) -> Result<Pending, Option<Instant>> {
+        let n = self.partitions.len();
+        let mut earliest: Option<Instant> = None;
+        for step in 0..n {
+            let index = (self.cursor + step) % n;
+            let queue = &mut self.partitions[index].queue;
+            match queue.front().map(|p| p.not_before) {
+                None => continue,
+                Some(Some(at)) if at > now => {
+                    earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                }
+                Some(_) => {
+                    let pending = queue.pop_front().expect("front exists");
+                    self.cursor = (index + 1) % n;
+                    self.queued -= 1;
+                    return Ok(pending);
+                }
+            }
+        }
+        Err(earliest)
+    }
+}
+
+pub(crate) struct Shared {
+    pub state: parking_lot::Mutex<State>,
+    /// Wakes `receive()` callers: an event arrived, a nack came back, the consumer stopped.
+    pub wake: Notify,
+    /// Wakes the driver when the ready queues have room again.
+    pub room: Notify,
+    pub nack_delay: Duration,
+    pub nack_max_delay: Duration,
+}
+
+impl Shared {
+    fn backoff(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(20);
+        self.nack_delay
+            .saturating_mul(1 << doublings)
+            .min(self.nack_max_delay)
+    }
+}
+
+/// What the rest of the process tells the driver.
+pub(crate) enum Command {
+    Ack {
+        slot: usize,
+        id: MessageIdData,
+        batch_size: Option<i32>,
+    },
+    /// Make sure every ack so far reached the broker, then answer.
+    Commit(oneshot::Sender<Result<()>>),
+    /// Close the partition members, then answer (if anyone waits).
+    Close(Option<oneshot::Sender<Result<()>>>),
+    /// A replacement member for `slot` subscribed.
+    Replaced(usize, Box<Member>),
+}
+
+struct PulsarAck {
+    pending: Option<Pending>,
+    shared: Arc<Shared>,
+    to_driver: mpsc::UnboundedSender<Command>,
+}
+
+impl Acknowledge for PulsarAck {
+    fn settle(mut self: Box<Self>, outcome: Outcome) {
+        let Some(mut pending) = self.pending.take() else {
+            return;
+        };
+        let slot = pending.slot;
+        let mut state = self.shared.state.lock();
+        state.in_flight = state.in_flight.saturating_sub(1);
+        match outcome {
+            Outcome::Ack => {
+                drop(state);
+                // The driver may be gone (consumer closed): the group redelivers the event then.
+                let _ = self.to_driver.send(Command::Ack {
+                    slot,
+                    id: pending.id,
+                    batch_size: pending.batch_size,
+                });
+            }
+            Outcome::Nack => {
+                let current = state.partitions.get(slot).map(|p| p.generation);
+                if current == Some(pending.generation) && !state.stopped {
+                    pending.not_before = Some(Instant::now() + self.shared.backoff(pending.attempt));
+                    pending.attempt += 1;
+                    state.partitions[slot].queue.push_front(pending);
+                    state.queued += 1;
+                }
+                drop(state);
+            }
+        }
+        self.shared.wake.notify_waiters();
+    }
+}
+
+pub(crate) struct PulsarConsumer {
+    pub(crate) stream: String,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) to_driver: mpsc::UnboundedSender<Command>,
+    pub(crate) closed: AtomicBool,
+    /// `true` when the stream is partitioned (partition ids are then the indexes).
+    pub(crate) partitioned: bool,
+}
+
+impl PulsarConsumer {
+    fn closed_error(&self) -> Error {
+        Error::closed(format!("consumer of `{}` is closed", self.stream)).with_backend(BACKEND)
+    }
+
+    fn delivery(&self, pending: Pending) -> Delivery {
+        let partition = if self.partitioned { pending.slot as u32 } else { 0 };
+        Delivery {
+            event: pending.event.clone(),
+            partition: Some(PartitionId::from(partition)),
+            position: Some(pending.position.to_position()),
+            attempt: Some(pending.attempt),
+            handle: AckHandle::new(Box::new(PulsarAck {
+                pending: Some(pending),
+                shared: self.shared.clone(),
+                to_driver: self.to_driver.clone(),
+            })),
+        }
+    }
+}
+
+#[async_trait]
+impl Consumer for PulsarConsumer {
+    async fn receive(&self) -> Result<Delivery> {
+        loop {
+            let notified = self.shared.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let wait_until = {
+                let mut state = self.shared.state.lock();
+                if self.closed.load(Ordering::Acquire) || state.stopped {
+                    return Err(self.closed_error());
+                }
+                if let Some(error) = state.failure.take() {
+                    return Err(error);
+                }
+                if state.in_flight >= state.max_in_flight {
+                    None
+                } else {
+                    match state.take(Instant::now()) {
+                        Ok(pending) => {
+                            state.in_flight += 1;
+                            if state.queued + 1 == state.ready_cap {
+                                self.shared.room.notify_one();
+                            }
+                            drop(state);
+                            return Ok(self.delivery(pending));
+                        }
+                        Err(earliest) => earliest,
+                    }
+                }
+            };
+            match wait_until {
+                Some(at) => {
+                    let _ = tokio::time::timeout_at(at.into(), notified).await;
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    async fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        if self.to_driver.send(Command::Close(Some(reply))).is_ok() {
+            let _ = answer.await;
+        }
+        self.shared.wake.notify_waiters();
+        Ok(())
+    }
+
+    async fn commit(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.closed_error());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.to_driver
+            .send(Command::Commit(reply))
+            .map_err(|_| self.closed_error())?;
+        answer.await.map_err(|_| self.closed_error())?
+    }
+
+    fn lag(&self) -> Option<u64> {
+        self.shared.state.lock().lag
+    }
+}
+
+impl Drop for PulsarConsumer {
+    fn drop(&mut self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            // Dropped without close: the driver closes the members, so the group redelivers
+            // what this consumer held.
+            let _ = self.to_driver.send(Command::Close(None));
+        }
+    }
+}
+
+/// Per partition, batched messages with some events acked: the batch is acknowledged to the
+/// broker when all are.
+#[derive(Default)]
+pub(crate) struct BatchAcks {
+    entries: HashMap<(u64, u64), (i32, Vec<bool>)>,
+}
+
+impl BatchAcks {
+    /// Records the ack of one event; returns `true` when its whole batch is acked.
+    pub(crate) fn ack(&mut self, id: &MessageIdData, batch_size: i32) -> bool {
+        let index = id.batch_index.unwrap_or(0).max(0) as usize;
+        let size = batch_size.max(1) as usize;
+        let key = (id.ledger_id, id.entry_id);
+        let (count, acked) = self
+            .entries
+            .entry(key)
+            .or_insert_with(|| (0, vec![false; size]));
+        if index < acked.len() && !acked[index] {
+            acked[index] = true;
+            *count += 1;
+        }
+        if *count as usize >= acked.len() {
+            self.entries.remove(&key);
+            return true;
+        }
+        false
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_acked_when_all_its_events_are() {
+        let mut acks = BatchAcks::default();
+        let id = |i: i32| MessageIdData {
+            ledger_id: 1,
+            entry_id: 2,
+            batch_index: Some(i),
+            ..Default::default()
+        };
+        assert!(!acks.ack(&id(2), 3));
+        assert!(!acks.ack(&id(2), 3), "a repeated ack counts once");
+        assert!(!acks.ack(&id(0), 3));
+        assert!(acks.ack(&id(1), 3));
+        assert!(acks.entries.is_empty());
+    }
+}

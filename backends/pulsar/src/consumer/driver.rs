@@ -1,0 +1,407 @@
+//! The task that owns a consumer's partition members: it moves their messages into the ready
+//! queues, forwards acks, checks every member each second and replaces one that is gone.
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use pulsar::consumer::InitialPosition;
+use pulsar::message::proto::MessageIdData;
+use pulsar::{Pulsar, SubType, TokioExecutor};
+use tokio::sync::mpsc;
+use tributary::{Error, Result};
+
+use super::{BatchAcks, Command, Pending, Shared};
+use crate::error::{BACKEND, map, timed_out};
+use crate::mapping;
+use crate::position::MessagePosition;
+
+type Message = pulsar::consumer::Message<Vec<u8>>;
+
+/// One partition's subscription member.
+pub(crate) struct Member {
+    pub consumer: pulsar::Consumer<Vec<u8>, TokioExecutor>,
+}
+
+/// How to subscribe a partition's member (first, and again after one is lost).
+pub(crate) struct Subscribe {
+    pub client: Pulsar<TokioExecutor>,
+    pub stream: String,
+    /// Full topic name per slot (the partitions of a partitioned topic, or the topic).
+    pub topics: Vec<String>,
+    /// Pulsar's partition index per slot (-1 for a non-partitioned topic).
+    pub indexes: Vec<i32>,
+    pub subscription: String,
+    pub sub_type: SubType,
+    pub consumer_name: String,
+    pub initial: InitialPosition,
+    pub receiver_queue: u32,
+    pub timeout: Duration,
+}
+
+impl Subscribe {
+    pub(crate) async fn member(&self, slot: usize) -> Result<Member> {
+        let options = pulsar::ConsumerOptions {
+            initial_position: self.initial.clone(),
+            receiver_queue_size: Some(self.receiver_queue),
+            durable: Some(true),
+            ..Default::default()
+        };
+        let build = self
+            .client
+            .consumer()
+            .with_topic(&self.topics[slot])
+            .with_subscription(&self.subscription)
+            .with_subscription_type(self.sub_type)
+            .with_consumer_name(&self.consumer_name)
+            .with_batch_size(self.receiver_queue)
+            .with_options(options)
+            .build::<Vec<u8>>();
+        let what = format!(
+            "subscribe `{}` to `{}`",
+            self.subscription, self.topics[slot]
+        );
+        match tokio::time::timeout(self.timeout, build).await {
+            Ok(Ok(consumer)) => Ok(Member { consumer }),
+            Ok(Err(e)) => Err(map(e, &what)),
+            Err(_) => Err(timed_out(&what, self.timeout, "operation_timeout")),
+        }
+    }
+}
+
+pub(crate) struct Driver {
+    pub shared: Arc<Shared>,
+    pub commands: mpsc::UnboundedReceiver<Command>,
+    /// For replacement tasks; weak, so the channel closes when the consumer and every
+    /// delivery are gone.
+    pub to_self: mpsc::WeakUnboundedSender<Command>,
+    pub members: Vec<Option<Member>>,
+    pub subscribe: Arc<Subscribe>,
+    pub batches: Vec<BatchAcks>,
+    /// Acks for a slot whose member is being replaced, sent once the new one is in.
+    pub held_acks: Vec<Vec<MessageIdData>>,
+    pub failing_since: Vec<Option<Instant>>,
+    pub lags: Vec<Option<u64>>,
+    pub stopping: Arc<AtomicBool>,
+    pub next_slot: usize,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        commands: mpsc::UnboundedReceiver<Command>,
+        to_self: mpsc::WeakUnboundedSender<Command>,
+        members: Vec<Member>,
+        subscribe: Arc<Subscribe>,
+    ) -> Driver {
+        let n = members.len();
+        Driver {
+            shared,
+            commands,
+            to_self,
+            members: members.into_iter().map(Some).collect(),
+            subscribe,
+            batches: (0..n).map(|_| BatchAcks::default()).collect(),
+            held_acks: vec![Vec::new(); n],
+            failing_since: vec![None; n],
+            lags: vec![None; n],
+            stopping: Arc::new(AtomicBool::new(false)),
+            next_slot: 0,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let has_room = {
+                let state = self.shared.state.lock();
+                state.queued < state.ready_cap
+            };
+            self.next_slot = self.next_slot.wrapping_add(1);
+            let start = self.next_slot;
+            tokio::select! {
+                biased;
+                command = self.commands.recv() => match command {
+                    None => return self.close().await,
+                    Some(Command::Close(reply)) => {
+                        self.close().await;
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Ok(()));
+                        }
+                        return;
+                    }
+                    Some(Command::Ack { slot, id, batch_size }) => self.ack(slot, id, batch_size).await,
+                    Some(Command::Commit(reply)) => {
+                        let result = self.commit().await;
+                        let _ = reply.send(result);
+                    }
+                    Some(Command::Replaced(slot, member)) => self.install(slot, *member).await,
+                },
+                (slot, item) = next_message(&mut self.members, start), if has_room => {
+                    self.handle(slot, item);
+                }
+                _ = self.shared.room.notified(), if !has_room => {}
+                _ = tick.tick() => self.check().await,
+            }
+        }
+    }
+
+    fn handle(&mut self, slot: usize, item: Option<std::result::Result<Message, pulsar::Error>>) {
+        match item {
+            Some(Ok(message)) => self.enqueue(slot, message),
+            Some(Err(error)) => {
+                let error = map(
+                    error,
+                    &format!("receive from `{}`", self.subscribe.topics[slot]),
+                );
+                tracing::warn!(%error, "pulsar: a message could not be read");
+                let mut state = self.shared.state.lock();
+                state.failure.get_or_insert(error);
+                drop(state);
+                self.shared.wake.notify_waiters();
+            }
+            None => {
+                tracing::warn!(
+                    topic = %self.subscribe.topics[slot],
+                    "pulsar: the partition's consumer stopped; subscribing a new one"
+                );
+                self.replace(slot);
+            }
+        }
+    }
+
+    fn enqueue(&mut self, slot: usize, message: Message) {
+        let id = message.message_id.id.clone();
+        let batch_size = message.message_id.batch_size;
+        let data = Bytes::from(message.payload.data);
+        let (event, problem) = mapping::decode(data, &message.payload.metadata);
+        if let Some(problem) = problem {
+            tracing::warn!(topic = %message.topic, %problem, "pulsar: message read as a plain event");
+        }
+        let position = MessagePosition {
+            ledger: id.ledger_id,
+            entry: id.entry_id,
+            partition: self.subscribe.indexes[slot],
+            batch: id.batch_index.filter(|&b| b >= 0),
+        };
+        let mut state = self.shared.state.lock();
+        let generation = state.partitions[slot].generation;
+        state.partitions[slot].queue.push_back(Pending {
+            slot,
+            event,
+            id,
+            position,
+            batch_size,
+            generation,
+            attempt: 1,
+            not_before: None,
+        });
+        state.queued += 1;
+        drop(state);
+        self.shared.wake.notify_waiters();
+    }
+
+    async fn ack(&mut self, slot: usize, id: MessageIdData, batch_size: Option<i32>) {
+        let whole = match batch_size {
+            Some(n) if n > 1 => {
+                if !self.batches[slot].ack(&id, n) {
+                    return;
+                }
+                MessageIdData {
+                    ledger_id: id.ledger_id,
+                    entry_id: id.entry_id,
+                    partition: id.partition,
+                    ..Default::default()
+                }
+            }
+            _ => id,
+        };
+        match &mut self.members[slot] {
+            Some(member) => {
+                if let Err(error) = member.consumer.ack_with_id("", whole).await {
+                    tracing::debug!(%error, "pulsar: an ack could not be handed to the client");
+                }
+            }
+            None => self.held_acks[slot].push(whole),
+        }
+    }
+
+    /// Every ack handed to a member so far went to its engine before this request; the engine
+    /// answers it in order and the broker answers the ping after the acks on that connection.
+    async fn commit(&mut self) -> Result<()> {
+        let timeout = self.subscribe.timeout;
+        let topics = &self.subscribe.topics;
+        for (slot, member) in self.members.iter_mut().enumerate() {
+            match member {
+                Some(member) => {
+                    match tokio::time::timeout(timeout, member.consumer.check_connection()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Err(map(e, &format!("commit acks on `{}`", topics[slot]))),
+                        Err(_) => {
+                            return Err(timed_out(
+                                &format!("commit acks on `{}`", topics[slot]),
+                                timeout,
+                                "operation_timeout",
+                            ));
+                        }
+                    }
+                }
+                None if !self.held_acks[slot].is_empty() => {
+                    return Err(Error::unavailable(format!(
+                        "commit acks on `{}`: its consumer is being re-subscribed; the acks are sent once it is",
+                        topics[slot]
+                    ))
+                    .with_backend(BACKEND)
+                    .with_retryable(true));
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks each member for its statistics (a round trip through its engine and connection):
+    /// the backlog for `lag()`, and proof that it is alive.
+    async fn check(&mut self) {
+        let probe = Duration::from_secs(2).min(self.subscribe.timeout);
+        let results = futures::future::join_all(self.members.iter_mut().map(|member| async move {
+            match member {
+                Some(member) => Some(tokio::time::timeout(probe, member.consumer.get_stats()).await),
+                None => None,
+            }
+        }))
+        .await;
+        let now = Instant::now();
+        let mut lost = Vec::new();
+        for (slot, result) in results.into_iter().enumerate() {
+            match result {
+                None => self.lags[slot] = None,
+                Some(Ok(Ok(stats))) => {
+                    self.failing_since[slot] = None;
+                    self.lags[slot] = Some(stats.iter().filter_map(|s| s.msg_backlog).sum());
+                }
+                Some(_) => {
+                    self.lags[slot] = None;
+                    let since = *self.failing_since[slot].get_or_insert(now);
+                    if now.duration_since(since) >= self.subscribe.timeout {
+                        tracing::warn!(
+                            topic = %self.subscribe.topics[slot],
+                            silent = ?now.duration_since(since),
+                            "pulsar: the partition's consumer does not answer; subscribing a new one"
+                        );
+                        lost.push(slot);
+                    }
+                }
+            }
+        }
+        for slot in lost {
+            self.replace(slot);
+        }
+        let lag = self.lags.iter().copied().sum::<Option<u64>>();
+        self.shared.state.lock().lag = lag;
+    }
+
+    /// Drops a lost member and subscribes a new one in the background, with backoff, until
+    /// the broker takes it or the consumer closes.
+    fn replace(&mut self, slot: usize) {
+        if let Some(old) = self.members[slot].take() {
+            // Closing may wait on a dead connection: not here.
+            tokio::spawn(async move {
+                let mut old = old;
+                let _ = tokio::time::timeout(Duration::from_secs(5), old.consumer.close()).await;
+            });
+        } else {
+            return; // already being replaced
+        }
+        self.failing_since[slot] = None;
+        self.batches[slot].clear();
+        {
+            let mut state = self.shared.state.lock();
+            let partition = &mut state.partitions[slot];
+            partition.generation += 1;
+            let dropped = partition.queue.len();
+            partition.queue.clear();
+            state.queued -= dropped;
+        }
+        self.shared.room.notify_one();
+        let subscribe = self.subscribe.clone();
+        let to_self = self.to_self.clone();
+        let stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            while !stopping.load(Ordering::Acquire) {
+                match subscribe.member(slot).await {
+                    Ok(member) => {
+                        if let Some(to_driver) = to_self.upgrade() {
+                            let _ = to_driver.send(Command::Replaced(slot, Box::new(member)));
+                        }
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(stream = %subscribe.stream, %error, ?backoff, "pulsar: re-subscribing failed; trying again");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        });
+    }
+
+    async fn install(&mut self, slot: usize, mut member: Member) {
+        if self.stopping.load(Ordering::Acquire) {
+            let _ = tokio::time::timeout(self.subscribe.timeout, member.consumer.close()).await;
+            return;
+        }
+        for id in std::mem::take(&mut self.held_acks[slot]) {
+            let _ = member.consumer.ack_with_id("", id).await;
+        }
+        tracing::info!(topic = %self.subscribe.topics[slot], "pulsar: the partition's consumer is back");
+        self.members[slot] = Some(member);
+    }
+
+    async fn close(&mut self) {
+        self.stopping.store(true, Ordering::Release);
+        let timeout = self.subscribe.timeout;
+        // Every ack received so far was handed to the members' engines, which send them
+        // before the close that follows.
+        futures::future::join_all(self.members.iter_mut().flatten().map(|member| async move {
+            let _ = tokio::time::timeout(timeout, member.consumer.close()).await;
+        }))
+        .await;
+        self.members.clear();
+        {
+            let mut state = self.shared.state.lock();
+            state.stopped = true;
+            for partition in &mut state.partitions {
+                partition.queue.clear();
+            }
+            state.queued = 0;
+        }
+        self.shared.wake.notify_waiters();
+    }
+}
+
+/// The next message of any member, starting the scan at a rotating slot for fairness.
+async fn next_message(
+    members: &mut [Option<Member>],
+    start: usize,
+) -> (usize, Option<std::result::Result<Message, pulsar::Error>>) {
+    let n = members.len();
+    poll_fn(move |cx| {
+        for step in 0..n {
+            let slot = (start + step) % n;
+            if let Some(member) = &mut members[slot]
+                && let Poll::Ready(item) = member.consumer.poll_next_unpin(cx)
+            {
+                return Poll::Ready((slot, item));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}

@@ -1,0 +1,254 @@
+//! Sending: one `pulsar::Producer` per partition, so that tributary chooses the partition (and
+//! knows it for the receipt) and each partition keeps its send order.
+//!
+//! The crate's producer needs `&mut self` to enqueue; a short lock per partition covers the
+//! enqueue only, and the receipt is awaited outside it, so concurrent sends pipeline. Every
+//! wait has a deadline (`operation_timeout`): the crate re-creates a producer after a broker
+//! restart and resends what was pending, but a send that outlives its deadline fails with a
+//! retryable timeout instead of hanging.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pulsar::TokioExecutor;
+use pulsar::producer::SendFuture;
+use tokio::sync::{Mutex, RwLock};
+use tributary::{Error, Event, PartitionId, Producer, Receipt, Result};
+
+use crate::error::{BACKEND, map, timed_out};
+use crate::mapping::{self, Encoded};
+use crate::position::MessagePosition;
+
+pub(crate) struct PartitionProducer {
+    pub(crate) inner: Mutex<pulsar::Producer<TokioExecutor>>,
+    /// -1 for a non-partitioned topic, as in Pulsar's message ids.
+    pub(crate) index: i32,
+}
+
+pub(crate) struct PulsarProducer {
+    pub(crate) stream: String,
+    pub(crate) partitions: Vec<PartitionProducer>,
+    pub(crate) max_message_bytes: usize,
+    pub(crate) operation_timeout: Duration,
+    /// `Some(batch_bytes)` when the crate batches.
+    pub(crate) batch_bytes: Option<usize>,
+    pub(crate) next: AtomicUsize,
+    pub(crate) closed: AtomicBool,
+    /// Sends in progress hold it shared; `flush` and `close` take it exclusively to wait for them.
+    pub(crate) in_progress: RwLock<()>,
+}
+
+/// Java's `Murmur3_32Hash` routing: `murmur3_32(key) & i32::MAX % partitions`, so a Java or
+/// Python producer with that hashing scheme puts a key in the same partition.
+pub(crate) fn partition_for_key(key: &str, partitions: usize) -> usize {
+    let hash = murmur3::murmur3_32(&mut key.as_bytes(), 0).unwrap_or(0) & (i32::MAX as u32);
+    (hash % partitions as u32) as usize
+}
+
+impl PulsarProducer {
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::closed(format!("producer for `{}` is closed", self.stream))
+                .with_backend(BACKEND));
+        }
+        Ok(())
+    }
+
+    fn prepare(&self, event: &Event) -> Result<(usize, Encoded)> {
+        let encoded = mapping::encode(event);
+        let size = encoded.size();
+        if size > self.max_message_bytes {
+            return Err(Error::too_large(format!(
+                "event of {size} bytes as a Pulsar message (payload, properties and keys) exceeds the limit of {} bytes for `{}` (the broker's maxMessageSize, or option max_event_bytes)",
+                self.max_message_bytes, self.stream
+            ))
+            .with_backend(BACKEND));
+        }
+        let partition = match (&encoded.partition_key, self.partitions.len()) {
+            (_, 1) => 0,
+            (Some(key), n) => partition_for_key(key, n),
+            (None, n) => self.next.fetch_add(1, Ordering::Relaxed) % n,
+        };
+        Ok((partition, encoded))
+    }
+
+    /// Enqueues `messages` on one partition, in order, under its lock.
+    async fn enqueue(
+        &self,
+        partition: usize,
+        messages: Vec<Encoded>,
+    ) -> Result<Vec<SendFuture>> {
+        let slot = &self.partitions[partition];
+        let mut producer = slot.inner.lock().await;
+        let mut futures = Vec::with_capacity(messages.len());
+        for encoded in messages {
+            if let Some(batch_bytes) = self.batch_bytes
+                && encoded.size() >= batch_bytes
+            {
+                // Send what is batched first, so this event goes alone and a batch never
+                // grows past the broker's limit.
+                producer
+                    .send_batch()
+                    .await
+                    .map_err(|e| map(e, &format!("flush a batch to `{}`", self.stream)))?;
+            }
+            let future = producer
+                .send_non_blocking(encoded.into_message())
+                .await
+                .map_err(|e| map(e, &format!("send to `{}`", self.stream)))?;
+            futures.push(future);
+        }
+        Ok(futures)
+    }
+
+    async fn receipt(&self, partition: usize, future: SendFuture) -> Result<Receipt> {
+        let receipt = future
+            .await
+            .map_err(|e| map(e, &format!("send to `{}`", self.stream)))?;
+        let index = self.partitions[partition].index;
+        let position = receipt.message_id.map(|id| {
+            MessagePosition {
+                ledger: id.ledger_id,
+                entry: id.entry_id,
+                partition: index,
+                batch: id.batch_index.filter(|&b| b >= 0),
+            }
+            .to_position()
+        });
+        Ok(Receipt {
+            partition: Some(PartitionId::from(index.max(0) as u32)),
+            position,
+        })
+    }
+
+    async fn send_all(&self, events: &[Event]) -> Result<Vec<Receipt>> {
+        let prepared = events
+            .iter()
+            .map(|e| self.prepare(e))
+            .collect::<Result<Vec<_>>>()?;
+        let mut by_partition: Vec<Vec<(usize, Encoded)>> =
+            (0..self.partitions.len()).map(|_| Vec::new()).collect();
+        for (index, (partition, encoded)) in prepared.into_iter().enumerate() {
+            by_partition[partition].push((index, encoded));
+        }
+        let mut pending: Vec<(usize, usize, SendFuture)> = Vec::with_capacity(events.len());
+        for (partition, messages) in by_partition.into_iter().enumerate() {
+            if messages.is_empty() {
+                continue;
+            }
+            let (indexes, encoded): (Vec<usize>, Vec<Encoded>) = messages.into_iter().unzip();
+            let futures = self.enqueue(partition, encoded).await?;
+            pending.extend(
+                indexes
+                    .into_iter()
+                    .zip(futures)
+                    .map(|(index, future)| (index, partition, future)),
+            );
+        }
+        let receipts = futures::future::join_all(
+            pending
+                .into_iter()
+                .map(|(index, partition, future)| async move {
+                    (index, self.receipt(partition, future).await)
+                }),
+        )
+        .await;
+        let mut ordered: Vec<Option<Receipt>> = vec![None; events.len()];
+        for (index, receipt) in receipts {
+            ordered[index] = Some(receipt?);
+        }
+        Ok(ordered.into_iter().map(|r| r.unwrap_or_default()).collect())
+    }
+
+    async fn deadline<T>(&self, what: &str, work: impl Future<Output = Result<T>>) -> Result<T> {
+        // The crate fails a message after operation_timeout; the margin lets its own, more
+        // precise error through first.
+        let limit = self.operation_timeout + Duration::from_secs(1);
+        match tokio::time::timeout(limit, work).await {
+            Ok(result) => result,
+            Err(_) => Err(timed_out(
+                &format!("{what} `{}`", self.stream),
+                self.operation_timeout,
+                "operation_timeout",
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl Producer for PulsarProducer {
+    async fn send(&self, event: Event) -> Result<Receipt> {
+        self.check_open()?;
+        let _guard = self.in_progress.read().await;
+        self.check_open()?;
+        let mut receipts = self
+            .deadline("send to", self.send_all(std::slice::from_ref(&event)))
+            .await?;
+        Ok(receipts.pop().unwrap_or_default())
+    }
+
+    async fn send_batch(&self, events: Vec<Event>) -> Result<Vec<Receipt>> {
+        self.check_open()?;
+        let _guard = self.in_progress.read().await;
+        self.check_open()?;
+        self.deadline("send a batch to", self.send_all(&events)).await
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.check_open()?;
+        self.deadline("flush", async {
+            if self.batch_bytes.is_some() {
+                for slot in &self.partitions {
+                    slot.inner
+                        .lock()
+                        .await
+                        .send_batch()
+                        .await
+                        .map_err(|e| map(e, &format!("flush `{}`", self.stream)))?;
+                }
+            }
+            // Every send returns only once stored: waiting for those in progress is a flush.
+            drop(self.in_progress.write().await);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        // Sends in progress finish (each within its deadline); new ones see `closed`.
+        let _all = self.in_progress.write().await;
+        for slot in &self.partitions {
+            let mut producer = slot.inner.lock().await;
+            let closing = tokio::time::timeout(self.operation_timeout, producer.close()).await;
+            if let Ok(Err(e)) = closing {
+                tracing::debug!(stream = %self.stream, error = %e, "pulsar: closing a producer");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values from the Java client's `Murmur3_32Hash` (Guava's murmur3_32, `& Integer.MAX_VALUE`).
+    #[test]
+    fn keys_route_like_the_java_client() {
+        assert_eq!(
+            murmur3::murmur3_32(&mut "hello".as_bytes(), 0).unwrap(),
+            0x248b_fa47
+        );
+        assert_eq!(partition_for_key("hello", 4), 0x248b_fa47 % 4);
+        // A hash with the top bit set is masked, not wrapped: Java's result, not the crate's.
+        let hash = murmur3::murmur3_32(&mut "key-3".as_bytes(), 0).unwrap();
+        assert_eq!(
+            partition_for_key("key-3", 7) as u32,
+            (hash & 0x7fff_ffff) % 7
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! Interop with Apache's official Python client (pulsar-client from PyPI, the C++ client
+//! underneath) against the same standalone, both ways: keys, properties, event times and
+//! partitions, with enough events to pass the consumers' prefetch several times over.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use tributary::{Backend, ConsumerExt, ConsumerOptions, Event, StartPosition, StreamSpec, Timestamp};
+use tributary_testcontainers::{Peer, Server, peers_dir, peers_required, require_peer, unique_name};
+
+/// Five times the default prefetch of a partition (1000).
+const EVENTS: usize = 5000;
+const KEYS: usize = 10;
+
+fn python() -> Option<PathBuf> {
+    let python = peers_dir().join("pyvenv/current/bin/python");
+    if python.is_file() {
+        return Some(python);
+    }
+    let why = format!(
+        "{} is missing; run scripts/peers/install-all.sh pyclients",
+        python.display()
+    );
+    assert!(!peers_required(), "{why}");
+    eprintln!("SKIPPED Python interop: {why}");
+    None
+}
+
+async fn run_python(python: PathBuf, script: &str, args: Vec<String>) -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py").join(script);
+    let output = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::task::spawn_blocking(move || {
+            Command::new(python).arg(script).args(args).output().expect("run python")
+        }),
+    )
+    .await
+    .expect("python finished in time")
+    .expect("join");
+    assert!(
+        output.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
+fn service_url(server: &Server) -> String {
+    format!("pulsar://{}", server.address())
+}
+
+async fn backend(server: &Server) -> Arc<dyn Backend> {
+    tributary_pulsar::register();
+    tributary::connect(server.url()).await.expect("connect")
+}
+
+/// The partition tributary's producer picks for each key, from receipts.
+async fn partitions_of_keys(backend: &Arc<dyn Backend>, partitions: u32) -> HashMap<String, u32> {
+    let scratch = unique_name("keys");
+    backend
+        .create_stream(&scratch, StreamSpec::with_partitions(partitions))
+        .await
+        .unwrap();
+    let producer = backend.producer(&scratch).await.unwrap();
+    let mut out = HashMap::new();
+    for k in 0..KEYS {
+        let key = format!("key-{k}");
+        let receipt = producer.send(Event::new("probe").with_key(key.clone())).await.unwrap();
+        out.insert(key, receipt.partition.unwrap().as_index().unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tributary_reads_what_the_python_client_produced() {
+    let server = require_peer!(Peer::Pulsar);
+    let Some(python) = python() else { return };
+    let backend = backend(&server).await;
+    let topic = unique_name("py-out");
+    backend
+        .create_stream(&topic, StreamSpec::with_partitions(4))
+        .await
+        .unwrap();
+    let ours = partitions_of_keys(&backend, 4).await;
+    let args = vec![service_url(&server), topic.clone(), EVENTS.to_string()];
+    run_python(python, "produce.py", args).await;
+
+    let consumer = backend
+        .consumer(&topic, ConsumerOptions::new("reader").start(StartPosition::Earliest))
+        .await
+        .unwrap();
+    let mut last_per_key: BTreeMap<String, i64> = BTreeMap::new();
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < EVENTS {
+        let d = consumer
+            .receive_timeout(Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{} of {EVENTS} arrived", seen.len()));
+        let payload = String::from_utf8(d.event.payload.to_vec()).unwrap();
+        let i: i64 = payload.strip_prefix("py-").unwrap().parse().unwrap();
+        let key = String::from_utf8(d.event.key.clone().unwrap().to_vec()).unwrap();
+        assert_eq!(key, format!("key-{}", i % KEYS as i64));
+        let headers: Vec<(&str, &[u8])> =
+            d.event.headers.iter().map(|(n, v)| (n, v.as_ref())).collect();
+        let seq = i.to_string();
+        assert_eq!(
+            headers,
+            [("origin", &b"py"[..]), ("seq", seq.as_bytes())],
+            "properties are headers, in name order"
+        );
+        assert_eq!(d.event.timestamp, Some(Timestamp::from_millis(1_700_000_000_000 + i)));
+        assert_eq!(
+            d.partition.as_ref().unwrap().as_index(),
+            Some(ours[&key]),
+            "{key}: Murmur3_32Hash routes it where tributary does"
+        );
+        if seen.insert(i) {
+            let last = last_per_key.insert(key.clone(), i).unwrap_or(-1);
+            assert!(i > last, "{key}: {i} after {last}");
+        }
+        d.ack();
+    }
+    consumer.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_python_client_reads_what_tributary_produced() {
+    let server = require_peer!(Peer::Pulsar);
+    let Some(python) = python() else { return };
+    let backend = backend(&server).await;
+    let topic = unique_name("py-in");
+    backend
+        .create_stream(&topic, StreamSpec::with_partitions(4))
+        .await
+        .unwrap();
+    let producer = backend.producer(&topic).await.unwrap();
+    let mut events: Vec<Event> = (0..EVENTS)
+        .map(|i| {
+            Event::new(format!("rs-{i}"))
+                .with_key(format!("key-{}", i % KEYS))
+                .with_header("trace", format!("t{i}"))
+                .with_header("origin", "rust")
+                .with_timestamp(Timestamp::from_millis(1_700_000_000_000 + i as i64))
+        })
+        .collect();
+    events.push(Event::new("binary").with_key(vec![0xfe, 0x00]).with_header("raw", vec![0u8, 0xff]));
+    let mut receipts = Vec::new();
+    for chunk in events.chunks(500) {
+        receipts.extend(producer.send_batch(chunk.to_vec()).await.unwrap());
+    }
+    let args = vec![
+        service_url(&server),
+        topic.clone(),
+        "py".into(),
+        events.len().to_string(),
+    ];
+    let stdout = run_python(python, "consume.py", args).await;
+    let messages: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(messages.len(), events.len());
+    let data = |m: &serde_json::Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(m["data"].as_str().unwrap())
+            .unwrap()
+    };
+    let by_payload: HashMap<Vec<u8>, &serde_json::Value> =
+        messages.iter().map(|m| (data(m), m)).collect();
+    for (i, receipt) in receipts.iter().enumerate().take(EVENTS) {
+        let m = by_payload[format!("rs-{i}").as_bytes()];
+        assert_eq!(m["key"], format!("key-{}", i % KEYS));
+        assert_eq!(m["event_time"], 1_700_000_000_000u64 + i as u64);
+        assert_eq!(
+            m["properties"],
+            serde_json::json!({"trace": format!("t{i}"), "origin": "rust", "tributary-order": "[\"trace\",\"origin\"]"})
+        );
+        assert_eq!(
+            m["partition"].as_u64(),
+            receipt.partition.as_ref().and_then(|p| p.as_index()).map(u64::from)
+        );
+    }
+    let binary = by_payload
+        .iter()
+        .find(|(_, m)| m["properties"]["tributary-envelope"] == "1")
+        .expect("the binary-header event")
+        .1;
+    assert!(data(binary).ends_with(b"binary"), "the payload follows the header block");
+    assert_eq!(binary["key"], "/gA=", "a binary key is the base64 partition key");
+}
