@@ -82,7 +82,12 @@ async fn raw_produce(client: &Pulsar<TokioExecutor>, topic: &str, n: usize, batc
                 partition_key: Some(key),
                 ..Default::default()
             };
-            receipts.push(producers[partition].send_non_blocking(message).await.unwrap());
+            receipts.push(
+                producers[partition]
+                    .send_non_blocking(message)
+                    .await
+                    .unwrap(),
+            );
         }
         for receipt in futures::future::join_all(receipts).await {
             receipt.unwrap();

@@ -69,9 +69,8 @@ pub struct SubscriptionBacklog {
 
 impl Admin {
     pub(crate) fn new(config: &PulsarConfig) -> Result<Admin> {
-        let base = Url::parse(&config.admin_url).map_err(|e| {
-            Error::config(format!("option `admin`: `{}`: {e}", config.admin_url))
-        })?;
+        let base = Url::parse(&config.admin_url)
+            .map_err(|e| Error::config(format!("option `admin`: `{}`: {e}", config.admin_url)))?;
         let mut builder = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.operation_timeout);
@@ -212,10 +211,10 @@ impl Admin {
         };
         match result {
             Ok(_) => Ok(()),
-            Err(e) if e.kind() == tributary::ErrorKind::AlreadyExists => {
-                Err(Error::already_exists(format!("Pulsar topic `{}` already exists", topic.full()))
-                    .with_backend(BACKEND))
-            }
+            Err(e) if e.kind() == tributary::ErrorKind::AlreadyExists => Err(
+                Error::already_exists(format!("Pulsar topic `{}` already exists", topic.full()))
+                    .with_backend(BACKEND),
+            ),
             Err(e) => Err(e),
         }
     }
@@ -260,7 +259,11 @@ impl Admin {
     }
 
     /// Internal statistics of one non-partitioned topic or partition (full name).
-    pub(crate) async fn internal_stats(&self, topic: &TopicName, partition: Option<u32>) -> Result<InternalStats> {
+    pub(crate) async fn internal_stats(
+        &self,
+        topic: &TopicName,
+        partition: Option<u32>,
+    ) -> Result<InternalStats> {
         let local = match partition {
             Some(i) => format!("{}-partition-{i}", topic.local),
             None => topic.local.clone(),
@@ -275,7 +278,8 @@ impl Admin {
         let what = format!("describe `{}`", topic.full());
         let (_, body) = self.call(Method::GET, url, None, &what).await?;
         serde_json::from_value(body).map_err(|e| {
-            Error::other(format!("{what}: unexpected internal statistics: {e}")).with_backend(BACKEND)
+            Error::other(format!("{what}: unexpected internal statistics: {e}"))
+                .with_backend(BACKEND)
         })
     }
 
@@ -286,7 +290,11 @@ impl Admin {
         partitioned: bool,
     ) -> Result<BTreeMap<String, SubscriptionBacklog>> {
         let what = format!("read the statistics of `{}`", topic.full());
-        let last = if partitioned { "partitioned-stats" } else { "stats" };
+        let last = if partitioned {
+            "partitioned-stats"
+        } else {
+            "stats"
+        };
         let url = self.endpoint(&Self::topic_segments(topic, &[last]));
         let (_, body) = self.call(Method::GET, url, None, &what).await?;
         let mut out = BTreeMap::new();
@@ -368,7 +376,11 @@ impl Admin {
             .await?;
         Ok(body
             .get("maxMessageSize")
-            .and_then(|v| v.as_str().map(str::to_owned).or_else(|| v.as_u64().map(|n| n.to_string())))
+            .and_then(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .or_else(|| v.as_u64().map(|n| n.to_string()))
+            })
             .and_then(|v| v.parse().ok()))
     }
 }

@@ -161,7 +161,9 @@ impl PulsarConfig {
             }
         };
         let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| {
-            Error::config(format!("`{shown}` names no broker: expected pulsar://host:6650"))
+            Error::config(format!(
+                "`{shown}` names no broker: expected pulsar://host:6650"
+            ))
         })?;
         let default_port = if tls { 6651 } else { 6650 };
         let (tenant, namespace) = tenant_and_namespace(url, &shown)?;
@@ -250,7 +252,9 @@ impl PulsarConfig {
         ];
         for (name, value) in positive {
             if value.is_zero() {
-                return Err(Error::config(format!("option `{name}` must be more than 0")));
+                return Err(Error::config(format!(
+                    "option `{name}` must be more than 0"
+                )));
             }
         }
         if self.receiver_queue == 0 {
@@ -263,7 +267,9 @@ impl PulsarConfig {
             )));
         }
         if self.service_urls.is_empty() {
-            return Err(Error::config("no broker address: expected pulsar://host:6650"));
+            return Err(Error::config(
+                "no broker address: expected pulsar://host:6650",
+            ));
         }
         for name in [&self.tenant, &self.namespace] {
             check_segment("namespace path", name)?;
@@ -283,11 +289,7 @@ impl PulsarConfig {
 }
 
 fn tenant_and_namespace(url: &Url, shown: &str) -> Result<(String, String)> {
-    let segments: Vec<&str> = url
-        .path()
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .collect();
+    let segments: Vec<&str> = url.path().split('/').filter(|s| !s.is_empty()).collect();
     match segments.as_slice() {
         [] => Ok(("public".into(), "default".into())),
         [tenant, namespace] => Ok((tenant.to_string(), namespace.to_string())),
@@ -388,28 +390,50 @@ mod tests {
     fn defaults_and_paths() {
         let c = config("pulsar://b:6650").unwrap();
         assert_eq!(c.service_urls, ["pulsar://b:6650"]);
-        assert_eq!((c.tenant.as_str(), c.namespace.as_str()), ("public", "default"));
+        assert_eq!(
+            (c.tenant.as_str(), c.namespace.as_str()),
+            ("public", "default")
+        );
         assert_eq!(c.admin_url, "http://b:8080");
         assert_eq!(c.subscription, SubscriptionType::Failover);
         assert!(!c.batching());
         let c = config("pulsar+ssl://b/acme/orders?admin=https://admin:443/").unwrap();
         assert_eq!(c.service_urls, ["pulsar+ssl://b:6651"]);
-        assert_eq!((c.tenant.as_str(), c.namespace.as_str()), ("acme", "orders"));
+        assert_eq!(
+            (c.tenant.as_str(), c.namespace.as_str()),
+            ("acme", "orders")
+        );
         assert_eq!(c.admin_url, "https://admin:443");
         let c = config("pulsar://a:1,b:2,c").unwrap();
-        assert_eq!(c.service_urls, ["pulsar://a:1", "pulsar://b:2", "pulsar://c:6650"]);
-        assert_eq!(config("pulsar+ssl://b").unwrap().admin_url, "https://b:8443");
+        assert_eq!(
+            c.service_urls,
+            ["pulsar://a:1", "pulsar://b:2", "pulsar://c:6650"]
+        );
+        assert_eq!(
+            config("pulsar+ssl://b").unwrap().admin_url,
+            "https://b:8443"
+        );
     }
 
     #[test]
     fn topic_names() {
         let c = config("pulsar://b").unwrap();
-        assert_eq!(c.topic("orders").unwrap().full(), "persistent://public/default/orders");
+        assert_eq!(
+            c.topic("orders").unwrap().full(),
+            "persistent://public/default/orders"
+        );
         assert_eq!(
             c.topic("persistent://t/n/x").unwrap().partition(3),
             "persistent://t/n/x-partition-3"
         );
-        for bad in ["", "a/b", "non-persistent://t/n/x", "x-partition-1", "persistent://t/x", "sp ace"] {
+        for bad in [
+            "",
+            "a/b",
+            "non-persistent://t/n/x",
+            "x-partition-1",
+            "persistent://t/x",
+            "sp ace",
+        ] {
             let e = c.topic(bad).unwrap_err();
             assert_eq!(e.kind(), tributary::ErrorKind::Config, "{bad}: {e}");
         }
@@ -422,7 +446,10 @@ mod tests {
             ("pulsar://b?subscription=x", "subscription"),
             ("pulsar://b?connect_timeout=0", "connect_timeout"),
             ("pulsar://b?receiver_queue=0", "receiver_queue"),
-            ("pulsar://b?nack_delay=5s&nack_max_delay=1s", "nack_max_delay"),
+            (
+                "pulsar://b?nack_delay=5s&nack_max_delay=1s",
+                "nack_max_delay",
+            ),
             ("pulsar://b?admin=ftp://x", "admin"),
             ("pulsar://b?batch_size=many", "batch_size"),
             ("pulsar://b/a/b/c", "tenant/namespace"),

@@ -168,7 +168,8 @@ impl Acknowledge for PulsarAck {
             Outcome::Nack => {
                 let current = state.partitions.get(slot).map(|p| p.generation);
                 if current == Some(pending.generation) && !state.stopped {
-                    pending.not_before = Some(Instant::now() + self.shared.backoff(pending.attempt));
+                    pending.not_before =
+                        Some(Instant::now() + self.shared.backoff(pending.attempt));
                     pending.attempt += 1;
                     state.partitions[slot].queue.push_front(pending);
                     state.queued += 1;
@@ -195,7 +196,11 @@ impl PulsarConsumer {
     }
 
     fn delivery(&self, pending: Pending) -> Delivery {
-        let partition = if self.partitioned { pending.slot as u32 } else { 0 };
+        let partition = if self.partitioned {
+            pending.slot as u32
+        } else {
+            0
+        };
         Delivery {
             event: pending.event.clone(),
             partition: Some(PartitionId::from(partition)),

@@ -117,7 +117,11 @@ mod tests {
             "subscribe to `t`",
         );
         assert_eq!(e.kind(), ErrorKind::NotFound);
-        assert!(e.to_string().starts_with("pulsar: not found: subscribe to `t`"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("pulsar: not found: subscribe to `t`"),
+            "{e}"
+        );
         let e = map(
             pulsar::Error::Producer(ProducerError::Connection(ConnectionError::Io(
                 std::io::Error::from(Io::TimedOut),

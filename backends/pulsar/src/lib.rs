@@ -105,8 +105,8 @@
 //! # Limits and failures
 //! The crate does not split large messages (no chunking), and a message over the broker's
 //! `maxMessageSize` (read from the admin API, else Pulsar's default of 5 MiB) would break the
-//! connection: such an event is refused before sending with a `TooLarge` error naming the
-//! limit. Every wait has a deadline (`connect_timeout`, `operation_timeout`); the crate
+//! connection: an event whose message would not fit, less 1 KiB kept for the message's
+//! metadata, is refused before sending with a `TooLarge` error naming the limit. Every wait has a deadline (`connect_timeout`, `operation_timeout`); the crate
 //! re-creates producers after a broker restart and resends what was pending, and a consumer
 //! member that stops or stays silent for `operation_timeout` is replaced.
 #![warn(missing_docs)]
@@ -150,6 +150,12 @@ use crate::position::MessagePosition;
 /// Pulsar's default `maxMessageSize`, used when the admin API does not tell the broker's.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 5 * 1024 * 1024;
 
+/// Bytes of a message's limit kept for its metadata (producer name, sequence id, times, the
+/// framing of properties): like the Java client, tributary counts metadata against the limit,
+/// and a bookie's frame limit (`nettyMaxFrameSizeBytes`, 5 MiB unless raised) must still take
+/// the entry.
+pub const METADATA_RESERVE: usize = 1024;
+
 /// Registers the `pulsar://` and `pulsar+ssl://` schemes with [`tributary::connect`].
 pub fn register() {
     for scheme in ["pulsar", "pulsar+ssl"] {
@@ -169,7 +175,10 @@ pub struct PulsarBackend {
     config: PulsarConfig,
     client: Pulsar<TokioExecutor>,
     admin: Admin,
-    max_message_bytes: usize,
+    /// The broker's `maxMessageSize`.
+    broker_limit: usize,
+    /// The largest event accepted (encoded).
+    max_event_bytes: usize,
     closed: AtomicBool,
 }
 
@@ -177,7 +186,10 @@ impl std::fmt::Debug for PulsarBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PulsarBackend")
             .field("service_urls", &self.config.service_urls)
-            .field("namespace", &format!("{}/{}", self.config.tenant, self.config.namespace))
+            .field(
+                "namespace",
+                &format!("{}/{}", self.config.tenant, self.config.namespace),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -189,31 +201,38 @@ impl PulsarBackend {
         config.check()?;
         let admin = Admin::new(&config)?;
         let client = Self::client(&config).await?;
-        let broker_limit =
-            match tokio::time::timeout(config.operation_timeout, admin.max_message_size()).await {
-                Ok(Ok(limit)) => limit,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "pulsar: the broker's maxMessageSize is unknown; assuming Pulsar's default");
-                    None
-                }
-                Err(_) => None,
-            };
-        let max_message_bytes = match (config.max_event_bytes, broker_limit) {
-            (Some(mine), Some(broker)) if mine > broker => {
+        let broker_limit = match tokio::time::timeout(
+            config.operation_timeout,
+            admin.max_message_size(),
+        )
+        .await
+        {
+            Ok(Ok(limit)) => limit,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "pulsar: the broker's maxMessageSize is unknown; assuming Pulsar's default");
+                None
+            }
+            Err(_) => None,
+        };
+        let known = broker_limit.is_some();
+        let broker_limit = broker_limit.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+        let ceiling = broker_limit.saturating_sub(METADATA_RESERVE);
+        let max_event_bytes = match config.max_event_bytes {
+            Some(mine) if known && mine > ceiling => {
                 return Err(Error::config(format!(
-                    "option `max_event_bytes`: {mine} is above the broker's maxMessageSize of {broker} bytes"
+                    "option `max_event_bytes`: {mine} is above {ceiling}, the broker's maxMessageSize of {broker_limit} bytes less {METADATA_RESERVE} for metadata"
                 ))
                 .with_backend(BACKEND));
             }
-            (Some(mine), _) => mine,
-            (None, Some(broker)) => broker,
-            (None, None) => DEFAULT_MAX_MESSAGE_BYTES,
+            Some(mine) => mine,
+            None => ceiling,
         };
         Ok(PulsarBackend {
             config,
             client,
             admin,
-            max_message_bytes,
+            broker_limit,
+            max_event_bytes,
             closed: AtomicBool::new(false),
         })
     }
@@ -257,16 +276,14 @@ impl PulsarBackend {
             match tokio::time::timeout(config.connect_timeout, builder.build()).await {
                 Ok(Ok(client)) => return Ok(client),
                 Ok(Err(e)) => last = Some(map(e, &format!("connect to {url}"))),
-                Err(_) => {
-                    last = Some(
-                        Error::unavailable(format!(
-                            "no Pulsar broker answered at {url} within {:?} (option `connect_timeout`)",
-                            config.connect_timeout
-                        ))
-                        .with_backend(BACKEND)
-                        .with_retryable(true),
-                    )
-                }
+                Err(_) => last = Some(
+                    Error::unavailable(format!(
+                        "no Pulsar broker answered at {url} within {:?} (option `connect_timeout`)",
+                        config.connect_timeout
+                    ))
+                    .with_backend(BACKEND)
+                    .with_retryable(true),
+                ),
             }
         }
         Err(last.unwrap_or_else(|| Error::config("no broker address").with_backend(BACKEND)))
@@ -283,8 +300,8 @@ impl PulsarBackend {
     }
 
     /// The largest event accepted, in bytes (encoded: payload, properties and keys).
-    pub fn max_message_bytes(&self) -> usize {
-        self.max_message_bytes
+    pub fn max_event_bytes(&self) -> usize {
+        self.max_event_bytes
     }
 
     /// Backlog per subscription (group) of a stream, summed over its partitions.
@@ -361,8 +378,14 @@ impl PulsarBackend {
         match start {
             StartPosition::Timestamp(t) => {
                 for (local, _) in &locals {
-                    if self.admin.create_subscription(topic, local, group, -1, -1).await? {
-                        self.admin.reset_cursor(topic, local, group, t.as_millis()).await?;
+                    if self
+                        .admin
+                        .create_subscription(topic, local, group, -1, -1)
+                        .await?
+                    {
+                        self.admin
+                            .reset_cursor(topic, local, group, t.as_millis())
+                            .await?;
                     }
                 }
             }
@@ -435,7 +458,7 @@ impl Backend for PulsarBackend {
             partition: true,
             position: true,
         };
-        caps.max_event_bytes = Some(self.max_message_bytes);
+        caps.max_event_bytes = Some(self.max_event_bytes);
         caps.lifecycle = Lifecycle {
             auto_create: self.config.auto_create,
             networked: true,
@@ -479,7 +502,11 @@ impl Backend for PulsarBackend {
                         index,
                     }),
                     Ok(Err(e)) => Err(map(e, &what)),
-                    Err(_) => Err(timed_out(&what, self.config.operation_timeout, "operation_timeout")),
+                    Err(_) => Err(timed_out(
+                        &what,
+                        self.config.operation_timeout,
+                        "operation_timeout",
+                    )),
                 }
             }
         });
@@ -487,7 +514,8 @@ impl Backend for PulsarBackend {
         Ok(Box::new(producer::PulsarProducer {
             stream: stream.to_owned(),
             partitions,
-            max_message_bytes: self.max_message_bytes,
+            max_event_bytes: self.max_event_bytes,
+            broker_limit: self.broker_limit,
             operation_timeout: self.config.operation_timeout,
             batch_bytes: self.config.batching().then_some(self.config.batch_bytes),
             next: AtomicUsize::new(0),
@@ -499,10 +527,10 @@ impl Backend for PulsarBackend {
     async fn consumer(&self, stream: &str, options: ConsumerOptions) -> Result<Box<dyn Consumer>> {
         self.check_open()?;
         if options.group.is_empty() {
-            return Err(Error::config(
-                "a Pulsar consumer needs a group name (its subscription)",
-            )
-            .with_backend(BACKEND));
+            return Err(
+                Error::config("a Pulsar consumer needs a group name (its subscription)")
+                    .with_backend(BACKEND),
+            );
         }
         let topic = self.config.topic(stream)?;
         let partitions = self.partitions_for_use(&topic).await?;

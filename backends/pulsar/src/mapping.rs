@@ -38,8 +38,8 @@ pub(crate) struct Encoded {
 }
 
 impl Encoded {
-    /// Bytes counted against the broker's `maxMessageSize` (the metadata's fixed fields aside,
-    /// which the broker's frame padding covers).
+    /// Bytes counted against the event limit: payload, keys, and properties with their
+    /// framing (up to 8 bytes each); the metadata's fixed fields are in `METADATA_RESERVE`.
     pub(crate) fn size(&self) -> usize {
         self.payload.len()
             + self.partition_key.as_ref().map_or(0, String::len)
@@ -47,7 +47,7 @@ impl Encoded {
             + self
                 .properties
                 .iter()
-                .map(|(k, v)| k.len() + v.len())
+                .map(|(k, v)| k.len() + v.len() + 8)
                 .sum::<usize>()
     }
 
@@ -104,7 +104,10 @@ pub(crate) fn decode(data: Bytes, metadata: &MessageMetadata) -> (Event, Option<
         .map(|kv| (kv.key.clone(), kv.value.clone()))
         .collect();
     let mut properties: HashMap<String, String> = wire.iter().cloned().collect();
-    let key = match (&metadata.partition_key, metadata.partition_key_b64_encoded()) {
+    let key = match (
+        &metadata.partition_key,
+        metadata.partition_key_b64_encoded(),
+    ) {
         (Some(key), true) => match BASE64.decode(key.as_bytes()) {
             Ok(raw) => Some(Bytes::from(raw)),
             Err(e) => {
@@ -160,8 +163,8 @@ pub(crate) fn decode(data: Bytes, metadata: &MessageMetadata) -> (Event, Option<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pulsar::message::proto::KeyValue;
     use proptest::prelude::*;
+    use pulsar::message::proto::KeyValue;
 
     /// What the broker hands a consumer for `encoded`, publish time 42.
     fn as_received(encoded: &Encoded) -> MessageMetadata {
@@ -243,7 +246,11 @@ mod tests {
         };
         let (event, problem) = decode(Bytes::from_static(b"x"), &metadata);
         assert_eq!(problem, None);
-        assert_eq!(event.key.as_deref(), Some(&[1u8, 2][..]), "the ordering key without a partition key");
+        assert_eq!(
+            event.key.as_deref(),
+            Some(&[1u8, 2][..]),
+            "the ordering key without a partition key"
+        );
         assert_eq!(event.timestamp, Some(Timestamp::from_millis(7)));
         let names: Vec<_> = event.headers.iter().map(|(n, _)| n.to_owned()).collect();
         assert_eq!(names, ["a", "b"]);

@@ -68,7 +68,10 @@ mod tests {
         assert_eq!(b.to_position().as_str(), "12:3:2:4");
         assert_eq!(MessagePosition::parse(&b.to_position()).unwrap(), b);
         for bad in ["", "1:2", "a:b:c", "1:2:3:4:5", "1:2:x"] {
-            assert!(MessagePosition::parse(&Position::new(bad)).is_err(), "{bad}");
+            assert!(
+                MessagePosition::parse(&Position::new(bad)).is_err(),
+                "{bad}"
+            );
         }
     }
 }

@@ -29,7 +29,8 @@ pub(crate) struct PartitionProducer {
 pub(crate) struct PulsarProducer {
     pub(crate) stream: String,
     pub(crate) partitions: Vec<PartitionProducer>,
-    pub(crate) max_message_bytes: usize,
+    pub(crate) max_event_bytes: usize,
+    pub(crate) broker_limit: usize,
     pub(crate) operation_timeout: Duration,
     /// `Some(batch_bytes)` when the crate batches.
     pub(crate) batch_bytes: Option<usize>,
@@ -49,8 +50,10 @@ pub(crate) fn partition_for_key(key: &str, partitions: usize) -> usize {
 impl PulsarProducer {
     fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
-            return Err(Error::closed(format!("producer for `{}` is closed", self.stream))
-                .with_backend(BACKEND));
+            return Err(
+                Error::closed(format!("producer for `{}` is closed", self.stream))
+                    .with_backend(BACKEND),
+            );
         }
         Ok(())
     }
@@ -58,10 +61,10 @@ impl PulsarProducer {
     fn prepare(&self, event: &Event) -> Result<(usize, Encoded)> {
         let encoded = mapping::encode(event);
         let size = encoded.size();
-        if size > self.max_message_bytes {
+        if size > self.max_event_bytes {
             return Err(Error::too_large(format!(
-                "event of {size} bytes as a Pulsar message (payload, properties and keys) exceeds the limit of {} bytes for `{}` (the broker's maxMessageSize, or option max_event_bytes)",
-                self.max_message_bytes, self.stream
+                "event of {size} bytes as a Pulsar message (payload, properties and keys) exceeds the limit of {} bytes for `{}` (the broker's maxMessageSize of {} bytes less {} for metadata, or option max_event_bytes)",
+                self.max_event_bytes, self.stream, self.broker_limit, crate::METADATA_RESERVE
             ))
             .with_backend(BACKEND));
         }
@@ -74,11 +77,7 @@ impl PulsarProducer {
     }
 
     /// Enqueues `messages` on one partition, in order, under its lock.
-    async fn enqueue(
-        &self,
-        partition: usize,
-        messages: Vec<Encoded>,
-    ) -> Result<Vec<SendFuture>> {
+    async fn enqueue(&self, partition: usize, messages: Vec<Encoded>) -> Result<Vec<SendFuture>> {
         let slot = &self.partitions[partition];
         let mut producer = slot.inner.lock().await;
         let mut futures = Vec::with_capacity(messages.len());
@@ -146,14 +145,13 @@ impl PulsarProducer {
                     .map(|(index, future)| (index, partition, future)),
             );
         }
-        let receipts = futures::future::join_all(
-            pending
-                .into_iter()
-                .map(|(index, partition, future)| async move {
+        let receipts =
+            futures::future::join_all(pending.into_iter().map(
+                |(index, partition, future)| async move {
                     (index, self.receipt(partition, future).await)
-                }),
-        )
-        .await;
+                },
+            ))
+            .await;
         let mut ordered: Vec<Option<Receipt>> = vec![None; events.len()];
         for (index, receipt) in receipts {
             ordered[index] = Some(receipt?);
@@ -192,7 +190,8 @@ impl Producer for PulsarProducer {
         self.check_open()?;
         let _guard = self.in_progress.read().await;
         self.check_open()?;
-        self.deadline("send a batch to", self.send_all(&events)).await
+        self.deadline("send a batch to", self.send_all(&events))
+            .await
     }
 
     async fn flush(&self) -> Result<()> {

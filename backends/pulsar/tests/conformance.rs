@@ -34,7 +34,7 @@ async fn pulsar_conformance() {
     tributary_pulsar::register();
 
     let backend = tributary::connect(server.url()).await.expect("connect");
-    let expected = "Capabilities { native_headers: false, timestamps: true, ordering: PerKey, ack: Individual, nack: true, delivery_attempts: true, start: StartSupport { earliest: true, latest: true, timestamp: true, position: true }, receipts: ReceiptSupport { partition: true, position: true }, max_event_bytes: Some(5242880), lifecycle: Lifecycle { auto_create: false, networked: true, competing_consumers: true }, lag: true }";
+    let expected = "Capabilities { native_headers: false, timestamps: true, ordering: PerKey, ack: Individual, nack: true, delivery_attempts: true, start: StartSupport { earliest: true, latest: true, timestamp: true, position: true }, receipts: ReceiptSupport { partition: true, position: true }, max_event_bytes: Some(5241856), lifecycle: Lifecycle { auto_create: false, networked: true, competing_consumers: true }, lag: true }";
     assert_eq!(
         format!("{:?}", backend.capabilities()),
         expected,

@@ -9,8 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use tributary::{Backend, ConsumerExt, ConsumerOptions, Event, StartPosition, StreamSpec, Timestamp};
-use tributary_testcontainers::{Peer, Server, peers_dir, peers_required, require_peer, unique_name};
+use tributary::{
+    Backend, ConsumerExt, ConsumerOptions, Event, StartPosition, StreamSpec, Timestamp,
+};
+use tributary_testcontainers::{
+    Peer, Server, peers_dir, peers_required, require_peer, unique_name,
+};
 
 /// Five times the default prefetch of a partition (1000).
 const EVENTS: usize = 5000;
@@ -31,11 +35,17 @@ fn python() -> Option<PathBuf> {
 }
 
 async fn run_python(python: PathBuf, script: &str, args: Vec<String>) -> String {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py").join(script);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/py")
+        .join(script);
     let output = tokio::time::timeout(
         Duration::from_secs(180),
         tokio::task::spawn_blocking(move || {
-            Command::new(python).arg(script).args(args).output().expect("run python")
+            Command::new(python)
+                .arg(script)
+                .args(args)
+                .output()
+                .expect("run python")
         }),
     )
     .await
@@ -69,7 +79,10 @@ async fn partitions_of_keys(backend: &Arc<dyn Backend>, partitions: u32) -> Hash
     let mut out = HashMap::new();
     for k in 0..KEYS {
         let key = format!("key-{k}");
-        let receipt = producer.send(Event::new("probe").with_key(key.clone())).await.unwrap();
+        let receipt = producer
+            .send(Event::new("probe").with_key(key.clone()))
+            .await
+            .unwrap();
         out.insert(key, receipt.partition.unwrap().as_index().unwrap());
     }
     out
@@ -90,7 +103,10 @@ async fn tributary_reads_what_the_python_client_produced() {
     run_python(python, "produce.py", args).await;
 
     let consumer = backend
-        .consumer(&topic, ConsumerOptions::new("reader").start(StartPosition::Earliest))
+        .consumer(
+            &topic,
+            ConsumerOptions::new("reader").start(StartPosition::Earliest),
+        )
         .await
         .unwrap();
     let mut last_per_key: BTreeMap<String, i64> = BTreeMap::new();
@@ -105,15 +121,22 @@ async fn tributary_reads_what_the_python_client_produced() {
         let i: i64 = payload.strip_prefix("py-").unwrap().parse().unwrap();
         let key = String::from_utf8(d.event.key.clone().unwrap().to_vec()).unwrap();
         assert_eq!(key, format!("key-{}", i % KEYS as i64));
-        let headers: Vec<(&str, &[u8])> =
-            d.event.headers.iter().map(|(n, v)| (n, v.as_ref())).collect();
+        let headers: Vec<(&str, &[u8])> = d
+            .event
+            .headers
+            .iter()
+            .map(|(n, v)| (n, v.as_ref()))
+            .collect();
         let seq = i.to_string();
         assert_eq!(
             headers,
             [("origin", &b"py"[..]), ("seq", seq.as_bytes())],
             "properties are headers, in name order"
         );
-        assert_eq!(d.event.timestamp, Some(Timestamp::from_millis(1_700_000_000_000 + i)));
+        assert_eq!(
+            d.event.timestamp,
+            Some(Timestamp::from_millis(1_700_000_000_000 + i))
+        );
         assert_eq!(
             d.partition.as_ref().unwrap().as_index(),
             Some(ours[&key]),
@@ -148,7 +171,11 @@ async fn the_python_client_reads_what_tributary_produced() {
                 .with_timestamp(Timestamp::from_millis(1_700_000_000_000 + i as i64))
         })
         .collect();
-    events.push(Event::new("binary").with_key(vec![0xfe, 0x00]).with_header("raw", vec![0u8, 0xff]));
+    events.push(
+        Event::new("binary")
+            .with_key(vec![0xfe, 0x00])
+            .with_header("raw", vec![0u8, 0xff]),
+    );
     let mut receipts = Vec::new();
     for chunk in events.chunks(500) {
         receipts.extend(producer.send_batch(chunk.to_vec()).await.unwrap());
@@ -182,7 +209,11 @@ async fn the_python_client_reads_what_tributary_produced() {
         );
         assert_eq!(
             m["partition"].as_u64(),
-            receipt.partition.as_ref().and_then(|p| p.as_index()).map(u64::from)
+            receipt
+                .partition
+                .as_ref()
+                .and_then(|p| p.as_index())
+                .map(u64::from)
         );
     }
     let binary = by_payload
@@ -190,6 +221,12 @@ async fn the_python_client_reads_what_tributary_produced() {
         .find(|(_, m)| m["properties"]["tributary-envelope"] == "1")
         .expect("the binary-header event")
         .1;
-    assert!(data(binary).ends_with(b"binary"), "the payload follows the header block");
-    assert_eq!(binary["key"], "/gA=", "a binary key is the base64 partition key");
+    assert!(
+        data(binary).ends_with(b"binary"),
+        "the payload follows the header block"
+    );
+    assert_eq!(
+        binary["key"], "/gA=",
+        "a binary key is the base64 partition key"
+    );
 }

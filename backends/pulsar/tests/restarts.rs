@@ -100,7 +100,11 @@ async fn three_broker_restarts_lose_nothing_and_hang_nowhere() {
     let wait_acked = |n: usize| async move {
         let deadline = Instant::now() + Duration::from_secs(120);
         while acked() < n {
-            assert!(Instant::now() < deadline, "sends stalled at {} of {n}", acked());
+            assert!(
+                Instant::now() < deadline,
+                "sends stalled at {} of {n}",
+                acked()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
@@ -126,7 +130,10 @@ async fn three_broker_restarts_lose_nothing_and_hang_nowhere() {
     loop {
         let missing: Vec<usize> = {
             let got = received.lock();
-            want.iter().filter(|s| !got.contains_key(s)).copied().collect()
+            want.iter()
+                .filter(|s| !got.contains_key(s))
+                .copied()
+                .collect()
         };
         if missing.is_empty() {
             break;

@@ -67,7 +67,10 @@ async fn per_key_order_holds_while_members_join_and_leave() {
         let record = record.clone();
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<bool>();
         let task = tokio::spawn(async move {
-            let consumer = backend.consumer(&topic, earliest(&group)).await.expect(name);
+            let consumer = backend
+                .consumer(&topic, earliest(&group))
+                .await
+                .expect(name);
             loop {
                 let next = tokio::select! {
                     close = &mut stop_rx => {
@@ -98,7 +101,11 @@ async fn per_key_order_holds_while_members_join_and_leave() {
     let wait_for = |n: usize| async move {
         let deadline = Instant::now() + WAIT;
         while received() < n {
-            assert!(Instant::now() < deadline, "stalled at {} of {n}", received());
+            assert!(
+                Instant::now() < deadline,
+                "stalled at {} of {n}",
+                received()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
@@ -176,7 +183,13 @@ async fn a_nacked_event_comes_back_first_after_its_backoff() {
             .await
             .unwrap();
     }
-    let receive = || async { consumer.receive_timeout(WAIT).await.unwrap().expect("in time") };
+    let receive = || async {
+        consumer
+            .receive_timeout(WAIT)
+            .await
+            .unwrap()
+            .expect("in time")
+    };
     let first = receive().await;
     assert_eq!(text(&first.event.payload), format!("{slow}:0"));
     assert_eq!(first.attempt, Some(1));
@@ -195,14 +208,24 @@ async fn a_nacked_event_comes_back_first_after_its_backoff() {
     assert!(nacked_at.elapsed() < Duration::from_secs(1));
     meanwhile.ack();
     let again = receive().await;
-    assert_eq!(text(&again.event.payload), format!("{slow}:0"), "the nacked event comes first");
-    assert!(nacked_at.elapsed() >= Duration::from_secs(1), "backoff respected");
+    assert_eq!(
+        text(&again.event.payload),
+        format!("{slow}:0"),
+        "the nacked event comes first"
+    );
+    assert!(
+        nacked_at.elapsed() >= Duration::from_secs(1),
+        "backoff respected"
+    );
     assert_eq!(again.attempt, Some(2));
     let nacked_again = Instant::now();
     again.nack();
     let third = receive().await;
     assert_eq!(text(&third.event.payload), format!("{slow}:0"));
-    assert!(nacked_again.elapsed() >= Duration::from_secs(2), "the backoff doubles");
+    assert!(
+        nacked_again.elapsed() >= Duration::from_secs(2),
+        "the backoff doubles"
+    );
     assert_eq!(third.attempt, Some(3));
     third.ack();
     for i in 1..3 {
@@ -245,7 +268,11 @@ async fn a_partly_acked_batch_is_not_lost_in_a_crash() {
     drop(first);
     let second = backend.consumer(&topic, earliest(&group)).await.unwrap();
     let mut again = Vec::new();
-    while let Some(d) = second.receive_timeout(Duration::from_secs(3)).await.unwrap() {
+    while let Some(d) = second
+        .receive_timeout(Duration::from_secs(3))
+        .await
+        .unwrap()
+    {
         again.push(text(&d.event.payload));
         d.ack();
     }
@@ -283,7 +310,11 @@ async fn child_consumer_for_the_kill_test() {
     let mut held = Vec::new();
     let mut acked = Vec::new();
     for i in 0..10 {
-        let d = consumer.receive_timeout(WAIT).await.unwrap().expect("event");
+        let d = consumer
+            .receive_timeout(WAIT)
+            .await
+            .unwrap()
+            .expect("event");
         let payload = text(&d.event.payload);
         if i % 2 == 0 {
             acked.push(payload);
@@ -327,8 +358,16 @@ async fn a_killed_consumer_leaves_exactly_its_unacked_events() {
         }
     }
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["child_consumer_for_the_kill_test", "--exact", "--nocapture", "--test-threads=1"])
-        .env("PULSAR_KILL_CHILD", format!("{}|{topic}|{group}", server.url()))
+        .args([
+            "child_consumer_for_the_kill_test",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(
+            "PULSAR_KILL_CHILD",
+            format!("{}|{topic}|{group}", server.url()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -356,12 +395,19 @@ async fn a_killed_consumer_leaves_exactly_its_unacked_events() {
     let next = backend.consumer(&topic, earliest(&group)).await.unwrap();
     let mut got = Vec::new();
     while got.len() < 5 {
-        let d = next.receive_timeout(WAIT).await.unwrap().expect("the unacked five");
+        let d = next
+            .receive_timeout(WAIT)
+            .await
+            .unwrap()
+            .expect("the unacked five");
         got.push(text(&d.event.payload));
         d.ack();
     }
     assert!(
-        next.receive_timeout(Duration::from_secs(2)).await.unwrap().is_none(),
+        next.receive_timeout(Duration::from_secs(2))
+            .await
+            .unwrap()
+            .is_none(),
         "an acked event came back"
     );
     got.sort();
@@ -378,28 +424,54 @@ async fn a_group_starts_at_a_position() {
     let topic = stream(&backend, 3).await;
     let producer = backend.producer(&topic).await.unwrap();
     let receipts = producer
-        .send_batch((0..6).map(|i| Event::new(format!("p{i}")).with_key("one-key")).collect())
+        .send_batch(
+            (0..6)
+                .map(|i| Event::new(format!("p{i}")).with_key("one-key"))
+                .collect(),
+        )
         .await
         .unwrap();
     let start = receipts[3].position.clone().unwrap();
     let group = unique_name("g");
     let consumer = backend
-        .consumer(&topic, ConsumerOptions::new(group.clone()).start(StartPosition::Position(start.clone())))
+        .consumer(
+            &topic,
+            ConsumerOptions::new(group.clone()).start(StartPosition::Position(start.clone())),
+        )
         .await
         .unwrap();
     let mut got = Vec::new();
     while got.len() < 3 {
-        let d = consumer.receive_timeout(WAIT).await.unwrap().expect("event");
-        assert_eq!(d.position.as_ref(), Some(&receipts[3 + got.len()].position.clone().unwrap()));
+        let d = consumer
+            .receive_timeout(WAIT)
+            .await
+            .unwrap()
+            .expect("event");
+        assert_eq!(
+            d.position.as_ref(),
+            Some(&receipts[3 + got.len()].position.clone().unwrap())
+        );
         got.push(text(&d.event.payload));
         d.ack();
     }
     assert_eq!(got, ["p3", "p4", "p5"]);
-    assert!(consumer.receive_timeout(Duration::from_secs(1)).await.unwrap().is_none());
+    assert!(
+        consumer
+            .receive_timeout(Duration::from_secs(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
     consumer.close().await.unwrap();
     // The group exists now: Earliest does not move it back.
     let again = backend.consumer(&topic, earliest(&group)).await.unwrap();
-    assert!(again.receive_timeout(Duration::from_secs(2)).await.unwrap().is_none());
+    assert!(
+        again
+            .receive_timeout(Duration::from_secs(2))
+            .await
+            .unwrap()
+            .is_none()
+    );
     let bad = backend
         .consumer(
             &topic,
@@ -425,12 +497,20 @@ async fn limits_and_administration() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::TooLarge);
-    assert!(err.to_string().contains("5242880") && err.to_string().contains(&topic), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("5241856") && message.contains("5242880") && message.contains(&topic),
+        "{message}"
+    );
 
     let group = unique_name("g");
     let consumer = backend.consumer(&topic, earliest(&group)).await.unwrap();
     producer
-        .send_batch((0..10).map(|i| Event::new(format!("x{i}")).with_key(format!("k{i}"))).collect())
+        .send_batch(
+            (0..10)
+                .map(|i| Event::new(format!("x{i}")).with_key(format!("k{i}")))
+                .collect(),
+        )
         .await
         .unwrap();
     for _ in 0..4 {
@@ -455,7 +535,10 @@ async fn limits_and_administration() {
     }
     let info = backend.describe_stream(&topic).await.unwrap();
     assert_eq!(info.partitions.len(), 3);
-    assert!(info.partitions.iter().any(|p| p.earliest.is_some()), "{info:?}");
+    assert!(
+        info.partitions.iter().any(|p| p.earliest.is_some()),
+        "{info:?}"
+    );
     assert!(backend.list_streams().await.unwrap().contains(&topic));
     let err = backend
         .create_stream(&topic, StreamSpec::with_partitions(3))

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use pulsar::consumer::InitialPosition;
+use pulsar::error::ConsumerError;
 use pulsar::message::proto::MessageIdData;
 use pulsar::{Pulsar, SubType, TokioExecutor};
 use tokio::sync::mpsc;
@@ -49,6 +50,7 @@ impl Subscribe {
             initial_position: self.initial.clone(),
             receiver_queue_size: Some(self.receiver_queue),
             durable: Some(true),
+            report_active_changes: true,
             ..Default::default()
         };
         let build = self
@@ -154,6 +156,13 @@ impl Driver {
     fn handle(&mut self, slot: usize, item: Option<std::result::Result<Message, pulsar::Error>>) {
         match item {
             Some(Ok(message)) => self.enqueue(slot, message),
+            Some(Err(pulsar::Error::Consumer(ConsumerError::ActiveConsumerChange(active)))) => {
+                if !active {
+                    // The broker gives the partition to another member (after its failover
+                    // delay) from the first unacked event: what is queued here goes there.
+                    self.drop_queued(slot);
+                }
+            }
             Some(Err(error)) => {
                 let error = map(
                     error,
@@ -241,7 +250,9 @@ impl Driver {
                 Some(member) => {
                     match tokio::time::timeout(timeout, member.consumer.check_connection()).await {
                         Ok(Ok(())) => {}
-                        Ok(Err(e)) => return Err(map(e, &format!("commit acks on `{}`", topics[slot]))),
+                        Ok(Err(e)) => {
+                            return Err(map(e, &format!("commit acks on `{}`", topics[slot])));
+                        }
                         Err(_) => {
                             return Err(timed_out(
                                 &format!("commit acks on `{}`", topics[slot]),
@@ -271,7 +282,9 @@ impl Driver {
         let probe = Duration::from_secs(2).min(self.subscribe.timeout);
         let results = futures::future::join_all(self.members.iter_mut().map(|member| async move {
             match member {
-                Some(member) => Some(tokio::time::timeout(probe, member.consumer.get_stats()).await),
+                Some(member) => {
+                    Some(tokio::time::timeout(probe, member.consumer.get_stats()).await)
+                }
                 None => None,
             }
         }))
@@ -320,15 +333,7 @@ impl Driver {
         }
         self.failing_since[slot] = None;
         self.batches[slot].clear();
-        {
-            let mut state = self.shared.state.lock();
-            let partition = &mut state.partitions[slot];
-            partition.generation += 1;
-            let dropped = partition.queue.len();
-            partition.queue.clear();
-            state.queued -= dropped;
-        }
-        self.shared.room.notify_one();
+        self.drop_queued(slot);
         let subscribe = self.subscribe.clone();
         let to_self = self.to_self.clone();
         let stopping = self.stopping.clone();
@@ -350,6 +355,20 @@ impl Driver {
                 }
             }
         });
+    }
+
+    /// Forgets the events queued for a partition (the broker delivers them again, here or to
+    /// another member); nacks of its deliveries in flight are no longer requeued here.
+    fn drop_queued(&mut self, slot: usize) {
+        {
+            let mut state = self.shared.state.lock();
+            let partition = &mut state.partitions[slot];
+            partition.generation += 1;
+            let dropped = partition.queue.len();
+            partition.queue.clear();
+            state.queued -= dropped;
+        }
+        self.shared.room.notify_one();
     }
 
     async fn install(&mut self, slot: usize, mut member: Member) {
