@@ -132,7 +132,11 @@ pub fn headers_fit(headers: &Headers, rules: &AttributeRules) -> bool {
 }
 
 /// Maps headers and payload onto a body and attributes (see the module documentation).
-pub fn encode_headers(headers: &Headers, payload: &Bytes, rules: &AttributeRules) -> EncodedHeaders {
+pub fn encode_headers(
+    headers: &Headers,
+    payload: &Bytes,
+    rules: &AttributeRules,
+) -> EncodedHeaders {
     if headers.is_empty() {
         return EncodedHeaders {
             body: payload.clone(),
@@ -160,7 +164,8 @@ pub fn encode_headers(headers: &Headers, payload: &Bytes, rules: &AttributeRules
             attributes,
         };
     }
-    let mut block = BytesMut::with_capacity(payload.len() + headers.encoded_len() + 4 + 8 * headers.len());
+    let mut block =
+        BytesMut::with_capacity(payload.len() + headers.encoded_len() + 4 + 8 * headers.len());
     block.put_u32(headers.len() as u32);
     for (name, value) in headers.iter() {
         block.put_u32(name.len() as u32);
@@ -228,7 +233,9 @@ pub fn decode_headers(
                 }
             }
             Err(e) => {
-                problem = Some(format!("attribute {ORDER} is not a JSON array of names: {e}"));
+                problem = Some(format!(
+                    "attribute {ORDER} is not a JSON array of names: {e}"
+                ));
             }
         }
     }
@@ -312,10 +319,13 @@ mod tests {
     #[test]
     fn a_malformed_block_is_an_error() {
         let attributes = HashMap::from([(ENVELOPE.to_owned(), "1".to_owned())]);
-        let err = decode_headers(Bytes::from_static(b"\x00\x00\x00\x09ab"), attributes)
-            .unwrap_err();
+        let err =
+            decode_headers(Bytes::from_static(b"\x00\x00\x00\x09ab"), attributes).unwrap_err();
         assert!(err.to_string().contains("truncated"), "{err}");
-        let kept = plain_headers([("b".to_owned(), "2".to_owned()), ("a".to_owned(), "1".to_owned())]);
+        let kept = plain_headers([
+            ("b".to_owned(), "2".to_owned()),
+            ("a".to_owned(), "1".to_owned()),
+        ]);
         assert_eq!(kept.iter().map(|(n, _)| n).collect::<Vec<_>>(), ["a", "b"]);
     }
 
@@ -327,7 +337,10 @@ mod tests {
         ]);
         let decoded = decode_headers(Bytes::from_static(b"p"), attributes).unwrap();
         assert!(decoded.problem.is_some());
-        assert_eq!(decoded.headers.get("x").map(|v| v.as_ref()), Some(&b"1"[..]));
+        assert_eq!(
+            decoded.headers.get("x").map(|v| v.as_ref()),
+            Some(&b"1"[..])
+        );
     }
 
     fn arbitrary_headers() -> impl Strategy<Value = Headers> {

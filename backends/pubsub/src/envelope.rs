@@ -245,7 +245,10 @@ mod tests {
         for i in 0..91 {
             many.headers.append(format!("h{i}"), "v");
         }
-        assert_eq!(encode(&many).attributes.get(ENVELOPE).map(String::as_str), Some("1"));
+        assert_eq!(
+            encode(&many).attributes.get(ENVELOPE).map(String::as_str),
+            Some("1")
+        );
     }
 
     #[test]
