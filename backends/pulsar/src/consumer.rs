@@ -255,6 +255,40 @@ impl Consumer for PulsarConsumer {
         }
     }
 
+    /// Everything due in the ready queues, up to `max`, taken under one lock; waits (up to
+    /// `linger` after the first) only when fewer are ready.
+    async fn receive_batch(&self, max: usize, linger: Duration) -> Result<Vec<Delivery>> {
+        let max = max.max(1);
+        let mut batch = vec![self.receive().await?];
+        let deadline = tokio::time::Instant::now() + linger;
+        loop {
+            {
+                let mut state = self.shared.state.lock();
+                let now = Instant::now();
+                while batch.len() < max && state.in_flight < state.max_in_flight {
+                    let Ok(pending) = state.take(now) else { break };
+                    state.in_flight += 1;
+                    batch.push(self.delivery(pending));
+                }
+                if state.queued < state.ready_cap {
+                    self.shared.room.notify_one();
+                }
+            }
+            if batch.len() >= max {
+                return Ok(batch);
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(batch);
+            }
+            match tokio::time::timeout(left, self.receive()).await {
+                Ok(Ok(delivery)) => batch.push(delivery),
+                Ok(Err(e)) if batch.is_empty() => return Err(e),
+                Ok(Err(_)) | Err(_) => return Ok(batch),
+            }
+        }
+    }
+
     async fn close(&self) -> Result<()> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());

@@ -131,7 +131,8 @@ use pulsar::{
     ConnectionRetryOptions, OperationRetryOptions, Pulsar, SubType, TokioExecutor,
     producer::ProducerOptions,
 };
-use tokio::sync::{Mutex, Notify, RwLock, mpsc};
+use tokio::sync::{Mutex, Notify, mpsc};
+use tributary::backend::CloseGate;
 use tributary::{
     AckModel, Backend, Capabilities, Consumer, ConsumerOptions, Error, Lifecycle, Ordering,
     PartitionId, PartitionInfo, Position, Producer, ReceiptSupport, Result, StartPosition,
@@ -156,16 +157,12 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 5 * 1024 * 1024;
 /// the entry.
 pub const METADATA_RESERVE: usize = 1024;
 
-/// Registers the `pulsar://` and `pulsar+ssl://` schemes with [`tributary::connect`].
+/// Registers the `pulsar://` and `pulsar+ssl://` schemes with [`tributary::connect`] (which
+/// stamps every error with the backend, operation and stream).
 pub fn register() {
     for scheme in ["pulsar", "pulsar+ssl"] {
-        tributary::register_scheme(scheme, |url| {
-            Box::pin(async move {
-                let config = PulsarConfig::from_url(&url)?;
-                PulsarBackend::connect(config)
-                    .await
-                    .map(|b| Arc::new(b) as Arc<dyn Backend>)
-            })
+        tributary::register_backend(scheme, |url| async move {
+            PulsarBackend::connect(PulsarConfig::from_url(&url)?).await
         });
     }
 }
@@ -499,6 +496,8 @@ impl Backend for PulsarBackend {
                 match tokio::time::timeout(self.config.operation_timeout, build).await {
                     Ok(Ok(inner)) => Ok(producer::PartitionProducer {
                         inner: Mutex::new(inner),
+                        topic: name.clone(),
+                        suspect: AtomicBool::new(false),
                         index,
                     }),
                     Ok(Err(e)) => Err(map(e, &what)),
@@ -513,14 +512,15 @@ impl Backend for PulsarBackend {
         let partitions = futures::future::try_join_all(builds).await?;
         Ok(Box::new(producer::PulsarProducer {
             stream: stream.to_owned(),
+            client: self.client.clone(),
+            options,
             partitions,
             max_event_bytes: self.max_event_bytes,
             broker_limit: self.broker_limit,
             operation_timeout: self.config.operation_timeout,
             batch_bytes: self.config.batching().then_some(self.config.batch_bytes),
             next: AtomicUsize::new(0),
-            closed: AtomicBool::new(false),
-            in_progress: RwLock::new(()),
+            gate: CloseGate::new(format!("producer for `{stream}`")),
         }))
     }
 

@@ -13,8 +13,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pulsar::TokioExecutor;
 use pulsar::producer::SendFuture;
-use tokio::sync::{Mutex, RwLock};
-use tributary::{Error, Event, PartitionId, Producer, Receipt, Result};
+use tokio::sync::Mutex;
+use tributary::backend::CloseGate;
+use tributary::{Error, ErrorKind, Event, PartitionId, Producer, Receipt, Result};
 
 use crate::error::{BACKEND, map, timed_out};
 use crate::mapping::{self, Encoded};
@@ -24,10 +25,17 @@ pub(crate) struct PartitionProducer {
     pub(crate) inner: Mutex<pulsar::Producer<TokioExecutor>>,
     /// -1 for a non-partitioned topic, as in Pulsar's message ids.
     pub(crate) index: i32,
+    /// Full topic name of the partition, to create its producer again.
+    pub(crate) topic: String,
+    /// A send failed for want of the broker: the next one replaces the crate's producer
+    /// first, which may not recover by itself after a broker restart.
+    pub(crate) suspect: AtomicBool,
 }
 
 pub(crate) struct PulsarProducer {
     pub(crate) stream: String,
+    pub(crate) client: pulsar::Pulsar<TokioExecutor>,
+    pub(crate) options: pulsar::producer::ProducerOptions,
     pub(crate) partitions: Vec<PartitionProducer>,
     pub(crate) max_event_bytes: usize,
     pub(crate) broker_limit: usize,
@@ -35,9 +43,8 @@ pub(crate) struct PulsarProducer {
     /// `Some(batch_bytes)` when the crate batches.
     pub(crate) batch_bytes: Option<usize>,
     pub(crate) next: AtomicUsize,
-    pub(crate) closed: AtomicBool,
-    /// Sends in progress hold it shared; `flush` and `close` take it exclusively to wait for them.
-    pub(crate) in_progress: RwLock<()>,
+    /// Sends in progress hold a pass; `close` waits for them.
+    pub(crate) gate: CloseGate,
 }
 
 /// Java's `Murmur3_32Hash` routing: `murmur3_32(key) & i32::MAX % partitions`, so a Java or
@@ -48,16 +55,6 @@ pub(crate) fn partition_for_key(key: &str, partitions: usize) -> usize {
 }
 
 impl PulsarProducer {
-    fn check_open(&self) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(
-                Error::closed(format!("producer for `{}` is closed", self.stream))
-                    .with_backend(BACKEND),
-            );
-        }
-        Ok(())
-    }
-
     fn prepare(&self, event: &Event) -> Result<(usize, Encoded)> {
         let encoded = mapping::encode(event);
         let size = encoded.size();
@@ -80,6 +77,10 @@ impl PulsarProducer {
     async fn enqueue(&self, partition: usize, messages: Vec<Encoded>) -> Result<Vec<SendFuture>> {
         let slot = &self.partitions[partition];
         let mut producer = slot.inner.lock().await;
+        if slot.suspect.load(Ordering::Acquire) {
+            *producer = self.recreate(slot).await?;
+            slot.suspect.store(false, Ordering::Release);
+        }
         let mut futures = Vec::with_capacity(messages.len());
         for encoded in messages {
             if let Some(batch_bytes) = self.batch_bytes
@@ -101,10 +102,40 @@ impl PulsarProducer {
         Ok(futures)
     }
 
+    /// A new crate producer for a partition; the old one, dropped, closes itself.
+    async fn recreate(&self, slot: &PartitionProducer) -> Result<pulsar::Producer<TokioExecutor>> {
+        let what = format!("re-create the producer for `{}`", slot.topic);
+        tracing::info!(topic = %slot.topic, "pulsar: replacing a producer after failed sends");
+        let build = self
+            .client
+            .producer()
+            .with_topic(&slot.topic)
+            .with_options(self.options.clone())
+            .build();
+        match tokio::time::timeout(self.operation_timeout, build).await {
+            Ok(Ok(producer)) => Ok(producer),
+            Ok(Err(e)) => Err(map(e, &what)),
+            Err(_) => Err(timed_out(
+                &what,
+                self.operation_timeout,
+                "operation_timeout",
+            )),
+        }
+    }
+
+    fn suspect_if_unavailable(&self, partition: usize, error: &Error) {
+        if matches!(error.kind(), ErrorKind::Timeout | ErrorKind::Unavailable) {
+            self.partitions[partition]
+                .suspect
+                .store(true, Ordering::Release);
+        }
+    }
+
     async fn receipt(&self, partition: usize, future: SendFuture) -> Result<Receipt> {
         let receipt = future
             .await
-            .map_err(|e| map(e, &format!("send to `{}`", self.stream)))?;
+            .map_err(|e| map(e, &format!("send to `{}`", self.stream)))
+            .inspect_err(|e| self.suspect_if_unavailable(partition, e))?;
         let index = self.partitions[partition].index;
         let position = receipt.message_id.map(|id| {
             MessagePosition {
@@ -165,11 +196,17 @@ impl PulsarProducer {
         let limit = self.operation_timeout + Duration::from_secs(1);
         match tokio::time::timeout(limit, work).await {
             Ok(result) => result,
-            Err(_) => Err(timed_out(
-                &format!("{what} `{}`", self.stream),
-                self.operation_timeout,
-                "operation_timeout",
-            )),
+            Err(_) => {
+                // Which partition hung is not known here: replace them all on the next send.
+                for slot in &self.partitions {
+                    slot.suspect.store(true, Ordering::Release);
+                }
+                Err(timed_out(
+                    &format!("{what} `{}`", self.stream),
+                    self.operation_timeout,
+                    "operation_timeout",
+                ))
+            }
         }
     }
 }
@@ -177,9 +214,7 @@ impl PulsarProducer {
 #[async_trait]
 impl Producer for PulsarProducer {
     async fn send(&self, event: Event) -> Result<Receipt> {
-        self.check_open()?;
-        let _guard = self.in_progress.read().await;
-        self.check_open()?;
+        let _pass = self.gate.enter().await?;
         let mut receipts = self
             .deadline("send to", self.send_all(std::slice::from_ref(&event)))
             .await?;
@@ -187,15 +222,15 @@ impl Producer for PulsarProducer {
     }
 
     async fn send_batch(&self, events: Vec<Event>) -> Result<Vec<Receipt>> {
-        self.check_open()?;
-        let _guard = self.in_progress.read().await;
-        self.check_open()?;
+        let _pass = self.gate.enter().await?;
         self.deadline("send a batch to", self.send_all(&events))
             .await
     }
 
     async fn flush(&self) -> Result<()> {
-        self.check_open()?;
+        // Every send returns only once stored, so a flush waits for nothing but the crate's
+        // open batches.
+        let _pass = self.gate.enter().await?;
         self.deadline("flush", async {
             if self.batch_bytes.is_some() {
                 for slot in &self.partitions {
@@ -207,19 +242,16 @@ impl Producer for PulsarProducer {
                         .map_err(|e| map(e, &format!("flush `{}`", self.stream)))?;
                 }
             }
-            // Every send returns only once stored: waiting for those in progress is a flush.
-            drop(self.in_progress.write().await);
             Ok(())
         })
         .await
     }
 
     async fn close(&self) -> Result<()> {
-        if self.closed.swap(true, Ordering::AcqRel) {
+        // Sends in progress finish (each within its deadline); new ones fail as closed.
+        if !self.gate.close().await {
             return Ok(());
         }
-        // Sends in progress finish (each within its deadline); new ones see `closed`.
-        let _all = self.in_progress.write().await;
         for slot in &self.partitions {
             let mut producer = slot.inner.lock().await;
             let closing = tokio::time::timeout(self.operation_timeout, producer.close()).await;

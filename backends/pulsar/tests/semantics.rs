@@ -252,7 +252,7 @@ async fn a_partly_acked_batch_is_not_lost_in_a_crash() {
         .iter()
         .map(|r| {
             let p = r.position.as_ref().unwrap().to_string();
-            p.rsplitn(2, ':').nth(1).unwrap().to_owned()
+            p.rsplit_once(':').unwrap().0.to_owned()
         })
         .collect();
     assert_eq!(entries.len(), 1, "one batched message: {receipts:?}");
