@@ -35,6 +35,7 @@ pub(crate) const KEY: &str = "tributary-key";
 pub(crate) const TIMESTAMP: &str = codec::TIMESTAMP;
 #[cfg(test)]
 pub(crate) const ORDER: &str = codec::ORDER;
+#[cfg(test)]
 pub(crate) const ENVELOPE: &str = codec::ENVELOPE;
 /// Pub/Sub's attribute limits, less room for tributary's own attributes.
 const RULES: AttributeRules = AttributeRules::new(90, 256, 1024, &["goog"]);

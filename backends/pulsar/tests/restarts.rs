@@ -147,8 +147,7 @@ async fn three_broker_restarts_lose_nothing_and_hang_nowhere() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     receiver.abort();
-    let got = received.lock();
-    let duplicates: usize = got.values().map(|n| n - 1).sum();
+    let duplicates: usize = received.lock().values().map(|n| n - 1).sum();
     // Per restart, at most what a member held (prefetch and ready queue, per partition) plus
     // the producer's message awaiting its receipt.
     let in_flight = 2 * 2 * RECEIVER_QUEUE + 1;
