@@ -21,9 +21,6 @@ for _ in range(count):
             {
                 "data": base64.b64encode(msg.data()).decode(),
                 "key": msg.partition_key(),
-                "ordering_key": base64.b64encode(msg.ordering_key() or b"").decode()
-                if hasattr(msg, "ordering_key")
-                else "",
                 "properties": msg.properties(),
                 "event_time": msg.event_timestamp(),
                 "partition": msg.message_id().partition(),

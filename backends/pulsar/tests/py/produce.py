@@ -1,6 +1,6 @@
 """produce.py SERVICE_URL TOPIC COUNT: publish COUNT messages as a Pulsar user would, with the
-official client: a partition key, properties, an event time, batching on, keys routed with
-Murmur3_32Hash (Java's scheme). Prints one line when every send is acknowledged."""
+official client: a partition key, properties, an event time, batching on (so tributary reads
+batched messages). Prints one line when every send is acknowledged."""
 import sys
 
 import pulsar
@@ -10,9 +10,9 @@ client = pulsar.Client(url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error
 producer = client.create_producer(
     topic,
     batching_enabled=True,
+    block_if_queue_full=True,
     batching_max_messages=100,
     batching_max_publish_delay_ms=5,
-    hashing_scheme=pulsar.HashingScheme.Murmur3_32Hash,
 )
 failures = []
 for i in range(count):
