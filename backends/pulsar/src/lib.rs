@@ -462,6 +462,8 @@ impl Backend for PulsarBackend {
             competing_consumers: true,
         };
         caps.lag = true;
+        // Topics are created and deleted through the REST admin API.
+        caps.admin = true;
         caps
     }
 
