@@ -39,6 +39,7 @@ fn image(peer: Peer) -> String {
             Peer::PubSub => "gcr.io/google.com/cloudsdktool/google-cloud-cli:emulators",
             Peer::Kinesis => "ghcr.io/etspaceman/kinesis-mock:0.5.2",
             Peer::EventHubs => "mcr.microsoft.com/azure-messaging/eventhubs-emulator:latest",
+            Peer::Azurite => "mcr.microsoft.com/azure-storage/azurite:3.37.0",
         }
         .to_string()
     })
@@ -153,6 +154,22 @@ pub(crate) fn start(launcher: &Launcher, peer: Peer) -> Result<Server, PeerError
                 vec![],
             )
         }
+        Peer::Azurite => {
+            args.extend(publish(main_port, 10000));
+            (
+                format!("http://{address}/{}", crate::AZURITE_ACCOUNT),
+                [
+                    "azurite-blob",
+                    "--blobHost",
+                    "0.0.0.0",
+                    "--blobPort",
+                    "10000",
+                    "--skipApiVersionCheck",
+                ]
+                .map(String::from)
+                .to_vec(),
+            )
+        }
         Peer::EventHubs => {
             return Err(PeerError::new(
                 peer,
@@ -196,6 +213,7 @@ pub(crate) fn start(launcher: &Launcher, peer: Peer) -> Result<Server, PeerError
         }
         Peer::PubSub => wait_ready(launcher, peer, &mut follower, || probe::grpc(&address)),
         Peer::Kinesis => wait_ready(launcher, peer, &mut follower, || probe::kinesis(&address)),
+        Peer::Azurite => wait_ready(launcher, peer, &mut follower, || probe::blob(&address)),
         Peer::EventHubs => unreachable!("rejected above"),
     };
     ready?;

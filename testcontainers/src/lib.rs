@@ -21,7 +21,8 @@
 //! - `docker`: the official images, started with the `docker` command line.
 //! - `external`: servers you run yourself, or real cloud accounts, given as tributary URLs in
 //!   `TRIBUTARY_KAFKA_URL`, `TRIBUTARY_PULSAR_URL`, `TRIBUTARY_PUBSUB_URL`,
-//!   `TRIBUTARY_KINESIS_URL` and `TRIBUTARY_EVENTHUBS_URL`.
+//!   `TRIBUTARY_KINESIS_URL` and `TRIBUTARY_EVENTHUBS_URL`, and Azurite's blob endpoint in
+//!   `TRIBUTARY_AZURITE_URL`.
 //!
 //! Logs go to `target/peers/<server>-<pid>-<n>.log`; a failure to start quotes the last lines.
 #![warn(missing_docs)]
@@ -56,16 +57,35 @@ pub enum Peer {
     Kinesis,
     /// Azure Event Hubs (the project's own AMQP emulator, `tributary-eventhubs-emulator`).
     EventHubs,
+    /// Azure Blob Storage (Azurite), where the Event Hubs backend keeps its groups' ownership
+    /// and checkpoints. Its URL is the blob endpoint of the development account
+    /// ([`AZURITE_ACCOUNT`], [`AZURITE_ACCOUNT_KEY`]): `http://127.0.0.1:P/devstoreaccount1`.
+    Azurite,
+}
+
+/// The storage account Azurite serves (its well-known development account).
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+/// The published key of Azurite's development account (not a secret: every Azurite has it).
+pub const AZURITE_ACCOUNT_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// A storage connection string for an Azurite [`Server`] (the form Microsoft's SDKs take).
+pub fn azurite_connection_string(server: &Server) -> String {
+    format!(
+        "DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_ACCOUNT_KEY};BlobEndpoint={};",
+        server.url()
+    )
 }
 
 impl Peer {
     /// Every peer, in a fixed order.
-    pub const ALL: [Peer; 5] = [
+    pub const ALL: [Peer; 6] = [
         Peer::Kafka,
         Peer::Pulsar,
         Peer::PubSub,
         Peer::Kinesis,
         Peer::EventHubs,
+        Peer::Azurite,
     ];
 
     /// Lower-case name used in file names, environment variables and installer arguments.
@@ -76,6 +96,7 @@ impl Peer {
             Peer::PubSub => "pubsub",
             Peer::Kinesis => "kinesis",
             Peer::EventHubs => "eventhubs",
+            Peer::Azurite => "azurite",
         }
     }
 
@@ -87,6 +108,7 @@ impl Peer {
             Peer::PubSub => "TRIBUTARY_PUBSUB_URL",
             Peer::Kinesis => "TRIBUTARY_KINESIS_URL",
             Peer::EventHubs => "TRIBUTARY_EVENTHUBS_URL",
+            Peer::Azurite => "TRIBUTARY_AZURITE_URL",
         }
     }
 
@@ -103,6 +125,7 @@ impl fmt::Display for Peer {
             Peer::PubSub => "Pub/Sub",
             Peer::Kinesis => "Kinesis",
             Peer::EventHubs => "Event Hubs",
+            Peer::Azurite => "Azurite",
         })
     }
 }
@@ -530,7 +553,7 @@ pub fn peers_required() -> bool {
 }
 
 type SharedSlot = OnceLock<Result<Arc<Server>, PeerError>>;
-static SHARED: [SharedSlot; 5] = [const { OnceLock::new() }; 5];
+static SHARED: [SharedSlot; Peer::ALL.len()] = [const { OnceLock::new() }; Peer::ALL.len()];
 
 /// The test binary's one instance of `peer`, started on first use and shared by its tests.
 /// It stops when the test process ends, however it ends.

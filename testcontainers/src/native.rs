@@ -56,6 +56,7 @@ fn installer(peer: Peer) -> &'static str {
         Peer::PubSub => "pstest",
         Peer::Kinesis => "ferrokinesis",
         Peer::EventHubs => "eventhubs",
+        Peer::Azurite => "azurite",
     }
 }
 
@@ -135,6 +136,7 @@ pub(crate) enum Probe {
     Grpc(String),
     Kinesis(String),
     Amqp(String),
+    Blob(String),
 }
 
 impl Probe {
@@ -145,6 +147,7 @@ impl Probe {
             Probe::Grpc(addr) => probe::grpc(addr),
             Probe::Kinesis(addr) => probe::kinesis(addr),
             Probe::Amqp(addr) => probe::amqp(addr),
+            Probe::Blob(addr) => probe::blob(addr),
         }
     }
 }
@@ -341,6 +344,7 @@ fn start_once(launcher: &Launcher, peer: Peer) -> Result<Server, PeerError> {
             let url = format!("kinesis://us-east-1?endpoint=http://{address}");
             Ok(server(peer, url, address, None, process, None, recipe))
         }
+        Peer::Azurite => start_azurite(launcher, peer, &log),
         Peer::EventHubs => {
             let bin = eventhubs_emulator(peer)?;
             let data = launcher.data_dir(peer);
@@ -391,4 +395,56 @@ fn start_once(launcher: &Launcher, peer: Peer) -> Result<Server, PeerError> {
             ))
         }
     }
+}
+
+/// Azurite's blob service, which binds the port itself (`--blobPort 0`) and prints it (no port
+/// race); blobs live under the data directory, so a restart keeps them.
+fn start_azurite(
+    launcher: &Launcher,
+    peer: Peer,
+    log: &std::path::Path,
+) -> Result<Server, PeerError> {
+    const LISTENING: &str = "Azurite Blob service successfully listens on http://";
+    let bin = installed(launcher, peer, "azurite/current/bin/azurite-blob")?;
+    let data = launcher.data_dir(peer);
+    let args = |port: &str| -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = ["--blobHost", "127.0.0.1", "--blobPort", port]
+            .map(Into::into)
+            .to_vec();
+        args.extend(["--location".into(), data.clone().into_os_string()]);
+        // An SDK newer than this Azurite release would otherwise be refused.
+        args.extend(["--silent", "--skipApiVersionCheck"].map(Into::into));
+        args
+    };
+    let mut command = Command::new(&bin);
+    command.args(args("0"));
+    let mut process = spawn(peer, command, log, Some(&data))?;
+    let mut address = None;
+    wait_ready(launcher, peer, &mut process, || {
+        if address.is_none() {
+            address = find_line(log, LISTENING);
+        }
+        match &address {
+            Some(addr) => probe::blob(addr),
+            None => Err(format!("no \"{LISTENING}\" line yet")),
+        }
+    })?;
+    let address = address.expect("probe succeeded");
+    let recipe = Recipe {
+        launcher: launcher.clone(),
+        program: bin,
+        args: args(address.rsplit(':').next().unwrap_or("0")),
+        probe: Probe::Blob(address.clone()),
+        scratch: Some(data.clone()),
+    };
+    let url = format!("http://{address}/{}", crate::AZURITE_ACCOUNT);
+    Ok(server(
+        peer,
+        url,
+        address,
+        None,
+        process,
+        Some(data),
+        recipe,
+    ))
 }

@@ -201,6 +201,18 @@ pub(crate) fn kinesis(addr: &str) -> Result<(), String> {
     }
 }
 
+/// Azure Blob Storage (Azurite): an unauthenticated listing of the development account's
+/// containers must be refused with 403, which only the running blob handler answers.
+pub(crate) fn blob(addr: &str) -> Result<(), String> {
+    let path = format!("/{}?comp=list", crate::AZURITE_ACCOUNT);
+    let (status, body) = http(addr, "GET", &path, &[], b"")?;
+    if status == 403 {
+        Ok(())
+    } else {
+        Err(format!("GET {path}: {status} {}", body.trim()))
+    }
+}
+
 /// AMQP 1.0 servers (the Event Hubs emulator): the SASL protocol header must be echoed, which
 /// the server does only once its listener hands the connection to the AMQP engine.
 pub(crate) fn amqp(addr: &str) -> Result<(), String> {
