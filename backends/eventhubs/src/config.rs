@@ -1,0 +1,586 @@
+//! `eventhubs://NAMESPACE[?…]` URLs, connection strings and the resulting configuration.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tributary::{Error, Result, Url, UrlOptions, redact};
+
+use crate::blob::{BlobStoreConfig, StorageAuth};
+
+pub(crate) const KNOWN_OPTIONS: &[&str] = &[
+    "endpoint",
+    "connection_string_env",
+    "shared_access_key_name",
+    "shared_access_key",
+    "credential",
+    "consumer_group",
+    "hubs",
+    "checkpoints",
+    "storage_account_url",
+    "storage_account",
+    "storage_account_key",
+    "storage_sas_token",
+    "storage_connection_string_env",
+    "storage_container",
+    "prefetch",
+    "owner_level",
+    "lease_ttl",
+    "balance_interval",
+    "commit_interval",
+    "timeout",
+    "max_event_bytes",
+    "application_id",
+];
+
+/// The variable read for a connection string when the URL names none.
+pub const CONNECTION_STRING_VARIABLE: &str = "EVENTHUBS_CONNECTION_STRING";
+/// The variable read for a storage connection string when the URL names no storage account.
+pub const STORAGE_CONNECTION_STRING_VARIABLE: &str = "AZURE_STORAGE_CONNECTION_STRING";
+/// The shared access key name and key of the official Event Hubs emulator (not secrets).
+const EMULATOR_KEY_NAME: &str = "RootManageSharedAccessKey";
+const EMULATOR_KEY: &str = "SAS_KEY_VALUE";
+/// The service's event size limit on the Standard and Premium tiers (the Basic tier: 256 KiB).
+pub(crate) const SERVICE_MAX_EVENT_BYTES: usize = 1_048_576;
+
+/// How the backend authenticates to Event Hubs.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum Credential {
+    /// A connection string with a shared access key or signature
+    /// (`Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…[;EntityPath=…]`).
+    ConnectionString(String),
+    /// A Microsoft Entra ID credential of `azure_identity` (or your own).
+    Token(Arc<dyn azure_core::credentials::TokenCredential>),
+    /// Microsoft Entra ID through the default chain (`auth.rs`).
+    DefaultChain,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credential::ConnectionString(_) => f.write_str("ConnectionString(***)"),
+            Credential::Token(_) => f.write_str("Token"),
+            Credential::DefaultChain => f.write_str("DefaultChain"),
+        }
+    }
+}
+
+/// Where a group's ownership and checkpoints are kept.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Checkpoints {
+    /// Azure Blob Storage, in the layout of Microsoft's SDKs (the default when a storage
+    /// account is configured).
+    Blob(BlobStoreConfig),
+    /// In this process only: groups are shared between consumers of one backend instance and
+    /// forgotten when it closes (tests, single-process tools).
+    Memory,
+}
+
+/// Everything the backend needs; built from a URL ([`EventHubsConfig::from_url`]) or by hand.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EventHubsConfig {
+    /// The fully qualified namespace, `NAME.servicebus.windows.net`.
+    pub namespace: String,
+    /// Where the AMQP connection really goes (`amqp://127.0.0.1:5672` for an emulator: plain
+    /// TCP), when not to the namespace itself.
+    pub endpoint: Option<String>,
+    /// How to authenticate.
+    pub credential: Credential,
+    /// The hub a connection string's `EntityPath` names (its key may be scoped to it).
+    pub entity_path: Option<String>,
+    /// Read every group through this consumer group instead of the one named like the group.
+    pub consumer_group: Option<String>,
+    /// Hubs `list_streams` reports (the data plane cannot enumerate a namespace's hubs).
+    pub hubs: Vec<String>,
+    /// Ownership and checkpoints.
+    pub checkpoints: Checkpoints,
+    /// Events each partition receiver asks for ahead (AMQP link credit).
+    pub prefetch: u32,
+    /// The owner level (epoch) of group receivers; `None` for non-exclusive receivers.
+    pub owner_level: Option<i64>,
+    /// How long a partition stays owned without renewal.
+    pub lease_ttl: Duration,
+    /// How often ownership is balanced.
+    pub balance_interval: Duration,
+    /// How often acked progress is written.
+    pub commit_interval: Duration,
+    /// Deadline of connects, management calls and sends.
+    pub timeout: Duration,
+    /// Largest event accepted (body, properties and partition key).
+    pub max_event_bytes: usize,
+    /// Sent to the service as the client's application id (user agent).
+    pub application_id: Option<String>,
+    pub(crate) shown_url: String,
+}
+
+impl EventHubsConfig {
+    /// Parses an `eventhubs://` URL, reading a connection string from the environment where
+    /// the URL says so (see the crate documentation for every option).
+    pub fn from_url(url: &Url) -> Result<EventHubsConfig> {
+        Self::from_url_with_env(url, &|name| std::env::var(name).ok())
+    }
+
+    pub(crate) fn from_url_with_env(
+        url: &Url,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<EventHubsConfig> {
+        let shown_url = redact(url);
+        if url.scheme() != "eventhubs" {
+            return Err(Error::config(format!(
+                "`{shown_url}` is not an eventhubs:// URL"
+            )));
+        }
+        let mut options = UrlOptions::new(url)?;
+        let connection_variable = options
+            .take_str("connection_string_env")
+            .unwrap_or_else(|| CONNECTION_STRING_VARIABLE.to_string());
+        let connection_string = env(&connection_variable).filter(|s| !s.trim().is_empty());
+        let host = url.host_str().unwrap_or("").to_string();
+        let mut endpoint = options.take_str("endpoint");
+        let mut entity_path = None;
+        let mut namespace = normalise_namespace(&host);
+        let key_name = options.take_str("shared_access_key_name");
+        let key = options.take_str("shared_access_key");
+        let credential_option = options.take_str("credential");
+        let credential = if let Some(text) = &connection_string {
+            let parsed = ParsedConnection::parse(text).map_err(|e| {
+                e.context(format!("the connection string in ${connection_variable}"))
+            })?;
+            if namespace.is_empty() {
+                namespace = parsed.namespace.clone();
+            } else if !parsed.namespace.eq_ignore_ascii_case(&namespace) {
+                return Err(Error::config(format!(
+                    "`{shown_url}` names namespace `{namespace}` but the connection string in ${connection_variable} is for `{}`",
+                    parsed.namespace
+                )));
+            }
+            if parsed.development_emulator && endpoint.is_none() {
+                endpoint = Some(format!("amqp://{}", parsed.host_port));
+            }
+            entity_path = parsed.entity_path.clone();
+            Credential::ConnectionString(parsed.for_sdk)
+        } else if key_name.is_some() || key.is_some() {
+            let (Some(key_name), Some(key)) = (key_name, key) else {
+                return Err(Error::config(
+                    "options `shared_access_key_name` and `shared_access_key` go together",
+                ));
+            };
+            Credential::ConnectionString(format!(
+                "Endpoint=sb://{namespace}/;SharedAccessKeyName={key_name};SharedAccessKey={key}"
+            ))
+        } else if endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("amqp://"))
+        {
+            // A plain-TCP endpoint is an emulator: sign with the official emulator's key, which
+            // an emulator without configured keys accepts like any other.
+            Credential::ConnectionString(format!(
+                "Endpoint=sb://{namespace}/;SharedAccessKeyName={EMULATOR_KEY_NAME};SharedAccessKey={EMULATOR_KEY}"
+            ))
+        } else {
+            match credential_option.as_deref() {
+                None | Some("default") => Credential::DefaultChain,
+                Some(other) => {
+                    return Err(Error::config(format!(
+                        "option `credential`: `{other}` is not known (use `default`, the Microsoft Entra ID chain; or give a connection string in ${connection_variable})"
+                    )));
+                }
+            }
+        };
+        if namespace.is_empty() {
+            return Err(Error::config(format!(
+                "`{shown_url}` names no namespace: use eventhubs://NAME.servicebus.windows.net, or set ${connection_variable} to a connection string"
+            )));
+        }
+        if let Some(endpoint) = &endpoint
+            && !(endpoint.starts_with("amqp://") || endpoint.starts_with("amqps://"))
+        {
+            return Err(Error::config(format!(
+                "option `endpoint`: `{endpoint}` is not an amqp:// or amqps:// address"
+            )));
+        }
+
+        let timeout = options
+            .take_duration("timeout")?
+            .unwrap_or(Duration::from_secs(30));
+        let consumer_group = options.take_str("consumer_group").filter(|s| !s.is_empty());
+        let hubs = options
+            .take_str("hubs")
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let checkpoints = storage(
+            &mut options,
+            env,
+            &namespace,
+            consumer_group.clone(),
+            timeout,
+        )?;
+        let prefetch = options.take::<u32>("prefetch")?.unwrap_or(300);
+        if prefetch == 0 {
+            return Err(Error::config("option `prefetch`: must be at least 1"));
+        }
+        let owner_level = match options.take_str("owner_level").as_deref() {
+            None => Some(0),
+            Some("none") => None,
+            Some(text) => Some(text.parse::<i64>().map_err(|_| {
+                Error::config(format!(
+                    "option `owner_level`: `{text}` is not an integer (or `none`)"
+                ))
+            })?),
+        };
+        let lease_ttl = options
+            .take_duration("lease_ttl")?
+            .unwrap_or(Duration::from_secs(30));
+        let balance_interval = options
+            .take_duration("balance_interval")?
+            .unwrap_or(Duration::from_secs(10));
+        if balance_interval >= lease_ttl {
+            return Err(Error::config(format!(
+                "option `balance_interval` ({balance_interval:?}) must be shorter than `lease_ttl` ({lease_ttl:?}), or partitions would lapse between renewals"
+            )));
+        }
+        let commit_interval = options
+            .take_duration("commit_interval")?
+            .unwrap_or(Duration::from_secs(1));
+        let max_event_bytes = options
+            .take_size("max_event_bytes")?
+            .map(|v| v as usize)
+            .unwrap_or(SERVICE_MAX_EVENT_BYTES);
+        let application_id = options.take_str("application_id");
+        options.finish(KNOWN_OPTIONS)?;
+        Ok(EventHubsConfig {
+            namespace,
+            endpoint,
+            credential,
+            entity_path,
+            consumer_group,
+            hubs,
+            checkpoints,
+            prefetch,
+            owner_level,
+            lease_ttl,
+            balance_interval,
+            commit_interval,
+            timeout,
+            max_event_bytes,
+            application_id,
+            shown_url,
+        })
+    }
+
+    /// The URL, with secrets masked, for messages.
+    pub fn shown_url(&self) -> &str {
+        &self.shown_url
+    }
+}
+
+/// `orders` is short for `orders.servicebus.windows.net`.
+fn normalise_namespace(host: &str) -> String {
+    if host.is_empty() || host.contains('.') || host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}.servicebus.windows.net")
+    }
+}
+
+fn storage(
+    options: &mut UrlOptions,
+    env: &dyn Fn(&str) -> Option<String>,
+    namespace: &str,
+    consumer_group: Option<String>,
+    timeout: Duration,
+) -> Result<Checkpoints> {
+    let kind = options.take_str("checkpoints");
+    let account_url = options.take_str("storage_account_url");
+    let account = options.take_str("storage_account");
+    let key = options.take_str("storage_account_key");
+    let sas = options.take_str("storage_sas_token");
+    let variable = options
+        .take_str("storage_connection_string_env")
+        .unwrap_or_else(|| STORAGE_CONNECTION_STRING_VARIABLE.to_string());
+    let container = options
+        .take_str("storage_container")
+        .unwrap_or_else(|| "eventhubs-checkpoints".to_string());
+    let (account_url, auth) = match (
+        &account_url,
+        env(&variable).filter(|s| !s.trim().is_empty()),
+    ) {
+        (Some(url), _) => {
+            let auth = match (key, sas) {
+                (Some(key), _) => StorageAuth::AccountKey {
+                    account: account.unwrap_or_else(|| account_from_url(url)),
+                    key,
+                },
+                (None, Some(sas)) => StorageAuth::Sas(sas),
+                (None, None) => {
+                    StorageAuth::Token(Arc::new(crate::auth::DefaultChain::new().map_err(|e| {
+                        Error::config(format!(
+                            "cannot set up Microsoft Entra ID for Blob Storage: {e}"
+                        ))
+                    })?))
+                }
+            };
+            (Some(url.trim_end_matches('/').to_string()), Some(auth))
+        }
+        (None, Some(text)) => {
+            let (url, auth) = StorageAuth::from_connection_string(&text)
+                .map_err(|e| e.context(format!("${variable}")))?;
+            (Some(url), Some(auth))
+        }
+        (None, None) => (None, None),
+    };
+    match (kind.as_deref(), account_url, auth) {
+        (Some("memory"), _, _) => Ok(Checkpoints::Memory),
+        (None | Some("blob"), Some(url), Some(auth)) => {
+            let mut config = BlobStoreConfig::new(url, container, auth, namespace);
+            config.consumer_group = consumer_group;
+            config.timeout = timeout;
+            Ok(Checkpoints::Blob(config))
+        }
+        (Some("blob"), _, _) => Err(Error::config(format!(
+            "option `checkpoints=blob` needs a storage account: `storage_account_url` (with `storage_account_key`, `storage_sas_token`, or Microsoft Entra ID) or a connection string in ${variable}"
+        ))),
+        (None, _, _) => Ok(Checkpoints::Memory),
+        (Some(other), _, _) => Err(Error::config(format!(
+            "option `checkpoints`: `{other}` is not known (use `blob` or `memory`)"
+        ))),
+    }
+}
+
+/// `https://ACCOUNT.blob.core.windows.net` or `http://host:port/ACCOUNT` (path style).
+fn account_from_url(url: &str) -> String {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    match rest.split_once('/') {
+        Some((_, path)) if !path.trim_matches('/').is_empty() => path
+            .trim_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_string(),
+        _ => rest.split('.').next().unwrap_or("").to_string(),
+    }
+}
+
+/// A connection string as the SDK takes it, and what tributary reads from it.
+#[derive(Debug)]
+pub(crate) struct ParsedConnection {
+    pub namespace: String,
+    pub host_port: String,
+    pub entity_path: Option<String>,
+    pub development_emulator: bool,
+    /// Without the keys the SDK does not know (it ignores them, but rejects nothing).
+    pub for_sdk: String,
+}
+
+impl ParsedConnection {
+    pub(crate) fn parse(text: &str) -> Result<ParsedConnection> {
+        let mut fields: HashMap<String, String> = HashMap::new();
+        let mut kept = Vec::new();
+        for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, value) = part.split_once('=').ok_or_else(|| {
+                Error::config("a part without `=` (expected Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…)")
+            })?;
+            let lower = name.trim().to_ascii_lowercase();
+            if lower != "usedevelopmentemulator" {
+                kept.push(part.to_string());
+            }
+            fields.insert(lower, value.trim().to_string());
+        }
+        if fields.contains_key("hostname") {
+            return Err(Error::unsupported(
+                "this is an IoT Hub connection string (HostName=…azure-devices.net); tributary reads IoT Hub telemetry through the hub's Event Hub-compatible endpoint: use the connection string the portal shows under Built-in endpoints (Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…;EntityPath=…), or `az iot hub connection-string show --default-eventhub`",
+            ));
+        }
+        let endpoint = fields
+            .get("endpoint")
+            .ok_or_else(|| Error::config("no Endpoint=sb://NAMESPACE.servicebus.windows.net/"))?;
+        let host_port = endpoint
+            .split_once("://")
+            .map(|(_, rest)| rest)
+            .unwrap_or(endpoint)
+            .trim_end_matches('/')
+            .to_string();
+        let namespace = host_port
+            .rsplit_once(':')
+            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+            .map(|(host, _)| host.to_string())
+            .unwrap_or_else(|| host_port.clone());
+        if !fields.contains_key("sharedaccesskey") && !fields.contains_key("sharedaccesssignature")
+        {
+            return Err(Error::config(
+                "neither SharedAccessKey nor SharedAccessSignature (for Microsoft Entra ID, leave the connection string out)",
+            ));
+        }
+        let development_emulator = fields
+            .get("usedevelopmentemulator")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let host_port = if development_emulator && !host_port.contains(':') {
+            format!("{host_port}:5672")
+        } else {
+            host_port
+        };
+        let for_sdk = if development_emulator {
+            // The SDK builds audiences from the endpoint's host; the port is only where the
+            // socket goes (the custom endpoint).
+            kept.iter()
+                .map(|part| {
+                    if part.to_ascii_lowercase().starts_with("endpoint=") {
+                        format!("Endpoint=sb://{namespace}/")
+                    } else {
+                        part.clone()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(";")
+        } else {
+            kept.join(";")
+        };
+        Ok(ParsedConnection {
+            namespace,
+            host_port,
+            entity_path: fields.get("entitypath").cloned().filter(|s| !s.is_empty()),
+            development_emulator,
+            for_sdk,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(url: &str, env: &[(&str, &str)]) -> Result<EventHubsConfig> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        EventHubsConfig::from_url_with_env(&Url::parse(url).unwrap(), &|name| {
+            env.get(name).cloned()
+        })
+    }
+
+    #[test]
+    fn a_namespace_url_uses_entra_id() {
+        let config = parse("eventhubs://orders", &[]).unwrap();
+        assert_eq!(config.namespace, "orders.servicebus.windows.net");
+        assert!(matches!(config.credential, Credential::DefaultChain));
+        assert!(matches!(config.checkpoints, Checkpoints::Memory));
+        assert_eq!(config.owner_level, Some(0));
+    }
+
+    #[test]
+    fn a_connection_string_from_the_environment() {
+        let config = parse(
+            "eventhubs://",
+            &[(
+                CONNECTION_STRING_VARIABLE,
+                "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=c2VjcmV0;EntityPath=hub1",
+            )],
+        )
+        .unwrap();
+        assert_eq!(config.namespace, "ns.servicebus.windows.net");
+        assert_eq!(config.entity_path.as_deref(), Some("hub1"));
+        assert_eq!(format!("{:?}", config.credential), "ConnectionString(***)");
+        assert!(!format!("{config:?}").contains("c2VjcmV0"));
+    }
+
+    #[test]
+    fn the_development_emulator_flag_points_at_plain_amqp() {
+        let config = parse(
+            "eventhubs://",
+            &[(
+                "MY_CS",
+                "Endpoint=sb://127.0.0.1:5673;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true",
+            )],
+        );
+        assert!(config.is_err(), "the variable is only read when named");
+        let config = parse(
+            "eventhubs://?connection_string_env=MY_CS",
+            &[(
+                "MY_CS",
+                "Endpoint=sb://127.0.0.1:5673;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true",
+            )],
+        )
+        .unwrap();
+        assert_eq!(config.namespace, "127.0.0.1");
+        assert_eq!(config.endpoint.as_deref(), Some("amqp://127.0.0.1:5673"));
+        let Credential::ConnectionString(sdk) = &config.credential else {
+            panic!("a connection string")
+        };
+        assert_eq!(
+            sdk,
+            "Endpoint=sb://127.0.0.1/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE"
+        );
+    }
+
+    #[test]
+    fn iot_hub_service_strings_say_which_string_to_use() {
+        let error = parse(
+            "eventhubs://",
+            &[(
+                CONNECTION_STRING_VARIABLE,
+                "HostName=hub.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=c2VjcmV0",
+            )],
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("Built-in endpoints"), "{error}");
+        assert!(!error.to_string().contains("c2VjcmV0"));
+    }
+
+    #[test]
+    fn storage_options_build_a_blob_store() {
+        let config = parse(
+            "eventhubs://emulator.localhost?endpoint=amqp://127.0.0.1:1&storage_account_url=http://127.0.0.1:2/devstoreaccount1&storage_account_key=a2V5&storage_container=cp",
+            &[],
+        )
+        .unwrap();
+        let Checkpoints::Blob(store) = &config.checkpoints else {
+            panic!("blob")
+        };
+        assert_eq!(store.account_url, "http://127.0.0.1:2/devstoreaccount1");
+        assert_eq!(store.container, "cp");
+        assert_eq!(store.namespace, "emulator.localhost");
+        assert!(
+            matches!(&store.auth, StorageAuth::AccountKey { account, .. } if account == "devstoreaccount1")
+        );
+        assert!(
+            !config.shown_url().contains("a2V5"),
+            "{}",
+            config.shown_url()
+        );
+        assert_eq!(
+            account_from_url("https://acct.blob.core.windows.net"),
+            "acct"
+        );
+    }
+
+    #[test]
+    fn bad_options_are_named() {
+        for (url, expected) in [
+            ("eventhubs://ns?prefetch=0", "prefetch"),
+            ("eventhubs://ns?owner_level=high", "owner_level"),
+            (
+                "eventhubs://ns?lease_ttl=5s&balance_interval=10s",
+                "balance_interval",
+            ),
+            ("eventhubs://ns?checkpoints=blob", "checkpoints=blob"),
+            ("eventhubs://ns?shared_access_key=x", "go together"),
+            ("eventhubs://ns?endpoint=http://x", "endpoint"),
+            ("eventhubs://ns?colour=red", "colour"),
+            ("eventhubs://", "names no namespace"),
+        ] {
+            let error = parse(url, &[]).unwrap_err();
+            assert!(error.to_string().contains(expected), "{url}: {error}");
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! SDK errors to tributary's error kinds.
+//!
+//! The SDK wraps AMQP conditions in several layers (`EventHubsError` → `AmqpError` →
+//! described error), and the condition is what decides the kind, so the whole chain's text is
+//! matched against the service's condition names.
+
+use std::future::Future;
+use std::time::Duration;
+
+use azure_messaging_eventhubs::EventHubsError;
+use azure_messaging_eventhubs::error::ErrorKind as SdkKind;
+use tributary::Error;
+
+pub(crate) const BACKEND: &str = "eventhubs";
+
+/// Maps an SDK error; `what` says what was being done ("send to `orders`").
+pub(crate) fn map(error: &EventHubsError, what: &str) -> Error {
+    let chain = chain_text(error);
+    let message = format!("{what}: {}", first_line(&error.to_string()));
+    let lower = chain.to_ascii_lowercase();
+    let mapped = if matches!(error.kind, SdkKind::ConsumerDisconnected(_))
+        || lower.contains("link:stolen")
+        || lower.contains("linkstolen")
+    {
+        Error::closed(format!(
+            "{message} (another receiver with a higher or equal owner level took the partition)"
+        ))
+    } else if lower.contains("not-found")
+        || lower.contains("notfound")
+        || lower.contains("could not be found")
+    {
+        Error::not_found(message)
+    } else if lower.contains("message-size-exceeded")
+        || lower.contains("messagesizeexceeded")
+        || lower.contains("too large")
+    {
+        Error::too_large(message)
+    } else if lower.contains("unauthorized")
+        || lower.contains("status code 401")
+        || lower.contains("401") && lower.contains("cbs")
+        || lower.contains("credential")
+    {
+        Error::unauthorized(message)
+    } else if lower.contains("server-busy")
+        || lower.contains("serverbusy")
+        || lower.contains("throttl")
+    {
+        Error::unavailable(message).with_retryable(true)
+    } else if lower.contains("invalid-field")
+        || lower.contains("argument")
+        || lower.contains("not-allowed")
+    {
+        Error::config(message)
+    } else {
+        Error::unavailable(message).with_retryable(true)
+    };
+    mapped.with_backend(BACKEND)
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
+}
+
+fn chain_text(error: &EventHubsError) -> String {
+    use std::error::Error as _;
+    let mut text = format!("{error:?}");
+    let mut cause = error.source();
+    let mut depth = 0;
+    while let Some(c) = cause {
+        text.push_str(" | ");
+        text.push_str(&format!("{c:?}"));
+        cause = c.source();
+        depth += 1;
+        if depth > 16 {
+            break;
+        }
+    }
+    text
+}
+
+/// Runs an SDK call with the configured deadline, mapping its error.
+pub(crate) async fn deadline<T>(
+    timeout: Duration,
+    what: impl FnOnce() -> String,
+    call: impl Future<Output = azure_messaging_eventhubs::Result<T>>,
+) -> tributary::Result<T> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(map(&error, &what())),
+        Err(_) => Err(Error::timeout(format!(
+            "{}: no answer within {timeout:?} (option `timeout`)",
+            what()
+        ))
+        .with_retryable(true)
+        .with_backend(BACKEND)),
+    }
+}

@@ -1,0 +1,298 @@
+//! Azure Event Hubs for tributary, on Microsoft's `azure_messaging_eventhubs` crate, with
+//! consumer groups balanced across processes through Azure Blob Storage in the layout
+//! Microsoft's SDKs share.
+//!
+//! ```no_run
+//! # #[tokio::main] async fn main() -> tributary::Result<()> {
+//! use tributary::{ConsumerOptions, Event, StartPosition};
+//! tributary_eventhubs::register();
+//! // Microsoft Entra ID (az login, managed identity, …), checkpoints in a storage account:
+//! let backend = tributary::connect(
+//!     "eventhubs://myns.servicebus.windows.net?storage_account_url=https://myacct.blob.core.windows.net",
+//! )
+//! .await?;
+//! let producer = backend.producer("orders").await?;
+//! producer.send(Event::new("hello").with_key("customer-7")).await?;
+//! let consumer = backend.consumer("orders", ConsumerOptions::new("$Default")).await?;
+//! let delivery = consumer.receive().await?;
+//! delivery.ack();
+//! # Ok(()) }
+//! ```
+//!
+//! # Model
+//! - A stream is an event hub; its partitions are the stream's partitions. Hubs are made in
+//!   Azure (portal, `az eventhubs eventhub create`, Bicep/Terraform): `create_stream` and
+//!   `delete_stream` answer `Unsupported` saying so. `describe_stream` gives each partition's
+//!   first and next sequence number. The data plane cannot enumerate a namespace's hubs, so
+//!   `list_streams` reports those named by the `hubs` option and a connection string's
+//!   `EntityPath` that exist.
+//! - An event maps onto a message as `mapping.rs` documents: the key is the partition key, headers
+//!   are application properties (binary values as AMQP binary), the timestamp is the property
+//!   `tributary-ts`; the service's annotations (enqueued time, partition key, offset, sequence
+//!   number) and IoT Hub's system properties are visible as headers of what is read.
+//! - The position is the sequence number (decimal); the service's offset travels as the header
+//!   `x-opt-offset` and into checkpoints. A send reports no position (the service gives none).
+//! - A tributary group reads through the Event Hubs consumer group of the same name (so
+//!   `ConsumerOptions::new("$Default")` is the default consumer group), or through the one the
+//!   `consumer_group` option names. Consumer groups are made in Azure like hubs.
+//!
+//! # Authentication
+//! - **Microsoft Entra ID** (the default): `azure_identity`'s credentials in the order of the
+//!   SDKs' default chain: workload identity, a service principal from `AZURE_TENANT_ID` /
+//!   `AZURE_CLIENT_ID` / `AZURE_CLIENT_SECRET`, managed identity, then the Azure CLI / Azure
+//!   Developer CLI login (`auth.rs`). Roles: *Azure Event Hubs Data Owner* (or *Sender* and
+//!   *Receiver*) on the namespace, *Storage Blob Data Contributor* on the checkpoint container.
+//!   In code, [`EventHubsConfig::credential`] takes any `TokenCredential`.
+//! - **A connection string** (`Endpoint=sb://NS.servicebus.windows.net/;SharedAccessKeyName=…;
+//!   SharedAccessKey=…[;EntityPath=HUB]`) from the environment variable
+//!   `EVENTHUBS_CONNECTION_STRING` (or the one `connection_string_env` names), never from the
+//!   URL; the URL may then be just `eventhubs://`. `UseDevelopmentEmulator=true` sends the
+//!   connection in plain AMQP to the endpoint's host and port (5672 by default), as the other
+//!   SDKs do for the official emulator.
+//! - **IoT Hub**: read a hub's device telemetry through its Event Hub-compatible endpoint: the
+//!   connection string the portal shows under *Built-in endpoints* (or `az iot hub
+//!   connection-string show --default-eventhub`) is an Event Hubs connection string with
+//!   `EntityPath`, and the consumer group is one of the IoT Hub's. The IoT Hub service
+//!   connection string (`HostName=….azure-devices.net;…`) is recognised and refused with
+//!   that advice. Device system properties become headers (`iothub.rs`).
+//!
+//! Keys, signatures and tokens never appear in messages, logs or `Debug` output.
+//!
+//! # URL options
+//! | option | default | meaning |
+//! |---|---|---|
+//! | `endpoint` | the namespace | `amqp://host:port` (plain TCP, an emulator) or `amqps://host:port` where the connection really goes; with `amqp://` and no credential, the official emulator's key is used |
+//! | `connection_string_env` | `EVENTHUBS_CONNECTION_STRING` | the environment variable holding a connection string |
+//! | `shared_access_key_name`, `shared_access_key` | none | a shared access key given in the URL (masked in messages) |
+//! | `credential` | `default` | Microsoft Entra ID chain when there is no key |
+//! | `consumer_group` | the group's name | read every group through this consumer group |
+//! | `hubs` | none | comma-separated hubs `list_streams` reports |
+//! | `checkpoints` | `blob` with a storage account, else `memory` | where ownership and checkpoints live |
+//! | `storage_account_url` | `$AZURE_STORAGE_CONNECTION_STRING`'s | `https://ACCOUNT.blob.core.windows.net`, or `http://127.0.0.1:10000/devstoreaccount1` for Azurite |
+//! | `storage_account` | from the URL | the account name for the key |
+//! | `storage_account_key`, `storage_sas_token` | Entra ID | the storage account's key or a SAS (masked) |
+//! | `storage_connection_string_env` | `AZURE_STORAGE_CONNECTION_STRING` | the variable holding a storage connection string |
+//! | `storage_container` | `eventhubs-checkpoints` | the container (created if missing) |
+//! | `prefetch` | `300` | events each partition receiver asks for ahead |
+//! | `owner_level` | `0` | the epoch of group receivers (`none`: non-exclusive) |
+//! | `lease_ttl` | `30s` | how long an ownership lives without renewal |
+//! | `balance_interval` | `10s` | how often ownership is renewed and balanced (must be below `lease_ttl`) |
+//! | `commit_interval` | `1s` | how often acked progress is checkpointed |
+//! | `timeout` | `30s` | connects, management calls, sends and Blob requests |
+//! | `max_event_bytes` | `1048576` | largest event (body, properties, partition key); the Basic tier allows 262144 |
+//! | `application_id` | none | the client's application id, sent to the service |
+#![warn(missing_docs)]
+
+mod admin;
+mod auth;
+mod blob;
+mod block;
+mod clients;
+mod config;
+mod error;
+mod mapping;
+mod producer;
+
+use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+
+use async_trait::async_trait;
+use tributary::{
+    AckModel, Backend, Capabilities, Consumer, ConsumerOptions, Error, ErrorKind, Lifecycle,
+    Ordering, Producer, ReceiptSupport, Result, StartSupport, StreamInfo, StreamSpec,
+};
+
+pub use blob::{BlobCheckpointStore, BlobStoreConfig, StorageAuth};
+pub use config::{
+    CONNECTION_STRING_VARIABLE, Checkpoints, Credential, EventHubsConfig,
+    STORAGE_CONNECTION_STRING_VARIABLE,
+};
+
+use crate::admin::Management;
+use crate::error::BACKEND;
+
+/// Registers the `eventhubs://` scheme with [`tributary::connect`].
+pub fn register() {
+    tributary::register_scheme("eventhubs", |url| {
+        Box::pin(async move {
+            let config = EventHubsConfig::from_url(&url)?;
+            EventHubsBackend::connect(config)
+                .await
+                .map(|b| Arc::new(b) as Arc<dyn Backend>)
+        })
+    });
+}
+
+/// An Event Hubs namespace.
+pub struct EventHubsBackend {
+    config: EventHubsConfig,
+    credential: Option<Arc<dyn azure_core::credentials::TokenCredential>>,
+    management: Management,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for EventHubsBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventHubsBackend")
+            .field("url", &self.config.shown_url)
+            .field("namespace", &self.config.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventHubsBackend {
+    /// Sets the backend up. Event Hubs connections are per hub, so nothing is contacted until
+    /// a producer, consumer or admin call names one.
+    pub async fn connect(config: EventHubsConfig) -> Result<EventHubsBackend> {
+        let credential = clients::token_credential(&config)?;
+        Ok(EventHubsBackend {
+            config,
+            credential,
+            management: Management::default(),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &EventHubsConfig {
+        &self.config
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(AtomicOrdering::Acquire) {
+            return Err(Error::closed("the Event Hubs backend is closed").with_backend(BACKEND));
+        }
+        Ok(())
+    }
+
+    fn check_name(hub: &str) -> Result<()> {
+        // The service's rule for event hub names.
+        let valid = !hub.is_empty()
+            && hub.len() <= 256
+            && hub
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+            && hub.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && hub.ends_with(|c: char| c.is_ascii_alphanumeric());
+        if valid {
+            Ok(())
+        } else {
+            Err(Error::config(format!(
+                "`{hub}` is not a valid event hub name (1 to 256 letters, digits, periods, hyphens and underscores, starting and ending with a letter or digit)"
+            ))
+            .with_backend(BACKEND))
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for EventHubsBackend {
+    fn scheme(&self) -> &'static str {
+        "eventhubs"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::minimal();
+        caps.native_headers = true;
+        caps.timestamps = true;
+        caps.ordering = Ordering::PerKey;
+        caps.ack = AckModel::Cumulative;
+        caps.nack = true;
+        caps.delivery_attempts = true;
+        caps.start = StartSupport {
+            earliest: true,
+            latest: true,
+            timestamp: true,
+            position: true,
+        };
+        caps.receipts = ReceiptSupport {
+            partition: false,
+            position: false,
+        };
+        caps.max_event_bytes = Some(self.config.max_event_bytes);
+        caps.lifecycle = Lifecycle {
+            auto_create: false,
+            networked: true,
+            competing_consumers: true,
+        };
+        caps.lag = true;
+        caps
+    }
+
+    async fn producer(&self, stream: &str) -> Result<Box<dyn Producer>> {
+        self.check_open()?;
+        Self::check_name(stream)?;
+        // Fails with "not found" now rather than at the first send.
+        self.management
+            .hub(&self.config, &self.credential, stream)
+            .await?;
+        let client = clients::producer(&self.config, &self.credential, stream).await?;
+        Ok(Box::new(producer::EventHubsProducer {
+            hub: stream.to_string(),
+            client: tokio::sync::RwLock::new(Some(client)),
+            max_event_bytes: self.config.max_event_bytes,
+            timeout: self.config.timeout,
+            closed: AtomicBool::new(false),
+        }))
+    }
+
+    async fn consumer(&self, stream: &str, _options: ConsumerOptions) -> Result<Box<dyn Consumer>> {
+        self.check_open()?;
+        Self::check_name(stream)?;
+        Err(Error::unsupported("consumers need the core group engine").with_backend(BACKEND))
+    }
+
+    async fn create_stream(&self, stream: &str, _spec: StreamSpec) -> Result<()> {
+        self.check_open()?;
+        Self::check_name(stream)?;
+        Err(admin::unsupported("create", stream))
+    }
+
+    async fn delete_stream(&self, stream: &str) -> Result<()> {
+        self.check_open()?;
+        Self::check_name(stream)?;
+        Err(admin::unsupported("delete", stream))
+    }
+
+    async fn list_streams(&self) -> Result<Vec<String>> {
+        self.check_open()?;
+        let mut names: Vec<String> = self.config.hubs.clone();
+        names.extend(self.config.entity_path.clone());
+        names.sort();
+        names.dedup();
+        let mut existing = Vec::with_capacity(names.len());
+        for name in names {
+            match self
+                .management
+                .hub(&self.config, &self.credential, &name)
+                .await
+            {
+                Ok(_) => existing.push(name),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(existing)
+    }
+
+    async fn describe_stream(&self, stream: &str) -> Result<StreamInfo> {
+        self.check_open()?;
+        Self::check_name(stream)?;
+        self.management
+            .describe(&self.config, &self.credential, stream)
+            .await
+    }
+
+    async fn close(&self) -> Result<()> {
+        if self.closed.swap(true, AtomicOrdering::AcqRel) {
+            return Ok(());
+        }
+        self.management.close().await;
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

@@ -1,0 +1,482 @@
+//! How a tributary event maps onto an Event Hubs (AMQP 1.0) message, exactly and reversibly,
+//! while staying a normal event for every other Event Hubs client. Version 1:
+//!
+//! | event | message |
+//! |---|---|
+//! | payload | the body, one `data` section |
+//! | key, UTF-8 of 1 to 128 bytes | the partition key (`x-opt-partition-key`), which places the event |
+//! | key, anything else (binary, empty, longer) | application property `tributary-key` = the key (AMQP binary), and the partition key = its base64 (of its SHA-256 when that is empty or longer than 128 bytes), so equal keys still share a partition |
+//! | timestamp | application property `tributary-ts` = milliseconds since the epoch (AMQP long) |
+//! | headers with distinct names | one application property each, in order: a UTF-8 value as an AMQP string, any other value as AMQP binary |
+//! | headers with a repeated name, or named like one of the three properties above | application property `tributary-envelope` = `1` and the body = the shared header block (`block.rs`) + the payload |
+//!
+//! Reading, every message is an event: the body is the payload (several `data` sections are
+//! joined; an `amqp-value` or `amqp-sequence` body reads as its text), application properties
+//! become headers in wire order (strings and binaries as their bytes, other AMQP types as their
+//! text: `42`, `true`, a timestamp as milliseconds), the partition key is the key, and
+//! `tributary-ts` the timestamp. The service's annotations are shown as headers after the
+//! event's own: `x-opt-enqueued-time` (milliseconds), `x-opt-partition-key`, `x-opt-offset`,
+//! `x-opt-sequence-number`, and any other annotation (IoT Hub's system properties such as
+//! `iothub-connection-device-id`, see `iothub.rs`); AMQP properties such as `content-type`,
+//! `message-id`, `correlation-id` and `user-id` too, where set. An event without `tributary-ts`
+//! takes the enqueued time as its timestamp.
+
+use azure_core_amqp::message::{
+    AmqpAnnotationKey, AmqpApplicationProperties, AmqpMessageBody, AmqpMessageId,
+    AmqpMessageProperties,
+};
+use azure_core_amqp::{AmqpMessage, AmqpSimpleValue, AmqpValue};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tributary::{Error, Event, Headers, Result, Timestamp};
+
+use crate::block;
+
+pub(crate) const KEY: &str = "tributary-key";
+pub(crate) const TIMESTAMP: &str = "tributary-ts";
+pub(crate) const ENVELOPE: &str = "tributary-envelope";
+/// The longest partition key the service accepts.
+pub(crate) const MAX_PARTITION_KEY: usize = 128;
+
+pub(crate) const ENQUEUED_TIME: &str = "x-opt-enqueued-time";
+pub(crate) const PARTITION_KEY: &str = "x-opt-partition-key";
+pub(crate) const OFFSET: &str = "x-opt-offset";
+pub(crate) const SEQUENCE_NUMBER: &str = "x-opt-sequence-number";
+
+/// An event as a message, with the partition key that places it.
+#[derive(Debug, Clone)]
+pub(crate) struct Encoded {
+    pub message: AmqpMessage,
+    pub partition_key: Option<String>,
+    /// Body and properties, as the service counts them against its size limit (roughly: the
+    /// AMQP framing adds a few bytes per field).
+    pub size: usize,
+}
+
+/// The partition key for an event key (see the table above).
+pub(crate) fn partition_key(key: &[u8]) -> (String, bool) {
+    match std::str::from_utf8(key) {
+        Ok(text) if !text.is_empty() && text.len() <= MAX_PARTITION_KEY => {
+            (text.to_string(), false)
+        }
+        _ => {
+            let encoded = BASE64.encode(key);
+            if !encoded.is_empty() && encoded.len() <= MAX_PARTITION_KEY {
+                (encoded, true)
+            } else {
+                (BASE64.encode(Sha256::digest(key)), true)
+            }
+        }
+    }
+}
+
+pub(crate) fn encode(event: &Event) -> Encoded {
+    let mut properties = AmqpApplicationProperties::new();
+    let mut size = 0;
+    let mut key_for_partition = None;
+    if let Some(key) = &event.key {
+        let (partition_key, binary) = partition_key(key);
+        if binary {
+            size += KEY.len() + key.len();
+            properties.insert(KEY.to_string(), AmqpSimpleValue::Binary(key.to_vec()));
+        }
+        size += partition_key.len();
+        key_for_partition = Some(partition_key);
+    }
+    if let Some(timestamp) = event.timestamp {
+        size += TIMESTAMP.len() + 8;
+        properties.insert(
+            TIMESTAMP.to_string(),
+            AmqpSimpleValue::Long(timestamp.as_millis()),
+        );
+    }
+    let body = if headers_are_plain(&event.headers) {
+        for (name, value) in event.headers.iter() {
+            size += name.len() + value.len();
+            let amqp = match std::str::from_utf8(value) {
+                Ok(text) => AmqpSimpleValue::String(text.to_string()),
+                Err(_) => AmqpSimpleValue::Binary(value.to_vec()),
+            };
+            properties.insert(name.to_string(), amqp);
+        }
+        event.payload.clone()
+    } else {
+        size += ENVELOPE.len() + 1;
+        properties.insert(ENVELOPE.to_string(), AmqpSimpleValue::String("1".into()));
+        block::write(&event.headers, &event.payload)
+    };
+    size += body.len();
+    let mut builder =
+        AmqpMessage::builder().with_body(AmqpMessageBody::Binary(vec![body.to_vec()]));
+    if !properties.0.is_empty() {
+        builder = builder.with_application_properties(properties);
+    }
+    let mut message = builder.build();
+    if let Some(key) = &key_for_partition {
+        message.add_message_annotation(PARTITION_KEY.into(), AmqpValue::String(key.clone()));
+    }
+    Encoded {
+        message,
+        partition_key: key_for_partition,
+        size,
+    }
+}
+
+/// Headers travel as plain properties when names are distinct and none is one of the three
+/// this mapping uses itself (other `tributary-` names, such as the bridge's lineage, are plain).
+fn headers_are_plain(headers: &Headers) -> bool {
+    let mut seen = std::collections::HashSet::with_capacity(headers.len());
+    headers
+        .iter()
+        .all(|(name, _)| ![KEY, TIMESTAMP, ENVELOPE].contains(&name) && seen.insert(name))
+}
+
+/// What a received message carries beyond the event.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Received {
+    pub event: Event,
+    pub sequence_number: Option<i64>,
+    pub offset: Option<String>,
+}
+
+/// Reads a received message as an event (see the module documentation).
+pub(crate) fn decode(message: &AmqpMessage) -> Result<Received> {
+    let mut payload = match &message.body {
+        AmqpMessageBody::Binary(sections) => {
+            if sections.len() == 1 {
+                Bytes::from(sections[0].clone())
+            } else {
+                Bytes::from(sections.concat())
+            }
+        }
+        AmqpMessageBody::Value(value) => Bytes::from(value_text(value).into_bytes()),
+        AmqpMessageBody::Sequence(items) => Bytes::from(
+            items
+                .iter()
+                .map(|list| format!("{list:?}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+                .into_bytes(),
+        ),
+        _ => Bytes::new(),
+    };
+    let mut headers = Headers::new();
+    let mut key: Option<Bytes> = None;
+    let mut timestamp = None;
+    let mut enveloped = false;
+    if let Some(properties) = &message.application_properties {
+        for (name, value) in properties.0.iter() {
+            match name.as_str() {
+                KEY => {
+                    if let AmqpSimpleValue::Binary(bytes) = value {
+                        key = Some(Bytes::from(bytes.clone()));
+                    } else {
+                        key = Some(Bytes::from(simple_bytes(value)));
+                    }
+                }
+                TIMESTAMP => timestamp = simple_millis(value).map(Timestamp::from_millis),
+                ENVELOPE => enveloped = true,
+                _ => headers.append(name.clone(), simple_bytes(value)),
+            }
+        }
+    }
+    if enveloped {
+        let (block, rest) = block::read(&payload).map_err(|e| {
+            Error::corrupt(format!(
+                "an event marked `{ENVELOPE}` has a bad header block: {e}"
+            ))
+        })?;
+        for (name, value) in block {
+            headers.append(name, value);
+        }
+        payload = rest;
+    }
+    let mut received = Received::default();
+    let mut partition_key_annotation = None;
+    let mut enqueued = None;
+    let mut annotations = Headers::new();
+    if let Some(found) = &message.message_annotations {
+        for (name, value) in found.0.iter() {
+            let name = match name {
+                AmqpAnnotationKey::Symbol(symbol) => symbol.0.clone(),
+                AmqpAnnotationKey::Ulong(code) => code.to_string(),
+            };
+            match name.as_str() {
+                SEQUENCE_NUMBER => received.sequence_number = value_i64(value),
+                OFFSET => received.offset = Some(value_text(value)),
+                PARTITION_KEY => partition_key_annotation = Some(value_text(value)),
+                ENQUEUED_TIME => enqueued = value_millis(value),
+                _ => {}
+            }
+            annotations.append(name, annotation_bytes(value));
+        }
+    }
+    if key.is_none() {
+        key = partition_key_annotation.map(|k| Bytes::from(k.into_bytes()));
+    }
+    if let Some(properties) = &message.properties {
+        append_properties(&mut annotations, properties);
+    }
+    for (name, value) in annotations {
+        headers.append(name, value);
+    }
+    received.event = Event {
+        key,
+        payload,
+        headers,
+        timestamp: timestamp.or(enqueued.map(Timestamp::from_millis)),
+    };
+    Ok(received)
+}
+
+fn append_properties(headers: &mut Headers, properties: &AmqpMessageProperties) {
+    let id = |id: &AmqpMessageId| match id {
+        AmqpMessageId::String(s) => s.clone().into_bytes(),
+        AmqpMessageId::Uuid(u) => u.to_string().into_bytes(),
+        AmqpMessageId::Binary(b) => b.clone(),
+        AmqpMessageId::Ulong(n) => n.to_string().into_bytes(),
+    };
+    if let Some(content_type) = &properties.content_type {
+        headers.append("content-type", content_type.0.clone().into_bytes());
+    }
+    if let Some(encoding) = &properties.content_encoding {
+        headers.append("content-encoding", encoding.0.clone().into_bytes());
+    }
+    if let Some(message_id) = &properties.message_id {
+        headers.append("message-id", id(message_id));
+    }
+    if let Some(correlation_id) = &properties.correlation_id {
+        headers.append("correlation-id", id(correlation_id));
+    }
+    if let Some(user_id) = &properties.user_id {
+        headers.append("user-id", user_id.clone());
+    }
+    if let Some(subject) = &properties.subject {
+        headers.append("subject", subject.clone().into_bytes());
+    }
+}
+
+fn simple_bytes(value: &AmqpSimpleValue) -> Vec<u8> {
+    match value {
+        AmqpSimpleValue::Binary(bytes) => bytes.clone(),
+        AmqpSimpleValue::String(text) => text.clone().into_bytes(),
+        AmqpSimpleValue::Symbol(symbol) => symbol.0.clone().into_bytes(),
+        AmqpSimpleValue::Null => Vec::new(),
+        AmqpSimpleValue::Boolean(b) => b.to_string().into_bytes(),
+        AmqpSimpleValue::UByte(n) => n.to_string().into_bytes(),
+        AmqpSimpleValue::Byte(n) => n.to_string().into_bytes(),
+        AmqpSimpleValue::UShort(n) => n.to_string().into_bytes(),
+        AmqpSimpleValue::Short(n) => n.to_string().into_bytes(),
+        AmqpSimpleValue::UInt(n) => n.to_string().into_bytes(),
+        AmqpSimpleValue::Int(n) => n.to_string().into_bytes(),
+        AmqpSimpleValue::ULong(n) => n.to_string().into_bytes(),
+        AmqpSimpleValue::Long(n) => n.to_string().into_bytes(),
+        AmqpSimpleValue::Float(n) => n.to_string().into_bytes(),
+        AmqpSimpleValue::Double(n) => n.to_string().into_bytes(),
+        AmqpSimpleValue::Char(c) => c.to_string().into_bytes(),
+        AmqpSimpleValue::TimeStamp(t) => {
+            t.0.map(|t| Timestamp::from(t).as_millis().to_string())
+                .unwrap_or_default()
+                .into_bytes()
+        }
+        AmqpSimpleValue::Uuid(u) => u.to_string().into_bytes(),
+        other => format!("{other:?}").into_bytes(),
+    }
+}
+
+fn simple_millis(value: &AmqpSimpleValue) -> Option<i64> {
+    match value {
+        AmqpSimpleValue::Long(n) => Some(*n),
+        AmqpSimpleValue::Int(n) => Some(i64::from(*n)),
+        AmqpSimpleValue::UInt(n) => Some(i64::from(*n)),
+        AmqpSimpleValue::ULong(n) => i64::try_from(*n).ok(),
+        AmqpSimpleValue::TimeStamp(t) => t.0.map(|t| Timestamp::from(t).as_millis()),
+        AmqpSimpleValue::String(text) => text.trim().parse().ok(),
+        AmqpSimpleValue::Binary(bytes) => std::str::from_utf8(bytes).ok()?.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn value_i64(value: &AmqpValue) -> Option<i64> {
+    match value {
+        AmqpValue::Long(n) => Some(*n),
+        AmqpValue::Int(n) => Some(i64::from(*n)),
+        AmqpValue::ULong(n) => i64::try_from(*n).ok(),
+        AmqpValue::UInt(n) => Some(i64::from(*n)),
+        AmqpValue::String(text) => text.parse().ok(),
+        _ => None,
+    }
+}
+
+/// A time annotation as epoch milliseconds: an AMQP timestamp, a number, or ISO 8601 text
+/// (IoT Hub writes `iothub-enqueuedtime` either way).
+pub(crate) fn value_millis(value: &AmqpValue) -> Option<i64> {
+    match value {
+        AmqpValue::TimeStamp(t) => t.0.map(|t| Timestamp::from(t).as_millis()),
+        AmqpValue::String(text) => text
+            .trim()
+            .parse()
+            .ok()
+            .or_else(|| tributary::time::parse_rfc3339(text.trim()).map(|t| t.as_millis())),
+        other => value_i64(other),
+    }
+}
+
+fn value_text(value: &AmqpValue) -> String {
+    match value {
+        AmqpValue::String(text) => text.clone(),
+        AmqpValue::Symbol(symbol) => symbol.0.clone(),
+        AmqpValue::Binary(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        AmqpValue::Null => String::new(),
+        AmqpValue::Boolean(b) => b.to_string(),
+        AmqpValue::TimeStamp(_) => value_millis(value)
+            .map(|m| m.to_string())
+            .unwrap_or_default(),
+        AmqpValue::Uuid(u) => u.to_string(),
+        AmqpValue::Double(n) => n.to_string(),
+        AmqpValue::Float(n) => n.to_string(),
+        AmqpValue::Char(c) => c.to_string(),
+        other => value_i64(other)
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| format!("{other:?}")),
+    }
+}
+
+fn annotation_bytes(value: &AmqpValue) -> Vec<u8> {
+    match value {
+        AmqpValue::Binary(bytes) => bytes.clone(),
+        other => value_text(other).into_bytes(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn round_trip(event: &Event) -> Event {
+        let encoded = encode(event);
+        let mut decoded = decode(&encoded.message).unwrap().event;
+        // The producer's partition key annotation reads back as a header, as it does from the
+        // service; the rest must be exactly the event.
+        decoded.headers.remove(PARTITION_KEY);
+        decoded
+    }
+
+    #[test]
+    fn plain_events_use_native_slots() {
+        let event = Event::new("body")
+            .with_key("customer-7")
+            .with_header("trace", "abc")
+            .with_header("raw", vec![0u8, 255])
+            .with_timestamp(Timestamp::from_millis(1_700_000_000_123));
+        let encoded = encode(&event);
+        assert_eq!(encoded.partition_key.as_deref(), Some("customer-7"));
+        let properties = &encoded.message.application_properties.as_ref().unwrap().0;
+        let names: Vec<&str> = properties.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["tributary-ts", "trace", "raw"]);
+        assert!(
+            properties
+                .iter()
+                .any(|(k, v)| k == "raw" && *v == AmqpSimpleValue::Binary(vec![0, 255]))
+        );
+        assert_eq!(round_trip(&event), event);
+    }
+
+    #[test]
+    fn repeated_names_use_the_envelope_and_binary_keys_a_property() {
+        let event = Event::new(vec![1u8, 2])
+            .with_key(vec![0xffu8, 0])
+            .with_header("a", "1")
+            .with_header("a", "2");
+        let encoded = encode(&event);
+        assert_eq!(encoded.partition_key.as_deref(), Some("/wA="));
+        let names: Vec<String> = encoded
+            .message
+            .application_properties
+            .as_ref()
+            .unwrap()
+            .0
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect();
+        assert_eq!(names, ["tributary-key", "tributary-envelope"]);
+        assert_eq!(round_trip(&event), event);
+    }
+
+    #[test]
+    fn long_keys_hash_into_a_valid_partition_key() {
+        let key = "k".repeat(500);
+        let (partition_key, binary) = partition_key(key.as_bytes());
+        assert!(binary && partition_key.len() <= MAX_PARTITION_KEY);
+        assert_eq!(partition_key, super::partition_key(key.as_bytes()).0);
+        let event = Event::new("x").with_key(key.clone());
+        assert_eq!(round_trip(&event), event);
+    }
+
+    #[test]
+    fn foreign_messages_read_as_plain_events_with_annotations() {
+        let mut properties = AmqpApplicationProperties::new();
+        properties.insert("count".into(), AmqpSimpleValue::Int(42));
+        properties.insert("name".into(), AmqpSimpleValue::String("x".into()));
+        let mut message = AmqpMessage::builder()
+            .with_body(AmqpMessageBody::Binary(vec![
+                b"hello ".to_vec(),
+                b"world".to_vec(),
+            ]))
+            .with_application_properties(properties)
+            .build();
+        message.add_message_annotation(SEQUENCE_NUMBER.into(), AmqpValue::Long(7));
+        message.add_message_annotation(OFFSET.into(), AmqpValue::String("4096".into()));
+        message.add_message_annotation(PARTITION_KEY.into(), AmqpValue::String("pk".into()));
+        message.add_message_annotation(
+            ENQUEUED_TIME.into(),
+            AmqpValue::TimeStamp(azure_core_amqp::AmqpTimestamp(Some(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_000),
+            ))),
+        );
+        let received = decode(&message).unwrap();
+        assert_eq!(received.sequence_number, Some(7));
+        assert_eq!(received.offset.as_deref(), Some("4096"));
+        let event = received.event;
+        assert_eq!(event.payload.as_ref(), b"hello world");
+        assert_eq!(event.key.as_deref(), Some(&b"pk"[..]));
+        assert_eq!(
+            event.timestamp,
+            Some(Timestamp::from_millis(1_700_000_000_000))
+        );
+        let headers: Vec<(&str, &[u8])> =
+            event.headers.iter().map(|(k, v)| (k, v.as_ref())).collect();
+        assert_eq!(
+            headers,
+            [
+                ("count", &b"42"[..]),
+                ("name", b"x"),
+                (SEQUENCE_NUMBER, b"7"),
+                (OFFSET, b"4096"),
+                (PARTITION_KEY, b"pk"),
+                (ENQUEUED_TIME, b"1700000000000"),
+            ]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_event_round_trips(
+            key in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
+            payload in proptest::collection::vec(any::<u8>(), 0..64),
+            headers in proptest::collection::vec(("[a-z\u{e9}]{1,4}", proptest::collection::vec(any::<u8>(), 0..8)), 0..6),
+            timestamp in proptest::option::of(any::<i64>()),
+        ) {
+            let mut event = Event::new(payload);
+            event.key = key.map(Bytes::from);
+            for (name, value) in headers {
+                event.headers.append(name, value);
+            }
+            event.timestamp = timestamp.map(Timestamp::from_millis);
+            prop_assert_eq!(round_trip(&event), event);
+        }
+    }
+}

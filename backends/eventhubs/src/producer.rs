@@ -1,0 +1,158 @@
+//! Sending: one SDK `ProducerClient` (one AMQP connection) per tributary producer.
+//!
+//! `send` sends one message to the hub; the service places it by its partition key (or round
+//! robin without one). `send_batch` groups the events by partition key, keeping each key's
+//! order, and sends each group as SDK batches (one AMQP transfer per batch): the service stores
+//! a batch whole on one partition. Event Hubs reports no position for a send, so receipts are
+//! empty.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use azure_messaging_eventhubs::{EventDataBatchOptions, ProducerClient};
+use futures::future::try_join_all;
+use tributary::{Error, Event, Producer, Receipt, Result};
+
+use crate::error::{BACKEND, deadline, map};
+use crate::mapping::{self, Encoded};
+
+pub(crate) struct EventHubsProducer {
+    pub(crate) hub: String,
+    pub(crate) client: tokio::sync::RwLock<Option<ProducerClient>>,
+    pub(crate) max_event_bytes: usize,
+    pub(crate) timeout: std::time::Duration,
+    pub(crate) closed: AtomicBool,
+}
+
+impl EventHubsProducer {
+    fn closed_error(&self) -> Error {
+        Error::closed(format!("producer for `{}` is closed", self.hub)).with_backend(BACKEND)
+    }
+
+    fn encode(&self, event: &Event) -> Result<Encoded> {
+        let encoded = mapping::encode(event);
+        if encoded.size > self.max_event_bytes {
+            return Err(Error::too_large(format!(
+                "event of {} bytes (body, properties and partition key) exceeds the limit of {} bytes for `{}` (option max_event_bytes)",
+                encoded.size, self.max_event_bytes, self.hub
+            ))
+            .with_backend(BACKEND));
+        }
+        Ok(encoded)
+    }
+
+    /// Sends one key's events in order, as few SDK batches as fit.
+    async fn send_group(
+        &self,
+        client: &ProducerClient,
+        partition_key: Option<String>,
+        messages: Vec<Encoded>,
+    ) -> Result<()> {
+        let what = || format!("send to `{}`", self.hub);
+        let mut pending = messages.into_iter().peekable();
+        while pending.peek().is_some() {
+            let batch = deadline(
+                self.timeout,
+                what,
+                client.create_batch(Some(EventDataBatchOptions {
+                    partition_key: partition_key.clone(),
+                    ..Default::default()
+                })),
+            )
+            .await?;
+            while let Some(next) = pending.peek() {
+                let added = batch
+                    .try_add_amqp_message(next.message.clone(), None)
+                    .map_err(|e| map(&e, &what()))?;
+                if !added {
+                    if batch.is_empty() {
+                        return Err(Error::too_large(format!(
+                            "an event of {} bytes does not fit an Event Hubs batch for `{}` (the service's limit is the link's maximum message size)",
+                            next.size, self.hub
+                        ))
+                        .with_backend(BACKEND));
+                    }
+                    break;
+                }
+                pending.next();
+            }
+            deadline(self.timeout, what, client.send_batch(batch, None)).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Producer for EventHubsProducer {
+    async fn send(&self, event: Event) -> Result<Receipt> {
+        let encoded = self.encode(&event)?;
+        let guard = self.client.read().await;
+        let client = guard.as_ref().ok_or_else(|| self.closed_error())?;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.closed_error());
+        }
+        deadline(
+            self.timeout,
+            || format!("send to `{}`", self.hub),
+            client.send_message(encoded.message, None),
+        )
+        .await?;
+        Ok(Receipt::default())
+    }
+
+    async fn send_batch(&self, events: Vec<Event>) -> Result<Vec<Receipt>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let count = events.len();
+        let mut groups: Vec<(Option<String>, Vec<Encoded>)> = Vec::new();
+        let mut index: HashMap<Option<String>, usize> = HashMap::new();
+        for event in &events {
+            let encoded = self.encode(event)?;
+            let slot = *index
+                .entry(encoded.partition_key.clone())
+                .or_insert_with(|| {
+                    groups.push((encoded.partition_key.clone(), Vec::new()));
+                    groups.len() - 1
+                });
+            groups[slot].1.push(encoded);
+        }
+        let guard = self.client.read().await;
+        let client = guard.as_ref().ok_or_else(|| self.closed_error())?;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.closed_error());
+        }
+        // Keys are independent: their groups go out concurrently, each in order.
+        try_join_all(
+            groups
+                .into_iter()
+                .map(|(key, messages)| self.send_group(client, key, messages)),
+        )
+        .await?;
+        Ok(vec![Receipt::default(); count])
+    }
+
+    async fn flush(&self) -> Result<()> {
+        // Every send returns only once the service accepted it: nothing is buffered.
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.closed_error());
+        }
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
+        // Waits for sends in progress (they hold the read lock).
+        let client = self.client.write().await.take();
+        if let Some(client) = client {
+            deadline(
+                self.timeout,
+                || format!("close the producer of `{}`", self.hub),
+                client.close(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
