@@ -7,8 +7,8 @@ use tributary_testcontainers::{
 };
 
 use super::client::{BlobAuth, BlobContainer, Condition};
-use super::store::Stored;
 use super::{BlobCheckpointStore, BlobStoreConfig, StorageAuth};
+use tributary::backend::Checkpoint;
 
 fn store(url: &str, container: &str) -> BlobCheckpointStore {
     BlobCheckpointStore::new(BlobStoreConfig::new(
@@ -112,7 +112,7 @@ async fn checkpoints_carry_offset_and_sequence_number() {
             "$Default",
             "orders",
             &p1,
-            &Stored::Processed(Position::new("41")),
+            &Checkpoint::Processed(Position::new("41")),
         )
         .await
         .unwrap();
@@ -122,13 +122,13 @@ async fn checkpoints_carry_offset_and_sequence_number() {
             "$Default",
             "orders",
             &p2,
-            &Stored::Start(StartPosition::Latest),
+            &Checkpoint::Start(StartPosition::Latest),
         )
         .await
         .unwrap();
     let checkpoints = store.list_checkpoints("$Default", "orders").await.unwrap();
-    assert_eq!(checkpoints[&p1], Stored::Processed(Position::new("41")));
-    assert_eq!(checkpoints[&p2], Stored::Start(StartPosition::Latest));
+    assert_eq!(checkpoints[&p1], Checkpoint::Processed(Position::new("41")));
+    assert_eq!(checkpoints[&p2], Checkpoint::Start(StartPosition::Latest));
     let raw = BlobContainer::new(
         azurite.url(),
         &container,
@@ -165,13 +165,13 @@ async fn checkpoints_carry_offset_and_sequence_number() {
             "$Default",
             "orders",
             &p2,
-            &Stored::Processed(Position::new("3")),
+            &Checkpoint::Processed(Position::new("3")),
         )
         .await
         .unwrap();
     assert_eq!(
         store.list_checkpoints("$Default", "orders").await.unwrap()[&p2],
-        Stored::Processed(Position::new("3"))
+        Checkpoint::Processed(Position::new("3"))
     );
 }
 
@@ -191,4 +191,11 @@ async fn a_wrong_key_is_unauthorized_without_showing_it() {
     let error = store.list_ownership("g", "h").await.unwrap_err();
     assert_eq!(error.kind(), tributary::ErrorKind::Unauthorized, "{error}");
     assert!(!error.to_string().contains("d3Jvbmc"), "{error}");
+}
+
+#[tokio::test]
+async fn the_store_keeps_the_contract() {
+    let azurite = require_peer!(Peer::Azurite);
+    let store = store(azurite.url(), &unique_name("contract"));
+    tributary_conformance::checkpoint_store_contract(&store).await;
 }

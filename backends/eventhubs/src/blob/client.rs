@@ -177,6 +177,36 @@ impl BlobContainer {
         }
     }
 
+    /// One blob's ETag, time and metadata; `None` when it does not exist.
+    pub(crate) async fn properties(&self, blob: &str) -> Result<Option<BlobItem>> {
+        let response = self
+            .send(reqwest::Method::HEAD, Some(blob), &[], &[])
+            .await?;
+        match response.status().as_u16() {
+            200 => {
+                let headers = response.headers();
+                let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+                let metadata = headers
+                    .iter()
+                    .filter_map(|(name, value)| {
+                        let name = name.as_str().strip_prefix("x-ms-meta-")?;
+                        Some((name.to_ascii_lowercase(), value.to_str().ok()?.to_string()))
+                    })
+                    .collect();
+                Ok(Some(BlobItem {
+                    name: blob.to_string(),
+                    etag: text("etag").unwrap_or_default().to_string(),
+                    last_modified: text("last-modified")
+                        .and_then(parse_http_date)
+                        .unwrap_or_else(Timestamp::now),
+                    metadata,
+                }))
+            }
+            404 => Ok(None),
+            _ => Err(self.failure("read blob properties", response).await),
+        }
+    }
+
     /// Replaces a blob's metadata (the blob must exist).
     pub(crate) async fn set_metadata(
         &self,

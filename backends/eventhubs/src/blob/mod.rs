@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! One container (option `storage_container`). Per partition, two empty block blobs whose
-//! names are lower-cased, as those SDKs write and look them up:
+//! names are lower-cased (Event Hubs partition ids are digits), as those SDKs write and look
+//! them up:
 //!
 //! | blob | metadata |
 //! |---|---|
@@ -34,6 +35,7 @@
 //! remaining window, between the two writes, is the same as in Microsoft's SDKs.
 
 pub(crate) mod client;
+mod leases;
 mod store;
 
 pub(crate) use store::OffsetBook;
