@@ -28,7 +28,6 @@ pub(crate) struct HubProperties {
 pub(crate) struct PartitionProperties {
     pub beginning_sequence_number: i64,
     pub last_sequence_number: i64,
-    pub last_offset: String,
     pub is_empty: bool,
 }
 
@@ -90,7 +89,7 @@ impl Management {
         Ok(PartitionProperties {
             beginning_sequence_number: properties.beginning_sequence_number,
             last_sequence_number: properties.last_enqueued_sequence_number,
-            last_offset: properties.last_enqueued_offset,
+
             is_empty: properties.is_empty,
         })
     }

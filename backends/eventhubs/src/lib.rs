@@ -89,6 +89,7 @@ mod blob;
 mod block;
 mod clients;
 mod config;
+mod consumer;
 mod error;
 mod mapping;
 mod producer;
@@ -109,18 +110,18 @@ pub use config::{
     STORAGE_CONNECTION_STRING_VARIABLE,
 };
 
+use azure_messaging_eventhubs::ConsumerClient;
+use tributary::backend::group::{GroupConfig, GroupEngine};
+use tributary::backend::{CheckpointStore, MemoryCheckpointStore};
+
 use crate::admin::Management;
+use crate::blob::OffsetBook;
 use crate::error::BACKEND;
 
 /// Registers the `eventhubs://` scheme with [`tributary::connect`].
 pub fn register() {
-    tributary::register_scheme("eventhubs", |url| {
-        Box::pin(async move {
-            let config = EventHubsConfig::from_url(&url)?;
-            EventHubsBackend::connect(config)
-                .await
-                .map(|b| Arc::new(b) as Arc<dyn Backend>)
-        })
+    tributary::register_backend("eventhubs", |url| async move {
+        EventHubsBackend::connect(EventHubsConfig::from_url(&url)?).await
     });
 }
 
@@ -129,6 +130,10 @@ pub struct EventHubsBackend {
     config: EventHubsConfig,
     credential: Option<Arc<dyn azure_core::credentials::TokenCredential>>,
     management: Management,
+    engine: GroupEngine,
+    offsets: OffsetBook,
+    /// One AMQP connection per hub and consumer group, shared by that group's readers.
+    consumers: tokio::sync::Mutex<std::collections::HashMap<(String, String), Arc<ConsumerClient>>>,
     closed: AtomicBool,
 }
 
@@ -146,10 +151,33 @@ impl EventHubsBackend {
     /// a producer, consumer or admin call names one.
     pub async fn connect(config: EventHubsConfig) -> Result<EventHubsBackend> {
         let credential = clients::token_credential(&config)?;
+        let (store, offsets): (Arc<dyn CheckpointStore>, OffsetBook) = match &config.checkpoints {
+            Checkpoints::Blob(blob) => {
+                let mut blob = blob.clone();
+                blob.ownership_ttl = config.lease_ttl;
+                let store = BlobCheckpointStore::new(blob)?;
+                let offsets = store.offsets.clone();
+                (Arc::new(store), offsets)
+            }
+            Checkpoints::Memory => (
+                Arc::new(MemoryCheckpointStore::new()),
+                OffsetBook::default(),
+            ),
+        };
+        let engine = GroupEngine::new(
+            store,
+            GroupConfig::new(config.lease_ttl)
+                .balance_interval(config.balance_interval)
+                .commit_interval(config.commit_interval)
+                .prefetch(config.prefetch as usize),
+        );
         Ok(EventHubsBackend {
             config,
             credential,
             management: Management::default(),
+            engine,
+            offsets,
+            consumers: Default::default(),
             closed: AtomicBool::new(false),
         })
     }
@@ -228,19 +256,49 @@ impl Backend for EventHubsBackend {
             .hub(&self.config, &self.credential, stream)
             .await?;
         let client = clients::producer(&self.config, &self.credential, stream).await?;
-        Ok(Box::new(producer::EventHubsProducer {
-            hub: stream.to_string(),
-            client: tokio::sync::RwLock::new(Some(client)),
-            max_event_bytes: self.config.max_event_bytes,
-            timeout: self.config.timeout,
-            closed: AtomicBool::new(false),
-        }))
+        Ok(Box::new(producer::EventHubsProducer::new(
+            stream,
+            client,
+            self.config.max_event_bytes,
+            self.config.timeout,
+        )))
     }
 
-    async fn consumer(&self, stream: &str, _options: ConsumerOptions) -> Result<Box<dyn Consumer>> {
+    async fn consumer(&self, stream: &str, options: ConsumerOptions) -> Result<Box<dyn Consumer>> {
         self.check_open()?;
+        options.validate().map_err(|e| e.with_backend(BACKEND))?;
         Self::check_name(stream)?;
-        Err(Error::unsupported("consumers need the core group engine").with_backend(BACKEND))
+        let consumer_group = self
+            .config
+            .consumer_group
+            .clone()
+            .unwrap_or_else(|| options.group.clone());
+        let client = {
+            let mut consumers = self.consumers.lock().await;
+            let key = (stream.to_string(), consumer_group.clone());
+            match consumers.get(&key) {
+                Some(client) => client.clone(),
+                None => {
+                    let client = Arc::new(
+                        clients::consumer(&self.config, &self.credential, stream, &consumer_group)
+                            .await?,
+                    );
+                    consumers.insert(key, client.clone());
+                    client
+                }
+            }
+        };
+        let source = Arc::new(consumer::EventHubsSource {
+            hub: stream.to_string(),
+            group: options.group.clone(),
+            client,
+            prefetch: self.config.prefetch,
+            owner_level: self.config.owner_level,
+            timeout: self.config.timeout,
+            book: self.offsets.clone(),
+        });
+        let consumer = self.engine.join(stream, source, options).await?;
+        Ok(Box::new(consumer))
     }
 
     async fn create_stream(&self, stream: &str, _spec: StreamSpec) -> Result<()> {
@@ -288,8 +346,21 @@ impl Backend for EventHubsBackend {
         if self.closed.swap(true, AtomicOrdering::AcqRel) {
             return Ok(());
         }
+        let result = self.engine.close().await;
         self.management.close().await;
-        Ok(())
+        let clients: Vec<_> = self
+            .consumers
+            .lock()
+            .await
+            .drain()
+            .map(|(_, c)| c)
+            .collect();
+        for client in clients {
+            if let Ok(client) = Arc::try_unwrap(client) {
+                let _ = tokio::time::timeout(self.config.timeout, client.close()).await;
+            }
+        }
+        result
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -7,27 +7,45 @@
 //! empty.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use azure_messaging_eventhubs::{EventDataBatchOptions, ProducerClient};
 use futures::future::try_join_all;
+use tributary::backend::CloseGate;
 use tributary::{Error, Event, Producer, Receipt, Result};
 
 use crate::error::{BACKEND, deadline, map};
 use crate::mapping::{self, Encoded};
 
 pub(crate) struct EventHubsProducer {
-    pub(crate) hub: String,
-    pub(crate) client: tokio::sync::RwLock<Option<ProducerClient>>,
-    pub(crate) max_event_bytes: usize,
-    pub(crate) timeout: std::time::Duration,
-    pub(crate) closed: AtomicBool,
+    hub: String,
+    client: parking_lot::Mutex<Option<Arc<ProducerClient>>>,
+    max_event_bytes: usize,
+    timeout: std::time::Duration,
+    gate: CloseGate,
 }
 
 impl EventHubsProducer {
-    fn closed_error(&self) -> Error {
-        Error::closed(format!("producer for `{}` is closed", self.hub)).with_backend(BACKEND)
+    pub(crate) fn new(
+        hub: &str,
+        client: ProducerClient,
+        max_event_bytes: usize,
+        timeout: std::time::Duration,
+    ) -> Self {
+        EventHubsProducer {
+            hub: hub.to_string(),
+            client: parking_lot::Mutex::new(Some(Arc::new(client))),
+            max_event_bytes,
+            timeout,
+            gate: CloseGate::new(format!("producer for `{hub}`")),
+        }
+    }
+
+    fn client(&self) -> Result<Arc<ProducerClient>> {
+        self.client.lock().clone().ok_or_else(|| {
+            Error::closed(format!("producer for `{}` is closed", self.hub)).with_backend(BACKEND)
+        })
     }
 
     fn encode(&self, event: &Event) -> Result<Encoded> {
@@ -61,6 +79,7 @@ impl EventHubsProducer {
                 })),
             )
             .await?;
+
             while let Some(next) = pending.peek() {
                 let added = batch
                     .try_add_amqp_message(next.message.clone(), None)
@@ -77,6 +96,7 @@ impl EventHubsProducer {
                 }
                 pending.next();
             }
+
             deadline(self.timeout, what, client.send_batch(batch, None)).await?;
         }
         Ok(())
@@ -86,12 +106,13 @@ impl EventHubsProducer {
 #[async_trait]
 impl Producer for EventHubsProducer {
     async fn send(&self, event: Event) -> Result<Receipt> {
+        let _pass = self
+            .gate
+            .enter()
+            .await
+            .map_err(|e| e.with_backend(BACKEND))?;
         let encoded = self.encode(&event)?;
-        let guard = self.client.read().await;
-        let client = guard.as_ref().ok_or_else(|| self.closed_error())?;
-        if self.closed.load(Ordering::Acquire) {
-            return Err(self.closed_error());
-        }
+        let client = self.client()?;
         deadline(
             self.timeout,
             || format!("send to `{}`", self.hub),
@@ -118,11 +139,13 @@ impl Producer for EventHubsProducer {
                 });
             groups[slot].1.push(encoded);
         }
-        let guard = self.client.read().await;
-        let client = guard.as_ref().ok_or_else(|| self.closed_error())?;
-        if self.closed.load(Ordering::Acquire) {
-            return Err(self.closed_error());
-        }
+        let _pass = self
+            .gate
+            .enter()
+            .await
+            .map_err(|e| e.with_backend(BACKEND))?;
+        let client = self.client()?;
+        let client = &*client;
         // Keys are independent: their groups go out concurrently, each in order.
         try_join_all(
             groups
@@ -135,17 +158,16 @@ impl Producer for EventHubsProducer {
 
     async fn flush(&self) -> Result<()> {
         // Every send returns only once the service accepted it: nothing is buffered.
-        if self.closed.load(Ordering::Acquire) {
-            return Err(self.closed_error());
-        }
-        Ok(())
+        self.gate.check().map_err(|e| e.with_backend(BACKEND))
     }
 
     async fn close(&self) -> Result<()> {
-        self.closed.store(true, Ordering::Release);
-        // Waits for sends in progress (they hold the read lock).
-        let client = self.client.write().await.take();
-        if let Some(client) = client {
+        // Waits for the sends in progress, which hold passes.
+        if !self.gate.close().await {
+            return Ok(());
+        }
+        let client = self.client.lock().take();
+        if let Some(client) = client.and_then(|c| Arc::try_unwrap(c).ok()) {
             deadline(
                 self.timeout,
                 || format!("close the producer of `{}`", self.hub),

@@ -106,7 +106,9 @@ async fn checkpoints_carry_offset_and_sequence_number() {
     let container = unique_name("cp");
     let store = store(azurite.url(), &container);
     let p1 = PartitionId::new("1");
-    store.offsets.record("orders", "1", 41, "8192".into());
+    store
+        .offsets
+        .record("$Default", "orders", "1", 41, "8192".into());
     store
         .write_checkpoint(
             "$Default",

@@ -168,32 +168,42 @@ impl BlobStoreConfig {
     }
 }
 
-/// The service's offset of each sequence number the backend has read and not yet checkpointed,
-/// so a checkpoint written by position (the sequence number) can carry the offset other SDKs
-/// start from. Filled by the partition readers, emptied by checkpoints.
+/// The service's offset of each sequence number a group's readers have read and not yet
+/// checkpointed, so a checkpoint written by position (the sequence number) can carry the
+/// offset other SDKs start from. Filled by the partition readers, emptied by checkpoints;
+/// keyed by (group, hub, partition).
 #[derive(Debug, Default, Clone)]
-pub(crate) struct OffsetBook(Arc<Mutex<HashMap<(String, String), BTreeMap<i64, String>>>>);
+pub(crate) struct OffsetBook(Arc<Mutex<HashMap<(String, String, String), BTreeMap<i64, String>>>>);
 
 impl OffsetBook {
-    pub(crate) fn record(&self, hub: &str, partition: &str, sequence: i64, offset: String) {
+    fn key(group: &str, hub: &str, partition: &str) -> (String, String, String) {
+        (group.to_string(), hub.to_string(), partition.to_string())
+    }
+
+    pub(crate) fn record(
+        &self,
+        group: &str,
+        hub: &str,
+        partition: &str,
+        sequence: i64,
+        offset: String,
+    ) {
         self.0
             .lock()
-            .entry((hub.to_string(), partition.to_string()))
+            .entry(Self::key(group, hub, partition))
             .or_default()
             .insert(sequence, offset);
     }
 
     /// Forgets a partition (a reader opens it afresh).
-    pub(crate) fn clear(&self, hub: &str, partition: &str) {
-        self.0
-            .lock()
-            .remove(&(hub.to_string(), partition.to_string()));
+    pub(crate) fn clear(&self, group: &str, hub: &str, partition: &str) {
+        self.0.lock().remove(&Self::key(group, hub, partition));
     }
 
     /// The offset of `sequence`, forgetting it and everything before.
-    fn take(&self, hub: &str, partition: &str, sequence: i64) -> Option<String> {
+    fn take(&self, group: &str, hub: &str, partition: &str, sequence: i64) -> Option<String> {
         let mut book = self.0.lock();
-        let entries = book.get_mut(&(hub.to_string(), partition.to_string()))?;
+        let entries = book.get_mut(&Self::key(group, hub, partition))?;
         let offset = entries.get(&sequence).cloned();
         *entries = entries.split_off(&(sequence + 1));
         offset
@@ -400,7 +410,7 @@ impl BlobCheckpointStore {
                 })?;
                 let offset = self
                     .offsets
-                    .take(hub, partition.as_str(), sequence)
+                    .take(group, hub, partition.as_str(), sequence)
                     .unwrap_or_default();
                 (offset, sequence.to_string(), None)
             }
@@ -544,16 +554,22 @@ mod tests {
     fn the_offset_book_hands_out_and_forgets() {
         let book = OffsetBook::default();
         for sequence in 0..5 {
-            book.record("hub", "0", sequence, format!("o{sequence}"));
+            book.record("g", "hub", "0", sequence, format!("o{sequence}"));
         }
-        assert_eq!(book.take("hub", "0", 2).as_deref(), Some("o2"));
+        book.record("other", "hub", "0", 2, "x2".into());
+        assert_eq!(book.take("g", "hub", "0", 2).as_deref(), Some("o2"));
         assert_eq!(
-            book.take("hub", "0", 1),
+            book.take("g", "hub", "0", 1),
             None,
             "forgotten with everything before 2"
         );
-        assert_eq!(book.take("hub", "0", 4).as_deref(), Some("o4"));
-        assert_eq!(book.take("hub", "1", 0), None);
+        assert_eq!(book.take("g", "hub", "0", 4).as_deref(), Some("o4"));
+        assert_eq!(book.take("g", "hub", "1", 0), None);
+        assert_eq!(
+            book.take("other", "hub", "0", 2).as_deref(),
+            Some("x2"),
+            "groups apart"
+        );
     }
 
     #[test]

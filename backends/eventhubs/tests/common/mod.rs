@@ -1,0 +1,46 @@
+//! Shared by the Event Hubs tests: the emulator and Azurite from the fixtures, as one URL.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tributary::{Backend, ConsumerExt, Delivery};
+use tributary_testcontainers::{AZURITE_ACCOUNT_KEY, Peer, Server, require, unique_name};
+
+/// The emulator and Azurite, or `None` (after the fixtures' skip notice) when not installed.
+pub fn servers() -> Option<(Arc<Server>, Arc<Server>)> {
+    Some((require(Peer::EventHubs)?, require(Peer::Azurite)?))
+}
+
+/// A URL for the emulator with checkpoints in a container of its own on Azurite.
+pub fn url(eventhubs: &Server, azurite: &Server, extra: &str) -> String {
+    let key: String =
+        url::form_urlencoded::byte_serialize(AZURITE_ACCOUNT_KEY.as_bytes()).collect();
+    format!(
+        "{}&storage_account_url={}&storage_account_key={key}&storage_container={}&lease_ttl=6s&balance_interval=1s&commit_interval=200ms{extra}",
+        eventhubs.url(),
+        azurite.url(),
+        unique_name("cp")
+    )
+}
+
+pub async fn connect(url: &str) -> Arc<dyn Backend> {
+    tributary_eventhubs::register();
+    tributary::connect(url).await.expect("connect")
+}
+
+/// Receives until `n` deliveries arrived or `limit` passed with nothing new.
+pub async fn receive_n(
+    consumer: &dyn tributary::Consumer,
+    n: usize,
+    limit: Duration,
+) -> Vec<Delivery> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        match consumer.receive_timeout(limit).await.expect("receive") {
+            Some(delivery) => got.push(delivery),
+            None => break,
+        }
+    }
+    got
+}

@@ -1,0 +1,105 @@
+//! Groups on the emulator with checkpoints on Azurite: round trip, resume, sharing.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tributary::{ConsumerOptions, Event, StartPosition, Timestamp};
+use tributary_testcontainers::unique_name;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_reads_everything_once_and_resumes_after_its_checkpoint() {
+    let Some((eventhubs, azurite)) = common::servers() else {
+        return;
+    };
+    let url = common::url(&eventhubs, &azurite, "");
+    let backend = common::connect(&url).await;
+    let hub = unique_name("groups");
+    let producer = backend.producer(&hub).await.expect("producer");
+    let events: Vec<Event> = (0..1000)
+        .map(|i| {
+            Event::new(format!("event-{i}"))
+                .with_key(format!("key-{}", i % 17))
+                .with_header("n", i.to_string())
+                .with_header("bin", vec![0u8, 0xff, (i % 256) as u8])
+                .with_timestamp(Timestamp::from_millis(1_700_000_000_000 + i))
+        })
+        .collect();
+    for chunk in events.chunks(250) {
+        producer
+            .send_batch(chunk.to_vec())
+            .await
+            .expect("send batch");
+    }
+    let group = unique_name("g");
+    let consumer = backend
+        .consumer(
+            &hub,
+            ConsumerOptions::new(&group).start(StartPosition::Earliest),
+        )
+        .await
+        .expect("consumer");
+    let got = common::receive_n(&*consumer, 1000, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 1000);
+    let mut by_payload = BTreeMap::new();
+    let mut last_per_key: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+    for delivery in got {
+        let event = &delivery.event;
+        let i: i64 = std::str::from_utf8(&event.payload).unwrap()["event-".len()..]
+            .parse()
+            .unwrap();
+        let expected = &events[i as usize];
+        assert_eq!(event.key, expected.key);
+        assert_eq!(event.timestamp, expected.timestamp);
+        assert_eq!(event.headers.get("n"), expected.headers.get("n"));
+        assert_eq!(event.headers.get("bin"), expected.headers.get("bin"));
+        assert!(
+            event.headers.get("x-opt-enqueued-time").is_some(),
+            "{:?}",
+            event.headers
+        );
+        let key = event.key.clone().unwrap().to_vec();
+        let previous = last_per_key.insert(key, i);
+        assert!(previous.is_none_or(|p| p < i), "per-key order");
+        assert!(
+            by_payload.insert(i, delivery.position.clone()).is_none(),
+            "duplicate {i}"
+        );
+        delivery.ack();
+    }
+    consumer.commit().await.expect("commit");
+    consumer.close().await.expect("close");
+
+    // Ten more; a new consumer of the same group gets only those.
+    producer
+        .send_batch(
+            (0..10)
+                .map(|i| Event::new(format!("late-{i}")).with_key("late"))
+                .collect(),
+        )
+        .await
+        .expect("send late");
+    let again = backend
+        .consumer(
+            &hub,
+            ConsumerOptions::new(&group).start(StartPosition::Earliest),
+        )
+        .await
+        .expect("consumer again");
+    let late = common::receive_n(&*again, 11, Duration::from_secs(5)).await;
+    let payloads: Vec<String> = late
+        .iter()
+        .map(|d| String::from_utf8(d.event.payload.to_vec()).unwrap())
+        .collect();
+    assert_eq!(
+        payloads,
+        (0..10).map(|i| format!("late-{i}")).collect::<Vec<_>>()
+    );
+    for delivery in late {
+        delivery.ack();
+    }
+    again.close().await.expect("close");
+    producer.close().await.expect("close producer");
+    backend.close().await.expect("close backend");
+}
