@@ -24,6 +24,7 @@ pub(crate) const KNOWN_OPTIONS: &[&str] = &[
     "storage_sas_token",
     "storage_connection_string_env",
     "storage_container",
+    "checkpoint_namespace",
     "prefetch",
     "owner_level",
     "lease_ttl",
@@ -143,6 +144,9 @@ impl EventHubsConfig {
         let mut endpoint = options.take_str("endpoint");
         let mut entity_path = None;
         let mut namespace = normalise_namespace(&host);
+        // The namespace as Microsoft's SDKs write it into blob names: a connection string's
+        // endpoint host, with its port when it names one (the Python processor's emulator case).
+        let mut checkpoint_namespace = None;
         let key_name = options.take_str("shared_access_key_name");
         let key = options.take_str("shared_access_key");
         let credential_option = options.take_str("credential");
@@ -162,6 +166,7 @@ impl EventHubsConfig {
                 endpoint = Some(format!("amqp://{}", parsed.host_port));
             }
             entity_path = parsed.entity_path.clone();
+            checkpoint_namespace = Some(parsed.netloc.clone());
             Credential::ConnectionString(parsed.for_sdk)
         } else if key_name.is_some() || key.is_some() {
             let (Some(key_name), Some(key)) = (key_name, key) else {
@@ -218,10 +223,14 @@ impl EventHubsConfig {
                     .collect()
             })
             .unwrap_or_default();
+        let checkpoint_namespace = options
+            .take_str("checkpoint_namespace")
+            .or(checkpoint_namespace)
+            .unwrap_or_else(|| namespace.clone());
         let checkpoints = storage(
             &mut options,
             env,
-            &namespace,
+            &checkpoint_namespace,
             consumer_group.clone(),
             timeout,
         )?;
@@ -375,6 +384,8 @@ fn account_from_url(url: &str) -> String {
 #[derive(Debug)]
 pub(crate) struct ParsedConnection {
     pub namespace: String,
+    /// The endpoint's host and port as written.
+    pub netloc: String,
     pub host_port: String,
     pub entity_path: Option<String>,
     pub development_emulator: bool,
@@ -410,6 +421,7 @@ impl ParsedConnection {
             .unwrap_or(endpoint)
             .trim_end_matches('/')
             .to_string();
+        let netloc = host_port.clone();
         let namespace = host_port
             .rsplit_once(':')
             .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
@@ -447,6 +459,7 @@ impl ParsedConnection {
         };
         Ok(ParsedConnection {
             namespace,
+            netloc,
             host_port,
             entity_path: fields.get("entitypath").cloned().filter(|s| !s.is_empty()),
             development_emulator,
@@ -514,6 +527,19 @@ mod tests {
         .unwrap();
         assert_eq!(config.namespace, "127.0.0.1");
         assert_eq!(config.endpoint.as_deref(), Some("amqp://127.0.0.1:5673"));
+        // Blob names use the endpoint as the Python processor does: with its port.
+        let config = parse(
+            "eventhubs://?connection_string_env=MY_CS&checkpoints=blob&storage_account_url=http://127.0.0.1:2/a&storage_account_key=a2V5",
+            &[(
+                "MY_CS",
+                "Endpoint=sb://127.0.0.1:5673;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true",
+            )],
+        )
+        .unwrap();
+        let Checkpoints::Blob(store) = &config.checkpoints else {
+            panic!("blob")
+        };
+        assert_eq!(store.namespace, "127.0.0.1:5673");
         let Credential::ConnectionString(sdk) = &config.credential else {
             panic!("a connection string")
         };

@@ -73,6 +73,7 @@
 //! | `storage_account_key`, `storage_sas_token` | Entra ID | the storage account's key or a SAS (masked) |
 //! | `storage_connection_string_env` | `AZURE_STORAGE_CONNECTION_STRING` | the variable holding a storage connection string |
 //! | `storage_container` | `eventhubs-checkpoints` | the container (created if missing) |
+//! | `checkpoint_namespace` | the namespace (a connection string's endpoint `host[:port]`) | the namespace part of blob names: set it to what the other SDKs sharing the group use |
 //! | `prefetch` | `300` | events each partition receiver asks for ahead |
 //! | `owner_level` | `0` | the epoch of group receivers (`none`: non-exclusive) |
 //! | `lease_ttl` | `30s` | how long an ownership lives without renewal |
