@@ -62,15 +62,6 @@ const CREDIT_RECHECK: Duration = Duration::from_millis(250);
 const NODE_DETACH_DELAY: Duration = Duration::from_millis(30);
 /// Bound on waiting for the peer's answer to our detach.
 const DETACH_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long an outcome waits before it is sent to a producer. fe2o3-amqp 0.16 (under the Rust
-/// SDK) records a sent delivery as unsettled only after handing its transfer to the session
-/// (`send_payload_with_transfer` in `link/sender_link.rs`), so an outcome that arrives in
-/// between is dropped and that send waits forever. A server on the same host answers within
-/// that window whenever the client's thread is descheduled right after the hand-over: one
-/// sequential send in 25 hung on the loaded 2-core development machine, still one in 100 with
-/// a 10 ms pause. The service's own round trip hides it most of the time. Deliveries keep
-/// flowing while outcomes wait, so only sequential sends slow down.
-const OUTCOME_DELAY: Duration = Duration::from_millis(20);
 
 /// State shared by every connection.
 pub(crate) struct Shared {
@@ -658,27 +649,8 @@ async fn producer(
         Err(e) => return refuse_receiver(receiver, not_found(e)).await,
     };
     tracing::debug!(link = receiver.name(), hub = %hub.name, partition = ?partition_id, "producer attached");
-    // Outcomes in arrival order, each with the time it may be sent.
-    let mut outcomes: std::collections::VecDeque<Outcome> = Default::default();
     loop {
-        let due = outcomes.front().map(|outcome| outcome.due);
-        let received = tokio::select! {
-            biased;
-            _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
-                let outcome = outcomes.pop_front().expect("an outcome is due");
-                let settled = match outcome.rejected {
-                    None => receiver.accept(outcome.info).await,
-                    Some(err) => receiver.reject(outcome.info, err).await,
-                };
-                if let Err(e) = settled {
-                    tracing::debug!(error = %e, "cannot settle; producer link ended");
-                    return;
-                }
-                continue;
-            }
-            received = receiver.recv() => received,
-        };
-        let delivery: Delivery<Body<Value>> = match received {
+        let delivery: Delivery<Body<Value>> = match receiver.recv().await {
             Ok(delivery) => delivery,
             Err(RecvError::LinkStateError(e)) => {
                 tracing::debug!(error = %e, "producer link ended");
@@ -699,23 +671,18 @@ async fn producer(
                 .append(events)
                 .map_err(|e| error(AmqpError::InternalError, format!("cannot persist: {e}")))
         });
-        let rejected = outcome.err();
-        if let Some(err) = &rejected {
-            tracing::info!(condition = ?err.condition, description = ?err.description, "message rejected");
+        let settled = match outcome {
+            Ok(()) => receiver.accept(info).await,
+            Err(err) => {
+                tracing::info!(condition = ?err.condition, description = ?err.description, "message rejected");
+                receiver.reject(info, err).await
+            }
+        };
+        if let Err(e) = settled {
+            tracing::debug!(error = %e, "cannot settle; producer link ended");
+            return;
         }
-        outcomes.push_back(Outcome {
-            due: tokio::time::Instant::now() + OUTCOME_DELAY,
-            info,
-            rejected,
-        });
     }
-}
-
-/// A producer delivery's outcome, waiting for [`OUTCOME_DELAY`].
-struct Outcome {
-    due: tokio::time::Instant,
-    info: DeliveryInfo,
-    rejected: Option<definitions::Error>,
 }
 
 /// The error a link is closed with when a delivery cannot be taken in. Such a delivery cannot be
