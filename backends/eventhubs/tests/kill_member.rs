@@ -1,0 +1,236 @@
+//! Three consumer processes share a 4-partition hub through Azurite; one is SIGKILLed while
+//! events flow; the other two take its partitions. Nothing is lost, and only the killed
+//! member's unfinished work is delivered twice.
+//!
+//! The members are this test binary run again (`member_process`, which does nothing unless
+//! `EH_MEMBER_URL` is set): each joins the group, prints `payload partition position` for every
+//! delivery before acking it, and closes (commit and release) when its stdin closes.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tributary::{ConsumerExt, ConsumerOptions, Event, StartPosition};
+use tributary_testcontainers::unique_name;
+
+const EVENTS: usize = 3000;
+const MAX_IN_FLIGHT: usize = 200;
+
+/// One member of the group, when started by `three_members_one_killed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_process() {
+    let (Ok(url), Ok(hub), Ok(group)) = (
+        std::env::var("EH_MEMBER_URL"),
+        std::env::var("EH_MEMBER_HUB"),
+        std::env::var("EH_MEMBER_GROUP"),
+    ) else {
+        return;
+    };
+    let backend = common::connect(&url).await;
+    let consumer = backend
+        .consumer(
+            &hub,
+            ConsumerOptions::new(&group)
+                .start(StartPosition::Earliest)
+                .max_in_flight(MAX_IN_FLIGHT),
+        )
+        .await
+        .expect("join");
+    println!("ready");
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 1];
+    let closed = stdin.read(&mut buf);
+    tokio::pin!(closed);
+    loop {
+        tokio::select! {
+            _ = &mut closed => break,
+            delivery = consumer.receive_timeout(Duration::from_millis(200)) => {
+                if let Some(delivery) = delivery.expect("receive") {
+                    println!(
+                        "{} {} {}",
+                        String::from_utf8_lossy(&delivery.event.payload),
+                        delivery.partition.as_ref().map(|p| p.as_str()).unwrap_or("-"),
+                        delivery.position.as_ref().map(|p| p.as_str()).unwrap_or("-"),
+                    );
+                    delivery.ack();
+                }
+            }
+        }
+    }
+    consumer.close().await.expect("close");
+    backend.close().await.expect("close backend");
+    println!("closed");
+}
+
+struct Member {
+    child: Child,
+    lines: mpsc::UnboundedReceiver<String>,
+}
+
+fn spawn_member(url: &str, hub: &str, group: &str) -> Member {
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "member_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("EH_MEMBER_URL", url)
+        .env("EH_MEMBER_HUB", hub)
+        .env("EH_MEMBER_GROUP", group)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn member");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, lines) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Member { child, lines }
+}
+
+/// Moves what members printed into `seen` (payload → members that printed it, in order).
+fn drain(
+    members: &mut [Member],
+    seen: &mut BTreeMap<String, Vec<usize>>,
+    ready: &mut BTreeSet<usize>,
+) {
+    for (index, member) in members.iter_mut().enumerate() {
+        while let Ok(line) = member.lines.try_recv() {
+            // libtest writes "test member_process ... " before the first line of output.
+            if line.ends_with("ready") {
+                ready.insert(index);
+            } else if let Some(payload) = line.split(' ').next().filter(|p| p.starts_with("ev-")) {
+                seen.entry(payload.to_string()).or_default().push(index);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_members_one_killed() {
+    if std::env::var("EH_MEMBER_URL").is_ok() {
+        return;
+    }
+    let Some((eventhubs, azurite)) = common::servers() else {
+        return;
+    };
+    let url = common::url(&eventhubs, &azurite, "");
+    let hub = unique_name("kill");
+    let group = unique_name("g");
+    let backend = common::connect(&url).await;
+    let producer = backend.producer(&hub).await.expect("producer");
+    assert_eq!(
+        backend
+            .describe_stream(&hub)
+            .await
+            .expect("describe")
+            .partitions
+            .len(),
+        4
+    );
+
+    let mut members: Vec<Member> = (0..3).map(|_| spawn_member(&url, &hub, &group)).collect();
+    let mut seen: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut ready = BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while ready.len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "members not ready in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drain(&mut members, &mut seen, &mut ready);
+    }
+
+    // Events flow in batches; a third of the way through, member 0 dies.
+    let mut killed_at = None;
+    for (round, chunk) in (0..EVENTS).collect::<Vec<_>>().chunks(100).enumerate() {
+        let events: Vec<Event> = chunk
+            .iter()
+            .map(|i| Event::new(format!("ev-{i}")).with_key(format!("key-{}", i % 16)))
+            .collect();
+        producer.send_batch(events).await.expect("send");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        drain(&mut members, &mut seen, &mut ready);
+        if round == 10 {
+            let pid = members[0].child.id().expect("member 0 runs") as libc::pid_t;
+            // SAFETY: kill(2) on a child process of this test.
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+            let _ = members[0].child.wait().await;
+            killed_at = Some(seen.len());
+        }
+    }
+    let killed_at = killed_at.expect("member 0 was killed");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while seen.len() < EVENTS {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {EVENTS} events delivered within 90 s of the last send",
+            seen.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drain(&mut members, &mut seen, &mut ready);
+    }
+    // A little longer, so late duplicates show too.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    drain(&mut members, &mut seen, &mut ready);
+
+    for member in &mut members[1..] {
+        drop(member.child.stdin.take());
+    }
+    for member in &mut members[1..] {
+        let status = tokio::time::timeout(Duration::from_secs(30), member.child.wait())
+            .await
+            .expect("a member closes within 30 s of its stdin closing")
+            .expect("wait");
+        assert!(status.success(), "member exited with {status}");
+    }
+    drain(&mut members, &mut seen, &mut ready);
+
+    let missing: Vec<usize> = (0..EVENTS)
+        .filter(|i| !seen.contains_key(&format!("ev-{i}")))
+        .collect();
+    assert!(missing.is_empty(), "lost events: {missing:?}");
+    let duplicates: Vec<(&String, &Vec<usize>)> =
+        seen.iter().filter(|(_, by)| by.len() > 1).collect();
+    for (payload, by) in &duplicates {
+        assert_eq!(
+            by[0], 0,
+            "{payload} was delivered twice ({by:?}) but not first to the killed member"
+        );
+        assert_eq!(
+            by.len(),
+            2,
+            "{payload} delivered {} times ({by:?})",
+            by.len()
+        );
+    }
+    let survivors: BTreeSet<usize> = seen
+        .values()
+        .flat_map(|by| by.iter().copied())
+        .filter(|m| *m != 0)
+        .collect();
+    assert_eq!(survivors.len(), 2, "both survivors delivered events");
+    println!(
+        "{EVENTS} events, {} delivered before the kill, {} delivered twice (all first by the killed member; in-flight limit {MAX_IN_FLIGHT} plus one commit interval)",
+        killed_at,
+        duplicates.len()
+    );
+    producer.close().await.expect("close producer");
+    backend.close().await.expect("close backend");
+}
