@@ -180,6 +180,8 @@ fn register_backends() {
     tributary_pubsub::register();
     #[cfg(feature = "pulsar")]
     tributary_pulsar::register();
+    #[cfg(feature = "eventhubs")]
+    tributary_eventhubs::register();
 }
 
 fn main() {
