@@ -103,3 +103,106 @@ async fn a_group_reads_everything_once_and_resumes_after_its_checkpoint() {
     producer.close().await.expect("close producer");
     backend.close().await.expect("close backend");
 }
+
+/// A receiver of a higher owner level (another processor taking the partition) detaches the
+/// group's receiver at once: the group delivers nothing more of that partition and no error
+/// reaches the application, while the other partitions flow on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stolen_partition_stops_at_once_without_errors() {
+    use azure_messaging_eventhubs::{ConsumerClient, OpenReceiverOptions, StartLocation};
+    use futures::StreamExt;
+
+    let Some((eventhubs, azurite)) = common::servers() else {
+        return;
+    };
+    let backend = common::connect(&common::url(&eventhubs, &azurite, "")).await;
+    let hub = unique_name("stolen");
+    let group = unique_name("g");
+    let producer = backend.producer(&hub).await.expect("producer");
+    let consumer = backend
+        .consumer(
+            &hub,
+            ConsumerOptions::new(&group).start(StartPosition::Earliest),
+        )
+        .await
+        .expect("consumer");
+    let keyed = |tag: &str, n: usize| -> Vec<Event> {
+        (0..n)
+            .map(|i| Event::new(format!("{tag}-{i}")).with_key(format!("k{i}")))
+            .collect()
+    };
+    producer
+        .send_batch(keyed("before", 40))
+        .await
+        .expect("send");
+    let before = common::receive_n(&*consumer, 40, Duration::from_secs(20)).await;
+    assert_eq!(before.len(), 40);
+    assert!(
+        before
+            .iter()
+            .any(|d| d.partition.as_ref().unwrap().as_str() == "0")
+    );
+    before.into_iter().for_each(|d| d.ack());
+
+    // Another processor takes partition 0 with a higher owner level.
+    let (namespace, endpoint) = (
+        "emulator.localhost",
+        format!("amqp://{}", eventhubs.address()),
+    );
+    let thief = ConsumerClient::builder()
+        .with_consumer_group(group.clone())
+        .with_custom_endpoint(endpoint)
+        .open_with_connection_string(
+            &format!("Endpoint=sb://{namespace}/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE"),
+            Some(&hub),
+        )
+        .await
+        .expect("thief client");
+    let receiver = thief
+        .open_receiver_on_partition(
+            "0".into(),
+            Some(OpenReceiverOptions {
+                owner_level: Some(5),
+                start_position: Some(azure_messaging_eventhubs::StartPosition {
+                    location: StartLocation::Latest,
+                    inclusive: false,
+                }),
+                ..Default::default()
+            }),
+        )
+        .await
+        .expect("thief receiver");
+    let (taken_tx, mut taken) = tokio::sync::mpsc::unbounded_channel();
+    let thief_task = tokio::spawn(async move {
+        let stream = receiver.stream_events();
+        futures::pin_mut!(stream);
+        while let Some(Ok(event)) = stream.next().await {
+            let _ = taken_tx.send(event.event_data().body().map(<[u8]>::to_vec));
+        }
+    });
+    // The thief's link attaches on its first poll: wait until it holds the partition.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    producer.send_batch(keyed("after", 80)).await.expect("send");
+    let after = common::receive_n(&*consumer, 80, Duration::from_secs(5)).await;
+    let mut thief_got = 0;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(2), taken.recv()).await {
+        thief_got += 1;
+    }
+    assert!(thief_got > 0, "the thief reads partition 0");
+    assert!(
+        after
+            .iter()
+            .all(|d| d.partition.as_ref().unwrap().as_str() != "0"),
+        "nothing of the stolen partition is delivered"
+    );
+    assert_eq!(
+        after.len() + thief_got,
+        80,
+        "the other partitions flow on; nothing lost"
+    );
+    after.into_iter().for_each(|d| d.ack());
+    thief_task.abort();
+    consumer.close().await.expect("close");
+    backend.close().await.expect("close backend");
+}
