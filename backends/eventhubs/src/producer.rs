@@ -18,6 +18,9 @@ use tributary::{Error, Event, Producer, Receipt, Result};
 use crate::error::{BACKEND, deadline, map};
 use crate::mapping::{self, Encoded};
 
+/// Room for the AMQP framing of one more message in a batch.
+const HEADROOM: usize = 4096;
+
 pub(crate) struct EventHubsProducer {
     hub: String,
     client: parking_lot::Mutex<Option<Arc<ProducerClient>>>,
@@ -80,15 +83,33 @@ impl EventHubsProducer {
             )
             .await?;
 
-            while let Some(next) = pending.peek() {
+            while let Some(size) = pending.peek().map(|next| next.size) {
+                // A message that surely fits is handed over without a copy; near the limit
+                // it is copied, because the SDK consumes a message it refuses.
+                if batch.size() as usize + size + HEADROOM <= self.max_event_bytes / 2 {
+                    let message = pending.next().expect("peeked").message;
+                    if !batch
+                        .try_add_amqp_message(message, None)
+                        .map_err(|e| map(&e, &what()))?
+                    {
+                        return Err(Error::other(format!(
+                            "the SDK refused a message of {size} bytes for `{}` in a batch of {} bytes",
+                            self.hub,
+                            batch.size()
+                        ))
+                        .with_backend(BACKEND));
+                    }
+                    continue;
+                }
+                let next = pending.peek().expect("peeked");
                 let added = batch
                     .try_add_amqp_message(next.message.clone(), None)
                     .map_err(|e| map(&e, &what()))?;
                 if !added {
                     if batch.is_empty() {
                         return Err(Error::too_large(format!(
-                            "an event of {} bytes does not fit an Event Hubs batch for `{}` (the service's limit is the link's maximum message size)",
-                            next.size, self.hub
+                            "an event of {size} bytes does not fit an Event Hubs batch for `{}` (the service's limit is the link's maximum message size)",
+                            self.hub
                         ))
                         .with_backend(BACKEND));
                     }

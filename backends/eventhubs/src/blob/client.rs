@@ -484,6 +484,9 @@ struct Listing {
     next_marker: Option<String>,
 }
 
+/// A `<Blob>` element being read: name, ETag, last modified, metadata.
+type PartialBlob = (String, String, Option<Timestamp>, BTreeMap<String, String>);
+
 /// Reads a `List Blobs` answer: `<Blobs><Blob><Name/><Properties><Last-Modified/><Etag/>…
 /// </Properties><Metadata><name>value</name>…</Metadata></Blob>…</Blobs><NextMarker/>`.
 fn parse_listing(xml: &str) -> std::result::Result<Listing, String> {
@@ -492,7 +495,7 @@ fn parse_listing(xml: &str) -> std::result::Result<Listing, String> {
     let mut next_marker = None;
     // The open elements, innermost last.
     let mut path: Vec<String> = Vec::new();
-    let mut current: Option<(String, String, Option<Timestamp>, BTreeMap<String, String>)> = None;
+    let mut current: Option<PartialBlob> = None;
     for token in Tokenizer::from(xml.trim_start_matches('\u{feff}')) {
         match token.map_err(|e| e.to_string())? {
             Token::ElementStart { local, .. } => {

@@ -173,10 +173,13 @@ impl BlobStoreConfig {
 /// offset other SDKs start from. Filled by the partition readers, emptied by checkpoints;
 /// keyed by (group, hub, partition).
 #[derive(Debug, Default, Clone)]
-pub(crate) struct OffsetBook(Arc<Mutex<HashMap<(String, String, String), BTreeMap<i64, String>>>>);
+pub(crate) struct OffsetBook(Arc<Mutex<HashMap<BookKey, BTreeMap<i64, String>>>>);
+
+/// (group, hub, partition).
+type BookKey = (String, String, String);
 
 impl OffsetBook {
-    fn key(group: &str, hub: &str, partition: &str) -> (String, String, String) {
+    fn key(group: &str, hub: &str, partition: &str) -> BookKey {
         (group.to_string(), hub.to_string(), partition.to_string())
     }
 
@@ -220,6 +223,9 @@ pub(crate) struct Ownership {
     pub last_modified: Timestamp,
 }
 
+/// (ownership blob, ETag).
+pub(super) type WrittenVersion = (String, String);
+
 /// Ownership and checkpoints in Blob Storage (see the module documentation for the layout).
 #[derive(Clone)]
 pub struct BlobCheckpointStore {
@@ -229,7 +235,7 @@ pub struct BlobCheckpointStore {
     prepared: Arc<tokio::sync::OnceCell<()>>,
     /// When the ownership versions this instance wrote lapse, and for how long they were
     /// taken: (blob, ETag) → (expiry by this clock, lease time). A version written elsewhere lapses at its `Last-Modified` + `ownership_ttl`.
-    pub(super) written: Arc<Mutex<HashMap<(String, String), (Timestamp, Duration)>>>,
+    pub(super) written: Arc<Mutex<HashMap<WrittenVersion, (Timestamp, Duration)>>>,
 }
 
 impl fmt::Debug for BlobCheckpointStore {
