@@ -192,9 +192,10 @@ fn a_route_recovers_when_its_sink_becomes_writable() {
     let sink = format!("file://{}", sink_dir.display());
     produce_orders(&source, "orders", 0..200, &[]);
     produce_orders(&sink, "orders-copy", 0..1, &[]);
-    // A reader that never exits holds the sink directory's writer lock.
+    // A writer that waits for input holds the sink directory's writer lock.
     let mut holder = Command::new(BIN)
-        .args(["consume", &sink, "orders-copy", "--from", "earliest"])
+        .args(["produce", &sink, "orders-copy"])
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -148,9 +148,14 @@ pub fn parse_url(url: &str) -> Result<Url> {
         ));
     }
     if !trimmed.contains("://") {
+        // Quoted as given (a URL parser would rewrite `file:rel` into `file:///rel`), less
+        // anything before an `@` that could be a password.
+        let shown = match trimmed.rfind('@') {
+            Some(at) => format!("***{}", &trimmed[at..]),
+            None => trimmed.to_owned(),
+        };
         return Err(Error::config(format!(
-            "`{}` is not a URL: expected scheme://…, e.g. memory://, file:///var/lib/tributary or kafka://host:9092",
-            redact_str(trimmed)
+            "`{shown}` is not a URL: expected scheme://…, e.g. memory://, file:///var/lib/tributary or kafka://host:9092"
         )));
     }
     let (first, hosts) = split_host_list(trimmed);

@@ -184,6 +184,137 @@ fn parse_body(mut b: Bytes) -> std::result::Result<StoredRecord, String> {
     })
 }
 
+/// Bytes of one index entry: offset u64, byte position u64, max time before it i64.
+pub(crate) const INDEX_ENTRY: usize = 24;
+
+/// One sparse index entry of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IndexEntry {
+    pub offset: u64,
+    pub pos: u64,
+    /// Max effective time of the records before `pos` in this segment.
+    pub max_ms_before: i64,
+}
+
+/// Appends the entries' on-disk form to `out`.
+pub(crate) fn encode_index(entries: &[IndexEntry], out: &mut Vec<u8>) {
+    for e in entries {
+        out.extend_from_slice(&e.offset.to_le_bytes());
+        out.extend_from_slice(&e.pos.to_le_bytes());
+        out.extend_from_slice(&e.max_ms_before.to_le_bytes());
+    }
+}
+
+/// The trustworthy prefix of an index file of the segment at `base` holding `size` bytes: it
+/// starts at (base, 0), and offsets, positions and times only grow. The index is a hint, so
+/// anything after the first inconsistent entry is ignored (and rebuilt by the caller's scan).
+pub(crate) fn decode_index(bytes: &[u8], base: u64, size: u64) -> Vec<IndexEntry> {
+    let mut out: Vec<IndexEntry> = Vec::new();
+    for chunk in bytes.chunks_exact(INDEX_ENTRY) {
+        let word = |i: usize| u64::from_le_bytes(chunk[i..i + 8].try_into().expect("8 bytes"));
+        let e = IndexEntry {
+            offset: word(0),
+            pos: word(8),
+            max_ms_before: word(16) as i64,
+        };
+        let consistent = match out.last() {
+            None => e.offset == base && e.pos == 0,
+            Some(prev) => {
+                e.offset > prev.offset && e.pos > prev.pos && e.max_ms_before >= prev.max_ms_before
+            }
+        };
+        if !consistent || e.pos >= size {
+            break;
+        }
+        out.push(e);
+    }
+    out
+}
+
+/// Bytes of a partition's marks file.
+pub(crate) const MARKS_LEN: usize = 28;
+const MARKS_MAGIC: &[u8; 4] = b"TBMK";
+const MARKS_VERSION: u8 = 1;
+
+/// A partition's water marks: the first offset the log still owes its readers (everything
+/// below was removed by retention) and the next offset it will hand out (every one below was
+/// handed out, so none is ever handed out again).
+///
+/// ```text
+/// marks = magic "TBMK"  version:u8=1  0:u8 0:u8 0:u8  start:u64le  next:u64le  crc:u32le
+/// ```
+/// `crc` is CRC-32 of the 24 bytes before it. The file is rewritten in place; 28 bytes lie in
+/// one disk sector, and the CRC tells a damaged copy from a good one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Marks {
+    pub start: u64,
+    pub next: u64,
+}
+
+pub(crate) fn encode_marks(marks: Marks) -> [u8; MARKS_LEN] {
+    let mut out = [0u8; MARKS_LEN];
+    out[0..4].copy_from_slice(MARKS_MAGIC);
+    out[4] = MARKS_VERSION;
+    out[8..16].copy_from_slice(&marks.start.to_le_bytes());
+    out[16..24].copy_from_slice(&marks.next.to_le_bytes());
+    let crc = crc32fast::hash(&out[..24]);
+    out[24..28].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Decodes a marks file; the reason when it is not one.
+pub(crate) fn decode_marks(bytes: &[u8]) -> std::result::Result<Marks, String> {
+    if bytes.len() != MARKS_LEN {
+        return Err(format!("{} bytes, expected {MARKS_LEN}", bytes.len()));
+    }
+    if &bytes[0..4] != MARKS_MAGIC {
+        return Err("not a marks file (bad magic)".to_owned());
+    }
+    if bytes[4] != MARKS_VERSION {
+        return Err(format!("unknown marks version {}", bytes[4]));
+    }
+    let crc = u32::from_le_bytes(bytes[24..28].try_into().expect("4 bytes"));
+    if crc32fast::hash(&bytes[..24]) != crc {
+        return Err("checksum mismatch".to_owned());
+    }
+    let word = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+    let marks = Marks {
+        start: word(8),
+        next: word(16),
+    };
+    if marks.start > marks.next {
+        return Err(format!(
+            "start {} is after next {}",
+            marks.start, marks.next
+        ));
+    }
+    Ok(marks)
+}
+
+/// Bytes a frame's header and fixed body fields take: what [`plausible_frame`] looks at.
+pub(crate) const PROBE: usize = FRAME_HEADER + 18;
+/// The smallest frame: header plus the fixed body fields.
+pub(crate) const MIN_FRAME: usize = FRAME_HEADER + 22;
+
+/// Whether `probe` (the bytes at some position `distance` bytes after the start of a damaged
+/// region whose first record had offset `expect`) could start a frame of a later record: a
+/// plausible length, version, flags, and an offset after `expect` that the bytes in between
+/// could hold (frames are at least [`MIN_FRAME`] bytes). A cheap filter; the caller then
+/// checks the whole frame, CRC included.
+pub(crate) fn plausible_frame(probe: &[u8], distance: u64, expect: u64) -> bool {
+    let Some(h) = probe.get(..PROBE) else {
+        return false;
+    };
+    let len = u32::from_le_bytes(h[0..4].try_into().expect("4 bytes")) as usize;
+    if !(22..=MAX_FRAME).contains(&len) || h[8] != VERSION || h[9] & !(HAS_TIMESTAMP | HAS_KEY) != 0
+    {
+        return false;
+    }
+    let offset = u64::from_le_bytes(h[10..18].try_into().expect("8 bytes"));
+    let reach = distance / MIN_FRAME as u64;
+    offset > expect && offset <= expect.saturating_add(reach)
+}
+
 /// Header names longer than a u16 cannot be framed; the producer rejects them up front.
 pub(crate) fn check_encodable(event: &Event, stream: &str) -> Result<()> {
     if let Some((name, _)) = event

@@ -37,6 +37,9 @@ pub(crate) trait PartitionLog: Send + Sync + 'static {
     fn refresh(&self) -> Result<()>;
     /// Drops segments beyond the retention limits.
     fn enforce_retention(&self, now_ms: i64) -> Result<()>;
+    /// Turns a read-only follower into the writer, once this process holds the writer lock:
+    /// recovers the log as a writer does and accepts appends from then on.
+    fn promote(&self) -> Result<()>;
 }
 
 struct MemSegment {
@@ -156,6 +159,10 @@ impl PartitionLog for MemoryLog {
     }
 
     fn refresh(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn promote(&self) -> Result<()> {
         Ok(())
     }
 

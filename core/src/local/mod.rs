@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
-use std::sync::{Arc, LazyLock, Weak};
+use std::sync::{Arc, LazyLock, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use url::Url;
@@ -68,6 +68,9 @@ pub struct LocalConfig {
     /// How long a process keeps a consumer group of a `file://` stream after it dies
     /// (`group_lease`, default 15s); another process can take the group over after that.
     pub group_lease: Duration,
+    /// Readers step over lost or damaged records of `file://` streams with a warning
+    /// (`skip_damaged`, default false: reaching them is a `Corrupt` error naming them).
+    pub skip_damaged: bool,
 }
 
 const OPTIONS: &[&str] = &[
@@ -80,6 +83,7 @@ const OPTIONS: &[&str] = &[
     "fsync",
     "fsync_interval",
     "group_lease",
+    "skip_damaged",
 ];
 
 impl LocalConfig {
@@ -96,6 +100,7 @@ impl LocalConfig {
             retention_age: None,
             fsync: FsyncPolicy::Always,
             group_lease: Duration::from_secs(15),
+            skip_damaged: false,
         }
     }
 
@@ -174,11 +179,18 @@ impl LocalConfig {
         let fsync = opts.take_str("fsync");
         let interval = opts.take_duration("fsync_interval")?;
         let group_lease = opts.take_duration("group_lease")?;
-        if !file && (fsync.is_some() || interval.is_some() || group_lease.is_some()) {
+        let skip_damaged = opts.take_bool("skip_damaged")?;
+        if !file
+            && (fsync.is_some()
+                || interval.is_some()
+                || group_lease.is_some()
+                || skip_damaged.is_some())
+        {
             return Err(Error::config(
-                "options `fsync`, `fsync_interval` and `group_lease` apply to file:// only",
+                "options `fsync`, `fsync_interval`, `group_lease` and `skip_damaged` apply to file:// only",
             ));
         }
+        config.skip_damaged = skip_damaged.unwrap_or(false);
         config.fsync = match (fsync.as_deref(), interval) {
             (None | Some("always"), None) => FsyncPolicy::Always,
             (Some("interval"), i) | (None, i @ Some(_)) => {
@@ -304,8 +316,8 @@ pub(crate) struct StreamState {
     /// Set when the backend closes, so handles opened earlier stop writing.
     closed: AtomicBool,
     round_robin: AtomicU64,
-    /// File storage: the group-commit writer thread's queue.
-    writer: Option<mpsc::Sender<WriteRequest>>,
+    /// File storage: the group-commit writer thread's queue, once this process writes.
+    writer: OnceLock<mpsc::Sender<WriteRequest>>,
     blocking_io: bool,
 }
 
@@ -376,7 +388,7 @@ fn spawn_writer(
                                 bases.push(base);
                             }
                             Err(e) => {
-                                outcome = Err(e);
+                                outcome = Err(partly_stored(e, &request.batches, &bases, *p));
                                 break;
                             }
                         }
@@ -407,14 +419,40 @@ fn spawn_writer(
     tx
 }
 
+/// The error of a batch whose partition `failed` could not be written after the partitions
+/// before it were (a batch is written partition by partition; each partition all or nothing).
+fn partly_stored(e: Error, batches: &[(usize, Vec<Event>)], bases: &[u64], failed: usize) -> Error {
+    if bases.is_empty() {
+        return e;
+    }
+    let total: usize = batches.iter().map(|(_, ev)| ev.len()).sum();
+    let stored: Vec<String> = batches
+        .iter()
+        .zip(bases)
+        .map(|((p, ev), base)| {
+            format!("partition {p} positions {base}..{}", base + ev.len() as u64)
+        })
+        .collect();
+    let count: usize = batches
+        .iter()
+        .take(bases.len())
+        .map(|(_, ev)| ev.len())
+        .sum();
+    e.context(format!(
+        "batch partly stored: {count} of {total} events were stored ({}), the events for \
+         partition {failed} and after were not; sending the batch again stores the first ones twice",
+        stored.join(", ")
+    ))
+}
+
 struct Shared {
     config: LocalConfig,
     scheme: &'static str,
     root: Option<PathBuf>,
-    writable: bool,
-    /// Holds the directory's writer lock until the backend closes.
+    /// Whether this process holds the directory's writer lock (always for memory): taken by
+    /// the first write, held until the backend closes.
+    writable: AtomicBool,
     lock: Mutex<Option<fs::File>>,
-    lock_holder: String,
     streams: Mutex<HashMap<String, Arc<StreamState>>>,
     /// Serialises stream creation and opening so two callers never open the same logs twice.
     open_lock: tokio::sync::Mutex<()>,
@@ -441,25 +479,31 @@ impl std::fmt::Debug for LocalBackend {
 }
 
 impl LocalBackend {
-    /// Opens the backend. For file storage this takes the directory's writer lock; if another
-    /// process holds it, the backend opens read-only (consumers work, producers do not).
+    /// Opens the backend. For file storage, any number of processes read a directory; the
+    /// one that writes holds its writer lock, taken by the first producer and kept until
+    /// close. Creating or deleting a stream takes the lock for that operation only. While
+    /// another process holds it, writing fails with `Unavailable` (retryable) and reading works.
     pub async fn open(config: LocalConfig) -> Result<Self> {
-        let (scheme, root, writable, lock, lock_holder, store) = match &config.storage {
+        let (scheme, root, store) = match &config.storage {
             Storage::Memory => {
                 let store: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::new());
-                ("memory", None, true, None, String::new(), store)
+                ("memory", None, store)
             }
             Storage::File(dir) => {
                 let dir = dir.clone();
-                let (writable, lock, holder) = tokio::task::spawn_blocking({
+                let store = tokio::task::spawn_blocking({
                     let dir = dir.clone();
-                    move || take_writer_lock(&dir)
+                    move || {
+                        fs::create_dir_all(&dir).map_err(|e| {
+                            Error::io(format!("creating {}", dir.display()), e).with_backend("file")
+                        })?;
+                        FileCheckpointStore::open(dir.join("checkpoints"))
+                    }
                 })
                 .await
                 .map_err(|e| Error::other(format!("open task failed: {e}")))??;
-                let store: Arc<dyn CheckpointStore> =
-                    Arc::new(FileCheckpointStore::open(dir.join("checkpoints"))?);
-                ("file", Some(dir), writable, lock, holder, store)
+                let store: Arc<dyn CheckpointStore> = Arc::new(store);
+                ("file", Some(dir), store)
             }
         };
         // Commits every 200 ms: a crash replays at most that much of what was acked.
@@ -467,12 +511,11 @@ impl LocalBackend {
             .commit_interval(Duration::from_millis(200))
             .balance_interval(Duration::from_secs(1).min(config.group_lease / 3));
         let shared = Arc::new(Shared {
+            writable: AtomicBool::new(root.is_none()),
             config,
             scheme,
             root,
-            writable,
-            lock: Mutex::new(lock),
-            lock_holder,
+            lock: Mutex::new(None),
             streams: Mutex::new(HashMap::new()),
             open_lock: tokio::sync::Mutex::new(()),
             groups: GroupEngine::new(store, group_config),
@@ -482,9 +525,30 @@ impl LocalBackend {
         Ok(LocalBackend { shared })
     }
 
-    /// Whether this process holds the directory's writer lock (always true for memory).
+    /// Whether this process holds the directory's writer lock (always true for memory). A
+    /// process takes it with its first producer.
     pub fn is_writable(&self) -> bool {
-        self.shared.writable
+        self.shared.writable.load(AtomicOrdering::Acquire)
+    }
+
+    /// Removes a consumer group's committed positions and leases on every stream of this
+    /// backend, e.g. a one-off reader's group once it is done. Call it after the group's
+    /// consumers in this process closed.
+    pub async fn delete_group(&self, group: &str) -> Result<()> {
+        self.check_open()?;
+        let Some(root) = self.shared.root.clone() else {
+            return Ok(());
+        };
+        let dir = root.join("checkpoints").join(escape_component(group));
+        tokio::task::spawn_blocking(move || match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io(format!("removing {}", dir.display()), e))
+            }
+            _ => Ok(()),
+        })
+        .await
+        .map_err(|e| Error::other(format!("delete task failed: {e}")))?
+        .map_err(|e| self.err(e))
     }
 
     fn err(&self, e: Error) -> Error {
@@ -498,17 +562,51 @@ impl LocalBackend {
         Ok(())
     }
 
-    fn check_writable(&self, what: &str) -> Result<()> {
-        if !self.shared.writable {
-            return Err(self.err(
-                Error::unavailable(format!(
-                    "cannot {what}: {} is locked by another process ({}); this process can only read",
-                    self.shared.root.as_ref().map_or(String::new(), |r| r.display().to_string()),
-                    self.shared.lock_holder
-                ))
-                .with_retryable(false),
+    /// The directory's writer lock for one operation: the lock this process holds, or one
+    /// taken now and released when the guard drops.
+    async fn writer_lock_for(&self, what: &str) -> Result<LockGuard> {
+        match &self.shared.root {
+            Some(root) if !self.is_writable() => {
+                let root = root.clone();
+                let what = what.to_owned();
+                let file = tokio::task::spawn_blocking(move || take_writer_lock(&root, &what))
+                    .await
+                    .map_err(|e| Error::other(format!("lock task failed: {e}")))?
+                    .map_err(|e| self.err(e))?;
+                Ok(LockGuard(Some(file)))
+            }
+            _ => Ok(LockGuard(None)),
+        }
+    }
+
+    /// Makes this process the directory's writer until it closes: takes the writer lock and
+    /// turns the streams it reads into written ones.
+    async fn become_writer(&self, what: &str) -> Result<()> {
+        if self.is_writable() {
+            return Ok(());
+        }
+        let _guard = self.shared.open_lock.lock().await;
+        if self.is_writable() {
+            return Ok(());
+        }
+        let LockGuard(Some(lock)) = self.writer_lock_for(what).await? else {
+            return Ok(());
+        };
+        let streams: Vec<_> = self.shared.streams.lock().values().cloned().collect();
+        for stream in streams {
+            let logs = stream.partitions.clone();
+            stream
+                .io(move || logs.iter().try_for_each(|l| l.promote()))
+                .await
+                .map_err(|e| self.err(e))?;
+            let _ = stream.writer.set(spawn_writer(
+                stream.name.clone(),
+                stream.partitions.clone(),
+                self.shared.config.fsync,
             ));
         }
+        *self.shared.lock.lock() = Some(lock);
+        self.shared.writable.store(true, AtomicOrdering::Release);
         Ok(())
     }
 
@@ -530,25 +628,18 @@ impl LocalBackend {
             return Ok(s.clone());
         }
         let partitions = match self.stream_dir(name) {
-            Some(dir) => {
-                let meta = dir.join("stream.json");
-                match tokio::fs::read(&meta).await {
-                    Ok(bytes) => Some(parse_meta(&bytes, &meta)?),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                    Err(e) => {
-                        return Err(self.err(Error::io(format!("reading {}", meta.display()), e)));
-                    }
-                }
-            }
+            Some(dir) => self.read_meta(name, &dir).await?,
             None => None,
         };
-        let partitions = match partitions {
-            Some(p) => p,
+        let (partitions, _lock) = match partitions {
+            Some(p) => (p, None),
             None if create_missing && self.shared.config.auto_create => {
-                self.check_writable(&format!("create stream `{name}`"))?;
+                let lock = self
+                    .writer_lock_for(&format!("create stream `{name}`"))
+                    .await?;
                 let p = self.shared.config.default_partitions;
                 self.write_meta(name, p).await?;
-                p
+                (p, Some(lock))
             }
             None => {
                 return Err(self.err(Error::not_found(format!(
@@ -556,12 +647,39 @@ impl LocalBackend {
                 ))));
             }
         };
-        let state = self.open_stream(name, partitions).await?;
+        let state = self.open_stream(name, partitions, _lock.is_some()).await?;
         self.shared
             .streams
             .lock()
             .insert(name.to_owned(), state.clone());
         Ok(state)
+    }
+
+    /// The partition count of stream `name` from its `stream.json`, checked against the
+    /// directory; `None` when the stream does not exist. A missing `stream.json` beside
+    /// partition data is rebuilt from the partition directories (never guessed from defaults).
+    async fn read_meta(&self, name: &str, dir: &Path) -> Result<Option<u32>> {
+        let meta = dir.join("stream.json");
+        match tokio::fs::read(&meta).await {
+            Ok(bytes) => parse_meta(&bytes, &meta, name).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let scan = dir.to_owned();
+                let found = tokio::task::spawn_blocking(move || partitions_on_disk(&scan))
+                    .await
+                    .map_err(|e| Error::other(format!("metadata task failed: {e}")))??;
+                let Some(partitions) = found else {
+                    return Ok(None);
+                };
+                tracing::warn!(stream = name, partitions, file = %meta.display(),
+                    "stream.json is missing; rebuilt from the partition directories on disk");
+                // Written back when no other process writes; otherwise the next writer does.
+                if let Ok(_lock) = self.writer_lock_for("rewrite stream.json").await {
+                    self.write_meta(name, partitions).await?;
+                }
+                Ok(Some(partitions))
+            }
+            Err(e) => Err(self.err(Error::io(format!("reading {}", meta.display()), e))),
+        }
     }
 
     async fn write_meta(&self, name: &str, partitions: u32) -> Result<()> {
@@ -590,28 +708,42 @@ impl LocalBackend {
         .map_err(|e| self.err(e))
     }
 
-    async fn open_stream(&self, name: &str, partitions: u32) -> Result<Arc<StreamState>> {
+    /// Opens a stream's partition logs. `creating`: the caller holds the writer lock for
+    /// this call only and the logs are new: they are laid out on disk, then opened read-only.
+    async fn open_stream(
+        &self,
+        name: &str,
+        partitions: u32,
+        creating: bool,
+    ) -> Result<Arc<StreamState>> {
         let log_config = self.shared.config.log_config();
+        let writable = self.is_writable();
         let logs: Vec<Arc<dyn PartitionLog>> = match self.stream_dir(name) {
             None => (0..partitions)
                 .map(|_| Arc::new(MemoryLog::new(log_config)) as Arc<dyn PartitionLog>)
                 .collect(),
             Some(dir) => {
-                let writable = self.shared.writable;
                 let fsync = self.shared.config.fsync;
+                let skip = self.shared.config.skip_damaged;
                 let stream = name.to_owned();
                 tokio::task::spawn_blocking(move || {
+                    let open = |p: u32, writable: bool| {
+                        FileLog::open(
+                            &dir.join(p.to_string()),
+                            format!("stream `{stream}` partition {p}"),
+                            writable,
+                            fsync,
+                            log_config,
+                            skip,
+                        )
+                    };
+                    if creating && !writable {
+                        for p in 0..partitions {
+                            drop(open(p, true)?);
+                        }
+                    }
                     (0..partitions)
-                        .map(|p| {
-                            FileLog::open(
-                                &dir.join(p.to_string()),
-                                format!("stream `{stream}` partition {p}"),
-                                writable,
-                                fsync,
-                                log_config,
-                            )
-                            .map(|l| Arc::new(l) as Arc<dyn PartitionLog>)
-                        })
+                        .map(|p| open(p, writable).map(|l| Arc::new(l) as Arc<dyn PartitionLog>))
                         .collect::<Result<Vec<_>>>()
                 })
                 .await
@@ -620,8 +752,14 @@ impl LocalBackend {
             }
         };
         let blocking_io = self.shared.root.is_some();
-        let writer = (blocking_io && self.shared.writable)
-            .then(|| spawn_writer(name.to_owned(), logs.clone(), self.shared.config.fsync));
+        let writer = OnceLock::new();
+        if blocking_io && writable {
+            let _ = writer.set(spawn_writer(
+                name.to_owned(),
+                logs.clone(),
+                self.shared.config.fsync,
+            ));
+        }
         Ok(Arc::new(StreamState {
             name: name.to_owned(),
             partitions: logs,
@@ -670,25 +808,96 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "host".to_owned())
 }
 
-fn parse_meta(bytes: &[u8], path: &Path) -> Result<u32> {
+/// The on-disk format of `stream.json` this build reads and writes.
+const META_FORMAT: u64 = 1;
+
+/// Checks a stream's `stream.json` against the stream it is read for; returns its partitions.
+fn parse_meta(bytes: &[u8], path: &Path, name: &str) -> Result<u32> {
+    let corrupt =
+        |what: String| Error::corrupt(format!("{}: {what}", path.display())).with_backend("file");
     let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
         Error::corrupt(format!("{} is not valid JSON: {e}", path.display())).with_backend("file")
     })?;
-    match value.get("partitions").and_then(|p| p.as_u64()) {
-        Some(p) if (1..=10_000).contains(&p) => Ok(p as u32),
-        _ => Err(Error::corrupt(format!(
-            "{}: `partitions` must be a number from 1 to 10000",
-            path.display()
-        ))
-        .with_backend("file")),
+    let partitions = match value.get("partitions").and_then(|p| p.as_u64()) {
+        Some(p) if (1..=10_000).contains(&p) => p as u32,
+        _ => {
+            return Err(corrupt(
+                "`partitions` must be a number from 1 to 10000".to_owned(),
+            ));
+        }
+    };
+    match value.get("format").and_then(|f| f.as_u64()) {
+        Some(META_FORMAT) => {}
+        Some(other) => {
+            return Err(corrupt(format!(
+                "format {other} is not one this build reads ({META_FORMAT}); a newer tributary wrote it?"
+            )));
+        }
+        None => return Err(corrupt(format!("`format` must be {META_FORMAT}"))),
     }
+    match value.get("name").and_then(|n| n.as_str()) {
+        Some(n) if n == name => {}
+        Some(n) => {
+            return Err(corrupt(format!(
+                "names stream `{}`, but it is the metadata of stream `{name}`",
+                n.escape_debug()
+            )));
+        }
+        None => return Err(corrupt(format!("`name` must be \"{name}\""))),
+    }
+    Ok(partitions)
 }
 
-/// Takes `<dir>/LOCK`; returns (writable, the held lock, who holds it otherwise).
-fn take_writer_lock(dir: &Path) -> Result<(bool, Option<fs::File>, String)> {
+/// The partition count shown by a stream directory's partition directories `0..n`, when it
+/// holds any; an error when they are not exactly `0..n` (a count cannot be trusted then).
+fn partitions_on_disk(dir: &Path) -> Result<Option<u32>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::io(format!("listing {}", dir.display()), e).with_backend("file"));
+        }
+    };
+    let mut ids = Vec::new();
+    for entry in entries.flatten() {
+        if !entry.path().is_dir() {
+            continue;
+        }
+        let name = entry.file_name();
+        match name.to_str().and_then(|n| n.parse::<u32>().ok()) {
+            Some(id) => ids.push(id),
+            None => {
+                return Err(Error::corrupt(format!(
+                    "{}: stream.json is missing and `{}` is not a partition directory; restore stream.json",
+                    dir.display(),
+                    name.to_string_lossy()
+                ))
+                .with_backend("file"));
+            }
+        }
+    }
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    ids.sort_unstable();
+    let n = ids.len() as u32;
+    if ids.iter().enumerate().any(|(i, id)| *id != i as u32) || n > 10_000 {
+        return Err(Error::corrupt(format!(
+            "{}: stream.json is missing and the partition directories are not 0..{n}; restore stream.json",
+            dir.display()
+        ))
+        .with_backend("file"));
+    }
+    Ok(Some(n))
+}
+
+/// The writer lock taken for one operation; released when dropped.
+struct LockGuard(Option<fs::File>);
+
+/// Takes `<dir>/LOCK` for `what`, then clears what an interrupted delete left behind (only a
+/// lock holder deletes, so with the lock in hand no delete is under way).
+fn take_writer_lock(dir: &Path, what: &str) -> Result<fs::File> {
     use std::io::{Read, Seek, Write};
-    fs::create_dir_all(dir)
-        .map_err(|e| Error::io(format!("creating {}", dir.display()), e).with_backend("file"))?;
     let path = dir.join("LOCK");
     let mut file = fs::OpenOptions::new()
         .read(true)
@@ -702,15 +911,49 @@ fn take_writer_lock(dir: &Path) -> Result<(bool, Option<fs::File>, String)> {
             let _ = file.set_len(0);
             let _ = file.seek(std::io::SeekFrom::Start(0));
             let _ = write!(file, "pid {} on {}", std::process::id(), hostname());
-            Ok((true, Some(file), String::new()))
+            remove_deleted_leftovers(dir);
+            Ok(file)
         }
         Err(fs::TryLockError::WouldBlock) => {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
-            Ok((false, None, holder.trim().to_owned()))
+            Err(Error::unavailable(format!(
+                "cannot {what}: {} is being written by another process ({}); this process can only read until it stops",
+                dir.display(),
+                holder.trim()
+            )))
         }
         Err(fs::TryLockError::Error(e)) => {
             Err(Error::io(format!("locking {}", path.display()), e).with_backend("file"))
+        }
+    }
+}
+
+/// Finishes deletes a crash interrupted: the renamed `.deleted-*` directories and the group
+/// positions of their streams.
+fn remove_deleted_leftovers(root: &Path) {
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(".deleted-") {
+            continue;
+        }
+        let trash = entry.path();
+        let name = fs::read(trash.join("stream.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_owned));
+        if let Some(name) = name {
+            forget_checkpoints(&root.join("checkpoints"), &name);
+        }
+        match fs::remove_dir_all(&trash) {
+            Ok(()) => {
+                tracing::info!(dir = %trash.display(), "removed what an interrupted stream delete left")
+            }
+            Err(e) => {
+                tracing::warn!(dir = %trash.display(), error = %e, "cannot remove an interrupted delete's leftovers")
+            }
         }
     }
 }
@@ -769,7 +1012,9 @@ impl Backend for LocalBackend {
 
     async fn producer(&self, stream: &str) -> Result<Box<dyn Producer>> {
         self.check_open()?;
-        self.check_writable(&format!("produce to stream `{stream}`"))?;
+        validate_stream_name(stream).map_err(|e| self.err(e))?;
+        self.become_writer(&format!("produce to stream `{stream}`"))
+            .await?;
         let state = self.stream(stream, true).await?;
         Ok(Box::new(LocalProducer {
             stream: state,
@@ -785,7 +1030,7 @@ impl Backend for LocalBackend {
         let state = self.stream(stream, true).await?;
         let source = Arc::new(source::LocalSource {
             stream: state,
-            follower: self.shared.root.is_some() && !self.shared.writable,
+            follower: self.shared.root.is_some() && !self.is_writable(),
         });
         let consumer = self
             .shared
@@ -805,8 +1050,10 @@ impl Backend for LocalBackend {
                 spec.partitions
             ))));
         }
-        self.check_writable(&format!("create stream `{stream}`"))?;
         let _guard = self.shared.open_lock.lock().await;
+        let _lock = self
+            .writer_lock_for(&format!("create stream `{stream}`"))
+            .await?;
         let exists = self.shared.streams.lock().contains_key(stream)
             || self
                 .stream_dir(stream)
@@ -817,7 +1064,7 @@ impl Backend for LocalBackend {
             ))));
         }
         self.write_meta(stream, spec.partitions).await?;
-        let state = self.open_stream(stream, spec.partitions).await?;
+        let state = self.open_stream(stream, spec.partitions, true).await?;
         self.shared.streams.lock().insert(stream.to_owned(), state);
         Ok(())
     }
@@ -825,8 +1072,10 @@ impl Backend for LocalBackend {
     async fn delete_stream(&self, stream: &str) -> Result<()> {
         self.check_open()?;
         validate_stream_name(stream).map_err(|e| self.err(e))?;
-        self.check_writable(&format!("delete stream `{stream}`"))?;
         let _guard = self.shared.open_lock.lock().await;
+        let _lock = self
+            .writer_lock_for(&format!("delete stream `{stream}`"))
+            .await?;
         let removed = self.shared.streams.lock().remove(stream);
         let dir = self.stream_dir(stream);
         let on_disk = dir.as_ref().is_some_and(|d| d.join("stream.json").exists());
@@ -849,10 +1098,13 @@ impl Backend for LocalBackend {
                     escape_component(&stream),
                     std::process::id()
                 ));
+                // The group positions go before the data: a crash in between leaves a
+                // `.deleted-*` directory, which the next lock holder finishes removing.
                 fs::rename(&dir, &trash)
-                    .and_then(|_| fs::remove_dir_all(&trash))
                     .map_err(|e| Error::io(format!("deleting stream `{stream}`"), e))?;
                 forget_checkpoints(&root.join("checkpoints"), &stream);
+                fs::remove_dir_all(&trash)
+                    .map_err(|e| Error::io(format!("deleting stream `{stream}`"), e))?;
                 Ok::<_, Error>(())
             })
             .await
@@ -1025,7 +1277,7 @@ impl Producer for LocalProducer {
             by_partition[group].1.push(event);
         }
         let partitions: Vec<usize> = by_partition.iter().map(|(p, _)| *p).collect();
-        let bases = match &self.stream.writer {
+        let bases = match self.stream.writer.get() {
             Some(writer) => {
                 let (reply, rx) = oneshot::channel();
                 // The events move to the writer thread: no copy of keys, payloads or headers.
@@ -1043,6 +1295,13 @@ impl Producer for LocalProducer {
                         Error::closed("the stream's writer stopped").with_backend(self.scheme)
                     })?
                     .map_err(|e| e.with_backend(self.scheme))?
+            }
+            None if self.stream.blocking_io => {
+                return Err(Error::unavailable(format!(
+                    "stream `{}` is open read-only in this process",
+                    self.stream.name
+                ))
+                .with_backend(self.scheme));
             }
             None => {
                 let now = Timestamp::now().as_millis();
@@ -1146,6 +1405,72 @@ mod tests {
         let ok = LocalConfig::from_url(&Url::parse("file:///tmp/x?fsync_interval=50ms").unwrap())
             .unwrap();
         assert_eq!(ok.fsync, FsyncPolicy::Interval(Duration::from_millis(50)));
+    }
+
+    /// Issue 17 (2): only a process that writes holds the writer lock; one that reads first
+    /// and produces later becomes the writer then, and its consumer sees its own events.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_lock_is_taken_by_the_first_write() {
+        use crate::ConsumerExt;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        let first = crate::connect(&url).await.unwrap();
+        first
+            .create_stream("s", StreamSpec::with_partitions(2))
+            .await
+            .unwrap();
+        let reader = crate::connect(&url).await.unwrap();
+        reader.describe_stream("s").await.unwrap();
+        let consumer = reader
+            .consumer(
+                "s",
+                ConsumerOptions::new("g").start(crate::StartPosition::Earliest),
+            )
+            .await
+            .unwrap();
+        assert!(
+            consumer
+                .receive_timeout(Duration::from_millis(50))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let local = |b: &Arc<dyn Backend>| {
+            b.as_any()
+                .downcast_ref::<LocalBackend>()
+                .unwrap()
+                .is_writable()
+        };
+        assert!(!local(&first) && !local(&reader), "nobody has written yet");
+
+        // The reading process now writes: it takes the lock, its reader view becomes the log.
+        let producer = reader.producer("s").await.unwrap();
+        assert!(local(&reader));
+        producer
+            .send(Event::new("mine").with_key("k"))
+            .await
+            .unwrap();
+        let d = consumer
+            .receive_timeout(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .expect("the process's own event");
+        assert_eq!(d.event.payload.as_ref(), b"mine");
+        d.ack();
+
+        // Another process can neither write nor create meanwhile, and says who writes.
+        let err = first.producer("s").await.err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        assert!(
+            err.is_retryable() && err.to_string().contains("another process"),
+            "{err}"
+        );
+        consumer.close().await.unwrap();
+        producer.close().await.unwrap();
+        reader.close().await.unwrap();
+        // The lock is free again once the writer closed.
+        first.producer("s").await.unwrap().close().await.unwrap();
+        first.close().await.unwrap();
     }
 
     #[test]

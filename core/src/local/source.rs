@@ -179,7 +179,11 @@ impl PartitionReader for LocalReader {
                 return Ok(ReadBatch::default());
             }
             if self.follower {
-                tokio::time::sleep(FOLLOWER_POLL).await;
+                // This process may have become the writer since: its appends wake us too.
+                tokio::select! {
+                    _ = self.appended.changed() => {}
+                    _ = tokio::time::sleep(FOLLOWER_POLL) => {}
+                }
                 let log = self.log.clone();
                 self.stream.io(move || log.refresh()).await?;
             } else {
