@@ -7,7 +7,8 @@
 //! or, for a header value, as `{"b64": "..."}`. Headers are an object, or an array of
 //! `[name, value]` pairs when a name repeats (order is kept either way). `consume` also prints
 //! `stream`, `partition`, `position` and `attempt`; `produce` accepts and ignores them, so the
-//! output of one feeds the other.
+//! output of one feeds the other. `key` and `payload` are strings (or `null`): a number or an
+//! object is refused, since JSON gives no one byte form for them; JSON text goes in a string.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -81,9 +82,12 @@ fn bytes_field(map: &Map<String, Value>, name: &str, line: usize) -> Result<Opti
         ))),
         (Some(Value::String(s)), None) => Ok(Some(Bytes::from(s.clone()))),
         (Some(Value::Null), None) | (None, None) => Ok(None),
-        (Some(other), None) if name == "payload" => Ok(Some(Bytes::from(other.to_string()))),
-        (Some(_), None) => Err(Error::config(format!(
-            "line {line}: `{name}` must be a string"
+        // A number or object has no one byte form (`1e2`, `100.0` and `100` are one number):
+        // refuse rather than guess; JSON text travels as a string.
+        (Some(other), None) => Err(Error::config(format!(
+            "line {line}: `{name}` must be a string, not {}; to send JSON as the {name}, \
+             put it in a string (\"{{\\\"a\\\":1}}\"); bytes go in `{b64_name}`",
+            json_type(other)
         ))),
         (None, Some(Value::String(s))) => {
             B64.decode(s).map(|b| Some(Bytes::from(b))).map_err(|e| {
@@ -95,6 +99,17 @@ fn bytes_field(map: &Map<String, Value>, name: &str, line: usize) -> Result<Opti
         (None, Some(_)) => Err(Error::config(format!(
             "line {line}: `{b64_name}` must be a base64 string"
         ))),
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -233,6 +248,16 @@ mod tests {
             (r#"{"headers": {"h": 1}}"#, "header `h`"),
             (r#"{"timestamp": "yesterday"}"#, "not RFC 3339"),
             (r#"{"key": "a", "key_b64": "YQ=="}"#, "not both"),
+            (
+                r#"{"payload": 12}"#,
+                "`payload` must be a string, not a number",
+            ),
+            (
+                r#"{"payload": {"a": 1}}"#,
+                "`payload` must be a string, not an object",
+            ),
+            (r#"{"payload": true}"#, "not a boolean"),
+            (r#"{"key": 7}"#, "`key` must be a string, not a number"),
         ] {
             let e = event_from_json(input, 3).unwrap_err().to_string();
             assert!(e.contains(needle), "{input}: {e}");

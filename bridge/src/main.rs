@@ -371,51 +371,85 @@ async fn produce(
     print_receipts: bool,
 ) -> Result<()> {
     let backend = tributary::connect(url).await?;
+    let max_event_bytes = backend.capabilities().max_event_bytes;
     let producer = backend.producer(stream).await?;
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut input = tokio::io::BufReader::new(tokio::io::stdin());
     let started = Instant::now();
     let mut progress = Progress::new();
     let mut stdout = std::io::BufWriter::new(std::io::stdout());
     let (mut sent, mut line_no) = (0u64, 0usize);
     let mut batch = Vec::with_capacity(batch_size);
+    // The input line of each event in `batch`, for messages.
+    let mut batch_lines: Vec<usize> = Vec::with_capacity(batch_size);
+    let mut line = Vec::new();
     let mut eof = false;
     while !eof {
         // Fill a batch from what stdin has ready; send a partial one rather than wait, so a slow
         // writer (a pipe from another process) sees its events stored promptly.
         loop {
-            let next = if batch.is_empty() {
-                lines.next_line().await
+            let read = if batch.is_empty() {
+                input.read_until(b'\n', &mut line).await
             } else {
-                match tokio::time::timeout(Duration::from_millis(2), lines.next_line()).await {
+                match tokio::time::timeout(
+                    Duration::from_millis(2),
+                    input.read_until(b'\n', &mut line),
+                )
+                .await
+                {
                     Ok(r) => r,
+                    // `read_until` keeps what it read so far in `line`; it goes on next round.
                     Err(_) => break,
                 }
             };
-            let line = match next {
-                Ok(Some(line)) => line,
-                Ok(None) => {
+            match read {
+                // A last line without a newline may have been read partly by an earlier call.
+                Ok(0) if line.is_empty() => {
                     eof = true;
                     break;
                 }
-                Err(e) => return Err(Error::io("reading stdin", e)),
-            };
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("reading stdin (line {})", line_no + 1),
+                        e,
+                    ));
+                }
+            }
             line_no += 1;
+            let whole = std::mem::take(&mut line);
+            let text = strip_line_end(&whole);
             let event = match format {
+                // A raw line is the payload as bytes, whatever they are.
                 Format::Raw => {
-                    let mut e = Event::new(line);
+                    let mut e = Event::new(text.to_vec());
                     if let Some(k) = &key {
                         e = e.with_key(k.clone());
                     }
                     e
                 }
                 Format::Json => {
-                    if line.trim().is_empty() {
+                    let text = std::str::from_utf8(text).map_err(|e| {
+                        Error::config(format!(
+                            "line {line_no}: not valid UTF-8 (byte {}); JSON lines are UTF-8 text, binary values go in `payload_b64`/`key_b64`",
+                            e.valid_up_to() + 1
+                        ))
+                    })?;
+                    if text.trim().is_empty() {
                         continue;
                     }
-                    json::event_from_json(&line, line_no)?
+                    json::event_from_json(text, line_no)?
                 }
             };
+            if let Some(max) = max_event_bytes
+                && event.encoded_len() > max
+            {
+                return Err(Error::too_large(format!(
+                    "line {line_no}: event of {} bytes (key + payload + headers) exceeds the limit of {max} bytes of stream `{stream}`; {sent} events before it were stored",
+                    event.encoded_len()
+                )));
+            }
             batch.push(event);
+            batch_lines.push(line_no);
             if batch.len() >= batch_size {
                 break;
             }
@@ -423,10 +457,21 @@ async fn produce(
         if batch.is_empty() {
             continue;
         }
+        let (first, last) = (batch_lines[0], batch_lines[batch_lines.len() - 1]);
+        batch_lines.clear();
         let receipts = producer
             .send_batch(std::mem::take(&mut batch))
             .await
-            .map_err(|e| e.context(format!("after {sent} events, sending line {line_no}")))?;
+            .map_err(|e| {
+                let lines = if first == last {
+                    format!("line {first}")
+                } else {
+                    format!("lines {first}-{last}")
+                };
+                e.context(format!(
+                    "{sent} events stored before; the batch of {lines} failed"
+                ))
+            })?;
         sent += receipts.len() as u64;
         if print_receipts {
             for r in &receipts {
@@ -458,6 +503,12 @@ async fn produce(
     Ok(())
 }
 
+/// A line without its `\n` or `\r\n`.
+fn strip_line_end(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
 async fn consume(
     url: &str,
     stream: &str,
@@ -468,6 +519,9 @@ async fn consume(
     format: Format,
 ) -> Result<()> {
     let start: StartPosition = from.parse()?;
+    // Without -g a run is a one-off reader: its group exists for this run only and is removed
+    // when the run ends, so repeated runs leave nothing behind.
+    let throwaway = group.is_none();
     let group = group.unwrap_or_else(|| {
         format!(
             "tributary-cli-{}-{}",
@@ -477,24 +531,50 @@ async fn consume(
     });
     let backend = tributary::connect(url).await?;
     let consumer = backend
-        .consumer(stream, ConsumerOptions::new(group).start(start))
+        .consumer(stream, ConsumerOptions::new(group.clone()).start(start))
         .await?;
     let cancel = ctrl_c();
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
-    let mut received = 0u64;
+    let mut out = Output {
+        writer: std::io::BufWriter::with_capacity(1 << 16, std::io::stdout()),
+        pending: Vec::new(),
+        written: 0,
+    };
     let started = Instant::now();
     let mut progress = Progress::new();
     let limit = count.unwrap_or(u64::MAX);
     let result: Result<()> = async {
-        while received < limit {
-            let wait = idle_exit.unwrap_or(Duration::from_millis(100));
-            let next = tokio::select! {
+        while out.written + (out.pending.len() as u64) < limit {
+            // Take what is ready without waiting; once nothing is, make the output so far
+            // visible (and acked) before waiting for more.
+            let ready = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                d = consumer.receive_timeout(wait) => d?,
+                d = consumer.receive_timeout(Duration::ZERO) => d,
+            };
+            // What was printed before an error is acked before the error is reported.
+            let ready = match ready {
+                Ok(ready) => ready,
+                Err(e) => {
+                    out.flush_and_ack()?;
+                    return Err(e);
+                }
+            };
+            let next = match ready {
+                Some(d) => Some(d),
+                None => {
+                    if !out.flush_and_ack()? {
+                        break;
+                    }
+                    progress.show(|| format!("consumed {} events", out.written));
+                    let wait = idle_exit.unwrap_or(Duration::from_millis(100));
+                    tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => break,
+                        d = consumer.receive_timeout(wait) => d?,
+                    }
+                }
             };
             let Some(d) = next else {
-                out.flush().map_err(|e| Error::io("writing stdout", e))?;
                 if idle_exit.is_some() {
                     break;
                 }
@@ -502,31 +582,78 @@ async fn consume(
             };
             let written = match format {
                 Format::Raw => out
+                    .writer
                     .write_all(&d.event.payload)
-                    .and_then(|_| out.write_all(b"\n")),
-                Format::Json => writeln!(out, "{}", json::delivery_to_json(stream, &d)),
+                    .and_then(|_| out.writer.write_all(b"\n")),
+                Format::Json => writeln!(out.writer, "{}", json::delivery_to_json(stream, &d)),
             };
-            if let Err(e) = written {
-                if e.kind() == std::io::ErrorKind::BrokenPipe {
-                    break; // the reader went away: stop quietly, this event stays unacked
-                }
-                return Err(Error::io("writing stdout", e));
+            match written {
+                Ok(()) => out.pending.push(d),
+                // The reader went away: stop quietly; this event and those not yet flushed
+                // stay unacked, so the group gets them again.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                Err(e) => return Err(Error::io("writing stdout", e)),
             }
-            d.ack();
-            received += 1;
-            progress.show(|| format!("consumed {received} events"));
+            if out.pending.len() >= FLUSH_EVERY && !out.flush_and_ack()? {
+                break;
+            }
         }
-        out.flush().map_err(|e| Error::io("writing stdout", e))
+        out.flush_and_ack().map(|_| ())
     }
     .await;
-    consumer.close().await?;
+    // Unflushed deliveries are dropped unacked: they are redelivered, never lost.
+    out.pending.clear();
+    let closed = consumer.close().await;
+    drop(consumer);
+    if throwaway
+        && let Some(local) = backend
+            .as_any()
+            .downcast_ref::<tributary::local::LocalBackend>()
+        && let Err(e) = local.delete_group(&group).await
+    {
+        tracing::warn!(group, error = %e, "could not remove this run's consumer group");
+    }
     backend.close().await?;
     progress.clear();
     eprintln!(
-        "consumed {received} events from `{stream}` in {:.2}s",
+        "consumed {} events from `{stream}` in {:.2}s",
+        out.written,
         started.elapsed().as_secs_f64()
     );
-    result
+    result.and(closed)
+}
+
+/// Deliveries are acked only once their lines reached stdout (flushed), so a reader that goes
+/// away, or a kill, never loses an event for the group.
+const FLUSH_EVERY: usize = 1024;
+
+struct Output {
+    writer: std::io::BufWriter<std::io::Stdout>,
+    /// Written to the buffer, not yet flushed, so not yet acked.
+    pending: Vec<tributary::Delivery>,
+    /// Flushed and acked.
+    written: u64,
+}
+
+impl Output {
+    /// Flushes and acks what was written; `false` when stdout's reader went away (nothing of
+    /// the unflushed part is acked).
+    fn flush_and_ack(&mut self) -> Result<bool> {
+        match self.writer.flush() {
+            Ok(()) => {
+                self.written += self.pending.len() as u64;
+                for d in self.pending.drain(..) {
+                    d.ack();
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.pending.clear();
+                Ok(false)
+            }
+            Err(e) => Err(Error::io("writing stdout", e)),
+        }
+    }
 }
 
 async fn streams(url: &str, action: StreamsAction) -> Result<()> {
