@@ -898,10 +898,10 @@ impl PartitionLog for FileLog {
             };
             let (file, path, mut pos, mut expect, from_index, limit, after) = match plan {
                 Plan::Missing { from, to, why } => {
-                    if !out.is_empty() {
-                        return Ok(out); // the records before it first; the error next time
-                    }
                     if !self.skip_damaged {
+                        if !out.is_empty() {
+                            return Ok(out); // the records before it first; the error next time
+                        }
                         return Err(self.missing_error(from, to, &why));
                     }
                     tracing::warn!(log = %self.label, from, to, %why,
@@ -1289,6 +1289,98 @@ mod tests {
             let again = open(dir.path(), segment_bytes);
             let after = again.read(base, 1, usize::MAX).unwrap();
             prop_assert_eq!(after[0].event.payload.as_ref(), b"after");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Issue 17 (7): one flipped bit anywhere in a sealed segment costs exactly the record
+        /// whose frame it hit: every other record is served, the error names that record, and
+        /// `skip_damaged` steps over it.
+        #[test]
+        fn a_flipped_bit_costs_exactly_its_record(
+            at in any::<prop::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            drop(fill(dir.path(), 200));
+            let mut logs: Vec<_> = fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                .collect();
+            logs.sort();
+            let victim = &logs[1];
+            let mut bytes = fs::read(victim).unwrap();
+            let i = at.index(bytes.len());
+            bytes[i] ^= 1 << bit;
+            fs::write(victim, bytes).unwrap();
+
+            let strict = open(dir.path(), 1024);
+            let mut served = Vec::new();
+            let err = loop {
+                match strict.read(served.len() as u64, 7, usize::MAX) {
+                    Ok(records) => {
+                        prop_assert!(!records.is_empty(), "stopped without an error");
+                        served.extend(records.into_iter().map(|r| r.offset));
+                    }
+                    Err(e) => break e,
+                }
+            };
+            let lost = served.len() as u64;
+            prop_assert!(served.iter().enumerate().all(|(i, o)| *o == i as u64));
+            prop_assert!(err.to_string().contains(&format!("record {lost} is lost")), "{}", err);
+            let after = strict.read(lost + 1, usize::MAX, usize::MAX).unwrap();
+            prop_assert_eq!(after.len() as u64, 200 - lost - 1);
+            drop(strict);
+
+            let skipping = FileLog::open(dir.path(), "t".into(), true, FsyncPolicy::Never, config(1024), true).unwrap();
+            let all = skipping.read(0, usize::MAX, usize::MAX).unwrap();
+            prop_assert_eq!(all.len(), 199);
+            for r in &all {
+                prop_assert_ne!(r.offset, lost);
+                prop_assert_eq!(&r.event, &event(r.offset as usize));
+            }
+        }
+    }
+
+    fn fill(dir: &Path, n: usize) -> FileLog {
+        let log = open(dir, 1024);
+        for i in 0..n {
+            log.append(&[event(i)], 0).unwrap();
+        }
+        log
+    }
+
+    /// Issue 17 (8): positions once handed out are never handed out again, whatever happened
+    /// to the data: a truncated active segment, a removed one.
+    #[test]
+    fn positions_are_never_handed_out_twice() {
+        for damage in ["truncate active", "remove active", "remove all"] {
+            let dir = tempfile::tempdir().unwrap();
+            drop(fill(dir.path(), 120));
+            let mut logs: Vec<_> = fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                .collect();
+            logs.sort();
+            match damage {
+                "truncate active" => fs::OpenOptions::new()
+                    .write(true)
+                    .open(logs.last().unwrap())
+                    .unwrap()
+                    .set_len(0)
+                    .unwrap(),
+                "remove active" => fs::remove_file(logs.last().unwrap()).unwrap(),
+                _ => logs.iter().for_each(|l| fs::remove_file(l).unwrap()),
+            }
+            let log = open(dir.path(), 1024);
+            assert_eq!(log.bounds().1, 120, "{damage}");
+            assert_eq!(log.append(&[event(120)], 0).unwrap(), 120, "{damage}");
+            let err = log.read(119, 1, usize::MAX).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{damage}");
+            assert_eq!(log.read(120, 1, usize::MAX).unwrap()[0].event, event(120));
         }
     }
 
