@@ -142,6 +142,10 @@ fn parse_body(mut b: Bytes) -> std::result::Result<StoredRecord, String> {
         return Err(format!("unknown record version {version}"));
     }
     let flags = b.get_u8();
+    if flags & !(HAS_TIMESTAMP | HAS_KEY) != 0 {
+        // A flag this build does not know changes the layout: guessing would misread.
+        return Err(format!("unknown record flags {flags:#04x}"));
+    }
     let offset = b.get_u64_le();
     let append_ms = b.get_i64_le();
     let timestamp = if flags & HAS_TIMESTAMP != 0 {
@@ -355,6 +359,25 @@ mod tests {
                     .collect(),
                 timestamp: ts.map(Timestamp::from_millis),
             })
+    }
+
+    /// Found by the log_frame fuzz target: a body with unknown flag bits (0x2e) was read as
+    /// if only the known ones were set.
+    #[test]
+    fn unknown_flags_are_refused() {
+        let mut body = vec![1u8, 0x2e];
+        body.extend_from_slice(&[0; 10]);
+        body.extend_from_slice(&[0xff, 0x43]);
+        body.extend_from_slice(&[0; 15]);
+        let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+        frame.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        frame.extend_from_slice(&body);
+        match decode(&Bytes::from(frame)) {
+            Frame::Invalid(reason) => {
+                assert!(reason.contains("unknown record flags 0x2e"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     proptest! {
