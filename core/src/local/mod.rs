@@ -7,6 +7,9 @@
 
 mod codec;
 mod file;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod log;
 mod source;
 
