@@ -1,0 +1,159 @@
+//! Sending to a local stream: validation, key partitioning, the append (in place for memory,
+//! through the writer thread for files).
+
+use super::*;
+
+pub(super) struct LocalProducer {
+    pub(crate) stream: Arc<StreamState>,
+    pub(crate) max_event_bytes: usize,
+    /// Sends hold the read side; close takes the write side, so it waits for sends in flight.
+    pub(crate) closed: tokio::sync::RwLock<bool>,
+    pub(crate) scheme: &'static str,
+}
+
+impl LocalProducer {
+    fn validate(&self, events: &[Event]) -> Result<()> {
+        for event in events {
+            let size = event.encoded_len();
+            if size > self.max_event_bytes {
+                return Err(Error::too_large(format!(
+                    "event of {size} bytes (key + payload + headers) exceeds the limit of {} bytes \
+                     on stream `{}` (option max_event_bytes)",
+                    self.max_event_bytes, self.stream.name
+                )));
+            }
+            codec::check_encodable(event, &self.stream.name)?;
+        }
+        Ok(())
+    }
+
+    fn partition_of(&self, event: &Event) -> usize {
+        let n = self.stream.partitions.len() as u32;
+        match &event.key {
+            Some(key) => partition_for_key(key, n) as usize,
+            None => {
+                (self
+                    .stream
+                    .round_robin
+                    .fetch_add(1, AtomicOrdering::Relaxed)
+                    % n as u64) as usize
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Producer for LocalProducer {
+    async fn send(&self, event: Event) -> Result<Receipt> {
+        let mut receipts = self.send_batch(vec![event]).await?;
+        Ok(receipts.pop().expect("one receipt per event"))
+    }
+
+    async fn send_batch(&self, events: Vec<Event>) -> Result<Vec<Receipt>> {
+        let closed = self.closed.read().await;
+        if *closed {
+            return Err(Error::closed(format!(
+                "producer of stream `{}` was closed",
+                self.stream.name
+            ))
+            .with_backend(self.scheme));
+        }
+        self.stream
+            .check_live()
+            .map_err(|e| e.with_backend(self.scheme))?;
+        self.validate(&events)
+            .map_err(|e| e.with_backend(self.scheme))?;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Group per partition, keeping send order inside each partition.
+        let mut slots = Vec::with_capacity(events.len());
+        let mut by_partition: Vec<(usize, Vec<Event>)> = Vec::new();
+        for event in events {
+            let p = self.partition_of(&event);
+            let group = match by_partition.iter().position(|(q, _)| *q == p) {
+                Some(g) => g,
+                None => {
+                    by_partition.push((p, Vec::new()));
+                    by_partition.len() - 1
+                }
+            };
+            slots.push((group, by_partition[group].1.len()));
+            by_partition[group].1.push(event);
+        }
+        let partitions: Vec<usize> = by_partition.iter().map(|(p, _)| *p).collect();
+        let bases = match self.stream.writer.get() {
+            Some(writer) => {
+                let (reply, rx) = oneshot::channel();
+                // The events move to the writer thread: no copy of keys, payloads or headers.
+                writer
+                    .send(WriteRequest {
+                        batches: by_partition,
+                        reply,
+                    })
+                    .await
+                    .map_err(|_| {
+                        Error::closed("the stream's writer stopped").with_backend(self.scheme)
+                    })?;
+                rx.await
+                    .map_err(|_| {
+                        Error::closed("the stream's writer stopped").with_backend(self.scheme)
+                    })?
+                    .map_err(|e| e.with_backend(self.scheme))?
+            }
+            None if self.stream.blocking_io => {
+                return Err(Error::unavailable(format!(
+                    "stream `{}` is open read-only in this process",
+                    self.stream.name
+                ))
+                .with_backend(self.scheme));
+            }
+            None => {
+                let now = Timestamp::now().as_millis();
+                by_partition
+                    .iter()
+                    .map(|(p, e)| self.stream.partitions[*p].append(e, now))
+                    .collect::<Result<Vec<_>>>()?
+            }
+        };
+        self.stream.appended.send_modify(|v| *v += 1);
+        Ok(slots
+            .into_iter()
+            .map(|(group, index)| Receipt {
+                partition: Some(PartitionId::from(partitions[group] as u32)),
+                position: Some(Position::from_offset(bases[group] + index as u64)),
+            })
+            .collect())
+    }
+
+    async fn flush(&self) -> Result<()> {
+        if *self.closed.read().await {
+            return Err(Error::closed(format!(
+                "producer of stream `{}` was closed",
+                self.stream.name
+            ))
+            .with_backend(self.scheme));
+        }
+        let logs = self.stream.partitions.clone();
+        self.stream
+            .io(move || logs.iter().try_for_each(|l| l.sync()))
+            .await
+    }
+
+    async fn close(&self) -> Result<()> {
+        let mut closed = self.closed.write().await;
+        if *closed {
+            return Ok(());
+        }
+        *closed = true;
+        let logs = self.stream.partitions.clone();
+        match self
+            .stream
+            .io(move || logs.iter().try_for_each(|l| l.sync()))
+            .await
+        {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
