@@ -1,0 +1,196 @@
+//! A connection: SASL, the connection's own state (the audiences CBS authorized, the reply
+//! links of `$cbs`/`$management`), and its sessions, each handing attached links on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fe2o3_amqp::acceptor::{
+    ConnectionAcceptor, LinkAcceptor, LinkEndpoint, ListenerSessionHandle, SaslAcceptor,
+    SessionAcceptor, SupportedReceiverSettleModes, sasl_acceptor::SaslServerFrame,
+};
+use fe2o3_amqp::types::definitions::ReceiverSettleMode;
+use fe2o3_amqp::types::primitives::{Array, Symbol};
+use fe2o3_amqp::types::sasl::{SaslCode, SaslInit, SaslOutcome, SaslResponse};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::{Shared, incoming_link, outgoing_link};
+use crate::auth::covers;
+use crate::store::{AmqpMessage, now_millis};
+use crate::wire_compat::CompatStream;
+
+/// SASL ANONYMOUS always; PLAIN with a configured key name and key as user name and password
+/// (any credentials when no key is configured).
+#[derive(Clone)]
+struct Sasl {
+    keys: Arc<BTreeMap<String, String>>,
+}
+
+impl SaslAcceptor for Sasl {
+    fn mechanisms(&self) -> Array<Symbol> {
+        Array::from(vec![Symbol::from("ANONYMOUS"), Symbol::from("PLAIN")])
+    }
+
+    fn on_init(&mut self, init: SaslInit) -> SaslServerFrame {
+        let code = match init.mechanism.0.as_str() {
+            "ANONYMOUS" => SaslCode::Ok,
+            "PLAIN" if self.keys.is_empty() => SaslCode::Ok,
+            "PLAIN" => {
+                let response = init
+                    .initial_response
+                    .map(|b| b.into_vec())
+                    .unwrap_or_default();
+                let mut parts = response.split(|b| *b == 0);
+                let _authzid = parts.next();
+                let user = parts.next().and_then(|u| std::str::from_utf8(u).ok());
+                let pass = parts.next().and_then(|p| std::str::from_utf8(p).ok());
+                match (user, pass) {
+                    (Some(user), Some(pass))
+                        if self.keys.get(user).is_some_and(|key| key == pass) =>
+                    {
+                        SaslCode::Ok
+                    }
+                    _ => SaslCode::Auth,
+                }
+            }
+            _ => SaslCode::Auth,
+        };
+        SaslServerFrame::Outcome(SaslOutcome {
+            code,
+            additional_data: None,
+        })
+    }
+
+    fn on_response(&mut self, _response: SaslResponse) -> SaslServerFrame {
+        // No mechanism offered here sends challenges, so a response is a protocol error.
+        SaslServerFrame::Outcome(SaslOutcome {
+            code: SaslCode::Auth,
+            additional_data: None,
+        })
+    }
+}
+
+/// Per-connection state: reply links of `$cbs`/`$management` and the audiences CBS authorized.
+#[derive(Default)]
+pub(super) struct ConnState {
+    pub(super) reply_links: Mutex<HashMap<String, mpsc::Sender<AmqpMessage>>>,
+    grants: Mutex<Vec<(String, i64)>>,
+}
+
+impl ConnState {
+    pub(super) fn grant(&self, audience: &str, expiry: i64) {
+        let mut grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
+        let now = now_millis() / 1000;
+        grants.retain(|(a, exp)| *exp > now && a != audience);
+        grants.push((audience.to_string(), expiry));
+    }
+
+    pub(super) fn authorized(&self, shared: &Shared, address: &str) -> bool {
+        if shared.keys.is_empty() {
+            return true;
+        }
+        let now = now_millis() / 1000;
+        self.grants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|(audience, expiry)| *expiry > now && covers(audience, address))
+    }
+
+    pub(super) async fn reply(&self, reply_to: &str, message: AmqpMessage) {
+        let link = self
+            .reply_links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(reply_to)
+            .cloned();
+        match link {
+            Some(link) => {
+                if link.send(message).await.is_err() {
+                    tracing::debug!(reply_to, "reply link went away before the reply");
+                }
+            }
+            None => tracing::warn!(reply_to, "no link attached with this target; reply dropped"),
+        }
+    }
+}
+
+pub(super) async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let acceptor = ConnectionAcceptor::builder()
+        .container_id(shared.container_id.clone())
+        .sasl_acceptor(Sasl {
+            keys: Arc::new(shared.keys.clone()),
+        })
+        .build();
+    // Full-length performatives for clients that read fields by position (azure-eventhub's
+    // pure-Python transport); see wire_compat.
+    let stream = CompatStream::new(stream);
+    let mut connection =
+        match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream)).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error)) => {
+                tracing::info!(%peer, %error, "connection refused during open");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(%peer, "connection did not open within 30 s");
+                return;
+            }
+        };
+    tracing::debug!(%peer, "connection open");
+    let state = Arc::new(ConnState::default());
+    let session_acceptor = SessionAcceptor::new();
+    let mut sessions = JoinSet::new();
+    while let Some(incoming) = connection.next_incoming_session().await {
+        match session_acceptor
+            .accept_incoming_session(incoming, &mut connection)
+            .await
+        {
+            Ok(session) => {
+                sessions.spawn(session_task(session, shared.clone(), state.clone()));
+            }
+            Err(error) => {
+                tracing::info!(%peer, %error, "session refused");
+                break;
+            }
+        }
+        while sessions.try_join_next().is_some() {}
+    }
+    let _ = connection.close().await;
+    tracing::debug!(%peer, "connection closed");
+}
+
+async fn session_task(
+    mut session: ListenerSessionHandle,
+    shared: Arc<Shared>,
+    conn: Arc<ConnState>,
+) {
+    // Only `first` receiver settlement, as the service: a client asking for `second`
+    // (azure-eventhub's Python producer does) gets `first` in the attach reply and settled
+    // dispositions, which it waits for; with `second` it would wait forever.
+    let acceptor = LinkAcceptor::builder()
+        .max_message_size(shared.max_message_size)
+        .supported_receiver_settle_modes(SupportedReceiverSettleModes::First)
+        .fallback_receiver_settle_mode(ReceiverSettleMode::First)
+        .build();
+    let mut links = JoinSet::new();
+    while let Some(attach) = session.next_incoming_attach().await {
+        let name = attach.name.clone();
+        match acceptor.accept_incoming_attach(attach, &mut session).await {
+            Ok(LinkEndpoint::Receiver(receiver)) => {
+                links.spawn(incoming_link(receiver, shared.clone(), conn.clone()));
+            }
+            Ok(LinkEndpoint::Sender(sender)) => {
+                links.spawn(outgoing_link(sender, shared.clone(), conn.clone()));
+            }
+            Err(error) => tracing::info!(link = %name, %error, "attach refused"),
+        }
+        while links.try_join_next().is_some() {}
+    }
+    // The session is gone; links cannot outlive it.
+    links.shutdown().await;
+    let _ = session.end().await;
+}
