@@ -353,6 +353,43 @@ async fn application_properties_survive() {
     assert!(format!("{:?}", props.get("tenant")).contains("acme"));
 }
 
+/// Every `send_event` returns although the emulator settles each delivery at once. fe2o3-amqp
+/// 0.16.2, under the SDK, registered a delivery as unsettled only after handing its transfer to
+/// the session; a disposition processed in between was dropped and the send waited forever
+/// (vendor/README.md). Two producers on two worker threads make that window likely: on the
+/// unpatched library this hung within the first few hundred sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_send_returns_when_the_emulator_settles_at_once() {
+    const SENDS: usize = 400;
+    let emulator = start(Config::for_tests().with_hub(HubConfig::new("settled-at-once", 2)));
+    let emulator = emulator.await;
+    let mut producers = tokio::task::JoinSet::new();
+    for partition in ["0", "1"] {
+        let producer = producer(&emulator, "settled-at-once").await;
+        producers.spawn(async move {
+            for i in 0..SENDS {
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    producer
+                        .send_event(event(&format!("{partition}-{i}")), to_partition(partition)),
+                )
+                .await
+                .unwrap_or_else(|_| panic!("send {i} to partition {partition} never returned"))
+                .expect("send");
+            }
+            producer.close().await.expect("close producer");
+        });
+    }
+    while let Some(done) = producers.join_next().await {
+        done.expect("producer task");
+    }
+    let stored = read_all(&emulator, "settled-at-once", 2).await;
+    assert_eq!(
+        stored.iter().map(Vec::len).collect::<Vec<_>>(),
+        [SENDS, SENDS]
+    );
+}
+
 /// Producer and consumer clients one after the other on a multi-threaded runtime, as the
 /// fixture smoke test does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

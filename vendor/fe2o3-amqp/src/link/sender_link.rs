@@ -226,61 +226,43 @@ where
             .delivery_tag
             .clone()
             .ok_or(LinkStateError::IllegalState)?;
-        // tributary patch: an unsettled delivery is recorded *before* its transfer is handed to
-        // the session. Recorded after (as upstream 0.16.2 does), an outcome that arrives in
-        // between finds nothing to settle and is dropped, and the send waits forever; a fast
-        // peer and a descheduled sending thread make that happen (see third_party/README.md).
-        let presettled = transfer.settled.unwrap_or(matches!(
-            self.snd_settle_mode,
-            SenderSettleMode::Settled
-        ));
-        if !presettled {
-            let (tx, rx) = oneshot::channel();
-            let unsettled = UnsettledMessage::new(payload_copy, None, message_format, tx);
-            {
-                let mut guard = self.unsettled.write();
-                guard
-                    .get_or_insert(OrderedMap::new())
-                    .insert(delivery_tag.clone(), unsettled);
-            }
-            if let Err(error) = self
-                .send_transfer_without_modifying_unsettled_map(writer, transfer, payload)
-                .await
-            {
-                let mut guard = self.unsettled.write();
-                if let Some(map) = guard.as_mut() {
-                    map.swap_remove(&delivery_tag);
-                }
-                return Err(error.into());
-            }
-            return Ok(Settlement::Unsettled {
-                delivery_tag,
-                outcome: rx,
-            });
+        // TRIBUTARY PATCH (see vendor/README.md): the delivery is registered as unsettled
+        // *before* its transfer is handed to the session. Upstream registered it after, so a
+        // peer that settles at once (any broker on loopback) could have its disposition
+        // processed by the session first; the session then found no entry, dropped the
+        // outcome, and this delivery's future waited forever: `send` hung.
+        let settled = transfer.settled.unwrap_or(match self.snd_settle_mode {
+            SenderSettleMode::Settled => true,
+            SenderSettleMode::Unsettled => false,
+            SenderSettleMode::Mixed => false,
+        });
+        if settled {
+            self.send_transfer_without_modifying_unsettled_map(writer, transfer, payload)
+                .await?;
+            return Ok(Settlement::Settled(delivery_tag));
         }
-        let settled = self
-            .send_transfer_without_modifying_unsettled_map(writer, transfer, payload)
+        // If not set on the first (or only) transfer for a (multi-transfer)
+        // delivery, then the settled flag MUST be interpreted as being false.
+        let (tx, rx) = oneshot::channel();
+        let unsettled = UnsettledMessage::new(payload_copy, None, message_format, tx);
+        {
+            let mut guard = self.unsettled.write();
+            guard
+                .get_or_insert(OrderedMap::new())
+                .insert(delivery_tag.clone(), unsettled);
+        }
+        // A transfer that never went out (error or cancellation) must not stay registered.
+        let mut registered = Unregister {
+            unsettled: self.unsettled.clone(),
+            delivery_tag: Some(delivery_tag.clone()),
+        };
+        self.send_transfer_without_modifying_unsettled_map(writer, transfer, payload)
             .await?;
-        match settled {
-            true => Ok(Settlement::Settled(delivery_tag)),
-            // If not set on the first (or only) transfer for a (multi-transfer)
-            // delivery, then the settled flag MUST be interpreted as being false.
-            false => {
-                let (tx, rx) = oneshot::channel();
-                let unsettled = UnsettledMessage::new(payload_copy, None, message_format, tx);
-                {
-                    let mut guard = self.unsettled.write();
-                    guard
-                        .get_or_insert(OrderedMap::new())
-                        .insert(delivery_tag.clone(), unsettled);
-                }
-
-                Ok(Settlement::Unsettled {
-                    delivery_tag,
-                    outcome: rx,
-                })
-            }
-        }
+        registered.delivery_tag = None;
+        Ok(Settlement::Unsettled {
+            delivery_tag,
+            outcome: rx,
+        })
     }
 
     async fn dispose(
@@ -820,5 +802,22 @@ where
         },
         Some(_) => SenderAttachError::NonAttachFrameReceived,
         None => SenderAttachError::IllegalSessionState,
+    }
+}
+
+/// TRIBUTARY PATCH: removes a delivery registered before its transfer was sent when the send
+/// does not complete (error or cancellation).
+struct Unregister {
+    unsettled: ArcSenderUnsettledMap,
+    delivery_tag: Option<DeliveryTag>,
+}
+
+impl Drop for Unregister {
+    fn drop(&mut self) {
+        if let Some(tag) = self.delivery_tag.take() {
+            if let Some(map) = self.unsettled.write().as_mut() {
+                map.swap_remove(&tag);
+            }
+        }
     }
 }

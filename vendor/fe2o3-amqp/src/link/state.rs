@@ -314,9 +314,16 @@ impl Consume for SenderFlowState {
     /// does not have any effect. Thus, this IS cancel safe.
     async fn consume(&mut self, item: Self::Item) -> Self::Outcome {
         loop {
+            // TRIBUTARY PATCH (see vendor/README.md): register for the wake-up *before*
+            // looking at the credit. Upstream looked first and then waited; credit that came in
+            // between was announced with `notify_waiters` to nobody, and the sender slept until
+            // the next flow frame (forever, if the peer had granted all it meant to).
+            let notified = self.notifier.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             match consume_link_credit(&self.state().lock, item) {
                 Ok(outcome) => return outcome,
-                Err(_) => self.notifier.notified().await, // **NOT** cancel safe
+                Err(_) => notified.await,
             }
         }
     }
