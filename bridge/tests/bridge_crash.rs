@@ -2,9 +2,11 @@
 //! the sink ends with every source event at least once, per-key order holds, and duplicates
 //! stay within the in-flight limit per kill.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tributary::{ConsumerExt, ConsumerOptions, Event, StartPosition, StreamSpec};
 
@@ -34,24 +36,24 @@ async fn start_ready(config: &std::path::Path) -> (std::process::Child, String) 
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = std::io::BufReader::new(daemon.stderr.take().unwrap());
-    let addr = loop {
-        let mut line = String::new();
-        assert!(
-            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
-            "daemon exited"
-        );
-        if let Some(rest) = line.trim().strip_prefix("operations endpoint: http://") {
-            break rest.split('/').next().unwrap().to_string();
-        }
-    };
-    // Keep draining its stderr so it never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ready(&addr) {
-        assert!(Instant::now() < deadline, "daemon never ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The reader keeps draining its stderr, so it never blocks on a full pipe.
+    let addr = common::lines_within(
+        daemon.stderr.take().unwrap(),
+        "the daemon's stderr",
+        Duration::from_secs(30),
+    )
+    .find(|line| {
+        line.trim()
+            .strip_prefix("operations endpoint: http://")
+            .map(|rest| rest.split('/').next().unwrap().to_string())
+    });
+    common::wait_until_async(
+        "the daemon is ready",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || async { ready(&addr) },
+    )
+    .await;
     (daemon, addr)
 }
 
@@ -149,23 +151,32 @@ async fn sigkill_five_times_loses_nothing_and_keeps_per_key_order() {
     }
     // A last run to completion, stopped cleanly.
     let (mut daemon, _addr) = start_ready(&config).await;
-    let deadline = Instant::now() + Duration::from_secs(120);
     // The sink's count includes the replays, so it reaches EVENTS before the last source
     // events are copied: wait until every distinct event is there before stopping the daemon.
-    let mut polls = 0;
-    loop {
-        if sink_count(&sink).await >= EVENTS as u64 {
-            polls += 1;
-            if distinct_in_sink(&sink, polls).await == EVENTS {
-                break;
+    let polls = std::sync::atomic::AtomicUsize::new(0);
+    common::wait_until_async(
+        "every distinct event in the sink",
+        Duration::from_secs(120),
+        Duration::from_millis(200),
+        || async {
+            if sink_count(&sink).await < EVENTS as u64 {
+                return false;
             }
-        }
-        assert!(Instant::now() < deadline, "sink never caught up");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            let poll = polls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            distinct_in_sink(&sink, poll).await == EVENTS
+        },
+    )
+    .await;
     // SAFETY: kill(2) on our child.
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    assert!(daemon.wait().unwrap().success());
+    assert!(
+        common::wait_child(
+            &mut daemon,
+            "the daemon after SIGTERM",
+            Duration::from_secs(30)
+        )
+        .success()
+    );
 
     let backend = tributary::connect(&sink).await.unwrap();
     let total = sink_count(&sink).await as usize;

@@ -1,10 +1,14 @@
 //! The daemon from a configuration file: routes run, the operations endpoint answers,
 //! `validate` names bad options, and SIGTERM drains and exits 0.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{TimedLines, lines_within, wait_child, wait_until_blocking};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tributary");
 
@@ -201,19 +205,22 @@ fn a_route_recovers_when_its_sink_becomes_writable() {
         .spawn()
         .unwrap();
     let lock = sink_dir.join("LOCK");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(&lock).unwrap_or_default()
-        != format!(
-            "pid {} on {}",
-            holder.id(),
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .unwrap()
-                .trim()
-        )
-    {
-        assert!(Instant::now() < deadline, "the holder never took the lock");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let holder_id = format!(
+        "pid {} on {}",
+        holder.id(),
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap()
+            .trim()
+    );
+    wait_until_blocking(
+        "the holder takes the lock",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || match std::fs::read_to_string(&lock).unwrap_or_default() {
+            owner if owner == holder_id => Ok(()),
+            owner => Err(format!("LOCK says {owner:?}")),
+        },
+    );
 
     let config = dir.path().join("bridge.toml");
     std::fs::write(
@@ -224,15 +231,15 @@ fn a_route_recovers_when_its_sink_becomes_writable() {
     )
     .unwrap();
     let (mut daemon, mut stderr, addr) = start_daemon(&config);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let unhealthy = loop {
-        let (status, body) = http_get(&addr, "/healthz");
-        if status == 503 {
-            break body;
-        }
-        assert!(Instant::now() < deadline, "never reported unhealthy");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let unhealthy = wait_until_blocking(
+        "/healthz reports the route unhealthy",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || match http_get(&addr, "/healthz") {
+            (503, body) => Ok(body),
+            (status, body) => Err(format!("{status} {body}")),
+        },
+    );
     assert!(unhealthy.starts_with("route orders:"), "{unhealthy}");
     assert_eq!(http_get(&addr, "/readyz").0, 503);
     println!(
@@ -278,13 +285,7 @@ fn produce_orders(url: &str, stream: &str, range: std::ops::Range<usize>, extra:
     assert!(child.wait().unwrap().success());
 }
 
-fn start_daemon(
-    config: &std::path::Path,
-) -> (
-    std::process::Child,
-    BufReader<std::process::ChildStderr>,
-    String,
-) {
+fn start_daemon(config: &std::path::Path) -> (std::process::Child, TimedLines, String) {
     let mut daemon = Command::new(BIN)
         .args(["bridge", "--config"])
         .arg(config)
@@ -292,56 +293,56 @@ fn start_daemon(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = BufReader::new(daemon.stderr.take().unwrap());
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "daemon exited before serving"
-        );
-        if let Some(rest) = line.trim().strip_prefix("operations endpoint: http://") {
-            break rest.split('/').next().unwrap().to_string();
-        }
-    };
+    let mut stderr = lines_within(
+        daemon.stderr.take().unwrap(),
+        "the daemon's stderr",
+        Duration::from_secs(30),
+    );
+    let addr = stderr.find(|line| {
+        line.trim()
+            .strip_prefix("operations endpoint: http://")
+            .map(|rest| rest.split('/').next().unwrap().to_string())
+    });
     (daemon, stderr, addr)
 }
 
 fn wait_for_metric(addr: &str, events: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, body) = http_get(addr, "/metrics");
-        assert_eq!(status, 200);
-        // The lag gauge is published every second; once everything is out it must read 0.
-        let lag_is_zero = body.lines().any(|l| {
-            l.starts_with("tributary_bridge_source_lag_events{")
-                && l.contains("route=\"orders\"")
-                && l.ends_with(" 0")
-        });
-        if metric(&body, "tributary_bridge_events_out_total", "orders") >= events && lag_is_zero {
-            assert!(
-                metric(&body, "tributary_bridge_events_in_total", "orders") >= events,
-                "{body}"
-            );
-            assert!(body.contains("tributary_bridge_batch_seconds"), "{body}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "not replicated in time:\n{body}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let body = wait_until_blocking(
+        &format!("{events} events replicated and the lag at 0"),
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let (status, body) = http_get(addr, "/metrics");
+            assert_eq!(status, 200);
+            // The lag gauge is published every second; once everything is out it must read 0.
+            let lag_is_zero = body.lines().any(|l| {
+                l.starts_with("tributary_bridge_source_lag_events{")
+                    && l.contains("route=\"orders\"")
+                    && l.ends_with(" 0")
+            });
+            if metric(&body, "tributary_bridge_events_out_total", "orders") >= events && lag_is_zero
+            {
+                Ok(body)
+            } else {
+                Err(body)
+            }
+        },
+    );
+    assert!(
+        metric(&body, "tributary_bridge_events_in_total", "orders") >= events,
+        "{body}"
+    );
+    assert!(body.contains("tributary_bridge_batch_seconds"), "{body}");
 }
 
 /// SIGTERM, then the daemon must drain and exit 0 within its 10 s deadline.
-fn stop(
-    daemon: &mut std::process::Child,
-    stderr: &mut BufReader<std::process::ChildStderr>,
-) -> String {
+fn stop(daemon: &mut std::process::Child, stderr: &mut TimedLines) -> String {
     // SAFETY: kill(2) on the child we spawned.
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     let stopped = Instant::now();
-    let status = daemon.wait().unwrap();
-    let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
+    let status = wait_child(daemon, "the daemon after SIGTERM", Duration::from_secs(30));
+    stderr.extend(Duration::from_secs(10));
+    let rest = stderr.rest();
     assert!(status.success(), "exit {status:?}: {rest}");
     assert!(stopped.elapsed() < Duration::from_secs(10));
     rest

@@ -1,6 +1,8 @@
 //! A poison event the sink refuses goes to the dead-letter sink with the reason; the events
 //! around it are replicated, in order, and the source is acked past all of them.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,26 +51,17 @@ async fn a_poison_event_is_dead_lettered_and_does_not_block_its_partition() {
     let task = tokio::spawn(route::run_route(spec, stats.clone(), cancel.clone()));
 
     // The sink receives the 19 good events, in order, with lineage.
-    let out = sink
-        .consumer(
-            "orders",
-            ConsumerOptions::new("check").start(StartPosition::Earliest),
-        )
+    let got: Vec<String> = common::read_n(&sink, "orders", 19, Duration::from_secs(20))
         .await
-        .unwrap();
-    let mut got = Vec::new();
-    while got.len() < 19 {
-        let d = tokio::time::timeout(Duration::from_secs(20), out.receive())
-            .await
-            .expect("in time")
-            .unwrap();
-        got.push(String::from_utf8(d.event.payload.to_vec()).unwrap());
-        assert_eq!(
-            d.event.headers.get("tributary-route").map(|v| v.as_ref()),
-            Some(&b"orders-out"[..])
-        );
-        d.ack();
-    }
+        .into_iter()
+        .map(|event| {
+            assert_eq!(
+                event.headers.get("tributary-route").map(|v| v.as_ref()),
+                Some(&b"orders-out"[..])
+            );
+            String::from_utf8(event.payload.to_vec()).unwrap()
+        })
+        .collect();
     let expected: Vec<String> = (0..20)
         .filter(|&i| i != 7)
         .map(|i| format!("order-{i}"))
@@ -76,47 +69,33 @@ async fn a_poison_event_is_dead_lettered_and_does_not_block_its_partition() {
     assert_eq!(got, expected);
 
     // The poison event is in the dead-letter stream with the reason.
-    let dlq = dead
-        .consumer(
-            "orders-dlq",
-            ConsumerOptions::new("check").start(StartPosition::Earliest),
-        )
+    let d = common::read_n(&dead, "orders-dlq", 1, Duration::from_secs(20))
         .await
-        .unwrap();
-    let d = tokio::time::timeout(Duration::from_secs(20), dlq.receive())
-        .await
-        .expect("in time")
-        .unwrap();
-    assert_eq!(d.event.payload.len(), 5000);
-    let reason =
-        String::from_utf8(d.event.headers.get(dead_letter::REASON).unwrap().to_vec()).unwrap();
+        .remove(0);
+    assert_eq!(d.payload.len(), 5000);
+    let reason = String::from_utf8(d.headers.get(dead_letter::REASON).unwrap().to_vec()).unwrap();
     assert!(reason.contains("too large"), "{reason}");
     assert_eq!(
-        d.event.headers.get(dead_letter::ROUTE).map(|v| v.as_ref()),
+        d.headers.get(dead_letter::ROUTE).map(|v| v.as_ref()),
         Some(&b"orders-out"[..])
     );
     assert_eq!(
-        d.event
-            .headers
-            .get(dead_letter::SINK_STREAM)
-            .map(|v| v.as_ref()),
+        d.headers.get(dead_letter::SINK_STREAM).map(|v| v.as_ref()),
         Some(&b"orders"[..])
     );
-    d.ack();
 
     // Everything was acked at the source: a new member of the group has nothing to read.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let settled = |s: &RouteStats| {
         use std::sync::atomic::Ordering::Relaxed;
         s.replicated.load(Relaxed) + s.dead_lettered.load(Relaxed)
     };
-    while settled(&stats) < 20 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "route did not finish the batch"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_until(
+        "the route finished the batch",
+        Duration::from_secs(10),
+        || settled(&stats) >= 20,
+        || format!("route: {stats}"),
+    )
+    .await;
     cancel.cancel();
     task.await.unwrap().unwrap();
     assert_eq!(
@@ -155,12 +134,16 @@ async fn without_a_dead_letter_sink_the_route_stops_and_the_source_keeps_the_eve
     let mut spec = RouteSpec::new("r", source.clone(), "orders", sink, "orders");
     spec.group = "bridge".into();
     spec.retry.attempts = 1;
-    let error = route::run_route(
-        spec,
-        Arc::new(RouteStats::default()),
-        CancelToken::default(),
+    let error = tokio::time::timeout(
+        Duration::from_secs(30),
+        route::run_route(
+            spec,
+            Arc::new(RouteStats::default()),
+            CancelToken::default(),
+        ),
     )
     .await
+    .expect("the route stops on the poison event")
     .unwrap_err();
     assert_eq!(error.kind(), tributary::ErrorKind::TooLarge, "{error}");
     assert!(error.to_string().contains("route `r`"), "{error}");

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tributary::{Backend, ConsumerOptions, Event, StartPosition, StreamSpec, Timestamp};
+mod common;
+
+use common::{read_distinct, read_n, wait_until};
+use tributary::{Backend, Event, StreamSpec, Timestamp};
 use tributary_bridge::route::{self, RouteSpec, RouteStats, tokio_util_free::CancelToken};
 use tributary_testcontainers::{Peer, require_peer, unique_name};
 
@@ -27,56 +30,8 @@ fn source_events() -> Vec<Event> {
         .collect()
 }
 
-async fn read_all(backend: &Arc<dyn Backend>, stream: &str, n: usize) -> Vec<Event> {
-    read_until(backend, stream, |events| events.len() >= n).await
-}
-
-/// Reads until `n` distinct events (by payload) arrived, keeping repeats: a replicated batch
-/// interrupted by an outage may be there twice.
-async fn read_distinct(backend: &Arc<dyn Backend>, stream: &str, n: usize) -> Vec<Event> {
-    let mut distinct = std::collections::HashSet::new();
-    read_until(backend, stream, |events| {
-        if let Some(last) = events.last() {
-            distinct.insert(last.payload.clone());
-        }
-        distinct.len() >= n
-    })
-    .await
-}
-
-/// Reads `stream` from the start with a new group, acking, until `done(events so far)`.
-async fn read_until(
-    backend: &Arc<dyn Backend>,
-    stream: &str,
-    mut done: impl FnMut(&[Event]) -> bool,
-) -> Vec<Event> {
-    let consumer = backend
-        .consumer(
-            stream,
-            ConsumerOptions::new(unique_name("check")).start(StartPosition::Earliest),
-        )
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    while !done(&out) {
-        let d = tokio::time::timeout(Duration::from_secs(60), consumer.receive())
-            .await
-            .unwrap_or_else(|_| {
-                // A lag above zero means the events are in the topic and the reader is stuck;
-                // zero means they never arrived.
-                panic!(
-                    "{stream}: {} events, then nothing for 60 s; the reader's lag {:?}",
-                    out.len(),
-                    consumer.lag()
-                )
-            })
-            .unwrap();
-        out.push(d.event.clone());
-        d.ack();
-    }
-    consumer.close().await.unwrap();
-    out
-}
+/// How long a reader waits for the next event before the test fails with its lag.
+const QUIET: Duration = Duration::from_secs(60);
 
 /// Per key, the payloads in arrival order.
 fn by_key(events: &[Event]) -> BTreeMap<Vec<u8>, Vec<Vec<u8>>> {
@@ -193,8 +148,8 @@ async fn local_to_kafka_to_kafka_keeps_content_order_and_lineage() {
 
     let (on_first, on_second) = while_routes_run(&mut routes, async {
         (
-            read_all(&kafka, &first, EVENTS).await,
-            read_all(&kafka, &second, EVENTS).await,
+            read_n(&kafka, &first, EVENTS, QUIET).await,
+            read_n(&kafka, &second, EVENTS, QUIET).await,
         )
     })
     .await;
@@ -328,8 +283,16 @@ async fn a_dead_sink_stops_intake_and_the_route_resumes() {
     let task = tokio::spawn(route::run_route(spec, stats.clone(), cancel.clone()));
     let replicated = |s: &RouteStats| s.replicated.load(std::sync::atomic::Ordering::Relaxed);
     let received = |s: &RouteStats| s.received.load(std::sync::atomic::Ordering::Relaxed);
-    while replicated(&stats) < 1000 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    // A route that dies here would leave this wait spinning forever without its deadline.
+    wait_until(
+        "1000 events replicated before the broker is frozen",
+        Duration::from_secs(60),
+        || replicated(&stats) >= 1000 || task.is_finished(),
+        || format!("route: {stats}"),
+    )
+    .await;
+    if task.is_finished() {
+        panic!("the route stopped: {:?} ({stats})", task.await);
     }
 
     server.suspend().expect("SIGSTOP the broker");
@@ -362,7 +325,7 @@ async fn a_dead_sink_stops_intake_and_the_route_resumes() {
         "memory grew from {rss_before} to {rss_after} MiB"
     );
 
-    let copied = read_distinct(&kafka, &topic, total).await;
+    let copied = read_distinct(&kafka, &topic, total, QUIET).await;
     cancel.cancel();
     task.await.unwrap().unwrap();
     // The broker's outage may end before the batch in hand was confirmed: written twice.
@@ -444,7 +407,7 @@ async fn a_slow_sink_keeps_intake_within_the_window_and_finishes() {
         "memory grew from {rss_start} to {max_rss} MiB"
     );
     assert_eq!(final_lag, Some(0), "nothing left at the source");
-    let copied = read_distinct(&kafka, &topic, total).await;
+    let copied = read_distinct(&kafka, &topic, total, QUIET).await;
     cancel.cancel();
     task.await.unwrap().unwrap();
     assert_eq!(

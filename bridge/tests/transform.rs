@@ -6,31 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tributary::{Backend, ConsumerOptions, Event, StartPosition};
+mod common;
+
+use tributary::{Backend, Event};
 use tributary_bridge::{config, daemon, route::lineage};
 
+/// Every expected event, and not one more.
 async fn read(backend: &Arc<dyn Backend>, stream: &str, n: usize) -> Vec<Event> {
-    let consumer = backend
-        .consumer(
-            stream,
-            ConsumerOptions::new("check").start(StartPosition::Earliest),
-        )
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    while out.len() < n {
-        let d = tokio::time::timeout(Duration::from_secs(20), consumer.receive())
-            .await
-            .unwrap_or_else(|_| panic!("{stream}: only {} of {n} events arrived", out.len()))
-            .unwrap();
-        out.push(d.event.clone());
-        d.ack();
-    }
-    // Nothing beyond the expected events.
-    let extra = tokio::time::timeout(Duration::from_millis(300), consumer.receive()).await;
-    assert!(extra.is_err(), "{stream}: more than {n} events");
-    consumer.close().await.unwrap();
-    out
+    common::read_exactly(backend, stream, n, Duration::from_secs(20)).await
 }
 
 fn text(b: &[u8]) -> &str {
@@ -188,14 +171,16 @@ async fn bidirectional_routes_copy_each_event_once_and_never_loop() {
     let settled = |s: &tributary_bridge::route::RouteStats| {
         s.replicated.load(Ordering::Relaxed) + s.looped.load(Ordering::Relaxed)
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while stats.iter().any(|(_, s)| settled(s) < 100) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "routes did not settle"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_until(
+        "routes settled",
+        Duration::from_secs(20),
+        || stats.iter().all(|(_, s)| settled(s) >= 100),
+        || {
+            let counters: Vec<String> = stats.iter().map(|(n, s)| format!("{n}: {s}")).collect();
+            counters.join("; ")
+        },
+    )
+    .await;
     // Each side ends with its own 50 and the other's 50, and nothing more: `read` fails if a
     // 101st event shows up, as it would with the copies bouncing back.
     for (backend, side, other) in [(&east, "east", "west"), (&west, "west", "east")] {
