@@ -230,6 +230,7 @@ pub(crate) fn start(launcher: &Launcher, peer: Peer) -> Result<Server, PeerError
         _container: Some(container),
         data_dir: None,
         recipe: None,
+        shared_by_run: false,
     })
 }
 

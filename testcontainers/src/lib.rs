@@ -24,14 +24,23 @@
 //!   `TRIBUTARY_KINESIS_URL` and `TRIBUTARY_EVENTHUBS_URL`, and Azurite's blob endpoint in
 //!   `TRIBUTARY_AZURITE_URL`.
 //!
-//! Logs go to `target/peers/<server>-<pid>-<n>.log`; a failure to start quotes the last lines.
+//! Logs go to `target/peers/<server>-<pid>-<n>.log`; a failure to start quotes the last lines,
+//! and a test process ended by SIGTERM (its runner's deadline) prints the last lines of the
+//! logs of the servers it used.
+//!
+//! # One server per run
+//! With `TRIBUTARY_PEERS_HOST` set (by `scripts/test`), [`shared`] takes its servers from a host
+//! process that starts one per peer for the whole run ([`run_host`]); tests in nextest's
+//! `private-servers` test group still start their own.
 #![warn(missing_docs)]
 
+mod deadline;
 mod docker;
 mod error;
 mod native;
 mod probe;
 mod process;
+pub mod run_host;
 
 pub use process::{Process, tail as log_tail};
 
@@ -188,6 +197,9 @@ impl Launcher {
             Mode::External => external(peer),
         }?;
         server.startup = started.elapsed();
+        if let Some(log) = &server.log {
+            deadline::watch(log);
+        }
         Ok(server)
     }
 
@@ -224,6 +236,8 @@ pub struct Server {
     _container: Option<docker::Container>,
     data_dir: Option<PathBuf>,
     recipe: Option<native::Recipe>,
+    /// Provided by the run's host ([`run_host`]): other test processes use it too.
+    shared_by_run: bool,
 }
 
 impl Server {
@@ -277,6 +291,7 @@ impl Server {
     /// Stops the server and starts it again on the same ports with the same data, waiting until
     /// it serves (native mode only): for tests of clients that must survive a server restart.
     pub fn restart(&self) -> Result<(), PeerError> {
+        self.refuse_if_shared_by_run("restarted")?;
         let Some(recipe) = &self.recipe else {
             return Err(PeerError::new(
                 self.peer,
@@ -311,6 +326,7 @@ impl Server {
     }
 
     fn signal(&self, signal: libc::c_int) -> Result<(), PeerError> {
+        self.refuse_if_shared_by_run("frozen or resumed")?;
         let pgid = self
             .pid()
             .and_then(|p| libc::pid_t::try_from(p).ok())
@@ -333,6 +349,23 @@ impl Server {
             ));
         }
         Ok(())
+    }
+
+    fn refuse_if_shared_by_run(&self, what: &str) -> Result<(), PeerError> {
+        if !self.shared_by_run {
+            return Ok(());
+        }
+        Err(PeerError::new(
+            self.peer,
+            Reason::Unsupported,
+            format!(
+                "this server is shared by every test of the run and cannot be {what} by one of them"
+            ),
+        )
+        .fix(format!(
+            "put the test in the `{}` test group of .config/nextest.toml, so it starts a server of its own",
+            run_host::PRIVATE_GROUP_PREFIX
+        )))
     }
 
     /// Stops the server now (dropping it does the same).
@@ -445,6 +478,7 @@ fn external(peer: Peer) -> Result<Server, PeerError> {
         _container: None,
         data_dir: None,
         recipe: None,
+        shared_by_run: false,
     })
 }
 
@@ -556,10 +590,18 @@ type SharedSlot = OnceLock<Result<Arc<Server>, PeerError>>;
 static SHARED: [SharedSlot; Peer::ALL.len()] = [const { OnceLock::new() }; Peer::ALL.len()];
 
 /// The test binary's one instance of `peer`, started on first use and shared by its tests.
-/// It stops when the test process ends, however it ends.
+/// It stops when the test process ends, however it ends. When a run's host is offered
+/// ([`run_host`]), the host's instance instead, shared by every test process of the run.
 pub fn shared(peer: Peer) -> Result<Arc<Server>, PeerError> {
     SHARED[peer.index()]
         .get_or_init(|| {
+            if let Some(socket) = run_host::offered() {
+                let server = run_host::request(&socket, peer)?;
+                if let Some(log) = &server.log {
+                    deadline::watch(log);
+                }
+                return Ok(Arc::new(server));
+            }
             let launcher =
                 Launcher::from_env().map_err(|e| PeerError::new(peer, Reason::Unsupported, e))?;
             launcher.start(peer).map(Arc::new)

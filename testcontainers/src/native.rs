@@ -199,6 +199,7 @@ fn server(
         process: Mutex::new(Some(process)),
         _container: None,
         data_dir: data,
+        shared_by_run: false,
     }
 }
 
