@@ -8,9 +8,11 @@
 //! ```
 //!
 //! - **Order.** A partition's events leave its queue in order. A nacked (or dropped) delivery
-//!   goes back to the front of its partition's queue and holds the partition's later events
-//!   until its backoff (`nack_delay`, doubled per attempt, at most `nack_max_delay`) has passed:
-//!   it comes back before them, and other partitions keep flowing meanwhile. The crate's own
+//!   goes back into its partition's queue in message-id order (ahead of the partition's later
+//!   events, behind earlier ones nacked too) and holds the later events until its backoff
+//!   (`nack_delay`, doubled per attempt, at most `nack_max_delay`) has passed: nacked events
+//!   come back in the order they were first delivered, before the partition's later events,
+//!   and other partitions keep flowing meanwhile. The crate's own
 //!   nack would ask the broker for an immediate redelivery, which on a Failover subscription
 //!   rewinds the whole partition and burns retries; tributary redelivers in process instead.
 //! - **Attempts** are counted here: the crate does not expose the broker's redelivery count,
@@ -66,6 +68,21 @@ pub(crate) struct PartitionQueue {
     /// Bumped when the partition's member is replaced: deliveries of an earlier generation are
     /// redelivered by the broker, so their nacks are not requeued here.
     pub generation: u64,
+}
+
+impl PartitionQueue {
+    /// Puts a nacked event back before the partition's later events but after the ones
+    /// nacked before it that came earlier in the partition: message-id order, which is the
+    /// order they were first delivered in (nacking e0 then e1, or e1 then e0, brings back e0
+    /// before e1).
+    pub(crate) fn requeue(&mut self, pending: Pending) {
+        let at = self
+            .queue
+            .iter()
+            .position(|queued| queued.position > pending.position)
+            .unwrap_or(self.queue.len());
+        self.queue.insert(at, pending);
+    }
 }
 
 pub(crate) struct State {
@@ -171,7 +188,7 @@ impl Acknowledge for PulsarAck {
                     pending.not_before =
                         Some(Instant::now() + self.shared.backoff(pending.attempt));
                     pending.attempt += 1;
-                    state.partitions[slot].queue.push_front(pending);
+                    state.partitions[slot].requeue(pending);
                     state.queued += 1;
                 }
                 drop(state);
@@ -363,6 +380,42 @@ impl BatchAcks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pending(entry: u64) -> Pending {
+        Pending {
+            slot: 0,
+            event: Event::new(format!("e{entry}")),
+            id: MessageIdData {
+                ledger_id: 7,
+                entry_id: entry,
+                ..Default::default()
+            },
+            position: MessagePosition {
+                ledger: 7,
+                entry,
+                partition: 0,
+                batch: None,
+            },
+            batch_size: None,
+            generation: 0,
+            attempt: 1,
+            not_before: None,
+        }
+    }
+
+    #[test]
+    fn nacked_events_return_in_first_delivery_order_before_later_ones() {
+        let mut partition = PartitionQueue::default();
+        for entry in 3..6 {
+            partition.queue.push_back(pending(entry));
+        }
+        // Delivered e0, e1, e2; nacked e1 first, then e0, then e2.
+        partition.requeue(pending(1));
+        partition.requeue(pending(0));
+        partition.requeue(pending(2));
+        let order: Vec<u64> = partition.queue.iter().map(|p| p.position.entry).collect();
+        assert_eq!(order, [0, 1, 2, 3, 4, 5]);
+    }
 
     #[test]
     fn a_batch_is_acked_when_all_its_events_are() {

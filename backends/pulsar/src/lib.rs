@@ -82,8 +82,9 @@
 //! Failover promise against a real broker; the conformance run covers the rest.
 //!
 //! # Acks, nacks and batching
-//! Acks are individual. A nack is handled in this process: the event returns to the front of
-//! its partition after a backoff and comes back before that partition's later events (the
+//! Acks are individual. A nack is handled in this process: after a backoff the event comes
+//! back before its partition's later events, nacked events of a partition in the order they
+//! were first delivered (the
 //! crate's nack would ask the broker for an immediate redelivery, which on Failover rewinds
 //! the partition). Attempts are counted by the consumer (the broker counts none on Failover).
 //!
