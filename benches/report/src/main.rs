@@ -1,0 +1,356 @@
+//! Writes `BENCHMARKS.md` and its SVG plots from what `scripts/bench` collected.
+//!
+//! `tributary-bench-report RESULTS_DIR REPO_ROOT`. RESULTS_DIR holds:
+//! - `meta.txt`: `key=value` lines (date, commit, command, events);
+//! - `machine.txt`: the machine as `lscpu`, `free`, `uname` and the load average saw it;
+//! - `suites.tsv`: one line per benchmark suite: name, `ran`/`skipped`/`failed`, a reason;
+//! - `<suite>.txt`: each suite's raw output;
+//! - `local.json`: the local backend's figures (`core/benches/local.rs`, `BENCH_JSON`).
+//!
+//! The plots go to `docs/benchmarks/` so the Markdown can link them by relative path.
+
+mod plots;
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+fn main() {
+    let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
+    let [results, root] = args.as_slice() else {
+        eprintln!("usage: tributary-bench-report RESULTS_DIR REPO_ROOT");
+        std::process::exit(2);
+    };
+    if let Err(e) = run(results, root) {
+        eprintln!("bench report: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))
+}
+
+/// One figure of the batch sweep.
+pub(crate) struct Throughput {
+    pub case: String,
+    pub baseline: bool,
+    pub batch: u64,
+    pub per_sec: f64,
+}
+
+/// Latency percentiles of one case, in µs.
+pub(crate) struct Latency {
+    pub case: String,
+    pub baseline: bool,
+    pub values: [f64; 4],
+}
+
+/// One row of the partition sweep.
+pub(crate) struct Scaling {
+    pub case: String,
+    pub partitions: u64,
+    pub per_sec: f64,
+    pub open_ms: f64,
+    pub rss_before: f64,
+    pub rss_peak: f64,
+}
+
+pub(crate) const PERCENTILES: [&str; 4] = ["p50", "p90", "p99", "p99.9"];
+
+struct Local {
+    events: u64,
+    throughput: Vec<Throughput>,
+    pairs: Vec<(String, String, f64, u64)>,
+    latency: Vec<Latency>,
+    scaling: Vec<Scaling>,
+}
+
+fn field<'a>(v: &'a Value, name: &str) -> Result<&'a Value, String> {
+    v.get(name)
+        .ok_or_else(|| format!("local.json: `{name}` is missing in {v}"))
+}
+
+fn num(v: &Value, name: &str) -> Result<f64, String> {
+    field(v, name)?
+        .as_f64()
+        .ok_or_else(|| format!("local.json: `{name}` is not a number in {v}"))
+}
+
+fn text(v: &Value, name: &str) -> Result<String, String> {
+    Ok(field(v, name)?
+        .as_str()
+        .ok_or_else(|| format!("local.json: `{name}` is not a string in {v}"))?
+        .to_owned())
+}
+
+fn list<'a>(v: &'a Value, name: &str) -> Result<&'a [Value], String> {
+    Ok(field(v, name)?
+        .as_array()
+        .ok_or_else(|| format!("local.json: `{name}` is not a list"))?
+        .as_slice())
+}
+
+fn parse_local(body: &str) -> Result<Local, String> {
+    let v: Value = serde_json::from_str(body).map_err(|e| format!("local.json: {e}"))?;
+    let flag = |v: &Value| v.get("baseline").and_then(Value::as_bool).unwrap_or(false);
+    Ok(Local {
+        events: num(&v, "events")? as u64,
+        throughput: list(&v, "throughput")?
+            .iter()
+            .map(|t| {
+                Ok(Throughput {
+                    case: text(t, "case")?,
+                    baseline: flag(t),
+                    batch: num(t, "batch")? as u64,
+                    per_sec: num(t, "per_sec")?,
+                })
+            })
+            .collect::<Result<_, String>>()?,
+        pairs: list(&v, "pairs")?
+            .iter()
+            .map(|p| {
+                Ok((
+                    text(p, "case")?,
+                    text(p, "baseline")?,
+                    num(p, "goal")?,
+                    num(p, "batch")? as u64,
+                ))
+            })
+            .collect::<Result<_, String>>()?,
+        latency: list(&v, "latency")?
+            .iter()
+            .map(|l| {
+                Ok(Latency {
+                    case: text(l, "case")?,
+                    baseline: flag(l),
+                    values: [
+                        num(l, "p50")?,
+                        num(l, "p90")?,
+                        num(l, "p99")?,
+                        num(l, "p999")?,
+                    ],
+                })
+            })
+            .collect::<Result<_, String>>()?,
+        scaling: list(&v, "scaling")?
+            .iter()
+            .map(|s| {
+                Ok(Scaling {
+                    case: text(s, "case")?,
+                    partitions: num(s, "partitions")? as u64,
+                    per_sec: num(s, "per_sec")?,
+                    open_ms: num(s, "open_secs")? * 1e3,
+                    rss_before: num(s, "rss_before")? / (1u64 << 20) as f64,
+                    rss_peak: num(s, "rss_peak")? / (1u64 << 20) as f64,
+                })
+            })
+            .collect::<Result<_, String>>()?,
+    })
+}
+
+/// Thousands separated by commas, as the README writes figures.
+fn grouped(x: f64) -> String {
+    if !x.is_finite() {
+        return "–".to_owned();
+    }
+    let digits = format!("{:.0}", x.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if x < 0.0 { format!("-{out}") } else { out }
+}
+
+fn cases<'a>(names: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for n in names {
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    out
+}
+
+fn local_section(md: &mut String, local: &Local) {
+    let rate = |case: &str, batch: u64| {
+        local
+            .throughput
+            .iter()
+            .find(|t| t.case == case && t.batch == batch)
+            .map(|t| t.per_sec)
+    };
+    let _ = writeln!(
+        md,
+        "## Local backend (`cargo bench -p tributary --bench local`)\n\n\
+         Events of 100 B with a key out of 1000, 4 partitions; producer and consumer run \
+         concurrently (`send_batch(B)`, `receive_batch(B)`, every delivery acked); {} events per \
+         row (fsync rows: at most 1,000 batches). Each figure is the best of the run's alternating \
+         rounds.\n",
+        grouped(local.events as f64)
+    );
+    md.push_str("| goal row | batch | backend | baseline | ratio | goal | met |\n|---|---|---|---|---|---|---|\n");
+    for (case, baseline, goal, batch) in &local.pairs {
+        let (Some(a), Some(b)) = (rate(case, *batch), rate(baseline, *batch)) else {
+            continue;
+        };
+        let ratio = a / b;
+        let _ = writeln!(
+            md,
+            "| `{case}` vs {baseline} | {batch} | {}/s | {}/s | {ratio:.2}× | ≥ {goal}× | {} |",
+            grouped(a),
+            grouped(b),
+            if ratio >= *goal { "yes" } else { "**no**" }
+        );
+    }
+    let batches: Vec<u64> = {
+        let mut b: Vec<u64> = local.throughput.iter().map(|t| t.batch).collect();
+        b.sort_unstable();
+        b.dedup();
+        b
+    };
+    md.push_str("\nThroughput (events/s) by batch size:\n\n| |");
+    for b in &batches {
+        let _ = write!(md, " B={b} |");
+    }
+    md.push_str("\n|---|");
+    md.push_str(&"---|".repeat(batches.len()));
+    md.push('\n');
+    for case in cases(local.throughput.iter().map(|t| t.case.as_str())) {
+        let baseline = local
+            .throughput
+            .iter()
+            .any(|t| t.case == case && t.baseline);
+        let _ = write!(
+            md,
+            "| {case}{} |",
+            if baseline { " (baseline)" } else { "" }
+        );
+        for b in &batches {
+            let _ = write!(md, " {} |", grouped(rate(case, *b).unwrap_or(f64::NAN)));
+        }
+        md.push('\n');
+    }
+    md.push_str("\n![throughput against batch size](docs/benchmarks/throughput-batch.svg)\n");
+    if !local.latency.is_empty() {
+        md.push_str(
+            "\nLatency (µs): one event sent, then received and acked, 2,000 times; the raw \
+             write rows time one frame's write (and fdatasync).\n\n| |",
+        );
+        for p in PERCENTILES {
+            let _ = write!(md, " {p} |");
+        }
+        md.push_str("\n|---|---|---|---|---|\n");
+        for l in &local.latency {
+            let _ = write!(
+                md,
+                "| {}{} |",
+                l.case,
+                if l.baseline { " (baseline)" } else { "" }
+            );
+            for v in l.values {
+                let _ = write!(md, " {v:.1} |");
+            }
+            md.push('\n');
+        }
+        md.push_str("\n![latency percentiles](docs/benchmarks/latency.svg)\n");
+    }
+    if !local.scaling.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nConsume by partition count: a backlog of {} events, then one consumer drains it \
+             with `receive_batch(1000)`, acking each; events/s from its first read (joining the group \
+             and opening the partitions is the \"open\" column). Memory is the process's resident set (VmRSS) \
+             before the consumer opens and its peak while draining (sampled every 5 ms); for \
+             `memory://` the backlog itself is resident.\n",
+            grouped(local.events as f64)
+        );
+        md.push_str("| backend | partitions | events/s | open | RSS before | RSS peak | growth |\n|---|---|---|---|---|---|---|\n");
+        for s in &local.scaling {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {:.0} ms | {:.0} MiB | {:.0} MiB | {:+.0} MiB |",
+                s.case,
+                s.partitions,
+                grouped(s.per_sec),
+                s.open_ms,
+                s.rss_before,
+                s.rss_peak,
+                s.rss_peak - s.rss_before
+            );
+        }
+        md.push_str("\n![consume throughput against partitions](docs/benchmarks/partitions.svg)\n");
+    }
+}
+
+fn run(results: &Path, root: &Path) -> Result<(), String> {
+    let meta: BTreeMap<String, String> = read(&results.join("meta.txt"))?
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let machine = read(&results.join("machine.txt"))?;
+    let suites: Vec<(String, String, String)> = read(&results.join("suites.tsv"))?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut f = l.splitn(3, '\t');
+            let mut next = || f.next().unwrap_or("").to_owned();
+            (next(), next(), next())
+        })
+        .collect();
+    let local = match std::fs::read_to_string(results.join("local.json")) {
+        Ok(body) => Some(parse_local(&body)?),
+        Err(_) => None,
+    };
+    let plots_dir = root.join("docs/benchmarks");
+    std::fs::create_dir_all(&plots_dir)
+        .map_err(|e| format!("creating {}: {e}", plots_dir.display()))?;
+
+    let mut md = String::new();
+    let get = |k: &str| meta.get(k).map_or("?", String::as_str);
+    let _ = writeln!(
+        md,
+        "# Benchmarks\n\n\
+         Written by `scripts/bench` (do not edit by hand): every benchmark of the repository, each \
+         beside its baseline measured in the same run on the same machine. Nothing here is a timed \
+         assertion; the figures are what this run saw.\n\n\
+         - date: {}\n- commit: `{}`\n- command: `{}`\n",
+        get("date"),
+        get("commit"),
+        get("command")
+    );
+    md.push_str("## Suites\n\n| suite | status | note |\n|---|---|---|\n");
+    for (name, status, why) in &suites {
+        let _ = writeln!(md, "| {name} | {status} | {why} |");
+    }
+    md.push('\n');
+    if let Some(local) = &local {
+        local_section(&mut md, local);
+        plots::throughput_by_batch(&plots_dir.join("throughput-batch.svg"), &local.throughput)?;
+        if !local.latency.is_empty() {
+            plots::latency(&plots_dir.join("latency.svg"), &local.latency)?;
+        }
+        if !local.scaling.is_empty() {
+            plots::partitions(&plots_dir.join("partitions.svg"), &local.scaling)?;
+        }
+    }
+    let _ = writeln!(md, "\n## Machine\n\n```text\n{}\n```", machine.trim_end());
+    md.push_str("\n## Raw output\n");
+    for (name, status, _) in &suites {
+        if status == "skipped" {
+            continue;
+        }
+        let raw = std::fs::read_to_string(results.join(format!("{name}.txt")))
+            .unwrap_or_else(|e| format!("(no output: {e})"));
+        let _ = writeln!(md, "\n### {name}\n\n```text\n{}\n```", raw.trim_end());
+    }
+    let out = root.join("BENCHMARKS.md");
+    std::fs::write(&out, md).map_err(|e| format!("writing {}: {e}", out.display()))?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
