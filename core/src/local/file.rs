@@ -29,6 +29,7 @@ use super::log::{LogConfig, PartitionLog};
 use crate::{Error, Event, Result};
 use bytes::Bytes;
 use parking_lot::Mutex;
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -55,6 +56,10 @@ const INDEX_INTERVAL: u64 = 4096;
 const READ_CHUNK: usize = 256 << 10;
 const RESYNC_CHUNK: usize = 1 << 20;
 const MARKS_FILE: &str = "marks";
+/// What the tail of recent appends may hold per partition (encoded bytes, about).
+const TAIL_BYTES: usize = 256 << 10;
+/// A tail record's memory beyond its encoded event (record, event and `Bytes` headers).
+const TAIL_OVERHEAD: usize = 96;
 
 /// A damaged region of a segment found by a reader: records `from..resume` cannot be read;
 /// the frame of `resume` starts at byte `resume_pos`.
@@ -96,6 +101,10 @@ struct Inner {
     scratch: Vec<u8>,
     /// The writer's open marks file.
     marks: Option<File>,
+    /// The newest records this process appended (the last ends at `next`), so readers that
+    /// keep up are served from memory, without a system call or a blocking task.
+    tail: VecDeque<StoredRecord>,
+    tail_bytes: usize,
 }
 
 /// A partition log in a directory.
@@ -167,6 +176,8 @@ impl FileLog {
                 last_sync: Instant::now(),
                 scratch: Vec::new(),
                 marks: None,
+                tail: VecDeque::new(),
+                tail_bytes: 0,
             }),
         };
         let loaded = log.load(writable)?;
@@ -184,6 +195,8 @@ impl FileLog {
         g.next = loaded.next;
         g.marks = loaded.marks;
         g.dirty = false;
+        g.tail.clear();
+        g.tail_bytes = 0;
     }
 
     fn list_bases(&self) -> Result<Vec<u64>> {
@@ -772,13 +785,11 @@ impl FileLog {
     }
 }
 
-impl PartitionLog for FileLog {
-    fn append(&self, events: &[Event], append_ms: i64) -> Result<u64> {
+impl FileLog {
+    fn append_in(&self, g: &mut Inner, events: &[Event], append_ms: i64) -> Result<u64> {
         if !self.is_writable() {
             return Err(self.read_only_error());
         }
-        let mut guard = self.inner.lock();
-        let g = &mut *guard;
         let base = g.next;
         let created_from = g.segments.len();
         let mut undo: Vec<Undo> = Vec::new();
@@ -885,6 +896,56 @@ impl PartitionLog for FileLog {
             FsyncPolicy::Interval(_) | FsyncPolicy::Never => self.publish(g),
         }
         Ok(base)
+    }
+}
+
+impl PartitionLog for FileLog {
+    fn append(&self, events: &[Event], append_ms: i64) -> Result<u64> {
+        self.append_in(&mut self.inner.lock(), events, append_ms)
+    }
+
+    fn append_owned(&self, events: Vec<Event>, append_ms: i64) -> Result<u64> {
+        let mut g = self.inner.lock();
+        let base = self.append_in(&mut g, &events, append_ms)?;
+        for (offset, event) in (base..).zip(events) {
+            g.tail_bytes += event.encoded_len() + TAIL_OVERHEAD;
+            g.tail.push_back(StoredRecord {
+                offset,
+                append_ms,
+                event,
+            });
+        }
+        while g.tail_bytes > TAIL_BYTES
+            && let Some(old) = g.tail.pop_front()
+        {
+            g.tail_bytes -= old.event.encoded_len() + TAIL_OVERHEAD;
+        }
+        Ok(base)
+    }
+
+    fn read_cached(
+        &self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Option<Vec<StoredRecord>> {
+        let g = self.inner.lock();
+        let first = g.tail.front()?.offset;
+        // Below the tail, or where retention has moved the start: the file path, which knows
+        // what was removed and says so.
+        if from < first || from < g.start || from >= g.next {
+            return None;
+        }
+        let mut out = Vec::with_capacity(max_records.min((g.next - from) as usize));
+        let mut budget = max_bytes.max(1);
+        for record in g.tail.range((from - first) as usize..) {
+            if out.len() >= max_records || budget == 0 {
+                break;
+            }
+            budget = budget.saturating_sub(record.event.encoded_len());
+            out.push(record.clone());
+        }
+        Some(out)
     }
 
     fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<StoredRecord>> {

@@ -22,9 +22,23 @@ pub(crate) struct LogConfig {
 pub(crate) trait PartitionLog: Send + Sync + 'static {
     /// Appends events in order; returns the first one's offset.
     fn append(&self, events: &[Event], append_ms: i64) -> Result<u64>;
+    /// [`append`](Self::append) of events the caller gives away: a log that keeps events in
+    /// memory keeps these instead of copies (no reference-count traffic, no promotion of
+    /// vector-backed payloads to shared ones).
+    fn append_owned(&self, events: Vec<Event>, append_ms: i64) -> Result<u64> {
+        self.append(&events, append_ms)
+    }
     /// Up to `max_records` records from offset `from` (clamped to the retained range), stopping
     /// early after about `max_bytes`.
     fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<StoredRecord>>;
+    /// [`read`](Self::read) when it can be served from memory without blocking (the memory log
+    /// always; the file log from its tail of recent appends); `None` when only `read` can.
+    fn read_cached(
+        &self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Option<Vec<StoredRecord>>;
     /// (oldest retained offset, next offset to be written).
     fn bounds(&self) -> (u64, u64);
     /// First offset whose effective time is at or after `ms`, or the next offset if none.
@@ -79,41 +93,60 @@ impl MemoryLog {
     }
 }
 
+impl MemoryLog {
+    fn push(&self, g: &mut MemInner, event: Event, append_ms: i64) {
+        let size = event.encoded_len() as u64 + 32;
+        let next = g.next;
+        let active = g.segments.back().expect("always one segment");
+        if active.bytes >= self.config.segment_bytes && !active.records.is_empty() {
+            g.segments.push_back(MemSegment {
+                base: next,
+                records: Vec::new(),
+                bytes: 0,
+                newest_append_ms: i64::MIN,
+            });
+        }
+        let active = g.segments.back_mut().expect("always one segment");
+        active.records.push(StoredRecord {
+            offset: next,
+            append_ms,
+            event,
+        });
+        active.bytes += size;
+        active.newest_append_ms = active.newest_append_ms.max(append_ms);
+        g.total_bytes += size;
+        g.next += 1;
+    }
+}
+
 impl PartitionLog for MemoryLog {
     fn append(&self, events: &[Event], append_ms: i64) -> Result<u64> {
+        self.append_owned(events.to_vec(), append_ms)
+    }
+
+    fn append_owned(&self, events: Vec<Event>, append_ms: i64) -> Result<u64> {
         let mut g = self.inner.write();
         let base = g.next;
         for event in events {
-            let size = event.encoded_len() as u64 + 32;
-            let next = g.next;
-            let active = g.segments.back().expect("always one segment");
-            if active.bytes >= self.config.segment_bytes && !active.records.is_empty() {
-                g.segments.push_back(MemSegment {
-                    base: next,
-                    records: Vec::new(),
-                    bytes: 0,
-                    newest_append_ms: i64::MIN,
-                });
-            }
-            let active = g.segments.back_mut().expect("always one segment");
-            active.records.push(StoredRecord {
-                offset: next,
-                append_ms,
-                event: event.clone(),
-            });
-            active.bytes += size;
-            active.newest_append_ms = active.newest_append_ms.max(append_ms);
-            g.total_bytes += size;
-            g.next += 1;
+            self.push(&mut g, event, append_ms);
         }
         Ok(base)
+    }
+
+    fn read_cached(
+        &self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Option<Vec<StoredRecord>> {
+        self.read(from, max_records, max_bytes).ok()
     }
 
     fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<StoredRecord>> {
         let g = self.inner.read();
         let start = g.segments.front().map_or(g.next, |s| s.base);
         let mut offset = from.max(start);
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(max_records.min(g.next.saturating_sub(offset) as usize));
         let mut bytes = 0;
         let mut seg = g
             .segments

@@ -22,7 +22,7 @@ mod writer;
 pub use config::{LocalConfig, Storage};
 pub use file::FsyncPolicy;
 pub use partitioner::{murmur2, partition_for_key};
-pub(crate) use stream::{StreamState, validate_stream_name};
+pub(crate) use stream::{StreamState, offset_position, validate_stream_name};
 
 use dirs::*;
 use producer::*;
@@ -398,7 +398,7 @@ impl LocalBackend {
         Ok(Arc::new(StreamState {
             name: name.to_owned(),
             partitions: logs,
-            appended: watch::channel(0).0,
+            appended: (0..partitions).map(|_| watch::channel(0).0).collect(),
             deleted: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             round_robin: AtomicU64::new(0),
@@ -524,7 +524,7 @@ impl Backend for LocalBackend {
         if let Some(state) = removed {
             state.deleted.store(true, AtomicOrdering::Release);
             // Readers wake, find the stream deleted, and end their groups with "not found".
-            state.appended.send_modify(|v| *v += 1);
+            state.wake_all();
         }
         if let (Some(dir), Some(root)) = (dir, self.shared.root.clone()) {
             let stream = stream.to_owned();
@@ -614,7 +614,7 @@ impl Backend for LocalBackend {
                 .io(move || logs.iter().try_for_each(|l| l.sync()))
                 .await?;
             stream.closed.store(true, AtomicOrdering::Release);
-            stream.appended.send_modify(|v| *v += 1);
+            stream.wake_all();
         }
         // Releasing the lock lets this or another process open the directory for writing.
         self.shared.lock.lock().take();

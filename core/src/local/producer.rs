@@ -69,15 +69,14 @@ impl Producer for LocalProducer {
         // Group per partition, keeping send order inside each partition.
         let mut slots = Vec::with_capacity(events.len());
         let mut by_partition: Vec<(usize, Vec<Event>)> = Vec::new();
+        let mut group_of = vec![usize::MAX; self.stream.partitions.len()];
         for event in events {
             let p = self.partition_of(&event);
-            let group = match by_partition.iter().position(|(q, _)| *q == p) {
-                Some(g) => g,
-                None => {
-                    by_partition.push((p, Vec::new()));
-                    by_partition.len() - 1
-                }
-            };
+            if group_of[p] == usize::MAX {
+                group_of[p] = by_partition.len();
+                by_partition.push((p, Vec::new()));
+            }
+            let group = group_of[p];
             slots.push((group, by_partition[group].1.len()));
             by_partition[group].1.push(event);
         }
@@ -110,18 +109,26 @@ impl Producer for LocalProducer {
             }
             None => {
                 let now = Timestamp::now().as_millis();
+                // The events move into the log: it keeps them, not copies.
                 by_partition
-                    .iter()
-                    .map(|(p, e)| self.stream.partitions[*p].append(e, now))
+                    .into_iter()
+                    .map(|(p, e)| self.stream.partitions[p].append_owned(e, now))
                     .collect::<Result<Vec<_>>>()?
             }
         };
-        self.stream.appended.send_modify(|v| *v += 1);
+        // Only the readers of the partitions written wake up.
+        for p in &partitions {
+            self.stream.wake(*p);
+        }
+        let ids: Vec<PartitionId> = partitions
+            .iter()
+            .map(|p| PartitionId::from(*p as u32))
+            .collect();
         Ok(slots
             .into_iter()
             .map(|(group, index)| Receipt {
-                partition: Some(PartitionId::from(partitions[group] as u32)),
-                position: Some(Position::from_offset(bases[group] + index as u64)),
+                partition: Some(ids[group].clone()),
+                position: Some(offset_position(bases[group] + index as u64)),
             })
             .collect())
     }

@@ -2,8 +2,8 @@
 //! backend are the engine's, over a memory store (`memory://`) or the directory's checkpoint
 //! store (`file://`, shared by the processes of the host).
 
-use super::StreamState;
 use super::log::PartitionLog;
+use super::{StreamState, offset_position};
 use crate::backend::checkpoint::{Checkpoint, PartitionTopology};
 use crate::backend::group::{PartitionReader, PartitionSource, ReadBatch, SourceRecord};
 use crate::{Error, PartitionId, Position, Result, StartPosition};
@@ -126,7 +126,7 @@ impl PartitionSource for LocalSource {
             log,
             cursor,
             follower: self.follower,
-            appended: self.stream.appended.subscribe(),
+            appended: self.stream.appended[index].subscribe(),
         }))
     }
 }
@@ -149,11 +149,17 @@ impl PartitionReader for LocalReader {
             self.appended.borrow_and_update();
             let (_, next) = self.log.bounds();
             if self.cursor < next {
-                let (log, from) = (self.log.clone(), self.cursor);
-                let records = self
-                    .stream
-                    .io(move || log.read(from, max.max(1), FETCH_BYTES))
-                    .await?;
+                let from = self.cursor;
+                // Records still in memory need no blocking task; older ones are read from disk.
+                let records = match self.log.read_cached(from, max.max(1), FETCH_BYTES) {
+                    Some(records) if !records.is_empty() => records,
+                    _ => {
+                        let log = self.log.clone();
+                        self.stream
+                            .io(move || log.read(from, max.max(1), FETCH_BYTES))
+                            .await?
+                    }
+                };
                 if let Some(last) = records.last() {
                     if records[0].offset > from {
                         tracing::warn!(stream = %self.stream.name, partition = self.index, from,
@@ -167,7 +173,7 @@ impl PartitionReader for LocalReader {
                         records: records
                             .into_iter()
                             .map(|r| SourceRecord {
-                                position: Position::from_offset(r.offset),
+                                position: offset_position(r.offset),
                                 event: r.event,
                             })
                             .collect(),

@@ -20,8 +20,9 @@ pub(crate) fn validate_stream_name(name: &str) -> Result<()> {
 pub(crate) struct StreamState {
     pub(crate) name: String,
     pub(crate) partitions: Vec<Arc<dyn PartitionLog>>,
-    /// Bumped after every append, so waiting consumers wake without polling.
-    pub(crate) appended: watch::Sender<u64>,
+    /// One per partition, bumped after every append to it, so the readers waiting on that
+    /// partition (and only they) wake without polling.
+    pub(crate) appended: Vec<watch::Sender<u64>>,
     pub(crate) deleted: AtomicBool,
     /// Set when the backend closes, so handles opened earlier stop writing.
     pub(crate) closed: AtomicBool,
@@ -32,6 +33,20 @@ pub(crate) struct StreamState {
 }
 
 impl StreamState {
+    /// Wakes the readers of partition `p` after an append.
+    pub(crate) fn wake(&self, p: usize) {
+        if let Some(appended) = self.appended.get(p) {
+            appended.send_modify(|v| *v += 1);
+        }
+    }
+
+    /// Wakes every reader: the stream was deleted or its backend closed.
+    pub(crate) fn wake_all(&self) {
+        for appended in &self.appended {
+            appended.send_modify(|v| *v += 1);
+        }
+    }
+
     pub(crate) fn check_live(&self) -> Result<()> {
         if self.deleted.load(AtomicOrdering::Acquire) {
             return Err(Error::not_found(format!(
@@ -61,6 +76,23 @@ impl StreamState {
             f()
         }
     }
+}
+
+/// [`Position::from_offset`] without its temporary `String` (one allocation, not two): a
+/// position per delivered and per sent event makes this a hot path.
+pub(crate) fn offset_position(offset: u64) -> Position {
+    let mut digits = [0u8; 20]; // u64::MAX has 20 decimal digits
+    let mut at = digits.len();
+    let mut rest = offset;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    Position::new(std::str::from_utf8(&digits[at..]).expect("ASCII digits"))
 }
 
 /// The on-disk format of `stream.json` this build reads and writes.
@@ -144,4 +176,17 @@ pub(super) fn partitions_on_disk(dir: &Path) -> Result<Option<u32>> {
         .with_backend("file"));
     }
     Ok(Some(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offset_positions_are_the_offsets_decimal_form() {
+        for offset in [0, 1, 9, 10, 99, 100, 4_294_967_296, u64::MAX - 1, u64::MAX] {
+            assert_eq!(offset_position(offset), Position::from_offset(offset));
+            assert_eq!(offset_position(offset).as_offset(), Some(offset));
+        }
+    }
 }

@@ -33,17 +33,21 @@ pub(super) fn spawn_writer(
                 let now = Timestamp::now().as_millis();
                 let mut touched = vec![false; logs.len()];
                 let mut results = Vec::with_capacity(group.len());
-                for request in &group {
-                    let mut bases = Vec::with_capacity(request.batches.len());
+                for request in &mut group {
+                    let batches = std::mem::take(&mut request.batches);
+                    let counts: Vec<(usize, usize)> =
+                        batches.iter().map(|(p, ev)| (*p, ev.len())).collect();
+                    let mut bases = Vec::with_capacity(batches.len());
                     let mut outcome = Ok(());
-                    for (p, events) in &request.batches {
-                        match logs[*p].append(events, now) {
+                    // The events move into the log (its tail of recent appends keeps them).
+                    for (p, events) in batches {
+                        match logs[p].append_owned(events, now) {
                             Ok(base) => {
-                                touched[*p] = true;
+                                touched[p] = true;
                                 bases.push(base);
                             }
                             Err(e) => {
-                                outcome = Err(partly_stored(e, &request.batches, &bases, *p));
+                                outcome = Err(partly_stored(e, &counts, &bases, p));
                                 break;
                             }
                         }
@@ -78,26 +82,20 @@ pub(super) fn spawn_writer(
 /// before it were (a batch is written partition by partition; each partition all or nothing).
 pub(super) fn partly_stored(
     e: Error,
-    batches: &[(usize, Vec<Event>)],
+    batches: &[(usize, usize)],
     bases: &[u64],
     failed: usize,
 ) -> Error {
     if bases.is_empty() {
         return e;
     }
-    let total: usize = batches.iter().map(|(_, ev)| ev.len()).sum();
+    let total: usize = batches.iter().map(|(_, n)| n).sum();
     let stored: Vec<String> = batches
         .iter()
         .zip(bases)
-        .map(|((p, ev), base)| {
-            format!("partition {p} positions {base}..{}", base + ev.len() as u64)
-        })
+        .map(|((p, n), base)| format!("partition {p} positions {base}..{}", base + *n as u64))
         .collect();
-    let count: usize = batches
-        .iter()
-        .take(bases.len())
-        .map(|(_, ev)| ev.len())
-        .sum();
+    let count: usize = batches.iter().take(bases.len()).map(|(_, n)| n).sum();
     e.context(format!(
         "batch partly stored: {count} of {total} events were stored ({}), the events for \
          partition {failed} and after were not; sending the batch again stores the first ones twice",
