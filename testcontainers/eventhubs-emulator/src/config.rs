@@ -47,9 +47,16 @@ pub struct Config {
     pub namespace: String,
     /// Hubs that exist from the start.
     pub hubs: Vec<HubConfig>,
-    /// Create unknown hubs (and consumer groups) on first use instead of answering
-    /// `amqp:not-found`.
+    /// Create unknown hubs on first use instead of answering `amqp:not-found`.
     pub auto_create: bool,
+    /// Create unknown consumer groups on first use instead of answering `amqp:not-found`;
+    /// `None` follows [`Config::auto_create`]. Separate for tests that make hubs through the
+    /// admin API but name consumer groups on the fly.
+    pub auto_create_consumer_groups: Option<bool>,
+    /// Serve the HTTP admin API (create, list and delete hubs and consumer groups, see
+    /// `admin.rs`) on the AMQP port, told apart by the connection's first bytes. What Azure
+    /// does in Resource Manager; for test fixtures, never on by default.
+    pub admin: bool,
     /// Partition count of auto-created hubs.
     pub default_partitions: u32,
     /// Largest message (a single event or a whole batch) a producer may send, in bytes;
@@ -71,6 +78,8 @@ impl Default for Config {
             namespace: "emulator".into(),
             hubs: Vec::new(),
             auto_create: true,
+            auto_create_consumer_groups: None,
+            admin: false,
             default_partitions: 4,
             max_message_size: 1024 * 1024,
             max_events_per_partition: 1_000_000,
@@ -167,6 +176,27 @@ pub(crate) fn validate_hub_name(name: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "{name:?} is not a valid event hub name (1 to 256 letters, digits, '-', '_' or '.')"
+        ))
+    }
+}
+
+/// Consumer group names the emulator accepts: the service's rule (1 to 50 letters, digits,
+/// periods, hyphens and underscores, starting and ending with a letter or digit), plus the
+/// built-in `$Default`.
+pub(crate) fn validate_group_name(name: &str) -> Result<(), String> {
+    let ok = name.eq_ignore_ascii_case(DEFAULT_CONSUMER_GROUP)
+        || (!name.is_empty()
+            && name.len() <= 50
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name.ends_with(|c: char| c.is_ascii_alphanumeric()));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid consumer group name (1 to 50 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)"
         ))
     }
 }

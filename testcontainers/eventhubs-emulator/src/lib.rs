@@ -20,9 +20,12 @@
 //! Hubs not in the configuration are created on first use with
 //! [`Config::default_partitions`] partitions when [`Config::auto_create`] is on (the default
 //! without a configuration file), so a test needs no setup; with it off they are
-//! `amqp:not-found`, as in the service.
+//! `amqp:not-found`, as in the service. With [`Config::admin`] a small HTTP API on the same
+//! port makes and removes hubs and consumer groups, as Azure Resource Manager does (see
+//! [`Emulator::admin_url`]).
 #![warn(missing_docs)]
 
+mod admin;
 mod auth;
 mod config;
 mod filter;
@@ -60,6 +63,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Emulator {
     local_addr: SocketAddr,
+    admin: bool,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -84,12 +88,14 @@ impl Emulator {
             config.shared_access_keys.clone(),
             config.max_message_size.max(1024),
             format!("tributary-eventhubs-emulator-{}", config.namespace),
+            config.admin.then_some(config.default_partitions),
         ));
         let (shutdown, watch) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(server::serve(listener, shared, watch));
         tracing::info!(%local_addr, namespace = %config.namespace, "Event Hubs emulator listening");
         Ok(Emulator {
             local_addr,
+            admin: config.admin,
             shutdown,
             task: Some(task),
         })
@@ -103,6 +109,14 @@ impl Emulator {
     /// `amqp://HOST:PORT`, for the Rust SDK's `with_custom_endpoint`.
     pub fn endpoint(&self) -> String {
         format!("amqp://{}", self.local_addr)
+    }
+
+    /// `http://HOST:PORT` of the admin API when [`Config::admin`] is on: `PUT
+    /// /hubs/NAME?partitions=N` makes a hub, `DELETE /hubs/NAME` removes it, `GET /hubs` lists
+    /// them, `PUT /hubs/NAME/consumergroups/GROUP` adds a consumer group (the crate's README
+    /// has the details).
+    pub fn admin_url(&self) -> Option<String> {
+        self.admin.then(|| format!("http://{}", self.local_addr))
     }
 
     /// A connection string for SDKs that take one (the Python client needs

@@ -40,6 +40,17 @@ struct Args {
     #[arg(long, value_name = "BOOL")]
     auto_create: Option<bool>,
 
+    /// Create unknown consumer groups on first use. Defaults to the value of --auto-create;
+    /// on with hubs made through --admin lets tests name consumer groups on the fly.
+    #[arg(long, value_name = "BOOL")]
+    auto_create_consumer_groups: Option<bool>,
+
+    /// Serve the HTTP admin API on the same port (PUT /hubs/NAME?partitions=N, DELETE
+    /// /hubs/NAME, GET /hubs, PUT /hubs/NAME/consumergroups/GROUP), as Azure Resource Manager
+    /// would: for test fixtures that make hubs on demand.
+    #[arg(long)]
+    admin: bool,
+
     /// Largest message or batch a producer may send, in bytes; advertised on attach.
     #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
     max_message_size: u64,
@@ -63,10 +74,13 @@ struct Args {
 }
 
 fn config(args: &Args) -> Result<Config, String> {
+    let auto_create = args.auto_create.unwrap_or(args.config.is_none());
     let mut config = Config {
         bind: SocketAddr::new(args.host, args.port),
         default_partitions: args.partitions,
-        auto_create: args.auto_create.unwrap_or(args.config.is_none()),
+        auto_create,
+        auto_create_consumer_groups: args.auto_create_consumer_groups,
+        admin: args.admin,
         max_message_size: args.max_message_size,
         max_events_per_partition: args.max_events_per_partition,
         data_dir: args.data_dir.clone(),

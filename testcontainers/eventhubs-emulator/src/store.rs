@@ -18,7 +18,9 @@ use fe2o3_amqp::types::primitives::Value;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
-use crate::config::{Config, DEFAULT_CONSUMER_GROUP, HubConfig, validate_hub_name};
+use crate::config::{
+    Config, DEFAULT_CONSUMER_GROUP, HubConfig, validate_group_name, validate_hub_name,
+};
 use crate::filter::StartAt;
 
 /// A decoded AMQP message as producers sent it.
@@ -50,6 +52,7 @@ pub(crate) struct NotFound(pub(crate) String);
 pub(crate) struct Namespace {
     hubs: RwLock<HashMap<String, Arc<Hub>>>,
     auto_create: bool,
+    auto_create_groups: bool,
     default_partitions: u32,
     max_events: usize,
     data_dir: Option<PathBuf>,
@@ -61,6 +64,9 @@ impl Namespace {
         let ns = Namespace {
             hubs: RwLock::new(HashMap::new()),
             auto_create: config.auto_create,
+            auto_create_groups: config
+                .auto_create_consumer_groups
+                .unwrap_or(config.auto_create),
             default_partitions: config.default_partitions.clamp(1, 1024),
             max_events: config.max_events_per_partition.max(1),
             data_dir: config.data_dir.clone(),
@@ -158,7 +164,7 @@ impl Namespace {
         if hub.has_group(group) {
             return Ok(());
         }
-        if self.auto_create {
+        if self.auto_create_groups {
             return hub
                 .add_group(group)
                 .map_err(|e| NotFound(format!("cannot create consumer group '{group}': {e}")));
@@ -168,6 +174,94 @@ impl Namespace {
             hub.name
         )))
     }
+
+    /// Creates a hub (the admin API). `Ok(false)`: a hub of that name exists already, and is
+    /// left as it is.
+    pub(crate) fn create_hub(&self, config: &HubConfig) -> Result<bool, AdminError> {
+        validate_hub_name(&config.name).map_err(AdminError::Invalid)?;
+        if !(1..=1024).contains(&config.partition_count) {
+            return Err(AdminError::Invalid(format!(
+                "partition count {} is not in 1..=1024",
+                config.partition_count
+            )));
+        }
+        for group in &config.consumer_groups {
+            validate_group_name(group).map_err(AdminError::Invalid)?;
+        }
+        let key = config.name.to_ascii_lowercase();
+        if self
+            .hubs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&key)
+        {
+            return Ok(false);
+        }
+        self.ensure_hub(config).map_err(AdminError::Io)?;
+        Ok(true)
+    }
+
+    /// Removes a hub and its files (the admin API). Links attached to it keep the partitions
+    /// they hold until they detach; new links get `amqp:not-found`.
+    pub(crate) fn delete_hub(&self, name: &str) -> Result<(), AdminError> {
+        let removed = self.hubs_mut().remove(&name.to_ascii_lowercase());
+        let Some(hub) = removed else {
+            return Err(AdminError::NotFound(format!(
+                "event hub {name:?} does not exist"
+            )));
+        };
+        if let Some(dir) = &hub.dir {
+            std::fs::remove_dir_all(dir).map_err(AdminError::Io)?;
+        }
+        tracing::info!(hub = %hub.name, "event hub deleted");
+        Ok(())
+    }
+
+    /// Adds a consumer group to a hub (the admin API); `Ok(false)` when it exists.
+    pub(crate) fn create_group(&self, hub: &str, group: &str) -> Result<bool, AdminError> {
+        validate_group_name(group).map_err(AdminError::Invalid)?;
+        let hub = self
+            .existing(hub)
+            .ok_or_else(|| AdminError::NotFound(format!("event hub {hub:?} does not exist")))?;
+        if hub.has_group(group) {
+            return Ok(false);
+        }
+        hub.add_group(group).map_err(AdminError::Io)?;
+        Ok(true)
+    }
+
+    /// The hub called `name` if it exists, never creating it.
+    pub(crate) fn existing(&self, name: &str) -> Option<Arc<Hub>> {
+        self.hubs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&name.to_ascii_lowercase())
+            .cloned()
+    }
+
+    /// Every hub, by name.
+    pub(crate) fn all(&self) -> Vec<Arc<Hub>> {
+        let mut hubs: Vec<_> = self
+            .hubs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        hubs.sort_by(|a, b| a.name.cmp(&b.name));
+        hubs
+    }
+}
+
+/// Why an admin request failed.
+#[derive(Debug)]
+pub(crate) enum AdminError {
+    /// The name or count is not acceptable.
+    Invalid(String),
+    /// No such hub.
+    NotFound(String),
+    /// The data directory could not be written.
+    Io(std::io::Error),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -227,6 +321,16 @@ impl Hub {
             serde_json::to_vec_pretty(&meta).map_err(std::io::Error::other)?,
         )?;
         std::fs::rename(tmp, dir.join("hub.json"))
+    }
+
+    /// The hub's consumer groups, by name.
+    pub(crate) fn groups(&self) -> Vec<String> {
+        self.groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     fn has_group(&self, group: &str) -> bool {

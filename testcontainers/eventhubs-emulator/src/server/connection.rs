@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::{Shared, incoming_link, outgoing_link};
+use crate::admin::Replay;
 use crate::auth::covers;
 use crate::store::{AmqpMessage, now_millis};
 use crate::wire_compat::CompatStream;
@@ -118,7 +119,27 @@ impl ConnState {
     }
 }
 
-pub(super) async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+pub(super) async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    // With the admin API on, the first bytes tell AMQP from HTTP; they are read here and
+    // replayed to whichever protocol gets the connection.
+    let mut first = Vec::new();
+    if let Some(default_partitions) = shared.admin {
+        first = match tokio::time::timeout(Duration::from_secs(30), read_prefix(&mut stream)).await
+        {
+            Ok(Ok(first)) => first,
+            _ => return,
+        };
+        if !crate::admin::is_amqp(&first) {
+            crate::admin::serve(
+                Replay::new(first, stream),
+                &shared.namespace,
+                default_partitions,
+            )
+            .await;
+            return;
+        }
+    }
+    let stream = Replay::new(first, stream);
     let acceptor = ConnectionAcceptor::builder()
         .container_id(shared.container_id.clone())
         .sasl_acceptor(Sasl {
@@ -193,4 +214,20 @@ async fn session_task(
     // The session is gone; links cannot outlive it.
     links.shutdown().await;
     let _ = session.end().await;
+}
+
+/// Up to four bytes, fewer only where the client's first bytes already differ from `AMQP` or
+/// it closed the connection.
+async fn read_prefix(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut first = Vec::with_capacity(4);
+    let mut byte = [0u8; 4];
+    while first.len() < 4 && b"AMQP".starts_with(&first) {
+        let n = stream.read(&mut byte[..4 - first.len()]).await?;
+        if n == 0 {
+            break;
+        }
+        first.extend_from_slice(&byte[..n]);
+    }
+    Ok(first)
 }

@@ -46,6 +46,9 @@ pub(crate) struct Shared {
     pub(crate) keys: BTreeMap<String, String>,
     pub(crate) max_message_size: u64,
     pub(crate) container_id: String,
+    /// Serve the HTTP admin API on this port too (see `admin.rs`), with this default
+    /// partition count for hubs made without one.
+    pub(crate) admin: Option<u32>,
     next_link: AtomicU64,
 }
 
@@ -55,12 +58,14 @@ impl Shared {
         keys: BTreeMap<String, String>,
         max_message_size: u64,
         container_id: String,
+        admin: Option<u32>,
     ) -> Shared {
         Shared {
             namespace,
             keys,
             max_message_size,
             container_id,
+            admin,
             next_link: AtomicU64::new(1),
         }
     }
