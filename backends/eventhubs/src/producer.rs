@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use azure_messaging_eventhubs::{EventDataBatchOptions, ProducerClient};
-use futures::future::try_join_all;
+use futures::future::{BoxFuture, try_join_all};
 use tributary::backend::CloseGate;
 use tributary::{Error, Event, Producer, Receipt, Result};
 
@@ -22,6 +22,11 @@ use crate::mapping::{self, Encoded};
 const HEADROOM: usize = 4096;
 
 pub(crate) struct EventHubsProducer {
+    inner: Arc<Inner>,
+}
+
+/// What a send needs, shared with the tasks that carry sends out.
+struct Inner {
     hub: String,
     client: parking_lot::Mutex<Option<Arc<ProducerClient>>>,
     max_event_bytes: usize,
@@ -37,14 +42,31 @@ impl EventHubsProducer {
         timeout: std::time::Duration,
     ) -> Self {
         EventHubsProducer {
-            hub: hub.to_string(),
-            client: parking_lot::Mutex::new(Some(Arc::new(client))),
-            max_event_bytes,
-            timeout,
-            gate: CloseGate::new(format!("producer for `{hub}`")),
+            inner: Arc::new(Inner {
+                hub: hub.to_string(),
+                client: parking_lot::Mutex::new(Some(Arc::new(client))),
+                max_event_bytes,
+                timeout,
+                gate: CloseGate::new(format!("producer for `{hub}`")),
+            }),
         }
     }
 
+    /// Runs a send in a task of its own. The SDK's sends are not cancel-safe: one dropped
+    /// between its transfer and its outcome leaves the sender link half torn down, and every
+    /// later send fails with "Link name is not unique". A caller that drops its future now
+    /// only stops waiting; the send finishes on its own, holding the close gate until then.
+    async fn detached<T: Send + 'static>(
+        &self,
+        send: impl FnOnce(Arc<Inner>) -> BoxFuture<'static, Result<T>>,
+    ) -> Result<T> {
+        tokio::spawn(send(self.inner.clone())).await.map_err(|e| {
+            Error::other(format!("send to `{}` failed: {e}", self.inner.hub)).with_backend(BACKEND)
+        })?
+    }
+}
+
+impl Inner {
     fn client(&self) -> Result<Arc<ProducerClient>> {
         self.client.lock().clone().ok_or_else(|| {
             Error::closed(format!("producer for `{}` is closed", self.hub)).with_backend(BACKEND)
@@ -52,15 +74,16 @@ impl EventHubsProducer {
     }
 
     fn encode(&self, event: &Event) -> Result<Encoded> {
-        let encoded = mapping::encode(event);
-        if encoded.size > self.max_event_bytes {
+        // The declared limit is on the event as tributary counts it, as for every backend.
+        let size = event.encoded_len();
+        if size > self.max_event_bytes {
             return Err(Error::too_large(format!(
-                "event of {} bytes (body, properties and partition key) exceeds the limit of {} bytes for `{}` (option max_event_bytes)",
-                encoded.size, self.max_event_bytes, self.hub
+                "event of {size} bytes (key, payload and headers) exceeds the limit of {} bytes for `{}` (option max_event_bytes)",
+                self.max_event_bytes, self.hub
             ))
             .with_backend(BACKEND));
         }
-        Ok(encoded)
+        Ok(mapping::encode(event))
     }
 
     /// Sends one key's events in order, as few SDK batches as fit.
@@ -107,18 +130,20 @@ impl EventHubsProducer {
                     .map_err(|e| map(&e, &what()))?;
                 if !added {
                     if batch.is_empty() {
-                        return Err(Error::too_large(format!(
-                            "an event of {size} bytes does not fit an Event Hubs batch for `{}` (the service's limit is the link's maximum message size)",
-                            self.hub
-                        ))
-                        .with_backend(BACKEND));
+                        // Over half the link's limit: the SDK's batch cannot hold it (it counts
+                        // a first message twice), so it goes alone, still in its key's order.
+                        let message = pending.next().expect("peeked").message;
+                        deadline(self.timeout, what, client.send_message(message, None)).await?;
+                        continue;
                     }
                     break;
                 }
                 pending.next();
             }
 
-            deadline(self.timeout, what, client.send_batch(batch, None)).await?;
+            if !batch.is_empty() {
+                deadline(self.timeout, what, client.send_batch(batch, None)).await?;
+            }
         }
         Ok(())
     }
@@ -127,20 +152,27 @@ impl EventHubsProducer {
 #[async_trait]
 impl Producer for EventHubsProducer {
     async fn send(&self, event: Event) -> Result<Receipt> {
-        let _pass = self
-            .gate
-            .enter()
-            .await
-            .map_err(|e| e.with_backend(BACKEND))?;
-        let encoded = self.encode(&event)?;
-        let client = self.client()?;
-        deadline(
-            self.timeout,
-            || format!("send to `{}`", self.hub),
-            client.send_message(encoded.message, None),
-        )
-        .await?;
-        Ok(Receipt::default())
+        let encoded = self.inner.encode(&event)?;
+        self.detached(|inner| {
+            Box::pin(async move {
+                let _pass = inner
+                    .gate
+                    .enter()
+                    .await
+                    .map_err(|e| e.with_backend(BACKEND))?;
+                let client = inner.client()?;
+                // Not through a batch: the SDK counts a batch's first message twice (once as
+                // the envelope), so a batch holds no single event over half the link's limit.
+                deadline(
+                    inner.timeout,
+                    || format!("send to `{}`", inner.hub),
+                    client.send_message(encoded.message, None),
+                )
+                .await?;
+                Ok(Receipt::default())
+            })
+        })
+        .await
     }
 
     async fn send_batch(&self, events: Vec<Event>) -> Result<Vec<Receipt>> {
@@ -151,7 +183,7 @@ impl Producer for EventHubsProducer {
         let mut groups: Vec<(Option<String>, Vec<Encoded>)> = Vec::new();
         let mut index: HashMap<Option<String>, usize> = HashMap::new();
         for event in &events {
-            let encoded = self.encode(event)?;
+            let encoded = self.inner.encode(event)?;
             let slot = *index
                 .entry(encoded.partition_key.clone())
                 .or_insert_with(|| {
@@ -160,38 +192,44 @@ impl Producer for EventHubsProducer {
                 });
             groups[slot].1.push(encoded);
         }
-        let _pass = self
-            .gate
-            .enter()
-            .await
-            .map_err(|e| e.with_backend(BACKEND))?;
-        let client = self.client()?;
-        let client = &*client;
-        // Keys are independent: their groups go out concurrently, each in order.
-        try_join_all(
-            groups
-                .into_iter()
-                .map(|(key, messages)| self.send_group(client, key, messages)),
-        )
-        .await?;
-        Ok(vec![Receipt::default(); count])
+        self.detached(move |inner| {
+            Box::pin(async move {
+                let _pass = inner
+                    .gate
+                    .enter()
+                    .await
+                    .map_err(|e| e.with_backend(BACKEND))?;
+                let client = inner.client()?;
+                let client = &*client;
+                // Keys are independent: their groups go out concurrently, each in order.
+                try_join_all(
+                    groups
+                        .into_iter()
+                        .map(|(key, messages)| inner.send_group(client, key, messages)),
+                )
+                .await?;
+                Ok(vec![Receipt::default(); count])
+            })
+        })
+        .await
     }
 
     async fn flush(&self) -> Result<()> {
         // Every send returns only once the service accepted it: nothing is buffered.
-        self.gate.check().map_err(|e| e.with_backend(BACKEND))
+        self.inner.gate.check().map_err(|e| e.with_backend(BACKEND))
     }
 
     async fn close(&self) -> Result<()> {
+        let inner = &self.inner;
         // Waits for the sends in progress, which hold passes.
-        if !self.gate.close().await {
+        if !inner.gate.close().await {
             return Ok(());
         }
-        let client = self.client.lock().take();
+        let client = inner.client.lock().take();
         if let Some(client) = client.and_then(|c| Arc::try_unwrap(c).ok()) {
             deadline(
-                self.timeout,
-                || format!("close the producer of `{}`", self.hub),
+                inner.timeout,
+                || format!("close the producer of `{}`", inner.hub),
                 client.close(),
             )
             .await?;
