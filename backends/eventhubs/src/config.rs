@@ -42,8 +42,17 @@ pub const STORAGE_CONNECTION_STRING_VARIABLE: &str = "AZURE_STORAGE_CONNECTION_S
 /// The shared access key name and key of the official Event Hubs emulator (not secrets).
 const EMULATOR_KEY_NAME: &str = "RootManageSharedAccessKey";
 const EMULATOR_KEY: &str = "SAS_KEY_VALUE";
-/// The service's event size limit on the Standard and Premium tiers (the Basic tier: 256 KiB).
-pub(crate) const SERVICE_MAX_EVENT_BYTES: usize = 1_048_576;
+/// The service's message size limit on the Standard and Premium tiers (the Basic tier: 256
+/// KiB), which counts the whole AMQP message.
+pub(crate) const SERVICE_MAX_MESSAGE_BYTES: usize = 1_048_576;
+/// Room under [`SERVICE_MAX_MESSAGE_BYTES`] for what the AMQP encoding adds to an event's key,
+/// payload and headers: section and type codes, the SDK's message id, the partition key
+/// annotation, `tributary-ts`, the mapping's mark, and about ten bytes per header (so an event
+/// of the default maximum with up to ~1,500 headers still fits one message).
+const AMQP_ROOM: usize = 16 * 1024;
+/// The default `max_event_bytes`: the largest event, as tributary counts it (key, payload,
+/// header names and values), that surely fits the service's message limit.
+pub(crate) const DEFAULT_MAX_EVENT_BYTES: usize = SERVICE_MAX_MESSAGE_BYTES - AMQP_ROOM;
 
 /// How the backend authenticates to Event Hubs.
 #[derive(Clone)]
@@ -264,7 +273,7 @@ impl EventHubsConfig {
         let max_event_bytes = options
             .take_size("max_event_bytes")?
             .map(|v| v as usize)
-            .unwrap_or(SERVICE_MAX_EVENT_BYTES);
+            .unwrap_or(DEFAULT_MAX_EVENT_BYTES);
         let application_id = options.take_str("application_id");
         options.finish(KNOWN_OPTIONS)?;
         Ok(EventHubsConfig {

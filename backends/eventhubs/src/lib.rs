@@ -80,7 +80,7 @@
 //! | `balance_interval` | `10s` | how often ownership is renewed and balanced (must be below `lease_ttl`) |
 //! | `commit_interval` | `1s` | how often acked progress is checkpointed |
 //! | `timeout` | `30s` | connects, management calls, sends and Blob requests |
-//! | `max_event_bytes` | `1048576` | largest event (body, properties, partition key); the Basic tier allows 262144 |
+//! | `max_event_bytes` | `1032192` | largest event (key, payload, header names and values): the service's 1 MiB message limit less 16 KiB for the AMQP encoding; on the Basic tier (256 KiB) set `245760`. An event that still does not fit the link's limit once encoded (thousands of headers) fails as too large before it is sent |
 //! | `application_id` | none | the client's application id, sent to the service |
 #![warn(missing_docs)]
 
@@ -246,6 +246,8 @@ impl Backend for EventHubsBackend {
             competing_consumers: true,
         };
         caps.lag = true;
+        // Hubs are made in Azure Resource Manager, not on the data plane.
+        caps.admin = false;
         caps
     }
 
@@ -269,6 +271,10 @@ impl Backend for EventHubsBackend {
         self.check_open()?;
         options.validate().map_err(|e| e.with_backend(BACKEND))?;
         Self::check_name(stream)?;
+        // A missing hub is "not found" now, naming it, not a group that stops later.
+        self.management
+            .hub(&self.config, &self.credential, stream)
+            .await?;
         let consumer_group = self
             .config
             .consumer_group

@@ -8,18 +8,22 @@
 //! | key, anything else (binary, empty, longer) | application property `tributary-key` = the key (AMQP binary), and the partition key = its base64 (of its SHA-256 when that is empty or longer than 128 bytes), so equal keys still share a partition |
 //! | timestamp | application property `tributary-ts` = milliseconds since the epoch (AMQP long) |
 //! | headers with distinct names | one application property each, in order: a UTF-8 value as an AMQP string, any other value as AMQP binary |
-//! | headers with a repeated name, or named like one of the three properties above | application property `tributary-envelope` = `1` and the body = the shared header block (`block.rs`) + the payload |
+//! | headers with a repeated name, or named like one of the four properties here | application property `tributary-envelope` = `1` and the body = the shared header block (`block.rs`) + the payload |
+//! | (every event) | application property `tributary-v` = `1`: written by tributary, mapping version 1 |
 //!
 //! Reading, every message is an event: the body is the payload (several `data` sections are
 //! joined; an `amqp-value` or `amqp-sequence` body reads as its text), application properties
 //! become headers in wire order (strings and binaries as their bytes, other AMQP types as their
 //! text: `42`, `true`, a timestamp as milliseconds), the partition key is the key, and
-//! `tributary-ts` the timestamp. The service's annotations are shown as headers after the
-//! event's own: `x-opt-enqueued-time` (milliseconds), `x-opt-partition-key`, `x-opt-offset`,
-//! `x-opt-sequence-number`, and any other annotation (IoT Hub's system properties such as
-//! `iothub-connection-device-id`, see `iothub.rs`); AMQP properties such as `content-type`,
-//! `message-id`, `correlation-id` and `user-id` too, where set. An event without `tributary-ts`
-//! takes the enqueued time as its timestamp.
+//! `tributary-ts` the timestamp. A message other clients wrote (no `tributary-v`) also shows
+//! the service's annotations as headers after its own: `x-opt-enqueued-time` (milliseconds),
+//! `x-opt-partition-key`, `x-opt-offset`, `x-opt-sequence-number`, and any other annotation
+//! (IoT Hub's system properties such as `iothub-connection-device-id`, see `iothub.rs`); AMQP
+//! properties such as `content-type`, `message-id`, `correlation-id` and `user-id` too, where
+//! set. An event tributary wrote comes back exactly as it was sent, without them (the SDK's
+//! own message id and the service's stamps are not the sender's headers), so a copy through
+//! Event Hubs and back is the same event. An event without `tributary-ts` takes the enqueued
+//! time as its timestamp when another client wrote it.
 
 use azure_core_amqp::message::{
     AmqpAnnotationKey, AmqpApplicationProperties, AmqpMessageBody, AmqpMessageId,
@@ -37,6 +41,9 @@ use crate::block;
 pub(crate) const KEY: &str = "tributary-key";
 pub(crate) const TIMESTAMP: &str = "tributary-ts";
 pub(crate) const ENVELOPE: &str = "tributary-envelope";
+/// Marks a message tributary wrote, with the mapping's version.
+pub(crate) const MARK: &str = "tributary-v";
+const MAPPING_VERSION: &str = "1";
 /// The longest partition key the service accepts.
 pub(crate) const MAX_PARTITION_KEY: usize = 128;
 
@@ -74,7 +81,11 @@ pub(crate) fn partition_key(key: &[u8]) -> (String, bool) {
 
 pub(crate) fn encode(event: &Event) -> Encoded {
     let mut properties = AmqpApplicationProperties::new();
-    let mut size = 0;
+    properties.insert(
+        MARK.to_string(),
+        AmqpSimpleValue::String(MAPPING_VERSION.into()),
+    );
+    let mut size = MARK.len() + MAPPING_VERSION.len();
     let mut key_for_partition = None;
     if let Some(key) = &event.key {
         let (partition_key, binary) = partition_key(key);
@@ -110,9 +121,7 @@ pub(crate) fn encode(event: &Event) -> Encoded {
     size += body.len();
     let mut builder =
         AmqpMessage::builder().with_body(AmqpMessageBody::Binary(vec![body.to_vec()]));
-    if !properties.0.is_empty() {
-        builder = builder.with_application_properties(properties);
-    }
+    builder = builder.with_application_properties(properties);
     let mut message = builder.build();
     if let Some(key) = &key_for_partition {
         message.add_message_annotation(PARTITION_KEY.into(), AmqpValue::String(key.clone()));
@@ -130,7 +139,7 @@ fn headers_are_plain(headers: &Headers) -> bool {
     let mut seen = std::collections::HashSet::with_capacity(headers.len());
     headers
         .iter()
-        .all(|(name, _)| ![KEY, TIMESTAMP, ENVELOPE].contains(&name) && seen.insert(name))
+        .all(|(name, _)| ![KEY, TIMESTAMP, ENVELOPE, MARK].contains(&name) && seen.insert(name))
 }
 
 /// What a received message carries beyond the event.
@@ -166,9 +175,11 @@ pub(crate) fn decode(message: &AmqpMessage) -> Result<Received> {
     let mut key: Option<Bytes> = None;
     let mut timestamp = None;
     let mut enveloped = false;
+    let mut ours = false;
     if let Some(properties) = &message.application_properties {
         for (name, value) in properties.0.iter() {
             match name.as_str() {
+                MARK => ours = true,
                 KEY => {
                     if let AmqpSimpleValue::Binary(bytes) = value {
                         key = Some(Bytes::from(bytes.clone()));
@@ -216,17 +227,20 @@ pub(crate) fn decode(message: &AmqpMessage) -> Result<Received> {
     if key.is_none() {
         key = partition_key_annotation.map(|k| Bytes::from(k.into_bytes()));
     }
-    if let Some(properties) = &message.properties {
-        append_properties(&mut annotations, properties);
-    }
-    for (name, value) in annotations {
-        headers.append(name, value);
+    if !ours {
+        if let Some(properties) = &message.properties {
+            append_properties(&mut annotations, properties);
+        }
+        for (name, value) in annotations {
+            headers.append(name, value);
+        }
+        timestamp = timestamp.or(enqueued.map(Timestamp::from_millis));
     }
     received.event = Event {
         key,
         payload,
         headers,
-        timestamp: timestamp.or(enqueued.map(Timestamp::from_millis)),
+        timestamp,
     };
     Ok(received)
 }
@@ -356,13 +370,17 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Encodes, stamps the annotations the service adds on the way, and decodes: an event
+    /// tributary wrote must come back exactly, without them.
     fn round_trip(event: &Event) -> Event {
-        let encoded = encode(event);
-        let mut decoded = decode(&encoded.message).unwrap().event;
-        // The producer's partition key annotation reads back as a header, as it does from the
-        // service; the rest must be exactly the event.
-        decoded.headers.remove(PARTITION_KEY);
-        decoded
+        let mut message = encode(event).message;
+        message.add_message_annotation(SEQUENCE_NUMBER.into(), AmqpValue::Long(7));
+        message.add_message_annotation(OFFSET.into(), AmqpValue::String("4096".into()));
+        message.add_message_annotation(ENQUEUED_TIME.into(), AmqpValue::Long(1_700_000_000_000));
+        let received = decode(&message).unwrap();
+        assert_eq!(received.sequence_number, Some(7));
+        assert_eq!(received.offset.as_deref(), Some("4096"));
+        received.event
     }
 
     #[test]
@@ -376,7 +394,7 @@ mod tests {
         assert_eq!(encoded.partition_key.as_deref(), Some("customer-7"));
         let properties = &encoded.message.application_properties.as_ref().unwrap().0;
         let names: Vec<&str> = properties.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(names, ["tributary-ts", "trace", "raw"]);
+        assert_eq!(names, ["tributary-v", "tributary-ts", "trace", "raw"]);
         assert!(
             properties
                 .iter()
@@ -402,7 +420,10 @@ mod tests {
             .iter()
             .map(|(k, _)| k.clone())
             .collect();
-        assert_eq!(names, ["tributary-key", "tributary-envelope"]);
+        assert_eq!(
+            names,
+            ["tributary-v", "tributary-key", "tributary-envelope"]
+        );
         assert_eq!(round_trip(&event), event);
     }
 

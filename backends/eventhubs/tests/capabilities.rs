@@ -7,6 +7,6 @@ async fn eventhubs_capability_snapshot() {
     let backend = tributary::connect("eventhubs://emulator.localhost?endpoint=amqp://127.0.0.1:9")
         .await
         .expect("connect");
-    let expected = "Capabilities { native_headers: true, timestamps: true, ordering: PerKey, ack: Cumulative, nack: true, delivery_attempts: true, start: StartSupport { earliest: true, latest: true, timestamp: true, position: true }, receipts: ReceiptSupport { partition: false, position: false }, max_event_bytes: Some(1048576), lifecycle: Lifecycle { auto_create: false, networked: true, competing_consumers: true }, lag: true, admin: false }";
+    let expected = "Capabilities { native_headers: true, timestamps: true, ordering: PerKey, ack: Cumulative, nack: true, delivery_attempts: true, start: StartSupport { earliest: true, latest: true, timestamp: true, position: true }, receipts: ReceiptSupport { partition: false, position: false }, max_event_bytes: Some(1032192), lifecycle: Lifecycle { auto_create: false, networked: true, competing_consumers: true }, lag: true, admin: false }";
     assert_eq!(format!("{:?}", backend.capabilities()), expected);
 }

@@ -14,11 +14,15 @@ pub fn servers() -> Option<(Arc<Server>, Arc<Server>)> {
 
 /// A URL for the emulator with checkpoints in a container of its own on Azurite.
 pub fn url(eventhubs: &Server, azurite: &Server, extra: &str) -> String {
+    url_for(eventhubs.url(), azurite, extra)
+}
+
+/// [`url`] for an emulator at `base` (`eventhubs://…?endpoint=…`), one not from the fixture.
+pub fn url_for(base: &str, azurite: &Server, extra: &str) -> String {
     let key: String =
         url::form_urlencoded::byte_serialize(AZURITE_ACCOUNT_KEY.as_bytes()).collect();
     format!(
-        "{}&storage_account_url={}&storage_account_key={key}&storage_container={}&lease_ttl=6s&balance_interval=1s&commit_interval=200ms{extra}",
-        eventhubs.url(),
+        "{base}&storage_account_url={}&storage_account_key={key}&storage_container={}&lease_ttl=6s&balance_interval=1s&commit_interval=200ms{extra}",
         azurite.url(),
         unique_name("cp")
     )
