@@ -87,7 +87,6 @@
 mod admin;
 mod auth;
 mod blob;
-mod block;
 mod clients;
 mod config;
 mod consumer;

@@ -8,7 +8,7 @@
 //! | key, anything else (binary, empty, longer) | application property `tributary-key` = the key (AMQP binary), and the partition key = its base64 (of its SHA-256 when that is empty or longer than 128 bytes), so equal keys still share a partition |
 //! | timestamp | application property `tributary-ts` = milliseconds since the epoch (AMQP long) |
 //! | headers with distinct names | one application property each, in order: a UTF-8 value as an AMQP string, any other value as AMQP binary |
-//! | headers with a repeated name, or named like one of the four properties here | application property `tributary-envelope` = `1` and the body = the shared header block (`block.rs`) + the payload |
+//! | headers with a repeated name, or named like one of the four properties here | application property `tributary-envelope` = `1` and the body = core's header block (`tributary::envelope`, the one the Pub/Sub and Pulsar backends write) + the payload |
 //! | (every event) | application property `tributary-v` = `1`: written by tributary, mapping version 1 |
 //!
 //! Reading, every message is an event: the body is the payload (several `data` sections are
@@ -36,11 +36,14 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tributary::{Error, Event, Headers, Result, Timestamp};
 
-use crate::block;
+use tributary::envelope::{self, AttributeRules};
 
 pub(crate) const KEY: &str = "tributary-key";
-pub(crate) const TIMESTAMP: &str = "tributary-ts";
-pub(crate) const ENVELOPE: &str = "tributary-envelope";
+pub(crate) const TIMESTAMP: &str = envelope::TIMESTAMP;
+pub(crate) const ENVELOPE: &str = envelope::ENVELOPE;
+/// Headers reach this mapping's envelope only when AMQP properties cannot hold them (repeated
+/// names), so core's envelope is asked for its header block, never for attributes.
+const BLOCK_ONLY: AttributeRules = AttributeRules::new(0, 0, 0, &[]);
 /// Marks a message tributary wrote, with the mapping's version.
 pub(crate) const MARK: &str = "tributary-v";
 const MAPPING_VERSION: &str = "1";
@@ -116,7 +119,7 @@ pub(crate) fn encode(event: &Event) -> Encoded {
     } else {
         size += ENVELOPE.len() + 1;
         properties.insert(ENVELOPE.to_string(), AmqpSimpleValue::String("1".into()));
-        block::write(&event.headers, &event.payload)
+        envelope::encode_headers(&event.headers, &event.payload, &BLOCK_ONLY).body
     };
     size += body.len();
     let mut builder =
@@ -194,15 +197,16 @@ pub(crate) fn decode(message: &AmqpMessage) -> Result<Received> {
         }
     }
     if enveloped {
-        let (block, rest) = block::read(&payload).map_err(|e| {
+        let marked = std::collections::HashMap::from([(ENVELOPE.to_string(), "1".to_string())]);
+        let decoded = envelope::decode_headers(payload, marked).map_err(|e| {
             Error::corrupt(format!(
                 "an event marked `{ENVELOPE}` has a bad header block: {e}"
             ))
         })?;
-        for (name, value) in block {
+        for (name, value) in decoded.headers {
             headers.append(name, value);
         }
-        payload = rest;
+        payload = decoded.payload;
     }
     let mut received = Received::default();
     let mut partition_key_annotation = None;
