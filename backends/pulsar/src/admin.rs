@@ -10,6 +10,7 @@ use serde_json::Value;
 use tributary::{Error, Result, Url};
 
 use crate::config::{PulsarConfig, TopicName};
+use crate::consumer::handover::{Acknowledged, find_subscription};
 use crate::error::{BACKEND, timed_out};
 
 /// A client of one cluster's admin API.
@@ -366,6 +367,68 @@ impl Admin {
         ]);
         let what = format!("move subscription `{subscription}` of `{local}` to {millis} ms");
         self.call(Method::POST, url, None, &what).await.map(drop)
+    }
+
+    /// The URL of one topic or partition given by its full name, `persistent://t/n/local`.
+    fn full_topic_endpoint(&self, full: &str, last: &str) -> Result<Url> {
+        let segments: Vec<&str> = full
+            .strip_prefix("persistent://")
+            .map(|rest| rest.split('/').collect())
+            .unwrap_or_default();
+        match segments.as_slice() {
+            [tenant, namespace, local] => {
+                Ok(self.endpoint(&["persistent", tenant, namespace, local, last]))
+            }
+            _ => Err(
+                Error::other(format!("`{full}` is not a full persistent topic name"))
+                    .with_backend(BACKEND),
+            ),
+        }
+    }
+
+    /// Names of the consumers connected to `subscription` on one topic or partition (full
+    /// name).
+    pub(crate) async fn subscription_consumers(
+        &self,
+        full: &str,
+        subscription: &str,
+    ) -> Result<Vec<String>> {
+        let url = self.full_topic_endpoint(full, "stats")?;
+        let what = format!("read the consumers of `{subscription}` on `{full}`");
+        let (_, body) = self.call(Method::GET, url, None, &what).await?;
+        let consumers = body
+            .get("subscriptions")
+            .and_then(|subs| find_subscription(subs, subscription))
+            .and_then(|sub| sub.get("consumers"))
+            .and_then(Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .filter_map(|c| c.get("consumerName").and_then(Value::as_str))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(consumers)
+    }
+
+    /// What `subscription` has acknowledged on one topic or partition (full name), as the
+    /// broker holds it now (acks update the cursor in memory as they arrive).
+    pub(crate) async fn acknowledged(
+        &self,
+        full: &str,
+        subscription: &str,
+    ) -> Result<Acknowledged> {
+        let url = self.full_topic_endpoint(full, "internalStats")?;
+        let what = format!("read the cursor of `{subscription}` on `{full}`");
+        let (_, body) = self.call(Method::GET, url, None, &what).await?;
+        let cursor = body
+            .get("cursors")
+            .and_then(|cursors| find_subscription(cursors, subscription))
+            .ok_or_else(|| {
+                Error::not_found(format!("{what}: the topic has no such subscription"))
+                    .with_backend(BACKEND)
+            })?;
+        Acknowledged::from_cursor(cursor)
     }
 
     /// The broker's `maxMessageSize`, if the admin API tells (it needs the superuser role).

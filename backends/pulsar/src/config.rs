@@ -23,6 +23,7 @@ pub(crate) const KNOWN_OPTIONS: &[&str] = &[
     "receiver_queue",
     "nack_delay",
     "nack_max_delay",
+    "handover_grace",
     "max_event_bytes",
     "hosts",
 ];
@@ -111,6 +112,9 @@ pub struct PulsarConfig {
     pub nack_delay: Duration,
     /// The longest a nacked event waits.
     pub nack_max_delay: Duration,
+    /// How long a member that takes a partition over from another, still connected, member
+    /// holds the partition's events, so that member's last acks land first (0: not at all).
+    pub handover_grace: Duration,
     /// Largest event accepted; default and ceiling: the broker's `maxMessageSize`.
     pub max_event_bytes: Option<usize>,
 }
@@ -136,6 +140,7 @@ impl fmt::Debug for PulsarConfig {
             .field("receiver_queue", &self.receiver_queue)
             .field("nack_delay", &self.nack_delay)
             .field("nack_max_delay", &self.nack_max_delay)
+            .field("handover_grace", &self.handover_grace)
             .field("max_event_bytes", &self.max_event_bytes)
             .finish()
     }
@@ -237,6 +242,9 @@ impl PulsarConfig {
             nack_max_delay: options
                 .take_duration("nack_max_delay")?
                 .unwrap_or(Duration::from_secs(10)),
+            handover_grace: options
+                .take_duration("handover_grace")?
+                .unwrap_or(Duration::from_secs(1)),
             max_event_bytes: options.take_size("max_event_bytes")?.map(|n| n as usize),
         };
         options.finish(KNOWN_OPTIONS)?;

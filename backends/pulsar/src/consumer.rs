@@ -43,6 +43,7 @@ use crate::error::BACKEND;
 use crate::position::MessagePosition;
 
 pub(crate) mod driver;
+pub(crate) mod handover;
 
 pub(crate) use driver::Driver;
 use driver::Member;
@@ -65,9 +66,12 @@ pub(crate) struct Pending {
 #[derive(Default)]
 pub(crate) struct PartitionQueue {
     pub queue: VecDeque<Pending>,
-    /// Bumped when the partition's member is replaced: deliveries of an earlier generation are
-    /// redelivered by the broker, so their nacks are not requeued here.
+    /// Bumped when the partition's member is replaced or loses the partition: deliveries of an
+    /// earlier generation are redelivered by the broker, so their nacks are not requeued here.
     pub generation: u64,
+    /// The member just took the partition over from another that is still connected: its
+    /// events wait until what that member acknowledged meanwhile is known (`handover.rs`).
+    pub held: bool,
 }
 
 impl PartitionQueue {
@@ -106,7 +110,11 @@ impl State {
         let mut earliest: Option<Instant> = None;
         for step in 0..n {
             let index = (self.cursor + step) % n;
-            let queue = &mut self.partitions[index].queue;
+            let partition = &mut self.partitions[index];
+            if partition.held {
+                continue;
+            }
+            let queue = &mut partition.queue;
             match queue.front().map(|p| p.not_before) {
                 None => continue,
                 Some(Some(at)) if at > now => {
@@ -156,6 +164,12 @@ pub(crate) enum Command {
     Close(Option<oneshot::Sender<Result<()>>>),
     /// A replacement member for `slot` subscribed.
     Replaced(usize, Box<Member>),
+    /// A held partition may flow again, less what the subscription acknowledged meanwhile.
+    Settled {
+        slot: usize,
+        generation: u64,
+        acknowledged: Option<handover::Acknowledged>,
+    },
 }
 
 struct PulsarAck {

@@ -40,6 +40,7 @@
 //! | `batch_delay`, `batch_bytes` | `5ms`, `128KiB` | when a batch goes out |
 //! | `receiver_queue` | `1000` | messages prefetched per partition |
 //! | `nack_delay`, `nack_max_delay` | `100ms`, `10s` | a nacked event's wait before redelivery, doubled per attempt |
+//! | `handover_grace` | `1s` | how long a member taking over a partition from another, still connected, member holds it so that member's last acks land first (see "Groups"); `0s` turns it off |
 //! | `max_event_bytes` | the broker's `maxMessageSize` | a lower limit of your own |
 //!
 //! OAuth2 is not built in (the `pulsar` crate's `auth-oauth2` feature pulls OpenSSL); use a
@@ -77,6 +78,15 @@
 //!   hash-range settings, and reorders keys when members join unless the broker holds new
 //!   members back (apache/pulsar#7455). Not offered.
 //!
+//! When a partition moves to a joining member, the broker tells the old member only at the
+//! moment it hands over, so that member's acks of its last prefetched events can reach the
+//! broker after the new member was sent them. The new member therefore holds a partition it
+//! takes from a member still connected for `handover_grace` (1 s), then reads the
+//! subscription's cursor through the admin API and drops what was acknowledged meanwhile
+//! (`consumer/handover.rs`; proven by `tests/handover.rs`, where the old member acks 20
+//! events just after the handover). A partition taken from a member that closed or crashed
+//! flows at once.
+//!
 //! `subscription=shared` gives up order for parallelism beyond the partition count. The test
 //! `per_key_order_holds_while_members_join_and_leave` (in `tests/semantics.rs`) proves the
 //! Failover promise against a real broker; the conformance run covers the rest.
@@ -84,8 +94,7 @@
 //! # Acks, nacks and batching
 //! Acks are individual. A nack is handled in this process: after a backoff the event comes
 //! back before its partition's later events, nacked events of a partition in the order they
-//! were first delivered (the
-//! crate's nack would ask the broker for an immediate redelivery, which on Failover rewinds
+//! were first delivered (the crate's nack would ask the broker for an immediate redelivery, which on Failover rewinds
 //! the partition). Attempts are counted by the consumer (the broker counts none on Failover).
 //!
 //! Producers send each event as its own message by default, so an ack covers exactly one
@@ -557,6 +566,11 @@ impl Backend for PulsarBackend {
             },
             receiver_queue: self.config.receiver_queue,
             timeout: self.config.operation_timeout,
+            admin: self.admin.clone(),
+            handover_grace: match self.config.subscription {
+                SubscriptionType::Failover => self.config.handover_grace,
+                SubscriptionType::Shared => Duration::ZERO,
+            },
         });
         let n = subscribe.topics.len();
         let members =

@@ -16,7 +16,9 @@ use pulsar::{Pulsar, SubType, TokioExecutor};
 use tokio::sync::mpsc;
 use tributary::{Error, Result};
 
+use super::handover::{self, Acknowledged};
 use super::{BatchAcks, Command, Pending, Shared};
+use crate::admin::Admin;
 use crate::error::{BACKEND, map, timed_out};
 use crate::mapping;
 use crate::position::MessagePosition;
@@ -42,6 +44,9 @@ pub(crate) struct Subscribe {
     pub initial: InitialPosition,
     pub receiver_queue: u32,
     pub timeout: Duration,
+    pub admin: Admin,
+    /// How long a partition taken over from a connected member is held (`handover.rs`).
+    pub handover_grace: Duration,
 }
 
 impl Subscribe {
@@ -88,6 +93,9 @@ pub(crate) struct Driver {
     pub held_acks: Vec<Vec<MessageIdData>>,
     pub failing_since: Vec<Option<Instant>>,
     pub lags: Vec<Option<u64>>,
+    /// Per slot, what the subscription had acknowledged when the member took the partition
+    /// over: events the broker sent before those acks landed are dropped on arrival.
+    pub acknowledged: Vec<Option<Acknowledged>>,
     pub stopping: Arc<AtomicBool>,
     pub next_slot: usize,
 }
@@ -111,6 +119,7 @@ impl Driver {
             held_acks: vec![Vec::new(); n],
             failing_since: vec![None; n],
             lags: vec![None; n],
+            acknowledged: vec![None; n],
             stopping: Arc::new(AtomicBool::new(false)),
             next_slot: 0,
         }
@@ -143,6 +152,9 @@ impl Driver {
                         let _ = reply.send(result);
                     }
                     Some(Command::Replaced(slot, member)) => self.install(slot, *member).await,
+                    Some(Command::Settled { slot, generation, acknowledged }) => {
+                        self.settled(slot, generation, acknowledged);
+                    }
                 },
                 (slot, item) = next_message(&mut self.members, start), if has_room => {
                     self.handle(slot, item);
@@ -157,9 +169,12 @@ impl Driver {
         match item {
             Some(Ok(message)) => self.enqueue(slot, message),
             Some(Err(pulsar::Error::Consumer(ConsumerError::ActiveConsumerChange(active)))) => {
-                if !active {
-                    // The broker gives the partition to another member (after its failover
-                    // delay) from the first unacked event: what is queued here goes there.
+                tracing::debug!(topic = %self.subscribe.topics[slot], active, "pulsar: active member change");
+                if active {
+                    self.hold_for_handover(slot);
+                } else {
+                    // The broker has handed the partition to another member, from the first
+                    // unacked event: what is queued here goes there.
                     self.drop_queued(slot);
                 }
             }
@@ -198,6 +213,12 @@ impl Driver {
             partition: self.subscribe.indexes[slot],
             batch: id.batch_index.filter(|&b| b >= 0),
         };
+        if self.acknowledged[slot]
+            .as_ref()
+            .is_some_and(|acked| acked.covers(&id))
+        {
+            return;
+        }
         let mut state = self.shared.state.lock();
         let generation = state.partitions[slot].generation;
         state.partitions[slot].queue.push_back(Pending {
@@ -357,13 +378,95 @@ impl Driver {
         });
     }
 
+    /// The member became the partition's active one. When another member of the group is
+    /// connected to the partition, this is a handover: the partition is held until the
+    /// previous owner's last acks have landed and are known (`handover.rs`).
+    fn hold_for_handover(&mut self, slot: usize) {
+        self.acknowledged[slot] = None;
+        let grace = self.subscribe.handover_grace;
+        if grace.is_zero() {
+            return;
+        }
+        let generation = {
+            let mut state = self.shared.state.lock();
+            let partition = &mut state.partitions[slot];
+            partition.held = true;
+            partition.generation
+        };
+        let subscribe = self.subscribe.clone();
+        let to_self = self.to_self.clone();
+        let stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            let topic = &subscribe.topics[slot];
+            let sub = &subscribe.subscription;
+            let acknowledged = match subscribe.admin.subscription_consumers(topic, sub).await {
+                Ok(consumers)
+                    if !handover::grace_needed(&consumers, &subscribe.consumer_name, grace) =>
+                {
+                    None
+                }
+                Ok(_) => {
+                    tokio::time::sleep(grace).await;
+                    if stopping.load(Ordering::Acquire) {
+                        return;
+                    }
+                    match subscribe.admin.acknowledged(topic, sub).await {
+                        Ok(acknowledged) => Some(acknowledged),
+                        Err(error) => {
+                            tracing::warn!(%error, "pulsar: taking over a partition without knowing what its previous member acknowledged last; those events may be delivered again");
+                            None
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "pulsar: taking over a partition without asking whether another member held it; events it acknowledged last may be delivered again");
+                    None
+                }
+            };
+            if let Some(to_driver) = to_self.upgrade() {
+                let _ = to_driver.send(Command::Settled {
+                    slot,
+                    generation,
+                    acknowledged,
+                });
+            }
+        });
+    }
+
+    /// A held partition flows again, without what was acknowledged while it was held.
+    fn settled(&mut self, slot: usize, generation: u64, acknowledged: Option<Acknowledged>) {
+        {
+            let mut state = self.shared.state.lock();
+            let partition = &mut state.partitions[slot];
+            if partition.generation != generation || !partition.held {
+                return;
+            }
+            partition.held = false;
+            let mut dropped = 0;
+            if let Some(acked) = &acknowledged {
+                let before = partition.queue.len();
+                partition.queue.retain(|pending| !acked.covers(&pending.id));
+                dropped = before - partition.queue.len();
+            }
+            state.queued -= dropped;
+            if dropped > 0 {
+                tracing::debug!(topic = %self.subscribe.topics[slot], dropped, "pulsar: events the previous member acknowledged during the handover dropped");
+            }
+        }
+        self.acknowledged[slot] = acknowledged;
+        self.shared.wake.notify_waiters();
+        self.shared.room.notify_one();
+    }
+
     /// Forgets the events queued for a partition (the broker delivers them again, here or to
     /// another member); nacks of its deliveries in flight are no longer requeued here.
     fn drop_queued(&mut self, slot: usize) {
+        self.acknowledged[slot] = None;
         {
             let mut state = self.shared.state.lock();
             let partition = &mut state.partitions[slot];
             partition.generation += 1;
+            partition.held = false;
             let dropped = partition.queue.len();
             partition.queue.clear();
             state.queued -= dropped;
