@@ -1,7 +1,7 @@
 //! End to end between backend pairs: local → local (file to memory), and Pub/Sub (the pstest
 //! emulator) on one side or both: local → Pub/Sub, Pub/Sub → local, Kafka → Pub/Sub,
-//! Pub/Sub → Kafka and Pub/Sub → Pub/Sub, Kafka → local, and local → Pulsar → local (local →
-//! Kafka and Kafka → Kafka are in `e2e_kafka.rs`). Each compares
+//! Pub/Sub → Kafka and Pub/Sub → Pub/Sub, Kafka → local, local → Pulsar → local and Kafka →
+//! Pulsar → Kafka (local → Kafka and Kafka → Kafka are in `e2e_kafka.rs`). Each compares
 //! the full sequence of events on both sides: payload, key, headers, timestamp, per-key order
 //! and lineage headers.
 //!
@@ -220,6 +220,18 @@ async fn local_to_pulsar_and_back() {
         .unwrap();
     bridge_pair(local.clone(), pulsar.clone(), "local-to-pulsar").await;
     bridge_pair(pulsar, local, "pulsar-to-local").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_to_pulsar_and_back() {
+    let kafka_server = require_peer!(Peer::Kafka);
+    let server = require_peer!(Peer::Pulsar);
+    tributary_kafka::register();
+    tributary_pulsar::register();
+    let kafka = tributary::connect(kafka_server.url()).await.unwrap();
+    let pulsar = tributary::connect(server.url()).await.unwrap();
+    bridge_pair(kafka.clone(), pulsar.clone(), "kafka-to-pulsar").await;
+    bridge_pair(pulsar, kafka, "pulsar-to-kafka").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
