@@ -6,7 +6,14 @@
 //! property), the same producer options (each event its own message, or batches of up to 1000
 //! with `batched`), 1000 sends enqueued before their receipts are awaited; the consumers
 //! (Failover subscription, prefetch 1000 per partition) copy each message out and ack it.
+//!
+//! A peer does the same work in the same rounds on a topic of its own: Apache's Python client
+//! (`benches/py/perf.py`, pulsar-client with the C++ client underneath, from the peers'
+//! virtualenv), so the table also shows where both Rust sides stand against the official
+//! client on this machine. Without the virtualenv its column reads `-`.
 
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -14,7 +21,7 @@ use pulsar::consumer::InitialPosition;
 use pulsar::producer::ProducerOptions;
 use pulsar::{Pulsar, SubType, TokioExecutor};
 use tributary::{Backend, ConsumerOptions, Event, StartPosition, StreamSpec};
-use tributary_testcontainers::{Peer, require, unique_name};
+use tributary_testcontainers::{Peer, peers_dir, require, unique_name};
 
 const BATCH: usize = 1000;
 const PAYLOAD: usize = 100;
@@ -145,6 +152,48 @@ async fn raw_consume(client: &Pulsar<TokioExecutor>, topic: &str, n: usize) -> f
     (n - 1) as f64 / started.unwrap().elapsed().as_secs_f64()
 }
 
+/// The Python client's produce and consume rates on `topic`, or `None` without the virtualenv.
+async fn python_peer(
+    address: String,
+    topic: String,
+    n: usize,
+    batched: bool,
+) -> Option<(f64, f64)> {
+    let python = peers_dir().join("pyvenv/current/bin/python");
+    if !python.is_file() {
+        eprintln!("no Python peer: {} is missing", python.display());
+        return None;
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/py/perf.py");
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .arg(format!("pulsar://{address}"))
+            .arg(format!("persistent://public/default/{topic}"))
+            .arg(n.to_string())
+            .arg(if batched { "1" } else { "0" })
+            .output()
+    });
+    let output = tokio::time::timeout(Duration::from_secs(900), run)
+        .await
+        .expect("the Python peer finished within 15 minutes")
+        .expect("join")
+        .expect("run the Python peer");
+    assert!(
+        output.status.success(),
+        "the Python peer failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let rate = |what: &str| -> f64 {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(what)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("the Python peer printed no {what} rate: {stdout}"))
+    };
+    Some((rate("produce"), rate("consume")))
+}
+
 fn main() {
     let n: usize = std::env::args()
         .skip(1)
@@ -160,7 +209,7 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         tributary_pulsar::register();
-        let mut rows: Vec<(String, f64, f64)> = Vec::new();
+        let mut rows: Vec<Row> = Vec::new();
         for (mode, options) in [("unbatched", ""), ("batched", "&batch_size=1000")] {
             let url = format!("{}{options}", server.url());
             let backend = tributary::connect(&url).await.unwrap();
@@ -173,7 +222,8 @@ fn main() {
             for round in 0..2 {
                 let raw_topic = unique_name("bench-raw");
                 let trib_topic = unique_name("bench-trib");
-                for topic in [&raw_topic, &trib_topic] {
+                let py_topic = unique_name("bench-py");
+                for topic in [&raw_topic, &trib_topic, &py_topic] {
                     backend
                         .create_stream(topic, StreamSpec::with_partitions(PARTITIONS))
                         .await
@@ -193,27 +243,54 @@ fn main() {
                     let t = tributary_consume(backend.as_ref(), &trib_topic, n).await;
                     (raw_consume(&raw, &raw_topic, n).await, t)
                 };
+                let py = python_peer(
+                    server.address().to_string(),
+                    py_topic,
+                    n,
+                    mode == "batched",
+                )
+                .await;
                 println!(
-                    "{mode} round {round}: produce raw {raw_p:.0}/s tributary {trib_p:.0}/s; consume raw {raw_c:.0}/s tributary {trib_c:.0}/s"
+                    "{mode} round {round}: produce raw {raw_p:.0}/s tributary {trib_p:.0}/s Python {}; consume raw {raw_c:.0}/s tributary {trib_c:.0}/s Python {}",
+                    show(py.map(|p| p.0)),
+                    show(py.map(|p| p.1)),
                 );
-                rows.push((format!("produce, {mode}"), raw_p, trib_p));
-                rows.push((format!("consume, {mode}"), raw_c, trib_c));
+                rows.push((format!("produce, {mode}"), raw_p, trib_p, py.map(|p| p.0)));
+                rows.push((format!("consume, {mode}"), raw_c, trib_c, py.map(|p| p.1)));
             }
         }
         println!(
             "\nPulsar {} · {n} events of {PAYLOAD} B · {PARTITIONS} partitions · best of 2 rounds",
             server.url()
         );
-        println!("| | raw `pulsar` crate (events/s) | tributary (events/s) | ratio |");
-        println!("|---|---|---|---|");
-        let mut kinds: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
-        kinds.dedup();
+        println!(
+            "| | raw `pulsar` crate (events/s) | tributary (events/s) | ratio | Python pulsar-client (events/s) |"
+        );
+        println!("|---|---|---|---|---|");
+        let mut kinds: Vec<&str> = Vec::new();
+        for row in &rows {
+            if !kinds.contains(&row.0.as_str()) {
+                kinds.push(&row.0);
+            }
+        }
         for what in kinds {
-            let best = |pick: fn(&(String, f64, f64)) -> f64| {
+            let best = |pick: fn(&Row) -> f64| {
                 rows.iter().filter(|r| r.0 == what).map(pick).fold(0.0, f64::max)
             };
             let (raw, trib) = (best(|r| r.1), best(|r| r.2));
-            println!("| {what} | {raw:.0} | {trib:.0} | {:.2} |", trib / raw);
+            let py = best(|r| r.3.unwrap_or(0.0));
+            println!(
+                "| {what} | {raw:.0} | {trib:.0} | {:.2} | {} |",
+                trib / raw,
+                show((py > 0.0).then_some(py))
+            );
         }
     });
+}
+
+/// What was measured, then the raw crate's, tributary's and the Python peer's rates.
+type Row = (String, f64, f64, Option<f64>);
+
+fn show(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "-".to_owned(), |r| format!("{r:.0}"))
 }
