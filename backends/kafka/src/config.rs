@@ -198,12 +198,6 @@ impl KafkaConfig {
                 if start_earliest { "earliest" } else { "latest" },
             );
         }
-        // The statistics carry each partition's consumer lag, reported by `Consumer::lag`.
-        let user_set =
-            |name: &str| self.consumer.iter().any(|(n, _)| n == name) || config.get(name).is_some();
-        if !user_set("statistics.interval.ms") {
-            config.set("statistics.interval.ms", "1000");
-        }
         config
     }
 

@@ -13,7 +13,7 @@
 //! to answer, or a coordinator librdkafka waits for, never stops the driver from fetching and
 //! serving rebalances.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -37,9 +37,17 @@ use tributary::{
 use crate::config::KafkaConfig;
 use crate::error::map;
 
-/// What the rest of the process tells the driver thread.
+/// How often the driver reads the partitions' ends from librdkafka's cache, for `lag()`.
+const ENDS_EVERY: Duration = Duration::from_millis(100);
+
+/// Where the outcome of a commit or close goes.
+type Reply = oneshot::Sender<Result<()>>;
+/// A close request: `None` when nobody waits for the answer (the consumer was dropped).
+type CloseReply = Option<Reply>;
+
+/// What the rest of the process tells the driver thread. Outcomes do not go this way: they
+/// are applied where they are made (see [`KafkaAck`]).
 enum Message {
-    Settle(Settle),
     /// Stop: commit what is acked, leave the group, then answer (if anyone waits).
     Close(Option<oneshot::Sender<Result<()>>>),
     /// Commit what is acked now (synchronously), then answer.
@@ -56,18 +64,24 @@ struct Settle {
     event: Event,
 }
 
-/// The acknowledgement handle behind each [`Delivery`].
+/// The acknowledgement handle behind each [`Delivery`]. The outcome is applied to the shared
+/// state at once, on the caller's thread: a nacked event is then queued for redelivery before
+/// the application can receive anything later from its partition, and an ack costs one short
+/// lock instead of a message to the driver.
 struct KafkaAck {
     settle: Option<Settle>,
-    to_driver: std::sync::mpsc::Sender<Message>,
+    state: Arc<Mutex<State>>,
+    wake: Arc<Notify>,
 }
 
 impl Acknowledge for KafkaAck {
     fn settle(mut self: Box<Self>, outcome: Outcome) {
         if let Some(mut settle) = self.settle.take() {
             settle.outcome = outcome;
-            // The driver may be gone (consumer closed): the outcome no longer matters then.
-            let _ = self.to_driver.send(Message::Settle(settle));
+            let receivable = self.state.lock().apply(settle);
+            if receivable {
+                self.wake.notify_waiters();
+            }
         }
     }
 }
@@ -89,6 +103,24 @@ struct PartitionState {
     tracker: AckTracker<i64>,
     /// The offset last committed (next to read), to skip commits that change nothing.
     committed: Option<i64>,
+    /// The first offset this member reads (the group's commit, or the resolved start):
+    /// everything before it counts as processed. `None` until known (when the broker could
+    /// not say where "latest" was, the first event fetched tells).
+    start: Option<i64>,
+    /// The partition's end offset as last seen (the broker's high watermark, or past the last
+    /// event fetched); `None` until known.
+    end: Option<i64>,
+}
+
+impl PartitionState {
+    /// Events from the first unacked one to the end.
+    fn lag(&self) -> Option<u64> {
+        let processed = match self.tracker.committed() {
+            Some(&last) => last + 1,
+            None => self.start?,
+        };
+        Some(self.end?.saturating_sub(processed).max(0) as u64)
+    }
 }
 
 /// Shared by the driver thread, the rebalance callback (which runs inside `poll` on that same
@@ -100,9 +132,13 @@ struct State {
     timeout: Duration,
     partitions: HashMap<i32, PartitionState>,
     next_generation: u64,
-    /// Fetched (or nacked) events waiting for `receive()`, and their size in bytes.
+    /// Fetched events waiting for `receive()`, and their size in bytes.
     ready: VecDeque<Pending>,
     ready_bytes: usize,
+    /// Nacked events, by partition and offset: handed out before anything in `ready`, so a
+    /// nacked event comes back before any later event of its partition, and nacked events of
+    /// one partition come back in offset order (the order they were first delivered).
+    redeliveries: BTreeMap<(i32, i64), Pending>,
     /// Signalled when the ready queue drains to `low_water`, waking a driver that stopped
     /// fetching because it was full.
     room: Arc<parking_lot::Condvar>,
@@ -118,13 +154,8 @@ struct State {
     assignment_changed: bool,
     /// An error for the next `receive()` (a deleted topic, a fatal client error).
     failure: Option<Error>,
-    /// The group's lag on the assigned partitions, from librdkafka's statistics (high
-    /// watermark minus committed offset); `None` until every assigned partition is known.
-    lag: Option<u64>,
     /// The driver has stopped: `receive()` reports the consumer closed.
     stopped: bool,
-    close_request: Option<Option<oneshot::Sender<Result<()>>>>,
-    commit_requests: Vec<oneshot::Sender<Result<()>>>,
     joined: Option<oneshot::Sender<Result<()>>>,
 }
 
@@ -158,43 +189,71 @@ impl State {
         }
     }
 
-    fn apply(&mut self, settle: Settle) {
+    /// Applies an outcome; `true` when it may let a waiting `receive()` proceed (a redelivery
+    /// was queued, or the in-flight limit no longer holds it back).
+    fn apply(&mut self, settle: Settle) -> bool {
+        let was_full = self.in_flight >= self.max_in_flight;
         self.in_flight = self.in_flight.saturating_sub(1);
         let Some(partition) = self.partitions.get_mut(&settle.partition) else {
-            return; // revoked since: the new owner redelivers it
+            return was_full; // revoked since: the new owner redelivers it
         };
         if partition.generation != settle.generation {
-            return;
+            return was_full;
         }
         match settle.outcome {
             Outcome::Ack => {
                 partition.tracker.ack(settle.ticket);
+                was_full
             }
             Outcome::Nack => {
                 let generation = partition.generation;
-                self.ready_bytes += pending_size(&settle.event);
-                self.ready.push_front(Pending {
-                    partition: settle.partition,
-                    offset: settle.offset,
-                    event: settle.event,
-                    redelivery: Some((generation, settle.ticket)),
-                    attempt: settle.attempt + 1,
-                });
+                self.redeliveries.insert(
+                    (settle.partition, settle.offset),
+                    Pending {
+                        partition: settle.partition,
+                        offset: settle.offset,
+                        event: settle.event,
+                        redelivery: Some((generation, settle.ticket)),
+                        attempt: settle.attempt + 1,
+                    },
+                );
+                true
             }
         }
     }
 
-    /// Takes the next event for the application, registering it with its partition's tracker.
-    fn take(&mut self, to_driver: &std::sync::mpsc::Sender<Message>) -> Option<Delivery> {
+    /// The group's backlog on this member's partitions: `None` while an end is unknown.
+    fn lag(&self) -> Option<u64> {
+        self.partitions.values().map(PartitionState::lag).sum()
+    }
+
+    /// Forgets queued events of partitions no longer assigned.
+    fn withdraw_unassigned(&mut self) {
+        let partitions = &self.partitions;
+        self.ready.retain(|p| partitions.contains_key(&p.partition));
+        self.redeliveries
+            .retain(|(partition, _), _| partitions.contains_key(partition));
+        self.ready_bytes = self.ready.iter().map(|p| pending_size(&p.event)).sum();
+    }
+
+    /// Takes the next event for the application (a redelivery first), registering it with
+    /// its partition's tracker.
+    fn take(&mut self, shared: &Arc<Mutex<State>>, wake: &Arc<Notify>) -> Option<Delivery> {
         while self.in_flight < self.max_in_flight {
-            let pending = self.ready.pop_front()?;
-            self.ready_bytes = self
-                .ready_bytes
-                .saturating_sub(pending_size(&pending.event));
-            if self.ready.len() == self.low_water {
-                // The driver may be waiting for room (see `Driver::fetch`).
-                self.room.notify_one();
-            }
+            let pending = match self.redeliveries.pop_first() {
+                Some((_, pending)) => pending,
+                None => {
+                    let pending = self.ready.pop_front()?;
+                    self.ready_bytes = self
+                        .ready_bytes
+                        .saturating_sub(pending_size(&pending.event));
+                    if self.ready.len() == self.low_water {
+                        // The driver may be waiting for room (see `Driver::fetch`).
+                        self.room.notify_one();
+                    }
+                    pending
+                }
+            };
             let Some(partition) = self.partitions.get_mut(&pending.partition) else {
                 continue;
             };
@@ -224,7 +283,8 @@ impl State {
                         outcome: Outcome::Nack,
                         event: pending.event,
                     }),
-                    to_driver: to_driver.clone(),
+                    state: shared.clone(),
+                    wake: wake.clone(),
                 })),
             });
         }
@@ -234,36 +294,18 @@ impl State {
 
 struct Context {
     state: Arc<Mutex<State>>,
-    /// Outcomes and commands; drained by the driver loop and by the revoke callback, so that
-    /// acks made before a rebalance are committed by it.
-    inbox: Mutex<std::sync::mpsc::Receiver<Message>>,
-    /// Wakes `receive()` callers when events arrive or the consumer stops.
-    wake: Arc<Notify>,
 }
 
 impl Context {
-    fn drain_inbox(&self) {
-        let inbox = self.inbox.lock();
-        let mut state = self.state.lock();
-        while let Ok(message) = inbox.try_recv() {
-            match message {
-                Message::Settle(settle) => state.apply(settle),
-                Message::Close(reply) => state.close_request = Some(reply),
-                Message::Commit(reply) => state.commit_requests.push(reply),
-            }
-        }
-        // Settles can free in-flight room or queue redeliveries.
-        self.wake.notify_waiters();
-    }
-
     /// The assignment with an explicit offset for every partition: the committed one where the
     /// group has a commit, else the consumer's start position, resolved now so that "latest"
-    /// means latest at the moment of joining, not at some later first fetch.
+    /// means latest at the moment of joining, not at some later first fetch. Also reads each
+    /// partition's end, so that `lag()` answers from the moment of joining.
     fn starting_offsets(
         &self,
         consumer: &BaseConsumer<Self>,
         assigned: &TopicPartitionList,
-    ) -> (TopicPartitionList, Option<Error>) {
+    ) -> Resolved {
         let (topic, start, timeout) = {
             let state = self.state.lock();
             (state.topic.clone(), state.start.clone(), state.timeout)
@@ -278,22 +320,33 @@ impl Context {
                 assigned.clone()
             }
         };
-        let end_of = |partition: i32| match consumer.fetch_watermarks(&topic, partition, timeout) {
-            Ok((_, high)) => Ok(Offset::Offset(high)),
-            Err(e) => Err(map(
-                e,
-                &format!("find the end of `{topic}` partition {partition}"),
-            )),
-        };
-        let mut result = TopicPartitionList::new();
+        let mut resolved = Resolved::default();
         let mut by_time = TopicPartitionList::new();
         for element in committed.elements() {
             let partition = element.partition();
+            let watermarks = consumer
+                .fetch_watermarks(&topic, partition, timeout)
+                .map_err(|e| {
+                    map(
+                        e,
+                        &format!("find the ends of `{topic}` partition {partition}"),
+                    )
+                });
+            let (low, high) = match watermarks {
+                Ok((low, high)) => (Some(low.max(0)), Some(high.max(0))),
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    (None, None)
+                }
+            };
             let offset = match (element.offset(), &start) {
-                (Offset::Offset(n), _) if n >= 0 => Offset::Offset(n),
-                (_, StartPosition::Earliest) => Offset::Beginning,
+                (Offset::Offset(n), _) if n >= 0 => {
+                    resolved.add(&topic, partition, Some(n), high, false);
+                    continue;
+                }
+                (_, StartPosition::Earliest) => low,
                 (_, StartPosition::Position(position)) => {
-                    Offset::Offset(position.as_offset().unwrap_or(0) as i64)
+                    Some(position.as_offset().unwrap_or(0) as i64)
                 }
                 (_, StartPosition::Timestamp(t)) => {
                     let _ = by_time.add_partition_offset(
@@ -301,58 +354,109 @@ impl Context {
                         partition,
                         Offset::Offset(t.as_millis()),
                     );
+                    resolved.ends.insert(partition, high);
                     continue;
                 }
-                (_, _) => end_of(partition).unwrap_or_else(|e| {
-                    failure.get_or_insert(e);
-                    Offset::End
-                }),
+                (_, _) => high,
             };
-            let _ = result.add_partition_offset(&topic, partition, offset);
+            match offset {
+                Some(offset) => resolved.add(&topic, partition, Some(offset), high, true),
+                // The ends are unknown: librdkafka resolves the start itself.
+                None => {
+                    let fallback = match start {
+                        StartPosition::Earliest => Offset::Beginning,
+                        _ => Offset::End,
+                    };
+                    let _ = resolved
+                        .assignment
+                        .add_partition_offset(&topic, partition, fallback);
+                    resolved.ends.insert(partition, None);
+                }
+            }
         }
         if by_time.count() > 0 {
             match consumer.offsets_for_times(by_time.clone(), timeout) {
                 Ok(found) => {
                     for element in found.elements() {
+                        let partition = element.partition();
+                        let end = resolved.ends.get(&partition).copied().flatten();
                         let offset = match element.offset() {
-                            Offset::Offset(n) if n >= 0 => Offset::Offset(n),
+                            Offset::Offset(n) if n >= 0 => Some(n),
                             // No event at or after the time: start at the end.
-                            _ => end_of(element.partition()).unwrap_or(Offset::End),
+                            _ => end,
                         };
-                        let _ = result.add_partition_offset(&topic, element.partition(), offset);
+                        match offset {
+                            Some(offset) => {
+                                resolved.add(&topic, partition, Some(offset), end, true)
+                            }
+                            None => {
+                                let _ = resolved.assignment.add_partition_offset(
+                                    &topic,
+                                    partition,
+                                    Offset::End,
+                                );
+                            }
+                        }
                     }
                 }
                 Err(e) => {
                     failure.get_or_insert(map(e, &format!("look up offsets by time on `{topic}`")));
                     for element in by_time.elements() {
-                        let _ =
-                            result.add_partition_offset(&topic, element.partition(), Offset::End);
+                        let _ = resolved.assignment.add_partition_offset(
+                            &topic,
+                            element.partition(),
+                            Offset::End,
+                        );
                     }
                 }
             }
         }
-        (result, failure)
+        resolved.failure = failure;
+        resolved
     }
 }
 
-impl ClientContext for Context {
-    /// Runs inside `poll` every `statistics.interval.ms` (1 s unless configured).
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        let mut state = self.state.lock();
-        let Some(topic) = statistics.topics.get(&state.topic) else {
-            return;
-        };
-        let mut lag = 0u64;
-        for partition in state.partitions.keys() {
-            match topic.partitions.get(partition) {
-                Some(p) if p.consumer_lag >= 0 => lag += p.consumer_lag as u64,
-                // Not known yet: a partial sum would understate it.
-                _ => return,
+/// Where each assigned partition starts, and what is known of its end.
+#[derive(Default)]
+struct Resolved {
+    /// The partitions with the offset to read from.
+    assignment: TopicPartitionList,
+    /// Offsets resolved from the start position where the group had no commit: committed at
+    /// once, so that a member that takes the partition over later (after a crash before any
+    /// ack) starts at the same place instead of resolving "latest" again and skipping what
+    /// arrived in between.
+    pin: TopicPartitionList,
+    /// Each partition's first offset to read, where known.
+    starts: HashMap<i32, i64>,
+    /// Each partition's end offset, where known.
+    ends: HashMap<i32, Option<i64>>,
+    failure: Option<Error>,
+}
+
+impl Resolved {
+    fn add(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        start: Option<i64>,
+        end: Option<i64>,
+        pin: bool,
+    ) {
+        let offset = start.map_or(Offset::End, Offset::Offset);
+        let _ = self
+            .assignment
+            .add_partition_offset(topic, partition, offset);
+        if let Some(start) = start {
+            self.starts.insert(partition, start);
+            if pin {
+                let _ = self.pin.add_partition_offset(topic, partition, offset);
             }
         }
-        state.lag = Some(lag);
+        self.ends.insert(partition, end);
     }
 }
+
+impl ClientContext for Context {}
 
 impl ConsumerContext for Context {
     fn rebalance(
@@ -367,33 +471,40 @@ impl ConsumerContext for Context {
         );
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let (assignment, failure) = self.starting_offsets(consumer, tpl);
+                let resolved = self.starting_offsets(consumer, tpl);
                 let result = if cooperative {
-                    consumer.incremental_assign(&assignment)
+                    consumer.incremental_assign(&resolved.assignment)
                 } else {
-                    consumer.assign(&assignment)
+                    consumer.assign(&resolved.assignment)
                 };
+                if result.is_ok()
+                    && resolved.pin.count() > 0
+                    && let Err(e) = consumer.commit(&resolved.pin, CommitMode::Sync)
+                {
+                    // Only a later owner's start is at stake, and only until the first commit.
+                    tracing::warn!(error = %e, "kafka: cannot commit the start position of newly assigned partitions");
+                }
                 let mut state = self.state.lock();
-                for element in assignment.elements() {
+                for element in resolved.assignment.elements() {
+                    let partition = element.partition();
                     let generation = state.next_generation;
                     state.next_generation += 1;
-                    let committed = match element.offset() {
-                        Offset::Offset(next) => Some(next),
-                        _ => None,
-                    };
+                    let start = resolved.starts.get(&partition).copied();
                     state.partitions.insert(
-                        element.partition(),
+                        partition,
                         PartitionState {
                             generation,
                             tracker: AckTracker::new(),
-                            committed,
+                            committed: start,
+                            start,
+                            end: resolved.ends.get(&partition).copied().flatten(),
                         },
                     );
                 }
                 state.assignment_changed = true;
-                tracing::debug!(topic = %state.topic, partitions = assignment.count(), "kafka: partitions assigned");
+                tracing::debug!(topic = %state.topic, partitions = resolved.assignment.count(), "kafka: partitions assigned");
                 if let Some(joined) = state.joined.take() {
-                    let outcome = match (result, failure) {
+                    let outcome = match (result, resolved.failure) {
                         (Err(e), _) => Err(map(e, &format!("join the group on `{}`", state.topic))),
                         (Ok(()), Some(e)) => Err(e),
                         (Ok(()), None) => Ok(()),
@@ -402,10 +513,9 @@ impl ConsumerContext for Context {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                // Acks the application made before this moment count: apply them, then commit
-                // for the partitions that go. Their unacked and not-yet-received events are
-                // withdrawn here and redelivered by the next owner.
-                self.drain_inbox();
+                // Acks the application made before this moment count (they are applied as they
+                // are made): commit them for the partitions that go. Their unacked and
+                // not-yet-received events are withdrawn here and redelivered by the next owner.
                 let mut state = self.state.lock();
                 let list = state.commit_list(Some(tpl));
                 if list.count() > 0 {
@@ -419,12 +529,9 @@ impl ConsumerContext for Context {
                 for element in tpl.elements() {
                     state.partitions.remove(&element.partition());
                 }
-                let topic = state.topic.clone();
-                state
-                    .ready
-                    .retain(|p| tpl.find_partition(&topic, p.partition).is_none());
-                state.ready_bytes = state.ready.iter().map(|p| pending_size(&p.event)).sum();
+                state.withdraw_unassigned();
                 state.assignment_changed = true;
+                let topic = state.topic.clone();
                 tracing::debug!(topic = %topic, partitions = tpl.count(), "kafka: partitions revoked");
                 drop(state);
                 let result = if cooperative {
@@ -440,8 +547,7 @@ impl ConsumerContext for Context {
                 tracing::warn!(error = ?other, "kafka: rebalance error; dropping the assignment");
                 let mut state = self.state.lock();
                 state.partitions.clear();
-                state.ready.clear();
-                state.ready_bytes = 0;
+                state.withdraw_unassigned();
                 state.assignment_changed = true;
                 drop(state);
                 let _ = consumer.unassign();
@@ -484,6 +590,7 @@ impl KafkaConsumer {
             next_generation: 0,
             ready: VecDeque::new(),
             ready_bytes: 0,
+            redeliveries: BTreeMap::new(),
             room: Arc::new(parking_lot::Condvar::new()),
             command_waiting: false,
             low_water: max_in_flight.clamp(64, 4096) / 2,
@@ -491,18 +598,13 @@ impl KafkaConsumer {
             max_in_flight,
             assignment_changed: false,
             failure: None,
-            lag: None,
             stopped: false,
-            close_request: None,
-            commit_requests: Vec::new(),
             joined: Some(joined_tx),
         }));
         let wake = Arc::new(Notify::new());
         let (to_driver, inbox) = std::sync::mpsc::channel();
         let context = Context {
             state: state.clone(),
-            inbox: Mutex::new(inbox),
-            wake: wake.clone(),
         };
         let earliest = matches!(options.start, StartPosition::Earliest);
         let consumer: BaseConsumer<Context> = config
@@ -535,6 +637,8 @@ impl KafkaConsumer {
             }),
             state: state.clone(),
             wake: wake.clone(),
+            inbox,
+            ends_refreshed: Instant::now(),
             // How far the driver reads ahead of the application.
             max_ready: max_in_flight.clamp(64, 4096),
             max_ready_bytes: 16 << 20,
@@ -588,7 +692,7 @@ impl KafkaConsumer {
         if let Some(error) = state.failure.take() {
             return Some(Err(error));
         }
-        if let Some(delivery) = state.take(&self.to_driver) {
+        if let Some(delivery) = state.take(&self.state, &self.wake) {
             return Some(Ok(delivery));
         }
         state.stopped.then(|| Err(self.closed_error()))
@@ -631,7 +735,7 @@ impl Consumer for KafkaConsumer {
     }
 
     fn lag(&self) -> Option<u64> {
-        self.state.lock().lag
+        self.state.lock().lag()
     }
 
     async fn close(&self) -> Result<()> {
@@ -726,33 +830,50 @@ struct Driver {
     batch: Vec<Pending>,
     commit_interval: Duration,
     group: String,
+    /// Commands from the consumer (commit, close).
+    inbox: std::sync::mpsc::Receiver<Message>,
+    /// When the partitions' ends were last read from librdkafka's cache.
+    ends_refreshed: Instant,
 }
 
 impl Driver {
+    /// Reads the commands waiting in the inbox: a close request (if any) and commits to make.
+    fn read_inbox(&self) -> (Option<CloseReply>, Vec<Reply>) {
+        let mut close = None;
+        let mut commits = Vec::new();
+        while let Ok(message) = self.inbox.try_recv() {
+            match message {
+                Message::Close(reply) => close = Some(reply),
+                Message::Commit(reply) => commits.push(reply),
+            }
+        }
+        (close, commits)
+    }
+
     fn run(mut self) {
         let mut last_commit = Instant::now();
-        let reply = loop {
+        let (reply, mut late_commits) = loop {
             // Cleared before the inbox is read, so a command sent after this point is seen.
             self.state.lock().command_waiting = false;
-            self.consumer.context().drain_inbox();
-            if let Some(reply) = self.state.lock().close_request.take() {
-                break reply;
+            let (close, commits) = self.read_inbox();
+            if let Some(reply) = close {
+                break (reply, commits);
             }
-            let requests = std::mem::take(&mut self.state.lock().commit_requests);
-            if !requests.is_empty() {
-                self.request_commit(requests);
+            if !commits.is_empty() {
+                self.request_commit(commits);
             }
             let fetched = self.fetch();
             if fetched > 0 {
                 self.wake.notify_waiters();
             }
+            self.refresh_ends();
             if last_commit.elapsed() >= self.commit_interval {
                 // A failure is retried at the next tick.
                 self.request_commit(Vec::new());
                 last_commit = Instant::now();
             }
         };
-        self.consumer.context().drain_inbox();
+        late_commits.extend(self.read_inbox().1);
         if let Some(committer) = self.committer.take() {
             // Requests already queued are still served; then the thread ends.
             drop(committer.jobs);
@@ -765,7 +886,7 @@ impl Driver {
         {
             let mut state = self.state.lock();
             // Commits asked for during the close are answered by the final one.
-            for reply in std::mem::take(&mut state.commit_requests) {
+            for reply in late_commits {
                 let _ = reply.send(match &last {
                     Ok(()) => Ok(()),
                     Err(e) => Err(same_error(e)),
@@ -774,6 +895,7 @@ impl Driver {
             // Events never handed out go back to Kafka: the next owner reads them again.
             state.ready.clear();
             state.ready_bytes = 0;
+            state.redeliveries.clear();
             state.stopped = true;
         }
         self.wake.notify_waiters();
@@ -852,6 +974,51 @@ impl Driver {
         fetched
     }
 
+    /// Reads each assigned partition's high watermark from librdkafka's cache (what the last
+    /// fetch response said; no request to the broker), so `lag()` follows new events even
+    /// while the application is not receiving. At most every [`ENDS_EVERY`].
+    fn refresh_ends(&mut self) {
+        if self.ends_refreshed.elapsed() < ENDS_EVERY {
+            return;
+        }
+        self.ends_refreshed = Instant::now();
+        let (topic, partitions): (String, Vec<i32>) = {
+            let state = self.state.lock();
+            (
+                state.topic.clone(),
+                state.partitions.keys().copied().collect(),
+            )
+        };
+        let Ok(c_topic) = std::ffi::CString::new(topic) else {
+            return;
+        };
+        let highs: Vec<(i32, i64)> = partitions
+            .into_iter()
+            .filter_map(|partition| {
+                let (mut low, mut high) = (-1i64, -1i64);
+                // SAFETY: the client outlives this call (the driver holds it), the topic is a
+                // valid C string, and the two out-pointers are valid for writes.
+                let err = unsafe {
+                    rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                        self.consumer.client().native_ptr(),
+                        c_topic.as_ptr(),
+                        partition,
+                        &mut low,
+                        &mut high,
+                    )
+                };
+                (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+                    .then_some((partition, high))
+            })
+            .collect();
+        let mut state = self.state.lock();
+        for (partition, high) in highs {
+            if let Some(p) = state.partitions.get_mut(&partition) {
+                p.end = Some(p.end.map_or(high, |end| end.max(high)));
+            }
+        }
+    }
+
     fn poll_error(&mut self, error: KafkaError) {
         let mut state = self.state.lock();
         let fatal = matches!(
@@ -919,9 +1086,15 @@ fn to_pending(message: &BorrowedMessage<'_>) -> Pending {
 fn enqueue(state: &Mutex<State>, batch: &mut Vec<Pending>) {
     let mut state = state.lock();
     for pending in batch.drain(..) {
-        if !state.partitions.contains_key(&pending.partition) {
+        let Some(partition) = state.partitions.get_mut(&pending.partition) else {
             continue; // fetched just before a revoke
-        }
+        };
+        partition.start.get_or_insert(pending.offset);
+        partition.end = Some(
+            partition
+                .end
+                .map_or(pending.offset + 1, |end| end.max(pending.offset + 1)),
+        );
         state.ready_bytes += pending_size(&pending.event);
         state.ready.push_back(pending);
     }

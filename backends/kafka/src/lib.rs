@@ -56,11 +56,15 @@
 //!   partitioner (murmur2 for Java-client compatibility requires `producer.partitioner=murmur2_random`).
 //! - Consumers join the group named in [`tributary::ConsumerOptions`]; commits are the end of
 //!   the acked prefix per partition, never auto-commits. A revoked partition commits what is
-//!   acked and its in-flight deliveries are redelivered by its next owner. A nack redelivers
-//!   the event to this consumer (attempt + 1).
+//!   acked and its in-flight deliveries are redelivered by its next owner. A nack (or a
+//!   dropped delivery) redelivers the event to this consumer (attempt + 1) before any later
+//!   event of its partition; several nacked events of a partition come back in offset order.
 //! - The start position applies to partitions without a commit and is resolved when the
 //!   partition is assigned (latest = the end at that moment; a timestamp uses
-//!   `offsets_for_times`).
+//!   `offsets_for_times`). The resolved offset is committed at once, so a member that takes
+//!   the partition over later starts at the same place rather than resolving "latest" again.
+//! - `Consumer::lag` answers from the moment `consumer()` returns: per assigned partition,
+//!   its end (read at assignment, then from every fetch response) minus the acked prefix.
 #![warn(missing_docs)]
 
 mod config;

@@ -1,0 +1,230 @@
+//! Promises the Kafka backend shares with every other backend, checked on a real broker where
+//! Kafka's own behaviour once broke them: nack redelivery order, topic creation on a broker
+//! that auto-creates topics itself, and `Consumer::lag` from the moment a consumer joins.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+use tributary::{
+    Backend, Consumer, ConsumerExt, ConsumerOptions, Delivery, Event, StartPosition, StreamSpec,
+};
+use tributary_testcontainers::{Peer, Server, require_peer, unique_name};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn connect(url: &str) -> Arc<dyn Backend> {
+    tributary_kafka::register();
+    tributary::connect(url).await.expect("connect")
+}
+
+async fn receive(consumer: &dyn Consumer) -> Delivery {
+    consumer
+        .receive_timeout(WAIT)
+        .await
+        .expect("receive")
+        .expect("a delivery within the deadline")
+}
+
+fn label(d: &Delivery) -> String {
+    format!(
+        "{}#{}",
+        String::from_utf8_lossy(&d.event.payload),
+        d.attempt.unwrap_or(0)
+    )
+}
+
+/// All events under one key (one partition); receive e0, e1, e2; nack e0 and e1; ack e2. The
+/// nacked events come back first, in the order they were first delivered, then e3 onwards:
+/// what `memory://` and `file://` do. Kafka once sent them after everything it had buffered,
+/// in reverse order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nacked_events_come_back_before_later_events_in_first_delivery_order() {
+    let server = require_peer!(Peer::Kafka);
+    let backend = connect(server.url()).await;
+    let topic = unique_name("nack-order");
+    backend
+        .create_stream(&topic, StreamSpec::with_partitions(3))
+        .await
+        .expect("create");
+    let producer = backend.producer(&topic).await.expect("producer");
+    let events: Vec<Event> = (0..20)
+        .map(|i| Event::new(format!("e{i}")).with_key("the-key"))
+        .collect();
+    producer.send_batch(events).await.expect("send");
+    let consumer = backend
+        .consumer(
+            &topic,
+            ConsumerOptions::new(unique_name("g")).start(StartPosition::Earliest),
+        )
+        .await
+        .expect("consumer");
+
+    let e0 = receive(consumer.as_ref()).await;
+    let e1 = receive(consumer.as_ref()).await;
+    let e2 = receive(consumer.as_ref()).await;
+    assert_eq!(
+        [&e0, &e1, &e2].map(label),
+        ["e0#1", "e1#1", "e2#1"],
+        "first deliveries"
+    );
+    e0.nack();
+    e1.nack();
+    e2.ack();
+    let mut next = Vec::new();
+    for _ in 0..3 {
+        next.push(receive(consumer.as_ref()).await);
+    }
+    assert_eq!(
+        next.iter().map(label).collect::<Vec<_>>(),
+        ["e0#2", "e1#2", "e3#1"],
+        "after nacking e0 and e1 and acking e2"
+    );
+    // Dropped deliveries count as nacked; dropped in reverse, they still come back in the
+    // order they were first delivered.
+    while let Some(d) = next.pop() {
+        drop(d);
+    }
+    let mut again = Vec::new();
+    for _ in 0..4 {
+        again.push(receive(consumer.as_ref()).await);
+    }
+    assert_eq!(
+        again.iter().map(label).collect::<Vec<_>>(),
+        ["e0#3", "e1#3", "e3#2", "e4#1"],
+        "after dropping e3, e1 and e0"
+    );
+    for d in again {
+        d.ack();
+    }
+    // The rest follows in order, once each.
+    for i in 5..20 {
+        let d = receive(consumer.as_ref()).await;
+        assert_eq!(label(&d), format!("e{i}#1"));
+        d.ack();
+    }
+    consumer.close().await.expect("close");
+    producer.close().await.expect("close");
+}
+
+/// The fixture's broker must auto-create topics itself (Kafka's default), or the next test
+/// proves nothing.
+async fn broker_auto_creates(server: &Server) -> bool {
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", server.address())
+        .create()
+        .expect("admin client");
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let configs = admin
+        .describe_configs([&ResourceSpecifier::Broker(1)], &options)
+        .await
+        .expect("describe the broker");
+    configs
+        .into_iter()
+        .flatten()
+        .find_map(|c| {
+            c.get("auto.create.topics.enable")
+                .and_then(|e| e.value.clone())
+        })
+        .is_some_and(|v| v == "true")
+}
+
+/// `auto_create=true&partitions=4` makes 4-partition topics even where the broker would create
+/// a missing topic on the first metadata request, with its own `num.partitions` (1 here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_create_makes_the_partitions_asked_for_on_an_auto_creating_broker() {
+    let server = require_peer!(Peer::Kafka);
+    assert!(
+        broker_auto_creates(&server).await,
+        "the fixture's broker must have auto.create.topics.enable=true"
+    );
+    let backend = connect(&format!("{}?auto_create=true&partitions=4", server.url())).await;
+
+    let by_producer = unique_name("auto-producer");
+    let producer = backend.producer(&by_producer).await.expect("producer");
+    producer
+        .send(Event::new("x").with_key("k"))
+        .await
+        .expect("send");
+    producer.close().await.expect("close");
+    let by_consumer = unique_name("auto-consumer");
+    let consumer = backend
+        .consumer(&by_consumer, ConsumerOptions::new(unique_name("g")))
+        .await
+        .expect("consumer");
+    consumer.close().await.expect("close");
+
+    for topic in [&by_producer, &by_consumer] {
+        let info = backend.describe_stream(topic).await.expect("describe");
+        assert_eq!(info.partitions.len(), 4, "partitions of `{topic}`");
+    }
+}
+
+/// `lag()` answers from the moment `consumer()` returns, and follows acks at once: right after
+/// 6,000 acks it said `None` although the capabilities declare lag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_is_known_from_the_join_and_follows_acks() {
+    let server = require_peer!(Peer::Kafka);
+    let backend = connect(server.url()).await;
+    assert!(backend.capabilities().lag);
+    let topic = unique_name("lag");
+    backend
+        .create_stream(&topic, StreamSpec::with_partitions(4))
+        .await
+        .expect("create");
+    let producer = backend.producer(&topic).await.expect("producer");
+    let events: Vec<Event> = (0..6000)
+        .map(|i| Event::new(format!("e{i}")).with_key(format!("k{}", i % 50)))
+        .collect();
+    for chunk in events.chunks(1000) {
+        producer.send_batch(chunk.to_vec()).await.expect("send");
+    }
+    let group = unique_name("g");
+    let options = ConsumerOptions::new(group.clone()).start(StartPosition::Earliest);
+    let consumer = backend
+        .consumer(&topic, options.clone())
+        .await
+        .expect("consumer");
+    assert_eq!(consumer.lag(), Some(6000), "lag right after joining");
+    let mut held = Vec::new();
+    for _ in 0..6000 {
+        held.push(receive(consumer.as_ref()).await);
+    }
+    assert_eq!(
+        consumer.lag(),
+        Some(6000),
+        "received but not acked still counts"
+    );
+    let rest = held.split_off(2000);
+    for d in held {
+        d.ack();
+    }
+    assert_eq!(consumer.lag(), Some(4000), "right after 2,000 acks");
+    for d in rest {
+        d.ack();
+    }
+    assert_eq!(consumer.lag(), Some(0), "right after 6,000 acks");
+
+    producer
+        .send_batch((0..100).map(|i| Event::new(format!("more{i}"))).collect())
+        .await
+        .expect("send more");
+    // New events count once the consumer has seen them arrive (it fetches continuously).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while consumer.lag() != Some(100) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lag {:?}, expected Some(100)",
+            consumer.lag()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    consumer.close().await.expect("close");
+
+    // A new member of the group knows the lag at once too: 100 unacked events.
+    let again = backend.consumer(&topic, options).await.expect("rejoin");
+    assert_eq!(again.lag(), Some(100), "lag right after rejoining");
+    again.close().await.expect("close");
+    producer.close().await.expect("close");
+}
