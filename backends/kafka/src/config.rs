@@ -108,9 +108,10 @@ impl KafkaConfig {
         }
         let timeout_ms = timeout.as_millis().to_string();
         common.push(("socket.connection.setup.timeout.ms".into(), timeout_ms));
-        let no_auto_create =
-            (!auto_create).then(|| ("allow.auto.create.topics".to_string(), "false".to_string()));
-        common.extend(no_auto_create);
+        // Never let a metadata request create a topic: a broker with broker-side creation on
+        // (Kafka's default) would make it with its own `num.partitions`, before tributary can
+        // create it with `partitions`. `auto_create` creates topics explicitly instead.
+        common.push(("allow.auto.create.topics".into(), "false".into()));
 
         let mut producer = vec![
             ("enable.idempotence".to_string(), "true".to_string()),

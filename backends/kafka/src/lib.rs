@@ -26,7 +26,7 @@
 //! | `send_timeout` | `60s` | how long one event may be retried before its send fails (`message.timeout.ms`) |
 //! | `commit_interval` | `500ms` | how often acked positions are committed (also on revoke and close) |
 //! | `join_timeout` | `60s` | how long `consumer()` waits for the group to assign partitions |
-//! | `auto_create` | `false` | create missing topics on `producer()`/`consumer()` |
+//! | `auto_create` | `false` | create missing topics on `producer()`/`consumer()`, with `partitions` (the client never lets a broker auto-create a topic with its own `num.partitions`) |
 //! | `partitions`, `replication` | `1`, broker default | for topics created by `auto_create` |
 //! | `client_id` | `tributary` | `client.id` |
 //! | `rdkafka.NAME` | | any librdkafka option, for every client (e.g. `rdkafka.security.protocol=SSL`) |
