@@ -120,6 +120,10 @@ impl KafkaConfig {
                 send_timeout.as_millis().to_string(),
             ),
             ("linger.ms".into(), "5".into()),
+            // Java's partitioner (murmur2 of the key), which every Java-compatible client and
+            // the local backend use, instead of librdkafka's own (CRC32): the same key lands on
+            // the same partition whoever sends it.
+            ("partitioner".into(), "murmur2_random".into()),
         ];
         let mut consumer = vec![
             ("enable.auto.commit".to_string(), "false".to_string()),
@@ -239,6 +243,7 @@ mod tests {
         let c = config("kafka://127.0.0.1:9092").unwrap();
         assert_eq!(c.bootstrap, "127.0.0.1:9092");
         assert_eq!(get(&c.producer, "enable.idempotence"), Some("true"));
+        assert_eq!(get(&c.producer, "partitioner"), Some("murmur2_random"));
         assert_eq!(get(&c.consumer, "enable.auto.commit"), Some("false"));
         assert_eq!(get(&c.common, "allow.auto.create.topics"), Some("false"));
         assert!(!c.auto_create);

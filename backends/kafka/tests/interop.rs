@@ -157,3 +157,147 @@ async fn tributary_reads_what_console_producer_wrote() {
     );
     consumer.close().await.expect("close");
 }
+
+/// Keys for the partitioning test: plain, non-ASCII (Cyrillic, CJK, emoji, combining marks,
+/// right-to-left) and long ones (up to 4 KiB), none holding a tab or a line break.
+fn parity_keys() -> Vec<String> {
+    let mut keys = Vec::new();
+    for i in 0..400 {
+        keys.push(format!("customer-{i}"));
+    }
+    let scripts = [
+        "ключ",
+        "キー",
+        "钥匙",
+        "🔑🗝️",
+        "e\u{301}té",
+        "מפתח",
+        "Straße",
+        "ǅ",
+    ];
+    for i in 0..400 {
+        keys.push(format!("{}-{i}", scripts[i % scripts.len()]));
+    }
+    for i in 0..200 {
+        // 100 to 4,100 bytes, varied so that every tail length of murmur2 occurs.
+        let unit = format!("long-{i}-ä-");
+        keys.push(
+            unit.repeat(1 + (i * 37) % 400)
+                .chars()
+                .take(100 + i * 20)
+                .collect(),
+        );
+    }
+    for i in 0..100 {
+        keys.push(i.to_string());
+        keys.push(format!(" {i} spaced "));
+    }
+    keys
+}
+
+/// The same key goes to the same partition whether tributary or Kafka's own Java producer
+/// (`kafka-console-producer`, Java's default murmur2 partitioner) sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_land_on_the_partitions_the_java_producer_picks() {
+    let server = require_peer!(Peer::Kafka);
+    tributary_kafka::register();
+    let backend = tributary::connect(server.url()).await.expect("connect");
+    // Seven partitions: a partition count that is not a power of two tells hashes apart better.
+    let by_java = unique_name("parity-java");
+    let by_tributary = unique_name("parity-tributary");
+    for topic in [&by_java, &by_tributary] {
+        backend
+            .create_stream(topic, StreamSpec::with_partitions(7))
+            .await
+            .expect("create");
+    }
+    let keys = parity_keys();
+    assert!(keys.len() >= 1000);
+
+    let address = server.address().to_string();
+    let topic_arg = by_java.clone();
+    let input: String = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("{k}\t{i}\n"))
+        .collect();
+    let output = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(tool("kafka-console-producer"))
+            .args(["--bootstrap-server", &address, "--topic", &topic_arg])
+            .args(["--reader-property", "parse.key=true"])
+            .args(["--reader-property", "key.separator=\t"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kafka-console-producer");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(input.as_bytes()).expect("write");
+        drop(stdin);
+        child.wait_with_output().expect("wait")
+    })
+    .await
+    .expect("join");
+    assert!(
+        output.status.success(),
+        "console producer failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // Where Java put each key, read back with the key bytes as the console producer sent them.
+    let consumer = backend
+        .consumer(
+            &by_java,
+            ConsumerOptions::new(unique_name("g")).start(StartPosition::Earliest),
+        )
+        .await
+        .expect("consumer");
+    let mut java = std::collections::HashMap::new();
+    while java.len() < keys.len() {
+        let delivery = tokio::time::timeout(Duration::from_secs(60), consumer.receive())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {} events arrived", java.len(), keys.len()))
+            .expect("receive");
+        let index: usize = std::str::from_utf8(&delivery.event.payload)
+            .expect("utf-8 payload")
+            .parse()
+            .expect("numbered payload");
+        assert_eq!(
+            delivery.event.key.as_deref(),
+            Some(keys[index].as_bytes()),
+            "the console producer sent key {index} as other bytes"
+        );
+        java.insert(index, delivery.partition.clone().expect("partition"));
+        delivery.ack();
+    }
+    consumer.close().await.expect("close");
+
+    let producer = backend.producer(&by_tributary).await.expect("producer");
+    let events: Vec<Event> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| Event::new(i.to_string()).with_key(k.clone()))
+        .collect();
+    let receipts = producer.send_batch(events).await.expect("send");
+    producer.close().await.expect("close");
+    let differing: Vec<String> = receipts
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| r.partition.as_ref() != java.get(i))
+        .map(|(i, r)| {
+            format!(
+                "{:?}: tributary {:?}, Java {:?}",
+                keys[i].chars().take(24).collect::<String>(),
+                r.partition,
+                java.get(&i)
+            )
+        })
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{} of {} keys land elsewhere than with Java's partitioner, e.g. {:?}",
+        differing.len(),
+        keys.len(),
+        &differing[..differing.len().min(5)]
+    );
+}
