@@ -37,6 +37,7 @@
 mod deadline;
 mod docker;
 mod error;
+pub mod kafka;
 mod native;
 mod probe;
 mod process;

@@ -17,6 +17,7 @@ pub(crate) const KNOWN_OPTIONS: &[&str] = &[
     "auto_create",
     "partitions",
     "replication",
+    "instance_id",
     "rdkafka.<librdkafka option>",
     "producer.<librdkafka option>",
     "consumer.<librdkafka option>",
@@ -41,6 +42,8 @@ pub(crate) struct KafkaConfig {
     pub auto_create: bool,
     pub partitions: u32,
     pub replication: i32,
+    /// Static group membership: consumers join as `group.instance.id` `<instance_id>.<topic>`.
+    pub instance_id: Option<String>,
 }
 
 impl std::fmt::Debug for KafkaConfig {
@@ -91,6 +94,10 @@ impl KafkaConfig {
             return Err(Error::config("option `partitions`: must be at least 1"));
         }
         let replication = options.take::<i32>("replication")?.unwrap_or(-1);
+        let instance_id = options.take_str("instance_id");
+        if let Some(id) = &instance_id {
+            check_instance_id(id)?;
+        }
         if replication == 0 || replication < -1 {
             return Err(Error::config(
                 "option `replication`: a positive factor, or -1 for the broker's default",
@@ -168,6 +175,7 @@ impl KafkaConfig {
             auto_create,
             partitions,
             replication,
+            instance_id,
         })
     }
 
@@ -214,6 +222,21 @@ impl KafkaConfig {
             value.into()
         }
     }
+}
+
+/// Longest `instance_id`: Kafka allows 249 characters for `group.instance.id`, which also
+/// holds the topic.
+const MAX_INSTANCE_ID: usize = 64;
+
+/// Kafka accepts letters, digits, `.`, `_` and `-` in a `group.instance.id`.
+fn check_instance_id(id: &str) -> Result<()> {
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if id.is_empty() || id.len() > MAX_INSTANCE_ID || !id.chars().all(legal) {
+        return Err(Error::config(format!(
+            "option `instance_id`: `{id}` must be 1 to {MAX_INSTANCE_ID} letters, digits, `.`, `_` or `-` (it names this process in the consumer group)"
+        )));
+    }
+    Ok(())
 }
 
 fn percent_decode(raw: &str) -> String {
@@ -266,6 +289,10 @@ mod tests {
         assert!(e.to_string().contains("option `timeout`"), "{e}");
         let e = config("kafka://h:1?partitions=0").unwrap_err();
         assert!(e.to_string().contains("partitions"), "{e}");
+        let e = config("kafka://h:1?instance_id=a/b").unwrap_err();
+        assert!(e.to_string().contains("option `instance_id`"), "{e}");
+        assert!(config("kafka://h:1?instance_id=").is_err());
+        assert!(config("kafka://h:1?instance_id=bridge-0.eu_1").is_ok());
         let e = config("kafka://h:1?rdkafka.=x").unwrap_err();
         assert!(e.to_string().contains("rdkafka."), "{e}");
         assert!(config("kafka://").is_err());

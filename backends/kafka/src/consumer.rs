@@ -13,7 +13,7 @@
 //! to answer, or a coordinator librdkafka waits for, never stops the driver from fetching and
 //! serving rebalances.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -152,7 +152,7 @@ struct State {
     max_in_flight: usize,
     /// Set by a rebalance: the driver re-applies its pause decision to the new assignment.
     assignment_changed: bool,
-    /// An error for the next `receive()` (a deleted topic, a fatal client error).
+    /// An error for every later `receive()` (a deleted topic, a fatal client error).
     failure: Option<Error>,
     /// The driver has stopped: `receive()` reports the consumer closed.
     stopped: bool,
@@ -556,6 +556,54 @@ impl ConsumerContext for Context {
     }
 }
 
+/// A `group.instance.id` held by one live consumer: consumers of the same group and topic in
+/// one process get `<instance_id>.<topic>`, `….2`, `….3` in the order they are opened, so that
+/// each keeps its id across restarts of the process. The ids are held per process, not per
+/// backend: two backends connected with the same `instance_id` (a route reconnecting while its
+/// old backend lingers) must not fence each other.
+pub(crate) struct StaticMember {
+    id: String,
+    group: String,
+}
+
+/// `(group, group.instance.id)` of every live static member in this process.
+fn held() -> &'static Mutex<HashSet<(String, String)>> {
+    static HELD: std::sync::OnceLock<Mutex<HashSet<(String, String)>>> = std::sync::OnceLock::new();
+    HELD.get_or_init(Mutex::default)
+}
+
+impl StaticMember {
+    /// Takes the first free id for `group` on `topic`.
+    pub(crate) fn claim(instance_id: &str, group: &str, topic: &str) -> StaticMember {
+        let base = format!("{instance_id}.{topic}");
+        let mut taken = held().lock();
+        let id = (1..)
+            .map(|n| {
+                if n == 1 {
+                    base.clone()
+                } else {
+                    format!("{base}.{n}")
+                }
+            })
+            .find(|id| !taken.contains(&(group.to_string(), id.clone())))
+            .expect("an unbounded range has a free id");
+        taken.insert((group.to_string(), id.clone()));
+        StaticMember {
+            id,
+            group: group.to_string(),
+        }
+    }
+}
+
+impl Drop for StaticMember {
+    fn drop(&mut self) {
+        held().lock().remove(&(
+            std::mem::take(&mut self.group),
+            std::mem::take(&mut self.id),
+        ));
+    }
+}
+
 pub(crate) struct KafkaConsumer {
     topic: String,
     state: Arc<Mutex<State>>,
@@ -570,6 +618,7 @@ impl KafkaConsumer {
         config: &KafkaConfig,
         topic: &str,
         options: ConsumerOptions,
+        member: Option<StaticMember>,
     ) -> Result<KafkaConsumer> {
         if let StartPosition::Position(position) = &options.start
             && position.as_offset().is_none()
@@ -607,8 +656,11 @@ impl KafkaConsumer {
             state: state.clone(),
         };
         let earliest = matches!(options.start, StartPosition::Earliest);
-        let consumer: BaseConsumer<Context> = config
-            .consumer(&options.group, earliest)
+        let mut client_config = config.consumer(&options.group, earliest);
+        if let Some(member) = &member {
+            client_config.set("group.instance.id", &member.id);
+        }
+        let consumer: BaseConsumer<Context> = client_config
             .create_with_context(context)
             .map_err(|e| map(e, &format!("create a consumer for `{topic}`")))?;
         consumer
@@ -639,6 +691,7 @@ impl KafkaConsumer {
             wake: wake.clone(),
             inbox,
             ends_refreshed: Instant::now(),
+            _member: member,
             // How far the driver reads ahead of the application.
             max_ready: max_in_flight.clamp(64, 4096),
             max_ready_bytes: 16 << 20,
@@ -689,8 +742,9 @@ impl KafkaConsumer {
             return Some(Err(self.closed_error()));
         }
         let mut state = self.state.lock();
-        if let Some(error) = state.failure.take() {
-            return Some(Err(error));
+        // The consumer cannot go on after such an error: every later receive reports it too.
+        if let Some(error) = &state.failure {
+            return Some(Err(same_error(error)));
         }
         if let Some(delivery) = state.take(&self.state, &self.wake) {
             return Some(Ok(delivery));
@@ -834,6 +888,9 @@ struct Driver {
     inbox: std::sync::mpsc::Receiver<Message>,
     /// When the partitions' ends were last read from librdkafka's cache.
     ends_refreshed: Instant,
+    /// The static member id this consumer holds, released when the driver (and with it the
+    /// librdkafka consumer) is gone.
+    _member: Option<StaticMember>,
 }
 
 impl Driver {
@@ -1021,16 +1078,32 @@ impl Driver {
 
     fn poll_error(&mut self, error: KafkaError) {
         let mut state = self.state.lock();
-        let fatal = matches!(
-            error.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::Fatal)
-        );
+        // librdkafka marks errors it cannot recover from as fatal (rdkafka reports them as
+        // `MessageConsumptionFatal` with the underlying code, such as a fenced static member).
+        let fatal = matches!(error, KafkaError::MessageConsumptionFatal(_))
+            || matches!(
+                error.rdkafka_error_code(),
+                Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::Fatal)
+            );
         if fatal {
             let topic = state.topic.clone();
-            state.failure = Some(map(
-                error,
-                &format!("consume `{topic}` in group `{}`", self.group),
-            ));
+            let fenced = error.rdkafka_error_code() == Some(RDKafkaErrorCode::FencedInstanceId)
+                || matches!(
+                    self.consumer.client().fatal_error(),
+                    Some((RDKafkaErrorCode::FencedInstanceId, _))
+                );
+            state.failure = Some(if fenced {
+                Error::config(format!(
+                    "another live consumer of `{topic}` joined group `{}` with this process's group.instance.id (option `instance_id`): give every process its own",
+                    self.group
+                ))
+                .with_backend("kafka")
+            } else {
+                map(
+                    error,
+                    &format!("consume `{topic}` in group `{}`", self.group),
+                )
+            });
             drop(state);
             self.wake.notify_waiters();
         } else {
