@@ -7,4 +7,5 @@ pub mod daemon;
 pub mod demo;
 pub mod json;
 pub mod route;
+mod source_lag;
 pub mod transform;

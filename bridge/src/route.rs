@@ -262,18 +262,27 @@ const LAG_EVERY: Duration = Duration::from_secs(1);
 const COMMIT_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Publishes the source's lag every [`LAG_EVERY`] until dropped, from its own task so that a
-/// stalled sink (when the lag matters most) does not freeze the figure.
+/// stalled sink (when the lag matters most) does not freeze the figure. The first figure goes
+/// out as the route opens; see [`crate::source_lag`] for what it counts.
 fn report_lag(
-    name: String,
+    spec: &RouteSpec,
     consumer: Arc<dyn tributary::Consumer>,
     stats: Arc<RouteStats>,
 ) -> tokio::task::JoinHandle<()> {
+    let name = spec.name.clone();
+    let (source, stream, group) = (
+        spec.source.clone(),
+        spec.source_stream.clone(),
+        spec.group.clone(),
+    );
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(LAG_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Some(lag) = consumer.lag() {
+            let lag =
+                crate::source_lag::source_lag(&source, &stream, &group, consumer.as_ref()).await;
+            if let Some(lag) = lag {
                 stats
                     .lag_plus_one
                     .store(lag.saturating_add(1), Ordering::Relaxed);
@@ -410,7 +419,7 @@ impl OpenRoute {
         };
         let labels = [("route", spec.name.clone())];
         let consumer: Arc<dyn tributary::Consumer> = Arc::from(consumer);
-        let lag_reporter = report_lag(spec.name.clone(), consumer.clone(), stats.clone());
+        let lag_reporter = report_lag(&spec, consumer.clone(), stats.clone());
         let mut other_sinks = OtherSinks::default();
         let fixed_lineage = RouteLineage::new(&spec);
         let mut pending_commit: Option<tokio::task::JoinHandle<Result<()>>> = None;
