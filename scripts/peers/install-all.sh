@@ -5,7 +5,8 @@
 #   scripts/peers/install-all.sh kafka pstest    # a subset
 #
 # Env: TRIBUTARY_PEERS_DIR (default <repo>/.peers), KAFKA_VERSION, PULSAR_VERSION,
-#      PEERS_MAVEN_REPO_LOCAL (alternative ~/.m2/repository), PEERS_SKIP_PROTOC=1.
+#      PEERS_MAVEN_REPO_LOCAL (alternative ~/.m2/repository), PEERS_SKIP_PROTOC=1,
+#      PEERS_SKIP_OPENSSL=1.
 # shellcheck source=SCRIPTDIR/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PEERS_TAG=install-all
@@ -31,6 +32,25 @@ if [[ -z "${PEERS_SKIP_PROTOC:-}" ]]; then
       || { tail -5 "${TMPDIR:-/tmp}/peers-apt.log" >&2; die "apt-get install protobuf-compiler failed" \
              "run it by hand: apt-get update && apt-get install -y protobuf-compiler"; }
     TIMES+=("$(printf '%-8s %8s  %s' protoc "$(elapsed "$t0")" "installed: $(protoc --version)")")
+  fi
+fi
+
+# OpenSSL headers and pkg-config: the Kafka tests build librdkafka with TLS (rdkafka's `ssl`
+# feature) to test against a TLS/SASL listener.
+if [[ -z "${PEERS_SKIP_OPENSSL:-}" ]]; then
+  t0="$(now_s)"
+  if pkg-config --exists openssl 2>/dev/null; then
+    TIMES+=("$(printf '%-8s %8s  %s' openssl "$(elapsed "$t0")" "present: $(pkg-config --modversion openssl)")")
+  else
+    command -v apt-get >/dev/null 2>&1 || die "OpenSSL headers are missing and apt-get is not available" \
+      "install libssl-dev (or openssl-devel) and pkg-config with your package manager"
+    SUDO=(); [[ "$(id -u)" == 0 ]] || SUDO=(sudo)
+    log "OpenSSL headers missing: apt-get install -y libssl-dev pkg-config"
+    { "${SUDO[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq libssl-dev pkg-config; } \
+      >"${TMPDIR:-/tmp}/peers-apt.log" 2>&1 \
+      || { tail -5 "${TMPDIR:-/tmp}/peers-apt.log" >&2; die "apt-get install libssl-dev pkg-config failed" \
+             "run it by hand: apt-get update && apt-get install -y libssl-dev pkg-config"; }
+    TIMES+=("$(printf '%-8s %8s  %s' openssl "$(elapsed "$t0")" "installed: $(pkg-config --modversion openssl)")")
   fi
 fi
 

@@ -628,7 +628,7 @@ pub fn require(peer: Peer) -> Option<Arc<Server>> {
 
 /// Writes the skip notice straight to the process's stderr: libtest captures `eprintln!` of
 /// passing tests, and a skip that nobody sees is worse than a failure.
-fn skipped(error: &PeerError) {
+pub(crate) fn skipped(error: &PeerError) {
     let test = std::thread::current()
         .name()
         .unwrap_or("<unnamed test>")

@@ -218,43 +218,133 @@ fn recipe(
     }
 }
 
+/// Broker settings from the extra listeners' ports and the data directory.
+pub(crate) type Settings = dyn Fn(&[u16], &std::path::Path) -> Vec<String>;
+/// Writes files the broker needs into its data directory before it starts.
+pub(crate) type Prepare = dyn Fn(&std::path::Path) -> Result<(), String>;
+
+/// More for a Kafka broker than the fixture's plain one: listeners of other security
+/// protocols, and broker settings (see `crate::kafka` for the TLS/SASL broker).
+#[derive(Default)]
+pub(crate) struct KafkaExtras {
+    /// Extra listeners by name and security protocol (`("SSL", "SSL")`), each on a free port.
+    pub(crate) listeners: Vec<(&'static str, &'static str)>,
+    /// `key=value` broker settings, given the extra listeners' ports in order and the data
+    /// directory.
+    pub(crate) settings: Option<Box<Settings>>,
+    /// Prepares the data directory (certificates) before the broker starts.
+    pub(crate) prepare: Option<Box<Prepare>>,
+}
+
+/// Starts a Kafka broker (a single KRaft node) with `extras`; returns the server and the
+/// extra listeners' ports. Retries with fresh ports when one was taken meanwhile.
+pub(crate) fn kafka(
+    launcher: &Launcher,
+    extras: &KafkaExtras,
+) -> Result<(Server, Vec<u16>), PeerError> {
+    let peer = Peer::Kafka;
+    let mut last = None;
+    for _ in 0..ATTEMPTS {
+        match kafka_once(launcher, extras) {
+            Ok(started) => return Ok(started),
+            Err(error) if error.reason == Reason::StartFailed && lost_port_race(&error) => {
+                last = Some(error)
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| PeerError::new(peer, Reason::StartFailed, "no attempt made")))
+}
+
+fn kafka_once(launcher: &Launcher, extras: &KafkaExtras) -> Result<(Server, Vec<u16>), PeerError> {
+    let peer = Peer::Kafka;
+    let log = launcher.log_path(peer);
+    let bin = installed(launcher, peer, "kafka/current/bin/kafka-server")?;
+    let extra_ports = extras
+        .listeners
+        .iter()
+        .map(|_| port(peer))
+        .collect::<Result<Vec<u16>, PeerError>>()?;
+    let (port, controller) = (port(peer)?, port(peer)?);
+    let data = launcher.data_dir(peer);
+    if let Some(prepare) = &extras.prepare {
+        std::fs::create_dir_all(&data).map_err(|e| {
+            PeerError::new(
+                peer,
+                Reason::StartFailed,
+                format!("create {}: {e}", data.display()),
+            )
+        })?;
+        prepare(&data).map_err(|e| PeerError::new(peer, Reason::StartFailed, e))?;
+    }
+    let mut command = Command::new(bin);
+    command
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--controller-port")
+        .arg(controller.to_string())
+        .arg("--data")
+        .arg(&data)
+        // Tests create many small topics; keep the broker's footprint small.
+        .args(["--override", "log.segment.bytes=16777216"])
+        .args(["--override", "message.max.bytes=1048588"]);
+    if !extras.listeners.is_empty() {
+        // Later lines of the properties file win over the launcher's own.
+        let extra = |f: &dyn Fn(&str, &str, u16) -> String| -> String {
+            extras
+                .listeners
+                .iter()
+                .zip(&extra_ports)
+                .map(|((name, protocol), port)| f(name, protocol, *port))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let listeners = extra(&|name, _, port| format!("{name}://127.0.0.1:{port}"));
+        let map = extra(&|name, protocol, _| format!("{name}:{protocol}"));
+        command
+            .arg("--override")
+            .arg(format!(
+                "listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller},{listeners}"
+            ))
+            .arg("--override")
+            .arg(format!(
+                "advertised.listeners=PLAINTEXT://127.0.0.1:{port},{listeners}"
+            ))
+            .arg("--override")
+            .arg(format!(
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,{map}"
+            ));
+    }
+    if let Some(settings) = &extras.settings {
+        for setting in settings(&extra_ports, &data) {
+            command.arg("--override").arg(setting);
+        }
+    }
+    let address = format!("127.0.0.1:{port}");
+    let recipe = recipe(
+        launcher,
+        &command,
+        Probe::Kafka(address.clone()),
+        Some(&data),
+    );
+    let mut process = spawn(peer, command, &log, Some(&data))?;
+    wait_ready(launcher, peer, &mut process, || recipe.probe.check())?;
+    let server = server(
+        peer,
+        format!("kafka://{address}"),
+        address,
+        None,
+        process,
+        Some(data),
+        recipe,
+    );
+    Ok((server, extra_ports))
+}
+
 fn start_once(launcher: &Launcher, peer: Peer) -> Result<Server, PeerError> {
     let log = launcher.log_path(peer);
     match peer {
-        Peer::Kafka => {
-            let bin = installed(launcher, peer, "kafka/current/bin/kafka-server")?;
-            let (port, controller) = (port(peer)?, port(peer)?);
-            let data = launcher.data_dir(peer);
-            let mut command = Command::new(bin);
-            command
-                .arg("--port")
-                .arg(port.to_string())
-                .arg("--controller-port")
-                .arg(controller.to_string())
-                .arg("--data")
-                .arg(&data)
-                // Tests create many small topics; keep the broker's footprint small.
-                .args(["--override", "log.segment.bytes=16777216"])
-                .args(["--override", "message.max.bytes=1048588"]);
-            let address = format!("127.0.0.1:{port}");
-            let recipe = recipe(
-                launcher,
-                &command,
-                Probe::Kafka(address.clone()),
-                Some(&data),
-            );
-            let mut process = spawn(peer, command, &log, Some(&data))?;
-            wait_ready(launcher, peer, &mut process, || recipe.probe.check())?;
-            Ok(server(
-                peer,
-                format!("kafka://{address}"),
-                address,
-                None,
-                process,
-                Some(data),
-                recipe,
-            ))
-        }
+        Peer::Kafka => kafka_once(launcher, &KafkaExtras::default()).map(|(server, _)| server),
         Peer::Pulsar => {
             let bin = installed(launcher, peer, "pulsar/current/bin/pulsar-standalone")?;
             let (port, http, bookie) = (port(peer)?, port(peer)?, port(peer)?);

@@ -214,6 +214,26 @@ impl KafkaConfig {
         config
     }
 
+    /// `text` with the value of every secret option masked (for messages that quote what
+    /// librdkafka said).
+    pub(crate) fn mask_secrets(&self, text: &str) -> String {
+        let mut masked = text.to_string();
+        for (name, value) in self
+            .common
+            .iter()
+            .chain(&self.producer)
+            .chain(&self.consumer)
+        {
+            // The values that are secret themselves (not `sasl.mechanisms` or a user name,
+            // which a message about a refused login should show).
+            let secret = is_secret_option(name) || name.contains("oauthbearer.config");
+            if secret && !value.is_empty() {
+                masked = masked.replace(value.as_str(), "***");
+            }
+        }
+        masked
+    }
+
     /// A librdkafka option value for messages, masked when it may be a secret.
     pub(crate) fn shown_value(name: &str, value: &str) -> String {
         if is_secret_option(name) || name.starts_with("sasl.") || name.starts_with("ssl.key") {
@@ -306,5 +326,9 @@ mod tests {
         assert_eq!(get(&c.common, "security.protocol"), Some("SASL_SSL"));
         assert!(!format!("{c:?}").contains("s%40cret"));
         assert!(!c.shown_url.contains("cret"), "{}", c.shown_url);
+        assert_eq!(
+            c.mask_secrets("login as alice with s@cret failed"),
+            "login as alice with *** failed"
+        );
     }
 }
