@@ -4,8 +4,10 @@
 //! `cargo bench -p tributary-kafka --bench kafka [-- EVENTS]` prints a table; nothing is
 //! asserted. Same work means: the same events (100-byte payload, a key out of 1000, one
 //! header), the same librdkafka settings (the raw clients use the backend's own
-//! configuration), batches of 1000 awaited together; the consumers copy each message out of
-//! librdkafka, mark it processed and commit every 500 ms.
+//! configuration), batches of 1000 awaited together; the consumers turn each message into an
+//! owned event (payload, key, headers, timestamp copied out of librdkafka), mark it processed
+//! and commit every 500 ms. tributary consumes twice: one `receive()` per event, and
+//! `receive_batch(1000)`, which drains its ready queue once per call.
 
 use std::time::{Duration, Instant};
 
@@ -18,8 +20,50 @@ use tributary::{Backend, ConsumerOptions, Event, StartPosition, StreamSpec};
 use tributary_testcontainers::{Peer, require, unique_name};
 
 const BATCH: usize = 1000;
+
+/// With `BENCH_KAFKA_MARKS=1`, prints when each phase starts and ends on CLOCK_MONOTONIC, for
+/// `perf record -k mono` then `perf report --time START,END`: a profile of one phase alone.
+fn mark(phase: &str, edge: &str) {
+    if std::env::var_os("BENCH_KAFKA_MARKS").is_none() {
+        return;
+    }
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    println!("mark {phase} {edge} {}.{:09}", now.tv_sec, now.tv_nsec);
+}
 const PAYLOAD: usize = 100;
 const PARTITIONS: u32 = 4;
+
+/// CPU time this process has used (every thread: librdkafka's too), in seconds. The broker
+/// is another process. On a shared machine, CPU per event says more than events per second.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// Events per second, and CPU microseconds per event, of one phase.
+#[derive(Clone, Copy)]
+struct Figures {
+    rate: f64,
+    cpu_us: f64,
+}
+
+/// Runs `phase` (which returns the events/s it measured) and adds the CPU it cost per event.
+async fn measured(n: usize, phase: impl std::future::Future<Output = f64>) -> Figures {
+    let cpu = cpu_seconds();
+    let rate = phase.await;
+    Figures {
+        rate,
+        cpu_us: (cpu_seconds() - cpu) * 1e6 / n as f64,
+    }
+}
 
 fn events(n: usize) -> Vec<Event> {
     (0..n)
@@ -69,7 +113,7 @@ async fn raw_produce(config: ClientConfig, topic: &str, n: usize) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn tributary_consume(backend: &dyn Backend, topic: &str, n: usize) -> f64 {
+async fn tributary_consume(backend: &dyn Backend, topic: &str, n: usize, batch: bool) -> f64 {
     let consumer = backend
         .consumer(
             topic,
@@ -80,8 +124,21 @@ async fn tributary_consume(backend: &dyn Backend, topic: &str, n: usize) -> f64 
     // Timed from the first event, like the raw consumer: joining the group is not throughput.
     consumer.receive().await.unwrap().ack();
     let started = Instant::now();
-    for _ in 1..n {
-        consumer.receive().await.unwrap().ack();
+    let mut received = 1;
+    while received < n {
+        if batch {
+            let deliveries = consumer
+                .receive_batch(BATCH.min(n - received), Duration::ZERO)
+                .await
+                .unwrap();
+            received += deliveries.len();
+            for delivery in deliveries {
+                delivery.ack();
+            }
+        } else {
+            consumer.receive().await.unwrap().ack();
+            received += 1;
+        }
     }
     let rate = (n - 1) as f64 / started.elapsed().as_secs_f64();
     consumer.close().await.unwrap();
@@ -110,14 +167,26 @@ fn raw_consume(mut config: ClientConfig, topic: &str, n: usize) -> f64 {
             received += 1;
             continue;
         }
-        let event = Event::new(bytes::Bytes::copy_from_slice(
+        // The owned event an application gets, copied field by field.
+        let mut event = Event::new(bytes::Bytes::copy_from_slice(
             message.payload().unwrap_or_default(),
         ))
         .with_key(bytes::Bytes::copy_from_slice(
             message.key().unwrap_or_default(),
         ));
-        let headers = message.headers().map(|h| h.iter().count()).unwrap_or(0);
-        kept += event.payload.len() + headers;
+        if let Some(headers) = message.headers() {
+            for header in headers.iter() {
+                event.headers.append(
+                    header.key,
+                    bytes::Bytes::copy_from_slice(header.value.unwrap_or_default()),
+                );
+            }
+        }
+        event.timestamp = message
+            .timestamp()
+            .to_millis()
+            .map(tributary::Timestamp::from_millis);
+        kept += event.payload.len() + event.headers.len();
         next.insert(message.partition(), message.offset() + 1);
         received += 1;
         if last_commit.elapsed() >= Duration::from_millis(500) {
@@ -151,7 +220,7 @@ fn main() {
         tributary_kafka::register();
         let backend = tributary::connect(server.url()).await.unwrap();
         let kafka = backend.as_any().downcast_ref::<tributary_kafka::KafkaBackend>().unwrap();
-        let mut rows: Vec<(&str, f64, f64)> = Vec::new();
+        let mut rows: Vec<(&str, Figures, Figures)> = Vec::new();
         // Two rounds, alternating, so neither side always gets the warmer broker.
         for round in 0..2 {
             let raw_topic = unique_name("bench-raw");
@@ -159,25 +228,49 @@ fn main() {
             for topic in [&raw_topic, &trib_topic] {
                 backend.create_stream(topic, StreamSpec::with_partitions(PARTITIONS)).await.unwrap();
             }
-            let raw_p = raw_produce(kafka.producer_config(), &raw_topic, n).await;
-            let trib_p = tributary_produce(backend.as_ref(), &trib_topic, n).await;
+            let raw_p = measured(n, raw_produce(kafka.producer_config(), &raw_topic, n)).await;
+            let trib_p = measured(n, tributary_produce(backend.as_ref(), &trib_topic, n)).await;
             let config = kafka.consumer_config();
             let topic = raw_topic.clone();
-            let raw_c = tokio::task::spawn_blocking(move || raw_consume(config, &topic, n)).await.unwrap();
-            let trib_c = tributary_consume(backend.as_ref(), &trib_topic, n).await;
-            println!("round {round}: produce raw {raw_p:.0}/s tributary {trib_p:.0}/s; consume raw {raw_c:.0}/s tributary {trib_c:.0}/s");
+            mark("raw-consume", "start");
+            let raw_c = measured(n, async {
+                tokio::task::spawn_blocking(move || raw_consume(config, &topic, n)).await.unwrap()
+            })
+            .await;
+            mark("raw-consume", "end");
+            mark("tributary-consume", "start");
+            let trib_c = measured(n, tributary_consume(backend.as_ref(), &trib_topic, n, false)).await;
+            mark("tributary-consume", "end");
+            mark("tributary-consume-batch", "start");
+            let trib_b = measured(n, tributary_consume(backend.as_ref(), &trib_topic, n, true)).await;
+            mark("tributary-consume-batch", "end");
+            println!(
+                "round {round}: produce raw {:.0}/s tributary {:.0}/s; consume raw {:.0}/s tributary receive {:.0}/s receive_batch {:.0}/s",
+                raw_p.rate, trib_p.rate, raw_c.rate, trib_c.rate, trib_b.rate
+            );
             rows.push(("produce", raw_p, trib_p));
-            rows.push(("consume", raw_c, trib_c));
+            rows.push(("consume, receive()", raw_c, trib_c));
+            rows.push(("consume, receive_batch(1000)", raw_c, trib_b));
         }
         println!("\nKafka {} · {n} events of {PAYLOAD} B · {PARTITIONS} partitions · best of 2 rounds", server.url());
-        println!("| | raw rdkafka (events/s) | tributary (events/s) | ratio |");
-        println!("|---|---|---|---|");
-        for what in ["produce", "consume"] {
-            let best = |pick: fn(&(&str, f64, f64)) -> f64| {
-                rows.iter().filter(|r| r.0 == what).map(pick).fold(0.0, f64::max)
+        println!("| | raw rdkafka events/s | tributary events/s | ratio | raw CPU µs/event | tributary CPU µs/event | CPU ratio |");
+        println!("|---|---|---|---|---|---|---|");
+        for what in ["produce", "consume, receive()", "consume, receive_batch(1000)"] {
+            let mine = rows.iter().filter(|r| r.0 == what);
+            let best_rate = |pick: fn(&(&str, Figures, Figures)) -> Figures| {
+                mine.clone().map(pick).map(|f| f.rate).fold(0.0, f64::max)
             };
-            let (raw, trib) = (best(|r| r.1), best(|r| r.2));
-            println!("| {what} | {raw:.0} | {trib:.0} | {:.2} |", trib / raw);
+            let least_cpu = |pick: fn(&(&str, Figures, Figures)) -> Figures| {
+                mine.clone().map(pick).map(|f| f.cpu_us).fold(f64::INFINITY, f64::min)
+            };
+            let (raw, trib) = (best_rate(|r| r.1), best_rate(|r| r.2));
+            let (raw_cpu, trib_cpu) = (least_cpu(|r| r.1), least_cpu(|r| r.2));
+            println!(
+                "| {what} | {raw:.0} | {trib:.0} | {:.2} | {raw_cpu:.2} | {trib_cpu:.2} | {:.2} |",
+                trib / raw,
+                trib_cpu / raw_cpu
+            );
         }
+        println!("(ratio: tributary / raw events per second, higher is better; CPU ratio: tributary / raw CPU per event, lower is better)");
     });
 }

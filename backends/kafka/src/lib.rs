@@ -105,6 +105,7 @@
 mod config;
 mod consumer;
 mod error;
+mod fetched;
 mod lag;
 mod probe;
 mod producer;

@@ -228,3 +228,65 @@ async fn lag_is_known_from_the_join_and_follows_acks() {
     again.close().await.expect("close");
     producer.close().await.expect("close");
 }
+
+/// `receive_batch` hands out what is ready, at most `max`, in partition order, and a nacked
+/// event comes back at the head of a later batch, as with `receive`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receive_batch_keeps_order_and_redelivers_nacked_events_first() {
+    let server = require_peer!(Peer::Kafka);
+    let backend = connect(server.url()).await;
+    let topic = unique_name("batch");
+    backend
+        .create_stream(&topic, StreamSpec::with_partitions(1))
+        .await
+        .expect("create");
+    let producer = backend.producer(&topic).await.expect("producer");
+    producer
+        .send_batch((0..3000).map(|i| Event::new(format!("e{i}"))).collect())
+        .await
+        .expect("send");
+    let consumer = backend
+        .consumer(
+            &topic,
+            ConsumerOptions::new(unique_name("g")).start(StartPosition::Earliest),
+        )
+        .await
+        .expect("consumer");
+    let mut next = 0;
+    let mut batches = 0;
+    let mut nacked_once = false;
+    while next < 3000 {
+        let batch =
+            tokio::time::timeout(WAIT, consumer.receive_batch(500, Duration::from_millis(20)))
+                .await
+                .expect("in time")
+                .expect("receive_batch");
+        assert!(
+            !batch.is_empty() && batch.len() <= 500,
+            "{} events",
+            batch.len()
+        );
+        batches += 1;
+        let mut batch = batch.into_iter();
+        for d in batch.by_ref() {
+            assert_eq!(
+                label(&d).split('#').next(),
+                Some(format!("e{next}").as_str())
+            );
+            if next == 1234 && !nacked_once {
+                // Nack one in the middle: it heads the next batch, then the rest follows.
+                nacked_once = true;
+                d.nack();
+                break;
+            }
+            next += 1;
+            d.ack();
+        }
+        // Deliveries after the nacked one were never looked at: dropped, so nacked too.
+        drop(batch);
+    }
+    assert!(nacked_once);
+    println!("3000 events in {batches} batches");
+    consumer.close().await.expect("close");
+    producer.close().await.expect("close");
+}

@@ -1,0 +1,193 @@
+//! A fetched message copied out of librdkafka in one piece.
+//!
+//! The key, the payload and every header name and value go into one buffer, followed by a
+//! small layout (lengths). The event handed to the application holds slices of that buffer,
+//! and the consumer keeps the buffer itself (one reference count) to build the event again
+//! should it be nacked, instead of a second copy of the whole event per delivery. Buffers are
+//! cut from a shared arena chunk ([`Arena`]), so most messages cost no allocation at all for
+//! their content.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
+use tributary::{Event, Headers, Timestamp};
+
+/// Marks an absent key or header value in the layout.
+const NONE: u32 = u32::MAX;
+
+/// Chunks that fetched messages are cut from: one allocation (and one reference count) per
+/// chunk instead of two per message. A chunk stays alive while any event cut from it does.
+pub(crate) struct Arena {
+    chunk: BytesMut,
+}
+
+/// Bytes per chunk: small enough that an event an application holds on to pins little.
+const CHUNK: usize = 64 * 1024;
+
+impl Arena {
+    pub(crate) fn new() -> Arena {
+        Arena {
+            chunk: BytesMut::new(),
+        }
+    }
+
+    /// The chunk with room for `len` more bytes (a new chunk when this one is full).
+    fn room(&mut self, len: usize) -> &mut BytesMut {
+        if self.chunk.capacity() - self.chunk.len() < len {
+            self.chunk = BytesMut::with_capacity(len.max(CHUNK));
+        }
+        &mut self.chunk
+    }
+}
+
+/// A message's content, shared by the event handed out and the copy kept for redelivery.
+#[derive(Clone)]
+pub(crate) struct Fetched {
+    /// `key | payload | (name | value)* | layout`, the layout being `key length, payload
+    /// length, header count, (name length, value length)*` as little-endian `u32`s.
+    buf: Bytes,
+    /// Where the layout starts.
+    layout: u32,
+    timestamp: Option<i64>,
+}
+
+impl Fetched {
+    /// Copies a message out of librdkafka.
+    pub(crate) fn copy(message: &BorrowedMessage<'_>, arena: &mut Arena) -> Fetched {
+        let key = message.key();
+        let payload = message.payload().unwrap_or_default();
+        let headers = message.headers();
+        let header_count = headers.map_or(0, |h| h.count());
+        let mut body = key.map_or(0, <[u8]>::len) + payload.len();
+        if let Some(headers) = headers {
+            for header in headers.iter() {
+                body += header.key.len() + header.value.map_or(0, <[u8]>::len);
+            }
+        }
+        let buf = arena.room(body + 4 * (3 + 2 * header_count));
+        buf.put_slice(key.unwrap_or_default());
+        buf.put_slice(payload);
+        if let Some(headers) = headers {
+            for header in headers.iter() {
+                buf.put_slice(header.key.as_bytes());
+                buf.put_slice(header.value.unwrap_or_default());
+            }
+        }
+        let layout = buf.len() as u32;
+        buf.put_u32_le(key.map_or(NONE, |k| k.len() as u32));
+        buf.put_u32_le(payload.len() as u32);
+        buf.put_u32_le(header_count as u32);
+        if let Some(headers) = headers {
+            for header in headers.iter() {
+                buf.put_u32_le(header.key.len() as u32);
+                buf.put_u32_le(header.value.map_or(NONE, |v| v.len() as u32));
+            }
+        }
+        Fetched {
+            buf: buf.split().freeze(),
+            layout,
+            timestamp: message.timestamp().to_millis(),
+        }
+    }
+
+    /// Bytes of content (for the ready queue's bound).
+    pub(crate) fn size(&self) -> usize {
+        self.layout as usize
+    }
+
+    /// The event: slices of the buffer, no copy of the content.
+    pub(crate) fn event(&self) -> Event {
+        let mut layout = self.buf[self.layout as usize..]
+            .chunks_exact(4)
+            .map(|n| u32::from_le_bytes([n[0], n[1], n[2], n[3]]));
+        let mut next = move || layout.next().unwrap_or(0);
+        let mut at = 0usize;
+        let mut take = |len: u32| {
+            let len = if len == NONE { 0 } else { len as usize };
+            let slice = self.buf.slice(at..at + len);
+            at += len;
+            slice
+        };
+        let key_len = next();
+        let key = (key_len != NONE).then(|| take(key_len));
+        let mut event = Event::new(take(next()));
+        event.key = key;
+        let count = next();
+        if count > 0 {
+            let mut headers = Headers::default();
+            for _ in 0..count {
+                let name = take(next());
+                let value = take(next());
+                // Names were `&str` in librdkafka: valid UTF-8.
+                headers.append(String::from_utf8_lossy(&name).into_owned(), value);
+            }
+            event.headers = headers;
+        }
+        event.timestamp = self.timestamp.map(Timestamp::from_millis);
+        event
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds the buffer the way `copy` does, from parts instead of a librdkafka message.
+    fn fetched(key: Option<&[u8]>, payload: &[u8], headers: &[(&str, Option<&[u8]>)]) -> Fetched {
+        let mut buf = BytesMut::new();
+        buf.put_slice(key.unwrap_or_default());
+        buf.put_slice(payload);
+        for (name, value) in headers {
+            buf.put_slice(name.as_bytes());
+            buf.put_slice(value.unwrap_or_default());
+        }
+        let layout = buf.len() as u32;
+        buf.put_u32_le(key.map_or(NONE, |k| k.len() as u32));
+        buf.put_u32_le(payload.len() as u32);
+        buf.put_u32_le(headers.len() as u32);
+        for (name, value) in headers {
+            buf.put_u32_le(name.len() as u32);
+            buf.put_u32_le(value.map_or(NONE, |v| v.len() as u32));
+        }
+        Fetched {
+            buf: buf.freeze(),
+            layout,
+            timestamp: Some(1_700_000_000_000),
+        }
+    }
+
+    #[test]
+    fn events_come_back_as_they_were() {
+        let f = fetched(
+            Some(b"k"),
+            b"payload",
+            &[
+                ("a", Some(b"1")),
+                ("a", Some(b"")),
+                ("nul", None),
+                ("\u{e9}", Some(b"x")),
+            ],
+        );
+        let event = f.event();
+        assert_eq!(event.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(event.payload.as_ref(), b"payload");
+        let headers: Vec<(&str, &[u8])> =
+            event.headers.iter().map(|(n, v)| (n, v.as_ref())).collect();
+        assert_eq!(
+            headers,
+            [("a", &b"1"[..]), ("a", b""), ("nul", b""), ("\u{e9}", b"x")]
+        );
+        assert_eq!(
+            event.timestamp.map(|t| t.as_millis()),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(f.event(), event, "built again, the same event");
+        assert_eq!(f.size(), 1 + 7 + 1 + 1 + 1 + 3 + 2 + 1);
+
+        let bare = fetched(None, b"", &[]).event();
+        assert_eq!(bare.key, None);
+        assert!(bare.payload.is_empty());
+        assert!(bare.headers.is_empty());
+        let empty_key = fetched(Some(b""), b"x", &[]).event();
+        assert_eq!(empty_key.key.as_deref(), Some(&b""[..]));
+    }
+}
