@@ -3,18 +3,15 @@
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tributary::Error;
 
-use crate::config::KafkaConfig;
-
 /// Maps a librdkafka error; `what` says what was being done ("send to `orders`").
 pub(crate) fn map(error: KafkaError, what: &str) -> Error {
     let code = error.rdkafka_error_code();
     let base = match &error {
         KafkaError::ClientConfig(_, description, name, value) => {
-            let shown = KafkaConfig::shown_value(name, value);
+            let shown = crate::config::shown_value(name, value);
             return Error::config(format!(
                 "{what}: librdkafka option `{name}` = `{shown}`: {description}"
-            ))
-            .with_backend("kafka");
+            ));
         }
         KafkaError::ClientCreation(message) => {
             Error::config(format!("{what}: cannot create the client: {message}"))
@@ -25,7 +22,7 @@ pub(crate) fn map(error: KafkaError, what: &str) -> Error {
             None => Error::other(format!("{what}: {error}")),
         },
     };
-    base.with_backend("kafka").with_source(error)
+    base.with_source(error)
 }
 
 pub(crate) fn by_code(code: RDKafkaErrorCode, message: &str) -> Error {

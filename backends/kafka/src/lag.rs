@@ -115,7 +115,6 @@ impl GroupReaders {
                 Error::unavailable(format!(
                     "the broker gave no end offset for `{topic}` partition {partition}"
                 ))
-                .with_backend("kafka")
                 .with_retryable(true)
             })?;
             let committed = offset_of(&committed, partition);

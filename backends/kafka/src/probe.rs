@@ -57,7 +57,7 @@ pub(crate) fn cluster_metadata(config: &KafkaConfig) -> Result<Metadata> {
     let probe: BaseProducer<Watch> = config
         .admin()
         .create_with_context(Watch::default())
-        .map_err(|e| map(e, &format!("connect to {}", config.shown_url)))?;
+        .map_err(|e| map(e, &format!("connect to {}", config.shown())))?;
     let deadline = Instant::now() + config.timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -76,7 +76,6 @@ pub(crate) fn cluster_metadata(config: &KafkaConfig) -> Result<Metadata> {
                     config.timeout,
                     map(e, "fetch Kafka metadata").message()
                 ))
-                .with_backend("kafka")
                 .with_retryable(true));
             }
             Err(_) => {}
@@ -98,5 +97,4 @@ fn refused(config: &KafkaConfig, code: RDKafkaErrorCode, reason: &str) -> Error 
             config.bootstrap
         )),
     }
-    .with_backend("kafka")
 }

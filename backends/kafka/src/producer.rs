@@ -1,13 +1,12 @@
 //! Sending: rdkafka's `FutureProducer`, one per tributary producer; librdkafka batches.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
+use tributary::backend::CloseGate;
 use tributary::{Error, Event, PartitionId, Position, Producer, Receipt, Result};
 
 use crate::error::map;
@@ -19,20 +18,19 @@ pub(crate) struct KafkaProducer {
     /// Largest record batch the topic accepts (`max.message.bytes`).
     pub(crate) limit: usize,
     pub(crate) send_timeout: Duration,
-    pub(crate) closed: AtomicBool,
-    /// Sends in progress: `close` waits for them so none is cut off.
-    pub(crate) in_progress: Arc<tokio::sync::RwLock<()>>,
+    /// Refuses sends after close; close waits for the sends in progress.
+    pub(crate) gate: CloseGate,
 }
 
 impl KafkaProducer {
-    fn check_open(&self) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(
-                Error::closed(format!("producer for `{}` is closed", self.topic))
-                    .with_backend("kafka"),
-            );
-        }
-        Ok(())
+    /// Flushes librdkafka's queue, off the async runtime (it blocks).
+    async fn flush_queue(&self, what: &str) -> Result<()> {
+        let producer = self.inner.clone();
+        let timeout = self.send_timeout;
+        tokio::task::spawn_blocking(move || producer.flush(Timeout::After(timeout)))
+            .await
+            .map_err(|e| Error::other(format!("{what} of `{}` panicked: {e}", self.topic)))?
+            .map_err(|e| map(e, &format!("{what} `{}`", self.topic)))
     }
 
     fn check_size(&self, event: &Event) -> Result<()> {
@@ -43,8 +41,7 @@ impl KafkaProducer {
                 self.topic,
                 self.limit,
                 record::max_payload(self.limit)
-            ))
-            .with_backend("kafka"));
+            )));
         }
         Ok(())
     }
@@ -85,20 +82,18 @@ impl KafkaProducer {
 #[async_trait]
 impl Producer for KafkaProducer {
     async fn send(&self, event: Event) -> Result<Receipt> {
-        self.check_open()?;
+        self.gate.check()?;
         self.check_size(&event)?;
-        let _guard = self.in_progress.read().await;
-        self.check_open()?;
+        let _pass = self.gate.enter().await?;
         self.send_one(&event).await
     }
 
     async fn send_batch(&self, events: Vec<Event>) -> Result<Vec<Receipt>> {
-        self.check_open()?;
+        self.gate.check()?;
         for event in &events {
             self.check_size(event)?;
         }
-        let _guard = self.in_progress.read().await;
-        self.check_open()?;
+        let _pass = self.gate.enter().await?;
         // All records are queued before any is awaited, in order: librdkafka batches them, and
         // idempotence keeps their order within each partition even across retries.
         let results = futures::future::join_all(events.iter().map(|e| self.send_one(e))).await;
@@ -106,28 +101,15 @@ impl Producer for KafkaProducer {
     }
 
     async fn flush(&self) -> Result<()> {
-        self.check_open()?;
-        let producer = self.inner.clone();
-        let timeout = self.send_timeout;
-        let topic = self.topic.clone();
-        tokio::task::spawn_blocking(move || producer.flush(Timeout::After(timeout)))
-            .await
-            .map_err(|e| Error::other(format!("flush of `{topic}` panicked: {e}")))?
-            .map_err(|e| map(e, &format!("flush `{}`", self.topic)))
+        self.gate.check()?;
+        self.flush_queue("flush").await
     }
 
     async fn close(&self) -> Result<()> {
-        if self.closed.swap(true, Ordering::AcqRel) {
+        // Sends already started finish (each awaits its delivery report); new ones see `closed`.
+        if !self.gate.close().await {
             return Ok(());
         }
-        // Sends already started finish (each awaits its delivery report); new ones see `closed`.
-        let _all = self.in_progress.write().await;
-        let producer = self.inner.clone();
-        let timeout = self.send_timeout;
-        let topic = self.topic.clone();
-        tokio::task::spawn_blocking(move || producer.flush(Timeout::After(timeout)))
-            .await
-            .map_err(|e| Error::other(format!("close of `{topic}` panicked: {e}")))?
-            .map_err(|e| map(e, &format!("close the producer for `{}`", self.topic)))
+        self.flush_queue("close").await
     }
 }

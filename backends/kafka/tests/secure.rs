@@ -94,19 +94,22 @@ async fn tls_and_sasl_connect_the_documented_ways_and_wrong_credentials_are_unau
         .expect("connect with SCRAM");
     round_trip(&backend, "scram").await;
 
-    // SASL/SCRAM-SHA-512 with the password given in code, not in the URL.
-    let url = tributary::parse_url(&base(&kafka, &kafka.sasl_ssl_address)).expect("url");
-    let in_code = tributary_kafka::KafkaBackend::connect_with(
-        &url,
-        [
-            ("security.protocol".to_string(), "SASL_SSL".to_string()),
-            ("sasl.mechanisms".to_string(), "SCRAM-SHA-512".to_string()),
-            ("sasl.username".to_string(), kafka.user.clone()),
-            ("sasl.password".to_string(), kafka.password.clone()),
-        ],
-    )
-    .await
-    .expect("connect with SCRAM from code");
+    // SASL/SCRAM-SHA-512 configured in code (the password never in a URL).
+    let mut config = tributary_kafka::KafkaConfig::new(kafka.sasl_ssl_address.clone());
+    config.timeout = Duration::from_secs(20);
+    config.librdkafka.extend([
+        ("security.protocol".to_string(), "SASL_SSL".to_string()),
+        ("sasl.mechanisms".to_string(), "SCRAM-SHA-512".to_string()),
+        ("sasl.username".to_string(), kafka.user.clone()),
+        ("sasl.password".to_string(), kafka.password.clone()),
+        (
+            "ssl.ca.location".to_string(),
+            kafka.ca_file.display().to_string(),
+        ),
+    ]);
+    let in_code = tributary_kafka::KafkaBackend::connect(config)
+        .await
+        .expect("connect with SCRAM from code");
     round_trip(&tributary::backend::stamped(in_code), "scram-code").await;
 
     // `user:password@` in the URL: SASL/PLAIN over TLS.

@@ -290,3 +290,67 @@ async fn receive_batch_keeps_order_and_redelivers_nacked_events_first() {
     consumer.close().await.expect("close");
     producer.close().await.expect("close");
 }
+
+/// Errors name the backend, the operation and the stream, whether the backend came from a URL
+/// through `tributary::connect` or from a `KafkaConfig` built in code and stamped; connecting
+/// to no broker names the backend too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_name_the_backend_operation_and_stream_from_a_url_or_a_typed_config() {
+    use tributary::ErrorKind;
+    use tributary_kafka::{KafkaBackend, KafkaConfig};
+
+    let server = require_peer!(Peer::Kafka);
+    let from_url = connect(server.url()).await;
+    let mut config = KafkaConfig::new(server.address());
+    config.timeout = Duration::from_secs(30);
+    let from_code =
+        tributary::backend::stamped(KafkaBackend::connect(config).await.expect("connect"));
+    let missing = unique_name("missing");
+    for backend in [&from_url, &from_code] {
+        let Err(e) = backend.producer(&missing).await else {
+            panic!("a producer for a missing topic without auto_create");
+        };
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+        assert_eq!(e.backend(), Some("kafka"), "{e}");
+        assert_eq!(e.operation(), Some("open producer"), "{e}");
+        assert_eq!(e.stream(), Some(missing.as_str()), "{e}");
+        let e = backend.describe_stream(&missing).await.unwrap_err();
+        assert_eq!(
+            (e.kind(), e.backend(), e.operation(), e.stream()),
+            (
+                ErrorKind::NotFound,
+                Some("kafka"),
+                Some("describe stream"),
+                Some(missing.as_str())
+            ),
+            "{e}"
+        );
+    }
+
+    // A closed producer refuses sends with `Closed`, stamped like every other error.
+    let stream = unique_name("closed");
+    from_code
+        .create_stream(&stream, StreamSpec::with_partitions(1))
+        .await
+        .expect("create");
+    let producer = from_code.producer(&stream).await.expect("producer");
+    producer.close().await.expect("close");
+    producer.close().await.expect("closing twice is harmless");
+    let e = producer.send(Event::new("late")).await.unwrap_err();
+    assert_eq!(
+        (e.kind(), e.backend(), e.operation(), e.stream()),
+        (
+            ErrorKind::Closed,
+            Some("kafka"),
+            Some("send"),
+            Some(stream.as_str())
+        ),
+        "{e}"
+    );
+
+    // No broker at all: the typed constructor names the backend itself.
+    let mut nowhere = KafkaConfig::new("127.0.0.1:9");
+    nowhere.timeout = Duration::from_secs(1);
+    let e = KafkaBackend::connect(nowhere).await.unwrap_err();
+    assert_eq!(e.backend(), Some("kafka"), "{e}");
+}

@@ -70,5 +70,5 @@ pub(super) fn commit_acked(consumer: &BaseConsumer<Context>, shared: &Shared) ->
 
 /// One failure told to several callers (errors are not `Clone`: they may carry a source).
 pub(super) fn same_error(e: &Error) -> Error {
-    Error::new(e.kind(), e.message().to_string()).with_backend("kafka")
+    Error::new(e.kind(), e.message().to_string())
 }

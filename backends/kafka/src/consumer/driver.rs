@@ -257,7 +257,6 @@ impl Driver {
                     "another live consumer of `{topic}` joined group `{}` with this process's group.instance.id (option `instance_id`): give every process its own",
                     self.group
                 ))
-                .with_backend("kafka")
             } else {
                 map(
                     error,

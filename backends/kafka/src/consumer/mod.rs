@@ -70,8 +70,7 @@ impl KafkaConsumer {
             return Err(Error::config(format!(
                 "start position `{}` is not a Kafka offset (expected a non-negative integer)",
                 position.as_str()
-            ))
-            .with_backend("kafka"));
+            )));
         }
         let (joined_tx, joined_rx) = oneshot::channel();
         let max_in_flight = options.max_in_flight.max(1);
@@ -94,7 +93,7 @@ impl KafkaConsumer {
             shared: shared.clone(),
         };
         let earliest = matches!(options.start, StartPosition::Earliest);
-        let mut client_config = config.consumer(&options.group, earliest);
+        let mut client_config = config.consumer_config(&options.group, earliest);
         if let Some(member) = &member {
             client_config.set("group.instance.id", &member.id);
         }
@@ -161,8 +160,7 @@ impl KafkaConsumer {
             Err(_) => Err(Error::timeout(format!(
                 "group `{}` got no partitions of `{topic}` within {:?} (join_timeout)",
                 options.group, config.join_timeout
-            ))
-            .with_backend("kafka")),
+            ))),
         }
     }
 
@@ -220,7 +218,7 @@ impl KafkaConsumer {
     }
 
     fn closed_error(&self) -> Error {
-        Error::closed(format!("consumer of `{}` is closed", self.topic)).with_backend("kafka")
+        Error::closed(format!("consumer of `{}` is closed", self.topic))
     }
 }
 

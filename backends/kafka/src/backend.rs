@@ -1,0 +1,245 @@
+//! The backend: connecting, and opening producers and consumers.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+
+use async_trait::async_trait;
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::FutureProducer;
+use tributary::backend::CloseGate;
+use tributary::{
+    AckModel, Backend, Capabilities, Consumer, ConsumerOptions, Error, Lifecycle, Ordering,
+    Producer, ReceiptSupport, Result, StartSupport, StreamInfo, StreamSpec, Url,
+};
+
+use crate::config::KafkaConfig;
+use crate::error::map;
+use crate::lag::{GroupLag, GroupReaders};
+use crate::{consumer, probe, producer, record, topics};
+
+/// The default `message.max.bytes` of a Kafka broker, used when the broker does not say.
+const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
+
+/// A Kafka cluster.
+///
+/// Errors name the operation and stream in their message; the backend (`kafka`) is stamped on
+/// them by [`tributary::connect`], or by [`tributary::backend::stamped`] for a backend made
+/// with [`KafkaBackend::connect`].
+pub struct KafkaBackend {
+    pub(crate) config: KafkaConfig,
+    pub(crate) admin: Arc<AdminClient<DefaultClientContext>>,
+    /// The broker's `message.max.bytes`.
+    pub(crate) max_message_bytes: usize,
+    closed: AtomicBool,
+    group_readers: Arc<GroupReaders>,
+}
+
+impl std::fmt::Debug for KafkaBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaBackend")
+            .field("cluster", &self.config.shown())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaBackend {
+    /// Connects with `config`: checks that a broker answers within `config.timeout` (a broker
+    /// that refuses the credentials is reported at once) and reads its limits.
+    pub async fn connect(config: KafkaConfig) -> Result<KafkaBackend> {
+        // The one place a Kafka error is stamped by the backend itself: connecting happens
+        // before any stamping layer exists. Everything later is stamped by that layer.
+        Self::open(config)
+            .await
+            .map_err(|e| e.with_backend("kafka"))
+    }
+
+    async fn open(config: KafkaConfig) -> Result<KafkaBackend> {
+        config.validate()?;
+        let admin: AdminClient<DefaultClientContext> = config
+            .admin()
+            .create()
+            .map_err(|e| map(e, &format!("connect to {}", config.shown())))?;
+        let admin = Arc::new(admin);
+        let probe_config = config.clone();
+        let metadata = tokio::task::spawn_blocking(move || probe::cluster_metadata(&probe_config))
+            .await
+            .map_err(|e| Error::other(format!("connecting panicked: {e}")))??;
+        let broker = metadata.brokers().first().map(|b| b.id());
+        let max_message_bytes = match broker {
+            Some(id) => topics::broker_limit(&admin, id, config.timeout)
+                .await
+                .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
+            None => DEFAULT_MAX_MESSAGE_BYTES,
+        };
+        tracing::debug!(cluster = %config.shown(), max_message_bytes, "kafka: connected");
+        Ok(KafkaBackend {
+            config,
+            admin,
+            max_message_bytes,
+            closed: AtomicBool::new(false),
+            group_readers: Arc::default(),
+        })
+    }
+
+    /// [`connect`](Self::connect) with the configuration a `kafka://` URL gives
+    /// ([`KafkaConfig::from_url`]).
+    pub async fn connect_url(url: &Url) -> Result<KafkaBackend> {
+        Self::connect(KafkaConfig::from_url(url)?).await
+    }
+
+    /// The configuration this backend was connected with.
+    pub fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+
+    /// The librdkafka configuration this backend gives its producers: the escape hatch for
+    /// building a raw rdkafka client with the same settings.
+    pub fn producer_config(&self) -> rdkafka::ClientConfig {
+        self.config.producer_config()
+    }
+
+    /// The librdkafka configuration this backend gives its consumers, without `group.id`.
+    pub fn consumer_config(&self) -> rdkafka::ClientConfig {
+        self.config.consumer_base()
+    }
+
+    /// The backlog of consumer group `group` on every partition of `topic`, from the broker:
+    /// each partition's end offset minus the group's committed offset (every retained event
+    /// where the group has no commit), as `kafka-consumer-groups --describe` shows it. Unlike
+    /// [`Consumer::lag`](tributary::Consumer::lag), which covers the partitions one member
+    /// holds, this counts partitions no live member holds too (those of a member that died
+    /// and whose session has not expired yet). Two requests to the broker; the client that
+    /// reads the group's commits never joins the group.
+    pub async fn group_lag(&self, topic: &str, group: &str) -> Result<GroupLag> {
+        self.check_open()?;
+        let partitions = self
+            .topic_partitions(topic)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("Kafka topic `{topic}` does not exist")))?;
+        let partitions = i32::try_from(partitions).map_err(|_| {
+            Error::other(format!("`{topic}` has more partitions than Kafka allows"))
+        })?;
+        let (readers, config) = (self.group_readers.clone(), self.config.clone());
+        let (topic, group) = (topic.to_string(), group.to_string());
+        let timeout = self.config.timeout;
+        tokio::task::spawn_blocking(move || {
+            readers.group_lag(&config, &topic, partitions, &group, timeout)
+        })
+        .await
+        .map_err(|e| Error::other(format!("group lag lookup panicked: {e}")))?
+    }
+
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closed.load(AtomicOrdering::Acquire) {
+            return Err(Error::closed("the Kafka backend is closed"));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Backend for KafkaBackend {
+    fn scheme(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::minimal();
+        caps.native_headers = true;
+        caps.timestamps = true;
+        caps.ordering = Ordering::PerKey;
+        caps.ack = AckModel::Cumulative;
+        caps.nack = true;
+        caps.delivery_attempts = true;
+        caps.start = StartSupport {
+            earliest: true,
+            latest: true,
+            timestamp: true,
+            position: true,
+        };
+        caps.receipts = ReceiptSupport {
+            partition: true,
+            position: true,
+        };
+        caps.max_event_bytes = Some(record::max_payload(self.max_message_bytes));
+        caps.lifecycle = Lifecycle {
+            auto_create: self.config.auto_create,
+            networked: true,
+            competing_consumers: true,
+        };
+        caps.lag = true;
+        caps.admin = true;
+        caps
+    }
+
+    async fn producer(&self, stream: &str) -> Result<Box<dyn Producer>> {
+        self.check_open()?;
+        self.ensure_topic(stream).await?;
+        let limit = self.topic_limit(stream).await;
+        let mut config = self.config.producer_config();
+        // librdkafka's own check (default 1000000) would otherwise refuse events the topic accepts.
+        if !self.config.sets(&self.config.producer, "message.max.bytes") {
+            config.set("message.max.bytes", limit.to_string());
+        }
+        let inner: FutureProducer = config
+            .create()
+            .map_err(|e| map(e, &format!("create a producer for `{stream}`")))?;
+        Ok(Box::new(producer::KafkaProducer {
+            topic: stream.to_string(),
+            inner,
+            limit,
+            send_timeout: self.config.send_timeout,
+            gate: CloseGate::new(format!("producer for `{stream}`")),
+        }))
+    }
+
+    async fn consumer(&self, stream: &str, options: ConsumerOptions) -> Result<Box<dyn Consumer>> {
+        self.check_open()?;
+        options.validate()?;
+        self.ensure_topic(stream).await?;
+        let member = match &self.config.instance_id {
+            Some(instance) if !self.config.sets(&self.config.consumer, "group.instance.id") => {
+                Some(consumer::StaticMember::claim(
+                    instance,
+                    &options.group,
+                    stream,
+                ))
+            }
+            _ => None,
+        };
+        Ok(Box::new(
+            consumer::KafkaConsumer::start(&self.config, stream, options, member).await?,
+        ))
+    }
+
+    async fn create_stream(&self, stream: &str, spec: StreamSpec) -> Result<()> {
+        self.check_open()?;
+        self.create_topic(stream, spec).await
+    }
+
+    async fn delete_stream(&self, stream: &str) -> Result<()> {
+        self.check_open()?;
+        self.delete_topic(stream).await
+    }
+
+    async fn list_streams(&self) -> Result<Vec<String>> {
+        self.check_open()?;
+        self.list_topics().await
+    }
+
+    async fn describe_stream(&self, stream: &str) -> Result<StreamInfo> {
+        self.check_open()?;
+        self.describe_topic(stream).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.closed.store(true, AtomicOrdering::Release);
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
