@@ -2,7 +2,9 @@
 //! same broker in the same run (started by the fixture).
 //!
 //! `cargo bench -p tributary-kafka --bench kafka [-- EVENTS]` prints a table; nothing is
-//! asserted. Same work means: the same events (100-byte payload, a key out of 1000, one
+//! asserted. `BENCH_KAFKA_ROUNDS` (default 4) rounds alternate the order of the phases; the
+//! table shows the best rates, the median of the per-round ratios (steadier than the ratio of
+//! bests on a shared machine), and the CPU each side spent per event. Same work means: the same events (100-byte payload, a key out of 1000, one
 //! header), the same librdkafka settings (the raw clients use the backend's own
 //! configuration), batches of 1000 awaited together; the consumers turn each message into an
 //! owned event (payload, key, headers, timestamp copied out of librdkafka), mark it processed
@@ -203,11 +205,26 @@ fn raw_consume(mut config: ClientConfig, topic: &str, n: usize) -> f64 {
     (n - 1) as f64 / started.unwrap().elapsed().as_secs_f64()
 }
 
+/// The middle of sorted `values` (the mean of the two middle ones for an even count).
+fn median(values: &[f64]) -> f64 {
+    let mid = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
+}
+
 fn main() {
     let n: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(200_000);
+    let rounds: usize = std::env::var("BENCH_KAFKA_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(4)
+        .max(1);
     let Some(server) = require(Peer::Kafka) else {
         return;
     };
@@ -221,56 +238,96 @@ fn main() {
         let backend = tributary::connect(server.url()).await.unwrap();
         let kafka = backend.as_any().downcast_ref::<tributary_kafka::KafkaBackend>().unwrap();
         let mut rows: Vec<(&str, Figures, Figures)> = Vec::new();
-        // Two rounds, alternating, so neither side always gets the warmer broker.
-        for round in 0..2 {
+        // Rounds alternate the order of the phases, so that neither side always gets the
+        // warmer broker or the quieter moment on a shared machine.
+        for round in 0..rounds {
             let raw_topic = unique_name("bench-raw");
             let trib_topic = unique_name("bench-trib");
             for topic in [&raw_topic, &trib_topic] {
                 backend.create_stream(topic, StreamSpec::with_partitions(PARTITIONS)).await.unwrap();
             }
-            let raw_p = measured(n, raw_produce(kafka.producer_config(), &raw_topic, n)).await;
-            let trib_p = measured(n, tributary_produce(backend.as_ref(), &trib_topic, n)).await;
-            let config = kafka.consumer_config();
-            let topic = raw_topic.clone();
-            mark("raw-consume", "start");
-            let raw_c = measured(n, async {
-                tokio::task::spawn_blocking(move || raw_consume(config, &topic, n)).await.unwrap()
-            })
-            .await;
-            mark("raw-consume", "end");
-            mark("tributary-consume", "start");
-            let trib_c = measured(n, tributary_consume(backend.as_ref(), &trib_topic, n, false)).await;
-            mark("tributary-consume", "end");
-            mark("tributary-consume-batch", "start");
-            let trib_b = measured(n, tributary_consume(backend.as_ref(), &trib_topic, n, true)).await;
-            mark("tributary-consume-batch", "end");
+            let (raw_p, trib_p) = if round % 2 == 0 {
+                let raw = measured(n, raw_produce(kafka.producer_config(), &raw_topic, n)).await;
+                (raw, measured(n, tributary_produce(backend.as_ref(), &trib_topic, n)).await)
+            } else {
+                let trib = measured(n, tributary_produce(backend.as_ref(), &trib_topic, n)).await;
+                (measured(n, raw_produce(kafka.producer_config(), &raw_topic, n)).await, trib)
+            };
+            let raw_consume_phase = || {
+                let config = kafka.consumer_config();
+                let topic = raw_topic.clone();
+                async move {
+                    mark("raw-consume", "start");
+                    let figures = measured(n, async {
+                        tokio::task::spawn_blocking(move || raw_consume(config, &topic, n))
+                            .await
+                            .unwrap()
+                    })
+                    .await;
+                    mark("raw-consume", "end");
+                    figures
+                }
+            };
+            let trib_consume_phase = |batch: bool| {
+                let (backend, topic) = (backend.clone(), trib_topic.clone());
+                async move {
+                    let phase = if batch { "tributary-consume-batch" } else { "tributary-consume" };
+                    mark(phase, "start");
+                    let figures =
+                        measured(n, tributary_consume(backend.as_ref(), &topic, n, batch)).await;
+                    mark(phase, "end");
+                    figures
+                }
+            };
+            let (raw_c, trib_c, trib_b) = if round % 2 == 0 {
+                let raw = raw_consume_phase().await;
+                let one = trib_consume_phase(false).await;
+                (raw, one, trib_consume_phase(true).await)
+            } else {
+                let batch = trib_consume_phase(true).await;
+                let one = trib_consume_phase(false).await;
+                (raw_consume_phase().await, one, batch)
+            };
             println!(
-                "round {round}: produce raw {:.0}/s tributary {:.0}/s; consume raw {:.0}/s tributary receive {:.0}/s receive_batch {:.0}/s",
-                raw_p.rate, trib_p.rate, raw_c.rate, trib_c.rate, trib_b.rate
+                "round {round}: produce raw {:.0}/s tributary {:.0}/s ({:.2}); consume raw {:.0}/s tributary receive {:.0}/s ({:.2}) receive_batch {:.0}/s ({:.2})",
+                raw_p.rate,
+                trib_p.rate,
+                trib_p.rate / raw_p.rate,
+                raw_c.rate,
+                trib_c.rate,
+                trib_c.rate / raw_c.rate,
+                trib_b.rate,
+                trib_b.rate / raw_c.rate
             );
             rows.push(("produce", raw_p, trib_p));
             rows.push(("consume, receive()", raw_c, trib_c));
             rows.push(("consume, receive_batch(1000)", raw_c, trib_b));
         }
-        println!("\nKafka {} · {n} events of {PAYLOAD} B · {PARTITIONS} partitions · best of 2 rounds", server.url());
-        println!("| | raw rdkafka events/s | tributary events/s | ratio | raw CPU µs/event | tributary CPU µs/event | CPU ratio |");
-        println!("|---|---|---|---|---|---|---|");
+        println!(
+            "\nKafka {} · {n} events of {PAYLOAD} B · {PARTITIONS} partitions · {rounds} rounds",
+            server.url()
+        );
+        println!("| | raw rdkafka events/s (best) | tributary events/s (best) | ratio of bests | median ratio per round | raw CPU µs/event | tributary CPU µs/event | CPU ratio |");
+        println!("|---|---|---|---|---|---|---|---|");
         for what in ["produce", "consume, receive()", "consume, receive_batch(1000)"] {
-            let mine = rows.iter().filter(|r| r.0 == what);
+            let mine: Vec<_> = rows.iter().filter(|r| r.0 == what).collect();
             let best_rate = |pick: fn(&(&str, Figures, Figures)) -> Figures| {
-                mine.clone().map(pick).map(|f| f.rate).fold(0.0, f64::max)
+                mine.iter().map(|r| pick(r).rate).fold(0.0, f64::max)
             };
             let least_cpu = |pick: fn(&(&str, Figures, Figures)) -> Figures| {
-                mine.clone().map(pick).map(|f| f.cpu_us).fold(f64::INFINITY, f64::min)
+                mine.iter().map(|r| pick(r).cpu_us).fold(f64::INFINITY, f64::min)
             };
+            let mut ratios: Vec<f64> = mine.iter().map(|r| r.2.rate / r.1.rate).collect();
+            ratios.sort_by(f64::total_cmp);
             let (raw, trib) = (best_rate(|r| r.1), best_rate(|r| r.2));
             let (raw_cpu, trib_cpu) = (least_cpu(|r| r.1), least_cpu(|r| r.2));
             println!(
-                "| {what} | {raw:.0} | {trib:.0} | {:.2} | {raw_cpu:.2} | {trib_cpu:.2} | {:.2} |",
+                "| {what} | {raw:.0} | {trib:.0} | {:.2} | {:.2} | {raw_cpu:.2} | {trib_cpu:.2} | {:.2} |",
                 trib / raw,
+                median(&ratios),
                 trib_cpu / raw_cpu
             );
         }
-        println!("(ratio: tributary / raw events per second, higher is better; CPU ratio: tributary / raw CPU per event, lower is better)");
+        println!("(ratios: tributary / raw events per second, higher is better; a round's ratio compares phases run minutes apart at most, so it is steadier than the ratio of bests on a shared machine; CPU ratio: tributary / raw CPU per event, least of the rounds, lower is better)");
     });
 }

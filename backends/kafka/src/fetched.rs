@@ -101,24 +101,29 @@ impl Fetched {
             .map(|n| u32::from_le_bytes([n[0], n[1], n[2], n[3]]));
         let mut next = move || layout.next().unwrap_or(0);
         let mut at = 0usize;
-        let mut take = |len: u32| {
+        // Ranges first, slices second: a header name is read in place, never as a `Bytes`
+        // slice, whose reference count (shared by every message of an arena chunk, and
+        // touched by the driver thread and the application's at once) showed in the profile.
+        let mut span = |len: u32| {
             let len = if len == NONE { 0 } else { len as usize };
-            let slice = self.buf.slice(at..at + len);
             at += len;
-            slice
+            at - len..at
         };
+        let take = |range: std::ops::Range<usize>| self.buf.slice(range);
         let key_len = next();
-        let key = (key_len != NONE).then(|| take(key_len));
-        let mut event = Event::new(take(next()));
+        let key = span(key_len);
+        let key = (key_len != NONE).then(|| take(key));
+        let mut event = Event::new(take(span(next())));
         event.key = key;
         let count = next();
         if count > 0 {
             let mut headers = Headers::default();
             for _ in 0..count {
-                let name = take(next());
-                let value = take(next());
+                let name = span(next());
+                let value = span(next());
                 // Names were `&str` in librdkafka: valid UTF-8.
-                headers.append(String::from_utf8_lossy(&name).into_owned(), value);
+                let name = String::from_utf8_lossy(&self.buf[name]).into_owned();
+                headers.append(name, take(value));
             }
             event.headers = headers;
         }
