@@ -354,3 +354,70 @@ async fn errors_name_the_backend_operation_and_stream_from_a_url_or_a_typed_conf
     let e = KafkaBackend::connect(nowhere).await.unwrap_err();
     assert_eq!(e.backend(), Some("kafka"), "{e}");
 }
+
+/// A member whose ready queue overflowed pauses its partitions in librdkafka; when a
+/// rebalance hands some of them back to it, they must fetch again. librdkafka keeps a
+/// partition's pause across unassign and assign, so they once stayed paused for good: a bridge
+/// replica that joined a busy one left half the source unreplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_paused_by_a_full_queue_fetch_again_after_a_rebalance() {
+    let server = require_peer!(Peer::Kafka);
+    let backend = connect(server.url()).await;
+    let topic = unique_name("paused-rebalance");
+    backend
+        .create_stream(&topic, StreamSpec::with_partitions(4))
+        .await
+        .expect("create");
+    let producer = backend.producer(&topic).await.expect("producer");
+    let events: Vec<Event> = (0..4000)
+        .map(|i| Event::new(format!("e{i}")).with_key(format!("k{}", i % 40)))
+        .collect();
+    for chunk in events.chunks(1000) {
+        producer.send_batch(chunk.to_vec()).await.expect("send");
+    }
+    producer.close().await.expect("close");
+
+    let group = unique_name("g");
+    // A small window: the ready queue overflows (and its partitions are paused) at once.
+    let options = || {
+        ConsumerOptions::new(group.clone())
+            .start(StartPosition::Earliest)
+            .max_in_flight(64)
+    };
+    let first = backend.consumer(&topic, options()).await.expect("first");
+    let mut seen = std::collections::HashSet::new();
+    // One delivery proves the first member fetches; its queue then fills past the bound.
+    let d = receive(first.as_ref()).await;
+    seen.insert(String::from_utf8_lossy(&d.event.payload).into_owned());
+    d.ack();
+    // The driver fetched a round of up to 512 events for a queue bounded at 64: it pauses
+    // its partitions on its next turn, long before the second member has joined.
+    let second = backend.consumer(&topic, options()).await.expect("second");
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while seen.len() < events.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {} events arrived after the rebalance",
+            seen.len(),
+            events.len()
+        );
+        for consumer in [&first, &second] {
+            // `receive_batch` waits for a first event: bounded, so a stuck member fails the
+            // test at its deadline instead of hanging it.
+            let batch = tokio::time::timeout(
+                Duration::from_millis(200),
+                consumer.receive_batch(500, Duration::from_millis(20)),
+            )
+            .await
+            .unwrap_or(Ok(Vec::new()))
+            .expect("receive");
+            for d in batch {
+                seen.insert(String::from_utf8_lossy(&d.event.payload).into_owned());
+                d.ack();
+            }
+        }
+    }
+    first.close().await.expect("close");
+    second.close().await.expect("close");
+}

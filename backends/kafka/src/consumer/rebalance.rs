@@ -231,6 +231,15 @@ impl ConsumerContext for Context {
                 } else {
                     consumer.assign(&resolved.assignment)
                 };
+                // librdkafka keeps a partition's pause across unassign and assign: one this
+                // member paused while its queue was full, and gets back in a rebalance, would
+                // never fetch again. Assigned partitions start resumed; the driver pauses
+                // them again if its queue is still full (`assignment_changed` below).
+                if result.is_ok()
+                    && let Err(e) = consumer.resume(&resolved.assignment)
+                {
+                    tracing::warn!(error = %e, "kafka: cannot resume newly assigned partitions");
+                }
                 if result.is_ok()
                     && resolved.pin.count() > 0
                     && let Err(e) = consumer.commit(&resolved.pin, CommitMode::Sync)
