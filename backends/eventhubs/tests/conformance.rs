@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 use tributary::{Backend, Error};
-use tributary_conformance::{Harness, StreamRequest, Verdict, run};
+use tributary_conformance::{Harness, StreamRequest, run};
 use tributary_eventhubs_emulator::{Config, Emulator};
 use tributary_testcontainers::{Peer, require_peer};
 
@@ -124,27 +124,7 @@ async fn eventhubs_conformance() {
     // Every case applies: hubs come from the provisioning hook, the harness can restart the
     // emulator and names an unreachable endpoint, and the capabilities declare all the rest
     // except receipts (a send gets no partition or sequence number back from the service).
-    report.assert_not_applicable(&["receipts"]);
-    // One known failure, pinned so that it is seen and a fix is noticed.
-    // `resume_after_restart_of_consumer` sends ten events under seven keys in one batch to a
-    // one-partition hub and expects the first five read to be the first five sent: order
-    // across keys within a batch, which docs/semantics.md does not promise (per-key order
-    // only). An Event Hubs batch carries one partition key, so `send_batch` sends one SDK batch
-    // per key (k0's events, then k1's, ...), and the hub stores them in that order. Keeping the
-    // batch's order would cost one round trip per run of equal keys (the SDK holds its sender
-    // link across each send's outcome) instead of one per key.
-    let failed: Vec<&str> = report
-        .cases
-        .iter()
-        .filter(|c| matches!(c.verdict, Verdict::Failed(_)))
-        .map(|c| c.name)
-        .collect();
-    assert_eq!(
-        failed,
-        ["resume_after_restart_of_consumer"],
-        "the failures changed (a fixed one is removed from this list)\n{}",
-        report.table()
-    );
+    report.assert_conforms(&["receipts"]);
     if let Some(emulator) = namespace.emulator.lock().await.take() {
         emulator.shutdown().await;
     }
