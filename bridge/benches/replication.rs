@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tributary::{
     Backend, ConsumerExt, ConsumerOptions, Event, StartPosition, StreamSpec, Timestamp,
 };
-use tributary_bridge::route::{self, RouteSpec, RouteStats, tokio_util_free::CancelToken};
+use tributary_bridge::route::{self, CancellationToken, RouteSpec, RouteStats};
 use tributary_testcontainers::{
     Peer, Process, Server, group_resident_bytes, log_tail, peers_dir, require, unique_name,
 };
@@ -252,7 +252,7 @@ async fn local_to_local(n: u64) -> Row {
 
     let baseline = own_rss();
     let rss = RssSampler::start(None);
-    let cancel = CancelToken::default();
+    let cancel = CancellationToken::new();
     let started = Instant::now();
     let routes: Vec<_> = [("backlog", "backlog-copy"), ("paced", "paced-copy")]
         .into_iter()

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tributary::{Backend, Error, Result, redact};
 
 use crate::config::{Plan, RoutePlan};
-use crate::route::{self, RouteSpec, RouteStats, tokio_util_free::CancelToken};
+use crate::route::{self, CancellationToken, RouteSpec, RouteStats};
 
 /// What the operations endpoint reports.
 #[derive(Debug, Default)]
@@ -34,7 +34,7 @@ pub struct Running {
     pub listening: Option<SocketAddr>,
     health: Arc<Health>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    cancel: CancelToken,
+    cancel: CancellationToken,
     connections: Arc<Connections>,
 }
 
@@ -108,7 +108,7 @@ impl Connections {
 pub async fn start(plan: Plan) -> Result<Running> {
     let metrics = recorder();
     let health = Arc::new(Health::default());
-    let cancel = CancelToken::default();
+    let cancel = CancellationToken::new();
     let listening = match plan.listen {
         Some(addr) => Some(serve_operations(addr, metrics, health.clone(), cancel.clone()).await?),
         None => None,
@@ -222,7 +222,7 @@ async fn supervise(
     connections: Arc<Connections>,
     stats: Arc<RouteStats>,
     health: Arc<Health>,
-    cancel: CancelToken,
+    cancel: CancellationToken,
     opened: Arc<std::sync::atomic::AtomicUsize>,
     total: usize,
 ) {
@@ -303,7 +303,7 @@ async fn serve_operations(
     addr: SocketAddr,
     metrics: Option<PrometheusHandle>,
     health: Arc<Health>,
-    cancel: CancelToken,
+    cancel: CancellationToken,
 ) -> Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         Error::io(

@@ -2,7 +2,7 @@
 //! source stream, a route replicates them to a sink stream, and a checker reads the sink and
 //! verifies every event arrived with per-key order and lineage intact.
 
-use crate::route::{self, RouteSpec, RouteStats, lineage, tokio_util_free::CancelToken};
+use crate::route::{self, CancellationToken, RouteSpec, RouteStats, lineage};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -51,7 +51,7 @@ pub async fn run(
             ConsumerOptions::new(format!("demo-checker-{run_id}")).start(StartPosition::Latest),
         )
         .await?;
-    let cancel = CancelToken::default();
+    let cancel = CancellationToken::new();
     let stats = Arc::new(RouteStats::default());
     let mut spec = RouteSpec::new("demo", source.clone(), src_stream, sink.clone(), dst_stream);
     spec.group = format!("demo-bridge-{run_id}");

@@ -6,6 +6,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod json;
+pub mod metrics;
 pub mod route;
 mod source_lag;
 pub mod transform;

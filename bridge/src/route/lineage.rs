@@ -1,0 +1,105 @@
+//! Lineage headers added to every replicated event, and the stream identities that stop
+//! circular replication.
+
+use tributary::{Delivery, Event};
+
+use super::RouteSpec;
+
+/// Scheme of the backend the event was read from.
+pub const BACKEND: &str = "tributary-origin-backend";
+/// Stream it was read from.
+pub const STREAM: &str = "tributary-origin-stream";
+/// Partition it was read from.
+pub const PARTITION: &str = "tributary-origin-partition";
+/// Position it was read at.
+pub const POSITION: &str = "tributary-origin-position";
+/// Route that copied it.
+pub const ROUTE: &str = "tributary-route";
+/// Every stream the event has been replicated from, oldest first, comma-separated
+/// [`stream_identity`]s. Unlike the headers above it is extended, not replaced, at
+/// each hop: a route drops an event that has already been in its sink stream, which is what
+/// stops bidirectional (or longer circular) replication from looping.
+pub const PATH: &str = "tributary-path";
+
+/// Whether `event` has already been in the stream `identity`.
+pub fn visited(event: &Event, identity: &str) -> bool {
+    event.headers.get(PATH).is_some_and(|path| {
+        path.split(|b| *b == b',')
+            .any(|hop| hop == identity.as_bytes())
+    })
+}
+
+/// The name of a stream that stays the same wherever it is reached from: `cluster` (when the
+/// configuration names one, because the same cluster may be reached by different addresses)
+/// or the URL's scheme, address and path, without credentials or options; then `/stream`.
+/// Commas are escaped so identities can be listed in [`lineage::PATH`].
+pub fn stream_identity(url: &str, cluster: Option<&str>, stream: &str) -> String {
+    let place = match cluster {
+        Some(cluster) => cluster.to_string(),
+        None => match tributary::parse_url(url) {
+            Ok(u) => {
+                let mut place = format!("{}://{}", u.scheme(), u.host_str().unwrap_or(""));
+                if let Some(port) = u.port() {
+                    place.push_str(&format!(":{port}"));
+                }
+                place.push_str(u.path().trim_end_matches('/'));
+                place
+            }
+            Err(_) => url.to_string(),
+        },
+    };
+    format!("{place}/{stream}").replace(',', "%2C")
+}
+
+/// The lineage values that are the same for every event of a route, made once per route
+/// rather than allocated again for every event.
+pub(super) struct RouteLineage {
+    backend: bytes::Bytes,
+    stream: bytes::Bytes,
+    route: bytes::Bytes,
+    source_identity: bytes::Bytes,
+}
+
+impl RouteLineage {
+    pub(super) fn new(spec: &RouteSpec) -> Self {
+        RouteLineage {
+            backend: bytes::Bytes::from_static(spec.source.scheme().as_bytes()),
+            stream: bytes::Bytes::from(spec.source_stream.clone()),
+            route: bytes::Bytes::from(spec.name.clone()),
+            source_identity: bytes::Bytes::from(spec.source_identity.clone()),
+        }
+    }
+}
+
+pub(super) fn with_lineage(
+    keep_key: bool,
+    fixed: &RouteLineage,
+    d: &Delivery,
+    mut event: Event,
+) -> Event {
+    if !keep_key {
+        event.key = None;
+    }
+    let headers = &mut event.headers;
+    headers.insert(BACKEND, fixed.backend.clone());
+    headers.insert(STREAM, fixed.stream.clone());
+    if let Some(p) = &d.partition {
+        headers.insert(PARTITION, p.to_string());
+    }
+    if let Some(p) = &d.position {
+        headers.insert(POSITION, p.to_string());
+    }
+    headers.insert(ROUTE, fixed.route.clone());
+    let path = match d.event.headers.get(PATH) {
+        Some(path) if !path.is_empty() => {
+            let mut extended = Vec::with_capacity(path.len() + 1 + fixed.source_identity.len());
+            extended.extend_from_slice(path);
+            extended.push(b',');
+            extended.extend_from_slice(&fixed.source_identity);
+            bytes::Bytes::from(extended)
+        }
+        _ => fixed.source_identity.clone(),
+    };
+    headers.insert(PATH, path);
+    event
+}

@@ -1,0 +1,101 @@
+//! A route's counters, and the task that keeps its source lag current.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Counters a route updates as it runs.
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    /// Events taken from the source (replicated or still in hand).
+    pub received: AtomicU64,
+    /// Events written to the sink and acked at the source (not counting dead-lettered ones).
+    pub replicated: AtomicU64,
+    /// Payload bytes replicated.
+    pub bytes: AtomicU64,
+    /// Sink sends that failed and were retried.
+    pub retries: AtomicU64,
+    /// Events sent to the dead-letter sink.
+    pub dead_lettered: AtomicU64,
+    /// Events the filter dropped (acked at the source, not replicated).
+    pub filtered: AtomicU64,
+    /// Events not copied because they had already been in the sink stream (loop prevention).
+    pub looped: AtomicU64,
+    /// The source's lag as last reported, plus one; 0 while unknown. Read it with
+    /// [`RouteStats::lag`].
+    lag_plus_one: AtomicU64,
+}
+
+impl RouteStats {
+    /// Events at the source the route's group has not acked yet, where the source can tell
+    /// (see [`tributary::Consumer::lag`]); refreshed every second, even while the sink stalls.
+    pub fn lag(&self) -> Option<u64> {
+        self.lag_plus_one.load(Ordering::Relaxed).checked_sub(1)
+    }
+}
+
+/// The counters on one line, for logs and diagnostics:
+/// `received 10 replicated 8 retries 0 dead-lettered 0 filtered 2 looped 0 lag 0`.
+impl std::fmt::Display for RouteStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        write!(
+            f,
+            "received {} replicated {} retries {} dead-lettered {} filtered {} looped {} lag ",
+            load(&self.received),
+            load(&self.replicated),
+            load(&self.retries),
+            load(&self.dead_lettered),
+            load(&self.filtered),
+            load(&self.looped),
+        )?;
+        match self.lag() {
+            Some(lag) => write!(f, "{lag}"),
+            None => f.write_str("unknown"),
+        }
+    }
+}
+
+/// How often a route publishes its source's lag.
+const LAG_EVERY: Duration = Duration::from_secs(1);
+
+/// Publishes the source's lag every [`LAG_EVERY`] until dropped, from its own task so that a
+/// stalled sink (when the lag matters most) does not freeze the figure.
+pub(super) fn report_lag(
+    gauge: metrics::Gauge,
+    consumer: Arc<dyn tributary::Consumer>,
+    stats: Arc<RouteStats>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(LAG_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Some(lag) = consumer.lag() {
+                stats
+                    .lag_plus_one
+                    .store(lag.saturating_add(1), Ordering::Relaxed);
+                gauge.set(lag as f64);
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_print_on_one_line() {
+        let stats = RouteStats::default();
+        stats.received.store(10, Ordering::Relaxed);
+        stats.replicated.store(8, Ordering::Relaxed);
+        stats.filtered.store(2, Ordering::Relaxed);
+        assert_eq!(
+            stats.to_string(),
+            "received 10 replicated 8 retries 0 dead-lettered 0 filtered 2 looped 0 lag unknown"
+        );
+        stats.lag_plus_one.store(5, Ordering::Relaxed);
+        assert!(stats.to_string().ends_with("lag 4"), "{stats}");
+    }
+}
