@@ -1,0 +1,57 @@
+//! What a checked configuration says, every value parsed.
+
+use std::time::Duration;
+
+use tributary::StartPosition;
+
+/// A checked route, with every value parsed.
+#[derive(Debug, Clone)]
+pub struct RoutePlan {
+    /// Route name.
+    pub name: String,
+    /// Source URL (with secrets; never print it, use [`tributary::redact`]).
+    pub source_url: String,
+    /// Source stream.
+    pub source_stream: String,
+    /// Consumer group.
+    pub group: String,
+    /// Start position for a new group.
+    pub start: StartPosition,
+    /// Sink URL.
+    pub sink_url: String,
+    /// Sink stream.
+    pub sink_stream: String,
+    /// Batch limits.
+    pub max_events: usize,
+    /// Batch byte limit.
+    pub max_bytes: usize,
+    /// Batch linger.
+    pub linger: Duration,
+    /// Deliveries in flight at most.
+    pub in_flight: usize,
+    /// Retry policy.
+    pub retry: crate::route::RetryPolicy,
+    /// Dead-letter URL and stream.
+    pub dead_letter: Option<(String, String)>,
+    /// Whether keys are kept.
+    pub keep_key: bool,
+    /// Compiled filter and transform.
+    pub transform: Option<std::sync::Arc<crate::transform::Transform>>,
+    /// The source stream's identity for loop prevention.
+    pub source_identity: String,
+    /// The sink stream's identity for loop prevention.
+    pub sink_identity: String,
+}
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Operations endpoint address, `None` when off.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Graceful shutdown deadline.
+    pub shutdown_timeout: Duration,
+    /// Routes.
+    pub routes: Vec<RoutePlan>,
+    /// Logs as JSON lines.
+    pub log_json: bool,
+}
