@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tributary::{Backend, Error, Result, redact};
+use tributary::{Backend, Error, Result};
 
-use crate::config::{Plan, RoutePlan};
+use crate::config::{Plan, RoutePlan, Secrets};
 use crate::route::{self, CancellationToken, RouteSpec, RouteStats};
 
 /// What the operations endpoint reports.
@@ -106,6 +106,13 @@ impl Connections {
 /// (an unknown option) fails the start; a server that cannot be reached does not: its routes
 /// report unhealthy on `/healthz`, `/readyz` says not ready, and they keep trying.
 pub async fn start(plan: Plan) -> Result<Running> {
+    let secrets = Arc::new(plan.secrets.clone());
+    start_scrubbed(plan, secrets.clone())
+        .await
+        .map_err(|e| secrets.scrub_error(e))
+}
+
+async fn start_scrubbed(plan: Plan, secrets: Arc<Secrets>) -> Result<Running> {
     let metrics = recorder();
     let health = Arc::new(Health::default());
     let cancel = CancellationToken::new();
@@ -131,6 +138,7 @@ pub async fn start(plan: Plan) -> Result<Running> {
                     return Err(e.context(format!("route `{}`: {role}", route.name)));
                 }
                 Err(e) => {
+                    let e = secrets.scrub_error(e);
                     tracing::warn!(route = %route.name, role, error = %e, "cannot connect yet; the route will keep trying");
                 }
             }
@@ -139,8 +147,10 @@ pub async fn start(plan: Plan) -> Result<Running> {
 
     let mut stats = Vec::new();
     let mut tasks = Vec::new();
-    let opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let total = plan.routes.len();
+    let readiness = Arc::new(Readiness {
+        opened: std::sync::atomic::AtomicUsize::new(0),
+        total: plan.routes.len(),
+    });
     for route in plan.routes {
         let route_stats = Arc::new(RouteStats::default());
         stats.push((route.name.clone(), route_stats.clone()));
@@ -150,8 +160,8 @@ pub async fn start(plan: Plan) -> Result<Running> {
             route_stats,
             health.clone(),
             cancel.clone(),
-            opened.clone(),
-            total,
+            readiness.clone(),
+            secrets.clone(),
         )));
     }
     Ok(Running {
@@ -215,6 +225,12 @@ fn spec(
     spec
 }
 
+/// How many routes have opened at least once, of how many.
+struct Readiness {
+    opened: std::sync::atomic::AtomicUsize,
+    total: usize,
+}
+
 /// Runs a route until cancelled; a failed route is reported unhealthy and reopened after its
 /// longest backoff (what it had not acked is read again from the source).
 async fn supervise(
@@ -223,8 +239,8 @@ async fn supervise(
     stats: Arc<RouteStats>,
     health: Arc<Health>,
     cancel: CancellationToken,
-    opened: Arc<std::sync::atomic::AtomicUsize>,
-    total: usize,
+    readiness: Arc<Readiness>,
+    secrets: Arc<Secrets>,
 ) {
     let mut counted = false;
     while !cancel.is_cancelled() {
@@ -233,7 +249,7 @@ async fn supervise(
                 Ok(open) => {
                     if !counted {
                         counted = true;
-                        if opened.fetch_add(1, Ordering::SeqCst) + 1 == total {
+                        if readiness.opened.fetch_add(1, Ordering::SeqCst) + 1 == readiness.total {
                             health.ready.store(true, Ordering::SeqCst);
                         }
                     }
@@ -247,6 +263,7 @@ async fn supervise(
         match outcome {
             Ok(()) => break,
             Err(e) => {
+                let e = secrets.scrub_error(e);
                 tracing::error!(route = %route.name, error = %e, "route failed; reconnecting and reopening after {:?}", route.retry.max_backoff);
                 health
                     .failing
@@ -395,25 +412,22 @@ fn respond(
     }
 }
 
-/// One line describing a route, with URLs redacted.
+/// One line describing a route, with its URLs as written (`${VAR}` references kept) and
+/// redacted.
 pub fn describe(route: &RoutePlan) -> String {
-    let shown = |url: &str| {
-        tributary::parse_url(url)
-            .map(|u| redact(&u))
-            .unwrap_or_default()
-    };
     format!(
         "route `{}`: {} `{}` (group `{}`) -> {} `{}`{}{}",
         route.name,
-        shown(&route.source_url),
+        route.source_shown,
         route.source_stream,
         route.group,
-        shown(&route.sink_url),
+        route.sink_shown,
         route.sink_stream,
         route
             .dead_letter
             .as_ref()
-            .map(|(u, s)| format!(", dead letters to {} `{s}`", shown(u)))
+            .zip(route.dead_letter_shown.as_ref())
+            .map(|((_, s), shown)| format!(", dead letters to {shown} `{s}`"))
             .unwrap_or_default(),
         route
             .transform

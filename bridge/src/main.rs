@@ -198,7 +198,11 @@ fn main() {
         _ => None,
     };
     let json_logs = matches!(&daemon_plan, Some(Ok(plan)) if plan.log_json);
-    init_logging(&cli.log, cli.log_json || json_logs);
+    let secrets = match &daemon_plan {
+        Some(Ok(plan)) => plan.secrets.clone(),
+        _ => Default::default(),
+    };
+    init_logging(&cli.log, cli.log_json || json_logs, secrets);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -223,11 +227,13 @@ fn main() {
     std::process::exit(code);
 }
 
-fn init_logging(filter: &str, json: bool) {
+/// Logs go to stderr with every value the daemon's file took from `${VAR}` replaced by the
+/// reference.
+fn init_logging(filter: &str, json: bool, secrets: tributary_bridge::config::Secrets) {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_owned());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr);
+        .with_writer(secrets.stderr_writer());
     if json {
         builder.json().init();
     } else {

@@ -120,6 +120,7 @@ pub mod envelope;
 mod error;
 mod event;
 pub mod local;
+mod redact;
 mod registry;
 pub mod time;
 
@@ -145,9 +146,10 @@ pub use backend::checkpoint::{
     CheckpointKey, CheckpointStore, FileCheckpointStore, Lease, MemoryCheckpointStore,
 };
 #[doc(hidden)]
+pub use redact::{is_secret_option, redact};
+#[doc(hidden)]
 pub use registry::{
-    BackendFactory, KNOWN_SCHEMES, UrlOptions, is_secret_option, parse_duration, parse_size,
-    parse_url, redact,
+    BackendFactory, KNOWN_SCHEMES, UrlOptions, parse_duration, parse_size, parse_url,
 };
 
 /// Re-exported so backends and users name the same versions.

@@ -1,5 +1,6 @@
 //! `connect(url)`: URL schemes to backends, and the option parser every backend shares.
 
+use crate::redact::{redact, redact_text, shown_value};
 use crate::{Backend, Error, Result};
 use futures::future::BoxFuture;
 use parking_lot::RwLock;
@@ -160,7 +161,7 @@ pub fn parse_url(url: &str) -> Result<Url> {
     }
     let (first, hosts) = split_host_list(trimmed);
     let mut url = Url::parse(&first)
-        .map_err(|e| Error::config(format!("malformed URL `{}`: {e}", redact_str(trimmed))))?;
+        .map_err(|e| Error::config(format!("malformed URL `{}`: {e}", redact_text(trimmed))))?;
     if let Some(hosts) = hosts {
         if url.query_pairs().any(|(k, _)| k == "hosts") {
             return Err(Error::config(
@@ -193,57 +194,6 @@ fn split_host_list(url: &str) -> (String, Option<String>) {
         format!("{scheme}://{userinfo}{first}{tail}"),
         Some(hosts.to_owned()),
     )
-}
-
-/// The URL with any password or `*secret*`/`*password*`/`*token*`/`*key*` query value replaced,
-/// safe for logs and error messages.
-pub fn redact(url: &Url) -> String {
-    let mut u = url.clone();
-    if u.password().is_some() {
-        let _ = u.set_password(Some("***"));
-    }
-    if u.query().is_some() {
-        let pairs: Vec<(String, String)> = u
-            .query_pairs()
-            .map(|(k, v)| {
-                let v = if is_secret_option(&k) {
-                    "***".to_owned()
-                } else {
-                    v.into_owned()
-                };
-                (k.into_owned(), v)
-            })
-            .collect();
-        u.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    u.to_string()
-}
-
-fn redact_str(s: &str) -> String {
-    match Url::parse(s) {
-        Ok(u) => redact(&u),
-        // Unparseable input may still hold a password between `:` and `@`: drop the user info.
-        Err(_) => match (s.find("://"), s.rfind('@')) {
-            (Some(start), Some(at)) if at > start => format!("{}***{}", &s[..start + 3], &s[at..]),
-            _ => s.to_owned(),
-        },
-    }
-}
-
-/// Whether an option name looks like it carries a secret.
-pub fn is_secret_option(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    [
-        "password",
-        "secret",
-        "token",
-        "key",
-        "credential",
-        "sasl.jaas",
-    ]
-    .iter()
-    .any(|s| n.contains(s))
-        && !n.ends_with("key.id")
 }
 
 /// The query options of a backend URL, consumed one by one; [`UrlOptions::finish`] rejects any
@@ -289,13 +239,9 @@ impl UrlOptions {
         match self.values.remove(name) {
             None => Ok(None),
             Some(raw) => raw.parse::<T>().map(Some).map_err(|_| {
-                let shown = if is_secret_option(name) {
-                    "***"
-                } else {
-                    raw.as_str()
-                };
                 Error::config(format!(
-                    "option `{name}`: `{shown}` is not a valid {}",
+                    "option `{name}`: `{}` is not a valid {}",
+                    shown_value(name, &raw),
                     short_type_name::<T>()
                 ))
             }),
@@ -309,7 +255,8 @@ impl UrlOptions {
             Some("true" | "1" | "yes" | "on") => Ok(Some(true)),
             Some("false" | "0" | "no" | "off") => Ok(Some(false)),
             Some(other) => Err(Error::config(format!(
-                "option `{name}`: `{other}` is not a boolean (true or false)"
+                "option `{name}`: `{}` is not a boolean (true or false)",
+                shown_value(name, other)
             ))),
         }
     }
@@ -320,7 +267,8 @@ impl UrlOptions {
             None => Ok(None),
             Some(raw) => parse_duration(&raw).map(Some).ok_or_else(|| {
                 Error::config(format!(
-                    "option `{name}`: `{raw}` is not a duration (e.g. 500ms, 10s, 7d)"
+                    "option `{name}`: `{}` is not a duration (e.g. 500ms, 10s, 7d)",
+                    shown_value(name, &raw)
                 ))
             }),
         }
@@ -332,7 +280,8 @@ impl UrlOptions {
             None => Ok(None),
             Some(raw) => parse_size(&raw).map(Some).ok_or_else(|| {
                 Error::config(format!(
-                    "option `{name}`: `{raw}` is not a size (e.g. 1048576, 64MiB, 1GiB)"
+                    "option `{name}`: `{}` is not a size (e.g. 1048576, 64MiB, 1GiB)",
+                    shown_value(name, &raw)
                 ))
             }),
         }
@@ -499,15 +448,25 @@ mod tests {
 
     #[test]
     fn secrets_never_show() {
-        let u = Url::parse("kafka://user:hunter2@h:9092?sasl.password=pw&acks=all").unwrap();
+        let u = Url::parse("kafka://user:hunter2@h:9092?sasl.password=pw&rdkafka.acks=all&acks=x")
+            .unwrap();
         let shown = redact(&u);
         assert!(
             !shown.contains("hunter2") && !shown.contains("pw&"),
             "{shown}"
         );
-        assert!(shown.contains("acks=all"));
+        // A pass-through setting is shown; an option no backend knows is not.
+        assert!(shown.contains("rdkafka.acks=all&acks=***"), "{shown}");
         let e = parse_url("kafka://user:hunter2@[bad").unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
+        let e = parse_url("user:hunter2@host:1").unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let url = Url::parse("memory://?partitions=hunter2&auto_create=hunter3").unwrap();
+        let mut options = UrlOptions::new(&url).unwrap();
+        let e = options.take::<u32>("partitions").unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let e = options.take_bool("auto_create").unwrap_err();
+        assert!(!e.to_string().contains("hunter3"), "{e}");
     }
 
     #[tokio::test]

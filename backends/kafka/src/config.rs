@@ -361,10 +361,10 @@ impl KafkaConfig {
 
 /// A librdkafka option value for messages, masked when it may be a secret.
 pub(crate) fn shown_value(name: &str, value: &str) -> String {
-    if is_secret_option(name) || name.starts_with("sasl.") || name.starts_with("ssl.key") {
-        "***".into()
+    if name.starts_with("ssl.key") {
+        tributary::backend::MASK.into()
     } else {
-        value.into()
+        tributary::backend::shown_value(name, value).into_owned()
     }
 }
 

@@ -7,8 +7,13 @@ use tributary::Error;
 pub(crate) fn map(error: KafkaError, what: &str) -> Error {
     let code = error.rdkafka_error_code();
     let base = match &error {
-        KafkaError::ClientConfig(_, description, name, value) => {
-            let shown = crate::config::shown_value(name, value);
+        KafkaError::ClientConfig(result, description, name, value) => {
+            // An option librdkafka does not know may be a misspelt secret: never show its value.
+            let shown = if *result == rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN {
+                tributary::backend::MASK.to_owned()
+            } else {
+                crate::config::shown_value(name, value)
+            };
             return Error::config(format!(
                 "{what}: librdkafka option `{name}` = `{shown}`: {description}"
             ));
@@ -110,5 +115,15 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Config);
         assert!(!e.to_string().contains("hunter2"), "{e}");
         assert!(e.to_string().contains("sasl.password"), "{e}");
+        let e = map(
+            KafkaError::ClientConfig(
+                rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN,
+                "No such configuration property".into(),
+                "bogus".into(),
+                "12345".into(),
+            ),
+            "connect",
+        );
+        assert!(!e.to_string().contains("12345"), "{e}");
     }
 }

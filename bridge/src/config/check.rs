@@ -5,9 +5,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tributary::{Error, Result, StartPosition, parse_duration, parse_size, parse_url, redact};
+use tributary::backend::{parse_duration, parse_size, parse_url, redact_text};
+use tributary::{Error, Result, StartPosition};
 
-use super::env::expand_env;
+use super::env::{Secrets, expand_env};
 use super::file::{
     BatchSection, DaemonSection, FileConfig, RetrySection, RouteSection, SinkSection, SourceSection,
 };
@@ -19,6 +20,8 @@ use crate::transform::{Transform, TransformSpec};
 struct Problems<'e> {
     found: Vec<String>,
     env: &'e dyn Fn(&str) -> Option<String>,
+    /// Every value taken from `env`, kept out of the messages.
+    secrets: Secrets,
 }
 
 impl Problems<'_> {
@@ -29,7 +32,7 @@ impl Problems<'_> {
     /// `value` with `${NAME}` expanded; `None` when a variable is not set (reported; the value
     /// is not checked further).
     fn expand(&mut self, path: &str, value: &str) -> Option<String> {
-        match expand_env(value, self.env) {
+        match expand_env(value, self.env, &mut self.secrets) {
             Ok(v) => Some(v),
             Err(name) => {
                 self.add(
@@ -65,6 +68,7 @@ pub(super) fn check(file: FileConfig, env: &dyn Fn(&str) -> Option<String>) -> R
     let mut problems = Problems {
         found: Vec::new(),
         env,
+        secrets: Secrets::default(),
     };
     let daemon = daemon(&file.daemon, &mut problems);
     if file.routes.is_empty() {
@@ -86,14 +90,15 @@ pub(super) fn check(file: FileConfig, env: &dyn Fn(&str) -> Option<String>) -> R
             shutdown_timeout: daemon.shutdown_timeout,
             routes,
             log_json: daemon.log_json,
+            secrets: problems.secrets,
         })
     } else {
         let count = problems.found.len();
-        Err(Error::config(format!(
+        Err(Error::config(problems.secrets.scrub(&format!(
             "{count} problem{} in the configuration:\n  {}",
             if count == 1 { "" } else { "s" },
             problems.found.join("\n  ")
-        )))
+        ))))
     }
 }
 
@@ -203,7 +208,7 @@ fn route(
             format_args!(
                 "the sink is the source (`{}` on {})",
                 r.sink.stream,
-                redact_str(&sink_url)
+                redact_text(&r.sink.url)
             ),
         );
     }
@@ -213,16 +218,19 @@ fn route(
     RoutePlan {
         name: r.name,
         source_url,
+        source_shown: redact_text(&r.source.url),
         source_stream: r.source.stream,
         group: r.source.group,
         start: source.start,
         sink_url,
+        sink_shown: redact_text(&r.sink.url),
         sink_stream: r.sink.stream,
         max_events: r.batch.max_events,
         max_bytes: batch.max_bytes,
         linger: batch.linger,
         in_flight: r.in_flight,
         retry,
+        dead_letter_shown: r.dead_letter.as_ref().map(|d| redact_text(&d.url)),
         dead_letter: dead_letter.zip(r.dead_letter.map(|d| d.stream)),
         keep_key,
         transform,
@@ -341,10 +349,4 @@ fn transform(i: usize, r: &RouteSection, problems: &mut Problems<'_>) -> Option<
             None
         }
     }
-}
-
-fn redact_str(url: &str) -> String {
-    parse_url(url)
-        .map(|u| redact(&u))
-        .unwrap_or_else(|_| "<unparseable URL>".into())
 }

@@ -37,6 +37,7 @@ mod env;
 mod file;
 mod plan;
 
+pub use env::{ScrubbedStderr, Secrets};
 pub use file::{
     BatchSection, DaemonSection, FileConfig, RetrySection, RouteSection, SinkSection,
     SourceSection, TransformSection,

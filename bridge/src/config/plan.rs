@@ -9,16 +9,20 @@ use tributary::StartPosition;
 pub struct RoutePlan {
     /// Route name.
     pub name: String,
-    /// Source URL (with secrets; never print it, use [`tributary::redact`]).
+    /// Source URL, `${VAR}` expanded: it holds secrets, never show it; show `source_shown`.
     pub source_url: String,
+    /// The source URL as written (`${VAR}` references kept), redacted: safe to show.
+    pub source_shown: String,
     /// Source stream.
     pub source_stream: String,
     /// Consumer group.
     pub group: String,
     /// Start position for a new group.
     pub start: StartPosition,
-    /// Sink URL.
+    /// Sink URL (as `source_url`, never shown).
     pub sink_url: String,
+    /// The sink URL as written, redacted.
+    pub sink_shown: String,
     /// Sink stream.
     pub sink_stream: String,
     /// Batch limits.
@@ -33,6 +37,8 @@ pub struct RoutePlan {
     pub retry: crate::route::RetryPolicy,
     /// Dead-letter URL and stream.
     pub dead_letter: Option<(String, String)>,
+    /// The dead-letter URL as written, redacted.
+    pub dead_letter_shown: Option<String>,
     /// Whether keys are kept.
     pub keep_key: bool,
     /// Compiled filter and transform.
@@ -54,4 +60,6 @@ pub struct Plan {
     pub routes: Vec<RoutePlan>,
     /// Logs as JSON lines.
     pub log_json: bool,
+    /// What the file took from the environment, to keep out of messages.
+    pub secrets: super::Secrets,
 }

@@ -22,9 +22,9 @@ pub mod group;
 
 pub use crate::ack::{AckTracker, Ticket};
 pub use crate::api::Acknowledge;
+pub use crate::redact::{MASK, SHOWN_OPTIONS, is_secret_option, redact, redact_text, shown_value};
 pub use crate::registry::{
-    BackendFactory, KNOWN_SCHEMES, Registry, UrlOptions, is_secret_option, parse_duration,
-    parse_size, parse_url, redact,
+    BackendFactory, KNOWN_SCHEMES, Registry, UrlOptions, parse_duration, parse_size, parse_url,
 };
 pub use checkpoint::{
     Checkpoint, CheckpointKey, CheckpointStore, FileCheckpointStore, Lease, LeaseVersion,

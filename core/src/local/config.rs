@@ -170,7 +170,8 @@ impl LocalConfig {
             }
             (Some(other), _) => {
                 return Err(Error::config(format!(
-                    "option `fsync`: `{other}` is not one of always, interval, never"
+                    "option `fsync`: `{}` is not one of always, interval, never",
+                    shown_value("fsync", other)
                 )));
             }
         };

@@ -33,7 +33,8 @@ use crate::backend::checkpoint::{
     CheckpointStore, FileCheckpointStore, MemoryCheckpointStore, escape_component,
 };
 use crate::backend::group::{GroupConfig, GroupEngine};
-use crate::registry::{UrlOptions, redact};
+use crate::redact::{redact, shown_value};
+use crate::registry::UrlOptions;
 use crate::{
     AckModel, Backend, Capabilities, Consumer, ConsumerOptions, Error, ErrorKind, Event, Lifecycle,
     Ordering, PartitionId, PartitionInfo, Position, Producer, Receipt, ReceiptSupport, Result,
