@@ -2,6 +2,7 @@
 //! `tributary` command line that are worth testing on their own.
 #![warn(missing_docs)]
 
+pub mod backends;
 pub mod config;
 pub mod daemon;
 pub mod demo;

@@ -172,21 +172,9 @@ enum StreamsAction {
     },
 }
 
-/// Makes every backend compiled into this binary reachable through `connect(url)`.
-fn register_backends() {
-    #[cfg(feature = "kafka")]
-    tributary_kafka::register();
-    #[cfg(feature = "pubsub")]
-    tributary_pubsub::register();
-    #[cfg(feature = "pulsar")]
-    tributary_pulsar::register();
-    #[cfg(feature = "eventhubs")]
-    tributary_eventhubs::register();
-}
-
 fn main() {
     let cli = Cli::parse();
-    register_backends();
+    tributary_bridge::backends::register();
     // The daemon's file is read before logging starts, because it may ask for JSON logs;
     // its errors are reported once the command runs.
     let daemon_plan = match &cli.command {

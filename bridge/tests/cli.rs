@@ -89,9 +89,10 @@ fn bad_input_gives_one_clear_error_and_no_panic() {
             "unknown URL scheme",
         ),
         (
-            vec!["produce".into(), "kafka://h:9092".into(), "s".into()],
+            // A backend the tests' binary is built without (it has every one that exists).
+            vec!["produce".into(), "pulsar://h:6650".into(), "s".into()],
             b"a\n",
-            "tributary-kafka",
+            "tributary-pulsar",
         ),
         (
             vec!["consume".into(), "file://relative/x".into(), "s".into()],

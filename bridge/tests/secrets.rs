@@ -52,7 +52,7 @@ fn validate_shows_no_secret() {
         route(
             "env",
             "memory://",
-            "kafka://bridge:${BRIDGE_TEST_SECRET}@127.0.0.1:1?client_id=${BRIDGE_TEST_SECRET}"
+            "kafka://bridge:${BRIDGE_TEST_SECRET}@127.0.0.1:1?client_id=${BRIDGE_TEST_SECRET}&rdkafka.security.protocol=sasl_plaintext"
         ),
     );
     let (code, out) = validate(dir.path(), "good.toml", &good, &env);

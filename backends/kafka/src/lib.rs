@@ -119,9 +119,30 @@ pub use backend::KafkaBackend;
 pub use config::KafkaConfig;
 pub use lag::{GroupLag, PartitionLag};
 
+use tributary::{Result, Url};
+
 /// Registers the `kafka://` scheme with [`tributary::connect`].
 pub fn register() {
     tributary::register_backend("kafka", |url| async move {
         KafkaBackend::connect_url(&url).await
     });
+}
+
+/// Checks a `kafka://` URL as [`KafkaBackend::connect_url`] would, without connecting:
+/// tributary's options, then every librdkafka setting of the producer and the consumer, names
+/// and values, as librdkafka itself checks them. For configuration checkers (`bridge
+/// validate`); messages name the option, never a secret.
+pub fn check_url(url: &Url) -> Result<()> {
+    let config = KafkaConfig::from_url(url)?;
+    config.validate()?;
+    let clients = [
+        ("producer", config.producer_config()),
+        ("consumer", config.consumer_config("tributary-check", true)),
+    ];
+    for (client, settings) in clients {
+        settings
+            .create_native_config()
+            .map_err(|e| error::map(e, &format!("{client} settings of {}", config.shown())))?;
+    }
+    Ok(())
 }

@@ -78,6 +78,12 @@ pub fn register() {
     });
 }
 
+/// Checks a `pubsub://` URL's options as [`PubSubBackend::connect`] would, without
+/// connecting. For configuration checkers (`bridge validate`).
+pub fn check_url(url: &Url) -> Result<()> {
+    PubSubConfig::from_url(url, std::env::var("PUBSUB_EMULATOR_HOST").ok()).map(drop)
+}
+
 /// Builds a Google client, pointed at the emulator with anonymous credentials when the URL
 /// names an endpoint, else at Google Cloud with Application Default Credentials.
 macro_rules! build_client {

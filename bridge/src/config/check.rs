@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tributary::backend::{parse_duration, parse_size, parse_url, redact_text};
+use tributary::backend::{parse_duration, parse_size, redact_text};
 use tributary::{Error, Result, StartPosition};
 
 use super::env::{Secrets, expand_env};
@@ -14,7 +14,7 @@ use super::file::{
 };
 use super::plan::{Plan, RoutePlan};
 use crate::route::{RetryPolicy, stream_identity};
-use crate::transform::{Transform, TransformSpec};
+use crate::transform::{Budget, Transform, TransformSpec};
 
 /// Every problem found so far, each `` `path`: message ``.
 struct Problems<'e> {
@@ -54,19 +54,26 @@ impl Problems<'_> {
         })
     }
 
-    /// The URL with `${NAME}` expanded; reported when it does not parse.
+    /// The URL with `${NAME}` expanded; reported when it does not parse, names a backend
+    /// this program lacks, or has options the backend refuses.
     fn url(&mut self, path: &str, raw: &str) -> Option<String> {
         let url = self.expand(path, raw)?;
-        if let Err(e) = parse_url(&url) {
+        if let Err(e) = crate::backends::check_url(&url) {
             self.add(path, e.message());
         }
         Some(url)
     }
 }
 
-pub(super) fn check(file: FileConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Plan> {
+/// The plan of `file`, or every problem: `earlier` (found in the file's shape) and those of
+/// each section.
+pub(super) fn check(
+    file: FileConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+    earlier: Vec<String>,
+) -> Result<Plan> {
     let mut problems = Problems {
-        found: Vec::new(),
+        found: earlier,
         env,
         secrets: Secrets::default(),
     };
@@ -93,13 +100,19 @@ pub(super) fn check(file: FileConfig, env: &dyn Fn(&str) -> Option<String>) -> R
             secrets: problems.secrets,
         })
     } else {
-        let count = problems.found.len();
-        Err(Error::config(problems.secrets.scrub(&format!(
-            "{count} problem{} in the configuration:\n  {}",
-            if count == 1 { "" } else { "s" },
-            problems.found.join("\n  ")
-        ))))
+        let report = report(problems.found);
+        Err(Error::config(problems.secrets.scrub(report.message())))
     }
+}
+
+/// One error listing every problem.
+pub(super) fn report(problems: Vec<String>) -> Error {
+    let count = problems.len();
+    Error::config(format!(
+        "{count} problem{} in the configuration:\n  {}",
+        if count == 1 { "" } else { "s" },
+        problems.join("\n  ")
+    ))
 }
 
 struct Daemon {
@@ -338,8 +351,21 @@ fn transform(i: usize, r: &RouteSection, problems: &mut Problems<'_>) -> Option<
     if spec.is_empty() {
         return None;
     }
+    let budget = Budget {
+        steps: r.expression_budget.steps,
+        time: problems.duration(
+            &format!("route[{i}].expression_budget.time"),
+            &r.expression_budget.time,
+        ),
+    };
+    if budget.steps == 0 || budget.time.is_zero() {
+        problems.add(
+            &format!("route[{i}].expression_budget"),
+            "steps and time must be above zero",
+        );
+    }
     match Transform::compile(&spec) {
-        Ok(t) => Some(Arc::new(t)),
+        Ok(t) => Some(Arc::new(t.with_budget(budget))),
         Err(errors) => {
             // Each is `field: message`, the field relative to the route.
             for error in errors {

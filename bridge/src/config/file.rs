@@ -80,6 +80,38 @@ pub struct RouteSection {
     pub filter: Option<String>,
     /// CEL expressions rewriting stream, key and headers.
     pub transform: Option<TransformSection>,
+    /// What the filter and transform may cost per event.
+    #[serde(default)]
+    pub expression_budget: ExpressionBudgetSection,
+}
+
+/// `expression_budget = { … }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpressionBudgetSection {
+    /// Comprehension steps (elements visited by `map`, `filter`, `all`, `exists`) per event.
+    #[serde(default = "default_budget_steps")]
+    pub steps: u64,
+    /// Time per event.
+    #[serde(default = "default_budget_time")]
+    pub time: String,
+}
+
+impl Default for ExpressionBudgetSection {
+    fn default() -> Self {
+        ExpressionBudgetSection {
+            steps: default_budget_steps(),
+            time: default_budget_time(),
+        }
+    }
+}
+
+fn default_budget_steps() -> u64 {
+    crate::transform::Budget::default().steps
+}
+
+fn default_budget_time() -> String {
+    format!("{}ms", crate::transform::Budget::default().time.as_millis())
 }
 
 /// `transform = { … }`

@@ -36,11 +36,12 @@ mod check;
 mod env;
 mod file;
 mod plan;
+mod schema;
 
 pub use env::{ScrubbedStderr, Secrets};
 pub use file::{
-    BatchSection, DaemonSection, FileConfig, RetrySection, RouteSection, SinkSection,
-    SourceSection, TransformSection,
+    BatchSection, DaemonSection, ExpressionBudgetSection, FileConfig, RetrySection, RouteSection,
+    SinkSection, SourceSection, TransformSection,
 };
 pub use plan::{Plan, RoutePlan};
 
@@ -65,11 +66,32 @@ impl Format {
     }
 }
 
+/// Largest configuration file read, in bytes: far above any real one (a route takes a few
+/// hundred bytes), far below what would take long to parse.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Deepest nesting of tables and lists accepted (real files nest three or four deep).
+pub const MAX_NESTING: usize = 32;
+
 /// Reads and checks a configuration file without connecting to anything. Every problem is
-/// reported, each with its path in the file (`route[1].retry.backoff`).
+/// reported, each with its path in the file (`route[1].retry.backoff`). Files over
+/// [`MAX_FILE_BYTES`] are refused without being read further.
 pub fn load(path: &Path) -> Result<Plan> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    use std::io::Read;
+    let reading = |e| Error::io(format!("reading {}", path.display()), e);
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(reading)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(reading)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(Error::config(format!(
+            "{} is larger than {} KiB; a configuration file is at most that",
+            path.display(),
+            MAX_FILE_BYTES >> 10
+        )));
+    }
     parse_as(Format::of(path), &text, &|name| std::env::var(name).ok())
         .map_err(|e| e.context(format!("{}", path.display())))
 }
@@ -81,40 +103,98 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Plan> {
 
 /// [`load`] on a string in the given format, with `env` resolving `${NAME}` references.
 pub fn parse_as(format: Format, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Plan> {
-    let located = |path: String, message: String| {
-        Error::config(if path == "." {
-            message
-        } else {
-            format!("`{path}`: {message}")
-        })
-    };
-    let file: FileConfig = match format {
+    if let Some((depth, line)) = too_deep(text) {
+        return Err(Error::config(format!(
+            "line {line}: tables and lists nested {depth} deep; a configuration nests at most {MAX_NESTING} deep"
+        )));
+    }
+    let mut document: serde_json::Value = match format {
         Format::Toml => {
-            let deserializer = toml::Deserializer::parse(text)
-                .map_err(|e| Error::config(format!("not valid TOML: {}", e.message())))?;
-            serde_path_to_error::deserialize(deserializer)
-                .map_err(|e| located(e.path().to_string(), e.inner().message().to_string()))?
+            let deserializer = toml::Deserializer::parse(text).map_err(|e| {
+                let at = e
+                    .span()
+                    .map(|span| format!(" at {}", line_and_column(text, span.start)))
+                    .unwrap_or_default();
+                Error::config(format!("not valid TOML{at}: {}", e.message().trim()))
+            })?;
+            serde::Deserialize::deserialize(deserializer).map_err(|e: toml::de::Error| {
+                Error::config(format!("not valid TOML: {}", e.message().trim()))
+            })?
         }
         Format::Yaml => {
-            // An empty document is an empty configuration (reported below as having no route),
+            // An empty document is an empty configuration (reported later as having no route),
             // as an empty TOML file is.
             let text = if text.trim().is_empty() { "{}" } else { text };
-            serde_path_to_error::deserialize(yaml_serde::Deserializer::from_str(text)).map_err(
-                |e| {
-                    let path = e.path().to_string();
-                    // The YAML error names the enclosing map itself ("route[0].source: unknown
-                    // field …"): keep one path, the precise one.
-                    let message = e.inner().to_string();
-                    let message = match message.split_once(": ") {
-                        Some((own, rest)) if path.starts_with(own) => rest.to_string(),
-                        _ => message,
-                    };
-                    located(path, message)
-                },
-            )?
+            yaml_serde::from_str(text).map_err(|e| Error::config(format!("not valid YAML: {e}")))?
         }
     };
-    check::check(file, env)
+    let shape_problems = schema::check(&mut document);
+    let file: FileConfig = match serde_path_to_error::deserialize(document) {
+        Ok(file) => file,
+        Err(e) => {
+            let path = e.path().to_string();
+            let message = e.inner().to_string();
+            let mut problems = shape_problems;
+            problems.push(if path == "." {
+                message
+            } else {
+                format!("`{path}`: {message}")
+            });
+            return Err(check::report(problems));
+        }
+    };
+    check::check(file, env, shape_problems)
+}
+
+/// `line L, column C` of a byte offset, both from 1.
+fn line_and_column(text: &str, offset: usize) -> String {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let column = before.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+    format!("line {line}, column {column}")
+}
+
+/// The nesting depth and line where `[`/`{` outside quotes first go deeper than
+/// [`MAX_NESTING`]: both parsers take time (or stack) to nest, so the text is measured first.
+fn too_deep(text: &str) -> Option<(usize, usize)> {
+    let (mut depth, mut line, mut quote) = (0usize, 1usize, None::<u8>);
+    let mut bytes = text.bytes().peekable();
+    while let Some(b) = bytes.next() {
+        match (quote, b) {
+            (_, b'\n') => {
+                line += 1;
+                // Only multi-line (triple-quoted) strings go on; a stray quote ends here.
+                if quote.is_some_and(|q| q != b'"' && q != b'\'') {
+                    continue;
+                }
+                quote = None;
+            }
+            (Some(_), b'\\') => {
+                bytes.next();
+            }
+            (Some(q), b) if b == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'#') => {
+                // A comment, to the end of the line.
+                for b in bytes.by_ref() {
+                    if b == b'\n' {
+                        line += 1;
+                        break;
+                    }
+                }
+            }
+            (None, b'"' | b'\'') => quote = Some(b),
+            (None, b'[' | b'{') => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some((depth, line));
+                }
+            }
+            (None, b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 #[cfg(test)]

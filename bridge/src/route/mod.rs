@@ -14,6 +14,7 @@ use tributary::{Backend, ConsumerOptions, Error, Result, StartPosition};
 use crate::transform::Transform;
 
 pub mod dead_letter;
+mod evaluate;
 pub mod lineage;
 mod retry;
 mod run;

@@ -7,12 +7,13 @@ use std::time::Duration;
 use tributary::{ConsumerExt, Delivery, Error, ErrorKind, Event, Result};
 
 use super::dead_letter::prepare;
+use super::evaluate::{Evaluator, Item};
 use super::lineage::{self, RouteLineage, with_lineage};
 use super::sink::{OtherSinks, write};
 use super::stats::report_lag;
-use super::{CancellationToken, OpenRoute, RouteStats, Running};
+use super::{CancellationToken, OpenRoute, RouteSpec, RouteStats, Running};
 use crate::metrics::RouteMetrics;
-use crate::transform::{Origin, Outcome};
+use crate::transform::Outcome;
 
 /// How long a route waits for the previous batch's source commit before replicating on
 /// without it. Healthy commits take milliseconds; a source that takes longer is reported.
@@ -39,6 +40,15 @@ impl OpenRoute {
         };
         let consumer: Arc<dyn tributary::Consumer> = Arc::from(consumer);
         let lag_reporter = report_lag(metrics.source_lag.clone(), consumer.clone(), stats.clone());
+        let evaluator = match &spec.transform {
+            Some(transform) => Some(Evaluator::start(
+                &spec.name,
+                transform.clone(),
+                spec.source.scheme(),
+                spec.source_stream.clone(),
+            )?),
+            None => None,
+        };
         let mut other_sinks = OtherSinks::default();
         let fixed_lineage = RouteLineage::new(&spec);
         let mut pending_commit: Option<tokio::task::JoinHandle<Result<()>>> = None;
@@ -82,8 +92,19 @@ impl OpenRoute {
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
             metrics.events_in.increment(batch.len() as u64);
             metrics.bytes_in.increment(bytes as u64);
-            // Deliveries are not `Sync`: the batch is borrowed only by the synchronous pass.
-            let transformed = transform_batch(&route, &fixed_lineage, &batch);
+            let (mut verdicts, items) = judge(&route, &batch, evaluator.is_some());
+            if let Some(evaluator) = evaluator.as_ref().filter(|_| !items.is_empty()) {
+                match evaluate(&route, evaluator, &mut verdicts, items).await {
+                    Ok(true) => {}
+                    // Cancelled while the expressions ran: the batch is nacked, read again.
+                    Ok(false) => break Ok(()),
+                    Err(e) => {
+                        metrics.errors.increment(1);
+                        break Err(e.context(format!("route `{}`", spec.name)));
+                    }
+                }
+            }
+            let transformed = group(&spec, &fixed_lineage, &batch, verdicts);
             let groups = match prepare(&route, transformed, dead_letter.as_ref()).await {
                 Ok(groups) => groups,
                 Err(e) => {
@@ -210,59 +231,112 @@ fn settle_commit(route: &str, commit: std::result::Result<Result<()>, tokio::tas
 /// Events of a batch grouped by sink stream (`None`: the route's own).
 pub(super) type Groups = Vec<(Option<String>, Vec<Event>)>;
 
-/// Applies loop prevention, the filter and the transform to a batch, and groups what is left
-/// by sink stream, keeping the batch order inside each group (so per-key order holds in every
-/// stream). Also returns the events the transform failed on, with the error.
-fn transform_batch(
+/// What becomes of one delivery of a batch.
+enum Verdict {
+    /// Replicate, to this stream (`None`: the route's own).
+    Keep(Option<String>, Event),
+    /// Already in the sink stream, or filtered out: acked, not replicated.
+    Skip,
+    /// The transform failed on it.
+    Failed(Event, Error),
+}
+
+/// Loop prevention for a batch: a verdict for each delivery, `None` where the expressions
+/// decide, and the items to evaluate for those. (Deliveries are not `Sync`: the batch is only
+/// borrowed by the synchronous passes, never across an await.)
+fn judge(
     route: &Running<'_>,
-    fixed: &RouteLineage,
     batch: &[Delivery],
-) -> (Groups, Vec<(Event, Error)>) {
+    evaluate: bool,
+) -> (Vec<Option<Verdict>>, Vec<Item>) {
     let Running {
         spec,
         stats,
         metrics,
         ..
     } = route;
-    let mut groups: Groups = Vec::new();
-    let mut failed = Vec::new();
+    let mut verdicts = Vec::with_capacity(batch.len());
+    let mut items = Vec::new();
     for d in batch {
         if lineage::visited(&d.event, &spec.sink_identity) {
             stats.looped.fetch_add(1, Ordering::Relaxed);
             metrics.loop_dropped.increment(1);
-            continue;
+            verdicts.push(Some(Verdict::Skip));
+        } else if !evaluate {
+            verdicts.push(Some(Verdict::Keep(None, d.event.clone())));
+        } else {
+            verdicts.push(None);
+            items.push(Item {
+                event: d.event.clone(),
+                partition: d.partition.as_ref().map(|p| p.to_string()),
+                position: d.position.as_ref().map(|p| p.to_string()),
+            });
         }
-        let (stream, event) = match &spec.transform {
-            None => (None, d.event.clone()),
-            Some(transform) => {
-                let partition = d.partition.as_ref().map(|p| p.to_string());
-                let position = d.position.as_ref().map(|p| p.to_string());
-                let origin = Origin {
-                    backend: spec.source.scheme(),
-                    stream: &spec.source_stream,
-                    partition: partition.as_deref(),
-                    position: position.as_deref(),
-                };
-                match transform.apply(&origin, d.event.clone()) {
-                    Ok(Outcome::Keep { event, stream }) => {
-                        (stream.filter(|s| *s != spec.sink_stream), event)
-                    }
-                    Ok(Outcome::Drop) => {
-                        stats.filtered.fetch_add(1, Ordering::Relaxed);
-                        metrics.filtered.increment(1);
-                        continue;
-                    }
-                    Err(error) => {
-                        failed.push((d.event.clone(), error));
-                        continue;
-                    }
+    }
+    (verdicts, items)
+}
+
+/// Runs the filter and transform on the route's evaluator thread and fills in the verdicts;
+/// `Ok(false)` when cancelled while they ran.
+async fn evaluate(
+    route: &Running<'_>,
+    evaluator: &Evaluator,
+    verdicts: &mut [Option<Verdict>],
+    items: Vec<Item>,
+) -> Result<bool> {
+    let Running {
+        spec,
+        stats,
+        metrics,
+        cancel,
+    } = route;
+    let originals: Vec<Event> = items.iter().map(|i| i.event.clone()).collect();
+    let outcomes = tokio::select! {
+        outcomes = evaluator.apply(items) => outcomes?,
+        _ = cancel.cancelled() => return Ok(false),
+    };
+    let mut outcomes = outcomes.into_iter();
+    let pending = verdicts.iter_mut().filter(|v| v.is_none());
+    for (slot, original) in pending.zip(originals) {
+        *slot = Some(match outcomes.next() {
+            Some(Ok(Outcome::Keep { event, stream })) => {
+                Verdict::Keep(stream.filter(|s| *s != spec.sink_stream), event)
+            }
+            Some(Ok(Outcome::Drop)) => {
+                stats.filtered.fetch_add(1, Ordering::Relaxed);
+                metrics.filtered.increment(1);
+                Verdict::Skip
+            }
+            Some(Err(error)) => Verdict::Failed(original, error),
+            // The evaluator stops early only once the route gave up on the batch.
+            None => return Ok(false),
+        });
+    }
+    Ok(true)
+}
+
+/// Adds lineage and groups what is kept by sink stream, keeping the batch order inside each
+/// group (so per-key order holds in every stream); also returns the events the transform
+/// failed on, with the error.
+fn group(
+    spec: &RouteSpec,
+    fixed: &RouteLineage,
+    batch: &[Delivery],
+    verdicts: Vec<Option<Verdict>>,
+) -> (Groups, Vec<(Event, Error)>) {
+    let mut groups: Groups = Vec::new();
+    let mut failed = Vec::new();
+    for (d, verdict) in batch.iter().zip(verdicts) {
+        match verdict {
+            Some(Verdict::Keep(stream, event)) => {
+                let event = with_lineage(spec.keep_key, fixed, d, event);
+                match groups.iter_mut().find(|(s, _)| *s == stream) {
+                    Some((_, group)) => group.push(event),
+                    None => groups.push((stream, vec![event])),
                 }
             }
-        };
-        let event = with_lineage(spec.keep_key, fixed, d, event);
-        match groups.iter_mut().find(|(s, _)| *s == stream) {
-            Some((_, group)) => group.push(event),
-            None => groups.push((stream, vec![event])),
+            Some(Verdict::Failed(event, error)) => failed.push((event, error)),
+            Some(Verdict::Skip) | None => {}
         }
     }
     (groups, failed)

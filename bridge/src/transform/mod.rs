@@ -48,8 +48,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cel::{Context, Env, ExecutionError, Program, Value};
+use cel::{Context, Env, ExecutionError, Value};
 use tributary::{Error, Event, Result};
+
+mod budget;
+mod checks;
+mod guard;
+
+pub use budget::{Budget, OVER_BUDGET};
+pub use guard::{MAX_EXPRESSION_BYTES, MAX_NESTING, MAX_TREE_DEPTH, STACK_BYTES};
+
+use checks::Wanted;
+use guard::quoted;
 
 /// The expressions of one route, as written in the configuration.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -104,7 +114,9 @@ struct Expression {
     /// Where it came from in the configuration (`filter`, `transform.key`, …), for errors.
     field: String,
     source: String,
-    program: Program,
+    /// The parsed tree, bounded in depth and with every comprehension charged to the budget.
+    tree: cel::parser::Expression,
+    wanted: Wanted,
 }
 
 /// Compiled expressions of one route; cheap to share between tasks.
@@ -117,17 +129,19 @@ pub struct Transform {
     remove_headers: Vec<String>,
     /// Parsing JSON costs more than everything else here: only do it when an expression reads it.
     reads_payload: bool,
+    budget: Budget,
 }
 
 impl std::fmt::Debug for Transform {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let fields: Vec<(&str, &str)> = self
+        let fields: Vec<(&str, String)> = self
             .expressions()
-            .map(|e| (e.field.as_str(), e.source.as_str()))
+            .map(|e| (e.field.as_str(), quoted(&e.source)))
             .collect();
         f.debug_struct("Transform")
             .field("expressions", &fields)
             .field("remove_headers", &self.remove_headers)
+            .field("budget", &self.budget)
             .finish()
     }
 }
@@ -135,41 +149,56 @@ impl std::fmt::Debug for Transform {
 const VARIABLES: [&str; 6] = ["key", "headers", "timestamp", "payload", "raw", "source"];
 
 impl Transform {
-    /// Compiles every expression. `Err` lists each problem as `field: message`
-    /// (`transform.stream: …`), including references to variables that do not exist.
+    /// Compiles every expression, with the default [`Budget`]. `Err` lists each problem as
+    /// `field: message` (`transform.stream: …`): expressions too long or too deep to
+    /// evaluate safely (see [`MAX_EXPRESSION_BYTES`], [`MAX_NESTING`], [`MAX_TREE_DEPTH`]),
+    /// syntax errors, references to variables that do not exist, parts that fail whatever the
+    /// event (`1 + "a"`, an invalid regular expression literal) and results of the wrong type
+    /// (a filter `42`). Parsing runs on a thread of its own with a [`STACK_BYTES`] stack.
     pub fn compile(spec: &TransformSpec) -> std::result::Result<Transform, Vec<String>> {
+        match guard::on_big_stack(|| Self::compile_here(spec)) {
+            Ok(compiled) => compiled,
+            Err(panic) => Err(vec![format!(
+                "filter: compiling the expressions failed: {panic}"
+            )]),
+        }
+    }
+
+    fn compile_here(spec: &TransformSpec) -> std::result::Result<Transform, Vec<String>> {
         let env = Arc::new(Env::stdlib());
         let mut problems = Vec::new();
-        let mut compile = |field: &str, source: &str| -> Option<Expression> {
-            match env.compile(source) {
-                Ok(program) => Some(Expression {
+        let mut compile = |field: &str, source: &str, wanted: Wanted| -> Option<Expression> {
+            match guard::parse(&env, source) {
+                Ok(tree) => Some(Expression {
                     field: field.to_string(),
                     source: source.to_string(),
-                    program,
+                    tree,
+                    wanted,
                 }),
-                Err(e) => {
-                    problems.push(format!(
-                        "{field}: `{source}` is not a valid CEL expression: {}",
-                        one_line(&e.to_string())
-                    ));
+                Err(message) => {
+                    problems.push(format!("{field}: {message}"));
                     None
                 }
             }
         };
-        let filter = spec.filter.as_deref().and_then(|s| compile("filter", s));
+        let filter = spec
+            .filter
+            .as_deref()
+            .and_then(|s| compile("filter", s, Wanted::Bool));
         let stream = spec
             .stream
             .as_deref()
-            .and_then(|s| compile("transform.stream", s));
+            .and_then(|s| compile("transform.stream", s, Wanted::StreamName));
         let key = spec
             .key
             .as_deref()
-            .and_then(|s| compile("transform.key", s));
+            .and_then(|s| compile("transform.key", s, Wanted::Key));
         let mut set_headers = Vec::new();
         let mut empty_name = false;
         for (name, source) in &spec.set_headers {
             empty_name |= name.is_empty();
-            if let Some(e) = compile(&format!("transform.set_headers.{name}"), source) {
+            let field = format!("transform.set_headers.{name}");
+            if let Some(e) = compile(&field, source, Wanted::HeaderValue) {
                 set_headers.push((name.clone(), e));
             }
         }
@@ -184,13 +213,15 @@ impl Transform {
             set_headers,
             remove_headers: spec.remove_headers.clone(),
             reads_payload: false,
+            budget: Budget::default(),
         };
         let reads_payload = transform
             .expressions()
-            .any(|e| e.program.references().has_variable("payload"));
+            .any(|e| e.tree.references().has_variable("payload"));
         transform.reads_payload = reads_payload;
         // A misspelt variable would only show at the first event; evaluating each expression
-        // once against an empty event finds it now. Other failures depend on the data.
+        // once against an empty event finds it now. Other failures depend on the data, except
+        // for the parts that do not read the event, which `checks` evaluates.
         let probe = Event::new(Bytes::new());
         let origin = Origin {
             backend: "",
@@ -199,14 +230,21 @@ impl Transform {
             position: None,
         };
         let context = transform.context(&origin, &probe);
+        let budget = transform.budget;
         for e in transform.expressions() {
-            if let Err(ExecutionError::UndeclaredReference(name)) = e.program.execute(&context) {
+            if let Err(ExecutionError::UndeclaredReference(name)) =
+                budget::within(budget, || Value::resolve(&e.tree, &context))
+            {
                 problems.push(format!(
-                    "{}: `{}` uses `{name}`, which is not defined; expressions see {}",
+                    "{}: {} uses `{name}`, which is not defined; expressions see {}",
                     e.field,
-                    e.source,
+                    quoted(&e.source),
                     VARIABLES.join(", ")
                 ));
+                continue;
+            }
+            for problem in checks::check(&e.tree, &context, e.wanted, budget) {
+                problems.push(format!("{}: {} {problem}", e.field, quoted(&e.source)));
             }
         }
         drop(context);
@@ -215,6 +253,17 @@ impl Transform {
         } else {
             Err(problems)
         }
+    }
+
+    /// The same expressions with another evaluation budget.
+    pub fn with_budget(mut self, budget: Budget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// The evaluation budget of one event.
+    pub fn budget(&self) -> Budget {
+        self.budget
     }
 
     /// What the transform does, for humans: `filter, stream, key, 2 header changes`.
@@ -246,6 +295,8 @@ impl Transform {
 
     fn context(&self, origin: &Origin<'_>, event: &Event) -> Context<'static, 'static> {
         let mut context = Context::with_env(self.env.clone());
+        // The name cannot be written in an expression, so it is never taken.
+        let _ = context.add_function(guard::BUDGET_FUNCTION, budget::charge);
         context.add_variable_from_value(
             "key",
             event.key.as_ref().map_or(Value::Null, bytes_or_string),
@@ -283,9 +334,26 @@ impl Transform {
         context
     }
 
-    /// Runs the filter and transform on one event. `Err` (kind `Config`) names the expression
-    /// that failed and why: the event then goes to the dead-letter sink, or stops the route.
-    pub fn apply(&self, origin: &Origin<'_>, mut event: Event) -> Result<Outcome> {
+    /// Runs the filter and transform on one event, within the [`Budget`]. `Err` (kind
+    /// `Config`) names the expression that failed and why (over budget included): the event
+    /// then goes to the dead-letter sink, or stops the route.
+    ///
+    /// Evaluation runs on the calling thread and recurses once per level of an expression's
+    /// tree: give it a large stack for deep expressions (the route evaluates on a thread with a
+    /// [`STACK_BYTES`] stack). A panic in the interpreter is caught and returned as an error.
+    pub fn apply(&self, origin: &Origin<'_>, event: Event) -> Result<Outcome> {
+        let run = std::panic::AssertUnwindSafe(|| {
+            budget::within(self.budget, || self.apply_unguarded(origin, event))
+        });
+        std::panic::catch_unwind(run).unwrap_or_else(|panic| {
+            Err(Error::config(format!(
+                "the filter or transform failed: the CEL interpreter panicked: {}",
+                guard::panic_message(&panic)
+            )))
+        })
+    }
+
+    fn apply_unguarded(&self, origin: &Origin<'_>, mut event: Event) -> Result<Outcome> {
         let context = self.context(origin, &event);
         if let Some(filter) = &self.filter {
             match evaluate(filter, &context)? {
@@ -351,11 +419,11 @@ impl Transform {
 }
 
 fn evaluate(e: &Expression, context: &Context<'_, '_>) -> Result<Value> {
-    e.program.execute(context).map_err(|err| {
+    Value::resolve(&e.tree, context).map_err(|err| {
         Error::config(format!(
-            "{} `{}` failed: {}",
+            "{} {} failed: {}",
             e.field,
-            e.source,
+            quoted(&e.source),
             one_line(&err.to_string())
         ))
     })
@@ -363,9 +431,9 @@ fn evaluate(e: &Expression, context: &Context<'_, '_>) -> Result<Value> {
 
 fn wrong_type(e: &Expression, value: &Value, wanted: &str) -> Error {
     Error::config(format!(
-        "{} `{}` gave a {}, not {wanted}",
+        "{} {} gave a {}, not {wanted}",
         e.field,
-        e.source,
+        quoted(&e.source),
         value.type_of()
     ))
 }
@@ -515,16 +583,110 @@ mod tests {
                 .contains("filter `payload.amount > 10` failed"),
             "{e}"
         );
-        let t = Transform::compile(&spec("'a string'")).unwrap();
-        let e = t.apply(&origin(), Event::new("x")).unwrap_err();
+        let t = Transform::compile(&spec("payload.flag")).unwrap();
+        let e = t
+            .apply(&origin(), Event::new(r#"{"flag": "yes"}"#))
+            .unwrap_err();
         assert!(e.to_string().contains("not a bool"), "{e}");
         let t = Transform::compile(&TransformSpec {
-            stream: Some("42".into()),
+            stream: Some("payload.n".into()),
             ..Default::default()
         })
         .unwrap();
-        let e = t.apply(&origin(), Event::new("x")).unwrap_err();
+        let e = t.apply(&origin(), Event::new(r#"{"n": 42}"#)).unwrap_err();
         assert!(e.to_string().contains("transform.stream"), "{e}");
+    }
+
+    #[test]
+    fn what_fails_every_event_is_refused_at_compile_time() {
+        for (spec, needle) in [
+            (
+                spec("42"),
+                "filter: `42` gives a int whatever the event, not a bool",
+            ),
+            (spec("'yes'"), "gives a string whatever the event"),
+            (
+                spec("1 + 'a'"),
+                "filter: `1 + 'a'` a part of it that does not depend on the event fails",
+            ),
+            (
+                spec("key == 'a' || 1 / 0 == 1"),
+                "does not depend on the event fails",
+            ),
+            (
+                spec("string(raw).matches('(unclosed')"),
+                "regular expression `(unclosed` does not compile",
+            ),
+            (spec("payload.n + 1"), "gives a"),
+            (
+                TransformSpec {
+                    stream: Some("payload.n > 1".into()),
+                    ..Default::default()
+                },
+                "transform.stream: `payload.n > 1` gives a bool whatever the event, not a string or null",
+            ),
+            (
+                TransformSpec {
+                    key: Some("[payload.id]".into()),
+                    ..Default::default()
+                },
+                "transform.key: `[payload.id]` gives a list",
+            ),
+        ] {
+            let problems = Transform::compile(&spec).unwrap_err().join("\n");
+            assert!(problems.contains(needle), "{needle}: {problems}");
+        }
+        for fine in [
+            "payload.n > 1",
+            "has(payload.n) ? payload.n > 1 : false",
+            "string(raw).matches('^[a-z]+$')",
+            "[1, 2].exists(x, x == payload.n)",
+            "timestamp > timestamp('2023-01-01T00:00:00Z')",
+        ] {
+            Transform::compile(&spec(fine)).unwrap_or_else(|e| panic!("{fine}: {e:?}"));
+        }
+    }
+
+    #[test]
+    fn an_event_over_the_budget_fails_with_the_reason() {
+        let six_maps = "size([1,2,3,4,5,6,7,8,9,10].map(a, [1,2,3,4,5,6,7,8,9,10].map(b, [1,2,3,4,5,6,7,8,9,10].map(c, [1,2,3,4,5,6,7,8,9,10].map(d, [1,2,3,4,5,6,7,8,9,10].map(e, [1,2,3,4,5,6,7,8,9,10].map(f, a + b + c + d + e + f))))))) > 0";
+        let t = Transform::compile(&spec(six_maps)).unwrap();
+        let started = std::time::Instant::now();
+        let e = t.apply(&origin(), Event::new("x")).unwrap_err();
+        assert!(e.to_string().contains(OVER_BUDGET), "{e}");
+        println!("refused after {:?}: {e}", started.elapsed());
+        // Whichever comes first, steps or time: with time to spare, the steps stop it.
+        let t = t.with_budget(Budget {
+            steps: 100_000,
+            time: std::time::Duration::from_secs(600),
+        });
+        let e = t.apply(&origin(), Event::new("x")).unwrap_err();
+        assert!(e.to_string().contains("100000 comprehension steps"), "{e}");
+        // A budget in time stops it too, and a large enough one lets it through.
+        let t = t.with_budget(Budget {
+            steps: u64::MAX,
+            time: std::time::Duration::from_millis(20),
+        });
+        let e = t.apply(&origin(), Event::new("x")).unwrap_err();
+        assert!(e.to_string().contains("more than 20ms"), "{e}");
+        let small = Transform::compile(&spec("[1, 2, 3].map(x, [1, 2].map(y, x * y)).size() == 3"))
+            .unwrap()
+            .with_budget(Budget {
+                steps: 9,
+                time: std::time::Duration::from_secs(10),
+            });
+        assert!(matches!(
+            small.apply(&origin(), Event::new("x")),
+            Ok(Outcome::Keep { .. })
+        ));
+        let e = small
+            .with_budget(Budget {
+                steps: 8,
+                time: std::time::Duration::from_secs(10),
+            })
+            .apply(&origin(), Event::new("x"))
+            .unwrap_err();
+        assert!(e.to_string().contains(OVER_BUDGET), "{e}");
     }
 
     #[test]

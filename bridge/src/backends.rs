@@ -1,0 +1,127 @@
+//! The backends compiled into this program, and checking a URL for them without connecting:
+//! what `bridge validate` needs to agree with what the daemon will refuse at start.
+
+use tributary::backend::{KNOWN_SCHEMES, parse_url};
+use tributary::{Error, Result, Url};
+
+/// Schemes this program can connect to (its cargo features decide).
+pub fn compiled_schemes() -> Vec<&'static str> {
+    let mut schemes = vec!["memory", "file"];
+    if cfg!(feature = "kafka") {
+        schemes.push("kafka");
+    }
+    if cfg!(feature = "pubsub") {
+        schemes.push("pubsub");
+    }
+    if cfg!(feature = "pulsar") {
+        schemes.push("pulsar");
+    }
+    if cfg!(feature = "eventhubs") {
+        schemes.push("eventhubs");
+    }
+    schemes
+}
+
+/// Makes every backend compiled in reachable through `tributary::connect`.
+pub fn register() {
+    #[cfg(feature = "kafka")]
+    tributary_kafka::register();
+    #[cfg(feature = "pubsub")]
+    tributary_pubsub::register();
+    #[cfg(feature = "pulsar")]
+    tributary_pulsar::register();
+    #[cfg(feature = "eventhubs")]
+    tributary_eventhubs::register();
+}
+
+/// Checks `url` as connecting to it would, without connecting: the scheme is compiled in, and
+/// the backend's own parser accepts every option (Kafka: librdkafka's settings too).
+pub fn check_url(url: &str) -> Result<()> {
+    let parsed = parse_url(url)?;
+    check(&parsed)
+}
+
+fn check(url: &Url) -> Result<()> {
+    match url.scheme() {
+        "memory" | "file" => tributary::local::LocalConfig::from_url(url).map(drop),
+        #[cfg(feature = "kafka")]
+        "kafka" => tributary_kafka::check_url(url),
+        #[cfg(feature = "pubsub")]
+        "pubsub" => tributary_pubsub::check_url(url),
+        #[cfg(feature = "pulsar")]
+        "pulsar" => tributary_pulsar::PulsarConfig::from_url(url).map(drop),
+        #[cfg(feature = "eventhubs")]
+        "eventhubs" => tributary_eventhubs::EventHubsConfig::from_url(url).map(drop),
+        scheme => Err(match KNOWN_SCHEMES.iter().find(|(s, _)| *s == scheme) {
+            Some((_, krate)) => Error::config(format!(
+                "`{scheme}://` needs the {krate} backend, which is not compiled into this program (build it with the `{scheme}` feature of tributary-bridge)"
+            )),
+            None => {
+                let compiled: Vec<String> = compiled_schemes()
+                    .iter()
+                    .map(|s| format!("{s}://"))
+                    .collect();
+                let hint = compiled_schemes()
+                    .into_iter()
+                    .chain(KNOWN_SCHEMES.iter().map(|(s, _)| *s))
+                    .find(|known| close(scheme, known))
+                    .map(|known| format!(" (did you mean `{known}://`?)"))
+                    .unwrap_or_default();
+                Error::config(format!(
+                    "unknown URL scheme `{scheme}://`{hint}; this program serves {}",
+                    compiled.join(", ")
+                ))
+            }
+        }),
+    }
+}
+
+/// Whether two short names differ by one edit or one swap of neighbours.
+fn close(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    if a.len() == b.len() {
+        let differ: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+        return match differ.as_slice() {
+            [_] => true,
+            [i, j] => *j == i + 1 && a[*i] == b[*j] && a[*j] == b[*i],
+            _ => false,
+        };
+    }
+    let (short, long) = if a.len() < b.len() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    long.len() == short.len() + 1
+        && (0..long.len()).any(|skip| {
+            long.iter()
+                .enumerate()
+                .filter(|(i, _)| *i != skip)
+                .map(|(_, c)| c)
+                .eq(short.iter())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_as_connecting_would_without_connecting() {
+        for (url, needle) in [
+            (
+                "kafak://h:1",
+                "unknown URL scheme `kafak://` (did you mean `kafka://`?)",
+            ),
+            ("pulsar://h:1", "needs the tributary-pulsar backend"),
+            ("memory://a/path", "memory URLs take no path"),
+            ("file:///tmp/x?fsync=bogus", "option `fsync`"),
+            ("memory://?partitons=2", "unknown option `partitons`"),
+        ] {
+            let e = check_url(url).unwrap_err().to_string();
+            assert!(e.contains(needle), "{url}: {e}");
+        }
+        check_url("memory://").unwrap();
+        check_url("file:///tmp/x?fsync=never").unwrap();
+    }
+}
