@@ -31,6 +31,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tributary::{
     Backend, ConsumerExt, ConsumerOptions, Event, StartPosition, StreamSpec, Timestamp,
 };
+
+#[path = "replication/inflight.rs"]
+mod inflight;
 use tributary_bridge::route::{self, CancellationToken, RouteSpec, RouteStats};
 use tributary_testcontainers::{
     Peer, Process, Server, group_resident_bytes, log_tail, peers_dir, require, unique_name,
@@ -62,14 +65,34 @@ fn main() {
     let Some(server) = require(Peer::Kafka) else {
         return;
     };
-    let bridge_bin = build_bridge();
+    let bridge_bin = if std::env::var_os("BENCH_CURVE_ONLY").is_some() {
+        PathBuf::new()
+    } else {
+        build_bridge()
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
+    // `BENCH_CURVE_ONLY=1`: only the in-flight curve (no release daemon, no MirrorMaker 2).
+    if std::env::var_os("BENCH_CURVE_ONLY").is_some() {
+        let curve = runtime.block_on(async {
+            tributary_kafka::register();
+            let kafka = tributary::connect(server.url()).await.unwrap();
+            warm_up_groups(kafka.as_ref()).await;
+            inflight::measure(kafka, n).await
+        });
+        inflight::print(&curve);
+        return;
+    }
     let rows = runtime.block_on(run_all(&server, &bridge_bin, n));
+    let curve = runtime.block_on(async {
+        let kafka = tributary::connect(server.url()).await.unwrap();
+        inflight::measure(kafka, n.min(100_000)).await
+    });
     print_report(&server, n, &rows);
+    inflight::print(&curve);
 }
 
 /// Builds the release `tributary` binary with the Kafka backend (a no-op when `cargo bench`
