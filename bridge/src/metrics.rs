@@ -125,6 +125,21 @@ pub const REPLICATION_LATENCY: Metric = Metric {
     labels: ROUTE,
     buckets: LATENCY_BUCKETS,
 };
+/// The latency of the last replicated event: stays put while the route is idle.
+pub const LAST_EVENT_AGE: Metric = route_gauge(
+    "tributary_bridge_last_event_age_seconds",
+    "Replication latency of the most recently replicated event with a timestamp; keeps its value while the route is idle.",
+);
+/// The event time of the newest replicated event, for freshness alerts.
+pub const LAST_EVENT_TIMESTAMP: Metric = route_gauge(
+    "tributary_bridge_last_event_timestamp_seconds",
+    "Event time (Unix seconds) of the most recently replicated event with a timestamp; time() minus it is how old the sink's newest data is.",
+);
+/// Whether the route runs.
+pub const ROUTE_UP: Metric = route_gauge(
+    "tributary_bridge_route_up",
+    "1 while the route runs; 0 while it connects, or waits to reopen after a failure.",
+);
 /// The source's backlog for the route's group.
 pub const SOURCE_LAG: Metric = route_gauge(
     "tributary_bridge_source_lag_events",
@@ -144,6 +159,9 @@ pub const ALL: &[&Metric] = &[
     &LOOP_DROPPED,
     &BATCH_SECONDS,
     &REPLICATION_LATENCY,
+    &LAST_EVENT_AGE,
+    &LAST_EVENT_TIMESTAMP,
+    &ROUTE_UP,
     &SOURCE_LAG,
 ];
 
@@ -203,6 +221,10 @@ pub struct RouteMetrics {
     pub batch_seconds: Histogram,
     /// [`REPLICATION_LATENCY`]
     pub latency: Histogram,
+    /// [`LAST_EVENT_AGE`]
+    pub last_event_age: Gauge,
+    /// [`LAST_EVENT_TIMESTAMP`]
+    pub last_event_timestamp: Gauge,
     /// [`SOURCE_LAG`]
     pub source_lag: Gauge,
 }
@@ -222,6 +244,8 @@ impl RouteMetrics {
             loop_dropped: LOOP_DROPPED.counter(route),
             batch_seconds: BATCH_SECONDS.histogram(route),
             latency: REPLICATION_LATENCY.histogram(route),
+            last_event_age: LAST_EVENT_AGE.gauge(route),
+            last_event_timestamp: LAST_EVENT_TIMESTAMP.gauge(route),
             source_lag: SOURCE_LAG.gauge(route),
         }
     }

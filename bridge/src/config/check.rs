@@ -212,6 +212,17 @@ fn route(
             true
         }
     };
+    let reset_lineage = match r.lineage.as_str() {
+        "trust" => false,
+        "reset" => true,
+        other => {
+            problems.add(
+                &at("lineage"),
+                format_args!("`{other}` is not `trust` or `reset`"),
+            );
+            false
+        }
+    };
     let transform = transform(i, &r, problems);
     let source_url = source.url;
     let sink_url = sink.url;
@@ -246,6 +257,7 @@ fn route(
         dead_letter_shown: r.dead_letter.as_ref().map(|d| redact_text(&d.url)),
         dead_letter: dead_letter.zip(r.dead_letter.map(|d| d.stream)),
         keep_key,
+        reset_lineage,
         transform,
         source_identity,
         sink_identity,

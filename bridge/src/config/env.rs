@@ -54,8 +54,8 @@ impl Secrets {
         out
     }
 
-    /// The error with its message scrubbed; kind, backend and retryability kept. The source
-    /// is dropped: its text may hold a value too.
+    /// The error with its message scrubbed; kind, backend, operation, stream and retryability
+    /// kept. The source is dropped: its text may hold a value too.
     pub fn scrub_error(&self, error: Error) -> Error {
         if self.replacements.is_empty() {
             return error;
@@ -64,6 +64,10 @@ impl Secrets {
             .with_retryable(error.is_retryable());
         if let Some(backend) = error.backend() {
             scrubbed = scrubbed.with_backend(backend);
+        }
+        if let Some(operation) = error.operation() {
+            let stream = error.stream().map(|s| self.scrub(s));
+            scrubbed = scrubbed.with_operation(operation, stream.as_deref());
         }
         scrubbed
     }

@@ -76,6 +76,9 @@ pub struct RouteSection {
     /// `keep` the key, or `drop` it.
     #[serde(default = "default_key")]
     pub key: String,
+    /// `trust` the lineage headers found on source events (the default), or `reset` them.
+    #[serde(default = "default_lineage")]
+    pub lineage: String,
     /// CEL expression: events for which it is false are dropped (and acked at the source).
     pub filter: Option<String>,
     /// CEL expressions rewriting stream, key and headers.
@@ -138,6 +141,10 @@ fn default_in_flight() -> usize {
 
 fn default_key() -> String {
     "keep".into()
+}
+
+fn default_lineage() -> String {
+    "trust".into()
 }
 
 /// A source.

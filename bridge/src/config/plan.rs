@@ -41,6 +41,8 @@ pub struct RoutePlan {
     pub dead_letter_shown: Option<String>,
     /// Whether keys are kept.
     pub keep_key: bool,
+    /// Whether the lineage found on source events is ignored (`lineage = "reset"`).
+    pub reset_lineage: bool,
     /// Compiled filter and transform.
     pub transform: Option<std::sync::Arc<crate::transform::Transform>>,
     /// The source stream's identity for loop prevention.

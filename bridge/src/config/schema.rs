@@ -62,6 +62,7 @@ const ROUTE_FIELDS: &[(&str, Shape)] = &[
     ("retry", Shape::Table(RETRY)),
     ("dead_letter", Shape::Table(SINK)),
     ("key", Shape::String),
+    ("lineage", Shape::String),
     ("filter", Shape::String),
     ("transform", Shape::Table(TRANSFORM)),
     ("expression_budget", Shape::Table(BUDGET)),

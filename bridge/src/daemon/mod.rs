@@ -4,27 +4,21 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tributary::{Backend, Error, Result};
 
 use crate::config::{Plan, RoutePlan, Secrets};
-use crate::route::{self, CancellationToken, RouteSpec, RouteStats};
+use crate::route::{self, CancellationToken, OpenRoute, RetryPolicy, RouteSpec, RouteStats};
 
-/// What the operations endpoint reports.
-#[derive(Debug, Default)]
-pub struct Health {
-    /// Every route has opened its source and sink at least once.
-    pub ready: AtomicBool,
-    /// Shutting down: not ready any more.
-    pub stopping: AtomicBool,
-    /// Routes whose last run failed, with the error (shown by `/healthz`). A lock that does
-    /// not poison: a panicked route must not take the health endpoint down with it.
-    pub failing: parking_lot::Mutex<HashMap<String, String>>,
-}
+mod connections;
+mod endpoint;
+mod health;
+
+use connections::Connections;
+pub use health::{Health, RouteState};
 
 /// A running daemon's routes and counters.
 pub struct Running {
@@ -38,131 +32,85 @@ pub struct Running {
     connections: Arc<Connections>,
 }
 
-/// Installs the Prometheus recorder (once per process) and returns its handle.
+/// Installs the Prometheus recorder (once per process), with every metric's help and buckets,
+/// and returns its handle.
 fn recorder() -> Option<PrometheusHandle> {
     static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
     HANDLE
-        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
-            Ok(handle) => Some(handle),
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics recorder not installed; /metrics will be empty");
-                None
+        .get_or_init(|| {
+            let mut builder = PrometheusBuilder::new();
+            for m in crate::metrics::ALL {
+                if !m.buckets.is_empty() {
+                    builder = match builder
+                        .set_buckets_for_metric(Matcher::Full(m.name.to_owned()), m.buckets)
+                    {
+                        Ok(builder) => builder,
+                        Err(e) => {
+                            tracing::warn!(metric = m.name, error = %e, "histogram buckets refused; it is exported as a summary");
+                            return None;
+                        }
+                    };
+                }
+            }
+            match builder.install_recorder() {
+                Ok(handle) => {
+                    crate::metrics::describe();
+                    Some(handle)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics recorder not installed; /metrics will be empty");
+                    None
+                }
             }
         })
         .clone()
 }
 
-/// Backends by URL, shared by the routes that name the same URL. A route that fails has its
-/// URLs connected afresh when it reopens: a client can be stuck in a state only a new
-/// connection clears (a `file://` directory opened read-only while another process held it).
-#[derive(Default)]
-struct Connections {
-    by_url: tokio::sync::Mutex<HashMap<String, Arc<dyn Backend>>>,
-    /// Every backend ever connected, closed at shutdown.
-    all: parking_lot::Mutex<Vec<Arc<dyn Backend>>>,
+/// What every route's supervisor shares.
+struct Shared {
+    connections: Arc<Connections>,
+    health: Arc<Health>,
+    cancel: CancellationToken,
+    secrets: Secrets,
 }
 
-impl Connections {
-    async fn get(&self, url: &str) -> Result<Arc<dyn Backend>> {
-        let mut by_url = self.by_url.lock().await;
-        if let Some(backend) = by_url.get(url) {
-            return Ok(backend.clone());
-        }
-        let backend = tributary::connect(url).await?;
-        by_url.insert(url.to_string(), backend.clone());
-        self.all.lock().push(backend.clone());
-        Ok(backend)
-    }
-
-    /// The next `get` connects again. Routes still holding the old backend keep it; one no
-    /// route holds any more is closed, so a route that keeps failing does not pile up clients.
-    async fn forget(&self, urls: &[&str]) {
-        let mut removed = Vec::new();
-        {
-            let mut by_url = self.by_url.lock().await;
-            for url in urls {
-                removed.extend(by_url.remove(*url));
-            }
-        }
-        for backend in removed {
-            let unused = {
-                let mut all = self.all.lock();
-                // Held by `all` and by `backend` here, nothing else: no route uses it.
-                if Arc::strong_count(&backend) == 2 {
-                    all.retain(|b| !Arc::ptr_eq(b, &backend));
-                    true
-                } else {
-                    false
-                }
-            };
-            if unused {
-                let _ = backend.close().await;
-            }
-        }
-    }
-}
-
-/// Starts the operations endpoint and every route. A configuration the backends refuse
-/// (an unknown option) fails the start; a server that cannot be reached does not: its routes
-/// report unhealthy on `/healthz`, `/readyz` says not ready, and they keep trying.
+/// Starts the operations endpoint and a supervisor per route, and returns at once: routes
+/// connect in their supervisors, so a server that cannot be reached delays nothing and a
+/// shutdown never waits for a connection attempt. Until a route runs, `/healthz` says it is
+/// connecting; a route that fails says why, and is reopened after a backoff.
 pub async fn start(plan: Plan) -> Result<Running> {
-    let secrets = Arc::new(plan.secrets.clone());
-    start_scrubbed(plan, secrets.clone())
+    let secrets = plan.secrets.clone();
+    start_scrubbed(plan)
         .await
         .map_err(|e| secrets.scrub_error(e))
 }
 
-async fn start_scrubbed(plan: Plan, secrets: Arc<Secrets>) -> Result<Running> {
+async fn start_scrubbed(plan: Plan) -> Result<Running> {
     let metrics = recorder();
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Health::new(plan.routes.iter().map(|r| r.name.as_str())));
     let cancel = CancellationToken::new();
     let listening = match plan.listen {
-        Some(addr) => Some(serve_operations(addr, metrics, health.clone(), cancel.clone()).await?),
+        Some(addr) => Some(endpoint::serve(addr, metrics, health.clone(), cancel.clone()).await?),
         None => None,
     };
-    let connections = Arc::new(Connections::default());
-    for route in &plan.routes {
-        let urls = [
-            ("source", Some(&route.source_url)),
-            ("sink", Some(&route.sink_url)),
-            (
-                "dead-letter sink",
-                route.dead_letter.as_ref().map(|(u, _)| u),
-            ),
-        ];
-        for (role, url) in urls {
-            let Some(url) = url else { continue };
-            match connections.get(url).await {
-                Ok(_) => {}
-                Err(e) if e.kind() == tributary::ErrorKind::Config => {
-                    return Err(e.context(format!("route `{}`: {role}", route.name)));
-                }
-                Err(e) => {
-                    let e = secrets.scrub_error(e);
-                    tracing::warn!(route = %route.name, role, error = %e, "cannot connect yet; the route will keep trying");
-                }
-            }
-        }
-    }
-
+    let connections = Arc::new(Connections::new(plan.routes.iter().flat_map(|r| {
+        [Some(r.source_url.as_str()), Some(r.sink_url.as_str())]
+            .into_iter()
+            .chain([r.dead_letter.as_ref().map(|(u, _)| u.as_str())])
+            .flatten()
+    })));
+    let shared = Arc::new(Shared {
+        connections: connections.clone(),
+        health: health.clone(),
+        cancel: cancel.clone(),
+        secrets: plan.secrets,
+    });
     let mut stats = Vec::new();
     let mut tasks = Vec::new();
-    let readiness = Arc::new(Readiness {
-        opened: std::sync::atomic::AtomicUsize::new(0),
-        total: plan.routes.len(),
-    });
     for route in plan.routes {
         let route_stats = Arc::new(RouteStats::default());
         stats.push((route.name.clone(), route_stats.clone()));
-        tasks.push(tokio::spawn(supervise(
-            route,
-            connections.clone(),
-            route_stats,
-            health.clone(),
-            cancel.clone(),
-            readiness.clone(),
-            secrets.clone(),
-        )));
+        tasks.push(tokio::spawn(supervise(route, route_stats, shared.clone())));
     }
     Ok(Running {
         stats,
@@ -174,27 +122,33 @@ async fn start_scrubbed(plan: Plan, secrets: Arc<Secrets>) -> Result<Running> {
     })
 }
 
-/// The route's backends, connected (or reused), and its spec.
-async fn connect_route(route: &RoutePlan, connections: &Connections) -> Result<RouteSpec> {
-    let source = connections
-        .get(&route.source_url)
-        .await
-        .map_err(|e| e.context(format!("route `{}`: source", route.name)))?;
-    let sink = connections
-        .get(&route.sink_url)
-        .await
-        .map_err(|e| e.context(format!("route `{}`: sink", route.name)))?;
+/// Connects the route's backends (or reuses them) and opens it, sinks first. `Err` carries the
+/// URLs whose clients should be replaced before the next attempt.
+async fn open<'r>(
+    route: &'r RoutePlan,
+    connections: &Connections,
+) -> std::result::Result<OpenRoute, (Vec<&'r str>, Error)> {
+    let connect = |role: &'static str, url: &'r str| async move {
+        connections
+            .get(url)
+            .await
+            .map_err(|e| (vec![], e.context(format!("route `{}`: {role}", route.name))))
+    };
+    let sink = connect("sink", &route.sink_url).await?;
     let dead_letter = match &route.dead_letter {
-        Some((url, stream)) => Some((
-            connections
-                .get(url)
-                .await
-                .map_err(|e| e.context(format!("route `{}`: dead-letter sink", route.name)))?,
-            stream.clone(),
-        )),
+        Some((url, stream)) => Some((connect("dead-letter sink", url).await?, stream.clone())),
         None => None,
     };
-    Ok(spec(route, source, sink, dead_letter))
+    let source = connect("source", &route.source_url).await?;
+    let mut sink_urls = vec![route.sink_url.as_str()];
+    sink_urls.extend(route.dead_letter.as_ref().map(|(u, _)| u.as_str()));
+    let sinks = route::open_sinks(spec(route, source, sink, dead_letter))
+        .await
+        .map_err(|e| (sink_urls, e))?;
+    sinks
+        .open_source()
+        .await
+        .map_err(|e| (vec![route.source_url.as_str()], e))
 }
 
 fn spec(
@@ -219,82 +173,88 @@ fn spec(
     spec.retry = route.retry.clone();
     spec.dead_letter = dead_letter;
     spec.keep_key = route.keep_key;
+    spec.reset_lineage = route.reset_lineage;
     spec.transform = route.transform.clone();
     spec.source_identity = route.source_identity.clone();
     spec.sink_identity = route.sink_identity.clone();
     spec
 }
 
-/// How many routes have opened at least once, of how many.
-struct Readiness {
-    opened: std::sync::atomic::AtomicUsize,
-    total: usize,
+/// How long a route waits before reopening after its `failures`-th consecutive failure:
+/// `retry.max_backoff`, doubling each time up to a minute (or `max_backoff` if longer), with
+/// the retry jitter, so that a route that cannot open neither hammers its servers nor churns
+/// its source's group.
+pub fn reopen_delay(retry: &RetryPolicy, failures: u32) -> Duration {
+    let ceiling = retry.max_backoff.max(Duration::from_secs(60));
+    let policy = RetryPolicy {
+        backoff: retry.max_backoff.max(Duration::from_millis(100)),
+        max_backoff: ceiling,
+        ..retry.clone()
+    };
+    policy.delay(failures.max(1))
 }
 
-/// Runs a route until cancelled; a failed route is reported unhealthy and reopened after its
-/// longest backoff (what it had not acked is read again from the source).
-async fn supervise(
-    route: RoutePlan,
-    connections: Arc<Connections>,
-    stats: Arc<RouteStats>,
-    health: Arc<Health>,
-    cancel: CancellationToken,
-    readiness: Arc<Readiness>,
-    secrets: Arc<Secrets>,
-) {
-    let mut counted = false;
+/// Runs a route until cancelled: connect and open (sinks first), run; after a failure, report
+/// it, replace the clients that failed to open, and try again after [`reopen_delay`]. What
+/// the route had not acked is read again from the source.
+async fn supervise(route: RoutePlan, stats: Arc<RouteStats>, shared: Arc<Shared>) {
+    let Shared {
+        connections,
+        health,
+        cancel,
+        secrets,
+    } = shared.as_ref();
+    let mut failures = 0u32;
     while !cancel.is_cancelled() {
-        let outcome = match connect_route(&route, &connections).await {
-            Ok(spec) => match route::open(spec).await {
-                Ok(open) => {
-                    if !counted {
-                        counted = true;
-                        if readiness.opened.fetch_add(1, Ordering::SeqCst) + 1 == readiness.total {
-                            health.ready.store(true, Ordering::SeqCst);
-                        }
-                    }
-                    health.failing.lock().remove(&route.name);
-                    open.run(stats.clone(), cancel.clone()).await
-                }
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
+        health.set(&route.name, RouteState::Connecting(Instant::now()));
+        let opened = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            opened = open(&route, connections) => opened,
         };
-        match outcome {
-            Ok(()) => break,
-            Err(e) => {
-                let e = secrets.scrub_error(e);
-                tracing::error!(route = %route.name, error = %e, "route failed; reconnecting and reopening after {:?}", route.retry.max_backoff);
-                health
-                    .failing
-                    .lock()
-                    .insert(route.name.clone(), e.to_string());
-                let mut urls = vec![route.source_url.as_str(), route.sink_url.as_str()];
-                if let Some((url, _)) = &route.dead_letter {
-                    urls.push(url);
-                }
-                connections.forget(&urls).await;
-                tokio::select! {
-                    _ = tokio::time::sleep(route.retry.max_backoff) => {}
-                    _ = cancel.cancelled() => break,
+        let (reconnect, error) = match opened {
+            Ok(open) => {
+                failures = 0;
+                health.set(&route.name, RouteState::Running);
+                match open.run(stats.clone(), cancel.clone()).await {
+                    Ok(()) => break,
+                    Err(e) => (Vec::new(), e),
                 }
             }
+            Err(failure) => failure,
+        };
+        failures = failures.saturating_add(1);
+        let error = secrets.scrub_error(error);
+        let delay = reopen_delay(&route.retry, failures);
+        tracing::error!(route = %route.name, error = %error, failures, retry_in = ?delay, "route failed; reopening after the backoff");
+        health.set(&route.name, RouteState::Failing(error.to_string()));
+        for url in reconnect {
+            connections.forget(url).await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = cancel.cancelled() => break,
         }
     }
 }
 
 impl Running {
     /// Stops intake, lets each route finish and ack the batch in hand, closes the backends.
-    /// `Err` (timeout) if that takes longer than `deadline`: what was not acked is read again
-    /// after a restart.
+    /// Routes still connecting stop at once. `Err` (timeout) if draining takes longer than
+    /// `deadline`: what was not acked is read again after a restart.
     pub async fn shutdown(self, deadline: Duration) -> Result<()> {
         self.health.stopping.store(true, Ordering::SeqCst);
         self.cancel.cancel();
-        let drained = tokio::time::timeout(deadline, futures::future::join_all(self.tasks)).await;
+        let ends = tokio::time::Instant::now() + deadline;
+        let drained = tokio::time::timeout_at(ends, futures::future::join_all(self.tasks)).await;
         let backends = std::mem::take(&mut *self.connections.all.lock());
-        for backend in backends {
-            let _ = backend.close().await;
-        }
+        // Closing flushes and commits; a backend that cannot reach its server gets what is
+        // left of the deadline (and a second at least), not forever.
+        let closing = futures::future::join_all(backends.iter().map(|b| b.close()));
+        let left = ends
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_secs(1));
+        let _ = tokio::time::timeout(left, closing).await;
         match drained {
             Ok(_) => Ok(()),
             Err(_) => Err(Error::timeout(format!(
@@ -303,112 +263,14 @@ impl Running {
         }
     }
 
-    /// Whether every route is open.
+    /// Whether every route has opened once.
     pub fn ready(&self) -> bool {
         self.health.ready.load(Ordering::SeqCst)
     }
 
     /// Routes currently failing, with their last error.
     pub fn failing(&self) -> HashMap<String, String> {
-        self.health.failing.lock().clone()
-    }
-}
-
-/// A minimal HTTP/1.1 server for three GET endpoints; bound before routes start so a bad
-/// address fails the start-up, not silently later.
-async fn serve_operations(
-    addr: SocketAddr,
-    metrics: Option<PrometheusHandle>,
-    health: Arc<Health>,
-    cancel: CancellationToken,
-) -> Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        Error::io(
-            format!("binding the operations endpoint to {addr} (daemon.listen)"),
-            e,
-        )
-    })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| Error::io("operations endpoint address", e))?;
-    tokio::spawn(async move {
-        loop {
-            let (mut socket, _) = tokio::select! {
-                _ = cancel.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(pair) => pair,
-                    Err(_) => continue,
-                },
-            };
-            let metrics = metrics.clone();
-            let health = health.clone();
-            tokio::spawn(async move {
-                // Read the request head (a client may send it in several pieces).
-                let mut request = Vec::with_capacity(1024);
-                let mut chunk = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
-                    match tokio::time::timeout(Duration::from_secs(5), socket.read(&mut chunk))
-                        .await
-                    {
-                        Ok(Ok(n)) if n > 0 => request.extend_from_slice(&chunk[..n]),
-                        _ => break,
-                    }
-                }
-                let line = String::from_utf8_lossy(&request);
-                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-                let (status, content_type, body) = respond(&path, metrics.as_ref(), &health);
-                let head = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = socket.write_all(head.as_bytes()).await;
-                let _ = socket.write_all(body.as_bytes()).await;
-            });
-        }
-    });
-    Ok(bound)
-}
-
-fn respond(
-    path: &str,
-    metrics: Option<&PrometheusHandle>,
-    health: &Health,
-) -> (&'static str, &'static str, String) {
-    match path {
-        "/metrics" => (
-            "200 OK",
-            "text/plain; version=0.0.4",
-            metrics.map(|m| m.render()).unwrap_or_default(),
-        ),
-        "/healthz" => {
-            let failing = health.failing.lock();
-            if failing.is_empty() {
-                ("200 OK", "text/plain", "ok\n".into())
-            } else {
-                let mut lines: Vec<_> = failing
-                    .iter()
-                    .map(|(route, error)| format!("route {route}: {error}\n"))
-                    .collect();
-                lines.sort();
-                ("503 Service Unavailable", "text/plain", lines.concat())
-            }
-        }
-        "/readyz" => {
-            if health.ready.load(Ordering::SeqCst) && !health.stopping.load(Ordering::SeqCst) {
-                ("200 OK", "text/plain", "ready\n".into())
-            } else {
-                (
-                    "503 Service Unavailable",
-                    "text/plain",
-                    "not ready\n".into(),
-                )
-            }
-        }
-        _ => (
-            "404 Not Found",
-            "text/plain",
-            "try /metrics, /healthz or /readyz\n".into(),
-        ),
+        self.health.failing()
     }
 }
 

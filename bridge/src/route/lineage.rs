@@ -1,5 +1,14 @@
 //! Lineage headers added to every replicated event, and the stream identities that stop
 //! circular replication.
+//!
+//! Headers named `tributary-*` belong to the bridge. The [`PATH`] found on an event is
+//! trusted, whoever wrote it: a bridge cannot tell a header another bridge wrote from one an
+//! application wrote, and loop prevention between bridges in different processes depends on
+//! reading it. So an event whose path names the sink stream is not copied there (it is counted
+//! as a loop copy); identities are `scheme://host:port/path/stream` or a configured cluster
+//! name, which no application writes by accident. A route reading a stream that applications
+//! write directly sets [`RouteSpec::reset_lineage`] (`lineage = "reset"` in the file): it
+//! skips the loop check and starts each path afresh.
 
 use tributary::{Delivery, Event};
 
@@ -54,6 +63,8 @@ pub fn stream_identity(url: &str, cluster: Option<&str>, stream: &str) -> String
 /// The lineage values that are the same for every event of a route, made once per route
 /// rather than allocated again for every event.
 pub(super) struct RouteLineage {
+    /// The path found on an event is ignored (see [`super::RouteSpec::reset_lineage`]).
+    reset: bool,
     backend: bytes::Bytes,
     stream: bytes::Bytes,
     route: bytes::Bytes,
@@ -63,6 +74,7 @@ pub(super) struct RouteLineage {
 impl RouteLineage {
     pub(super) fn new(spec: &RouteSpec) -> Self {
         RouteLineage {
+            reset: spec.reset_lineage,
             backend: bytes::Bytes::from_static(spec.source.scheme().as_bytes()),
             stream: bytes::Bytes::from(spec.source_stream.clone()),
             route: bytes::Bytes::from(spec.name.clone()),
@@ -91,7 +103,7 @@ pub(super) fn with_lineage(
     }
     headers.insert(ROUTE, fixed.route.clone());
     let path = match d.event.headers.get(PATH) {
-        Some(path) if !path.is_empty() => {
+        Some(path) if !path.is_empty() && !fixed.reset => {
             let mut extended = Vec::with_capacity(path.len() + 1 + fixed.source_identity.len());
             extended.extend_from_slice(path);
             extended.push(b',');

@@ -13,6 +13,7 @@ use tributary::{Backend, ConsumerOptions, Error, Result, StartPosition};
 
 use crate::transform::Transform;
 
+mod commit;
 pub mod dead_letter;
 mod evaluate;
 pub mod lineage;
@@ -63,6 +64,10 @@ pub struct RouteSpec {
     pub source_identity: String,
     /// The sink stream's [`stream_identity`]: events that have been there are not copied back.
     pub sink_identity: String,
+    /// Ignore the [`lineage::PATH`] found on source events: no loop check, and each copy's path
+    /// starts afresh. For sources that applications write directly, whose headers the route
+    /// should not trust.
+    pub reset_lineage: bool,
 }
 
 impl RouteSpec {
@@ -100,35 +105,107 @@ impl RouteSpec {
             transform: None,
             source_identity,
             sink_identity,
+            reset_lineage: false,
         }
     }
 }
 
-/// A route whose consumer and producer are open: its start position is fixed.
+/// A route whose sink side is open and checked; its source group not joined yet.
+pub struct OpenSinks {
+    spec: RouteSpec,
+    producer: Box<dyn tributary::Producer>,
+    dead_letter: Option<(Box<dyn tributary::Producer>, String)>,
+}
+
+/// A route whose consumer and producers are open: its start position is fixed.
 pub struct OpenRoute {
     spec: RouteSpec,
     consumer: Box<dyn tributary::Consumer>,
     producer: Box<dyn tributary::Producer>,
+    dead_letter: Option<(Box<dyn tributary::Producer>, String)>,
 }
 
-/// Opens the route's consumer and producer.
-pub async fn open(spec: RouteSpec) -> Result<OpenRoute> {
+/// Opens the sink side first: the sink's producer and the dead-letter sink's, each checked
+/// with a round trip to its backend. A sink that cannot take events is found before the
+/// source's group is joined: joining only to leave again moves every member's partitions
+/// twice, and a route retrying that every few seconds keeps the whole group rebalancing.
+pub async fn open_sinks(spec: RouteSpec) -> Result<OpenSinks> {
     check(&spec)?;
-    let consumer = spec
-        .source
-        .consumer(
-            &spec.source_stream,
-            ConsumerOptions::new(spec.group.clone())
-                .start(spec.start.clone())
-                .max_in_flight(spec.in_flight.max(spec.max_batch)),
-        )
-        .await?;
-    let producer = spec.sink.producer(&spec.sink_stream).await?;
-    Ok(OpenRoute {
+    let producer = open_sink(&spec.sink, &spec.sink_stream)
+        .await
+        .map_err(|e| e.context(format!("route `{}`: sink", spec.name)))?;
+    let dead_letter = match &spec.dead_letter {
+        Some((backend, stream)) => match open_sink(backend, stream).await {
+            Ok(producer) => Some((producer, stream.clone())),
+            Err(e) => {
+                let _ = producer.close().await;
+                return Err(e.context(format!("route `{}`: dead-letter sink", spec.name)));
+            }
+        },
+        None => None,
+    };
+    Ok(OpenSinks {
         spec,
-        consumer,
         producer,
+        dead_letter,
     })
+}
+
+/// A producer for `stream`, once the backend answered about it (a stream that does not exist
+/// yet is fine: sinks may create it).
+async fn open_sink(
+    backend: &Arc<dyn Backend>,
+    stream: &str,
+) -> Result<Box<dyn tributary::Producer>> {
+    let producer = backend.producer(stream).await?;
+    match backend.describe_stream(stream).await {
+        Ok(_) => Ok(producer),
+        Err(e) if e.kind() == tributary::ErrorKind::NotFound => Ok(producer),
+        Err(e) => {
+            let _ = producer.close().await;
+            Err(e)
+        }
+    }
+}
+
+impl OpenSinks {
+    /// Joins the source's group: the route is ready to run.
+    pub async fn open_source(self) -> Result<OpenRoute> {
+        let OpenSinks {
+            spec,
+            producer,
+            dead_letter,
+        } = self;
+        let consumer = spec
+            .source
+            .consumer(
+                &spec.source_stream,
+                ConsumerOptions::new(spec.group.clone())
+                    .start(spec.start.clone())
+                    .max_in_flight(spec.in_flight.max(spec.max_batch)),
+            )
+            .await;
+        match consumer {
+            Ok(consumer) => Ok(OpenRoute {
+                spec,
+                consumer,
+                producer,
+                dead_letter,
+            }),
+            Err(e) => {
+                let _ = producer.close().await;
+                if let Some((dlq, _)) = dead_letter {
+                    let _ = dlq.close().await;
+                }
+                Err(e.context(format!("route `{}`: source", spec.name)))
+            }
+        }
+    }
+}
+
+/// Opens the route: its sinks, then its source (see [`open_sinks`]).
+pub async fn open(spec: RouteSpec) -> Result<OpenRoute> {
+    open_sinks(spec).await?.open_source().await
 }
 
 /// Opens and runs a route until `cancel` fires.

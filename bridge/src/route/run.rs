@@ -1,11 +1,14 @@
-//! The route loop: take a batch, transform it, write it, ack the source, commit.
+//! The route loop: collect a batch, transform it, write it while the next batch is collected,
+//! ack it at the source once the sink confirmed it, have it committed.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::Instant;
 
-use tributary::{ConsumerExt, Delivery, Error, ErrorKind, Event, Result};
+use tributary::{Delivery, Error, ErrorKind, Event, Result};
 
+use super::commit::Committer;
 use super::dead_letter::prepare;
 use super::evaluate::{Evaluator, Item};
 use super::lineage::{self, RouteLineage, with_lineage};
@@ -15,22 +18,20 @@ use super::{CancellationToken, OpenRoute, RouteSpec, RouteStats, Running};
 use crate::metrics::RouteMetrics;
 use crate::transform::Outcome;
 
-/// How long a route waits for the previous batch's source commit before replicating on
-/// without it. Healthy commits take milliseconds; a source that takes longer is reported.
-const COMMIT_PATIENCE: Duration = Duration::from_secs(5);
-
 impl OpenRoute {
     /// Runs until `cancel` fires; then finishes the batch in hand and returns.
+    ///
+    /// Batches are pipelined: while batch N is written to the sink (and then acked), batch
+    /// N + 1 is collected from the source. Writes stay one at a time and in order, so per-key
+    /// order holds however many batches are in hand, and each is acked only once the sink
+    /// confirmed it.
     pub async fn run(self, stats: Arc<RouteStats>, cancel: CancellationToken) -> Result<()> {
         let OpenRoute {
             spec,
             consumer,
             producer,
+            dead_letter,
         } = self;
-        let dead_letter = match &spec.dead_letter {
-            Some((backend, stream)) => Some((backend.producer(stream).await?, stream.clone())),
-            None => None,
-        };
         let metrics = RouteMetrics::new(&spec.name);
         let route = Running {
             spec: &spec,
@@ -40,171 +41,74 @@ impl OpenRoute {
         };
         let consumer: Arc<dyn tributary::Consumer> = Arc::from(consumer);
         let lag_reporter = report_lag(metrics.source_lag.clone(), consumer.clone(), stats.clone());
+        let committer = Committer::start(spec.name.clone(), consumer.clone());
         let evaluator = match &spec.transform {
-            Some(transform) => Some(Evaluator::start(
+            Some(transform) => Evaluator::start(
                 &spec.name,
                 transform.clone(),
                 spec.source.scheme(),
                 spec.source_stream.clone(),
-            )?),
-            None => None,
+            )
+            .map(Some),
+            None => Ok(None),
         };
         let mut other_sinks = OtherSinks::default();
         let fixed_lineage = RouteLineage::new(&spec);
-        let mut pending_commit: Option<tokio::task::JoinHandle<Result<()>>> = None;
-        let mut commit_overdue = false;
-        let mut batch: Vec<Delivery> = Vec::with_capacity(spec.max_batch);
-        let result = loop {
-            // The first event of a batch waits for as long as it takes (or until cancelled).
-            let first = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => break Ok(()),
-                d = consumer.receive() => d,
-            };
-            let batch_started = std::time::Instant::now();
-            match first {
-                Ok(d) => batch.push(d),
-                Err(e) if e.kind() == ErrorKind::Closed => break Ok(()),
-                Err(e) => break Err(e),
-            }
-            let mut bytes: usize = batch[0].event.payload.len();
-            // Linger counts from the batch's first event, as Kafka's linger.ms does: measured
-            // from the last event instead, a steady trickle (one event every few ms) held a
-            // batch open until it was full. Once it is over, what is already waiting still
-            // joins the batch (a zero timeout polls once), so a backlog keeps batches full.
-            let linger_ends = tokio::time::Instant::now() + spec.linger;
-            while batch.len() < spec.max_batch && bytes < spec.max_bytes {
-                let left = linger_ends.saturating_duration_since(tokio::time::Instant::now());
-                match consumer.receive_timeout(left).await {
-                    Ok(Some(d)) => {
-                        bytes += d.event.payload.len();
-                        batch.push(d);
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!(route = %spec.name, error = %e, "receive failed mid-batch");
-                        break;
-                    }
-                }
-            }
-            stats
-                .received
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            metrics.events_in.increment(batch.len() as u64);
-            metrics.bytes_in.increment(bytes as u64);
-            let (mut verdicts, items) = judge(&route, &batch, evaluator.is_some());
-            if let Some(evaluator) = evaluator.as_ref().filter(|_| !items.is_empty()) {
-                match evaluate(&route, evaluator, &mut verdicts, items).await {
-                    Ok(true) => {}
-                    // Cancelled while the expressions ran: the batch is nacked, read again.
-                    Ok(false) => break Ok(()),
-                    Err(e) => {
-                        metrics.errors.increment(1);
-                        break Err(e.context(format!("route `{}`", spec.name)));
-                    }
-                }
-            }
-            let transformed = group(&spec, &fixed_lineage, &batch, verdicts);
-            let groups = match prepare(&route, transformed, dead_letter.as_ref()).await {
-                Ok(groups) => groups,
-                Err(e) => {
-                    metrics.errors.increment(1);
-                    break Err(e.context(format!("route `{}`", spec.name)));
-                }
-            };
-            // Sink refusals dead-lettered below were counted as written: take them off after.
-            let dead_before = stats.dead_lettered.load(Ordering::Relaxed);
-            let mut written = 0u64;
-            let mut written_bytes = 0u64;
-            let mut failure = None;
-            for (stream, events) in groups {
-                let stream_name = stream.as_deref().unwrap_or(&spec.sink_stream);
-                written += events.len() as u64;
-                written_bytes += events.iter().map(|e| e.payload.len() as u64).sum::<u64>();
-                let target = match &stream {
-                    None => Ok(producer.as_ref()),
-                    Some(s) => other_sinks.get(&spec.sink, s).await,
-                };
-                let result = match target {
-                    Ok(target) => {
-                        write(&route, target, dead_letter.as_ref(), events, stream_name).await
-                    }
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = result {
-                    failure = Some(e.context(format!(
-                        "route `{}`: writing to stream `{stream_name}`",
-                        spec.name
-                    )));
-                    break;
-                }
-            }
-            if let Some(e) = failure {
-                metrics.errors.increment(1);
-                // Unacked deliveries are nacked on drop: the source keeps them.
-                break Err(e);
-            }
-            let dead = stats.dead_lettered.load(Ordering::Relaxed) - dead_before;
-            stats
-                .replicated
-                .fetch_add(written.saturating_sub(dead), Ordering::Relaxed);
-            stats.bytes.fetch_add(written_bytes, Ordering::Relaxed);
-            metrics.events_out.increment(written.saturating_sub(dead));
-            metrics.bytes_out.increment(written_bytes);
-            metrics
-                .batch_seconds
-                .record(batch_started.elapsed().as_secs_f64());
-            let now = tributary::Timestamp::now().as_millis();
-            for d in batch.drain(..) {
-                // From the event's own time to the sink's confirmation, where it has one.
-                if let Some(t) = d.event.timestamp {
-                    let latency = (now - t.as_millis()).max(0) as f64 / 1000.0;
-                    metrics.latency.record(latency);
-                }
-                d.ack();
-            }
-            // Persist the source position now, so a crash replays at most what was in flight
-            // (plus the batch whose commit was under way), not everything since the backend's
-            // last periodic commit. The commit runs while the next batch is collected: waiting
-            // for its round trip held every batch back. At most one is outstanding. A commit
-            // the source is slow to confirm is waited for only so long: replication goes on
-            // (with a warning, since a crash would now replay more) rather than stalling.
-            if let Some(mut previous) = pending_commit.take() {
-                let patience = if commit_overdue {
-                    Duration::ZERO
-                } else {
-                    COMMIT_PATIENCE
-                };
-                match tokio::time::timeout(patience, &mut previous).await {
-                    Ok(outcome) => {
-                        settle_commit(&spec.name, outcome);
-                        commit_overdue = false;
-                    }
-                    Err(_) => {
-                        if !commit_overdue {
-                            tracing::warn!(route = %spec.name, patience = ?COMMIT_PATIENCE, "source commit not confirmed yet; replicating on without it, so a crash now would replay more than the in-flight window");
+        let mut carried = VecDeque::new();
+        let result = match evaluator {
+            Err(e) => Err(e),
+            Ok(evaluator) => {
+                let mut next = collect(&route, consumer.as_ref(), &mut carried).await;
+                loop {
+                    let batch = match next {
+                        Collected::Batch(batch) => batch,
+                        Collected::Stopped => break Ok(()),
+                        Collected::Failed(e) => break Err(e),
+                    };
+                    let started = Instant::now();
+                    let groups = match prepare_batch(
+                        &route,
+                        &fixed_lineage,
+                        evaluator.as_ref(),
+                        dead_letter.as_ref(),
+                        &batch,
+                    )
+                    .await
+                    {
+                        Ok(Some(groups)) => groups,
+                        // Cancelled while the expressions ran: the batch is nacked, read again.
+                        Ok(None) => break Ok(()),
+                        Err(e) => {
+                            metrics.errors.increment(1);
+                            break Err(e.context(format!("route `{}`", spec.name)));
                         }
-                        commit_overdue = true;
-                        pending_commit = Some(previous);
+                    };
+                    let delivered = deliver(
+                        &route,
+                        Sinks {
+                            producer: producer.as_ref(),
+                            others: &mut other_sinks,
+                            dead_letter: dead_letter.as_ref(),
+                        },
+                        groups,
+                        batch,
+                        started,
+                        &committer,
+                    );
+                    let collected = collect(&route, consumer.as_ref(), &mut carried);
+                    let (delivered, collected) = tokio::join!(delivered, collected);
+                    if let Err(e) = delivered {
+                        metrics.errors.increment(1);
+                        // Unacked deliveries (this batch, the next) are nacked on drop: the
+                        // source keeps them.
+                        break Err(e);
                     }
+                    next = collected;
                 }
-            }
-            if pending_commit.is_none() {
-                let committer = consumer.clone();
-                pending_commit = Some(tokio::spawn(async move { committer.commit().await }));
             }
         };
-        if let Some(mut last) = pending_commit.take() {
-            // Closing the consumer commits what is acked anyway; a hung commit must not hold
-            // the shutdown.
-            match tokio::time::timeout(COMMIT_PATIENCE, &mut last).await {
-                Ok(outcome) => settle_commit(&spec.name, outcome),
-                Err(_) => {
-                    tracing::warn!(route = %spec.name, "source commit still unconfirmed at shutdown; closing the source, which commits what is acked");
-                    last.abort();
-                }
-            }
-        }
+        drop(carried);
+        committer.stop(&spec.name).await;
         lag_reporter.abort();
         let closed_consumer = consumer.close().await;
         let closed_producer = producer.close().await;
@@ -216,16 +120,155 @@ impl OpenRoute {
     }
 }
 
-/// Reports how a source commit started after an earlier batch ended; a failure only means a
-/// crash would replay more, so it is logged, not fatal.
-fn settle_commit(route: &str, commit: std::result::Result<Result<()>, tokio::task::JoinError>) {
-    match commit {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::warn!(route, error = %e, "source commit failed; a crash may replay more")
+/// What collecting a batch gave.
+enum Collected {
+    Batch(Vec<Delivery>),
+    /// Cancelled, or the source closed: the route ends.
+    Stopped,
+    Failed(Error),
+}
+
+/// The next batch: up to `max_batch` events and `max_bytes` payload bytes (a single larger
+/// event still goes), lingering from its first event (as Kafka's `linger.ms` does; measured
+/// from the last event, a steady trickle held batches open until full). The first event waits
+/// for as long as it takes, or until cancelled. Events received beyond the byte limit are
+/// carried over to the next batch, in order.
+async fn collect(
+    route: &Running<'_>,
+    consumer: &dyn tributary::Consumer,
+    carried: &mut VecDeque<Delivery>,
+) -> Collected {
+    let spec = route.spec;
+    if carried.is_empty() {
+        let received = tokio::select! {
+            biased;
+            _ = route.cancel.cancelled() => return Collected::Stopped,
+            received = consumer.receive_batch(spec.max_batch, spec.linger) => received,
+        };
+        match received {
+            Ok(batch) => carried.extend(batch),
+            Err(e) if e.kind() == ErrorKind::Closed => return Collected::Stopped,
+            Err(e) => return Collected::Failed(e),
         }
-        Err(e) => tracing::warn!(route, error = %e, "source commit task failed"),
     }
+    let mut batch = Vec::with_capacity(carried.len().min(spec.max_batch));
+    let mut bytes = 0usize;
+    while let Some(d) = carried.front() {
+        let size = d.event.payload.len();
+        if !batch.is_empty() && (batch.len() >= spec.max_batch || bytes + size > spec.max_bytes) {
+            break;
+        }
+        bytes += size;
+        batch.extend(carried.pop_front());
+    }
+    route
+        .stats
+        .received
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    route.metrics.events_in.increment(batch.len() as u64);
+    route.metrics.bytes_in.increment(bytes as u64);
+    Collected::Batch(batch)
+}
+
+/// Loop prevention, filter and transform, and dead letters for the events the transform
+/// failed on: the events to write, by sink stream. `None` when cancelled meanwhile.
+async fn prepare_batch(
+    route: &Running<'_>,
+    fixed: &RouteLineage,
+    evaluator: Option<&Evaluator>,
+    dead_letter: Option<&(Box<dyn tributary::Producer>, String)>,
+    batch: &[Delivery],
+) -> Result<Option<Groups>> {
+    let (mut verdicts, items) = judge(route, batch, evaluator.is_some());
+    if let Some(evaluator) = evaluator.filter(|_| !items.is_empty())
+        && !evaluate(route, evaluator, &mut verdicts, items).await?
+    {
+        return Ok(None);
+    }
+    let transformed = group(route.spec, fixed, batch, verdicts);
+    prepare(route, transformed, dead_letter).await.map(Some)
+}
+
+/// Where a batch is written.
+struct Sinks<'a> {
+    producer: &'a dyn tributary::Producer,
+    others: &'a mut OtherSinks,
+    dead_letter: Option<&'a (Box<dyn tributary::Producer>, String)>,
+}
+
+/// Writes a prepared batch to its sink streams, in order; once every write is confirmed, acks
+/// the batch at the source, has it committed, and records what was replicated.
+async fn deliver(
+    route: &Running<'_>,
+    sinks: Sinks<'_>,
+    groups: Groups,
+    batch: Vec<Delivery>,
+    started: Instant,
+    committer: &Committer,
+) -> Result<()> {
+    let Running {
+        spec,
+        stats,
+        metrics,
+        ..
+    } = route;
+    let Sinks {
+        producer,
+        others,
+        dead_letter,
+    } = sinks;
+    // Sink refusals dead-lettered below were counted as written: take them off after.
+    let dead_before = stats.dead_lettered.load(Ordering::Relaxed);
+    let mut written = 0u64;
+    let mut written_bytes = 0u64;
+    for (stream, events) in groups {
+        let stream_name = stream.as_deref().unwrap_or(&spec.sink_stream);
+        written += events.len() as u64;
+        written_bytes += events.iter().map(|e| e.payload.len() as u64).sum::<u64>();
+        let target = match &stream {
+            None => Ok(producer),
+            Some(s) => others.get(&spec.sink, s).await,
+        };
+        let result = match target {
+            Ok(target) => write(route, target, dead_letter, events, stream_name).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            return Err(e.context(format!(
+                "route `{}`: writing to stream `{stream_name}`",
+                spec.name
+            )));
+        }
+    }
+    let dead = stats.dead_lettered.load(Ordering::Relaxed) - dead_before;
+    stats
+        .replicated
+        .fetch_add(written.saturating_sub(dead), Ordering::Relaxed);
+    stats.bytes.fetch_add(written_bytes, Ordering::Relaxed);
+    metrics.events_out.increment(written.saturating_sub(dead));
+    metrics.bytes_out.increment(written_bytes);
+    metrics
+        .batch_seconds
+        .record(started.elapsed().as_secs_f64());
+    let now = tributary::Timestamp::now().as_millis();
+    let mut last = None;
+    for d in batch {
+        // From the event's own time to the sink's confirmation, where it has one.
+        if let Some(t) = d.event.timestamp {
+            let latency = (now - t.as_millis()).max(0) as f64 / 1000.0;
+            metrics.latency.record(latency);
+            last = Some((latency, t));
+        }
+        d.ack();
+    }
+    committer.acked();
+    if let Some((latency, time)) = last {
+        metrics.last_event_age.set(latency);
+        metrics
+            .last_event_timestamp
+            .set(time.as_millis() as f64 / 1000.0);
+    }
+    Ok(())
 }
 
 /// Events of a batch grouped by sink stream (`None`: the route's own).
@@ -258,7 +301,7 @@ fn judge(
     let mut verdicts = Vec::with_capacity(batch.len());
     let mut items = Vec::new();
     for d in batch {
-        if lineage::visited(&d.event, &spec.sink_identity) {
+        if !spec.reset_lineage && lineage::visited(&d.event, &spec.sink_identity) {
             stats.looped.fetch_add(1, Ordering::Relaxed);
             metrics.loop_dropped.increment(1);
             verdicts.push(Some(Verdict::Skip));

@@ -1,0 +1,110 @@
+//! Whether lineage headers from outside are trusted (issue 17 defect 13). They are, by
+//! default: a `tributary-path` naming the sink stream stops the copy, wherever the header came
+//! from, because a bridge cannot tell its own header from an application's and loop prevention
+//! across bridges in other processes depends on it. A route reading a stream that applications
+//! write directly can say `lineage = "reset"`: it ignores what it finds and starts the path
+//! afresh.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tributary::{Backend, ConsumerOptions, Event, StartPosition};
+use tributary_bridge::route::{self, CancellationToken, RouteSpec, RouteStats, lineage};
+
+async fn copy(name: &str, reset: bool, events: Vec<Event>) -> (Vec<Event>, Arc<RouteStats>) {
+    let source = tributary::connect(&format!("memory://{name}-source"))
+        .await
+        .unwrap();
+    let sink = tributary::connect(&format!("memory://{name}-sink"))
+        .await
+        .unwrap();
+    let n = events.len() as u64;
+    source
+        .producer("in")
+        .await
+        .unwrap()
+        .send_batch(events)
+        .await
+        .unwrap();
+    let mut spec = RouteSpec::new(name, source.clone(), "in", sink.clone(), "out");
+    spec.source_identity = "place-a/in".into();
+    spec.sink_identity = "place-b/out".into();
+    spec.reset_lineage = reset;
+    let stats = Arc::new(RouteStats::default());
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(route::run_route(spec, stats.clone(), cancel.clone()));
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while stats.replicated.load(Ordering::Relaxed) + stats.looped.load(Ordering::Relaxed) < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("not every event was handled: {stats}"));
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    let copied = read_all(&sink, stats.replicated.load(Ordering::Relaxed)).await;
+    (copied, stats)
+}
+
+async fn read_all(sink: &Arc<dyn Backend>, n: u64) -> Vec<Event> {
+    let consumer = sink
+        .consumer(
+            "out",
+            ConsumerOptions::new("check").start(StartPosition::Earliest),
+        )
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while (out.len() as u64) < n {
+        let d = tokio::time::timeout(Duration::from_secs(10), consumer.receive())
+            .await
+            .expect("the copies arrive")
+            .unwrap();
+        out.push(d.event.clone());
+        d.ack();
+    }
+    consumer.close().await.unwrap();
+    out
+}
+
+fn path(e: &Event) -> String {
+    String::from_utf8_lossy(e.headers.get(lineage::PATH).map(|v| &v[..]).unwrap_or(b"")).into()
+}
+
+fn events() -> Vec<Event> {
+    vec![
+        Event::new("no path"),
+        Event::new("elsewhere").with_header(lineage::PATH, "place-c/x"),
+        Event::new("claims the sink").with_header(lineage::PATH, "place-b/out"),
+        Event::new("claims it mid-path")
+            .with_header(lineage::PATH, "place-c/x,place-b/out,place-d/y"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_from_outside_is_trusted_by_default() {
+    let (copied, stats) = copy("trusted", false, events()).await;
+    assert_eq!(stats.looped.load(Ordering::Relaxed), 2, "{stats}");
+    let paths: Vec<(String, String)> = copied
+        .iter()
+        .map(|e| (String::from_utf8_lossy(&e.payload).into_owned(), path(e)))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("no path".to_string(), "place-a/in".to_string()),
+            ("elsewhere".into(), "place-c/x,place-a/in".into()),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_that_resets_lineage_copies_everything_with_a_fresh_path() {
+    let (copied, stats) = copy("reset", true, events()).await;
+    assert_eq!(stats.looped.load(Ordering::Relaxed), 0, "{stats}");
+    assert_eq!(copied.len(), 4);
+    for e in &copied {
+        assert_eq!(path(e), "place-a/in", "{:?}", e.payload);
+    }
+}
