@@ -14,7 +14,7 @@ pub fn compiled_schemes() -> Vec<&'static str> {
         schemes.push("pubsub");
     }
     if cfg!(feature = "pulsar") {
-        schemes.push("pulsar");
+        schemes.extend(["pulsar", "pulsar+ssl"]);
     }
     if cfg!(feature = "eventhubs") {
         schemes.push("eventhubs");
@@ -49,7 +49,7 @@ fn check(url: &Url) -> Result<()> {
         #[cfg(feature = "pubsub")]
         "pubsub" => tributary_pubsub::check_url(url),
         #[cfg(feature = "pulsar")]
-        "pulsar" => tributary_pulsar::PulsarConfig::from_url(url).map(drop),
+        "pulsar" | "pulsar+ssl" => tributary_pulsar::PulsarConfig::from_url(url).map(drop),
         #[cfg(feature = "eventhubs")]
         "eventhubs" => tributary_eventhubs::EventHubsConfig::from_url(url).map(drop),
         scheme => Err(match KNOWN_SCHEMES.iter().find(|(s, _)| *s == scheme) {
@@ -113,7 +113,7 @@ mod tests {
                 "kafak://h:1",
                 "unknown URL scheme `kafak://` (did you mean `kafka://`?)",
             ),
-            ("pulsar://h:1", "needs the tributary-pulsar backend"),
+            ("kinesis://h:1", "needs the tributary-kinesis backend"),
             ("memory://a/path", "memory URLs take no path"),
             ("file:///tmp/x?fsync=bogus", "option `fsync`"),
             ("memory://?partitons=2", "unknown option `partitons`"),

@@ -225,8 +225,6 @@ pub struct RouteMetrics {
     pub last_event_age: Gauge,
     /// [`LAST_EVENT_TIMESTAMP`]
     pub last_event_timestamp: Gauge,
-    /// [`SOURCE_LAG`]
-    pub source_lag: Gauge,
 }
 
 impl RouteMetrics {
@@ -246,7 +244,6 @@ impl RouteMetrics {
             latency: REPLICATION_LATENCY.histogram(route),
             last_event_age: LAST_EVENT_AGE.gauge(route),
             last_event_timestamp: LAST_EVENT_TIMESTAMP.gauge(route),
-            source_lag: SOURCE_LAG.gauge(route),
         }
     }
 }

@@ -2,14 +2,18 @@
 //! trickle must not hold a batch open until it is full), while a backlog still fills batches
 //! to `max_events`.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tributary::Event;
+use tributary::{
+    Backend, Capabilities, Consumer, ConsumerOptions, Event, Producer, Receipt, Result, StreamInfo,
+    StreamSpec,
+};
 use tributary_bridge::route::{self, RouteSpec, RouteStats, tokio_util_free::CancelToken};
 
-/// The size of the first batch the route writes: `replicated` grows by whole batches.
+/// The size of the first batch the route writes: `replicated` grows by whole batches. (With a
+/// backlog the route writes one batch while it collects the next, so this can read two.)
 async fn first_batch(stats: &RouteStats) -> u64 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -22,6 +26,73 @@ async fn first_batch(stats: &RouteStats) -> u64 {
             "nothing replicated in 30 s"
         );
         tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+/// A sink that records the size of every batch sent to it.
+#[derive(Debug)]
+struct Recording {
+    inner: Arc<dyn Backend>,
+    sizes: Arc<Mutex<Vec<usize>>>,
+}
+
+struct RecordingProducer {
+    inner: Box<dyn Producer>,
+    sizes: Arc<Mutex<Vec<usize>>>,
+}
+
+#[async_trait::async_trait]
+impl Producer for RecordingProducer {
+    async fn send(&self, event: Event) -> Result<Receipt> {
+        self.sizes.lock().unwrap().push(1);
+        self.inner.send(event).await
+    }
+    async fn send_batch(&self, events: Vec<Event>) -> Result<Vec<Receipt>> {
+        self.sizes.lock().unwrap().push(events.len());
+        self.inner.send_batch(events).await
+    }
+    async fn flush(&self) -> Result<()> {
+        self.inner.flush().await
+    }
+    async fn close(&self) -> Result<()> {
+        self.inner.close().await
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for Recording {
+    fn scheme(&self) -> &'static str {
+        "recording"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn producer(&self, stream: &str) -> Result<Box<dyn Producer>> {
+        Ok(Box::new(RecordingProducer {
+            inner: self.inner.producer(stream).await?,
+            sizes: self.sizes.clone(),
+        }))
+    }
+    async fn consumer(&self, stream: &str, options: ConsumerOptions) -> Result<Box<dyn Consumer>> {
+        self.inner.consumer(stream, options).await
+    }
+    async fn create_stream(&self, stream: &str, spec: StreamSpec) -> Result<()> {
+        self.inner.create_stream(stream, spec).await
+    }
+    async fn delete_stream(&self, stream: &str) -> Result<()> {
+        self.inner.delete_stream(stream).await
+    }
+    async fn list_streams(&self) -> Result<Vec<String>> {
+        self.inner.list_streams().await
+    }
+    async fn describe_stream(&self, stream: &str) -> Result<StreamInfo> {
+        self.inner.describe_stream(stream).await
+    }
+    async fn close(&self) -> Result<()> {
+        self.inner.close().await
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 
@@ -65,9 +136,13 @@ async fn a_backlog_fills_batches_even_with_no_linger() {
     let source = tributary::connect("memory://batching-backlog")
         .await
         .unwrap();
-    let sink = tributary::connect("memory://batching-backlog-sink")
-        .await
-        .unwrap();
+    let sizes = Arc::new(Mutex::new(Vec::new()));
+    let sink: Arc<dyn Backend> = Arc::new(Recording {
+        inner: tributary::connect("memory://batching-backlog-sink")
+            .await
+            .unwrap(),
+        sizes: sizes.clone(),
+    });
     let events: Vec<Event> = (0..5000).map(|i| Event::new(format!("e{i}"))).collect();
     source
         .producer("in")
@@ -82,7 +157,8 @@ async fn a_backlog_fills_batches_even_with_no_linger() {
     let stats = Arc::new(RouteStats::default());
     let cancel = CancelToken::default();
     let task = tokio::spawn(route::run_route(spec, stats.clone(), cancel.clone()));
-    let first = first_batch(&stats).await;
+    first_batch(&stats).await;
+    let first = sizes.lock().unwrap()[0];
     println!("backlog: first batch {first} events (max 1000, linger 0)");
     assert_eq!(first, 1000, "events already waiting join the batch");
     cancel.cancel();

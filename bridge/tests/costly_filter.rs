@@ -44,6 +44,10 @@ fn a_costly_filter_slows_only_its_route_and_dead_letters_its_events() {
     .unwrap();
     let mut daemon = Daemon::start(&config, &[]);
     let addr = daemon.addr(Duration::from_secs(60));
+    // Routes connect in the background: 503 "connecting" until they run.
+    wait_until(Duration::from_secs(60), "the routes to run", || {
+        (http_get(&addr, "/healthz").0 == 200).then_some(())
+    });
     let mut slowest = Duration::ZERO;
     let started = Instant::now();
     wait_until(

@@ -4,59 +4,15 @@
 
 mod harness;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use harness::{BIN, Daemon, closed_port, http_get, metric, run, wait_until};
+use harness::{Daemon, LockHolder, closed_port, http_get, metric, run, wait_until};
 use tributary::{
     Backend, Capabilities, Consumer, ConsumerOptions, Producer, Result, StreamInfo, StreamSpec,
 };
 use tributary_bridge::{config, daemon};
-
-/// A process that holds `dir`'s writer lock until its stdin is closed.
-struct LockHolder(std::process::Child);
-
-impl LockHolder {
-    fn hold(url: &str) -> LockHolder {
-        let mut child = Command::new(BIN)
-            .args(["produce", url, "held"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // The first line makes it open the directory for writing.
-        let stdin = child.stdin.as_mut().unwrap();
-        stdin.write_all(b"x\n").unwrap();
-        stdin.flush().unwrap();
-        let dir = url.trim_start_matches("file://");
-        wait_until(
-            Duration::from_secs(20),
-            "the holder to lock the directory",
-            || {
-                std::fs::read_to_string(format!("{dir}/LOCK"))
-                    .ok()
-                    .filter(|l| l.starts_with(&format!("pid {} ", child.id())))
-            },
-        );
-        LockHolder(child)
-    }
-
-    fn release(mut self) {
-        drop(self.0.stdin.take());
-        assert!(self.0.wait().unwrap().success());
-    }
-}
-
-impl Drop for LockHolder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Issue 17 defect 5: A reads a named `memory://` instance that B writes and C reads too. A's
 /// sink is locked when the daemon starts; once it is free, A recovers, without closing the

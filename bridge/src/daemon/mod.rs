@@ -127,6 +127,7 @@ async fn start_scrubbed(plan: Plan) -> Result<Running> {
 async fn open<'r>(
     route: &'r RoutePlan,
     connections: &Connections,
+    report_lag: bool,
 ) -> std::result::Result<OpenRoute, (Vec<&'r str>, Error)> {
     let connect = |role: &'static str, url: &'r str| async move {
         connections
@@ -142,9 +143,9 @@ async fn open<'r>(
     let source = connect("source", &route.source_url).await?;
     let mut sink_urls = vec![route.sink_url.as_str()];
     sink_urls.extend(route.dead_letter.as_ref().map(|(u, _)| u.as_str()));
-    let sinks = route::open_sinks(spec(route, source, sink, dead_letter))
-        .await
-        .map_err(|e| (sink_urls, e))?;
+    let mut spec = spec(route, source, sink, dead_letter);
+    spec.report_lag = report_lag;
+    let sinks = route::open_sinks(spec).await.map_err(|e| (sink_urls, e))?;
     sinks
         .open_source()
         .await
@@ -205,12 +206,21 @@ async fn supervise(route: RoutePlan, stats: Arc<RouteStats>, shared: Arc<Shared>
         secrets,
     } = shared.as_ref();
     let mut failures = 0u32;
+    // The broker's lag figures, where the source has them (Kafka), reported from the first
+    // moment and whether or not the route runs: a route that cannot open is when the backlog
+    // matters most.
+    let mut broker_lag: Option<tokio::task::JoinHandle<()>> = None;
     while !cancel.is_cancelled() {
         health.set(&route.name, RouteState::Connecting(Instant::now()));
         let opened = tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
-            opened = open(&route, connections) => opened,
+            opened = async {
+                if broker_lag.is_none() {
+                    broker_lag = start_broker_lag(&route, connections, &stats).await;
+                }
+                open(&route, connections, broker_lag.is_none()).await
+            } => opened,
         };
         let (reconnect, error) = match opened {
             Ok(open) => {
@@ -236,6 +246,31 @@ async fn supervise(route: RoutePlan, stats: Arc<RouteStats>, shared: Arc<Shared>
             _ = cancel.cancelled() => break,
         }
     }
+    if let Some(reporter) = broker_lag {
+        reporter.abort();
+    }
+}
+
+/// Starts reporting the route's lag from the broker, if its source can give it (see
+/// [`route::lag::LagSource::broker`]). `None` if the source cannot, or cannot be reached yet.
+async fn start_broker_lag(
+    route: &RoutePlan,
+    connections: &Connections,
+    stats: &Arc<RouteStats>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let source = connections.get(&route.source_url).await.ok()?;
+    let lag = route::lag::LagSource::broker(
+        &route.name,
+        &source,
+        &route.source_stream,
+        &route.group,
+        &route.start,
+    )?;
+    Some(route::lag::report_lag(
+        route.name.clone(),
+        lag,
+        stats.clone(),
+    ))
 }
 
 impl Running {

@@ -16,6 +16,7 @@ use crate::transform::Transform;
 mod commit;
 pub mod dead_letter;
 mod evaluate;
+pub(crate) mod lag;
 pub mod lineage;
 mod retry;
 mod run;
@@ -68,6 +69,10 @@ pub struct RouteSpec {
     /// starts afresh. For sources that applications write directly, whose headers the route
     /// should not trust.
     pub reset_lineage: bool,
+    /// Whether the running route publishes its source lag (`tributary_bridge_source_lag_events`).
+    /// The daemon turns it off for Kafka sources, whose lag it reports from the broker from
+    /// the moment it starts, whether or not the route runs.
+    pub report_lag: bool,
 }
 
 impl RouteSpec {
@@ -106,6 +111,7 @@ impl RouteSpec {
             source_identity,
             sink_identity,
             reset_lineage: false,
+            report_lag: true,
         }
     }
 }
@@ -131,11 +137,11 @@ pub struct OpenRoute {
 /// twice, and a route retrying that every few seconds keeps the whole group rebalancing.
 pub async fn open_sinks(spec: RouteSpec) -> Result<OpenSinks> {
     check(&spec)?;
-    let producer = open_sink(&spec.sink, &spec.sink_stream)
+    let producer = open_sink(&spec.sink, &spec.sink_stream, &spec.retry)
         .await
         .map_err(|e| e.context(format!("route `{}`: sink", spec.name)))?;
     let dead_letter = match &spec.dead_letter {
-        Some((backend, stream)) => match open_sink(backend, stream).await {
+        Some((backend, stream)) => match open_sink(backend, stream, &spec.retry).await {
             Ok(producer) => Some((producer, stream.clone())),
             Err(e) => {
                 let _ = producer.close().await;
@@ -152,18 +158,27 @@ pub async fn open_sinks(spec: RouteSpec) -> Result<OpenSinks> {
 }
 
 /// A producer for `stream`, once the backend answered about it (a stream that does not exist
-/// yet is fine: sinks may create it).
+/// yet is fine: sinks may create it). A transient answer (a topic created a moment ago whose
+/// partition leaders are not known yet) is asked again with the route's retry policy.
 async fn open_sink(
     backend: &Arc<dyn Backend>,
     stream: &str,
+    retry: &RetryPolicy,
 ) -> Result<Box<dyn tributary::Producer>> {
     let producer = backend.producer(stream).await?;
-    match backend.describe_stream(stream).await {
-        Ok(_) => Ok(producer),
-        Err(e) if e.kind() == tributary::ErrorKind::NotFound => Ok(producer),
-        Err(e) => {
-            let _ = producer.close().await;
-            Err(e)
+    let mut attempt = 1;
+    loop {
+        match backend.describe_stream(stream).await {
+            Ok(_) => return Ok(producer),
+            Err(e) if e.kind() == tributary::ErrorKind::NotFound => return Ok(producer),
+            Err(e) if e.is_retryable() && attempt < retry.attempts => {
+                tokio::time::sleep(retry.delay(attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => {
+                let _ = producer.close().await;
+                return Err(e);
+            }
         }
     }
 }

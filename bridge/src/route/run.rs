@@ -11,9 +11,10 @@ use tributary::{Delivery, Error, ErrorKind, Event, Result};
 use super::commit::Committer;
 use super::dead_letter::prepare;
 use super::evaluate::{Evaluator, Item};
+use super::lag::LagSource;
+use super::lag::report_lag;
 use super::lineage::{self, RouteLineage, with_lineage};
 use super::sink::{OtherSinks, write};
-use super::stats::report_lag;
 use super::{CancellationToken, OpenRoute, RouteSpec, RouteStats, Running};
 use crate::metrics::RouteMetrics;
 use crate::transform::Outcome;
@@ -40,7 +41,13 @@ impl OpenRoute {
             cancel: &cancel,
         };
         let consumer: Arc<dyn tributary::Consumer> = Arc::from(consumer);
-        let lag_reporter = report_lag(metrics.source_lag.clone(), consumer.clone(), stats.clone());
+        let lag_reporter = spec.report_lag.then(|| {
+            report_lag(
+                spec.name.clone(),
+                LagSource::for_route(&spec, consumer.clone()),
+                stats.clone(),
+            )
+        });
         let committer = Committer::start(spec.name.clone(), consumer.clone());
         let evaluator = match &spec.transform {
             Some(transform) => Evaluator::start(
@@ -109,7 +116,9 @@ impl OpenRoute {
         };
         drop(carried);
         committer.stop(&spec.name).await;
-        lag_reporter.abort();
+        if let Some(reporter) = lag_reporter {
+            reporter.abort();
+        }
         let closed_consumer = consumer.close().await;
         let closed_producer = producer.close().await;
         other_sinks.close().await;
@@ -217,6 +226,10 @@ async fn deliver(
         others,
         dead_letter,
     } = sinks;
+    // What a crash would replay stays within the in-flight window (see `commit.rs`).
+    committer
+        .room_for(&spec.name, batch.len() as u64, spec.in_flight as u64)
+        .await;
     // Sink refusals dead-lettered below were counted as written: take them off after.
     let dead_before = stats.dead_lettered.load(Ordering::Relaxed);
     let mut written = 0u64;
@@ -252,6 +265,7 @@ async fn deliver(
         .record(started.elapsed().as_secs_f64());
     let now = tributary::Timestamp::now().as_millis();
     let mut last = None;
+    let acked = batch.len() as u64;
     for d in batch {
         // From the event's own time to the sink's confirmation, where it has one.
         if let Some(t) = d.event.timestamp {
@@ -261,7 +275,7 @@ async fn deliver(
         }
         d.ack();
     }
-    committer.acked();
+    committer.acked(acked);
     if let Some((latency, time)) = last {
         metrics.last_event_age.set(latency);
         metrics

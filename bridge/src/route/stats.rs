@@ -1,8 +1,6 @@
 //! A route's counters, and the task that keeps its source lag current.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 /// Counters a route updates as it runs.
 #[derive(Debug, Default)]
@@ -23,7 +21,7 @@ pub struct RouteStats {
     pub looped: AtomicU64,
     /// The source's lag as last reported, plus one; 0 while unknown. Read it with
     /// [`RouteStats::lag`].
-    lag_plus_one: AtomicU64,
+    pub(super) lag_plus_one: AtomicU64,
 }
 
 impl RouteStats {
@@ -54,31 +52,6 @@ impl std::fmt::Display for RouteStats {
             None => f.write_str("unknown"),
         }
     }
-}
-
-/// How often a route publishes its source's lag.
-const LAG_EVERY: Duration = Duration::from_secs(1);
-
-/// Publishes the source's lag every [`LAG_EVERY`] until dropped, from its own task so that a
-/// stalled sink (when the lag matters most) does not freeze the figure.
-pub(super) fn report_lag(
-    gauge: metrics::Gauge,
-    consumer: Arc<dyn tributary::Consumer>,
-    stats: Arc<RouteStats>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(LAG_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Some(lag) = consumer.lag() {
-                stats
-                    .lag_plus_one
-                    .store(lag.saturating_add(1), Ordering::Relaxed);
-                gauge.set(lag as f64);
-            }
-        }
-    })
 }
 
 #[cfg(test)]

@@ -144,7 +144,12 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon on `config` with extra environment variables.
     pub fn start(config: &Path, env: &[(&str, &str)]) -> Daemon {
-        let mut child = Command::new(BIN)
+        Daemon::start_bin(BIN, config, env)
+    }
+
+    /// Starts the daemon of another `tributary` binary (a release build, for figures).
+    pub fn start_bin(bin: &str, config: &Path, env: &[(&str, &str)]) -> Daemon {
+        let mut child = Command::new(bin)
             .args(["bridge", "--config"])
             .arg(config)
             .envs(env.iter().copied())
@@ -232,5 +237,49 @@ impl Drop for Daemon {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// A process that holds `dir`'s writer lock until its stdin is closed.
+pub struct LockHolder(std::process::Child);
+
+impl LockHolder {
+    /// Starts `tributary produce URL held` and waits until it holds the writer lock.
+    pub fn hold(url: &str) -> LockHolder {
+        let mut child = Command::new(BIN)
+            .args(["produce", url, "held"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The first line makes it open the directory for writing.
+        let stdin = child.stdin.as_mut().unwrap();
+        stdin.write_all(b"x\n").unwrap();
+        stdin.flush().unwrap();
+        let dir = url.trim_start_matches("file://");
+        wait_until(
+            Duration::from_secs(20),
+            "the holder to lock the directory",
+            || {
+                std::fs::read_to_string(format!("{dir}/LOCK"))
+                    .ok()
+                    .filter(|l| l.starts_with(&format!("pid {} ", child.id())))
+            },
+        );
+        LockHolder(child)
+    }
+
+    /// Closes its input: it exits, releasing the lock.
+    pub fn release(mut self) {
+        drop(self.0.stdin.take());
+        assert!(self.0.wait().unwrap().success());
+    }
+}
+
+impl Drop for LockHolder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

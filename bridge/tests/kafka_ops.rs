@@ -1,0 +1,266 @@
+//! The daemon on a Kafka source as an operator watches it (issue 22): the source-lag gauge
+//! against the broker's own figures (`kafka-consumer-groups.sh --describe`) from the start,
+//! while the route cannot open, once caught up, and after a restart; and a daemon restarted
+//! after SIGKILL replicating again at once with static group membership.
+
+mod harness;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use harness::{Daemon, LockHolder, http_get, metric, run, wait_output, wait_until};
+use tributary_testcontainers::{Peer, Server, peers_dir, require, unique_name};
+
+const PARTITIONS: u32 = 4;
+const KEYS: usize = 50;
+
+/// Runs one of Kafka's own command-line tools (by class, through the installed
+/// kafka-run-class) and returns its standard output.
+fn kafka_tool(class: &str, args: &[&str]) -> String {
+    let child = Command::new(peers_dir().join("kafka/current/bin/kafka-run-class"))
+        .env("KAFKA_HEAP_OPTS", "-Xmx256m")
+        .env("KAFKA_TIERED_STOP", "1")
+        .arg(class)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_output(child, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{class}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The group's lag from the broker's own tools: each partition's end offset
+/// (`kafka-get-offsets.sh`) less the group's committed offset (`kafka-consumer-groups.sh
+/// --describe`, which lists only partitions with a commit; one without counts from 0, where a
+/// route reading from `earliest` begins on a fresh topic).
+fn broker_lag(server: &Server, group: &str, topic: &str) -> u64 {
+    let ends = kafka_tool(
+        "org.apache.kafka.tools.GetOffsetShell",
+        &["--bootstrap-server", server.address(), "--topic", topic],
+    );
+    let described = kafka_tool(
+        "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+        &[
+            "--bootstrap-server",
+            server.address(),
+            "--describe",
+            "--group",
+            group,
+        ],
+    );
+    let mut committed = std::collections::HashMap::new();
+    for line in described.lines() {
+        // GROUP TOPIC PARTITION CURRENT-OFFSET LOG-END-OFFSET LAG …
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() >= 6
+            && cols[1] == topic
+            && let Ok(offset) = cols[3].parse::<u64>()
+        {
+            committed.insert(cols[2].to_owned(), offset);
+        }
+    }
+    let mut lag = 0;
+    let mut partitions = 0;
+    for line in ends.lines() {
+        // topic:partition:end
+        let mut parts = line.rsplitn(3, ':');
+        let (Some(end), Some(partition), Some(name)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if name != topic {
+            continue;
+        }
+        partitions += 1;
+        let end: u64 = end.parse().unwrap();
+        lag += end - committed.get(partition).copied().unwrap_or(0).min(end);
+    }
+    assert_eq!(partitions, PARTITIONS, "end offsets: {ends}");
+    lag
+}
+
+fn produce(url: &str, topic: &str, from: usize, n: usize) {
+    let lines: String = (from..from + n)
+        .map(|i| format!("{{\"key\":\"k{}\",\"payload\":\"event-{i}\"}}\n", i % KEYS))
+        .collect();
+    let (code, err) = run(&["produce", url, topic, "--format", "json"], &[], &lines);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+fn lag_gauge(addr: &str) -> Option<f64> {
+    let (_, body) = http_get(addr, "/metrics");
+    metric(&body, "tributary_bridge_source_lag_events", "k")
+}
+
+fn events_out(addr: &str) -> f64 {
+    let (_, body) = http_get(addr, "/metrics");
+    metric(&body, "tributary_bridge_events_out_total", "k").unwrap_or(0.0)
+}
+
+/// Issue 22 defect 2: the gauge is there from the first seconds, equal to the broker's figure,
+/// whether the route runs or not (here its sink is locked), counts every partition (a member
+/// that read part of the topic and left still owns its commits), reaches 0 when caught up,
+/// and is there again at once after a restart of a caught-up route.
+#[test]
+fn the_lag_gauge_agrees_with_the_broker_from_start_and_after_a_restart() {
+    let Some(server) = require(Peer::Kafka) else {
+        return;
+    };
+    let url = server.url().to_owned();
+    let topic = unique_name("lag");
+    let group = unique_name("lag-group");
+    let (code, err) = run(
+        &[
+            "streams",
+            &url,
+            "create",
+            &topic,
+            "-p",
+            &PARTITIONS.to_string(),
+        ],
+        &[],
+        "",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    produce(&url, &topic, 0, 20_000);
+    // Another member of the group reads part of the topic and leaves.
+    let (code, err) = run(
+        &["consume", &url, &topic, "-g", &group, "-n", "5000"],
+        &[],
+        "",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    println!("{err}");
+    let expected = broker_lag(&server, &group, &topic);
+    println!("broker: lag {expected} after another member read 5000");
+    assert_eq!(expected, 15_000);
+
+    let dir = tempfile::tempdir().unwrap();
+    let sink = format!("file://{}", dir.path().join("sink").display());
+    let holder = LockHolder::hold(&sink);
+    let config = dir.path().join("bridge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"10s\"\n[[route]]\nname = \"k\"\nsource = {{ url = \"{url}\", stream = \"{topic}\", group = \"{group}\" }}\nsink = {{ url = \"{sink}\", stream = \"out\" }}\n"
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut daemon = Daemon::start(&config, &[]);
+    let addr = daemon.addr(Duration::from_secs(30));
+    let first = wait_until(Duration::from_secs(30), "the lag gauge", || {
+        lag_gauge(&addr)
+    });
+    println!(
+        "daemon start, sink locked: gauge {first} after {:?} (broker {expected})",
+        started.elapsed()
+    );
+    assert_eq!(first, expected as f64);
+    assert_eq!(http_get(&addr, "/readyz").0, 503);
+
+    holder.release();
+    wait_until(Duration::from_secs(120), "the route to catch up", || {
+        (events_out(&addr) >= 15_000.0 && lag_gauge(&addr) == Some(0.0)).then_some(())
+    });
+    let broker = broker_lag(&server, &group, &topic);
+    println!("caught up: gauge 0, broker {broker}");
+    assert_eq!(broker, 0);
+    let (status, _, log) = daemon.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+
+    let restarted = Instant::now();
+    let mut daemon = Daemon::start(&config, &[]);
+    let addr = daemon.addr(Duration::from_secs(30));
+    let after = wait_until(
+        Duration::from_secs(30),
+        "the lag gauge after a restart",
+        || lag_gauge(&addr),
+    );
+    println!(
+        "restart of a caught-up route: gauge {after} after {:?}",
+        restarted.elapsed()
+    );
+    assert_eq!(after, 0.0);
+    produce(&url, &topic, 20_000, 1000);
+    wait_until(Duration::from_secs(60), "the new events copied", || {
+        (events_out(&addr) >= 1000.0 && lag_gauge(&addr) == Some(0.0)).then_some(())
+    });
+    let (status, _, log) = daemon.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+}
+
+/// Issue 22 "restart after a crash": with a static member id on the source URL
+/// (`consumer.group.instance.id`), a daemon restarted after SIGKILL gets its partitions back
+/// at once instead of waiting out the dead member's session (45 s by default).
+#[test]
+fn a_daemon_restarted_after_sigkill_replicates_again_at_once_with_static_membership() {
+    let Some(server) = require(Peer::Kafka) else {
+        return;
+    };
+    let url = server.url().to_owned();
+    let topic = unique_name("restart");
+    let group = unique_name("restart-group");
+    let (code, err) = run(
+        &[
+            "streams",
+            &url,
+            "create",
+            &topic,
+            "-p",
+            &PARTITIONS.to_string(),
+        ],
+        &[],
+        "",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    produce(&url, &topic, 0, 2000);
+    let dir = tempfile::tempdir().unwrap();
+    let sink = format!("file://{}", dir.path().join("sink").display());
+    let config = dir.path().join("bridge.toml");
+    let source = format!("{url}?consumer.group.instance.id={group}-k");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"10s\"\n[[route]]\nname = \"k\"\nsource = {{ url = \"{source}\", stream = \"{topic}\", group = \"{group}\" }}\nsink = {{ url = \"{sink}\", stream = \"out\" }}\n"
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&config, &[]);
+    let addr = daemon.addr(Duration::from_secs(30));
+    wait_until(
+        Duration::from_secs(60),
+        "the first 2000 events copied",
+        || (events_out(&addr) >= 2000.0).then_some(()),
+    );
+    drop(daemon); // SIGKILL
+    produce(&url, &topic, 2000, 2000);
+    let restarted = Instant::now();
+    let mut daemon = Daemon::start(&config, &[]);
+    let addr = daemon.addr(Duration::from_secs(30));
+    let (first, all) = wait_until(Duration::from_secs(120), "replication after the restart", {
+        let mut first = None;
+        move || {
+            let out = events_out(&addr);
+            if out > 0.0 && first.is_none() {
+                first = Some(restarted.elapsed());
+            }
+            (out >= 2000.0).then(|| (first.unwrap(), restarted.elapsed()))
+        }
+    });
+    println!("restart after SIGKILL: first event copied after {first:?}, 2000 after {all:?}");
+    // Without a static member id this waits out the dead member's session (45 s).
+    assert!(
+        first < Duration::from_secs(15),
+        "replication resumed only after {first:?}: {}",
+        daemon.stderr()
+    );
+    let (status, _, log) = daemon.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+}
