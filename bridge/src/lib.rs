@@ -9,5 +9,4 @@ pub mod demo;
 pub mod json;
 pub mod metrics;
 pub mod route;
-mod source_lag;
 pub mod transform;
