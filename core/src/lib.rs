@@ -121,6 +121,8 @@ mod error;
 mod event;
 pub mod local;
 mod redact;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod registry;
 pub mod time;
 

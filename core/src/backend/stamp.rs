@@ -130,12 +130,33 @@ struct StampedProducer {
 
 #[async_trait]
 impl Producer for StampedProducer {
-    async fn send(&self, event: Event) -> Result<Receipt> {
+    #[allow(unused_mut)] // mutated only with the `otel` feature
+    async fn send(&self, mut event: Event) -> Result<Receipt> {
         let m = mark(self.scheme, "send", Some(&self.stream));
+        #[cfg(feature = "otel")]
+        if let Some(trace) = crate::otel::SendTrace::start(
+            self.scheme,
+            &self.stream,
+            std::slice::from_mut(&mut event),
+        ) {
+            let send = async { self.inner.send(event).await.map(|r| vec![r]) };
+            let mut receipts = crate::otel::traced_send(Some(trace), send)
+                .await
+                .map_err(m)?;
+            return receipts
+                .pop()
+                .ok_or_else(|| Error::other("the backend returned no receipt"));
+        }
         self.inner.send(event).await.map_err(m)
     }
-    async fn send_batch(&self, events: Vec<Event>) -> Result<Vec<Receipt>> {
+    #[allow(unused_mut)] // mutated only with the `otel` feature
+    async fn send_batch(&self, mut events: Vec<Event>) -> Result<Vec<Receipt>> {
         let m = mark(self.scheme, "send batch", Some(&self.stream));
+        #[cfg(feature = "otel")]
+        if let Some(trace) = crate::otel::SendTrace::start(self.scheme, &self.stream, &mut events) {
+            let send = self.inner.send_batch(events);
+            return crate::otel::traced_send(Some(trace), send).await.map_err(m);
+        }
         self.inner.send_batch(events).await.map_err(m)
     }
     async fn flush(&self) -> Result<()> {
