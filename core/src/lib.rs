@@ -116,6 +116,8 @@ mod ack;
 mod api;
 pub mod backend;
 mod capabilities;
+#[cfg(feature = "cloudevents")]
+pub mod cloudevents;
 pub mod envelope;
 mod error;
 mod event;
