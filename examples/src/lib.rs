@@ -39,6 +39,15 @@ impl Args {
             .unwrap_or_else(|| default.to_owned())
     }
 
+    /// The text given as `--name value`, or `default`.
+    pub fn text(&self, name: &str, default: &str) -> String {
+        self.options
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map_or_else(|| default.to_owned(), |(_, value)| value.clone())
+    }
+
     /// The number given as `--name N`, or `default`; exits with a message if it is not a number.
     pub fn number(&self, name: &str, default: usize) -> usize {
         match self.options.iter().rev().find(|(n, _)| n == name) {

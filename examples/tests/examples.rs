@@ -285,3 +285,76 @@ fn readme_example_is_the_program_tested() {
         "README's Rust example and examples/src/bin/readme.rs differ"
     );
 }
+
+/// The ledger's view after its first `events` commands, replayed here independently of the
+/// example: the line `event_sourcing` must print.
+fn ledger_view(events: u64) -> String {
+    let mut balances = std::collections::BTreeMap::<String, u64>::new();
+    let mut bounced = 0;
+    for i in 0..events {
+        let balance = balances.entry(format!("acct-{}", i % 7)).or_default();
+        if i % 3 == 2 {
+            let amount = 10 + i % 90;
+            if *balance >= amount {
+                *balance -= amount;
+            } else {
+                bounced += 1;
+            }
+        } else {
+            *balance += 1 + i % 50;
+        }
+    }
+    let balances: Vec<String> = balances.iter().map(|(a, b)| format!("{a}={b}")).collect();
+    format!(
+        "view after {events} events: {} bounced={bounced}",
+        balances.join(" ")
+    )
+}
+
+/// Two processes on one stream: the first imports 3,000 events, rebuilds, follows 400 live
+/// ones; the second rebuilds all 3,400 from the start (the same view the first ended with)
+/// and follows 250 more.
+fn event_sourcing(url: &str, stream: &str) {
+    let bin = env!("CARGO_BIN_EXE_event_sourcing");
+    let first = run(
+        bin,
+        &[url, "--stream", stream, "--seed", "3000", "--live", "400"],
+    );
+    succeeded(&first, &format!("event_sourcing on {url}, first run"));
+    let lines: Vec<&str> = first.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("rebuilt from 3000 events"),
+        "{}",
+        first.stdout
+    );
+    assert_eq!(lines[1], ledger_view(3000), "{}", first.stdout);
+    assert_eq!(lines[2], "followed 400 live events");
+    assert_eq!(lines[3], ledger_view(3400), "{}", first.stdout);
+
+    let second = run(bin, &[url, "--stream", stream, "--live", "250"]);
+    succeeded(&second, &format!("event_sourcing on {url}, second run"));
+    let lines: Vec<&str> = second.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("rebuilt from 3400 events"),
+        "{}",
+        second.stdout
+    );
+    assert_eq!(lines[1], ledger_view(3400), "{}", second.stdout);
+    assert_eq!(lines[3], ledger_view(3650), "{}", second.stdout);
+}
+
+#[test]
+fn event_sourcing_rebuilds_and_follows_on_file() {
+    let dir = tempfile::tempdir().unwrap();
+    event_sourcing(&file_url(&dir), "ledger");
+}
+
+#[test]
+fn event_sourcing_rebuilds_and_follows_on_kafka() {
+    let kafka = require_peer!(Peer::Kafka);
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    event_sourcing(kafka.url(), &format!("ledger-{millis}"));
+}
