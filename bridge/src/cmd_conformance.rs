@@ -20,8 +20,8 @@ pub struct ConformanceArgs {
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     scale: u64,
     /// Upper bound for one case (e.g. 120s, 5m).
-    #[arg(long, default_value = "120s")]
-    case_timeout: humantime::Duration,
+    #[arg(long, default_value = "120s", value_parser = crate::duration_arg)]
+    case_timeout: Duration,
     /// Run only these cases (comma-separated names; see --list).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -61,7 +61,7 @@ pub async fn run(args: ConformanceArgs) -> Result<()> {
     let mut harness = Harness::new(&shown, &url)
         .with_connect(hand_over_once(backend, url.clone()))
         .with_scale(args.scale as usize)
-        .with_case_timeout(Duration::from(args.case_timeout));
+        .with_case_timeout(args.case_timeout);
     if url.trim_start().starts_with("file:") {
         harness = harness.with_restart(reopen(url.clone()));
     }
