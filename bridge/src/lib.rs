@@ -3,10 +3,12 @@
 #![warn(missing_docs)]
 
 pub mod backends;
+pub mod cloudevents;
 pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod json;
 pub mod metrics;
 pub mod route;
+pub mod telemetry;
 pub mod transform;
