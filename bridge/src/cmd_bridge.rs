@@ -9,7 +9,7 @@ use tributary_bridge::config::Plan;
 use tributary_bridge::route::{self, RouteSpec, RouteStats};
 
 use crate::progress::Progress;
-use crate::ctrl_c;
+use crate::{ctrl_c, otlp};
 
 /// Options of `tributary bridge`.
 #[derive(clap::Args)]
@@ -105,6 +105,11 @@ pub enum BridgeAction {
 /// configured deadline.
 async fn run_daemon(plan: Plan) -> Result<()> {
     let deadline = plan.shutdown_timeout;
+    // Spans are made only when `[daemon.tracing]` asks for them (then the routes use it).
+    let exporter = match &plan.tracing {
+        Some(tracing_plan) => Some(otlp::install(tracing_plan)?),
+        None => None,
+    };
     for route in &plan.routes {
         tracing::info!("{}", tributary_bridge::daemon::describe(route));
     }
@@ -132,7 +137,11 @@ async fn run_daemon(plan: Plan) -> Result<()> {
     progress.clear();
     eprintln!("stopping: draining in-flight batches (deadline {deadline:?})");
     let stats = running.stats.clone();
-    running.shutdown(deadline).await?;
+    let drained = running.shutdown(deadline).await;
+    if let Some(exporter) = exporter {
+        exporter.shutdown().await;
+    }
+    drained?;
     // Read after the drain, so the batches finished during shutdown are counted.
     let summary: Vec<String> = stats
         .iter()

@@ -14,6 +14,7 @@ mod cmd_consume;
 mod cmd_demo;
 mod cmd_produce;
 mod cmd_streams;
+mod otlp;
 mod progress;
 
 #[derive(Parser)]

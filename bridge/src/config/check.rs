@@ -78,6 +78,16 @@ pub(super) fn check(
         secrets: Secrets::default(),
     };
     let daemon = daemon(&file.daemon, &mut problems);
+    let tracing = file.daemon.tracing.as_ref().and_then(|section| {
+        // Values taken from the environment (export credentials) join the secrets.
+        let secrets = std::cell::RefCell::new(std::mem::take(&mut problems.secrets));
+        let checked = crate::telemetry::config::check(section, &|v| {
+            expand_env(v, problems.env, &mut secrets.borrow_mut())
+        });
+        problems.secrets = secrets.into_inner();
+        checked.map_err(|found| problems.found.extend(found)).ok()
+    });
+    let traced = tracing.is_some();
     if file.routes.is_empty() {
         problems.found.push(
             "no route (`[[route]]` in TOML, `route:` in YAML): the file must define at least one"
@@ -89,7 +99,10 @@ pub(super) fn check(
         .routes
         .into_iter()
         .enumerate()
-        .map(|(i, r)| route(i, r, &mut names, &mut problems))
+        .map(|(i, r)| RoutePlan {
+            traced,
+            ..route(i, r, &mut names, &mut problems)
+        })
         .collect();
     if problems.found.is_empty() {
         Ok(Plan {
@@ -98,6 +111,7 @@ pub(super) fn check(
             routes,
             log_json: daemon.log_json,
             secrets: problems.secrets,
+            tracing,
         })
     } else {
         let report = report(problems.found);
@@ -236,6 +250,16 @@ fn route(
             ),
         );
     }
+    let cloudevents = r.cloudevents.as_deref().and_then(|option| {
+        let scheme = |url: &str| {
+            tributary::Url::parse(url)
+                .map(|u| u.scheme().to_owned())
+                .unwrap_or_default()
+        };
+        crate::cloudevents::Conversion::parse(option, &scheme(&source_url), &scheme(&sink_url))
+            .map_err(|e| problems.add(&at("cloudevents"), e.message()))
+            .ok()
+    });
     let source_identity =
         stream_identity(&source_url, r.source.cluster.as_deref(), &r.source.stream);
     let sink_identity = stream_identity(&sink_url, r.sink.cluster.as_deref(), &r.sink.stream);
@@ -261,6 +285,8 @@ fn route(
         transform,
         source_identity,
         sink_identity,
+        traced: false,
+        cloudevents,
     }
 }
 

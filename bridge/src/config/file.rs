@@ -28,6 +28,9 @@ pub struct DaemonSection {
     /// `text` (default) or `json` log lines on stderr.
     #[serde(default = "default_log_format")]
     pub log_format: String,
+    /// `[daemon.tracing]`: OTLP export of the routes' spans ([`crate::telemetry::config`]).
+    #[serde(default)]
+    pub tracing: Option<crate::telemetry::config::TracingSection>,
 }
 
 impl Default for DaemonSection {
@@ -36,6 +39,7 @@ impl Default for DaemonSection {
             listen: default_listen(),
             shutdown_timeout: default_shutdown(),
             log_format: default_log_format(),
+            tracing: None,
         }
     }
 }
@@ -83,6 +87,9 @@ pub struct RouteSection {
     pub filter: Option<String>,
     /// CEL expressions rewriting stream, key and headers.
     pub transform: Option<TransformSection>,
+    /// `binary`, `structured` or `keep`: CloudEvents rewritten for the sink's binding
+    /// ([`crate::cloudevents`]).
+    pub cloudevents: Option<String>,
     /// What the filter and transform may cost per event.
     #[serde(default)]
     pub expression_budget: ExpressionBudgetSection,

@@ -49,6 +49,10 @@ pub struct RoutePlan {
     pub source_identity: String,
     /// The sink stream's identity for loop prevention.
     pub sink_identity: String,
+    /// Whether the route makes trace spans (`[daemon.tracing]` is configured).
+    pub traced: bool,
+    /// CloudEvents conversion to the sink's binding.
+    pub cloudevents: Option<crate::cloudevents::Conversion>,
 }
 
 /// A checked configuration.
@@ -62,6 +66,8 @@ pub struct Plan {
     pub routes: Vec<RoutePlan>,
     /// Logs as JSON lines.
     pub log_json: bool,
+    /// OTLP export of the routes' spans, when configured.
+    pub tracing: Option<crate::telemetry::config::TracingPlan>,
     /// What the file took from the environment, to keep out of messages.
     pub secrets: super::Secrets,
 }

@@ -22,6 +22,15 @@ const DAEMON: &[(&str, Shape)] = &[
     ("listen", Shape::String),
     ("shutdown_timeout", Shape::String),
     ("log_format", Shape::String),
+    ("tracing", Shape::Table(TRACING)),
+];
+const TRACING: &[(&str, Shape)] = &[
+    ("endpoint", Shape::String),
+    ("protocol", Shape::String),
+    ("service_name", Shape::String),
+    ("sampling", Shape::Number),
+    ("timeout", Shape::String),
+    ("headers", Shape::MapOf(&STRING)),
 ];
 const SOURCE: &[(&str, Shape)] = &[
     ("url", Shape::String),
@@ -66,6 +75,7 @@ const ROUTE_FIELDS: &[(&str, Shape)] = &[
     ("filter", Shape::String),
     ("transform", Shape::Table(TRANSFORM)),
     ("expression_budget", Shape::Table(BUDGET)),
+    ("cloudevents", Shape::String),
 ];
 const ROUTE: Shape = Shape::Table(ROUTE_FIELDS);
 const FILE: &[(&str, Shape)] = &[

@@ -178,6 +178,10 @@ fn spec(
     spec.transform = route.transform.clone();
     spec.source_identity = route.source_identity.clone();
     spec.sink_identity = route.sink_identity.clone();
+    if route.traced {
+        spec.tracer = Some(crate::telemetry::RouteTracer::global());
+    }
+    spec.cloudevents = route.cloudevents;
     spec
 }
 
@@ -331,5 +335,8 @@ pub fn describe(route: &RoutePlan) -> String {
             .as_ref()
             .map(|t| format!(", {}", t.summary()))
             .unwrap_or_default()
-    )
+    ) + &route
+        .cloudevents
+        .map(|c| format!(", {}", c.summary()))
+        .unwrap_or_default()
 }

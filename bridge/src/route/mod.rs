@@ -65,6 +65,11 @@ pub struct RouteSpec {
     pub source_identity: String,
     /// The sink stream's [`stream_identity`]: events that have been there are not copied back.
     pub sink_identity: String,
+    /// Makes the route's trace spans ([`crate::telemetry`]); `None`: no spans at all.
+    pub tracer: Option<crate::telemetry::RouteTracer>,
+    /// Converts CloudEvents to the sink's binding ([`crate::cloudevents`]), after the
+    /// transform.
+    pub cloudevents: Option<crate::cloudevents::Conversion>,
     /// Ignore the [`lineage::PATH`] found on source events: no loop check, and each copy's path
     /// starts afresh. For sources that applications write directly, whose headers the route
     /// should not trust.
@@ -110,6 +115,8 @@ impl RouteSpec {
             transform: None,
             source_identity,
             sink_identity,
+            tracer: None,
+            cloudevents: None,
             reset_lineage: false,
             report_lag: true,
         }

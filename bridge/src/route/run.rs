@@ -73,6 +73,14 @@ impl OpenRoute {
                         Collected::Failed(e) => break Err(e),
                     };
                     let started = Instant::now();
+                    let trace = spec.tracer.as_ref().map(|tracer| {
+                        crate::telemetry::BatchTrace::start(
+                            tracer,
+                            spec,
+                            &batch,
+                            std::time::SystemTime::now(),
+                        )
+                    });
                     let groups = match prepare_batch(
                         &route,
                         &fixed_lineage,
@@ -87,6 +95,9 @@ impl OpenRoute {
                         Ok(None) => break Ok(()),
                         Err(e) => {
                             metrics.errors.increment(1);
+                            if let Some(trace) = trace {
+                                trace.finish(Some(&e));
+                            }
                             break Err(e.context(format!("route `{}`", spec.name)));
                         }
                     };
@@ -101,9 +112,13 @@ impl OpenRoute {
                         batch,
                         started,
                         &committer,
+                        trace.as_ref(),
                     );
                     let collected = collect(&route, consumer.as_ref(), &mut carried);
                     let (delivered, collected) = tokio::join!(delivered, collected);
+                    if let Some(trace) = trace {
+                        trace.finish(delivered.as_ref().err());
+                    }
                     if let Err(e) = delivered {
                         metrics.errors.increment(1);
                         // Unacked deliveries (this batch, the next) are nacked on drop: the
@@ -214,6 +229,7 @@ async fn deliver(
     batch: Vec<Delivery>,
     started: Instant,
     committer: &Committer,
+    trace: Option<&crate::telemetry::BatchTrace>,
 ) -> Result<()> {
     let Running {
         spec,
@@ -242,10 +258,14 @@ async fn deliver(
             None => Ok(producer),
             Some(s) => others.get(&spec.sink, s).await,
         };
+        let send_trace = trace.map(|t| t.send(spec.sink.scheme(), stream_name, &events));
         let result = match target {
             Ok(target) => write(route, target, dead_letter, events, stream_name).await,
             Err(e) => Err(e),
         };
+        if let Some(send_trace) = send_trace {
+            send_trace.end(result.as_ref().map(|_| ()));
+        }
         if let Err(e) = result {
             return Err(e.context(format!(
                 "route `{}`: writing to stream `{stream_name}`",
@@ -386,6 +406,18 @@ fn group(
     for (d, verdict) in batch.iter().zip(verdicts) {
         match verdict {
             Some(Verdict::Keep(stream, event)) => {
+                // CloudEvents conversion after the transform, before lineage: a failure goes
+                // where a transform's does (dead letter, or the route stops).
+                let event = match &spec.cloudevents {
+                    None => event,
+                    Some(conversion) => match conversion.apply(event) {
+                        Ok(event) => event,
+                        Err(error) => {
+                            failed.push((d.event.clone(), error));
+                            continue;
+                        }
+                    },
+                };
                 let event = with_lineage(spec.keep_key, fixed, d, event);
                 match groups.iter_mut().find(|(s, _)| *s == stream) {
                     Some((_, group)) => group.push(event),
