@@ -76,7 +76,7 @@ impl OpenRoute {
                     let trace = spec.tracer.as_ref().map(|tracer| {
                         crate::telemetry::BatchTrace::start(
                             tracer,
-                            spec,
+                            &spec,
                             &batch,
                             std::time::SystemTime::now(),
                         )
