@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install every real-server peer used by tributary's integration tests, plus protoc.
 #
-#   scripts/peers/install-all.sh                 # kafka pulsar pstest ferrokinesis pyclients azurite (idempotent, fast when done)
+#   scripts/peers/install-all.sh                 # kafka pulsar pstest ferrokinesis dynalite pyclients azurite (idempotent, fast when done)
 #   scripts/peers/install-all.sh kafka pstest    # a subset
 #
 # Env: TRIBUTARY_PEERS_DIR (default <repo>/.peers), KAFKA_VERSION, PULSAR_VERSION,
@@ -12,7 +12,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PEERS_TAG=install-all
 
 items=("$@")
-[[ ${#items[@]} -gt 0 ]] || items=(kafka pulsar pstest ferrokinesis pyclients azurite)
+[[ ${#items[@]} -gt 0 ]] || items=(kafka pulsar pstest ferrokinesis dynalite pyclients azurite)
 
 declare -a TIMES=()
 elapsed() { awk -v a="$1" -v b="$(now_s)" 'BEGIN{printf "%.1f", b-a}'; }
@@ -57,7 +57,7 @@ fi
 rc=0
 for it in "${items[@]}"; do
   script="$PEERS_SCRIPTS/install-$it.sh"
-  [[ -f "$script" ]] || die "no installer for '$it' ($script)" "use any of: kafka pulsar pstest ferrokinesis pyclients azurite"
+  [[ -f "$script" ]] || die "no installer for '$it' ($script)" "use any of: kafka pulsar pstest ferrokinesis dynalite pyclients azurite"
   t0="$(now_s)"
   if bash "$script"; then
     TIMES+=("$(printf '%-8s %8s  %s' "$it" "$(elapsed "$t0")" ok)")

@@ -6,6 +6,7 @@
 #   pulsar/<ver>/{lib,bin,config}  pulsar/current -> <ver>
 #   pstest/<ver>/pstest            pstest/current -> <ver>
 #   ferrokinesis/<ver>/bin/ferrokinesis  ferrokinesis/current -> <ver>
+#   dynalite/<ver>/bin/dynalite    dynalite/current -> <ver>
 # Each install directory gets a `.installed` marker holding a stamp (name, version, recipe
 # revision). An installer whose marker matches exits at once; a version or recipe bump
 # reinstalls into a fresh directory.

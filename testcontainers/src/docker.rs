@@ -40,6 +40,7 @@ fn image(peer: Peer) -> String {
             Peer::Kinesis => "ghcr.io/etspaceman/kinesis-mock:0.5.2",
             Peer::EventHubs => "mcr.microsoft.com/azure-messaging/eventhubs-emulator:latest",
             Peer::Azurite => "mcr.microsoft.com/azure-storage/azurite:3.37.0",
+            Peer::DynamoDb => "",
         }
         .to_string()
     })
@@ -170,6 +171,14 @@ pub(crate) fn start(launcher: &Launcher, peer: Peer) -> Result<Server, PeerError
                 .to_vec(),
             )
         }
+        Peer::DynamoDb => {
+            return Err(PeerError::new(
+                peer,
+                Reason::Unsupported,
+                "dynalite has no official image (and DynamoDB Local's licence is not open source); docker mode does not start it",
+            )
+            .fix("TRIBUTARY_PEERS_MODE=external TRIBUTARY_DYNAMODB_URL=http://HOST:PORT"));
+        }
         Peer::EventHubs => {
             return Err(PeerError::new(
                 peer,
@@ -214,7 +223,7 @@ pub(crate) fn start(launcher: &Launcher, peer: Peer) -> Result<Server, PeerError
         Peer::PubSub => wait_ready(launcher, peer, &mut follower, || probe::grpc(&address)),
         Peer::Kinesis => wait_ready(launcher, peer, &mut follower, || probe::kinesis(&address)),
         Peer::Azurite => wait_ready(launcher, peer, &mut follower, || probe::blob(&address)),
-        Peer::EventHubs => unreachable!("rejected above"),
+        Peer::EventHubs | Peer::DynamoDb => unreachable!("rejected above"),
     };
     ready?;
     Ok(Server {

@@ -21,8 +21,8 @@
 //! - `docker`: the official images, started with the `docker` command line.
 //! - `external`: servers you run yourself, or real cloud accounts, given as tributary URLs in
 //!   `TRIBUTARY_KAFKA_URL`, `TRIBUTARY_PULSAR_URL`, `TRIBUTARY_PUBSUB_URL`,
-//!   `TRIBUTARY_KINESIS_URL` and `TRIBUTARY_EVENTHUBS_URL`, and Azurite's blob endpoint in
-//!   `TRIBUTARY_AZURITE_URL`.
+//!   `TRIBUTARY_KINESIS_URL` and `TRIBUTARY_EVENTHUBS_URL`, Azurite's blob endpoint in
+//!   `TRIBUTARY_AZURITE_URL` and DynamoDB's endpoint in `TRIBUTARY_DYNAMODB_URL`.
 //!
 //! Logs go to `target/peers/<server>-<pid>-<n>.log`; a failure to start quotes the last lines,
 //! and a test process ended by SIGTERM (its runner's deadline) prints the last lines of the
@@ -71,6 +71,8 @@ pub enum Peer {
     /// and checkpoints. Its URL is the blob endpoint of the development account
     /// ([`AZURITE_ACCOUNT`], [`AZURITE_ACCOUNT_KEY`]): `http://127.0.0.1:P/devstoreaccount1`.
     Azurite,
+    /// Amazon DynamoDB (dynalite), where the Kinesis backend keeps its group's leases.
+    DynamoDb,
 }
 
 /// The storage account Azurite serves (its well-known development account).
@@ -89,13 +91,14 @@ pub fn azurite_connection_string(server: &Server) -> String {
 
 impl Peer {
     /// Every peer, in a fixed order.
-    pub const ALL: [Peer; 6] = [
+    pub const ALL: [Peer; 7] = [
         Peer::Kafka,
         Peer::Pulsar,
         Peer::PubSub,
         Peer::Kinesis,
         Peer::EventHubs,
         Peer::Azurite,
+        Peer::DynamoDb,
     ];
 
     /// Lower-case name used in file names, environment variables and installer arguments.
@@ -107,6 +110,7 @@ impl Peer {
             Peer::Kinesis => "kinesis",
             Peer::EventHubs => "eventhubs",
             Peer::Azurite => "azurite",
+            Peer::DynamoDb => "dynamodb",
         }
     }
 
@@ -119,6 +123,7 @@ impl Peer {
             Peer::Kinesis => "TRIBUTARY_KINESIS_URL",
             Peer::EventHubs => "TRIBUTARY_EVENTHUBS_URL",
             Peer::Azurite => "TRIBUTARY_AZURITE_URL",
+            Peer::DynamoDb => "TRIBUTARY_DYNAMODB_URL",
         }
     }
 
@@ -136,6 +141,7 @@ impl fmt::Display for Peer {
             Peer::Kinesis => "Kinesis",
             Peer::EventHubs => "Event Hubs",
             Peer::Azurite => "Azurite",
+            Peer::DynamoDb => "DynamoDB",
         })
     }
 }
@@ -253,7 +259,8 @@ impl Server {
     }
 
     /// The tributary URL for this server, for example `kafka://127.0.0.1:39461` or
-    /// `pubsub://tributary-test?endpoint=http://127.0.0.1:40123`.
+    /// `pubsub://tributary-test?endpoint=http://127.0.0.1:40123`; for DynamoDB, which is no
+    /// tributary backend, its endpoint (`http://127.0.0.1:40125`).
     pub fn url(&self) -> &str {
         &self.url
     }

@@ -57,6 +57,7 @@ fn installer(peer: Peer) -> &'static str {
         Peer::Kinesis => "ferrokinesis",
         Peer::EventHubs => "eventhubs",
         Peer::Azurite => "azurite",
+        Peer::DynamoDb => "dynalite",
     }
 }
 
@@ -137,6 +138,7 @@ pub(crate) enum Probe {
     Kinesis(String),
     Amqp(String),
     Blob(String),
+    DynamoDb(String),
 }
 
 impl Probe {
@@ -148,6 +150,7 @@ impl Probe {
             Probe::Kinesis(addr) => probe::kinesis(addr),
             Probe::Amqp(addr) => probe::amqp(addr),
             Probe::Blob(addr) => probe::blob(addr),
+            Probe::DynamoDb(addr) => probe::dynamodb(addr),
         }
     }
 }
@@ -436,6 +439,7 @@ fn start_once(launcher: &Launcher, peer: Peer) -> Result<Server, PeerError> {
             Ok(server(peer, url, address, None, process, None, recipe))
         }
         Peer::Azurite => start_azurite(launcher, peer, &log),
+        Peer::DynamoDb => start_dynalite(launcher, peer, &log),
         Peer::EventHubs => {
             let bin = eventhubs_emulator(peer)?;
             let data = launcher.data_dir(peer);
@@ -486,6 +490,57 @@ fn start_once(launcher: &Launcher, peer: Peer) -> Result<Server, PeerError> {
             ))
         }
     }
+}
+
+/// dynalite through the installer's launcher, which binds the port itself and prints it (no
+/// port race); tables live in LevelDB under the data directory, so a restart keeps them.
+fn start_dynalite(
+    launcher: &Launcher,
+    peer: Peer,
+    log: &std::path::Path,
+) -> Result<Server, PeerError> {
+    let bin = installed(launcher, peer, "dynalite/current/bin/dynalite")?;
+    let data = launcher.data_dir(peer);
+    let mut command = Command::new(&bin);
+    command
+        .args(["--host", "127.0.0.1", "--port", "0", "--path"])
+        .arg(&data);
+    let mut process = spawn(peer, command, log, Some(&data))?;
+    let mut address = None;
+    wait_ready(launcher, peer, &mut process, || {
+        if address.is_none() {
+            address = find_line(log, "Dynalite listening at: http://");
+        }
+        match &address {
+            Some(addr) => probe::dynamodb(addr),
+            None => Err("no \"Dynalite listening at\" line yet".into()),
+        }
+    })?;
+    let address = address.expect("probe succeeded");
+    let recipe = Recipe {
+        launcher: launcher.clone(),
+        program: bin,
+        args: vec![
+            "--host".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            address.rsplit(':').next().unwrap_or("0").into(),
+            "--path".into(),
+            data.clone().into(),
+        ],
+        probe: Probe::DynamoDb(address.clone()),
+        scratch: Some(data.clone()),
+    };
+    let url = format!("http://{address}");
+    Ok(server(
+        peer,
+        url,
+        address,
+        None,
+        process,
+        Some(data),
+        recipe,
+    ))
 }
 
 /// Azurite's blob service, which binds the port itself (`--blobPort 0`) and prints it (no port

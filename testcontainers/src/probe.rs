@@ -213,6 +213,25 @@ pub(crate) fn blob(addr: &str) -> Result<(), String> {
     }
 }
 
+/// DynamoDB (dynalite): a signed-looking `ListTables` call must succeed.
+pub(crate) fn dynamodb(addr: &str) -> Result<(), String> {
+    let headers = [
+        ("Content-Type", "application/x-amz-json-1.0"),
+        ("X-Amz-Target", "DynamoDB_20120810.ListTables"),
+        ("X-Amz-Date", "20260101T000000Z"),
+        (
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=probe/20260101/us-east-1/dynamodb/aws4_request, SignedHeaders=host;x-amz-date, Signature=0000",
+        ),
+    ];
+    let (status, body) = http(addr, "POST", "/", &headers, b"{}")?;
+    if status == 200 && body.contains("TableNames") {
+        Ok(())
+    } else {
+        Err(format!("ListTables: {status} {}", body.trim()))
+    }
+}
+
 /// AMQP 1.0 servers (the Event Hubs emulator): the SASL protocol header must be echoed, which
 /// the server does only once its listener hands the connection to the AMQP engine.
 pub(crate) fn amqp(addr: &str) -> Result<(), String> {

@@ -289,6 +289,106 @@ async fn kinesis_round_trip_with_aws_sdk_kinesis() {
     assert_eq!(record.sequence_number(), put.sequence_number());
 }
 
+/// dynalite answers the DynamoDB calls a lease table relies on: a table created, a conditional
+/// put refused with `ConditionalCheckFailedException`, a conditional update applied, and the
+/// table still there after a restart (the fixture keeps its data on disk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_conditional_writes_with_aws_sdk_dynamodb() {
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+        ScalarAttributeType, TableStatus,
+    };
+
+    let server = require_peer!(Peer::DynamoDb);
+    report(&server);
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(server.url())
+        .credentials_provider(Credentials::new("test", "test", None, None, "static"))
+        .build();
+    let client = aws_sdk_dynamodb::Client::from_conf(config);
+    let table = unique_name("smoke-leases");
+    client
+        .create_table()
+        .table_name(&table)
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("leaseKey")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("leaseKey")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create table");
+    let status = client
+        .describe_table()
+        .table_name(&table)
+        .send()
+        .await
+        .expect("describe table")
+        .table
+        .and_then(|t| t.table_status);
+    assert_eq!(status, Some(TableStatus::Active));
+
+    let put = || {
+        client
+            .put_item()
+            .table_name(&table)
+            .item("leaseKey", AttributeValue::S("shardId-000000000000".into()))
+            .item("leaseCounter", AttributeValue::N("1".into()))
+            .condition_expression("attribute_not_exists(leaseKey)")
+            .send()
+    };
+    put().await.expect("first conditional put");
+    let refused = put().await.expect_err("second conditional put must fail");
+    assert!(
+        refused
+            .as_service_error()
+            .is_some_and(|e| e.is_conditional_check_failed_exception()),
+        "{refused:?}"
+    );
+    let updated = client
+        .update_item()
+        .table_name(&table)
+        .key("leaseKey", AttributeValue::S("shardId-000000000000".into()))
+        .update_expression("SET leaseCounter = leaseCounter + :one, leaseOwner = :owner")
+        .condition_expression("leaseCounter = :seen")
+        .expression_attribute_values(":one", AttributeValue::N("1".into()))
+        .expression_attribute_values(":seen", AttributeValue::N("1".into()))
+        .expression_attribute_values(":owner", AttributeValue::S("worker-1".into()))
+        .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+        .send()
+        .await
+        .expect("conditional update");
+    let item = updated.attributes.expect("new item");
+    assert_eq!(item["leaseCounter"], AttributeValue::N("2".into()));
+    assert_eq!(item["leaseOwner"], AttributeValue::S("worker-1".into()));
+
+    server.restart().expect("restart dynalite");
+    let item = client
+        .get_item()
+        .table_name(&table)
+        .key("leaseKey", AttributeValue::S("shardId-000000000000".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get item after restart")
+        .item
+        .expect("the item survived the restart");
+    assert_eq!(item["leaseCounter"], AttributeValue::N("2".into()));
+}
+
 /// The fixture's URL is `eventhubs://<namespace>?endpoint=amqp://HOST:PORT`: the namespace names
 /// audiences, the endpoint is where the socket goes.
 fn eventhubs_endpoint(url: &str) -> (String, String) {
