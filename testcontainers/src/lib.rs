@@ -210,6 +210,27 @@ impl Launcher {
         Ok(server)
     }
 
+    /// Starts a Kinesis emulator of its own with extra command-line options (native mode), for
+    /// tests that need a server set up differently from the shared one, such as ferrokinesis's
+    /// AWS-like shard throughput limits: `start_kinesis_with(&["--enforce-limits"])`.
+    pub fn start_kinesis_with(&self, options: &[&str]) -> Result<Server, PeerError> {
+        if self.mode != Mode::Native {
+            return Err(PeerError::new(
+                Peer::Kinesis,
+                Reason::Unsupported,
+                format!(
+                    "emulator options are for installed servers; {:?} mode cannot pass them",
+                    self.mode
+                ),
+            ));
+        }
+        let started = Instant::now();
+        let options: Vec<String> = options.iter().map(|o| o.to_string()).collect();
+        let mut server = native::start_with(self, Peer::Kinesis, &options)?;
+        server.startup = started.elapsed();
+        Ok(server)
+    }
+
     pub(crate) fn log_path(&self, peer: Peer) -> PathBuf {
         self.work_dir.join(format!(
             "{}-{}-{}.log",

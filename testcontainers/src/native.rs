@@ -13,9 +13,18 @@ use crate::{Launcher, Mode, Peer, PeerError, Reason, Server, probe, wait_ready};
 const ATTEMPTS: usize = 3;
 
 pub(crate) fn start(launcher: &Launcher, peer: Peer) -> Result<Server, PeerError> {
+    start_with(launcher, peer, &[])
+}
+
+/// Starts `peer` with `extra` command-line options after the fixture's own (Kinesis only).
+pub(crate) fn start_with(
+    launcher: &Launcher,
+    peer: Peer,
+    extra: &[String],
+) -> Result<Server, PeerError> {
     let mut last = None;
     for _ in 0..ATTEMPTS {
-        match start_once(launcher, peer) {
+        match start_once(launcher, peer, extra) {
             Ok(server) => return Ok(server),
             Err(error) if error.reason == Reason::StartFailed && lost_port_race(&error) => {
                 last = Some(error)
@@ -344,7 +353,7 @@ fn kafka_once(launcher: &Launcher, extras: &KafkaExtras) -> Result<(Server, Vec<
     Ok((server, extra_ports))
 }
 
-fn start_once(launcher: &Launcher, peer: Peer) -> Result<Server, PeerError> {
+fn start_once(launcher: &Launcher, peer: Peer, extra: &[String]) -> Result<Server, PeerError> {
     let log = launcher.log_path(peer);
     match peer {
         Peer::Kafka => kafka_once(launcher, &KafkaExtras::default()).map(|(server, _)| server),
@@ -430,7 +439,8 @@ fn start_once(launcher: &Launcher, peer: Peer) -> Result<Server, PeerError> {
                     "--update-stream-ms",
                     "0",
                 ])
-                .args(["--region", "us-east-1", "--log-level", "warn"]);
+                .args(["--region", "us-east-1", "--log-level", "warn"])
+                .args(extra);
             let address = format!("127.0.0.1:{port}");
             let recipe = recipe(launcher, &command, Probe::Kinesis(address.clone()), None);
             let mut process = spawn(peer, command, &log, None)?;
