@@ -440,6 +440,9 @@ fn start_once(launcher: &Launcher, peer: Peer, extra: &[String]) -> Result<Serve
                     "0",
                 ])
                 .args(["--region", "us-east-1", "--log-level", "warn"])
+                // A test binary creates a stream per case on one server; the default of 10
+                // shards per account is far below what AWS allows.
+                .args(["--shard-limit", "100000"])
                 .args(extra);
             let address = format!("127.0.0.1:{port}");
             let recipe = recipe(launcher, &command, Probe::Kinesis(address.clone()), None);
