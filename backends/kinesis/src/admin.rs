@@ -24,6 +24,17 @@ pub(crate) struct Shard {
     pub ending_hash_key: String,
 }
 
+impl Shard {
+    /// The shards this one was split or merged from.
+    pub(crate) fn parents(&self) -> Vec<PartitionId> {
+        self.parent
+            .iter()
+            .chain(self.adjacent_parent.iter())
+            .map(PartitionId::new)
+            .collect()
+    }
+}
+
 /// Kinesis administration for one client, with the URL's call timeout.
 #[derive(Debug, Clone)]
 pub(crate) struct Admin {

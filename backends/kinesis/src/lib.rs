@@ -75,16 +75,21 @@ mod config;
 pub mod dynamodb;
 pub mod envelope;
 mod error;
+mod fanout;
 pub mod kpl;
 mod producer;
+mod source;
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_config::meta::credentials::CredentialsProviderChain;
 use aws_sdk_kinesis::config::{Credentials, Region};
+use tributary::backend::group::{GroupConfig, GroupEngine};
+use tributary::backend::{CheckpointStore, FileCheckpointStore, MemoryCheckpointStore};
 use tributary::{
     AckModel, Backend, Capabilities, Consumer, ConsumerOptions, Error, Lifecycle, Ordering,
     Producer, ReceiptSupport, Result, StartSupport, StreamInfo, StreamSpec,
@@ -93,9 +98,45 @@ use tributary::{
 pub use config::{CheckpointsAt, KinesisConfig};
 
 use crate::admin::{Admin, not_found_named};
-use crate::config::check_stream_name;
+use crate::config::{check_consumer_name, check_stream_name};
+use crate::dynamodb::{DynamoDbCheckpointStore, DynamoDbSettings};
+use crate::fanout::Subscriptions;
 use crate::producer::{KinesisProducer, ProducerSettings};
+use crate::source::{KinesisSource, ReadSettings};
 use tributary::backend::CloseGate;
+
+/// What a backend with `config` guarantees.
+fn capabilities_of(config: &KinesisConfig) -> Capabilities {
+    let mut caps = Capabilities::minimal();
+    caps.native_headers = false;
+    caps.timestamps = true;
+    caps.ordering = Ordering::PerKey;
+    caps.ack = AckModel::Cumulative;
+    caps.nack = true;
+    caps.delivery_attempts = true;
+    caps.start = StartSupport {
+        earliest: true,
+        latest: true,
+        // Emulators keep arrival times to the second (kinesalite, ferrokinesis), so a start
+        // at a time is exact only against the service.
+        timestamp: !config.emulated(),
+        position: true,
+    };
+    caps.receipts = ReceiptSupport {
+        partition: true,
+        position: true,
+    };
+    caps.max_event_bytes = Some(ProducerSettings::from_config(config).max_event_bytes());
+    caps.lifecycle = Lifecycle {
+        auto_create: config.auto_create,
+        networked: true,
+        competing_consumers: true,
+    };
+    // Exact while the consumer keeps up (a shard reports MillisBehindLatest = 0); the
+    // events of a shard still being caught up on are not counted.
+    caps.lag = true;
+    caps
+}
 
 /// Registers the `kinesis://` scheme with [`tributary::connect`].
 pub fn register() {
@@ -116,6 +157,10 @@ pub struct KinesisBackend {
     dynamodb: aws_sdk_dynamodb::Client,
     admin: Admin,
     gate: CloseGate,
+    /// The consumer groups of this backend, over the configured checkpoint store.
+    groups: tokio::sync::OnceCell<GroupEngine>,
+    /// Enhanced fan-out consumers, by name.
+    subscriptions: parking_lot::Mutex<HashMap<String, Arc<Subscriptions>>>,
 }
 
 impl std::fmt::Debug for KinesisBackend {
@@ -179,6 +224,8 @@ impl KinesisBackend {
             kinesis,
             dynamodb,
             admin,
+            groups: tokio::sync::OnceCell::new(),
+            subscriptions: parking_lot::Mutex::new(HashMap::new()),
         };
         backend.admin.list().await.map_err(|e| {
             let at = backend
@@ -209,6 +256,46 @@ impl KinesisBackend {
     /// The configuration this backend was opened with.
     pub fn config(&self) -> &KinesisConfig {
         &self.config
+    }
+
+    /// The group engine, over the store the URL names (created on first use).
+    async fn groups(&self) -> Result<&GroupEngine> {
+        self.groups
+            .get_or_try_init(|| async {
+                let store: Arc<dyn CheckpointStore> = match &self.config.checkpoints {
+                    CheckpointsAt::DynamoDb => DynamoDbCheckpointStore::new(
+                        self.dynamodb.clone(),
+                        DynamoDbSettings {
+                            table: self.config.lease_table.clone(),
+                            create_table: self.config.create_lease_table,
+                            lease_ttl: self.config.lease_ttl,
+                            timeout: self.config.timeout,
+                        },
+                    ),
+                    CheckpointsAt::Memory => Arc::new(MemoryCheckpointStore::new()),
+                    CheckpointsAt::Files(dir) => Arc::new(FileCheckpointStore::open(dir)?),
+                };
+                let config = GroupConfig::new(self.config.lease_ttl)
+                    .commit_interval(self.config.commit_interval);
+                Ok(GroupEngine::new(store, config))
+            })
+            .await
+    }
+
+    fn subscriptions(&self, name: &str) -> Arc<Subscriptions> {
+        self.subscriptions
+            .lock()
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Subscriptions::new(
+                    self.kinesis.clone(),
+                    name,
+                    self.config.timeout,
+                    self.config.fanout_resubscribe,
+                    self.config.poll_interval,
+                )
+            })
+            .clone()
     }
 
     fn check_open(&self) -> Result<()> {
@@ -245,33 +332,7 @@ impl Backend for KinesisBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        let mut caps = Capabilities::minimal();
-        caps.native_headers = false;
-        caps.timestamps = true;
-        caps.ordering = Ordering::PerKey;
-        caps.ack = AckModel::Cumulative;
-        caps.nack = true;
-        caps.delivery_attempts = true;
-        caps.start = StartSupport {
-            earliest: true,
-            latest: true,
-            timestamp: true,
-            position: true,
-        };
-        caps.receipts = ReceiptSupport {
-            partition: true,
-            position: true,
-        };
-        caps.max_event_bytes = Some(ProducerSettings::from_config(&self.config).max_event_bytes());
-        caps.lifecycle = Lifecycle {
-            auto_create: self.config.auto_create,
-            networked: true,
-            competing_consumers: true,
-        };
-        // Exact while the consumer keeps up (a shard reports MillisBehindLatest = 0); the
-        // events of a shard still being caught up on are not counted.
-        caps.lag = true;
-        caps
+        capabilities_of(&self.config)
     }
 
     async fn producer(&self, stream: &str) -> Result<Box<dyn Producer>> {
@@ -288,10 +349,30 @@ impl Backend for KinesisBackend {
         self.check_open()?;
         options.validate()?;
         self.ensure_stream(stream).await?;
-        Err(
-            Error::unsupported("consumer groups arrive with the core group engine")
-                .with_backend("kinesis"),
-        )
+        let fanout = if self.config.fanout {
+            let name = self
+                .config
+                .fanout_consumer
+                .clone()
+                .unwrap_or_else(|| options.group.clone());
+            check_consumer_name(&name)?;
+            Some(self.subscriptions(&name))
+        } else {
+            None
+        };
+        let source = Arc::new(KinesisSource::new(
+            stream,
+            self.kinesis.clone(),
+            self.admin.clone(),
+            ReadSettings {
+                poll_interval: self.config.poll_interval,
+                records_per_call: self.config.records_per_call,
+                call_timeout: self.config.timeout,
+            },
+            fanout,
+        ));
+        let consumer = self.groups().await?.join(stream, source, options).await?;
+        Ok(Box::new(consumer))
     }
 
     async fn create_stream(&self, stream: &str, spec: StreamSpec) -> Result<()> {
@@ -324,10 +405,35 @@ impl Backend for KinesisBackend {
         if !self.gate.close().await {
             return Ok(());
         }
-        Ok(())
+        // Consumers commit what was acked and give their shards up at once.
+        match self.groups.get() {
+            Some(groups) => groups.close().await,
+            None => Ok(()),
+        }
     }
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_time_starts_are_declared_against_the_service_only() {
+        let aws =
+            KinesisConfig::from_url(&tributary::parse_url("kinesis://eu-west-1").unwrap()).unwrap();
+        assert!(capabilities_of(&aws).start.timestamp);
+        let emulator = KinesisConfig::from_url(
+            &tributary::parse_url(
+                "kinesis://us-east-1?endpoint=http://127.0.0.1:4567&checkpoints=memory",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(!capabilities_of(&emulator).start.timestamp);
+        assert_eq!(capabilities_of(&aws).max_event_bytes, Some((1 << 20) - 27));
     }
 }

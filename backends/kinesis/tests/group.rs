@@ -1,0 +1,234 @@
+//! The consumer group across processes: three consumer processes share a four-shard stream
+//! through the DynamoDB lease table; one is SIGKILLed mid-stream; the others take its shards
+//! once its leases expire. Nothing is lost, and what comes twice is at most what the killed
+//! process had received and not yet checkpointed.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tributary::{ConsumerOptions, Event, StartPosition, StreamSpec};
+use tributary_testcontainers::{Peer, require_peer, unique_name};
+
+const CHILD: &str = "TRIBUTARY_KINESIS_GROUP_CHILD";
+const EVENTS: usize = 6_000;
+const KEYS: usize = 40;
+
+/// One consumer process: receives, writes `partition position payload` per delivery to its
+/// file (flushed before the ack), acks. Run by the parent test; a no-op otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "helper: a consumer process of three_consumer_processes_share_a_stream"]
+async fn consumer_process() {
+    let Ok(spec) = std::env::var(CHILD) else {
+        return;
+    };
+    let mut parts = spec.splitn(4, '|');
+    let (url, stream, group, out) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    tributary_kinesis::register();
+    let backend = tributary::connect(url).await.expect("connect");
+    let consumer = backend
+        .consumer(
+            stream,
+            ConsumerOptions::new(group).start(StartPosition::Earliest),
+        )
+        .await
+        .expect("consumer");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out)
+        .expect("output file");
+    println!("READY");
+    std::io::stdout().flush().unwrap();
+    loop {
+        let batch = consumer
+            .receive_batch(500, Duration::from_millis(20))
+            .await
+            .expect("receive");
+        let mut lines = String::new();
+        for d in &batch {
+            lines.push_str(&format!(
+                "{} {} {}\n",
+                d.partition.as_ref().unwrap(),
+                d.position.as_ref().unwrap(),
+                String::from_utf8_lossy(&d.event.payload)
+            ));
+        }
+        file.write_all(lines.as_bytes()).unwrap();
+        file.flush().unwrap();
+        for d in batch {
+            d.ack();
+        }
+    }
+}
+
+fn spawn_consumer(url: &str, stream: &str, group: &str, out: &Path) -> Child {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "consumer_process", "--ignored", "--nocapture"])
+        .env(CHILD, format!("{url}|{stream}|{group}|{}", out.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn a consumer process");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.trim() == "READY" => break,
+            Some(Ok(_)) => continue,
+            other => panic!("consumer process did not start: {other:?}"),
+        }
+    }
+    // Keep draining its stdout so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+/// Deliveries in a consumer's file: (partition, position, payload).
+fn deliveries(path: &Path) -> Vec<(String, String, String)> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ' ');
+            Some((
+                parts.next()?.to_owned(),
+                parts.next()?.to_owned(),
+                parts.next()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+fn payload(i: usize) -> String {
+    format!("k{:02}:{:06}", i % KEYS, i)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_consumer_processes_share_a_stream_and_survive_a_sigkill() {
+    let kinesis = require_peer!(Peer::Kinesis);
+    let dynamodb = require_peer!(Peer::DynamoDb);
+    let url = format!(
+        "{}&dynamodb_endpoint={}&lease_ttl=3s&commit_interval=200ms",
+        kinesis.url(),
+        dynamodb.url()
+    );
+    tributary_kinesis::register();
+    let backend = tributary::connect(&url).await.unwrap();
+    let stream = unique_name("group");
+    let group = unique_name("g");
+    backend
+        .create_stream(&stream, StreamSpec::with_partitions(4))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<PathBuf> = (0..3)
+        .map(|i| dir.path().join(format!("c{i}.txt")))
+        .collect();
+    let mut children: Vec<Child> = files
+        .iter()
+        .map(|f| spawn_consumer(&url, &stream, &group, f))
+        .collect();
+
+    let producer = backend.producer(&stream).await.unwrap();
+    let events: Vec<Event> = (0..EVENTS)
+        .map(|i| Event::new(payload(i)).with_key(format!("key-{:02}", i % KEYS)))
+        .collect();
+    let (first, second) = events.split_at(EVENTS / 2);
+    for chunk in first.chunks(500) {
+        producer.send_batch(chunk.to_vec()).await.unwrap();
+    }
+    // Wait until every process has received something: all three hold shards.
+    let deadline = Instant::now() + common::WAIT;
+    while files.iter().any(|f| deliveries(f).is_empty()) {
+        assert!(
+            Instant::now() < deadline,
+            "not every consumer process received events"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let victim = children.remove(2);
+    // SAFETY: kill(2) on our own child process.
+    unsafe { libc::kill(victim.id() as libc::pid_t, libc::SIGKILL) };
+    let mut victim = victim;
+    victim.wait().unwrap();
+    let killed_received = deliveries(&files[2]);
+    for chunk in second.chunks(500) {
+        producer.send_batch(chunk.to_vec()).await.unwrap();
+    }
+
+    // Everything arrives at the survivors or arrived at the victim before it died.
+    let want: HashSet<String> = (0..EVENTS).map(payload).collect();
+    let deadline = Instant::now() + common::WAIT;
+    let all = loop {
+        let all: Vec<(usize, (String, String, String))> = files
+            .iter()
+            .enumerate()
+            .flat_map(|(i, f)| deliveries(f).into_iter().map(move |d| (i, d)))
+            .collect();
+        let got: HashSet<&String> = all.iter().map(|(_, (_, _, p))| p).collect();
+        if want.iter().all(|p| got.contains(p)) {
+            break all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {EVENTS} events delivered before the deadline",
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for (_, (_, _, p)) in &all {
+        *count.entry(p).or_default() += 1;
+    }
+    let duplicates: usize = count.values().map(|n| n - 1).sum();
+    let killed: HashSet<&str> = killed_received.iter().map(|(_, _, p)| p.as_str()).collect();
+    // The survivors took the victim's shards over: they delivered events of shards it held.
+    let victim_shards: HashSet<&str> = killed_received.iter().map(|(s, _, _)| s.as_str()).collect();
+    let taken_over = all
+        .iter()
+        .filter(|(i, (s, _, _))| *i != 2 && victim_shards.contains(s.as_str()))
+        .count();
+    assert!(
+        taken_over > 0,
+        "no survivor delivered from the killed process's shards {victim_shards:?}"
+    );
+    for (p, n) in &count {
+        assert!(
+            *n == 1 || (*n == 2 && killed.contains(p)),
+            "{p} delivered {n} times (the killed process had it: {})",
+            killed.contains(p)
+        );
+    }
+    // Per key, each process saw its events in order.
+    for (i, file) in files.iter().enumerate() {
+        let mut last: BTreeMap<String, usize> = BTreeMap::new();
+        for (_, _, p) in deliveries(file) {
+            let (key, index) = p.split_once(':').unwrap();
+            let index: usize = index.parse().unwrap();
+            if let Some(prev) = last.insert(key.to_owned(), index) {
+                assert!(prev < index, "process {i}, key {key}: {prev} then {index}");
+            }
+        }
+    }
+    println!(
+        "{EVENTS} events over 4 shards, 3 processes, one SIGKILLed after {} deliveries on {} shards: all delivered, {taken_over} of them later from its shards by the survivors, {duplicates} duplicates (all among the killed process's deliveries)",
+        killed_received.len(),
+        victim_shards.len()
+    );
+}
