@@ -1,0 +1,219 @@
+//! tributary's Kinesis producer and consumer beside raw `aws-sdk-kinesis` calls doing the same
+//! work, against the same ferrokinesis in the same run (started by the fixture).
+//!
+//! `cargo bench -p tributary-kinesis --bench kinesis [-- EVENTS]` prints a table; nothing is
+//! asserted. Same work means: the same events (100-byte payload, a key out of 10,000), a
+//! four-shard stream, `PutRecords` calls of 500 records with four in flight; readers of each
+//! shard making at most one `GetRecords` call (up to 10,000 records) per 200 ms, the service's
+//! per-shard limit. The raw consumer copies each record's data out; tributary's consumer
+//! delivers, acks and checkpoints (in memory) as an application would.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
+use futures::StreamExt;
+use tributary::{Backend, ConsumerOptions, Event, StartPosition, StreamSpec};
+use tributary_testcontainers::{Peer, require, unique_name};
+
+const BATCH: usize = 500;
+const IN_FLIGHT: usize = 4;
+const PAYLOAD: usize = 100;
+const SHARDS: u32 = 4;
+const CALL_GAP: Duration = Duration::from_millis(200);
+
+fn key(i: usize) -> String {
+    format!("key-{:05}", i % 10_000)
+}
+
+fn raw_client(endpoint: &str) -> aws_sdk_kinesis::Client {
+    aws_sdk_kinesis::Client::from_conf(
+        aws_sdk_kinesis::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(Credentials::new("test", "test", None, None, "static"))
+            .build(),
+    )
+}
+
+async fn raw_produce(client: &aws_sdk_kinesis::Client, stream: &str, n: usize) -> f64 {
+    let entries: Vec<PutRecordsRequestEntry> = (0..n)
+        .map(|i| {
+            PutRecordsRequestEntry::builder()
+                .partition_key(key(i))
+                .data(Blob::new(vec![b'x'; PAYLOAD]))
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let started = Instant::now();
+    futures::stream::iter(entries.chunks(BATCH))
+        .map(|chunk| async move {
+            let mut pending = chunk.to_vec();
+            // Partial failures are retried, as any correct raw producer must.
+            while !pending.is_empty() {
+                let out = client
+                    .put_records()
+                    .stream_name(stream)
+                    .set_records(Some(pending.clone()))
+                    .send()
+                    .await
+                    .unwrap();
+                pending = pending
+                    .into_iter()
+                    .zip(out.records())
+                    .filter(|(_, r)| r.error_code().is_some())
+                    .map(|(e, _)| e)
+                    .collect();
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await;
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn tributary_produce(backend: &dyn Backend, stream: &str, n: usize) -> f64 {
+    let producer = backend.producer(stream).await.unwrap();
+    let events: Vec<Event> = (0..n)
+        .map(|i| Event::new(vec![b'x'; PAYLOAD]).with_key(key(i)))
+        .collect();
+    let started = Instant::now();
+    futures::stream::iter(events.chunks(BATCH))
+        .map(|chunk| producer.send_batch(chunk.to_vec()))
+        .buffer_unordered(IN_FLIGHT)
+        .for_each(|r| async move {
+            r.unwrap();
+        })
+        .await;
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    producer.close().await.unwrap();
+    rate
+}
+
+async fn raw_consume(client: &aws_sdk_kinesis::Client, stream: &str, n: usize) -> f64 {
+    let shards = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let total = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let readers = shards.shards().iter().map(|shard| {
+        let (client, total) = (client.clone(), total.clone());
+        let (stream, shard) = (stream.to_owned(), shard.shard_id().to_owned());
+        tokio::spawn(async move {
+            let mut it = client
+                .get_shard_iterator()
+                .stream_name(&stream)
+                .shard_id(&shard)
+                .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                .send()
+                .await
+                .unwrap()
+                .shard_iterator
+                .unwrap();
+            let mut bytes = 0usize;
+            while total.load(std::sync::atomic::Ordering::Relaxed) < n {
+                let next_call = tokio::time::Instant::now() + CALL_GAP;
+                let out = client
+                    .get_records()
+                    .shard_iterator(&it)
+                    .limit(10_000)
+                    .send()
+                    .await
+                    .unwrap();
+                for record in out.records() {
+                    bytes += record.data().as_ref().to_vec().len();
+                }
+                total.fetch_add(out.records().len(), std::sync::atomic::Ordering::Relaxed);
+                it = out.next_shard_iterator().unwrap().to_owned();
+                tokio::time::sleep_until(next_call).await;
+            }
+            bytes
+        })
+    });
+    futures::future::join_all(readers).await;
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn tributary_consume(backend: &dyn Backend, stream: &str, n: usize) -> f64 {
+    let started = Instant::now();
+    let consumer = backend
+        .consumer(
+            stream,
+            ConsumerOptions::new(unique_name("bench")).start(StartPosition::Earliest),
+        )
+        .await
+        .unwrap();
+    let mut got = 0;
+    while got < n {
+        let batch = consumer
+            .receive_batch(1000, Duration::from_millis(5))
+            .await
+            .unwrap();
+        got += batch.len();
+        for d in batch {
+            d.ack();
+        }
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    consumer.close().await.unwrap();
+    rate
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(100_000);
+    let Some(server) = require(Peer::Kinesis) else {
+        return;
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            tributary_kinesis::register();
+            let url = format!("{}&checkpoints=memory", server.url());
+            let backend = tributary::connect(&url).await.unwrap();
+            let endpoint = url
+                .split('?')
+                .nth(1)
+                .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("endpoint=")))
+                .unwrap()
+                .to_owned();
+            let raw = raw_client(&endpoint);
+            let (raw_stream, our_stream) =
+                (unique_name("bench-raw"), unique_name("bench-tributary"));
+            for stream in [&raw_stream, &our_stream] {
+                backend
+                    .create_stream(stream, StreamSpec::with_partitions(SHARDS))
+                    .await
+                    .unwrap();
+            }
+            // Alternate, so neither side always meets a warmer emulator.
+            let raw_produce_rate = raw_produce(&raw, &raw_stream, n).await;
+            let our_produce_rate = tributary_produce(backend.as_ref(), &our_stream, n).await;
+            let raw_consume_rate = raw_consume(&raw, &raw_stream, n).await;
+            let our_consume_rate = tributary_consume(backend.as_ref(), &our_stream, n).await;
+            println!("\nKinesis (ferrokinesis), {n} events of {PAYLOAD} B, {SHARDS} shards");
+            println!(
+                "{:<10} {:>14} {:>14} {:>8}",
+                "", "raw events/s", "tributary", "ratio"
+            );
+            for (what, raw, ours) in [
+                ("produce", raw_produce_rate, our_produce_rate),
+                ("consume", raw_consume_rate, our_consume_rate),
+            ] {
+                println!("{what:<10} {raw:>14.0} {ours:>14.0} {:>7.2}x", ours / raw);
+            }
+            backend.close().await.unwrap();
+        });
+}
