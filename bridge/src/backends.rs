@@ -19,6 +19,9 @@ pub fn compiled_schemes() -> Vec<&'static str> {
     if cfg!(feature = "eventhubs") {
         schemes.push("eventhubs");
     }
+    if cfg!(feature = "kinesis") {
+        schemes.push("kinesis");
+    }
     schemes
 }
 
@@ -32,6 +35,8 @@ pub fn register() {
     tributary_pulsar::register();
     #[cfg(feature = "eventhubs")]
     tributary_eventhubs::register();
+    #[cfg(feature = "kinesis")]
+    tributary_kinesis::register();
 }
 
 /// Checks `url` as connecting to it would, without connecting: the scheme is compiled in, and
@@ -52,6 +57,8 @@ fn check(url: &Url) -> Result<()> {
         "pulsar" | "pulsar+ssl" => tributary_pulsar::PulsarConfig::from_url(url).map(drop),
         #[cfg(feature = "eventhubs")]
         "eventhubs" => tributary_eventhubs::EventHubsConfig::from_url(url).map(drop),
+        #[cfg(feature = "kinesis")]
+        "kinesis" => tributary_kinesis::KinesisConfig::from_url(url).map(drop),
         scheme => Err(match KNOWN_SCHEMES.iter().find(|(s, _)| *s == scheme) {
             Some((_, krate)) => Error::config(format!(
                 "`{scheme}://` needs the {krate} backend, which is not compiled into this program (build it with the `{scheme}` feature of tributary-bridge)"

@@ -1,7 +1,9 @@
 //! End to end between backend pairs: local → local (file to memory), and Pub/Sub (the pstest
 //! emulator) on one side or both: local → Pub/Sub, Pub/Sub → local, Kafka → Pub/Sub,
-//! Pub/Sub → Kafka and Pub/Sub → Pub/Sub, Kafka → local, local → Pulsar → local and Kafka →
-//! Pulsar → Kafka (local → Kafka and Kafka → Kafka are in `e2e_kafka.rs`). Each compares
+//! Pub/Sub → Kafka and Pub/Sub → Pub/Sub, Kafka → local, local → Pulsar → local, Kafka →
+//! Pulsar → Kafka, Event Hubs both ways with local and with Pub/Sub, and Kinesis
+//! (ferrokinesis, its group leases in dynalite) both ways with local and with Kafka (local →
+//! Kafka and Kafka → Kafka are in `e2e_kafka.rs`). Each compares
 //! the full sequence of events on both sides: payload, key, headers, timestamp, per-key order
 //! and lineage headers.
 //!
@@ -49,6 +51,18 @@ async fn eventhubs(server_url: &str) -> Arc<dyn Backend> {
     ))
     .await
     .unwrap()
+}
+
+async fn kinesis() -> Option<Arc<dyn Backend>> {
+    let kinesis = tributary_testcontainers::require(Peer::Kinesis)?;
+    let dynamodb = tributary_testcontainers::require(Peer::DynamoDb)?;
+    tributary_kinesis::register();
+    let url = format!(
+        "{}&dynamodb_endpoint={}&lease_ttl=3s",
+        kinesis.url(),
+        dynamodb.url()
+    );
+    Some(tributary::connect(&url).await.unwrap())
 }
 
 /// Creates the stream where the backend needs it.
@@ -253,4 +267,28 @@ async fn eventhubs_to_pubsub_and_back() {
     let ps = pubsub(server.url()).await;
     bridge_pair(eh.clone(), ps.clone(), "eventhubs-to-pubsub").await;
     bridge_pair(ps, eh, "pubsub-to-eventhubs").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_to_kinesis_and_back() {
+    let Some(kinesis) = kinesis().await else {
+        return;
+    };
+    let local = tributary::connect("memory://e2e-kinesis?partitions=4")
+        .await
+        .unwrap();
+    bridge_pair(local.clone(), kinesis.clone(), "local-to-kinesis").await;
+    bridge_pair(kinesis, local, "kinesis-to-local").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_to_kinesis_and_back() {
+    let kafka_server = require_peer!(Peer::Kafka);
+    let Some(kinesis) = kinesis().await else {
+        return;
+    };
+    tributary_kafka::register();
+    let kafka = tributary::connect(kafka_server.url()).await.unwrap();
+    bridge_pair(kafka.clone(), kinesis.clone(), "kafka-to-kinesis").await;
+    bridge_pair(kinesis, kafka, "kinesis-to-kafka").await;
 }
