@@ -10,7 +10,7 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use bytes::Bytes;
 use common::{connect, raw_client, read_all};
-use tributary::{ErrorKind, Event, StreamSpec, Timestamp};
+use tributary::{ConsumerOptions, ErrorKind, Event, StartPosition, StreamSpec, Timestamp};
 use tributary_testcontainers::{Launcher, Peer, require_peer, unique_name};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,4 +285,38 @@ async fn per_key_order_holds_under_throttling() {
         }
     }
     assert_eq!(seen.len(), EVENTS, "every event stored");
+
+    // And they arrive so through a consumer group.
+    let consumer = backend
+        .consumer(
+            &stream,
+            ConsumerOptions::new(unique_name("g")).start(StartPosition::Earliest),
+        )
+        .await
+        .unwrap();
+    let mut delivered = std::collections::HashSet::new();
+    let mut last: HashMap<String, usize> = HashMap::new();
+    let deadline = Instant::now() + common::WAIT;
+    while delivered.len() < EVENTS {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {EVENTS} delivered",
+            delivered.len()
+        );
+        for d in consumer
+            .receive_batch(1000, std::time::Duration::from_millis(20))
+            .await
+            .unwrap()
+        {
+            let text = String::from_utf8(d.event.payload.to_vec()).unwrap();
+            if let Some((key, index)) = text.split_once(':') {
+                let index: usize = index.parse().unwrap();
+                assert!(delivered.insert(index), "event {index} delivered twice");
+                if let Some(previous) = last.insert(key.to_owned(), index) {
+                    assert!(previous < index, "key {key}: {previous} delivered after {index}");
+                }
+            }
+            d.ack();
+        }
+    }
 }
