@@ -40,19 +40,21 @@ fn raw_client(endpoint: &str) -> aws_sdk_kinesis::Client {
 }
 
 async fn raw_produce(client: &aws_sdk_kinesis::Client, stream: &str, n: usize) -> f64 {
-    let entries: Vec<PutRecordsRequestEntry> = (0..n)
-        .map(|i| {
-            PutRecordsRequestEntry::builder()
-                .partition_key(key(i))
-                .data(Blob::new(vec![b'x'; PAYLOAD]))
-                .build()
-                .unwrap()
-        })
-        .collect();
+    let events = events(n);
     let started = Instant::now();
-    futures::stream::iter(entries.chunks(BATCH))
+    futures::stream::iter(events.chunks(BATCH))
         .map(|chunk| async move {
-            let mut pending = chunk.to_vec();
+            // What a raw client does with its events: one request entry each.
+            let mut pending: Vec<PutRecordsRequestEntry> = chunk
+                .iter()
+                .map(|e| {
+                    PutRecordsRequestEntry::builder()
+                        .partition_key(String::from_utf8_lossy(e.key.as_deref().unwrap()))
+                        .data(Blob::new(e.payload.to_vec()))
+                        .build()
+                        .unwrap()
+                })
+                .collect();
             // Partial failures are retried, as any correct raw producer must.
             while !pending.is_empty() {
                 let out = client
@@ -76,11 +78,15 @@ async fn raw_produce(client: &aws_sdk_kinesis::Client, stream: &str, n: usize) -
     n as f64 / started.elapsed().as_secs_f64()
 }
 
+fn events(n: usize) -> Vec<Event> {
+    (0..n)
+        .map(|i| Event::new(vec![b'x'; PAYLOAD]).with_key(key(i)))
+        .collect()
+}
+
 async fn tributary_produce(backend: &dyn Backend, stream: &str, n: usize) -> f64 {
     let producer = backend.producer(stream).await.unwrap();
-    let events: Vec<Event> = (0..n)
-        .map(|i| Event::new(vec![b'x'; PAYLOAD]).with_key(key(i)))
-        .collect();
+    let events = events(n);
     let started = Instant::now();
     futures::stream::iter(events.chunks(BATCH))
         .map(|chunk| producer.send_batch(chunk.to_vec()))

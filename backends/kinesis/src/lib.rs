@@ -39,9 +39,18 @@
 //!   after its parents were read to their end and that end was checkpointed. `checkpoints=file:`
 //!   or `memory` keep them locally instead.
 //! - Reads poll `GetRecords` within the per-shard limits (a call per `poll_interval`, at least
-//!   200 ms apart; backing off when throttled; expired iterators renewed), or, with
-//!   `fanout=true`, use enhanced fan-out (`SubscribeToShard`, resubscribed as each
-//!   subscription ends).
+//!   200 ms apart; backing off when throttled; expired iterators renewed after the last record
+//!   read), or, with `fanout=true`, use enhanced fan-out (a registered consumer per group,
+//!   `SubscribeToShard` renewed before its five minutes).
+//! - Start positions: `Earliest` is the trim horizon; `Latest` is pinned, when the group first
+//!   takes a shard, to the shard's last record (found by reading from a few seconds back), so a
+//!   later owner never skips what arrived in between; `Timestamp` reads from the first record
+//!   that arrived at or after the time; `Position` from that sequence number (`S` or `S:i`), in
+//!   its shard, and from the same moment in the others.
+//! - `Consumer::lag` counts the events read and not yet acked; it is exact while the consumer
+//!   keeps up (Kinesis reports how far behind a reader is in time, not in events).
+//! - Against a local emulator (an `http://` endpoint) exact time starts are not declared:
+//!   kinesalite and ferrokinesis keep arrival times to the second.
 //!
 //! # URL options
 //! | option | default | meaning |
@@ -67,6 +76,7 @@
 //! | `records_per_call` | `10000` | `GetRecords` limit |
 //! | `fanout` | `false` | read through enhanced fan-out |
 //! | `fanout_consumer` | the group | name of the registered stream consumer |
+//! | `fanout_resubscribe` | `4m30s` | how long a subscription is kept before it is renewed (6s to 5m) |
 #![warn(missing_docs)]
 
 mod admin;

@@ -18,6 +18,7 @@
 //! senders instead of growing memory.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -79,7 +80,7 @@ impl ProducerSettings {
 
 /// One record as the driver queues it.
 struct Prepared {
-    partition_key: String,
+    partition_key: Arc<str>,
     data: Bytes,
 }
 
@@ -130,7 +131,7 @@ impl KinesisProducer {
             .with_backend("kinesis"));
         }
         Ok(Prepared {
-            partition_key: encoded.partition_key,
+            partition_key: Arc::from(encoded.partition_key),
             data: encoded.data,
         })
     }
@@ -221,7 +222,7 @@ fn random_seed() -> u64 {
 struct Entry {
     submit: u64,
     index: usize,
-    partition_key: String,
+    partition_key: Arc<str>,
     data: Bytes,
     arrived: Instant,
     attempts: u32,
@@ -238,7 +239,7 @@ struct SubmitState {
 /// What one `PutRecords` entry carries: one record, or several of one partition key
 /// aggregated.
 struct Unit {
-    partition_key: String,
+    partition_key: Arc<str>,
     data: Bytes,
     /// The queue entries it holds, in sub-sequence order.
     entries: Vec<(u64, Entry)>,
@@ -269,7 +270,9 @@ struct Driver {
     pending: BTreeMap<u64, Entry>,
     submits: BTreeMap<u64, SubmitState>,
     /// Partition keys with a record in flight.
-    busy: HashSet<String>,
+    busy: HashSet<Arc<str>>,
+    /// Shard ids as partition ids, made once each.
+    partitions: HashMap<String, PartitionId>,
     /// Flushes waiting for every submit before the given one to settle.
     flushes: Vec<(u64, oneshot::Sender<()>)>,
     /// The earliest end of a retry's backoff, when some record is backing off.
@@ -295,6 +298,7 @@ impl Driver {
             pending: BTreeMap::new(),
             submits: BTreeMap::new(),
             busy: HashSet::new(),
+            partitions: HashMap::new(),
             flushes: Vec::new(),
             next_retry: None,
             next_entry: 0,
@@ -394,7 +398,7 @@ impl Driver {
         let mut open_plan: HashMap<&str, usize> = HashMap::new();
         let mut bytes = 0;
         for (&seq, entry) in &self.pending {
-            let key = entry.partition_key.as_str();
+            let key: &str = &entry.partition_key;
             if blocked.contains(key) || self.busy.contains(key) {
                 blocked.insert(key);
                 continue;
@@ -404,8 +408,8 @@ impl Driver {
                 blocked.insert(key);
                 continue;
             }
-            let user = UserRecord {
-                partition_key: entry.partition_key.clone(),
+            let user = || UserRecord {
+                partition_key: key.to_owned(),
                 explicit_hash_key: None,
                 data: entry.data.clone(),
             };
@@ -416,12 +420,13 @@ impl Driver {
                     let mut first = Aggregator::new();
                     let head = &self.pending[&plan.seqs[0]];
                     first.add(&UserRecord {
-                        partition_key: head.partition_key.clone(),
+                        partition_key: head.partition_key.to_string(),
                         explicit_hash_key: None,
                         data: head.data.clone(),
                     });
                     first
                 });
+                let user = user();
                 let size = aggregator.size_with(&user) + key.len();
                 if plan.closed
                     || size > self.settings.aggregate_max_bytes
@@ -449,7 +454,7 @@ impl Driver {
                 closed: false,
             });
             if self.settings.aggregate
-                && Aggregator::new().size_with(&user) + key.len()
+                && Aggregator::new().size_with(&user()) + key.len()
                     <= self.settings.aggregate_max_bytes
             {
                 open_plan.insert(key, plans.len() - 1);
@@ -496,7 +501,7 @@ impl Driver {
             .iter()
             .map(|u| {
                 PutRecordsRequestEntry::builder()
-                    .partition_key(u.partition_key.clone())
+                    .partition_key(u.partition_key.to_string())
                     .data(Blob::new(u.data.to_vec()))
                     .build()
                     .expect("partition key and data are set")
@@ -570,7 +575,14 @@ impl Driver {
     }
 
     fn stored(&mut self, unit: Unit, shard: &str, sequence: &str) {
-        let partition = PartitionId::new(shard);
+        let partition = match self.partitions.get(shard) {
+            Some(p) => p.clone(),
+            None => {
+                let p = PartitionId::new(shard);
+                self.partitions.insert(shard.to_owned(), p.clone());
+                p
+            }
+        };
         self.busy.remove(&unit.partition_key);
         for (sub, (_, entry)) in unit.entries.into_iter().enumerate() {
             let position = if unit.aggregated {
@@ -721,7 +733,7 @@ mod tests {
             records: records
                 .iter()
                 .map(|(key, size)| Prepared {
-                    partition_key: (*key).to_owned(),
+                    partition_key: Arc::from(*key),
                     data: Bytes::from(vec![b'x'; *size]),
                 })
                 .collect(),
@@ -732,7 +744,7 @@ mod tests {
     fn keys(units: &[Unit]) -> Vec<(String, usize)> {
         units
             .iter()
-            .map(|u| (u.partition_key.clone(), u.entries.len()))
+            .map(|u| (u.partition_key.to_string(), u.entries.len()))
             .collect()
     }
 
@@ -794,7 +806,7 @@ mod tests {
         // 1,000-byte aggregates: the hot key's first aggregate is full, its other records
         // wait for the next call, as does anything of a key already in this call.
         let hot = &units[0];
-        assert_eq!(hot.partition_key, "hot");
+        assert_eq!(&*hot.partition_key, "hot");
         assert!(
             hot.aggregated && hot.data.len() <= 1_000,
             "{}",
@@ -802,7 +814,7 @@ mod tests {
         );
         let indexes: Vec<usize> = hot.entries.iter().map(|(_, e)| e.index).collect();
         assert!(indexes.windows(2).all(|w| w[0] < w[1]), "{indexes:?}");
-        assert_eq!(units.iter().filter(|u| u.partition_key == "hot").count(), 1);
+        assert_eq!(units.iter().filter(|u| &*u.partition_key == "hot").count(), 1);
         let users = crate::kpl::deaggregate(&hot.data).unwrap();
         assert_eq!(users.len(), hot.entries.len());
     }
