@@ -814,7 +814,10 @@ mod tests {
         );
         let indexes: Vec<usize> = hot.entries.iter().map(|(_, e)| e.index).collect();
         assert!(indexes.windows(2).all(|w| w[0] < w[1]), "{indexes:?}");
-        assert_eq!(units.iter().filter(|u| &*u.partition_key == "hot").count(), 1);
+        assert_eq!(
+            units.iter().filter(|u| &*u.partition_key == "hot").count(),
+            1
+        );
         let users = crate::kpl::deaggregate(&hot.data).unwrap();
         assert_eq!(users.len(), hot.entries.len());
     }

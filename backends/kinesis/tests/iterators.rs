@@ -48,13 +48,20 @@ async fn an_expired_iterator_is_renewed_after_the_last_record() {
     let mut paused = 0;
     let deadline = Instant::now() + common::WAIT;
     while seen.len() < EVENTS {
-        assert!(Instant::now() < deadline, "{} of {EVENTS} before the deadline", seen.len());
+        assert!(
+            Instant::now() < deadline,
+            "{} of {EVENTS} before the deadline",
+            seen.len()
+        );
         let batch = consumer
             .receive_batch(200, Duration::from_millis(20))
             .await
             .unwrap();
         for d in batch {
-            let i: usize = std::str::from_utf8(&d.event.payload).unwrap().parse().unwrap();
+            let i: usize = std::str::from_utf8(&d.event.payload)
+                .unwrap()
+                .parse()
+                .unwrap();
             assert!(seen.insert(i), "event {i} delivered twice");
             if let Some(previous) = last.insert(i % 50, i) {
                 assert!(previous < i, "key {}: event {i} after {previous}", i % 50);

@@ -313,7 +313,10 @@ async fn per_key_order_holds_under_throttling() {
                 let index: usize = index.parse().unwrap();
                 assert!(delivered.insert(index), "event {index} delivered twice");
                 if let Some(previous) = last.insert(key.to_owned(), index) {
-                    assert!(previous < index, "key {key}: {previous} delivered after {index}");
+                    assert!(
+                        previous < index,
+                        "key {key}: {previous} delivered after {index}"
+                    );
                 }
             }
             d.ack();

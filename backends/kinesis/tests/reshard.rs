@@ -213,7 +213,7 @@ async fn split_and_merge(options: &str) {
 
     // The parents' ends are in the lease table, as SHARD_END.
     let store = DynamoDbCheckpointStore::new(
-        tributary_kinesis_test_dynamodb(dynamodb.url()),
+        common::dynamodb_client(dynamodb.url()),
         DynamoDbSettings {
             table: "{group}.{stream}".into(),
             create_table: false,
@@ -231,16 +231,4 @@ async fn split_and_merge(options: &str) {
         "three parents checkpointed SHARD_END: {checkpoints:?}"
     );
     consumer.close().await.unwrap();
-}
-
-fn tributary_kinesis_test_dynamodb(endpoint: &str) -> aws_sdk_dynamodb::Client {
-    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
-    aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(endpoint)
-            .credentials_provider(Credentials::new("test", "test", None, None, "static"))
-            .build(),
-    )
 }
