@@ -7,8 +7,6 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::types::StreamStatus;
 use tributary::{Error, ErrorKind, PartitionId, PartitionInfo, Position, Result, StreamInfo};
 
-use crate::error::map_sdk;
-
 /// One shard as `ListShards` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Shard {
@@ -54,14 +52,7 @@ impl Admin {
         E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
     {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result.map_err(|e| map_sdk(e, "Kinesis", what)),
-            Err(_) => Err(Error::timeout(format!(
-                "{what}: no answer within {:?} (option `timeout`)",
-                self.timeout
-            ))
-            .with_backend("kinesis")),
-        }
+        crate::error::timed(self.timeout, what, call).await
     }
 
     /// The stream's status, or `None` when it does not exist.

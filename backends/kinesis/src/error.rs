@@ -100,6 +100,30 @@ where
     }
 }
 
+/// Runs a Kinesis call with a deadline, mapping its error; `what` names the call for messages.
+pub(crate) async fn timed<T, E, R>(
+    timeout: std::time::Duration,
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, SdkError<E, R>>>,
+) -> tributary::Result<T>
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result.map_err(|e| map_sdk(e, "Kinesis", what)),
+        Err(_) => Err(timeout_error(what, timeout)),
+    }
+}
+
+/// The error of a call that got no answer within the `timeout` option.
+pub(crate) fn timeout_error(what: &str, timeout: std::time::Duration) -> Error {
+    Error::timeout(format!(
+        "{what}: no answer within {timeout:?} (option `timeout`)"
+    ))
+    .with_backend("kinesis")
+}
+
 /// The AWS error code of an SDK error, when the service answered with one.
 pub(crate) fn code_of<E, R>(err: &SdkError<E, R>) -> Option<&str>
 where

@@ -25,7 +25,7 @@ use tokio::sync::{Mutex, mpsc};
 use tributary::backend::group::{PartitionReader, ReadBatch, SourceRecord};
 use tributary::{Error, Result};
 
-use crate::error::{code_of, map_sdk};
+use crate::error::{code_of, map_sdk, timeout_error};
 use crate::source::{Resume, Start, convert};
 
 /// The registered stream consumers of one backend, one per stream and name.
@@ -145,13 +145,6 @@ impl Subscriptions {
             pause = (pause * 2).min(Duration::from_secs(1));
         }
     }
-}
-
-fn timeout_error(what: &str, timeout: Duration) -> Error {
-    Error::timeout(format!(
-        "{what}: no answer within {timeout:?} (option `timeout`)"
-    ))
-    .with_backend("kinesis")
 }
 
 /// What the subscription task hands the reader.

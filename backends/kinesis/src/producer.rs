@@ -35,7 +35,7 @@ use tributary::{Error, Event, PartitionId, Position, Producer, Receipt, Result};
 
 use crate::config::{KinesisConfig, PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_COUNT};
 use crate::envelope;
-use crate::error::{map_sdk, record_error_retryable};
+use crate::error::{record_error_retryable, timed};
 use crate::kpl::{Aggregator, UserRecord};
 
 /// Records queued in one producer (sent or not) before senders wait.
@@ -517,13 +517,7 @@ impl Driver {
         let stream = self.stream.clone();
         async move {
             let what = format!("put records on stream `{stream}`");
-            let result = match tokio::time::timeout(timeout, request).await {
-                Ok(result) => result.map_err(|e| map_sdk(e, "Kinesis", &what)),
-                Err(_) => Err(Error::timeout(format!(
-                    "{what}: no answer within {timeout:?} (option `timeout`)"
-                ))
-                .with_backend("kinesis")),
-            };
+            let result = timed(timeout, &what, request).await;
             CallOutcome { units, result }
         }
     }

@@ -22,7 +22,7 @@ use tributary::{Error, ErrorKind, PartitionId, Position, Result, StartPosition, 
 
 use crate::admin::Admin;
 use crate::envelope;
-use crate::error::{code_of, map_sdk};
+use crate::error::{code_of, map_sdk, timed, timeout_error};
 use crate::fanout::{FanoutReader, Subscriptions};
 use crate::kpl;
 
@@ -226,10 +226,7 @@ pub(crate) async fn iterator(
     };
     let what = format!("open an iterator of shard `{shard}` of stream `{stream}`");
     match tokio::time::timeout(timeout, call.send()).await {
-        Err(_) => Err(Error::timeout(format!(
-            "{what}: no answer within {timeout:?} (option `timeout`)"
-        ))
-        .with_backend("kinesis")),
+        Err(_) => Err(timeout_error(&what, timeout)),
         Ok(Ok(out)) => Ok(out.shard_iterator),
         Ok(Err(e))
             if code_of(&e) == Some("InvalidArgumentException")
@@ -238,26 +235,6 @@ pub(crate) async fn iterator(
             Ok(None)
         }
         Ok(Err(e)) => Err(map_sdk(e, "Kinesis", &what)),
-    }
-}
-
-async fn timed<T, E, R>(
-    timeout: Duration,
-    what: &str,
-    call: impl std::future::Future<
-        Output = std::result::Result<T, aws_sdk_kinesis::error::SdkError<E, R>>,
-    >,
-) -> Result<T>
-where
-    E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    match tokio::time::timeout(timeout, call).await {
-        Ok(result) => result.map_err(|e| map_sdk(e, "Kinesis", what)),
-        Err(_) => Err(Error::timeout(format!(
-            "{what}: no answer within {timeout:?} (option `timeout`)"
-        ))
-        .with_backend("kinesis")),
     }
 }
 
@@ -545,11 +522,7 @@ impl PartitionReader for PollReader {
         let out = match answer {
             Err(_) => {
                 self.next_call = Instant::now() + self.backoff;
-                return Err(Error::timeout(format!(
-                    "{what}: no answer within {:?} (option `timeout`)",
-                    self.settings.call_timeout
-                ))
-                .with_backend("kinesis"));
+                return Err(timeout_error(&what, self.settings.call_timeout));
             }
             Ok(Err(e)) => match code_of(&e) {
                 Some("ProvisionedThroughputExceededException") | Some("LimitExceededException") => {

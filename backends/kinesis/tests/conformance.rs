@@ -9,10 +9,12 @@
 //!   runs on its own against a ferrokinesis that keeps its streams on disk (`--state-dir`,
 //!   slower, since it syncs every write).
 
+mod common;
+
 use std::sync::Arc;
 
 use tributary_conformance::{Harness, Verdict, run, run_filtered};
-use tributary_testcontainers::{Launcher, Peer, require_peer};
+use tributary_testcontainers::{Peer, require_peer};
 
 fn url(kinesis: &str, dynamodb: &str) -> String {
     // A short lease time so that the rebalance and no-ack cases see leases move quickly.
@@ -50,15 +52,10 @@ async fn kinesis_conformance_server_restart() {
     let dynamodb = require_peer!(Peer::DynamoDb);
     let state = tempfile::tempdir().unwrap();
     let state_dir = state.path().to_str().unwrap().to_owned();
-    let launcher = Launcher::from_env().expect("launcher");
-    let kinesis = match launcher.start_kinesis_with(&["--state-dir", &state_dir]) {
-        Ok(server) => Arc::new(server),
-        Err(e) if !tributary_testcontainers::peers_required() => {
-            eprintln!("SKIPPED: {e}");
-            return;
-        }
-        Err(e) => panic!("{e}"),
+    let Some(kinesis) = common::own_kinesis(&["--state-dir", &state_dir]) else {
+        return;
     };
+    let kinesis = Arc::new(kinesis);
     tributary_kinesis::register();
     let url = url(kinesis.url(), dynamodb.url());
     let server = kinesis.clone();

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use tributary::backend::CheckpointStore;
 use tributary::{ConsumerOptions, Event, StartPosition, StreamSpec};
-use tributary_kinesis::dynamodb::{DynamoDbCheckpointStore, DynamoDbSettings};
 use tributary_testcontainers::{Peer, require_peer, unique_name};
 
 const CHILD: &str = "TRIBUTARY_KINESIS_GROUP_CHILD";
@@ -151,15 +150,7 @@ async fn three_consumer_processes_share_a_stream_and_survive_a_sigkill() {
 
     // Let the group settle first (three owners over four shards, read from the lease table),
     // so the only handover of the test is the one the kill causes.
-    let store = DynamoDbCheckpointStore::new(
-        common::dynamodb_client(dynamodb.url()),
-        DynamoDbSettings {
-            table: "{group}.{stream}".into(),
-            create_table: false,
-            lease_ttl: Duration::from_secs(3),
-            timeout: Duration::from_secs(10),
-        },
-    );
+    let store = common::lease_store(dynamodb.url());
     let deadline = Instant::now() + common::WAIT;
     loop {
         let leases = store.leases(&group, &stream).await.unwrap_or_default();

@@ -69,6 +69,17 @@ async fn run_python(python: PathBuf, args: Vec<String>) -> Vec<serde_json::Value
         .collect()
 }
 
+/// Every user record of `stream` as boto3 and aws-kinesis-agg read it (`get_records.py`).
+async fn boto3_reads(python: PathBuf, url: &str, stream: &str) -> Vec<serde_json::Value> {
+    let args = vec![
+        script("get_records.py"),
+        common::endpoint(url),
+        stream.to_owned(),
+        EVENTS.to_string(),
+    ];
+    run_python(python, args).await
+}
+
 async fn receive_all(backend: &dyn Backend, stream: &str, n: usize) -> Vec<Delivery> {
     let consumer = backend
         .consumer(
@@ -199,16 +210,7 @@ async fn boto3_reads_what_tributary_wrote() {
         })
         .collect();
     let receipts = producer.send_batch(events.clone()).await.unwrap();
-    let read = run_python(
-        python,
-        vec![
-            script("get_records.py"),
-            common::endpoint(server.url()),
-            stream.clone(),
-            EVENTS.to_string(),
-        ],
-    )
-    .await;
+    let read = boto3_reads(python, server.url(), &stream).await;
     assert_eq!(read.len(), EVENTS);
     let by_sequence: HashMap<&str, &serde_json::Value> = read
         .iter()
@@ -311,16 +313,7 @@ async fn aws_kinesis_agg_splits_what_tributary_aggregated() {
         .map(|i| Event::new(format!("agg-{i:06}")).with_key(format!("key-{}", i % 5)))
         .collect();
     let receipts = producer.send_batch(events.clone()).await.unwrap();
-    let read = run_python(
-        python,
-        vec![
-            script("get_records.py"),
-            common::endpoint(server.url()),
-            stream.clone(),
-            EVENTS.to_string(),
-        ],
-    )
-    .await;
+    let read = boto3_reads(python, server.url(), &stream).await;
     assert_eq!(read.len(), EVENTS);
     let aggregated = read.iter().filter(|r| r["aggregated"] == true).count();
     assert!(

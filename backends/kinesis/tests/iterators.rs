@@ -8,19 +8,13 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use tributary::{ConsumerOptions, Event, StartPosition, StreamSpec};
-use tributary_testcontainers::{Launcher, unique_name};
+use tributary_testcontainers::unique_name;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_iterator_is_renewed_after_the_last_record() {
     const EVENTS: usize = 3_000;
-    let launcher = Launcher::from_env().expect("launcher");
-    let server = match launcher.start_kinesis_with(&["--iterator-ttl-seconds", "2"]) {
-        Ok(server) => server,
-        Err(e) if !tributary_testcontainers::peers_required() => {
-            eprintln!("SKIPPED: {e}");
-            return;
-        }
-        Err(e) => panic!("{e}"),
+    let Some(server) = common::own_kinesis(&["--iterator-ttl-seconds", "2"]) else {
+        return;
     };
     // Small reads, so the reader holds an iterator while the group's buffer is full.
     let backend = common::connect(server.url(), "records_per_call=100").await;

@@ -11,7 +11,7 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use bytes::Bytes;
 use common::{connect, raw_client, read_all};
 use tributary::{ConsumerOptions, ErrorKind, Event, StartPosition, StreamSpec, Timestamp};
-use tributary_testcontainers::{Launcher, Peer, require_peer, unique_name};
+use tributary_testcontainers::{Peer, require_peer, unique_name};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_look_plain_to_other_clients_and_receipts_name_them() {
@@ -191,14 +191,8 @@ async fn an_event_over_the_record_limit_is_refused_and_the_producer_goes_on() {
 async fn per_key_order_holds_under_throttling() {
     const EVENTS: usize = 20_000;
     const KEYS: usize = 50;
-    let launcher = Launcher::from_env().expect("launcher");
-    let server = match launcher.start_kinesis_with(&["--enforce-limits"]) {
-        Ok(server) => server,
-        Err(e) if !tributary_testcontainers::peers_required() => {
-            eprintln!("SKIPPED: {e}");
-            return;
-        }
-        Err(e) => panic!("{e}"),
+    let Some(server) = common::own_kinesis(&["--enforce-limits"]) else {
+        return;
     };
     let raw = raw_client(server.url());
     let stream = unique_name("throttled");

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use tributary::backend::{Checkpoint, CheckpointStore};
 use tributary::{ConsumerOptions, Event, StartPosition, StreamSpec};
-use tributary_kinesis::dynamodb::{DynamoDbCheckpointStore, DynamoDbSettings};
 use tributary_testcontainers::{Peer, require_peer, unique_name};
 
 const EVENTS: usize = 4_000;
@@ -212,15 +211,7 @@ async fn split_and_merge(options: &str) {
     consumer.commit().await.unwrap();
 
     // The parents' ends are in the lease table, as SHARD_END.
-    let store = DynamoDbCheckpointStore::new(
-        common::dynamodb_client(dynamodb.url()),
-        DynamoDbSettings {
-            table: "{group}.{stream}".into(),
-            create_table: false,
-            lease_ttl: Duration::from_secs(3),
-            timeout: Duration::from_secs(10),
-        },
-    );
+    let store = common::lease_store(dynamodb.url());
     let checkpoints = store.checkpoints(&group, &stream).await.unwrap();
     let ended = checkpoints
         .values()

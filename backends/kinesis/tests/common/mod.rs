@@ -116,3 +116,32 @@ pub fn dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
             .build(),
     )
 }
+
+/// The lease table store of the Kinesis backend's default layout, on a fixture's DynamoDB.
+pub fn lease_store(
+    endpoint: &str,
+) -> std::sync::Arc<tributary_kinesis::dynamodb::DynamoDbCheckpointStore> {
+    tributary_kinesis::dynamodb::DynamoDbCheckpointStore::new(
+        dynamodb_client(endpoint),
+        tributary_kinesis::dynamodb::DynamoDbSettings {
+            table: "{group}.{stream}".into(),
+            create_table: false,
+            lease_ttl: Duration::from_secs(3),
+            timeout: Duration::from_secs(10),
+        },
+    )
+}
+
+/// A ferrokinesis of the test's own, started with `options`; `None` after a loud skip when
+/// it is not installed (a failure under `TRIBUTARY_REQUIRE_PEERS`).
+pub fn own_kinesis(options: &[&str]) -> Option<tributary_testcontainers::Server> {
+    let launcher = tributary_testcontainers::Launcher::from_env().expect("launcher");
+    match launcher.start_kinesis_with(options) {
+        Ok(server) => Some(server),
+        Err(e) if !tributary_testcontainers::peers_required() => {
+            eprintln!("SKIPPED: {e}");
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
