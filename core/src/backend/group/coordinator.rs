@@ -444,9 +444,12 @@ impl Coordinator {
         // two rounds (it had the chance to shed on its own) and this runtime is below it.
         // Owners that never shed (other libraries' workers sharing the table) are balanced
         // this way too.
+        // Over the floor share, not the ceiling: 4 partitions held 2 + 2 with a third member
+        // at 0 are each at the ceiling, yet the third member must get one.
+        let floor = total / owners;
         let mut still_over = HashMap::new();
         for (owner, owned) in &others {
-            if owned.len() > ceil {
+            if owned.len() > floor {
                 still_over.insert(
                     (*owner).to_owned(),
                     self.over_share.get(*owner).copied().unwrap_or(0) + 1,
@@ -459,7 +462,7 @@ impl Coordinator {
                 .iter()
                 .max_by_key(|(owner, owned)| (owned.len(), std::cmp::Reverse(**owner)));
             if let Some((owner, owned)) = richest
-                && owned.len() > ceil
+                && owned.len() > floor
                 && owned.len() > mine + 1
                 && self.over_share.get(*owner).copied().unwrap_or(0) >= 2
             {

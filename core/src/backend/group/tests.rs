@@ -709,3 +709,64 @@ async fn two_engines_share_the_partitions_and_a_closing_one_hands_over_at_once()
         "receive after close"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_joining_a_group_at_its_ceiling_share_takes_a_partition() {
+    // 4 partitions held 2 + 2: each holder is at the ceiling of 4 / 3, so neither sheds; the
+    // third member must take one, or it idles while the others carry the stream.
+    let stream = SimStream::new(4);
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::new());
+    let events = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let config = fast_config(events.clone()).shed_grace(Duration::from_millis(50));
+    let engines: Vec<GroupEngine> = (0..3)
+        .map(|_| GroupEngine::new(store.clone(), config.clone()))
+        .collect();
+    let options = ConsumerOptions::new("g").start(StartPosition::Earliest);
+    let owners = || async {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for lease in store.leases("g", "s").await.unwrap() {
+            if !lease.owner.is_empty() {
+                *counts.entry(lease.owner).or_default() += 1;
+            }
+        }
+        let mut counts: Vec<usize> = counts.into_values().collect();
+        counts.sort_unstable();
+        counts
+    };
+    let mut consumers = Vec::new();
+    for engine in &engines[..2] {
+        consumers.push(
+            engine
+                .join("s", Arc::new(SimSource(stream.clone())), options.clone())
+                .await
+                .unwrap(),
+        );
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while owners().await != vec![2, 2] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never balanced: {:?}",
+            owners().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    consumers.push(
+        engines[2]
+            .join("s", Arc::new(SimSource(stream.clone())), options.clone())
+            .await
+            .unwrap(),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while owners().await != vec![1, 1, 2] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the third member never got a partition: {:?}",
+            owners().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for consumer in consumers {
+        consumer.close().await.unwrap();
+    }
+}
