@@ -145,6 +145,8 @@ fn capabilities_of(config: &KinesisConfig) -> Capabilities {
     // Exact while the consumer keeps up (a shard reports MillisBehindLatest = 0); the
     // events of a shard still being caught up on are not counted.
     caps.lag = true;
+    // CreateStream and DeleteStream are data-plane calls of the same client.
+    caps.admin = true;
     caps
 }
 

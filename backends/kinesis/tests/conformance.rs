@@ -13,7 +13,7 @@ mod common;
 
 use std::sync::Arc;
 
-use tributary_conformance::{Harness, Verdict, run, run_filtered};
+use tributary_conformance::{Harness, run, run_filtered};
 use tributary_testcontainers::{Peer, require_peer};
 
 fn url(kinesis: &str, dynamodb: &str) -> String {
@@ -31,20 +31,9 @@ async fn kinesis_conformance() {
             "kinesis://us-east-1?endpoint=http://127.0.0.1:9&timeout=3s&checkpoints=memory",
         );
     let report = run(&harness).await;
-    report.print();
-    assert_eq!(report.failed(), 0, "{}", report.table());
-    let not_applicable: Vec<&str> = report
-        .cases
-        .iter()
-        .filter(|c| matches!(c.verdict, Verdict::NotApplicable(_)))
-        .map(|c| c.name)
-        .collect();
-    assert_eq!(
-        not_applicable,
-        ["start_at_timestamp", "server_restart"],
-        "{}",
-        report.table()
-    );
+    // Emulators keep arrival times to the second, so a start at a time is not exact there;
+    // the restart case runs in its own test against a ferrokinesis that keeps its state.
+    report.assert_conforms(&["start_at_timestamp", "server_restart"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -89,6 +78,6 @@ async fn kinesis_capability_snapshot() {
     let backend = tributary::connect(&format!("{}&checkpoints=memory", server.url()))
         .await
         .expect("connect");
-    let expected = "Capabilities { native_headers: false, timestamps: true, ordering: PerKey, ack: Cumulative, nack: true, delivery_attempts: true, start: StartSupport { earliest: true, latest: true, timestamp: false, position: true }, receipts: ReceiptSupport { partition: true, position: true }, max_event_bytes: Some(1048549), lifecycle: Lifecycle { auto_create: false, networked: true, competing_consumers: true }, lag: true }";
+    let expected = "Capabilities { native_headers: false, timestamps: true, ordering: PerKey, ack: Cumulative, nack: true, delivery_attempts: true, start: StartSupport { earliest: true, latest: true, timestamp: false, position: true }, receipts: ReceiptSupport { partition: true, position: true }, max_event_bytes: Some(1048549), lifecycle: Lifecycle { auto_create: false, networked: true, competing_consumers: true }, lag: true, admin: true }";
     assert_eq!(format!("{:?}", backend.capabilities()), expected);
 }
