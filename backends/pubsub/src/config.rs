@@ -1,9 +1,12 @@
-//! `pubsub://PROJECT?…` URLs.
+//! [`PubSubConfig`]: everything the backend needs, from a `pubsub://PROJECT?…` URL or built in
+//! code.
 
+use std::fmt;
 use std::time::Duration;
 
 use tributary::{Error, Result, Url, UrlOptions, redact};
 
+/// Options a `pubsub://` URL may carry (anything else is refused by name).
 pub(crate) const KNOWN_OPTIONS: &[&str] = &[
     "endpoint",
     "timeout",
@@ -18,92 +21,190 @@ pub(crate) const KNOWN_OPTIONS: &[&str] = &[
 ];
 
 /// The service's limit on one message (data, attributes and ordering key).
-pub(crate) const SERVICE_MAX_MESSAGE_BYTES: usize = 10_000_000;
+pub const SERVICE_MAX_MESSAGE_BYTES: usize = 10_000_000;
 
-#[derive(Debug, Clone)]
-pub(crate) struct PubSubConfig {
-    pub shown_url: String,
+/// The environment variable Google's clients read for an emulator's `host:port`.
+pub const EMULATOR_HOST_VAR: &str = "PUBSUB_EMULATOR_HOST";
+
+/// The configuration of a [`crate::PubSubBackend`].
+///
+/// Build it from a URL with [`PubSubConfig::from_url`] (what `tributary::connect` does) or
+/// with [`PubSubConfig::new`] and by setting fields; every field has the URL option of the
+/// same name (see the crate documentation for defaults and meaning).
+///
+/// ```no_run
+/// # #[tokio::main] async fn main() -> tributary::Result<()> {
+/// use std::time::Duration;
+/// use tributary_pubsub::{PubSubBackend, PubSubConfig};
+///
+/// let mut config = PubSubConfig::new("my-project");
+/// config.endpoint = Some("http://127.0.0.1:8085".into()); // an emulator
+/// config.ordering = true;
+/// config.ack_deadline = Duration::from_secs(60);
+/// // Stamped, every error names the backend, the operation and the stream, as through
+/// // `tributary::connect("pubsub://my-project?endpoint=…&ordering=true&ack_deadline=60s")`.
+/// let backend = tributary::backend::stamped(PubSubBackend::connect(config).await?);
+/// let producer = backend.producer("orders").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PubSubConfig {
+    /// The Google Cloud project holding the topics and subscriptions.
     pub project: String,
-    /// `Some` for an emulator (plaintext, anonymous credentials); `None` for Google Cloud with
-    /// Application Default Credentials.
+    /// `http://host:port` of an emulator (plaintext, anonymous credentials); `None` for Google
+    /// Cloud with Application Default Credentials.
     pub endpoint: Option<String>,
+    /// Admin calls and the connection check.
     pub timeout: Duration,
+    /// Create missing topics instead of answering "not found".
     pub auto_create: bool,
+    /// Create a group's subscription on first use.
     pub create_subscriptions: bool,
+    /// Create subscriptions with message ordering: per-key order, and the next event of a
+    /// key waits for the previous one's ack.
     pub ordering: bool,
+    /// Ack deadline of the subscriptions this backend creates (10 s to 600 s); leases are
+    /// extended while a delivery is held.
     pub ack_deadline: Duration,
+    /// Messages that close a publisher batch.
     pub batch_count: u32,
+    /// Bytes that close a publisher batch.
     pub batch_bytes: u32,
+    /// How long a publisher batch waits for more messages after its first.
     pub batch_delay: Duration,
+    /// Largest message accepted (data, attributes and ordering key), at most
+    /// [`SERVICE_MAX_MESSAGE_BYTES`].
     pub max_event_bytes: usize,
 }
 
+impl fmt::Debug for PubSubConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // An endpoint could carry credentials in its user part; they never show.
+        let endpoint = self
+            .endpoint
+            .as_deref()
+            .map(|e| Url::parse(e).map_or_else(|_| "(not a URL)".to_owned(), |u| redact(&u)));
+        f.debug_struct("PubSubConfig")
+            .field("project", &self.project)
+            .field("endpoint", &endpoint)
+            .field("timeout", &self.timeout)
+            .field("auto_create", &self.auto_create)
+            .field("create_subscriptions", &self.create_subscriptions)
+            .field("ordering", &self.ordering)
+            .field("ack_deadline", &self.ack_deadline)
+            .field("batch_count", &self.batch_count)
+            .field("batch_bytes", &self.batch_bytes)
+            .field("batch_delay", &self.batch_delay)
+            .field("max_event_bytes", &self.max_event_bytes)
+            .finish()
+    }
+}
+
 impl PubSubConfig {
-    pub(crate) fn from_url(url: &Url, emulator_host: Option<String>) -> Result<PubSubConfig> {
-        let shown_url = redact(url);
-        let project = url
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| {
-                Error::config(format!(
-                    "`{shown_url}` names no project: expected pubsub://PROJECT"
-                ))
-            })?
-            .to_string();
+    /// Defaults for `project` on Google Cloud (Application Default Credentials); set
+    /// [`endpoint`](PubSubConfig::endpoint) for an emulator.
+    pub fn new(project: impl Into<String>) -> PubSubConfig {
+        PubSubConfig {
+            project: project.into(),
+            endpoint: None,
+            timeout: Duration::from_secs(30),
+            auto_create: false,
+            create_subscriptions: true,
+            ordering: false,
+            ack_deadline: Duration::from_secs(30),
+            batch_count: 100,
+            batch_bytes: 1_000_000,
+            batch_delay: Duration::from_millis(10),
+            max_event_bytes: SERVICE_MAX_MESSAGE_BYTES,
+        }
+    }
+
+    /// Reads a `pubsub://PROJECT[?option=value&…]` URL; an unknown option or a bad value is an
+    /// error that names it. Without an `endpoint` option, `$PUBSUB_EMULATOR_HOST` (if set)
+    /// names an emulator, as for Google's own clients.
+    pub fn from_url(url: &Url) -> Result<PubSubConfig> {
+        Self::from_url_and_env(url, std::env::var(EMULATOR_HOST_VAR).ok())
+    }
+
+    pub(crate) fn from_url_and_env(
+        url: &Url,
+        emulator_host: Option<String>,
+    ) -> Result<PubSubConfig> {
+        let project = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| {
+            Error::config(format!(
+                "`{}` names no project: expected pubsub://PROJECT",
+                redact(url)
+            ))
+        })?;
+        let mut config = PubSubConfig::new(project);
         let mut options = UrlOptions::new(url)?;
         // An explicit option wins over the environment, which wins over Google Cloud.
-        let endpoint = options.take_str("endpoint").or_else(|| {
+        config.endpoint = options.take_str("endpoint").or_else(|| {
             emulator_host
                 .filter(|h| !h.is_empty())
                 .map(|h| format!("http://{h}"))
         });
-        if let Some(endpoint) = &endpoint
+        if let Some(timeout) = options.take_duration("timeout")? {
+            config.timeout = timeout;
+        }
+        if let Some(auto_create) = options.take_bool("auto_create")? {
+            config.auto_create = auto_create;
+        }
+        if let Some(create) = options.take_bool("create_subscriptions")? {
+            config.create_subscriptions = create;
+        }
+        if let Some(ordering) = options.take_bool("ordering")? {
+            config.ordering = ordering;
+        }
+        if let Some(deadline) = options.take_duration("ack_deadline")? {
+            config.ack_deadline = deadline;
+        }
+        if let Some(count) = options.take::<u32>("batch_count")? {
+            config.batch_count = count;
+        }
+        if let Some(bytes) = options.take_size("batch_bytes")? {
+            config.batch_bytes = bytes.min(u64::from(u32::MAX)) as u32;
+        }
+        if let Some(delay) = options.take_duration("batch_delay")? {
+            config.batch_delay = delay;
+        }
+        if let Some(max) = options.take_size("max_event_bytes")? {
+            config.max_event_bytes = usize::try_from(max).unwrap_or(usize::MAX);
+        }
+        options.finish(KNOWN_OPTIONS)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Refuses what the service would refuse later, naming the option; run by
+    /// [`PubSubBackend::connect`](crate::PubSubBackend::connect) for configs built in code.
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.project.is_empty() {
+            return Err(Error::config(
+                "no project: expected pubsub://PROJECT or PubSubConfig::new(\"PROJECT\")",
+            ));
+        }
+        if let Some(endpoint) = &self.endpoint
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
         {
             return Err(Error::config(format!(
                 "option `endpoint`: `{endpoint}` must start with http:// (emulator) or https://"
             )));
         }
-        let config = PubSubConfig {
-            shown_url,
-            project,
-            endpoint,
-            timeout: options
-                .take_duration("timeout")?
-                .unwrap_or(Duration::from_secs(30)),
-            auto_create: options.take_bool("auto_create")?.unwrap_or(false),
-            create_subscriptions: options.take_bool("create_subscriptions")?.unwrap_or(true),
-            ordering: options.take_bool("ordering")?.unwrap_or(false),
-            ack_deadline: options
-                .take_duration("ack_deadline")?
-                .unwrap_or(Duration::from_secs(30)),
-            batch_count: options.take::<u32>("batch_count")?.unwrap_or(100),
-            batch_bytes: options
-                .take_size("batch_bytes")?
-                .unwrap_or(1_000_000)
-                .min(u32::MAX as u64) as u32,
-            batch_delay: options
-                .take_duration("batch_delay")?
-                .unwrap_or(Duration::from_millis(10)),
-            max_event_bytes: options
-                .take_size("max_event_bytes")?
-                .map(|n| n as usize)
-                .unwrap_or(SERVICE_MAX_MESSAGE_BYTES),
-        };
-        options.finish(KNOWN_OPTIONS)?;
-        let deadline = config.ack_deadline.as_secs();
+        let deadline = self.ack_deadline.as_secs();
         if !(10..=600).contains(&deadline) {
             return Err(Error::config(format!(
                 "option `ack_deadline`: {deadline}s is outside Pub/Sub's 10s..600s"
             )));
         }
-        if config.max_event_bytes > SERVICE_MAX_MESSAGE_BYTES {
+        if self.max_event_bytes > SERVICE_MAX_MESSAGE_BYTES {
             return Err(Error::config(format!(
                 "option `max_event_bytes`: {} is above Pub/Sub's limit of {SERVICE_MAX_MESSAGE_BYTES} bytes",
-                config.max_event_bytes
+                self.max_event_bytes
             )));
         }
-        Ok(config)
+        Ok(())
     }
 
     /// Checks a topic or subscription id against Pub/Sub's naming rules, so a bad name is a
@@ -122,8 +223,7 @@ impl PubSubConfig {
         }
         Err(Error::config(format!(
             "`{name}` is not a valid Pub/Sub {what} name: 3 to 255 characters, starting with a letter, of letters, digits and - _ . ~ + %, not starting with `goog`"
-        ))
-        .with_backend("pubsub"))
+        )))
     }
 
     pub(crate) fn topic(&self, stream: &str) -> String {
@@ -141,7 +241,7 @@ mod tests {
     use super::*;
 
     fn config(url: &str, env: Option<&str>) -> Result<PubSubConfig> {
-        PubSubConfig::from_url(&tributary::parse_url(url)?, env.map(str::to_owned))
+        PubSubConfig::from_url_and_env(&tributary::parse_url(url)?, env.map(str::to_owned))
     }
 
     #[test]
@@ -173,5 +273,49 @@ mod tests {
             assert!(e.to_string().contains(needle), "{url}: {e}");
         }
         assert!(config("pubsub://", None).is_err());
+    }
+
+    #[test]
+    fn the_url_and_the_code_build_the_same_config() {
+        let mut built = PubSubConfig::new("p");
+        built.endpoint = Some("http://h:1".into());
+        built.ordering = true;
+        built.ack_deadline = Duration::from_secs(60);
+        built.batch_bytes = 2048;
+        let parsed = config(
+            "pubsub://p?endpoint=http://h:1&ordering=true&ack_deadline=60s&batch_bytes=2KiB",
+            None,
+        )
+        .unwrap();
+        assert_eq!(parsed, built);
+        assert_eq!(config("pubsub://p", None).unwrap(), PubSubConfig::new("p"));
+    }
+
+    #[test]
+    fn configs_from_code_are_checked_too() {
+        let mut c = PubSubConfig::new("p");
+        c.ack_deadline = Duration::from_secs(5);
+        assert!(c.check().unwrap_err().to_string().contains("ack_deadline"));
+        let mut c = PubSubConfig::new("p");
+        c.max_event_bytes = SERVICE_MAX_MESSAGE_BYTES + 1;
+        assert!(
+            c.check()
+                .unwrap_err()
+                .to_string()
+                .contains("max_event_bytes")
+        );
+        let mut c = PubSubConfig::new("p");
+        c.endpoint = Some("h:1".into());
+        assert!(c.check().unwrap_err().to_string().contains("endpoint"));
+        assert!(PubSubConfig::new("").check().is_err());
+    }
+
+    #[test]
+    fn debug_hides_credentials_in_the_endpoint() {
+        let mut c = PubSubConfig::new("p");
+        c.endpoint = Some("http://user:hunter2@h:1".into());
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("h:1"), "{shown}");
     }
 }

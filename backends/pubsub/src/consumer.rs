@@ -2,13 +2,12 @@
 //! and enforces flow control (`max_in_flight` outstanding messages); a task moves messages into
 //! a one-slot channel so that `receive()` is cancellation safe.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use async_trait::async_trait;
 use google_cloud_pubsub::client::Subscriber;
 use google_cloud_pubsub::subscriber::ShutdownBehavior;
 use google_cloud_pubsub::subscriber::handler::Handler;
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tributary::backend::CloseGate;
 use tributary::{AckHandle, Acknowledge, Consumer, Delivery, Error, Outcome, Result};
 
 use crate::envelope;
@@ -32,7 +31,9 @@ pub(crate) struct PubSubConsumer {
     stream: String,
     deliveries: Mutex<mpsc::Receiver<Result<Delivery>>>,
     stop: std::sync::Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>,
-    closed: AtomicBool,
+    /// Only its closed flag is used: a `receive` waiting for a message must not hold off
+    /// `close`.
+    gate: CloseGate,
 }
 
 impl PubSubConsumer {
@@ -111,30 +112,29 @@ impl PubSubConsumer {
             stream: stream.to_string(),
             deliveries: Mutex::new(rx),
             stop: std::sync::Mutex::new(Some(stop_tx)),
-            closed: AtomicBool::new(false),
+            gate: CloseGate::new(format!("consumer of `{stream}`")),
         }
     }
 
-    fn closed_error(&self) -> Error {
-        Error::closed(format!("consumer of `{}` is closed", self.stream)).with_backend("pubsub")
+    /// The pull ended (after a pull error was delivered, or on close).
+    fn ended_error(&self) -> Error {
+        Error::closed(format!("consumer of `{}` is closed", self.stream))
     }
 }
 
 #[async_trait]
 impl Consumer for PubSubConsumer {
     async fn receive(&self) -> Result<Delivery> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(self.closed_error());
-        }
+        self.gate.check()?;
         let mut deliveries = self.deliveries.lock().await;
         match deliveries.recv().await {
             Some(item) => item,
-            None => Err(self.closed_error()),
+            None => Err(self.ended_error()),
         }
     }
 
     async fn close(&self) -> Result<()> {
-        if self.closed.swap(true, Ordering::AcqRel) {
+        if !self.gate.close().await {
             return Ok(());
         }
         let stop = self.stop.lock().ok().and_then(|mut s| s.take());

@@ -7,7 +7,7 @@ use tributary::Error;
 /// Maps a client error; `what` says what was being done ("publish to `orders`").
 pub(crate) fn map(error: &google_cloud_pubsub::Error, what: &str) -> Error {
     let message = format!("{what}: {error}");
-    let mapped = match error.status().map(|s| s.code) {
+    match error.status().map(|s| s.code) {
         Some(Code::NotFound) => Error::not_found(message),
         Some(Code::AlreadyExists) => Error::already_exists(message),
         Some(Code::PermissionDenied | Code::Unauthenticated) => Error::unauthorized(message),
@@ -30,8 +30,7 @@ pub(crate) fn map(error: &google_cloud_pubsub::Error, what: &str) -> Error {
             Error::unavailable(message).with_retryable(true)
         }
         None => Error::other(message),
-    };
-    mapped.with_backend("pubsub")
+    }
 }
 
 pub(crate) fn map_publish(error: &PublishError, what: &str) -> Error {
@@ -40,9 +39,8 @@ pub(crate) fn map_publish(error: &PublishError, what: &str) -> Error {
         PublishError::OrderingKeyPaused => Error::unavailable(format!(
             "{what}: publishing for this ordering key was paused by an earlier failure; it has been resumed, retry the send"
         ))
-        .with_retryable(true)
-        .with_backend("pubsub"),
-        PublishError::Shutdown => Error::closed(format!("{what}: the publisher has shut down")).with_backend("pubsub"),
-        other => Error::other(format!("{what}: {other}")).with_backend("pubsub"),
+        .with_retryable(true),
+        PublishError::Shutdown => Error::closed(format!("{what}: the publisher has shut down")),
+        other => Error::other(format!("{what}: {other}")),
     }
 }

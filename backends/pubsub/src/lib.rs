@@ -41,6 +41,15 @@
 //! | `ack_deadline` | `30s` | for subscriptions it creates (leases are extended while a delivery is held) |
 //! | `batch_count`, `batch_bytes`, `batch_delay` | `100`, `1000000`, `10ms` | publisher batching thresholds |
 //! | `max_event_bytes` | `10000000` | largest message (data + attributes + ordering key) |
+//!
+//! # Configuration in code
+//! [`PubSubConfig`] holds every option as a field: build one with [`PubSubConfig::new`] or
+//! [`PubSubConfig::from_url`] and open it with [`PubSubBackend::connect`]. `tributary::connect`
+//! with a URL is the short form of the same, after [`register`].
+//!
+//! Errors leave through core's stamping layer ([`tributary::backend::stamped`], applied by
+//! `tributary::connect` and `tributary::Registry`), which names the backend, the operation and
+//! the stream; wrap a backend built from a config in it to get the same errors.
 #![warn(missing_docs)]
 
 mod config;
@@ -51,30 +60,29 @@ mod producer;
 
 use std::any::Any;
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 
 use async_trait::async_trait;
 use google_cloud_auth::credentials::anonymous;
 use google_cloud_pubsub::client::{Publisher, Subscriber, SubscriptionAdmin, TopicAdmin};
 use google_cloud_pubsub::model::Subscription;
+use tributary::backend::CloseGate;
 use tributary::{
     AckModel, Backend, Capabilities, Consumer, ConsumerOptions, Error, ErrorKind, Lifecycle,
     Ordering, Producer, ReceiptSupport, Result, StartPosition, StartSupport, StreamInfo,
-    StreamSpec, Url,
+    StreamSpec,
 };
 
-use crate::config::PubSubConfig;
+pub use crate::config::{EMULATOR_HOST_VAR, PubSubConfig, SERVICE_MAX_MESSAGE_BYTES};
 use crate::error::map;
 
-/// Registers the `pubsub://` scheme with [`tributary::connect`].
+/// The URL scheme, and the backend name errors carry.
+const SCHEME: &str = "pubsub";
+
+/// Registers the `pubsub://` scheme with [`tributary::connect`] (which stamps every error with
+/// the backend, operation and stream).
 pub fn register() {
-    tributary::register_scheme("pubsub", |url| {
-        Box::pin(async move {
-            PubSubBackend::connect(&url)
-                .await
-                .map(|b| Arc::new(b) as Arc<dyn Backend>)
-        })
+    tributary::register_backend(SCHEME, |url| async move {
+        PubSubBackend::connect(PubSubConfig::from_url(&url)?).await
     });
 }
 
@@ -99,10 +107,7 @@ macro_rules! build_client {
             }
             None => builder.build().await,
         };
-        built.map_err(|e| {
-            Error::config(format!("cannot create the Pub/Sub {} client: {e}", $what))
-                .with_backend("pubsub")
-        })
+        built.map_err(|e| Error::config(format!("cannot create the Pub/Sub {} client: {e}", $what)))
     }};
 }
 
@@ -113,21 +118,31 @@ pub struct PubSubBackend {
     subscriptions: SubscriptionAdmin,
     /// One streaming-pull client (a connection pool) shared by every consumer.
     subscriber: Subscriber,
-    closed: AtomicBool,
+    gate: CloseGate,
 }
 
 impl std::fmt::Debug for PubSubBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PubSubBackend")
-            .field("url", &self.config.shown_url)
+            .field("project", &self.config.project)
+            .field("emulator", &self.config.endpoint.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl PubSubBackend {
-    /// Connects and checks, within the URL's `timeout`, that the service answers.
-    pub async fn connect(url: &Url) -> Result<PubSubBackend> {
-        let config = PubSubConfig::from_url(url, std::env::var("PUBSUB_EMULATOR_HOST").ok())?;
+    /// Connects and checks, within the config's `timeout`, that the service answers.
+    ///
+    /// The errors of this call (a bad config, a service that does not answer) name the
+    /// backend; the returned backend's own errors are named by [`tributary::backend::stamped`].
+    pub async fn connect(config: PubSubConfig) -> Result<PubSubBackend> {
+        // The one place this crate names itself: connecting happens before any stamping layer
+        // wraps the backend.
+        Self::open(config).await.map_err(|e| e.with_backend(SCHEME))
+    }
+
+    async fn open(config: PubSubConfig) -> Result<PubSubBackend> {
+        config.check()?;
         let topics = build_client!(TopicAdmin::builder(), config, "topic admin")?;
         let subscriptions =
             build_client!(SubscriptionAdmin::builder(), config, "subscription admin")?;
@@ -137,7 +152,7 @@ impl PubSubBackend {
             topics,
             subscriptions,
             subscriber,
-            closed: AtomicBool::new(false),
+            gate: CloseGate::new("the Pub/Sub backend"),
         };
         let probe = backend
             .topics
@@ -155,7 +170,6 @@ impl PubSubBackend {
                 "Pub/Sub at {where_} did not answer: {}",
                 e.message()
             ))
-            .with_backend("pubsub")
             .with_retryable(true)
         })?;
         Ok(backend)
@@ -163,13 +177,6 @@ impl PubSubBackend {
 
     fn project(&self) -> String {
         format!("projects/{}", self.config.project)
-    }
-
-    fn check_open(&self) -> Result<()> {
-        if self.closed.load(AtomicOrdering::Acquire) {
-            return Err(Error::closed("the Pub/Sub backend is closed").with_backend("pubsub"));
-        }
-        Ok(())
     }
 
     /// Runs an admin call with the URL's timeout, mapping its error.
@@ -184,7 +191,6 @@ impl PubSubBackend {
                 "{what}: no answer within {:?} (option `timeout`)",
                 self.config.timeout
             ))
-            .with_backend("pubsub")
             .with_retryable(true)),
         }
     }
@@ -192,7 +198,13 @@ impl PubSubBackend {
     async fn ensure_topic(&self, stream: &str) -> Result<()> {
         PubSubConfig::check_name("topic", stream)?;
         let name = self.config.topic(stream);
-        match self.timed(&format!("look up topic `{stream}`"), self.topics.get_topic().set_topic(&name).send()).await {
+        match self
+            .timed(
+                &format!("look up topic `{stream}`"),
+                self.topics.get_topic().set_topic(&name).send(),
+            )
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound && self.config.auto_create => {
                 match self.create_stream(stream, StreamSpec::default()).await {
@@ -203,8 +215,7 @@ impl PubSubBackend {
             Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::not_found(format!(
                 "Pub/Sub topic `{stream}` does not exist in project `{}` (create it, or add auto_create=true to the URL)",
                 self.config.project
-            ))
-            .with_backend("pubsub")),
+            ))),
             Err(e) => Err(e),
         }
     }
@@ -217,7 +228,10 @@ impl PubSubBackend {
             .get_subscription()
             .set_subscription(&name)
             .send();
-        match self.timed(&format!("look up subscription `{name}`"), lookup).await {
+        match self
+            .timed(&format!("look up subscription `{name}`"), lookup)
+            .await
+        {
             Ok(_) => Ok(name),
             Err(e) if e.kind() == ErrorKind::NotFound && self.config.create_subscriptions => {
                 let subscription = Subscription::new()
@@ -225,8 +239,15 @@ impl PubSubBackend {
                     .set_topic(self.config.topic(stream))
                     .set_ack_deadline_seconds(self.config.ack_deadline.as_secs() as i32)
                     .set_enable_message_ordering(self.config.ordering);
-                let create = self.subscriptions.create_subscription().with_request(subscription).send();
-                match self.timed(&format!("create subscription `{name}`"), create).await {
+                let create = self
+                    .subscriptions
+                    .create_subscription()
+                    .with_request(subscription)
+                    .send();
+                match self
+                    .timed(&format!("create subscription `{name}`"), create)
+                    .await
+                {
                     Ok(_) => Ok(name),
                     // Another member of the group created it first.
                     Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(name),
@@ -235,8 +256,7 @@ impl PubSubBackend {
             }
             Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::not_found(format!(
                 "subscription `{name}` for group `{group}` does not exist (create it, or drop create_subscriptions=false)"
-            ))
-            .with_backend("pubsub")),
+            ))),
             Err(e) => Err(e),
         }
     }
@@ -245,7 +265,7 @@ impl PubSubBackend {
 #[async_trait]
 impl Backend for PubSubBackend {
     fn scheme(&self) -> &'static str {
-        "pubsub"
+        SCHEME
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -283,7 +303,7 @@ impl Backend for PubSubBackend {
     }
 
     async fn producer(&self, stream: &str) -> Result<Box<dyn Producer>> {
-        self.check_open()?;
+        self.gate.check()?;
         self.ensure_topic(stream).await?;
         let topic = self.config.topic(stream);
         let builder = Publisher::builder(topic)
@@ -291,35 +311,26 @@ impl Backend for PubSubBackend {
             .set_byte_threshold(self.config.batch_bytes)
             .set_delay_threshold(self.config.batch_delay);
         let publisher = build_client!(builder, self.config, "publisher")?;
-        Ok(Box::new(producer::PubSubProducer {
-            stream: stream.to_string(),
+        Ok(Box::new(producer::PubSubProducer::new(
+            stream,
             publisher,
-            max_event_bytes: self.config.max_event_bytes,
-            closed: AtomicBool::new(false),
-            in_progress: tokio::sync::RwLock::new(()),
-        }))
+            self.config.max_event_bytes,
+        )))
     }
 
     async fn consumer(&self, stream: &str, options: ConsumerOptions) -> Result<Box<dyn Consumer>> {
-        self.check_open()?;
+        self.gate.check()?;
+        options.validate()?;
         match &options.start {
             StartPosition::Earliest | StartPosition::Latest => {}
             StartPosition::Position(_) => {
-                return Err(Error::unsupported("Pub/Sub has no positions to start from")
-                    .with_backend("pubsub"));
+                return Err(Error::unsupported("Pub/Sub has no positions to start from"));
             }
             StartPosition::Timestamp(_) => {
                 return Err(Error::unsupported(
                     "starting a Pub/Sub group at a time needs topic message retention and a seek; not offered yet",
-                )
-                .with_backend("pubsub"));
+                ));
             }
-        }
-        if options.group.is_empty() {
-            return Err(
-                Error::config("a Pub/Sub consumer needs a group (its subscription) name")
-                    .with_backend("pubsub"),
-            );
         }
         self.ensure_topic(stream).await?;
         let subscription = self.ensure_subscription(stream, &options.group).await?;
@@ -332,7 +343,7 @@ impl Backend for PubSubBackend {
     }
 
     async fn create_stream(&self, stream: &str, _spec: StreamSpec) -> Result<()> {
-        self.check_open()?;
+        self.gate.check()?;
         PubSubConfig::check_name("topic", stream)?;
         let create = self
             .topics
@@ -345,7 +356,7 @@ impl Backend for PubSubBackend {
     }
 
     async fn delete_stream(&self, stream: &str) -> Result<()> {
-        self.check_open()?;
+        self.gate.check()?;
         PubSubConfig::check_name("topic", stream)?;
         let delete = self
             .topics
@@ -357,7 +368,7 @@ impl Backend for PubSubBackend {
     }
 
     async fn list_streams(&self) -> Result<Vec<String>> {
-        self.check_open()?;
+        self.gate.check()?;
         let prefix = format!("{}/topics/", self.project());
         let mut names = Vec::new();
         let mut page_token = String::new();
@@ -384,7 +395,7 @@ impl Backend for PubSubBackend {
     }
 
     async fn describe_stream(&self, stream: &str) -> Result<StreamInfo> {
-        self.check_open()?;
+        self.gate.check()?;
         PubSubConfig::check_name("topic", stream)?;
         let get = self
             .topics
@@ -401,7 +412,7 @@ impl Backend for PubSubBackend {
     }
 
     async fn close(&self) -> Result<()> {
-        self.closed.store(true, AtomicOrdering::Release);
+        self.gate.close().await;
         Ok(())
     }
 

@@ -1,33 +1,30 @@
 //! Publishing: one `Publisher` (which batches in a background task) per tributary producer.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use async_trait::async_trait;
 use google_cloud_pubsub::client::Publisher;
 use google_cloud_pubsub::model::Message;
+use tributary::backend::CloseGate;
 use tributary::{Error, Event, Producer, Receipt, Result};
 
 use crate::envelope;
 use crate::error::map_publish;
 
 pub(crate) struct PubSubProducer {
-    pub(crate) stream: String,
-    pub(crate) publisher: Publisher,
-    pub(crate) max_event_bytes: usize,
-    pub(crate) closed: AtomicBool,
-    /// Sends in progress: `close` waits for them.
-    pub(crate) in_progress: tokio::sync::RwLock<()>,
+    stream: String,
+    publisher: Publisher,
+    max_event_bytes: usize,
+    /// Sends in progress hold it; `close` waits for them, then flushes.
+    gate: CloseGate,
 }
 
 impl PubSubProducer {
-    fn check_open(&self) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(
-                Error::closed(format!("producer for `{}` is closed", self.stream))
-                    .with_backend("pubsub"),
-            );
+    pub(crate) fn new(stream: &str, publisher: Publisher, max_event_bytes: usize) -> Self {
+        PubSubProducer {
+            stream: stream.to_owned(),
+            publisher,
+            max_event_bytes,
+            gate: CloseGate::new(format!("producer for `{stream}`")),
         }
-        Ok(())
     }
 
     fn prepare(&self, event: &Event) -> Result<(Message, String)> {
@@ -37,8 +34,7 @@ impl PubSubProducer {
             return Err(Error::too_large(format!(
                 "event of {size} bytes as a Pub/Sub message (data, attributes and ordering key) exceeds the limit of {} bytes for `{}` (option max_event_bytes)",
                 self.max_event_bytes, self.stream
-            ))
-            .with_backend("pubsub"));
+            )));
         }
         let key = encoded.ordering_key.clone();
         let message = Message::new()
@@ -70,21 +66,19 @@ impl PubSubProducer {
 #[async_trait]
 impl Producer for PubSubProducer {
     async fn send(&self, event: Event) -> Result<Receipt> {
-        self.check_open()?;
+        self.gate.check()?;
         let (message, key) = self.prepare(&event)?;
-        let _guard = self.in_progress.read().await;
-        self.check_open()?;
+        let _pass = self.gate.enter().await?;
         self.publish(message, key).await
     }
 
     async fn send_batch(&self, events: Vec<Event>) -> Result<Vec<Receipt>> {
-        self.check_open()?;
+        self.gate.check()?;
         let prepared = events
             .iter()
             .map(|e| self.prepare(e))
             .collect::<Result<Vec<_>>>()?;
-        let _guard = self.in_progress.read().await;
-        self.check_open()?;
+        let _pass = self.gate.enter().await?;
         // All are queued before any is awaited; the publisher batches them and keeps their
         // order per ordering key.
         let sends = prepared
@@ -94,17 +88,15 @@ impl Producer for PubSubProducer {
     }
 
     async fn flush(&self) -> Result<()> {
-        self.check_open()?;
+        self.gate.check()?;
         self.publisher.flush().await;
         Ok(())
     }
 
     async fn close(&self) -> Result<()> {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return Ok(());
+        if self.gate.close().await {
+            self.publisher.flush().await;
         }
-        let _all = self.in_progress.write().await;
-        self.publisher.flush().await;
         Ok(())
     }
 }
