@@ -41,6 +41,60 @@ async fn lease_of(store: &dyn CheckpointStore, key: &CheckpointKey) -> Option<Le
         .find(|l| l.key.partition == key.partition && !l.owner.is_empty())
 }
 
+/// The checkpoint of `key`'s partition, as the store reads it back.
+async fn checkpoint_of(store: &dyn CheckpointStore, key: &CheckpointKey) -> Option<Checkpoint> {
+    store
+        .checkpoints(&key.group, &key.stream)
+        .await
+        .expect("checkpoints")
+        .remove(&key.partition)
+}
+
+async fn has_no_checkpoints(store: &dyn CheckpointStore, group: &str, stream: &str) -> bool {
+    store
+        .checkpoints(group, stream)
+        .await
+        .expect("checkpoints")
+        .is_empty()
+}
+
+/// `claimants` owners race for `key` (naming `over`, the lease they mean to take over, if
+/// any); the leases of the winners.
+async fn race(
+    store: &dyn CheckpointStore,
+    key: &CheckpointKey,
+    claimants: usize,
+    owner: &str,
+    over: Option<&Lease>,
+) -> Vec<Lease> {
+    let claims = join_all((0..claimants).map(|i| async move {
+        store
+            .claim(key, &format!("{owner}-{i}"), TTL, over)
+            .await
+            .expect("claim")
+    }))
+    .await;
+    claims.into_iter().flatten().collect()
+}
+
+/// `lease` is no longer its holder's: it cannot be renewed and a checkpoint under it is refused.
+async fn assert_fenced(store: &dyn CheckpointStore, lease: &Lease, who: &str) {
+    let kind = store.kind();
+    assert!(
+        store.renew(lease, TTL).await.expect("renew").is_none(),
+        "{kind}: {who} cannot renew"
+    );
+    let late = Checkpoint::Processed(Position::new("99"));
+    assert!(
+        store
+            .checkpoint(lease, &late)
+            .await
+            .expect("checkpoint")
+            .is_none(),
+        "{kind}: {who}'s checkpoint is refused"
+    );
+}
+
 /// Runs every check of the store contract against `store`, panicking with what broke:
 ///
 /// 1. of 16 claimants racing for one free partition, exactly one wins;
@@ -77,7 +131,7 @@ pub async fn checkpoint_store_contract(store: &dyn CheckpointStore) {
         .await
         .expect("prepare twice");
     assert!(
-        store.checkpoints(&group, &stream).await.unwrap().is_empty(),
+        has_no_checkpoints(store, &group, &stream).await,
         "{kind}: a new group has no checkpoints"
     );
     assert!(
@@ -86,17 +140,7 @@ pub async fn checkpoint_store_contract(store: &dyn CheckpointStore) {
     );
 
     // 1. Exactly one of many racing claimants wins a free partition.
-    let claims = join_all((0..16).map(|i| {
-        let p0 = p0.clone();
-        async move {
-            store
-                .claim(&p0, &format!("owner-{i}"), TTL, None)
-                .await
-                .expect("claim")
-        }
-    }))
-    .await;
-    let winners: Vec<Lease> = claims.into_iter().flatten().collect();
+    let winners = race(store, &p0, 16, "owner", None).await;
     assert_eq!(
         winners.len(),
         1,
@@ -128,20 +172,9 @@ pub async fn checkpoint_store_contract(store: &dyn CheckpointStore) {
         renewed.version, first.version,
         "{kind}: renew changes the version"
     );
+    assert_fenced(store, &first, "a stale version").await;
     assert!(
-        store.renew(&first, TTL).await.unwrap().is_none(),
-        "{kind}: a stale version cannot renew"
-    );
-    assert!(
-        store
-            .checkpoint(&first, &Checkpoint::Processed(Position::new("1")))
-            .await
-            .unwrap()
-            .is_none(),
-        "{kind}: a stale version cannot checkpoint"
-    );
-    assert!(
-        store.checkpoints(&group, &stream).await.unwrap().is_empty(),
+        has_no_checkpoints(store, &group, &stream).await,
         "{kind}: a refused checkpoint writes nothing"
     );
 
@@ -166,9 +199,8 @@ pub async fn checkpoint_store_contract(store: &dyn CheckpointStore) {
             .await
             .unwrap()
             .unwrap_or_else(|| panic!("{kind}: the holder's checkpoint {checkpoint:?} is refused"));
-        let stored = store.checkpoints(&group, &stream).await.unwrap();
         assert_eq!(
-            stored.get(&p0.partition),
+            checkpoint_of(store, &p0).await.as_ref(),
             Some(checkpoint),
             "{kind}: checkpoint {checkpoint:?} must read back as written"
         );
@@ -204,25 +236,10 @@ pub async fn checkpoint_store_contract(store: &dyn CheckpointStore) {
         .unwrap()
         .expect("a steal naming the current lease wins");
     assert_eq!(thief.owner, "thief");
-    assert!(
-        store.renew(&holder, TTL).await.unwrap().is_none(),
-        "{kind}: the robbed owner cannot renew"
-    );
-    assert!(
-        store
-            .checkpoint(&holder, &Checkpoint::Processed(Position::new("99")))
-            .await
-            .unwrap()
-            .is_none(),
-        "{kind}: the robbed owner's late checkpoint is refused"
-    );
+    assert_fenced(store, &holder, "the robbed owner").await;
     assert_eq!(
-        store
-            .checkpoints(&group, &stream)
-            .await
-            .unwrap()
-            .get(&p0.partition),
-        Some(&processed),
+        checkpoint_of(store, &p0).await,
+        Some(processed.clone()),
         "{kind}: the robbed owner's late checkpoint wrote nothing"
     );
     store.release(&holder).await.unwrap();
@@ -277,17 +294,7 @@ pub async fn checkpoint_store_contract(store: &dyn CheckpointStore) {
             "{kind}: a lease of {short:?} not renewed for 60 s never expired"
         );
     };
-    let races = join_all((0..8).map(|i| {
-        let (p1, expired) = (p1.clone(), expired.clone());
-        async move {
-            store
-                .claim(&p1, &format!("heir-{i}"), TTL, Some(&expired))
-                .await
-                .expect("claim")
-        }
-    }))
-    .await;
-    let heirs: Vec<Lease> = races.into_iter().flatten().collect();
+    let heirs = race(store, &p1, 8, "heir", Some(&expired)).await;
     assert_eq!(
         heirs.len(),
         1,
@@ -301,11 +308,7 @@ pub async fn checkpoint_store_contract(store: &dyn CheckpointStore) {
     // 7. Isolation between groups, streams and partitions.
     let other_group = unique("contract-other");
     assert!(
-        store
-            .checkpoints(&other_group, &stream)
-            .await
-            .unwrap()
-            .is_empty(),
+        has_no_checkpoints(store, &other_group, &stream).await,
         "{kind}: another group sees none of this group's checkpoints"
     );
     let other_stream = unique("payments");
@@ -320,11 +323,7 @@ pub async fn checkpoint_store_contract(store: &dyn CheckpointStore) {
         .unwrap()
         .expect("the same partition id on another stream is free");
     assert!(
-        store
-            .checkpoints(&group, &other_stream)
-            .await
-            .unwrap()
-            .is_empty(),
+        has_no_checkpoints(store, &group, &other_stream).await,
         "{kind}: another stream sees none of this stream's checkpoints"
     );
     store.release(&elsewhere).await.unwrap();
@@ -333,12 +332,8 @@ pub async fn checkpoint_store_contract(store: &dyn CheckpointStore) {
         .await
         .expect("prepare again");
     assert_eq!(
-        store
-            .checkpoints(&group, &stream)
-            .await
-            .unwrap()
-            .get(&p0.partition),
-        Some(&processed),
+        checkpoint_of(store, &p0).await,
+        Some(processed),
         "{kind}: prepare keeps existing checkpoints"
     );
     assert_eq!(
