@@ -60,11 +60,7 @@ pub(crate) async fn no_ack_redelivers(c: &mut Ctx) -> CaseOutcome {
 
 /// A nacked event comes back to the same group, with a higher attempt count where attempts are declared.
 pub(crate) async fn nack_redelivers(c: &mut Ctx) -> CaseOutcome {
-    let stream = c.stream("nack", 1).await?;
-    let consumer = c
-        .consumer(&stream, &c.name("g"), StartPosition::Earliest)
-        .await?;
-    let producer = c.producer(&stream).await?;
+    let (consumer, producer) = c.stream_with_reader("nack", 1).await?;
     producer.send(Event::new("nack-me")).await.check("send")?;
     let first = receive_n(consumer.as_ref(), 1).await?.remove(0);
     let attempt = first.attempt;
@@ -133,11 +129,7 @@ pub(crate) async fn out_of_order_acks(c: &mut Ctx) -> CaseOutcome {
 
 /// A consumer that nacks every seventh delivery still processes all 100 events.
 pub(crate) async fn continue_after_errors(c: &mut Ctx) -> CaseOutcome {
-    let stream = c.stream("errors", 2).await?;
-    let consumer = c
-        .consumer(&stream, &c.name("g"), StartPosition::Earliest)
-        .await?;
-    let producer = c.producer(&stream).await?;
+    let (consumer, producer) = c.stream_with_reader("errors", 2).await?;
     let sent = numbered("e", 100);
     producer.send_batch(sent.clone()).await.check("send")?;
     let mut done = HashSet::new();
@@ -161,13 +153,8 @@ pub(crate) async fn continue_after_errors(c: &mut Ctx) -> CaseOutcome {
 
 /// Every send confirmed to eight concurrent senders, before and during close, is stored; close stops later sends.
 pub(crate) async fn producer_close_flushes(c: &mut Ctx) -> CaseOutcome {
-    let stream = c.stream("closeflush", 2).await?;
-    // The group exists before the sends, so backends that keep nothing for groups created
-    // later (Pub/Sub) are held to the same check.
-    let consumer = c
-        .consumer(&stream, &c.name("g"), StartPosition::Earliest)
-        .await?;
-    let producer: Arc<dyn Producer> = Arc::from(c.producer(&stream).await?);
+    let (consumer, producer) = c.stream_with_reader("closeflush", 2).await?;
+    let producer: Arc<dyn Producer> = Arc::from(producer);
     let (progress, mut progress_rx) = tokio::sync::watch::channel(0usize);
     let progress = Arc::new(progress);
     let mut tasks = Vec::new();
@@ -256,11 +243,7 @@ pub(crate) async fn use_after_close(c: &mut Ctx) -> CaseOutcome {
 
 /// Of e0, e1, e2 under one key, with e0 and e1 nacked and e2 acked, e0 and e1 come back in that order before e3.
 pub(crate) async fn nack_order(c: &mut Ctx) -> CaseOutcome {
-    let stream = c.stream("nackorder", 3).await?;
-    let consumer = c
-        .consumer(&stream, &c.name("g"), StartPosition::Earliest)
-        .await?;
-    let producer = c.producer(&stream).await?;
+    let (consumer, producer) = c.stream_with_reader("nackorder", 3).await?;
     // More events than the three in hand, so a backend that prefetches has later events of the
     // key buffered when the nacks arrive: they must not overtake the nacked ones.
     let total = 20;

@@ -167,11 +167,7 @@ pub(crate) async fn bad_configuration(c: &mut Ctx) -> CaseOutcome {
 
 /// Sends and receives dropped mid-flight leave the producer and consumer usable and lose no event.
 pub(crate) async fn cancellation(c: &mut Ctx) -> CaseOutcome {
-    let stream = c.stream("cancel", 1).await?;
-    let consumer = c
-        .consumer(&stream, &c.name("g"), StartPosition::Earliest)
-        .await?;
-    let producer = c.producer(&stream).await?;
+    let (consumer, producer) = c.stream_with_reader("cancel", 1).await?;
     // A receive dropped while waiting.
     ensure!(
         consumer

@@ -3,15 +3,11 @@
 use super::support::*;
 use bytes::Bytes;
 use std::collections::HashMap;
-use tributary::{ErrorKind, Event, StartPosition, Timestamp};
+use tributary::{ErrorKind, Event, Timestamp};
 
 /// 1,000 events sent in batches arrive once each, with identical key, payload, headers and timestamp.
 pub(crate) async fn round_trip(c: &mut Ctx) -> CaseOutcome {
-    let stream = c.stream("roundtrip", 3).await?;
-    let consumer = c
-        .consumer(&stream, &c.name("g"), StartPosition::Earliest)
-        .await?;
-    let producer = c.producer(&stream).await?;
+    let (consumer, producer) = c.stream_with_reader("roundtrip", 3).await?;
     let base = Timestamp::now().as_millis() - 60_000;
     let sent: Vec<Event> = (0..1000)
         .map(|i| {
@@ -55,11 +51,7 @@ pub(crate) async fn round_trip(c: &mut Ctx) -> CaseOutcome {
 
 /// Empty and non-UTF-8 payloads, non-UTF-8 keys, binary header values, unicode header names, duplicate header names (in order) and 100 headers round-trip exactly.
 pub(crate) async fn binary_fidelity(c: &mut Ctx) -> CaseOutcome {
-    let stream = c.stream("binary", 1).await?;
-    let consumer = c
-        .consumer(&stream, &c.name("g"), StartPosition::Earliest)
-        .await?;
-    let producer = c.producer(&stream).await?;
+    let (consumer, producer) = c.stream_with_reader("binary", 1).await?;
     let mut many = Event::new("many headers").with_key("k");
     for i in 0..100 {
         many.headers.append(format!("h{i}"), vec![i as u8; i % 5]);
@@ -114,11 +106,7 @@ pub(crate) async fn binary_fidelity(c: &mut Ctx) -> CaseOutcome {
 /// An event of exactly the declared maximum size round-trips; one byte more fails at send with a too-large error, and the producer keeps working.
 pub(crate) async fn size_limit(c: &mut Ctx) -> CaseOutcome {
     let max = c.caps.max_event_bytes.expect("gated");
-    let stream = c.stream("size", 1).await?;
-    let consumer = c
-        .consumer(&stream, &c.name("g"), StartPosition::Earliest)
-        .await?;
-    let producer = c.producer(&stream).await?;
+    let (consumer, producer) = c.stream_with_reader("size", 1).await?;
     let at_limit = Event::new(vec![b'x'; max]);
     producer
         .send(at_limit.clone())
@@ -158,11 +146,7 @@ pub(crate) async fn size_limit(c: &mut Ctx) -> CaseOutcome {
 
 /// Every send returns a partition and position, and the consumer sees each event at exactly that partition and position.
 pub(crate) async fn receipts(c: &mut Ctx) -> CaseOutcome {
-    let stream = c.stream("receipts", 2).await?;
-    let consumer = c
-        .consumer(&stream, &c.name("g"), StartPosition::Earliest)
-        .await?;
-    let producer = c.producer(&stream).await?;
+    let (consumer, producer) = c.stream_with_reader("receipts", 2).await?;
     let mut expected = HashMap::new();
     for e in numbered("r", 20) {
         let r = producer.send(e.clone()).await.check("send")?;

@@ -9,11 +9,8 @@ use tributary::{Consumer, ConsumerExt, Delivery, Event, Producer, StartPosition}
 
 /// Events of 20 keys sent by four concurrent senders arrive, key by key, in send order.
 pub(crate) async fn per_key_order(c: &mut Ctx) -> CaseOutcome {
-    let stream = c.stream("order", 4).await?;
-    let consumer = c
-        .consumer(&stream, &c.name("g"), StartPosition::Earliest)
-        .await?;
-    let producer: Arc<dyn Producer> = Arc::from(c.producer(&stream).await?);
+    let (consumer, producer) = c.stream_with_reader("order", 4).await?;
+    let producer: Arc<dyn Producer> = Arc::from(producer);
     let keys = 20;
     let per_key = 50;
     let mut tasks = Vec::new();

@@ -77,6 +77,22 @@ impl Ctx {
         Ok(name)
     }
 
+    /// The setup most cases share: a fresh stream, a consumer of a new group `g` reading it
+    /// from the earliest event, and a producer. The consumer opens first, so a backend that
+    /// keeps nothing for groups created after a send (Pub/Sub) is held to the same checks.
+    pub(crate) async fn stream_with_reader(
+        &self,
+        what: &str,
+        partitions: u32,
+    ) -> Result<(Box<dyn Consumer>, Box<dyn Producer>), String> {
+        let stream = self.stream(what, partitions).await?;
+        let consumer = self
+            .consumer(&stream, &self.name("g"), StartPosition::Earliest)
+            .await?;
+        let producer = self.producer(&stream).await?;
+        Ok((consumer, producer))
+    }
+
     pub(crate) async fn producer(&self, stream: &str) -> Result<Box<dyn Producer>, String> {
         self.backend.producer(stream).await.check("open producer")
     }
