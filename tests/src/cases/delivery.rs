@@ -214,29 +214,19 @@ pub(crate) async fn use_after_close(c: &mut Ctx) -> CaseOutcome {
     let stream = c.stream("afterclose", 1).await?;
     let producer = c.producer(&stream).await?;
     producer.close().await.check("close producer")?;
-    let err = producer
+    producer
         .send(Event::new("late"))
         .await
-        .err()
-        .ok_or("send after close succeeded")?;
-    ensure!(
-        err.kind() == ErrorKind::Closed,
-        "send after close: expected closed, got {err}"
-    );
+        .must_fail(ErrorKind::Closed, "send after close")?;
     producer.close().await.check("second close of producer")?;
     let consumer = c
         .consumer(&stream, &c.name("g"), StartPosition::Earliest)
         .await?;
     consumer.close().await.check("close consumer")?;
-    let err = consumer
+    consumer
         .receive()
         .await
-        .err()
-        .ok_or("receive after close succeeded")?;
-    ensure!(
-        err.kind() == ErrorKind::Closed,
-        "receive after close: expected closed, got {err}"
-    );
+        .must_fail(ErrorKind::Closed, "receive after close")?;
     consumer.close().await.check("second close of consumer")?;
     Ok(None)
 }

@@ -78,14 +78,7 @@ pub(crate) async fn missing_stream(c: &mut Ctx) -> CaseOutcome {
         return Ok(Some("auto-created".into()));
     }
     let produced = async { c.backend.producer(&name).await?.send(Event::new("x")).await };
-    let err = produced
-        .await
-        .err()
-        .ok_or("sending to a missing stream succeeded")?;
-    ensure!(
-        err.kind() == ErrorKind::NotFound,
-        "send: expected not found, got {err}"
-    );
+    let err = produced.await.must_fail(ErrorKind::NotFound, "send")?;
     ensure!(
         err.to_string().contains(&name),
         "error does not name the stream: {err}"
@@ -97,14 +90,7 @@ pub(crate) async fn missing_stream(c: &mut Ctx) -> CaseOutcome {
             .receive()
             .await
     };
-    let err = consumed
-        .await
-        .err()
-        .ok_or("consuming a missing stream succeeded")?;
-    ensure!(
-        err.kind() == ErrorKind::NotFound,
-        "consume: expected not found, got {err}"
-    );
+    consumed.await.must_fail(ErrorKind::NotFound, "consume")?;
     Ok(None)
 }
 
@@ -118,50 +104,28 @@ pub(crate) async fn bad_configuration(c: &mut Ctx) -> CaseOutcome {
     let unknown = format!("{}{sep}tributary_no_such_option=1", c.harness.url);
     let err = tributary::connect(&unknown)
         .await
-        .err()
-        .ok_or("unknown option accepted")?;
-    ensure!(
-        err.kind() == ErrorKind::Config,
-        "unknown option: expected config error, got {err}"
-    );
+        .must_fail(ErrorKind::Config, "unknown option")?;
     ensure!(
         err.to_string().contains("tributary_no_such_option"),
         "error does not name the option: {err}"
     );
     let scheme = c.harness.url.split("://").next().unwrap_or("memory");
-    let err = tributary::connect(&format!("{scheme}://[malformed"))
+    tributary::connect(&format!("{scheme}://[malformed"))
         .await
-        .err()
-        .ok_or("malformed URL accepted")?;
-    ensure!(
-        err.kind() == ErrorKind::Config,
-        "malformed URL: expected config error, got {err}"
-    );
-    let err = c
-        .backend
+        .must_fail(ErrorKind::Config, "malformed URL")?;
+    c.backend
         .consumer("whatever", ConsumerOptions::new(""))
         .await
-        .err()
-        .ok_or("empty group accepted")?;
-    ensure!(
-        err.kind() == ErrorKind::Config,
-        "empty group: expected config error, got {err}"
-    );
+        .must_fail(ErrorKind::Config, "empty group")?;
     if !c.caps.admin {
         return Ok(Some(
             "stream names not checked: the backend cannot create streams".into(),
         ));
     }
-    let err = c
-        .backend
+    c.backend
         .create_stream("bad name/with slash", StreamSpec::default())
         .await
-        .err()
-        .ok_or("bad stream name accepted")?;
-    ensure!(
-        err.kind() == ErrorKind::Config,
-        "bad stream name: expected config error, got {err}"
-    );
+        .must_fail(ErrorKind::Config, "bad stream name")?;
     Ok(None)
 }
 

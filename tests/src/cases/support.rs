@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tributary::{
-    Backend, Capabilities, Consumer, ConsumerExt, ConsumerOptions, Delivery, Event, Producer,
-    StartPosition, StreamSpec,
+    Backend, Capabilities, Consumer, ConsumerExt, ConsumerOptions, Delivery, ErrorKind, Event,
+    Producer, StartPosition, StreamSpec,
 };
 
 /// A case's result: a remark for the table, or what went wrong.
@@ -118,6 +118,23 @@ pub(crate) trait Check<T> {
 impl<T> Check<T> for tributary::Result<T> {
     fn check(self, what: &str) -> Result<T, String> {
         self.map_err(|e| format!("{what}: {e}"))
+    }
+}
+
+/// A step that must fail with a given kind of error.
+pub(crate) trait MustFail {
+    /// The error, for further checks; a case failure naming the step if it succeeded or failed
+    /// with another kind.
+    fn must_fail(self, kind: ErrorKind, what: &str) -> Result<tributary::Error, String>;
+}
+
+impl<T> MustFail for tributary::Result<T> {
+    fn must_fail(self, kind: ErrorKind, what: &str) -> Result<tributary::Error, String> {
+        match self {
+            Ok(_) => Err(format!("{what}: succeeded, expected a {kind} error")),
+            Err(err) if err.kind() == kind => Ok(err),
+            Err(err) => Err(format!("{what}: expected a {kind} error, got {err}")),
+        }
     }
 }
 
