@@ -54,16 +54,11 @@ impl PubSubConsumer {
         let name = stream.to_string();
         let subscription = subscription.to_string();
         tokio::spawn(async move {
-            loop {
+            // Both waits (for the next message, and for room in the channel) give way to a
+            // stop, or `close` would wait forever on a pull parked behind an unread delivery.
+            let done = loop {
                 let next = tokio::select! {
-                    done = &mut stop_rx => {
-                        // Leased but undelivered messages go back to the service at once.
-                        shutdown.shutdown().await;
-                        if let Ok(done) = done {
-                            let _ = done.send(());
-                        }
-                        return;
-                    }
+                    done = &mut stop_rx => break done.ok(),
                     next = messages.next() => next,
                 };
                 let item = match next {
@@ -99,13 +94,23 @@ impl PubSubConsumer {
                     None => return,
                 };
                 let failed = item.is_err();
-                if tx.send(item).await.is_err() {
+                let sent = tokio::select! {
+                    // The delivery not handed out is dropped, which nacks it.
+                    done = &mut stop_rx => break done.ok(),
+                    sent = tx.send(item) => sent,
+                };
+                if sent.is_err() {
                     shutdown.shutdown().await;
                     return;
                 }
                 if failed {
                     return;
                 }
+            };
+            // Leased but undelivered messages go back to the service at once.
+            shutdown.shutdown().await;
+            if let Some(done) = done {
+                let _ = done.send(());
             }
         });
         PubSubConsumer {
