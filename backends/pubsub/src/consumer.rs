@@ -142,15 +142,22 @@ impl Consumer for PubSubConsumer {
         if !self.gate.close().await {
             return Ok(());
         }
+        // Deliveries parked in the channel are nacked (dropping one nacks it) while the pull
+        // still runs, so the service hands them to another member at once rather than after
+        // their ack deadline. Closing the channel also ends a pull task waiting to hand one
+        // over. A `receive` in progress holds the lock: then the stop below ends it first.
+        if let Ok(mut deliveries) = self.deliveries.try_lock() {
+            nack_parked(&mut deliveries);
+        }
         let stop = self.stop.lock().ok().and_then(|mut s| s.take());
         if let Some(stop) = stop {
             let (done_tx, done_rx) = oneshot::channel();
             if stop.send(done_tx).is_ok() {
+                // Answered, or dropped when the task ends, after its shutdown either way.
                 let _ = done_rx.await;
             }
         }
-        // A message parked in the channel is nacked when the channel drops it.
-        self.deliveries.lock().await.close();
+        nack_parked(&mut *self.deliveries.lock().await);
         Ok(())
     }
 
@@ -174,5 +181,12 @@ impl Drop for PubSubConsumer {
             let (done_tx, _) = oneshot::channel();
             let _ = stop.send(done_tx);
         }
+    }
+}
+
+fn nack_parked(deliveries: &mut mpsc::Receiver<Result<Delivery>>) {
+    deliveries.close();
+    while let Ok(parked) = deliveries.try_recv() {
+        drop(parked);
     }
 }
