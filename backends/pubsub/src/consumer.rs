@@ -99,7 +99,9 @@ impl PubSubConsumer {
                     done = &mut stop_rx => break done.ok(),
                     sent = tx.send(item) => sent,
                 };
-                if sent.is_err() {
+                if let Err(unsent) = sent {
+                    // Nacked before the shutdown, while the stream can still carry the nack.
+                    drop(unsent);
                     shutdown.shutdown().await;
                     return;
                 }
