@@ -88,8 +88,8 @@ pub fn register() {
 
 /// Checks a `pubsub://` URL's options as [`PubSubBackend::connect`] would, without
 /// connecting. For configuration checkers (`bridge validate`).
-pub fn check_url(url: &Url) -> Result<()> {
-    PubSubConfig::from_url(url, std::env::var("PUBSUB_EMULATOR_HOST").ok()).map(drop)
+pub fn check_url(url: &tributary::Url) -> Result<()> {
+    PubSubConfig::from_url(url).map(drop)
 }
 
 /// Builds a Google client, pointed at the emulator with anonymous credentials when the URL
