@@ -122,9 +122,9 @@ pub mod envelope;
 mod error;
 mod event;
 pub mod local;
-mod redact;
 #[cfg(feature = "otel")]
 pub mod otel;
+mod redact;
 mod registry;
 pub mod time;
 

@@ -178,7 +178,7 @@ pub fn check(
             ));
             Duration::from_secs(10)
         });
-    for (name, _) in &section.headers {
+    for name in section.headers.keys() {
         let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
         if name.is_empty() || !name.bytes().all(token) {
             problems.push(format!(

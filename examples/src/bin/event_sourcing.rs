@@ -146,7 +146,7 @@ async fn main() -> tributary::Result<()> {
     let live = args.number("live", 0) as u64;
     tributary_kafka::register();
     tributary_pubsub::register();
-    let backend: Arc<dyn Backend> = Arc::from(tributary::connect(&url).await?);
+    let backend: Arc<dyn Backend> = tributary::connect(&url).await?;
     match backend
         .create_stream(&stream, StreamSpec::with_partitions(3))
         .await
