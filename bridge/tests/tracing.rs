@@ -325,6 +325,17 @@ fn otlp_receiver() -> (String, Received) {
     (endpoint, received)
 }
 
+/// Whether the daemon's `/readyz` answers 200 (every route open).
+fn ready(addr: &str) -> bool {
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = stream.write_all(format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes());
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.starts_with("HTTP/1.1 200")
+}
+
 /// End to end through the daemon: a producer's trace, the daemon's spans exported over OTLP to
 /// a receiver started here, and a consumer on the sink, all in one trace.
 #[tokio::test(flavor = "current_thread")]
@@ -365,6 +376,20 @@ async fn the_daemon_exports_route_spans_over_otlp_in_the_producers_trace() {
         if line.contains("operations endpoint") {
             break;
         }
+    }
+    // Routes connect in the background: until the route is open the sink stream may not
+    // exist yet, and only the daemon (its writer) may create it.
+    let addr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .and_then(|rest| rest.split('/').next())
+        .expect("the operations endpoint's address")
+        .to_string();
+    let deadline = Instant::now() + DEADLINE;
+    while !ready(&addr) {
+        assert!(Instant::now() < deadline, "the daemon never became ready");
+        std::thread::sleep(Duration::from_millis(20));
     }
     // The sink, read while the daemon writes it: 525 events.
     let sink = tributary::connect(&sink_url).await.unwrap();

@@ -57,7 +57,7 @@ fn validate_finds_what_start_and_the_first_event_would() {
         "`route[7].filter`",
         "does not compile",
         "`route[8].transform.stream`",
-        "10 problems",
+        "9 problems",
     ] {
         assert!(out.contains(needle), "missing {needle}:\n{out}");
     }

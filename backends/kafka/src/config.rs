@@ -350,7 +350,11 @@ impl KafkaConfig {
         {
             // The values that are secret themselves (not `sasl.mechanisms` or a user name,
             // which a message about a refused login should show).
-            let secret = is_secret_option(name) || name.contains("oauthbearer.config");
+            let shown_anyway = ["sasl.username", "sasl.mechanism", "sasl.mechanisms"]
+                .iter()
+                .any(|public| name.ends_with(public));
+            let secret =
+                (is_secret_option(name) || name.contains("oauthbearer.config")) && !shown_anyway;
             if secret && !value.is_empty() {
                 masked = masked.replace(value.as_str(), "***");
             }
