@@ -41,7 +41,7 @@ pub fn visited(event: &Event, identity: &str) -> bool {
 /// The name of a stream that stays the same wherever it is reached from: `cluster` (when the
 /// configuration names one, because the same cluster may be reached by different addresses)
 /// or the URL's scheme, address and path, without credentials or options; then `/stream`.
-/// Commas are escaped so identities can be listed in [`lineage::PATH`].
+/// Commas are escaped so identities can be listed in [`PATH`].
 pub fn stream_identity(url: &str, cluster: Option<&str>, stream: &str) -> String {
     let place = match cluster {
         Some(cluster) => cluster.to_string(),

@@ -1,4 +1,4 @@
-//! Leases and checkpoints in DynamoDB, in the KCL 2.x lease table schema ([`item`]), as a
+//! Leases and checkpoints in DynamoDB, in the KCL 2.x lease table schema (the `item` module), as a
 //! [`CheckpointStore`].
 //!
 //! One table per group and stream (option `lease_table`, `{group}.{stream}` by default; give a
