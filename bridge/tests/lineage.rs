@@ -86,15 +86,17 @@ fn events() -> Vec<Event> {
 async fn a_path_from_outside_is_trusted_by_default() {
     let (copied, stats) = copy("trusted", false, events()).await;
     assert_eq!(stats.looped.load(Ordering::Relaxed), 2, "{stats}");
-    let paths: Vec<(String, String)> = copied
+    // Unkeyed events spread over the stream's partitions: their order is not promised.
+    let mut paths: Vec<(String, String)> = copied
         .iter()
         .map(|e| (String::from_utf8_lossy(&e.payload).into_owned(), path(e)))
         .collect();
+    paths.sort();
     assert_eq!(
         paths,
         [
-            ("no path".to_string(), "place-a/in".to_string()),
-            ("elsewhere".into(), "place-c/x,place-a/in".into()),
+            ("elsewhere".to_string(), "place-c/x,place-a/in".to_string()),
+            ("no path".into(), "place-a/in".into()),
         ]
     );
 }
