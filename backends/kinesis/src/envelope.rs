@@ -38,9 +38,9 @@
 //! event and says why, so nothing is lost. Records in the KPL's aggregated format are split
 //! first (`kpl.rs`), and each user record is read the same way.
 
-use crate::compat::envelope::{AttributeRules, ENVELOPE, decode_headers, encode_headers};
 use bytes::{BufMut, Bytes, BytesMut};
 use md5::{Digest, Md5};
+use tributary::envelope::{AttributeRules, ENVELOPE, decode_headers, encode_headers};
 use tributary::{Event, Headers, Timestamp};
 
 /// The first bytes of an enveloped record.

@@ -80,7 +80,6 @@
 #![warn(missing_docs)]
 
 mod admin;
-mod compat;
 mod config;
 pub mod dynamodb;
 pub mod envelope;
