@@ -64,8 +64,9 @@ pub struct PubSubConfig {
     /// Create subscriptions with message ordering: per-key order, and the next event of a
     /// key waits for the previous one's ack.
     pub ordering: bool,
-    /// Ack deadline of the subscriptions this backend creates (10 s to 600 s); leases are
-    /// extended while a delivery is held.
+    /// Ack deadline of the subscriptions this backend creates and of its consumers' streaming
+    /// pulls (10 s to 600 s); leases are extended while a delivery is held, and what a consumer
+    /// that ends without nacking held comes back after it.
     pub ack_deadline: Duration,
     /// Messages that close a publisher batch.
     pub batch_count: u32,

@@ -1,6 +1,18 @@
 //! Receiving: a streaming pull on the group's subscription. The client library extends leases
-//! and enforces flow control (`max_in_flight` outstanding messages); a task moves messages into
-//! a one-slot channel so that `receive()` is cancellation safe.
+//! and asks the service for flow control (`max_in_flight` outstanding messages); a task reads
+//! the stream as messages arrive into a channel of `max_in_flight` slots, so `receive()` is
+//! cancellation safe and a message the service sent does not wait unread in the transport,
+//! where the library has not leased it and a close cannot nack it.
+//!
+//! Closing ends the stream first, then nacks everything leased (parked in the channel, in the
+//! application's hands, in the library's pool) and waits for those calls. Nacked while the
+//! stream is still open, a message can be handed straight back to the closing consumer (pstest
+//! gives it to the only stream, or to the next in its round robin), where nobody reads it. A
+//! message the service sent just as the stream ended is known to no client and comes back
+//! after the stream's ack deadline, the `ack_deadline` option: the library cannot half-close a
+//! stream and read it to its end, which would close that gap too.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use google_cloud_pubsub::client::Subscriber;
@@ -42,14 +54,21 @@ impl PubSubConsumer {
         stream: &str,
         subscription: &str,
         max_in_flight: usize,
+        ack_deadline: Duration,
     ) -> PubSubConsumer {
+        let max_in_flight = max_in_flight.max(1);
         let mut messages = subscriber
             .subscribe(subscription)
-            .set_max_outstanding_messages(max_in_flight.max(1) as i64)
+            .set_max_outstanding_messages(max_in_flight as i64)
+            // The stream's ack deadline, which for a streaming pull replaces the
+            // subscription's (pstest: fake.go sets a delivered message's deadline from the
+            // stream's): a message still on the wire when the stream closed comes back after
+            // this rather than the library's default of 60 s.
+            .set_max_lease_extension(ack_deadline)
             .set_shutdown_behavior(ShutdownBehavior::NackImmediately)
             .build();
-        let shutdown = messages.shutdown_token();
-        let (tx, rx) = mpsc::channel(1);
+        // As many slots as the service may hand out, so the task keeps reading the stream.
+        let (tx, rx) = mpsc::channel(max_in_flight);
         let (stop_tx, mut stop_rx) = oneshot::channel::<oneshot::Sender<()>>();
         let name = stream.to_string();
         let subscription = subscription.to_string();
@@ -94,22 +113,26 @@ impl PubSubConsumer {
                     None => return,
                 };
                 let failed = item.is_err();
+                // The channel has room for every outstanding message, so this waits only if
+                // the service sends more than `max_in_flight` (pstest has no flow control).
                 let sent = tokio::select! {
-                    // The delivery not handed out is dropped, which nacks it.
                     done = &mut stop_rx => break done.ok(),
                     sent = tx.send(item) => sent,
                 };
-                if let Err(unsent) = sent {
-                    // Nacked before the shutdown, while the stream can still carry the nack.
-                    drop(unsent);
-                    shutdown.shutdown().await;
-                    return;
+                if sent.is_err() {
+                    // The consumer is gone or closing.
+                    break None;
                 }
                 if failed {
                     return;
                 }
             };
-            // Leased but undelivered messages go back to the service at once.
+            // The stream ends first (dropping it cancels the call, so the service stops
+            // handing this consumer messages), then the lease loop sends pending acks, nacks
+            // every message still leased, and stops extending leases. The shutdown waits for
+            // those calls.
+            let shutdown = messages.shutdown_token();
+            drop(messages);
             shutdown.shutdown().await;
             if let Some(done) = done {
                 let _ = done.send(());
@@ -144,13 +167,9 @@ impl Consumer for PubSubConsumer {
         if !self.gate.close().await {
             return Ok(());
         }
-        // Deliveries parked in the channel are nacked (dropping one nacks it) while the pull
-        // still runs, so the service hands them to another member at once rather than after
-        // their ack deadline. Closing the channel also ends a pull task waiting to hand one
-        // over. A `receive` in progress holds the lock: then the stop below ends it first.
-        if let Ok(mut deliveries) = self.deliveries.try_lock() {
-            nack_parked(&mut deliveries);
-        }
+        // Nothing is nacked before the pull's stream ends (see the module's docs): the stop
+        // ends the stream, then nacks everything still leased, the deliveries parked in the
+        // channel included, and answers once those calls are done.
         let stop = self.stop.lock().ok().and_then(|mut s| s.take());
         if let Some(stop) = stop {
             let (done_tx, done_rx) = oneshot::channel();
@@ -159,7 +178,8 @@ impl Consumer for PubSubConsumer {
                 let _ = done_rx.await;
             }
         }
-        nack_parked(&mut *self.deliveries.lock().await);
+        // Already nacked by the shutdown; what a `receive` in progress did not take goes.
+        discard_parked(&mut *self.deliveries.lock().await);
         Ok(())
     }
 
@@ -186,7 +206,7 @@ impl Drop for PubSubConsumer {
     }
 }
 
-fn nack_parked(deliveries: &mut mpsc::Receiver<Result<Delivery>>) {
+fn discard_parked(deliveries: &mut mpsc::Receiver<Result<Delivery>>) {
     deliveries.close();
     while let Ok(parked) = deliveries.try_recv() {
         drop(parked);

@@ -38,7 +38,7 @@
 //! | `auto_create` | `false` | create missing topics |
 //! | `create_subscriptions` | `true` | create a group's subscription on first use |
 //! | `ordering` | `false` | create subscriptions with message ordering (per-key order; the next event of a key waits for the previous one's ack) |
-//! | `ack_deadline` | `30s` | for subscriptions it creates (leases are extended while a delivery is held) |
+//! | `ack_deadline` | `30s` | for subscriptions it creates, and the lease of each message a consumer streams (extended while a delivery is held; what a consumer that ends without nacking held comes back after it) |
 //! | `batch_count`, `batch_bytes`, `batch_delay` | `100`, `1000000`, `10ms` | publisher batching thresholds |
 //! | `max_event_bytes` | `10000000` | largest message (data + attributes + ordering key) |
 //!
@@ -339,6 +339,7 @@ impl Backend for PubSubBackend {
             stream,
             &subscription,
             options.max_in_flight,
+            self.config.ack_deadline,
         )))
     }
 

@@ -17,10 +17,10 @@ const PSTEST_THROUGHPUT_EVENTS: usize = 3_000;
 async fn pubsub_conformance() {
     let server = require_peer!(Peer::PubSub);
     tributary_pubsub::register();
-    // Deliveries held unsettled by a consumer that closes come back when their lease runs out,
-    // the subscription's ack deadline: at the default 30 s that is the suite's own 30 s wait
-    // (no_ack_redelivers then received 9 of 10 in time), so the suite's groups use Pub/Sub's
-    // shortest deadline.
+    // A closing consumer nacks what it holds, but a message the server sent just as the stream
+    // ended is one no client has seen, so it comes back only when its lease runs out: after the
+    // streaming pull's ack deadline, which the backend takes from `ack_deadline`. At the default
+    // 30 s that is the suite's own 30 s wait, so the suite's groups use Pub/Sub's shortest.
     let url = format!(
         "{}&max_event_bytes={PSTEST_MAX_EVENT_BYTES}&ack_deadline=10s",
         server.url()
