@@ -1,6 +1,7 @@
 //! Native mode: servers installed under the peers cache by `scripts/peers/install-*.sh`.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -395,35 +396,6 @@ fn start_once(launcher: &Launcher, peer: Peer, extra: &[String]) -> Result<Serve
                 again,
             ))
         }
-        Peer::PubSub => {
-            let bin = installed(launcher, peer, "pstest/current/pstest")?;
-            let mut command = Command::new(bin);
-            // pstest binds the port itself (":0") and prints it, so there is no port race.
-            command.args(["--addr", "127.0.0.1:0"]);
-            let program = command.get_program().to_owned();
-            let mut process = spawn(peer, command, &log, None)?;
-            let mut address = None;
-            wait_ready(launcher, peer, &mut process, || {
-                if address.is_none() {
-                    address = find_line(&log, "listening ");
-                }
-                match &address {
-                    Some(addr) => probe::grpc(addr),
-                    None => Err("no \"listening\" line yet".into()),
-                }
-            })?;
-            let address = address.expect("probe succeeded");
-            let url = format!("pubsub://tributary-test?endpoint=http://{address}");
-            // A restart listens on the address the first launch picked.
-            let recipe = Recipe {
-                launcher: launcher.clone(),
-                program: program.into(),
-                args: vec!["--addr".into(), address.clone().into()],
-                probe: Probe::Grpc(address.clone()),
-                scratch: None,
-            };
-            Ok(server(peer, url, address, None, process, None, recipe))
-        }
         Peer::Kinesis => {
             let bin = installed(launcher, peer, "ferrokinesis/current/bin/ferrokinesis")?;
             let port = port(peer)?;
@@ -451,159 +423,130 @@ fn start_once(launcher: &Launcher, peer: Peer, extra: &[String]) -> Result<Serve
             let url = format!("kinesis://us-east-1?endpoint=http://{address}");
             Ok(server(peer, url, address, None, process, None, recipe))
         }
-        Peer::Azurite => start_azurite(launcher, peer, &log),
-        Peer::DynamoDb => start_dynalite(launcher, peer, &log),
-        Peer::EventHubs => {
-            let bin = eventhubs_emulator(peer)?;
-            let data = launcher.data_dir(peer);
-            let mut command = Command::new(&bin);
-            // The emulator binds the port itself and prints it, so there is no port race.
-            command
-                .args(["--host", "127.0.0.1", "--port", "0", "--log", "warn"])
-                .arg("--data-dir")
-                .arg(&data);
-            let mut process = spawn(peer, command, &log, Some(&data))?;
-            let mut address = None;
-            wait_ready(launcher, peer, &mut process, || {
-                if address.is_none() {
-                    address = find_line(&log, "listening on ");
-                }
-                match &address {
-                    Some(addr) => probe::amqp(addr),
-                    None => Err("no \"listening on\" line yet".into()),
-                }
-            })?;
-            let address = address.expect("probe succeeded");
-            // A restart listens on the address the first launch picked and keeps the data.
-            let recipe = Recipe {
-                launcher: launcher.clone(),
-                program: bin,
-                args: vec![
-                    "--host".into(),
-                    "127.0.0.1".into(),
-                    "--port".into(),
-                    address.rsplit(':').next().unwrap_or("0").into(),
-                    "--log".into(),
-                    "warn".into(),
-                    "--data-dir".into(),
-                    data.clone().into(),
-                ],
-                probe: Probe::Amqp(address.clone()),
-                scratch: Some(data.clone()),
-            };
-            let url = format!("eventhubs://emulator.localhost?endpoint=amqp://{address}");
-            Ok(server(
-                peer,
-                url,
-                address,
-                None,
-                process,
-                Some(data),
-                recipe,
-            ))
+        Peer::PubSub | Peer::Azurite | Peer::DynamoDb | Peer::EventHubs => {
+            start_self_binding(launcher, peer, &log)
         }
     }
 }
 
-/// dynalite through the installer's launcher, which binds the port itself and prints it (no
-/// port race); tables live in LevelDB under the data directory, so a restart keeps them.
-fn start_dynalite(
-    launcher: &Launcher,
-    peer: Peer,
-    log: &std::path::Path,
-) -> Result<Server, PeerError> {
-    let bin = installed(launcher, peer, "dynalite/current/bin/dynalite")?;
-    let data = launcher.data_dir(peer);
-    let mut command = Command::new(&bin);
-    command
-        .args(["--host", "127.0.0.1", "--port", "0", "--path"])
-        .arg(&data);
-    let mut process = spawn(peer, command, log, Some(&data))?;
-    let mut address = None;
-    wait_ready(launcher, peer, &mut process, || {
-        if address.is_none() {
-            address = find_line(log, "Dynalite listening at: http://");
-        }
-        match &address {
-            Some(addr) => probe::dynamodb(addr),
-            None => Err("no \"Dynalite listening at\" line yet".into()),
-        }
-    })?;
-    let address = address.expect("probe succeeded");
-    let recipe = Recipe {
-        launcher: launcher.clone(),
-        program: bin,
-        args: vec![
-            "--host".into(),
-            "127.0.0.1".into(),
-            "--port".into(),
-            address.rsplit(':').next().unwrap_or("0").into(),
-            "--path".into(),
-            data.clone().into(),
-        ],
-        probe: Probe::DynamoDb(address.clone()),
-        scratch: Some(data.clone()),
-    };
-    let url = format!("http://{address}");
-    Ok(server(
-        peer,
-        url,
-        address,
-        None,
-        process,
-        Some(data),
-        recipe,
-    ))
+/// A server that binds a port of its own choosing (`0`) and prints it, so there is no race
+/// between picking a port and binding it; a restart listens on the port the first launch got
+/// and, where the server has a data directory, keeps it.
+struct SelfBinding {
+    program: PathBuf,
+    /// Whether the server keeps what a restart must find again in its data directory.
+    keeps_data: bool,
+    /// The command line, given the port (`"0"` on the first launch) and the data directory.
+    args: fn(&str, &Path) -> Vec<OsString>,
+    /// What the server prints just before its `host:port`.
+    listening: &'static str,
+    probe: fn(String) -> Probe,
+    /// The fixture's URL, given the address.
+    url: fn(&str) -> String,
 }
 
-/// Azurite's blob service, which binds the port itself (`--blobPort 0`) and prints it (no port
-/// race); blobs live under the data directory, so a restart keeps them.
-fn start_azurite(
-    launcher: &Launcher,
-    peer: Peer,
-    log: &std::path::Path,
-) -> Result<Server, PeerError> {
-    const LISTENING: &str = "Azurite Blob service successfully listens on http://";
-    let bin = installed(launcher, peer, "azurite/current/bin/azurite-blob")?;
-    let data = launcher.data_dir(peer);
-    let args = |port: &str| -> Vec<std::ffi::OsString> {
-        let mut args: Vec<std::ffi::OsString> = ["--blobHost", "127.0.0.1", "--blobPort", port]
-            .map(Into::into)
-            .to_vec();
-        args.extend(["--location".into(), data.clone().into_os_string()]);
-        // An SDK newer than this Azurite release would otherwise be refused.
-        args.extend(["--silent", "--skipApiVersionCheck"].map(Into::into));
+fn self_binding(launcher: &Launcher, peer: Peer) -> Result<SelfBinding, PeerError> {
+    fn args(words: &[&str], data: Option<&Path>) -> Vec<OsString> {
+        let mut args: Vec<OsString> = words.iter().map(Into::into).collect();
+        args.extend(data.map(|d| d.as_os_str().to_owned()));
         args
-    };
-    let mut command = Command::new(&bin);
-    command.args(args("0"));
-    let mut process = spawn(peer, command, log, Some(&data))?;
+    }
+    Ok(match peer {
+        Peer::PubSub => SelfBinding {
+            program: installed(launcher, peer, "pstest/current/pstest")?,
+            keeps_data: false,
+            args: |port, _| args(&["--addr", &format!("127.0.0.1:{port}")], None),
+            listening: "listening ",
+            probe: Probe::Grpc,
+            url: |address| format!("pubsub://tributary-test?endpoint=http://{address}"),
+        },
+        // dynalite through the installer's launcher; tables live in LevelDB.
+        Peer::DynamoDb => SelfBinding {
+            program: installed(launcher, peer, "dynalite/current/bin/dynalite")?,
+            keeps_data: true,
+            args: |port, data| {
+                args(
+                    &["--host", "127.0.0.1", "--port", port, "--path"],
+                    Some(data),
+                )
+            },
+            listening: "Dynalite listening at: http://",
+            probe: Probe::DynamoDb,
+            url: |address| format!("http://{address}"),
+        },
+        // Azurite's blob service. `--skipApiVersionCheck`: an SDK newer than this Azurite
+        // release would otherwise be refused.
+        Peer::Azurite => SelfBinding {
+            program: installed(launcher, peer, "azurite/current/bin/azurite-blob")?,
+            keeps_data: true,
+            args: |port, data| {
+                let mut all = args(
+                    &["--blobHost", "127.0.0.1", "--blobPort", port, "--location"],
+                    Some(data),
+                );
+                all.extend(["--silent", "--skipApiVersionCheck"].map(Into::into));
+                all
+            },
+            listening: "Azurite Blob service successfully listens on http://",
+            probe: Probe::Blob,
+            url: |address| format!("http://{address}/{}", crate::AZURITE_ACCOUNT),
+        },
+        Peer::EventHubs => SelfBinding {
+            program: eventhubs_emulator(peer)?,
+            keeps_data: true,
+            args: |port, data| {
+                let words = ["--host", "127.0.0.1", "--port", port, "--log", "warn"];
+                args(&[&words[..], &["--data-dir"]].concat(), Some(data))
+            },
+            listening: "listening on ",
+            probe: Probe::Amqp,
+            url: |address| format!("eventhubs://emulator.localhost?endpoint=amqp://{address}"),
+        },
+        Peer::Kafka | Peer::Pulsar | Peer::Kinesis => {
+            unreachable!("{peer} is started on a port the fixture picks")
+        }
+    })
+}
+
+fn start_self_binding(launcher: &Launcher, peer: Peer, log: &Path) -> Result<Server, PeerError> {
+    let SelfBinding {
+        program,
+        keeps_data,
+        args,
+        listening,
+        probe,
+        url,
+    } = self_binding(launcher, peer)?;
+    let data = keeps_data.then(|| launcher.data_dir(peer));
+    let scratch = data.clone().unwrap_or_default();
+    let mut command = Command::new(&program);
+    command.args(args("0", &scratch));
+    let mut process = spawn(peer, command, log, data.as_deref())?;
     let mut address = None;
     wait_ready(launcher, peer, &mut process, || {
         if address.is_none() {
-            address = find_line(log, LISTENING);
+            address = find_line(log, listening);
         }
         match &address {
-            Some(addr) => probe::blob(addr),
-            None => Err(format!("no \"{LISTENING}\" line yet")),
+            Some(addr) => probe(addr.clone()).check(),
+            None => Err(format!("no \"{}\" line yet", listening.trim_end())),
         }
     })?;
     let address = address.expect("probe succeeded");
     let recipe = Recipe {
         launcher: launcher.clone(),
-        program: bin,
-        args: args(address.rsplit(':').next().unwrap_or("0")),
-        probe: Probe::Blob(address.clone()),
-        scratch: Some(data.clone()),
+        program,
+        args: args(address.rsplit(':').next().unwrap_or("0"), &scratch),
+        probe: probe(address.clone()),
+        scratch: data.clone(),
     };
-    let url = format!("http://{address}/{}", crate::AZURITE_ACCOUNT);
     Ok(server(
         peer,
-        url,
+        url(&address),
         address,
         None,
         process,
-        Some(data),
+        data,
         recipe,
     ))
 }
