@@ -12,7 +12,6 @@
 #
 # Accounts: the well-known development account `devstoreaccount1` and its published key.
 # --skipApiVersionCheck lets SDKs newer than this Azurite release talk to it.
-# npm does not run install scripts here; Azurite's blob service needs none.
 # shellcheck source=SCRIPTDIR/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PEERS_TAG=azurite
@@ -29,21 +28,7 @@ if is_installed "$DEST" "$STAMP" && [[ -x "$DEST/bin/azurite-blob" ]]; then
   exit 0
 fi
 
-need node "apt-get install -y nodejs (Node 18 or newer)"
-need npm "apt-get install -y npm"
-node_major="$(node -p 'process.versions.node.split(".")[0]')"
-(( node_major >= 18 )) || die "node $node_major found, 18+ needed by azurite $AZURITE_VERSION" \
-  "install a newer Node (https://nodejs.org) and put it first on PATH"
-
-rm -rf "$DEST"
-mkdir -p "$DEST/bin"
-log "npm install azurite@$AZURITE_VERSION (about a minute; log: $DEST/npm.log)"
-if ! (cd "$DEST" && printf '{"name":"tributary-azurite","private":true}\n' > package.json \
-      && npm install --no-audit --no-fund --omit=dev "azurite@$AZURITE_VERSION" >"$DEST/npm.log" 2>&1); then
-  tail -10 "$DEST/npm.log" >&2
-  die "npm install azurite@$AZURITE_VERSION failed (log: $DEST/npm.log)" \
-      "check the npm registry is reachable: npm view azurite@$AZURITE_VERSION version"
-fi
+npm_install "$DEST" azurite "$AZURITE_VERSION"
 # A stable path for the fixture, independent of npm's .bin layout.
 ln -sfn ../node_modules/.bin/azurite-blob "$DEST/bin/azurite-blob"
 
@@ -54,13 +39,7 @@ probe_dir="$(mktemp -d "${TMPDIR:-/tmp}/azurite-probe.XXXXXX")"
 "$DEST/bin/azurite-blob" --blobHost 127.0.0.1 --blobPort 0 --location "$probe_dir" --silent \
   --skipApiVersionCheck >"$probe_log" 2>&1 &
 pid=$!
-port=""
-for _ in $(seq 1 150); do
-  port="$(sed -n 's/^Azurite Blob service successfully listens on http:\/\/[^:]*:\([0-9]*\)$/\1/p' "$probe_log")"
-  [[ -n "$port" ]] && break
-  kill -0 "$pid" 2>/dev/null || break
-  sleep 0.1
-done
+port="$(printed_port "$probe_log" "Azurite Blob service successfully listens on" "$pid" 150)"
 status=""
 if [[ -n "$port" ]]; then
   status="$(PORT="$port" node -e '

@@ -14,8 +14,7 @@
 # Tables are in memory unless --path DIR is given. Why dynalite: it checks requests and
 # conditions the way DynamoDB does (ConditionalCheckFailedException and all), starts in a
 # second, and is open source (the vendor's DynamoDB Local is not).
-# npm does not run install scripts here; classic-level (LevelDB) ships prebuilt binaries, so
-# none are needed.
+# classic-level (LevelDB) ships prebuilt binaries, so it needs no install scripts.
 # shellcheck source=SCRIPTDIR/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PEERS_TAG=dynalite
@@ -32,21 +31,7 @@ if is_installed "$DEST" "$STAMP" && [[ -x "$DEST/bin/dynalite" ]]; then
   exit 0
 fi
 
-need node "apt-get install -y nodejs (Node 18 or newer)"
-need npm "apt-get install -y npm"
-node_major="$(node -p 'process.versions.node.split(".")[0]')"
-(( node_major >= 18 )) || die "node $node_major found, 18+ needed by dynalite $DYNALITE_VERSION" \
-  "install a newer Node (https://nodejs.org) and put it first on PATH"
-
-rm -rf "$DEST"
-mkdir -p "$DEST/bin"
-log "npm install dynalite@$DYNALITE_VERSION (log: $DEST/npm.log)"
-if ! (cd "$DEST" && printf '{"name":"tributary-dynalite","private":true}\n' > package.json \
-      && npm install --no-audit --no-fund --omit=dev "dynalite@$DYNALITE_VERSION" >"$DEST/npm.log" 2>&1); then
-  tail -10 "$DEST/npm.log" >&2
-  die "npm install dynalite@$DYNALITE_VERSION failed (log: $DEST/npm.log)" \
-      "check the npm registry is reachable: npm view dynalite@$DYNALITE_VERSION version"
-fi
+npm_install "$DEST" dynalite "$DYNALITE_VERSION"
 
 cat > "$DEST/bin/dynalite" <<'LAUNCHER'
 #!/usr/bin/env node
@@ -75,13 +60,7 @@ chmod +x "$DEST/bin/dynalite"
 probe_log="$DEST/probe.log"
 "$DEST/bin/dynalite" --port 0 >"$probe_log" 2>&1 &
 pid=$!
-port=""
-for _ in $(seq 1 100); do
-  port="$(sed -n 's/^Dynalite listening at: http:\/\/[^:]*:\([0-9]*\)$/\1/p' "$probe_log")"
-  [[ -n "$port" ]] && break
-  kill -0 "$pid" 2>/dev/null || break
-  sleep 0.1
-done
+port="$(printed_port "$probe_log" "Dynalite listening at:" "$pid" 100)"
 answer=""
 if [[ -n "$port" ]]; then
   # The probe speaks the DynamoDB JSON protocol from node, so no other tool is needed.

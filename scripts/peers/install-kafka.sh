@@ -33,39 +33,18 @@ if is_installed "$DEST" "$STAMP"; then
   exit 0
 fi
 
-need_java 17
-need unzip "apt-get install -y unzip"
-mkdir -p "$DEST/bin" "$DEST/config"
-rm -f "$DEST/.installed"
-
-cat > "$DEST/pom.xml" <<EOF
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>tributary.peers</groupId><artifactId>kafka-dist</artifactId><version>$KAFKA_VERSION</version>
-  <packaging>pom</packaging>
-  <dependencies>
+maven_dist "$DEST" kafka "$KAFKA_VERSION" "\
     <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$KAFKA_VERSION</version></dependency>
     <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$KAFKA_VERSION</version></dependency>
     <dependency><groupId>org.apache.kafka</groupId><artifactId>connect-mirror</artifactId><version>$KAFKA_VERSION</version></dependency>
     <!-- releaseOnly in Kafka's build, so absent from the POMs: without it SLF4J logs to NOP -->
     <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>$LOG4J_VERSION</version></dependency>
     <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-api</artifactId><version>$LOG4J_VERSION</version></dependency>
-    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>$LOG4J_VERSION</version></dependency>
-  </dependencies>
-</project>
-EOF
-
-maven_copy_deps "$DEST"
-
-# Sanity: the classes the launchers use must be present.
-for cls in kafka.Kafka kafka.tools.StorageTool org.apache.kafka.tools.TopicCommand \
-           org.apache.kafka.tools.ConsoleProducer org.apache.kafka.tools.consumer.ConsoleConsumer \
-           org.apache.kafka.connect.mirror.MirrorMaker org.apache.logging.slf4j.Log4jLoggerFactory; do
-  jar_has_class "$DEST/lib" "$cls" || die "class $cls not found in $DEST/lib" \
-    "the jar layout of Kafka $KAFKA_VERSION differs: find the class with 'unzip -l' and update install-kafka.sh"
-done
-n_slf4j="$(count_jars "$DEST/lib" slf4j-api-)"
-[[ "$n_slf4j" == 1 ]] || warn "expected one slf4j-api jar in lib, found $n_slf4j"
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>$LOG4J_VERSION</version></dependency>" \
+  "kafka.Kafka kafka.tools.StorageTool org.apache.kafka.tools.TopicCommand
+   org.apache.kafka.tools.ConsoleProducer org.apache.kafka.tools.consumer.ConsoleConsumer
+   org.apache.kafka.connect.mirror.MirrorMaker org.apache.logging.slf4j.Log4jLoggerFactory" \
+  "the jar layout of Kafka $KAFKA_VERSION differs: find the class with 'unzip -l' and update install-kafka.sh"
 
 write_log4j2 "$DEST/config/log4j2.properties" WARN
 

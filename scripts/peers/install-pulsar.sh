@@ -34,35 +34,15 @@ if is_installed "$DEST" "$STAMP"; then
   exit 0
 fi
 
-need_java 17
-need unzip "apt-get install -y unzip"
-mkdir -p "$DEST/bin" "$DEST/config"
-rm -f "$DEST/.installed"
-
-cat > "$DEST/pom.xml" <<EOF
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>tributary.peers</groupId><artifactId>pulsar-dist</artifactId><version>$PULSAR_VERSION</version>
-  <packaging>pom</packaging>
-  <dependencies>
+maven_dist "$DEST" pulsar "$PULSAR_VERSION" "\
     <dependency><groupId>org.apache.pulsar</groupId><artifactId>pulsar-broker</artifactId><version>$PULSAR_VERSION</version></dependency>
     <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-api</artifactId><version>$LOG4J_VERSION</version></dependency>
     <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>$LOG4J_VERSION</version></dependency>
-    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j2-impl</artifactId><version>$LOG4J_VERSION</version></dependency>
-  </dependencies>
-</project>
-EOF
-
-maven_copy_deps "$DEST"
-
-for cls in org.apache.pulsar.PulsarStandaloneStarter org.apache.bookkeeper.proto.BookieServer \
-           org.rocksdb.RocksDB org.apache.pulsar.client.api.PulsarClient \
-           org.apache.logging.slf4j.SLF4JServiceProvider; do
-  jar_has_class "$DEST/lib" "$cls" || die "class $cls not found in $DEST/lib" \
-    "pulsar-broker $PULSAR_VERSION's tree lacks it: add the artifact that provides it to the pom in install-pulsar.sh"
-done
-n_slf4j="$(count_jars "$DEST/lib" slf4j-api-)"
-[[ "$n_slf4j" == 1 ]] || warn "expected one slf4j-api jar in lib, found $n_slf4j"
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j2-impl</artifactId><version>$LOG4J_VERSION</version></dependency>" \
+  "org.apache.pulsar.PulsarStandaloneStarter org.apache.bookkeeper.proto.BookieServer
+   org.rocksdb.RocksDB org.apache.pulsar.client.api.PulsarClient
+   org.apache.logging.slf4j.SLF4JServiceProvider" \
+  "pulsar-broker $PULSAR_VERSION's tree lacks it: add the artifact that provides it to the pom in install-pulsar.sh"
 
 write_log4j2 "$DEST/config/log4j2.properties" WARN
 # java.util.logging (Jersey's "JAXBContext implementation could not be found") -> quiet

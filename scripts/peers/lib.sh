@@ -65,6 +65,41 @@ set_current() {
   mv -Tf "$1/current.tmp.$$" "$1/current"
 }
 
+# npm_install DEST PACKAGE VERSION: a fresh DEST with PACKAGE@VERSION in DEST/node_modules and an
+# empty DEST/bin (npm's log: DEST/npm.log). Needs Node 18 or newer. npm runs no install scripts
+# of the package's here; the packages installed this way need none.
+npm_install() {
+  local dest="$1" package="$2" version="$3" node_major
+  need node "apt-get install -y nodejs (Node 18 or newer)"
+  need npm "apt-get install -y npm"
+  node_major="$(node -p 'process.versions.node.split(".")[0]')"
+  (( node_major >= 18 )) || die "node $node_major found, 18+ needed by $package $version" \
+    "install a newer Node (https://nodejs.org) and put it first on PATH"
+  rm -rf "$dest"
+  mkdir -p "$dest/bin"
+  log "npm install $package@$version (about a minute; log: $dest/npm.log)"
+  if ! (cd "$dest" && printf '{"name":"tributary-%s","private":true}\n' "$package" > package.json \
+        && npm install --no-audit --no-fund --omit=dev "$package@$version" >"$dest/npm.log" 2>&1); then
+    tail -10 "$dest/npm.log" >&2
+    die "npm install $package@$version failed (log: $dest/npm.log)" \
+        "check the npm registry is reachable: npm view $package@$version version"
+  fi
+}
+
+# printed_port LOG PREFIX PID TRIES: waits (0.1 s a try, at most TRIES) for the line
+# "PREFIX http://HOST:PORT" a server started as PID writes to LOG; prints PORT, or nothing
+# when the server exits or the tries run out.
+printed_port() {
+  local port="" _
+  for _ in $(seq 1 "$4"); do
+    port="$(sed -n "s/^$2 http:\/\/[^:]*:\([0-9]*\)\$/\1/p" "$1")"
+    [[ -n "$port" ]] && break
+    kill -0 "$3" 2>/dev/null || break
+    sleep 0.1
+  done
+  printf '%s' "$port"
+}
+
 # maven_copy_deps DIR: DIR has pom.xml; copy runtime deps into DIR/lib (fresh).
 # PEERS_MAVEN_REPO_LOCAL overrides the local repository (~/.m2/repository by default).
 # Only Maven Central is used: the peers' POMs declare extra repositories (confluent,
@@ -91,6 +126,34 @@ EOF
         "if an artifact is 'not found', that version is not served here: pick another version (see the installer's header)"
   fi
   [[ -n "$(ls -A "$dir/lib" 2>/dev/null)" ]] || die "maven produced an empty $dir/lib" "see $logf"
+}
+
+# maven_dist DEST NAME VERSION DEPENDENCIES CLASSES FIX: a Java server's distribution from
+# Maven Central: DEST/{bin,config}, and DEST/lib holding the runtime tree of DEPENDENCIES (the
+# <dependency> elements of a POM), which must contain every class in CLASSES (dotted names,
+# space separated; FIX says what to do when one is missing), and one slf4j-api jar.
+maven_dist() {
+  local dest="$1" name="$2" version="$3" dependencies="$4" classes="$5" fix="$6" cls n_slf4j
+  need_java 17
+  need unzip "apt-get install -y unzip"
+  mkdir -p "$dest/bin" "$dest/config"
+  rm -f "$dest/.installed"
+  cat > "$dest/pom.xml" <<EOF
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>tributary.peers</groupId><artifactId>$name-dist</artifactId><version>$version</version>
+  <packaging>pom</packaging>
+  <dependencies>
+$dependencies
+  </dependencies>
+</project>
+EOF
+  maven_copy_deps "$dest"
+  for cls in $classes; do
+    jar_has_class "$dest/lib" "$cls" || die "class $cls not found in $dest/lib" "$fix"
+  done
+  n_slf4j="$(count_jars "$dest/lib" slf4j-api-)"
+  [[ "$n_slf4j" == 1 ]] || warn "expected one slf4j-api jar in lib, found $n_slf4j"
 }
 
 # write_log4j2 FILE LEVEL: console-only log4j2 config
