@@ -41,6 +41,7 @@ pub mod kafka;
 mod native;
 mod probe;
 mod process;
+pub mod python;
 pub mod run_host;
 
 pub use process::{Process, tail as log_tail};

@@ -6,40 +6,19 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
 use tributary::{ConsumerOptions, Event, StartPosition, Timestamp};
-use tributary_testcontainers::{
-    Server, azurite_connection_string, peers_dir, peers_required, unique_name,
-};
+use tributary_testcontainers::python::{self, Script};
+use tributary_testcontainers::{Server, azurite_connection_string, unique_name};
 
 /// More than the Python consumer's prefetch (50) and tributary's (300) several times over.
 const COUNT: usize = 1500;
 
 fn python() -> Option<PathBuf> {
-    let python = peers_dir().join("pyvenv/current/bin/python");
-    let ok = std::process::Command::new(&python)
-        .args([
-            "-c",
-            "import azure.eventhub.extensions.checkpointstoreblobaio",
-        ])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(python);
-    }
-    let message = format!(
-        "SKIPPED: no azure-eventhub with its Blob checkpoint store at {}; fix: scripts/peers/install-pyclients.sh",
-        python.display()
-    );
-    assert!(
-        !peers_required(),
-        "{message} (TRIBUTARY_REQUIRE_PEERS is set)"
-    );
-    eprintln!("\n{message}\n");
-    None
+    python::interpreter("azure.eventhub.extensions.checkpointstoreblobaio")
 }
 
 /// The emulator's address (`127.0.0.1:PORT`) from the fixture's URL.
@@ -56,25 +35,12 @@ fn python_connection(eventhubs: &Server) -> String {
 }
 
 /// Runs the peer script, returning its JSON lines; panics with its stderr on failure.
-async fn peer(python: &PathBuf, args: &[&str]) -> Vec<Value> {
+async fn peer(python: &Path, args: &[&str]) -> Vec<Value> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/eventhubs_peer.py");
-    let output = tokio::time::timeout(
-        Duration::from_secs(180),
-        tokio::process::Command::new(python)
-            .arg(&script)
-            .args(args)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the Python peer finishes within 180 s")
-    .expect("run the Python peer");
-    assert!(
-        output.status.success(),
-        "python {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
+    Script::new(python, script)
+        .args(args)
+        .run()
+        .await
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))

@@ -8,36 +8,21 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use tributary::{
     Backend, ConsumerExt, ConsumerOptions, Delivery, Event, StartPosition, StreamSpec, Timestamp,
 };
-use tributary_testcontainers::{Peer, peers_dir, peers_required, require_peer, unique_name};
+use tributary_testcontainers::python::{self, Script};
+use tributary_testcontainers::{Peer, require_peer, unique_name};
 
 const EVENTS: usize = 6_000;
 const KEYS: usize = 30;
 
 /// The Python interpreter with boto3 and aws-kinesis-agg, or `None` after a loud skip.
 fn python() -> Option<PathBuf> {
-    let python = peers_dir().join("pyvenv/current/bin/python");
-    let ready = python.is_file()
-        && Command::new(&python)
-            .args(["-c", "import boto3, aws_kinesis_agg"])
-            .status()
-            .is_ok_and(|s| s.success());
-    if ready {
-        return Some(python);
-    }
-    let why = format!(
-        "{} with boto3 and aws-kinesis-agg is missing; run scripts/peers/install-all.sh pyclients",
-        python.display()
-    );
-    assert!(!peers_required(), "{why}");
-    eprintln!("SKIPPED Python interop: {why}");
-    None
+    python::interpreter("boto3, aws_kinesis_agg")
 }
 
 fn script(name: &str) -> String {
@@ -49,21 +34,11 @@ fn script(name: &str) -> String {
 }
 
 async fn run_python(python: PathBuf, args: Vec<String>) -> Vec<serde_json::Value> {
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .args(args)
-            .output()
-            .expect("run python")
-    })
-    .await
-    .expect("join");
-    assert!(
-        output.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .expect("utf-8 output")
+    let (script, args) = args.split_first().expect("a script");
+    Script::new(&python, script)
+        .args(args)
+        .run()
+        .await
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect()

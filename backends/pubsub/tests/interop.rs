@@ -4,30 +4,18 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
 use tributary::{ConsumerOptions, Event, StreamSpec, Timestamp};
-use tributary_testcontainers::{
-    Peer, Server, peers_dir, peers_required, require_peer, unique_name,
-};
+use tributary_testcontainers::python::{self, Script};
+use tributary_testcontainers::{Peer, Server, require_peer, unique_name};
 
 const PROJECT: &str = "tributary-test";
 
 /// The Python interpreter with google-cloud-pubsub, or `None` after a loud skip.
 fn python() -> Option<PathBuf> {
-    let python = peers_dir().join("pyvenv/current/bin/python");
-    if python.is_file() {
-        return Some(python);
-    }
-    let why = format!(
-        "{} is missing; run scripts/peers/install-all.sh pyclients",
-        python.display()
-    );
-    assert!(!peers_required(), "{why}");
-    eprintln!("SKIPPED Python interop: {why}");
-    None
+    python::interpreter("google.cloud.pubsub_v1")
 }
 
 fn script(name: &str) -> PathBuf {
@@ -37,22 +25,12 @@ fn script(name: &str) -> PathBuf {
 }
 
 async fn run_python(server: &Server, python: PathBuf, args: Vec<String>) -> String {
-    let host = server.address().to_string();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .args(args)
-            .env("PUBSUB_EMULATOR_HOST", host)
-            .output()
-            .expect("run python")
-    })
-    .await
-    .expect("join");
-    assert!(
-        output.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("utf-8 output")
+    let (script, args) = args.split_first().expect("a script");
+    Script::new(&python, script)
+        .args(args)
+        .env("PUBSUB_EMULATOR_HOST", server.address())
+        .run()
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +13,8 @@ use base64::Engine as _;
 use tributary::{
     Backend, ConsumerExt, ConsumerOptions, Event, StartPosition, StreamSpec, Timestamp,
 };
-use tributary_testcontainers::{
-    Peer, Server, peers_dir, peers_required, require_peer, unique_name,
-};
+use tributary_testcontainers::python::{self, Script};
+use tributary_testcontainers::{Peer, Server, require_peer, unique_name};
 
 /// About six times the prefetch of each of the 4 partitions.
 const EVENTS: usize = 5000;
@@ -25,42 +23,14 @@ const PREFETCH: usize = 200;
 const KEYS: usize = 10;
 
 fn python() -> Option<PathBuf> {
-    let python = peers_dir().join("pyvenv/current/bin/python");
-    if python.is_file() {
-        return Some(python);
-    }
-    let why = format!(
-        "{} is missing; run scripts/peers/install-all.sh pyclients",
-        python.display()
-    );
-    assert!(!peers_required(), "{why}");
-    eprintln!("SKIPPED Python interop: {why}");
-    None
+    python::interpreter("pulsar")
 }
 
 async fn run_python(python: PathBuf, script: &str, args: Vec<String>) -> String {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/py")
         .join(script);
-    let output = tokio::time::timeout(
-        Duration::from_secs(180),
-        tokio::task::spawn_blocking(move || {
-            Command::new(python)
-                .arg(script)
-                .args(args)
-                .output()
-                .expect("run python")
-        }),
-    )
-    .await
-    .expect("python finished in time")
-    .expect("join");
-    assert!(
-        output.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("utf-8 output")
+    Script::new(&python, script).args(args).run().await
 }
 
 fn service_url(server: &Server) -> String {

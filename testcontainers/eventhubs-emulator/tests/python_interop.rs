@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -20,25 +19,10 @@ use azure_messaging_eventhubs::models::EventData;
 use azure_messaging_eventhubs::{SendEventOptions, StartLocation};
 use common::*;
 use tributary_eventhubs_emulator::{Config, HubConfig};
+use tributary_testcontainers::python::Script;
 
 fn python() -> Option<PathBuf> {
-    let python = tributary_testcontainers::peers_dir().join("pyvenv/current/bin/python");
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import azure.eventhub"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(python);
-    }
-    let message = format!(
-        "SKIPPED: python_interop: no azure-eventhub at {}; fix: scripts/peers/install-pyclients.sh",
-        python.display()
-    );
-    if tributary_testcontainers::peers_required() {
-        panic!("{message} and TRIBUTARY_REQUIRE_PEERS is set");
-    }
-    let _ = writeln!(std::io::stderr().lock(), "\n{message}\n");
-    None
+    tributary_testcontainers::python::interpreter("azure.eventhub")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,26 +56,11 @@ async fn python_azure_eventhub_and_rust_sdk_share_a_hub() {
         "{};EntityPath=interop",
         emulator.connection_string(KEY_NAME, KEY)
     );
-    let output = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new(&python)
-            .arg(script)
-            .arg(&connection)
-            .arg("interop")
-            .arg("5")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("python finishes")
-    .expect("python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "python failed: {}\nstdout: {stdout}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = Script::new(&python, script)
+        .args([connection.as_str(), "interop", "5"])
+        .deadline(Duration::from_secs(120))
+        .run()
+        .await;
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON report");
     assert_eq!(
         report["partition_ids"],
@@ -172,25 +141,12 @@ async fn python_reads_keyed_events_with_properties_as_it_reads_unkeyed_ones() {
     )
     .await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/keyed_rate.py");
-    let output = tokio::time::timeout(
-        Duration::from_secs(400),
-        tokio::process::Command::new(&python)
-            .arg(script)
-            .arg(emulator.connection_string(KEY_NAME, KEY))
-            .args(["keyed", "unkeyed", &EVENTS.to_string(), "200"])
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("python finishes")
-    .expect("python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "python failed: {}\nstdout: {stdout}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = Script::new(&python, script)
+        .arg(emulator.connection_string(KEY_NAME, KEY))
+        .args(["keyed", "unkeyed", &EVENTS.to_string(), "200"])
+        .deadline(Duration::from_secs(400))
+        .run()
+        .await;
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON report");
     for hub in ["unkeyed", "keyed"] {
         let side = &report[hub];
