@@ -1,0 +1,184 @@
+//! Appending: writing a batch across segments, undoing a failed one, and publishing the marks.
+
+use super::*;
+
+impl FileLog {
+    /// Makes appended data durable, then publishes the marks.
+    pub(super) fn sync_locked(&self, g: &mut Inner) -> Result<()> {
+        if g.dirty {
+            let seg = g.segments.last().expect("one segment");
+            seg.file
+                .sync_data()
+                .map_err(|e| io(format!("fsync {}", seg.log_path.display()), e))?;
+            g.dirty = false;
+        }
+        g.last_sync = Instant::now();
+        self.publish(g);
+        Ok(())
+    }
+
+    /// Writes the marks: readers in other processes see records up to `next` from now on, and
+    /// a restart knows every position below `next` was handed out.
+    pub(super) fn publish(&self, g: &Inner) {
+        if let Some(file) = &g.marks
+            && let Err(e) = write_marks(
+                file,
+                Marks {
+                    start: g.start,
+                    next: g.next,
+                },
+            )
+        {
+            tracing::warn!(log = %self.label, error = %e, "cannot write the marks file");
+        }
+    }
+
+    /// Rolls back a failed append: segments back to their sizes before it, segments it
+    /// created removed, so no partial batch is left for a restart or a reader to find.
+    pub(super) fn undo(&self, g: &mut Inner, undo: &[Undo], created_from: usize) {
+        for seg in g.segments.drain(created_from..) {
+            let _ = fs::remove_file(&seg.log_path);
+            let _ = fs::remove_file(&seg.index_path);
+        }
+        for u in undo.iter().filter(|u| u.segment < created_from) {
+            let seg = &mut g.segments[u.segment];
+            let _ = seg.file.set_len(u.size);
+            seg.size = u.size;
+            seg.end = u.end;
+            seg.index.truncate(u.index_len);
+            seg.bytes_since_index = u.bytes_since_index;
+            seg.max_ms = u.max_ms;
+            seg.newest_append_ms = u.newest_append_ms;
+            // The index file may hold entries of the undone records: rebuilt at next open.
+            seg.index_file = None;
+        }
+    }
+
+    pub(super) fn append_in(&self, g: &mut Inner, events: &[Event], append_ms: i64) -> Result<u64> {
+        if !self.is_writable() {
+            return Err(self.read_only_error());
+        }
+        let base = g.next;
+        let created_from = g.segments.len();
+        let mut undo: Vec<Undo> = Vec::new();
+        let mut scratch = std::mem::take(&mut g.scratch);
+        let mut i = 0;
+        let mut full = false;
+        // A batch fills the active segment up to `segment_bytes`, then goes on in a new one;
+        // a segment outgrows the limit only to hold a single record larger than it.
+        while i < events.len() {
+            let offset = base + i as u64;
+            let needs_roll = {
+                let active = g.segments.last().expect("one segment");
+                (full || active.size >= self.config.segment_bytes) && active.end > active.base
+            };
+            full = false;
+            if needs_roll {
+                // Seal: make the old segment durable before records start landing in the next one.
+                let sealed = self
+                    .sync_locked(g)
+                    .and_then(|_| self.create_segment(offset));
+                match sealed {
+                    Ok(seg) => g.segments.push(seg),
+                    Err(e) => {
+                        self.undo(g, &undo, created_from);
+                        g.scratch = scratch;
+                        return Err(e);
+                    }
+                }
+            }
+            let segment = g.segments.len() - 1;
+            let active = g.segments.last_mut().expect("one segment");
+            let before_append = Undo {
+                segment,
+                size: active.size,
+                end: active.end,
+                index_len: active.index.len(),
+                bytes_since_index: active.bytes_since_index,
+                max_ms: active.max_ms,
+                newest_append_ms: active.newest_append_ms,
+            };
+            scratch.clear();
+            let mut new_index = Vec::new();
+            let mut since = active.bytes_since_index;
+            let mut max_ms = active.max_ms;
+            let room = self.config.segment_bytes.saturating_sub(active.size) as usize;
+            let first = i;
+            while i < events.len() {
+                let before = scratch.len();
+                let offset = base + i as u64;
+                let pos = active.size + before as u64;
+                codec::encode(&mut scratch, offset, append_ms, &events[i]);
+                let holds_records = active.size > 0 || i > first;
+                if scratch.len() > room && holds_records {
+                    scratch.truncate(before);
+                    break;
+                }
+                if since >= INDEX_INTERVAL {
+                    new_index.push(IndexEntry {
+                        offset,
+                        pos,
+                        max_ms_before: max_ms,
+                    });
+                    since = 0;
+                }
+                since += (scratch.len() - before) as u64;
+                max_ms = max_ms.max(events[i].timestamp.map_or(append_ms, |t| t.as_millis()));
+                i += 1;
+            }
+            if i == first {
+                full = true; // not even one more record fits: roll
+                continue;
+            }
+            undo.push(before_append);
+            if let Err(e) = active.file.write_all_at(&scratch, active.size) {
+                let e = io(format!("appending to {}", active.log_path.display()), e);
+                self.undo(g, &undo, created_from);
+                g.scratch = scratch;
+                return Err(e);
+            }
+            if let Some(f) = active.index_file.as_mut() {
+                let mut bytes = Vec::with_capacity(new_index.len() * INDEX_ENTRY);
+                codec::encode_index(&new_index, &mut bytes);
+                // The index is a rebuildable hint: a failed write only costs a rescan at next open.
+                if f.write_all(&bytes).is_err() {
+                    active.index_file = None;
+                }
+            }
+            active.index.extend(new_index);
+            active.bytes_since_index = since;
+            active.max_ms = max_ms;
+            active.newest_append_ms = active.newest_append_ms.max(append_ms);
+            active.size += scratch.len() as u64;
+            active.end = base + i as u64;
+            g.dirty = true;
+        }
+        g.next = base + events.len() as u64;
+        g.scratch = scratch;
+        match self.fsync {
+            // Fsynced by the stream's writer once per group of concurrent batches (group
+            // commit), which then publishes the marks: readers never see an unsynced record.
+            FsyncPolicy::Always => {}
+            FsyncPolicy::Interval(d) if g.last_sync.elapsed() >= d => self.sync_locked(g)?,
+            // The producer gets its receipts now: the marks must cover them now.
+            FsyncPolicy::Interval(_) | FsyncPolicy::Never => self.publish(g),
+        }
+        Ok(base)
+    }
+}
+
+pub(super) fn write_marks(file: &File, marks: Marks) -> std::io::Result<()> {
+    let bytes: [u8; MARKS_LEN] = codec::encode_marks(marks);
+    file.write_all_at(&bytes, 0)
+}
+
+/// A segment's state before an append touched it, to undo a failed append.
+pub(super) struct Undo {
+    segment: usize,
+    size: u64,
+    end: u64,
+    index_len: usize,
+    bytes_since_index: u64,
+    max_ms: i64,
+    newest_append_ms: i64,
+}
