@@ -29,7 +29,8 @@ pub const KNOWN_SCHEMES: &[(&str, &str)] = &[
 /// Maps URL schemes to backend factories.
 #[derive(Clone)]
 pub struct Registry {
-    factories: HashMap<String, BackendFactory>,
+    /// By scheme: the name connect errors carry as their backend, and the factory.
+    factories: HashMap<String, (&'static str, BackendFactory)>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -93,8 +94,9 @@ impl Registry {
         scheme: &str,
         factory: impl Fn(Url) -> BoxFuture<'static, Result<Arc<dyn Backend>>> + Send + Sync + 'static,
     ) {
-        self.factories
-            .insert(scheme.to_ascii_lowercase(), Arc::new(factory));
+        let scheme = scheme.to_ascii_lowercase();
+        let name = backend_name(&scheme);
+        self.factories.insert(scheme, (name, Arc::new(factory)));
     }
 
     /// Schemes with a factory, sorted.
@@ -111,15 +113,34 @@ impl Registry {
         let parsed = parse_url(url)?;
         let scheme = parsed.scheme().to_owned();
         match self.factories.get(&scheme) {
-            Some(factory) => {
+            Some((name, factory)) => {
+                // A constructor's errors come before any stamping layer exists, so they are
+                // stamped here: backends never name themselves.
                 let backend = factory(parsed)
                     .await
-                    .map_err(|e| e.with_operation("connect", None))?;
+                    .map_err(crate::backend::mark(name, "connect", None))?;
                 Ok(crate::backend::stamp_arc(backend))
             }
             None => Err(unknown_scheme(&scheme, &self.schemes())),
         }
     }
+}
+
+/// `scheme` as a `'static` backend name ([`Error::backend`]): the known schemes' own, others
+/// kept once for the life of the program (a program registers a handful of schemes).
+fn backend_name(scheme: &str) -> &'static str {
+    static OTHERS: LazyLock<parking_lot::Mutex<Vec<&'static str>>> =
+        LazyLock::new(Default::default);
+    if let Some((known, _)) = KNOWN_SCHEMES.iter().find(|(s, _)| *s == scheme) {
+        return known;
+    }
+    let mut others = OTHERS.lock();
+    if let Some(name) = others.iter().find(|n| **n == scheme) {
+        return name;
+    }
+    let name: &'static str = Box::leak(scheme.to_owned().into_boxed_str());
+    others.push(name);
+    name
 }
 
 fn unknown_scheme(scheme: &str, registered: &[String]) -> Error {
@@ -479,5 +500,38 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("memory://"), "{e}");
+    }
+
+    /// A backend's constructor need not name its backend: the registry does, as it does for
+    /// every error of the backend once connected.
+    #[tokio::test]
+    async fn a_failing_constructors_error_names_the_backend_and_the_operation() {
+        let mut registry = Registry::new();
+        registry.register_backend("broken", |_url| async {
+            Err::<crate::local::LocalBackend, _>(Error::unavailable("no broker answered"))
+        });
+        let Err(e) = registry.connect("broken://host:1").await else {
+            panic!("the constructor fails")
+        };
+        assert_eq!(e.backend(), Some("broken"), "{e:?}");
+        assert_eq!(e.operation(), Some("connect"), "{e:?}");
+        assert_eq!(e.stream(), None, "connecting names no stream: {e:?}");
+        assert_eq!(e.kind(), crate::ErrorKind::Unavailable);
+
+        // A backend that names itself keeps its own name.
+        registry.register_backend("alias", |_url| async {
+            Err::<crate::local::LocalBackend, _>(Error::config("bad option").with_backend("kafka"))
+        });
+        let Err(e) = registry.connect("alias://").await else {
+            panic!("the constructor fails")
+        };
+        assert_eq!(e.backend(), Some("kafka"), "{e:?}");
+
+        // The built-in schemes too, through the global registry.
+        let e = connect("file:///dev/null/not-a-directory")
+            .await
+            .unwrap_err();
+        assert_eq!(e.backend(), Some("file"), "{e:?}");
+        assert_eq!(e.operation(), Some("connect"), "{e:?}");
     }
 }

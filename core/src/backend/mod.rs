@@ -31,4 +31,5 @@ pub use checkpoint::{
     MemoryCheckpointStore, PartitionTopology,
 };
 pub use gate::{CloseGate, GatePass};
+pub(crate) use stamp::mark;
 pub use stamp::{stamp_arc, stamped};

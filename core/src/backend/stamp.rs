@@ -37,7 +37,9 @@ pub fn stamp_arc(backend: Arc<dyn Backend>) -> Arc<dyn Backend> {
     Arc::new(Stamped { inner: backend })
 }
 
-fn mark<'a>(
+/// Stamps an error with `scheme` as its backend (unless it names one already), the operation
+/// and the stream.
+pub(crate) fn mark<'a>(
     scheme: &'static str,
     operation: &'static str,
     stream: Option<&'a str>,
