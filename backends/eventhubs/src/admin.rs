@@ -10,7 +10,7 @@ use azure_messaging_eventhubs::ProducerClient;
 use tributary::{Error, PartitionId, PartitionInfo, Position, Result, StreamInfo};
 
 use crate::config::EventHubsConfig;
-use crate::error::{BACKEND, deadline};
+use crate::error::deadline;
 
 /// One management connection per hub, opened on first use and kept until the backend closes.
 #[derive(Default)]
@@ -140,7 +140,6 @@ fn not_found_names(error: Error, hub: &str, namespace: &str) -> Error {
             "event hub `{hub}` does not exist in namespace {namespace} ({}); hubs are created in Azure (portal, `az eventhubs eventhub create`, Bicep/Terraform), not by tributary",
             error.message()
         ))
-        .with_backend(BACKEND)
     } else {
         error
     }
@@ -150,7 +149,10 @@ fn not_found_names(error: Error, hub: &str, namespace: &str) -> Error {
 pub(crate) fn unsupported(what: &str, hub: &str) -> Error {
     Error::unsupported(format!(
         "Event Hubs cannot {what} event hub `{hub}` through its data plane; manage hubs in Azure: the portal, `az eventhubs eventhub {}`, or Bicep/Terraform (the emulator creates hubs on first use or from its --config)",
-        if what == "create" { "create --partition-count N" } else { "delete" }
+        if what == "create" {
+            "create --partition-count N"
+        } else {
+            "delete"
+        }
     ))
-    .with_backend(BACKEND)
 }

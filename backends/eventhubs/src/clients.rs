@@ -17,7 +17,6 @@ pub(crate) fn token_credential(
         Credential::DefaultChain => {
             Some(Arc::new(crate::auth::DefaultChain::new().map_err(|e| {
                 tributary::Error::config(format!("cannot set up Microsoft Entra ID: {e}"))
-                    .with_backend(crate::error::BACKEND)
             })?))
         }
     })

@@ -38,7 +38,7 @@ use tributary::backend::group::{PartitionReader, PartitionSource, ReadBatch, Sou
 use tributary::{Error, ErrorKind, PartitionId, Position, Result, StartPosition};
 
 use crate::blob::OffsetBook;
-use crate::error::{BACKEND, deadline, map};
+use crate::error::{deadline, map};
 use crate::mapping;
 
 /// How long `read` waits for an event before it returns an empty batch (so the engine can
@@ -70,7 +70,6 @@ impl EventHubsSource {
                 self.hub,
                 error.message()
             ))
-            .with_backend(BACKEND)
         } else {
             error
         }
@@ -155,8 +154,7 @@ impl PartitionSource for EventHubsSource {
                 return Err(Error::unsupported(format!(
                     "cannot read partition {partition} of `{}` from {other:?}",
                     self.hub
-                ))
-                .with_backend(BACKEND));
+                )));
             }
         };
         self.book.clear(&self.group, &self.hub, partition.as_str());
@@ -199,7 +197,6 @@ fn sequence(position: &Position) -> Result<i64> {
         Error::config(format!(
             "position `{position}` is not an Event Hubs sequence number"
         ))
-        .with_backend(BACKEND)
     })
 }
 
@@ -233,9 +230,7 @@ impl PartitionReader for EventHubsReader {
         let first = match tokio::time::timeout(POLL, self.rx.recv()).await {
             Err(_) => return Ok(batch),
             Ok(None) => {
-                return Err(
-                    Error::closed("the partition's receive task ended").with_backend(BACKEND)
-                );
+                return Err(Error::closed("the partition's receive task ended"));
             }
             Ok(Some(item)) => item,
         };

@@ -18,7 +18,7 @@ pub(crate) fn map(error: &EventHubsError, what: &str) -> Error {
     let chain = chain_text(error);
     let message = format!("{what}: {}", first_line(&error.to_string()));
     let lower = chain.to_ascii_lowercase();
-    let mapped = if matches!(error.kind, SdkKind::ConsumerDisconnected(_))
+    if matches!(error.kind, SdkKind::ConsumerDisconnected(_))
         || lower.contains("link:stolen")
         || lower.contains("linkstolen")
     {
@@ -53,8 +53,7 @@ pub(crate) fn map(error: &EventHubsError, what: &str) -> Error {
         Error::config(message)
     } else {
         Error::unavailable(message).with_retryable(true)
-    };
-    mapped.with_backend(BACKEND)
+    }
 }
 
 fn first_line(text: &str) -> &str {
@@ -91,7 +90,6 @@ pub(crate) async fn deadline<T>(
             "{}: no answer within {timeout:?} (option `timeout`)",
             what()
         ))
-        .with_retryable(true)
-        .with_backend(BACKEND)),
+        .with_retryable(true)),
     }
 }

@@ -149,7 +149,18 @@ impl std::fmt::Debug for EventHubsBackend {
 impl EventHubsBackend {
     /// Sets the backend up. Event Hubs connections are per hub, so nothing is contacted until
     /// a producer, consumer or admin call names one.
+    ///
+    /// The errors of this call name the backend; the returned backend's own errors are named
+    /// by [`tributary::backend::stamped`] (which `tributary::connect` applies).
     pub async fn connect(config: EventHubsConfig) -> Result<EventHubsBackend> {
+        // The one place this crate names itself: a typed connect comes before any stamping
+        // layer wraps the backend.
+        Self::open(config)
+            .await
+            .map_err(|e| e.with_backend(BACKEND))
+    }
+
+    async fn open(config: EventHubsConfig) -> Result<EventHubsBackend> {
         let credential = clients::token_credential(&config)?;
         let (store, offsets): (Arc<dyn CheckpointStore>, OffsetBook) = match &config.checkpoints {
             Checkpoints::Blob(blob) => {
@@ -189,7 +200,7 @@ impl EventHubsBackend {
 
     fn check_open(&self) -> Result<()> {
         if self.closed.load(AtomicOrdering::Acquire) {
-            return Err(Error::closed("the Event Hubs backend is closed").with_backend(BACKEND));
+            return Err(Error::closed("the Event Hubs backend is closed"));
         }
         Ok(())
     }
@@ -208,8 +219,7 @@ impl EventHubsBackend {
         } else {
             Err(Error::config(format!(
                 "`{hub}` is not a valid event hub name (1 to 256 letters, digits, periods, hyphens and underscores, starting and ending with a letter or digit)"
-            ))
-            .with_backend(BACKEND))
+            )))
         }
     }
 }
@@ -268,7 +278,7 @@ impl Backend for EventHubsBackend {
 
     async fn consumer(&self, stream: &str, options: ConsumerOptions) -> Result<Box<dyn Consumer>> {
         self.check_open()?;
-        options.validate().map_err(|e| e.with_backend(BACKEND))?;
+        options.validate()?;
         Self::check_name(stream)?;
         // A missing hub is "not found" now, naming it, not a group that stops later.
         self.management

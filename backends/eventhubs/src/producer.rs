@@ -15,7 +15,7 @@ use futures::future::{BoxFuture, try_join_all};
 use tributary::backend::CloseGate;
 use tributary::{Error, Event, Producer, Receipt, Result};
 
-use crate::error::{BACKEND, deadline, map};
+use crate::error::{deadline, map};
 use crate::mapping::{self, Encoded};
 
 /// Room for the AMQP framing of one more message in a batch.
@@ -60,17 +60,18 @@ impl EventHubsProducer {
         &self,
         send: impl FnOnce(Arc<Inner>) -> BoxFuture<'static, Result<T>>,
     ) -> Result<T> {
-        tokio::spawn(send(self.inner.clone())).await.map_err(|e| {
-            Error::other(format!("send to `{}` failed: {e}", self.inner.hub)).with_backend(BACKEND)
-        })?
+        tokio::spawn(send(self.inner.clone()))
+            .await
+            .map_err(|e| Error::other(format!("send to `{}` failed: {e}", self.inner.hub)))?
     }
 }
 
 impl Inner {
     fn client(&self) -> Result<Arc<ProducerClient>> {
-        self.client.lock().clone().ok_or_else(|| {
-            Error::closed(format!("producer for `{}` is closed", self.hub)).with_backend(BACKEND)
-        })
+        self.client
+            .lock()
+            .clone()
+            .ok_or_else(|| Error::closed(format!("producer for `{}` is closed", self.hub)))
     }
 
     fn encode(&self, event: &Event) -> Result<Encoded> {
@@ -80,8 +81,7 @@ impl Inner {
             return Err(Error::too_large(format!(
                 "event of {size} bytes (key, payload and headers) exceeds the limit of {} bytes for `{}` (option max_event_bytes)",
                 self.max_event_bytes, self.hub
-            ))
-            .with_backend(BACKEND));
+            )));
         }
         Ok(mapping::encode(event))
     }
@@ -119,8 +119,7 @@ impl Inner {
                             "the SDK refused a message of {size} bytes for `{}` in a batch of {} bytes",
                             self.hub,
                             batch.size()
-                        ))
-                        .with_backend(BACKEND));
+                        )));
                     }
                     continue;
                 }
@@ -155,11 +154,7 @@ impl Producer for EventHubsProducer {
         let encoded = self.inner.encode(&event)?;
         self.detached(|inner| {
             Box::pin(async move {
-                let _pass = inner
-                    .gate
-                    .enter()
-                    .await
-                    .map_err(|e| e.with_backend(BACKEND))?;
+                let _pass = inner.gate.enter().await?;
                 let client = inner.client()?;
                 // Not through a batch: the SDK counts a batch's first message twice (once as
                 // the envelope), so a batch holds no single event over half the link's limit.
@@ -194,11 +189,7 @@ impl Producer for EventHubsProducer {
         }
         self.detached(move |inner| {
             Box::pin(async move {
-                let _pass = inner
-                    .gate
-                    .enter()
-                    .await
-                    .map_err(|e| e.with_backend(BACKEND))?;
+                let _pass = inner.gate.enter().await?;
                 let client = inner.client()?;
                 let client = &*client;
                 // Keys are independent: their groups go out concurrently, each in order.
@@ -216,7 +207,7 @@ impl Producer for EventHubsProducer {
 
     async fn flush(&self) -> Result<()> {
         // Every send returns only once the service accepted it: nothing is buffered.
-        self.inner.gate.check().map_err(|e| e.with_backend(BACKEND))
+        self.inner.gate.check()
     }
 
     async fn close(&self) -> Result<()> {

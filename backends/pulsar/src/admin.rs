@@ -11,7 +11,7 @@ use tributary::{Error, Result, Url};
 
 use crate::config::{PulsarConfig, TopicName};
 use crate::consumer::handover::{Acknowledged, find_subscription};
-use crate::error::{BACKEND, timed_out};
+use crate::error::timed_out;
 
 /// A client of one cluster's admin API.
 #[derive(Clone)]
@@ -98,9 +98,9 @@ impl Admin {
         if !config.tls_hostname_verification {
             builder = builder.danger_accept_invalid_hostnames(true);
         }
-        let http = builder.build().map_err(|e| {
-            Error::config(format!("cannot create the admin API client: {e}")).with_backend(BACKEND)
-        })?;
+        let http = builder
+            .build()
+            .map_err(|e| Error::config(format!("cannot create the admin API client: {e}")))?;
         Ok(Admin {
             http,
             base,
@@ -157,7 +157,7 @@ impl Admin {
             s if s.is_server_error() => Error::unavailable(message).with_retryable(true),
             _ => Error::other(message),
         };
-        Err(error.with_backend(BACKEND))
+        Err(error)
     }
 
     fn transport(&self, error: reqwest::Error, what: &str) -> Error {
@@ -168,7 +168,6 @@ impl Admin {
             "{what}: the admin API at {} (option `admin`) cannot be reached: {error}",
             self.base
         ))
-        .with_backend(BACKEND)
         .with_retryable(true)
     }
 
@@ -213,8 +212,7 @@ impl Admin {
         match result {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == tributary::ErrorKind::AlreadyExists => Err(
-                Error::already_exists(format!("Pulsar topic `{}` already exists", topic.full()))
-                    .with_backend(BACKEND),
+                Error::already_exists(format!("Pulsar topic `{}` already exists", topic.full())),
             ),
             Err(e) => Err(e),
         }
@@ -224,7 +222,6 @@ impl Admin {
         let what = format!("delete `{}`", topic.full());
         let partitions = self.partitions(topic).await?.ok_or_else(|| {
             Error::not_found(format!("Pulsar topic `{}` does not exist", topic.full()))
-                .with_backend(BACKEND)
         })?;
         let rest: &[&str] = if partitions > 0 { &["partitions"] } else { &[] };
         let mut url = self.endpoint(&Self::topic_segments(topic, rest));
@@ -278,10 +275,8 @@ impl Admin {
         ]);
         let what = format!("describe `{}`", topic.full());
         let (_, body) = self.call(Method::GET, url, None, &what).await?;
-        serde_json::from_value(body).map_err(|e| {
-            Error::other(format!("{what}: unexpected internal statistics: {e}"))
-                .with_backend(BACKEND)
-        })
+        serde_json::from_value(body)
+            .map_err(|e| Error::other(format!("{what}: unexpected internal statistics: {e}")))
     }
 
     /// Backlog per subscription, summed over partitions.
@@ -379,10 +374,9 @@ impl Admin {
             [tenant, namespace, local] => {
                 Ok(self.endpoint(&["persistent", tenant, namespace, local, last]))
             }
-            _ => Err(
-                Error::other(format!("`{full}` is not a full persistent topic name"))
-                    .with_backend(BACKEND),
-            ),
+            _ => Err(Error::other(format!(
+                "`{full}` is not a full persistent topic name"
+            ))),
         }
     }
 
@@ -426,7 +420,6 @@ impl Admin {
             .and_then(|cursors| find_subscription(cursors, subscription))
             .ok_or_else(|| {
                 Error::not_found(format!("{what}: the topic has no such subscription"))
-                    .with_backend(BACKEND)
             })?;
         Acknowledged::from_cursor(cursor)
     }

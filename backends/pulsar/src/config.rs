@@ -319,8 +319,7 @@ fn check_segment(what: &str, name: &str) -> Result<()> {
     } else {
         Err(Error::config(format!(
             "`{name}` is not a valid Pulsar {what}: 1 to 255 letters, digits and - _ = : ."
-        ))
-        .with_backend("pulsar"))
+        )))
     }
 }
 
@@ -344,16 +343,14 @@ impl TopicName {
                     _ => {
                         return Err(Error::config(format!(
                             "`{stream}` is not a topic name: expected persistent://tenant/namespace/topic"
-                        ))
-                        .with_backend("pulsar"));
+                        )));
                     }
                 }
             }
             Some((domain, _)) => {
                 return Err(Error::config(format!(
                     "`{stream}`: only persistent topics are streams (`{domain}://` topics keep nothing)"
-                ))
-                .with_backend("pulsar"));
+                )));
             }
         };
         check_segment("tenant", &tenant)?;
@@ -362,8 +359,7 @@ impl TopicName {
         if local.contains("-partition-") {
             return Err(Error::config(format!(
                 "`{local}`: `-partition-` is reserved for the partitions of a partitioned topic"
-            ))
-            .with_backend("pulsar"));
+            )));
         }
         Ok(TopicName {
             tenant,

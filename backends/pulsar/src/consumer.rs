@@ -39,7 +39,6 @@ use tributary::{
     AckHandle, Acknowledge, Consumer, Delivery, Error, Event, Outcome, PartitionId, Result,
 };
 
-use crate::error::BACKEND;
 use crate::position::MessagePosition;
 
 pub(crate) mod driver;
@@ -223,7 +222,7 @@ pub(crate) struct PulsarConsumer {
 
 impl PulsarConsumer {
     fn closed_error(&self) -> Error {
-        Error::closed(format!("consumer of `{}` is closed", self.stream)).with_backend(BACKEND)
+        Error::closed(format!("consumer of `{}` is closed", self.stream))
     }
 
     fn delivery(&self, pending: Pending) -> Delivery {

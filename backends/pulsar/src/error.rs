@@ -28,8 +28,7 @@ pub(crate) fn map(error: pulsar::Error, what: &str) -> Error {
                 pulsar::Error::Producer(ProducerError::Connection(e))
                 | pulsar::Error::Connection(e) => connection(e, message),
                 _ => Error::unavailable(message).with_retryable(true),
-            }
-            .with_backend(BACKEND);
+            };
         }
         pulsar::Error::ServiceDiscovery(e) => match e {
             ServiceDiscoveryError::Connection(e) => connection(e, message),
@@ -45,7 +44,7 @@ pub(crate) fn map(error: pulsar::Error, what: &str) -> Error {
         pulsar::Error::Executor => Error::closed(message),
         _ => Error::other(message),
     };
-    mapped.with_backend(BACKEND).with_source(error)
+    mapped.with_source(error)
 }
 
 fn connection(error: &ConnectionError, message: String) -> Error {
@@ -98,7 +97,6 @@ pub(crate) fn timed_out(what: &str, after: std::time::Duration, option: &str) ->
     Error::timeout(format!(
         "{what}: no answer within {after:?} (option `{option}`)"
     ))
-    .with_backend(BACKEND)
     .with_retryable(true)
 }
 
@@ -117,9 +115,9 @@ mod tests {
             "subscribe to `t`",
         );
         assert_eq!(e.kind(), ErrorKind::NotFound);
+        // The backend's name is added by the stamping layer (`tributary::backend::stamped`).
         assert!(
-            e.to_string()
-                .starts_with("pulsar: not found: subscribe to `t`"),
+            e.to_string().starts_with("not found: subscribe to `t`"),
             "{e}"
         );
         let e = map(

@@ -204,7 +204,18 @@ impl std::fmt::Debug for PulsarBackend {
 impl PulsarBackend {
     /// Connects to the first broker that answers within `connect_timeout`, and reads the
     /// broker's message size limit from the admin API (Pulsar's default when it cannot).
+    ///
+    /// The errors of this call name the backend; the returned backend's own errors are named
+    /// by [`tributary::backend::stamped`] (which `tributary::connect` applies).
     pub async fn connect(config: PulsarConfig) -> Result<PulsarBackend> {
+        // One of the two places this crate names itself (with `backlogs`): calls that do not
+        // go through the traits come before, or beside, any stamping layer.
+        Self::open(config)
+            .await
+            .map_err(|e| e.with_backend(BACKEND))
+    }
+
+    async fn open(config: PulsarConfig) -> Result<PulsarBackend> {
         config.check()?;
         let admin = Admin::new(&config)?;
         let client = Self::client(&config).await?;
@@ -228,8 +239,7 @@ impl PulsarBackend {
             Some(mine) if known && mine > ceiling => {
                 return Err(Error::config(format!(
                     "option `max_event_bytes`: {mine} is above {ceiling}, the broker's maxMessageSize of {broker_limit} bytes less {METADATA_RESERVE} for metadata"
-                ))
-                .with_backend(BACKEND));
+                )));
             }
             Some(mine) => mine,
             None => ceiling,
@@ -277,7 +287,6 @@ impl PulsarBackend {
                         "option `tls_trust_certs`: cannot read {}: {e}",
                         path.display()
                     ))
-                    .with_backend(BACKEND)
                 })?;
             }
             match tokio::time::timeout(config.connect_timeout, builder.build()).await {
@@ -288,12 +297,11 @@ impl PulsarBackend {
                         "no Pulsar broker answered at {url} within {:?} (option `connect_timeout`)",
                         config.connect_timeout
                     ))
-                    .with_backend(BACKEND)
                     .with_retryable(true),
                 ),
             }
         }
-        Err(last.unwrap_or_else(|| Error::config("no broker address").with_backend(BACKEND)))
+        Err(last.unwrap_or_else(|| Error::config("no broker address")))
     }
 
     /// The native client, for what tributary does not cover.
@@ -313,15 +321,18 @@ impl PulsarBackend {
 
     /// Backlog per subscription (group) of a stream, summed over its partitions.
     pub async fn backlogs(&self, stream: &str) -> Result<BTreeMap<String, SubscriptionBacklog>> {
-        self.check_open()?;
-        let topic = self.config.topic(stream)?;
-        let partitions = self.require(&topic).await?;
-        self.admin.backlogs(&topic, partitions > 0).await
+        let backlogs = async {
+            self.check_open()?;
+            let topic = self.config.topic(stream)?;
+            let partitions = self.require(&topic).await?;
+            self.admin.backlogs(&topic, partitions > 0).await
+        };
+        backlogs.await.map_err(|e| e.with_backend(BACKEND))
     }
 
     fn check_open(&self) -> Result<()> {
         if self.closed.load(AtomicOrdering::Acquire) {
-            return Err(Error::closed("the Pulsar backend is closed").with_backend(BACKEND));
+            return Err(Error::closed("the Pulsar backend is closed"));
         }
         Ok(())
     }
@@ -333,7 +344,6 @@ impl PulsarBackend {
                 "Pulsar topic `{}` does not exist (create it, or add auto_create=true to the URL)",
                 topic.full()
             ))
-            .with_backend(BACKEND)
         })
     }
 
@@ -403,8 +413,7 @@ impl PulsarBackend {
                         "position `{p}` names partition {}, which `{}` does not have",
                         at.partition,
                         topic.full()
-                    ))
-                    .with_backend(BACKEND));
+                    )));
                 }
                 for (local, index) in &locals {
                     let (ledger, entry) = if *index == at.partition {
@@ -539,10 +548,9 @@ impl Backend for PulsarBackend {
     async fn consumer(&self, stream: &str, options: ConsumerOptions) -> Result<Box<dyn Consumer>> {
         self.check_open()?;
         if options.group.is_empty() {
-            return Err(
-                Error::config("a Pulsar consumer needs a group name (its subscription)")
-                    .with_backend(BACKEND),
-            );
+            return Err(Error::config(
+                "a Pulsar consumer needs a group name (its subscription)",
+            ));
         }
         let topic = self.config.topic(stream)?;
         let partitions = self.partitions_for_use(&topic).await?;

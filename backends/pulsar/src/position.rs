@@ -4,8 +4,6 @@
 
 use tributary::{Error, Position, Result};
 
-use crate::error::BACKEND;
-
 /// A message id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct MessagePosition {
@@ -28,7 +26,6 @@ impl MessagePosition {
             Error::config(format!(
                 "`{position}` is not a Pulsar position: expected ledgerId:entryId:partitionIndex[:batchIndex], as receipts and deliveries give"
             ))
-            .with_backend(BACKEND)
         };
         let parts: Vec<&str> = position.as_str().split(':').collect();
         if !(3..=4).contains(&parts.len()) {

@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 use tributary::backend::CloseGate;
 use tributary::{Error, ErrorKind, Event, PartitionId, Producer, Receipt, Result};
 
-use crate::error::{BACKEND, map, timed_out};
+use crate::error::{map, timed_out};
 use crate::mapping::{self, Encoded};
 use crate::position::MessagePosition;
 
@@ -61,9 +61,11 @@ impl PulsarProducer {
         if size > self.max_event_bytes {
             return Err(Error::too_large(format!(
                 "event of {size} bytes as a Pulsar message (payload, properties and keys) exceeds the limit of {} bytes for `{}` (the broker's maxMessageSize of {} bytes less {} for metadata, or option max_event_bytes)",
-                self.max_event_bytes, self.stream, self.broker_limit, crate::METADATA_RESERVE
-            ))
-            .with_backend(BACKEND));
+                self.max_event_bytes,
+                self.stream,
+                self.broker_limit,
+                crate::METADATA_RESERVE
+            )));
         }
         let partition = match (&encoded.partition_key, self.partitions.len()) {
             (_, 1) => 0,

@@ -141,7 +141,6 @@ impl CheckpointStore for BlobCheckpointStore {
                 "ownership of partition {} of `{}`",
                 key.partition, key.stream
             ))
-            .with_backend("eventhubs")
         })?;
         match current {
             Some(item) if item.metadata.get("ownerid").is_none_or(|o| o.is_empty()) => {

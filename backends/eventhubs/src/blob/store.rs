@@ -276,7 +276,6 @@ impl BlobCheckpointStore {
             .get_or_try_init(|| self.container.ensure_container())
             .await
             .map(|_| ())
-            .map_err(|e| e.with_backend("eventhubs"))
     }
 
     pub(super) fn consumer_group<'a>(&'a self, group: &'a str) -> &'a str {
@@ -364,11 +363,9 @@ impl BlobCheckpointStore {
             })),
             // Deleted under us: whatever the caller saw is gone, so it lost.
             Err(WriteError::Conflict | WriteError::Missing) => Ok(None),
-            Err(WriteError::Other(e)) => Err(e
-                .context(format!(
-                    "ownership of partition {partition} of `{hub}` for group `{group}`"
-                ))
-                .with_backend("eventhubs")),
+            Err(WriteError::Other(e)) => Err(e.context(format!(
+                "ownership of partition {partition} of `{hub}` for group `{group}`"
+            ))),
         }
     }
 
@@ -441,8 +438,7 @@ impl BlobCheckpointStore {
             other => {
                 return Err(Error::unsupported(format!(
                     "the Blob checkpoint store cannot keep {other:?}"
-                ))
-                .with_backend("eventhubs"));
+                )));
             }
         };
         let mut metadata = vec![
@@ -467,13 +463,11 @@ impl BlobCheckpointStore {
             Err(WriteError::Conflict | WriteError::Missing) => Err(Error::unavailable(format!(
                 "checkpoint of partition {partition} of `{hub}` for group `{group}`: the blob changed during the write"
             ))
-            .with_retryable(true)
-            .with_backend("eventhubs")),
+            .with_retryable(true)),
             Err(WriteError::Other(e)) => Err(e
                 .context(format!(
                     "checkpoint of partition {partition} of `{hub}` for group `{group}`"
-                ))
-                .with_backend("eventhubs")),
+                ))),
         }
     }
 }
