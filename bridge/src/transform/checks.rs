@@ -10,6 +10,7 @@ use cel::{Context, Value};
 
 use super::budget::Budget;
 use super::guard::quoted;
+use super::one_line;
 
 /// What a field's expression must give.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,9 +272,4 @@ fn kind(node: &Expression, context: &Context<'_, '_>, budget: Budget) -> Option<
         },
         _ => None,
     }
-}
-
-fn one_line(s: &str) -> String {
-    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    flat.chars().take(300).collect()
 }
