@@ -8,7 +8,8 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use tributary::{
-    Backend, Consumer, ConsumerExt, ConsumerOptions, Delivery, Event, StartPosition, StreamSpec,
+    Backend, Consumer, ConsumerExt, ConsumerOptions, Delivery, Event, Producer, StartPosition,
+    StreamSpec,
 };
 use tributary_testcontainers::{Peer, Server, require_peer, unique_name};
 
@@ -27,6 +28,55 @@ async fn receive(consumer: &dyn Consumer) -> Delivery {
         .expect("a delivery within the deadline")
 }
 
+/// `n` events `e0`, `e1`…, keyed `k0`…`k{keys-1}` in turn, or unkeyed.
+fn numbered(n: usize, keys: Option<usize>) -> Vec<Event> {
+    (0..n)
+        .map(|i| {
+            let event = Event::new(format!("e{i}"));
+            match keys {
+                Some(keys) => event.with_key(format!("k{}", i % keys)),
+                None => event,
+            }
+        })
+        .collect()
+}
+
+/// A fresh topic of `partitions` partitions holding `events` (sent in batches of 1,000), and
+/// its producer, still open.
+async fn topic_holding(
+    backend: &dyn Backend,
+    prefix: &str,
+    partitions: u32,
+    events: &[Event],
+) -> (String, Box<dyn Producer>) {
+    let topic = unique_name(prefix);
+    backend
+        .create_stream(&topic, StreamSpec::with_partitions(partitions))
+        .await
+        .expect("create");
+    let producer = backend.producer(&topic).await.expect("producer");
+    for chunk in events.chunks(1000) {
+        producer.send_batch(chunk.to_vec()).await.expect("send");
+    }
+    (topic, producer)
+}
+
+/// A member of `group` (a fresh one unless given) reading from the earliest event.
+async fn consumer_from_earliest(
+    backend: &dyn Backend,
+    topic: &str,
+    group: Option<&str>,
+) -> Box<dyn Consumer> {
+    let group = group.map_or_else(|| unique_name("g"), str::to_owned);
+    backend
+        .consumer(
+            topic,
+            ConsumerOptions::new(group).start(StartPosition::Earliest),
+        )
+        .await
+        .expect("consumer")
+}
+
 fn label(d: &Delivery) -> String {
     format!(
         "{}#{}",
@@ -43,23 +93,9 @@ fn label(d: &Delivery) -> String {
 async fn nacked_events_come_back_before_later_events_in_first_delivery_order() {
     let server = require_peer!(Peer::Kafka);
     let backend = connect(server.url()).await;
-    let topic = unique_name("nack-order");
-    backend
-        .create_stream(&topic, StreamSpec::with_partitions(3))
-        .await
-        .expect("create");
-    let producer = backend.producer(&topic).await.expect("producer");
-    let events: Vec<Event> = (0..20)
-        .map(|i| Event::new(format!("e{i}")).with_key("the-key"))
-        .collect();
-    producer.send_batch(events).await.expect("send");
-    let consumer = backend
-        .consumer(
-            &topic,
-            ConsumerOptions::new(unique_name("g")).start(StartPosition::Earliest),
-        )
-        .await
-        .expect("consumer");
+    let (topic, producer) =
+        topic_holding(backend.as_ref(), "nack-order", 3, &numbered(20, Some(1))).await;
+    let consumer = consumer_from_earliest(backend.as_ref(), &topic, None).await;
 
     let e0 = receive(consumer.as_ref()).await;
     let e1 = receive(consumer.as_ref()).await;
@@ -168,24 +204,10 @@ async fn lag_is_known_from_the_join_and_follows_acks() {
     let server = require_peer!(Peer::Kafka);
     let backend = connect(server.url()).await;
     assert!(backend.capabilities().lag);
-    let topic = unique_name("lag");
-    backend
-        .create_stream(&topic, StreamSpec::with_partitions(4))
-        .await
-        .expect("create");
-    let producer = backend.producer(&topic).await.expect("producer");
-    let events: Vec<Event> = (0..6000)
-        .map(|i| Event::new(format!("e{i}")).with_key(format!("k{}", i % 50)))
-        .collect();
-    for chunk in events.chunks(1000) {
-        producer.send_batch(chunk.to_vec()).await.expect("send");
-    }
+    let (topic, producer) =
+        topic_holding(backend.as_ref(), "lag", 4, &numbered(6000, Some(50))).await;
     let group = unique_name("g");
-    let options = ConsumerOptions::new(group.clone()).start(StartPosition::Earliest);
-    let consumer = backend
-        .consumer(&topic, options.clone())
-        .await
-        .expect("consumer");
+    let consumer = consumer_from_earliest(backend.as_ref(), &topic, Some(&group)).await;
     assert_eq!(consumer.lag(), Some(6000), "lag right after joining");
     let mut held = Vec::new();
     for _ in 0..6000 {
@@ -223,7 +245,7 @@ async fn lag_is_known_from_the_join_and_follows_acks() {
     consumer.close().await.expect("close");
 
     // A new member of the group knows the lag at once too: 100 unacked events.
-    let again = backend.consumer(&topic, options).await.expect("rejoin");
+    let again = consumer_from_earliest(backend.as_ref(), &topic, Some(&group)).await;
     assert_eq!(again.lag(), Some(100), "lag right after rejoining");
     again.close().await.expect("close");
     producer.close().await.expect("close");
@@ -235,23 +257,9 @@ async fn lag_is_known_from_the_join_and_follows_acks() {
 async fn receive_batch_keeps_order_and_redelivers_nacked_events_first() {
     let server = require_peer!(Peer::Kafka);
     let backend = connect(server.url()).await;
-    let topic = unique_name("batch");
-    backend
-        .create_stream(&topic, StreamSpec::with_partitions(1))
-        .await
-        .expect("create");
-    let producer = backend.producer(&topic).await.expect("producer");
-    producer
-        .send_batch((0..3000).map(|i| Event::new(format!("e{i}"))).collect())
-        .await
-        .expect("send");
-    let consumer = backend
-        .consumer(
-            &topic,
-            ConsumerOptions::new(unique_name("g")).start(StartPosition::Earliest),
-        )
-        .await
-        .expect("consumer");
+    let (topic, producer) =
+        topic_holding(backend.as_ref(), "batch", 1, &numbered(3000, None)).await;
+    let consumer = consumer_from_earliest(backend.as_ref(), &topic, None).await;
     let mut next = 0;
     let mut batches = 0;
     let mut nacked_once = false;
@@ -363,18 +371,8 @@ async fn errors_name_the_backend_operation_and_stream_from_a_url_or_a_typed_conf
 async fn partitions_paused_by_a_full_queue_fetch_again_after_a_rebalance() {
     let server = require_peer!(Peer::Kafka);
     let backend = connect(server.url()).await;
-    let topic = unique_name("paused-rebalance");
-    backend
-        .create_stream(&topic, StreamSpec::with_partitions(4))
-        .await
-        .expect("create");
-    let producer = backend.producer(&topic).await.expect("producer");
-    let events: Vec<Event> = (0..4000)
-        .map(|i| Event::new(format!("e{i}")).with_key(format!("k{}", i % 40)))
-        .collect();
-    for chunk in events.chunks(1000) {
-        producer.send_batch(chunk.to_vec()).await.expect("send");
-    }
+    let events = numbered(4000, Some(40));
+    let (topic, producer) = topic_holding(backend.as_ref(), "paused-rebalance", 4, &events).await;
     producer.close().await.expect("close");
 
     let group = unique_name("g");

@@ -7,7 +7,8 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -15,7 +16,7 @@ use tributary::{
     Backend, ConsumerExt, ConsumerOptions, Delivery, Event, StartPosition, StreamSpec, Timestamp,
 };
 use tributary_testcontainers::python::{self, Script};
-use tributary_testcontainers::{Peer, require_peer, unique_name};
+use tributary_testcontainers::{Peer, require, unique_name};
 
 const EVENTS: usize = 6_000;
 const KEYS: usize = 30;
@@ -33,9 +34,9 @@ fn script(name: &str) -> String {
         .to_string()
 }
 
-async fn run_python(python: PathBuf, args: Vec<String>) -> Vec<serde_json::Value> {
+async fn run_python(python: &Path, args: Vec<String>) -> Vec<serde_json::Value> {
     let (script, args) = args.split_first().expect("a script");
-    Script::new(&python, script)
+    Script::new(python, script)
         .args(args)
         .run()
         .await
@@ -44,15 +45,89 @@ async fn run_python(python: PathBuf, args: Vec<String>) -> Vec<serde_json::Value
         .collect()
 }
 
-/// Every user record of `stream` as boto3 and aws-kinesis-agg read it (`get_records.py`).
-async fn boto3_reads(python: PathBuf, url: &str, stream: &str) -> Vec<serde_json::Value> {
-    let args = vec![
-        script("get_records.py"),
-        common::endpoint(url),
-        stream.to_owned(),
-        EVENTS.to_string(),
-    ];
-    run_python(python, args).await
+/// What every case starts from: the shared ferrokinesis, the Python tools, a backend
+/// connected with `options`, and a fresh stream of `shards` shards.
+struct Case {
+    url: String,
+    python: PathBuf,
+    backend: Arc<dyn Backend>,
+    stream: String,
+}
+
+impl Case {
+    /// `None` after a loud skip (no server or no Python tools).
+    async fn new(prefix: &str, shards: u32, options: &str) -> Option<Case> {
+        let server = require(Peer::Kinesis)?;
+        let python = python()?;
+        let backend = common::connect(server.url(), options).await;
+        let stream = unique_name(prefix);
+        backend
+            .create_stream(&stream, StreamSpec::with_partitions(shards))
+            .await
+            .unwrap();
+        Some(Case {
+            url: server.url().to_owned(),
+            python,
+            backend,
+            stream,
+        })
+    }
+
+    /// `put_records.py` writes EVENTS records over KEYS keys (`py-NNNNNN`, `key-K`);
+    /// returns what it wrote, one JSON line a (possibly aggregated) record.
+    async fn python_writes(&self, extra: &[&str]) -> Vec<serde_json::Value> {
+        let mut args = vec![
+            script("put_records.py"),
+            common::endpoint(&self.url),
+            self.stream.clone(),
+            EVENTS.to_string(),
+            KEYS.to_string(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        run_python(&self.python, args).await
+    }
+
+    /// Sends `events` with tributary, then reads every user record back with boto3 and
+    /// aws-kinesis-agg (`get_records.py`): the receipts, and the records read.
+    async fn tributary_writes(
+        &self,
+        events: &[Event],
+    ) -> (Vec<tributary::Receipt>, Vec<serde_json::Value>) {
+        let producer = self.backend.producer(&self.stream).await.unwrap();
+        let receipts = producer.send_batch(events.to_vec()).await.unwrap();
+        let args = vec![
+            script("get_records.py"),
+            common::endpoint(&self.url),
+            self.stream.clone(),
+            EVENTS.to_string(),
+        ];
+        let read = run_python(&self.python, args).await;
+        assert_eq!(read.len(), EVENTS);
+        (receipts, read)
+    }
+
+    async fn receive_all(&self) -> Vec<Delivery> {
+        receive_all(self.backend.as_ref(), &self.stream, EVENTS).await
+    }
+}
+
+/// The number in a Python-written payload (`py-NNNNNN`), checking its key is `key-(N % KEYS)`.
+fn checked_index(d: &Delivery) -> usize {
+    let payload = String::from_utf8(d.event.payload.to_vec()).unwrap();
+    let i: usize = payload.strip_prefix("py-").unwrap().parse().unwrap();
+    assert_eq!(
+        d.event.key.as_deref(),
+        Some(format!("key-{}", i % KEYS).as_bytes()),
+        "{payload}"
+    );
+    i
+}
+
+/// A record's data as boto3 printed it (base64).
+fn data_of(record: &serde_json::Value) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(record["data"].as_str().unwrap())
+        .unwrap()
 }
 
 async fn receive_all(backend: &dyn Backend, stream: &str, n: usize) -> Vec<Delivery> {
@@ -103,26 +178,11 @@ fn check_key_order(deliveries: &[Delivery]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tributary_reads_what_boto3_wrote() {
-    let server = require_peer!(Peer::Kinesis);
-    let Some(python) = python() else { return };
-    let backend = common::connect(server.url(), "").await;
-    let stream = unique_name("from-boto3");
-    backend
-        .create_stream(&stream, StreamSpec::with_partitions(2))
-        .await
-        .unwrap();
+    let Some(case) = Case::new("from-boto3", 2, "").await else {
+        return;
+    };
     let before = Timestamp::now().as_millis();
-    let written = run_python(
-        python,
-        vec![
-            script("put_records.py"),
-            common::endpoint(server.url()),
-            stream.clone(),
-            EVENTS.to_string(),
-            KEYS.to_string(),
-        ],
-    )
-    .await;
+    let written = case.python_writes(&[]).await;
     let after = Timestamp::now().as_millis();
     assert_eq!(written.len(), EVENTS);
     let where_: HashMap<String, (String, String)> = written
@@ -137,23 +197,18 @@ async fn tributary_reads_what_boto3_wrote() {
             )
         })
         .collect();
-    let got = receive_all(backend.as_ref(), &stream, EVENTS).await;
+    let got = case.receive_all().await;
     let mut seen = HashSet::new();
     for d in &got {
-        let payload = String::from_utf8(d.event.payload.to_vec()).unwrap();
-        let i: usize = payload.strip_prefix("py-").unwrap().parse().unwrap();
-        assert!(seen.insert(i), "{payload} twice");
-        assert_eq!(
-            d.event.key.as_deref(),
-            Some(format!("key-{}", i % KEYS).as_bytes())
-        );
+        let i = checked_index(d);
+        assert!(seen.insert(i), "py-{i:06} twice");
         assert!(d.event.headers.is_empty());
         let t = d.event.timestamp.expect("the arrival time").as_millis();
         assert!(
             (before - 1000..=after + 1000).contains(&t),
             "arrival {t} outside {before}..{after}"
         );
-        let (shard, sequence) = &where_[&payload];
+        let (shard, sequence) = &where_[&format!("py-{i:06}")];
         assert_eq!(d.partition.as_ref().unwrap().as_str(), shard);
         assert_eq!(d.position.as_ref().unwrap().as_str(), sequence);
         assert_eq!(d.attempt, Some(1));
@@ -166,15 +221,9 @@ async fn tributary_reads_what_boto3_wrote() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn boto3_reads_what_tributary_wrote() {
-    let server = require_peer!(Peer::Kinesis);
-    let Some(python) = python() else { return };
-    let backend = common::connect(server.url(), "").await;
-    let stream = unique_name("to-boto3");
-    backend
-        .create_stream(&stream, StreamSpec::with_partitions(2))
-        .await
-        .unwrap();
-    let producer = backend.producer(&stream).await.unwrap();
+    let Some(case) = Case::new("to-boto3", 2, "").await else {
+        return;
+    };
     let events: Vec<Event> = (0..EVENTS)
         .map(|i| match i % 3 {
             0 => Event::new(format!("plain-{i:06}")).with_key(format!("key-{}", i % KEYS)),
@@ -184,9 +233,7 @@ async fn boto3_reads_what_tributary_wrote() {
                 .with_header("trace", "abc"),
         })
         .collect();
-    let receipts = producer.send_batch(events.clone()).await.unwrap();
-    let read = boto3_reads(python, server.url(), &stream).await;
-    assert_eq!(read.len(), EVENTS);
+    let (receipts, read) = case.tributary_writes(&events).await;
     let by_sequence: HashMap<&str, &serde_json::Value> = read
         .iter()
         .map(|r| (r["sequence"].as_str().unwrap(), r))
@@ -198,9 +245,7 @@ async fn boto3_reads_what_tributary_wrote() {
             receipt.partition.as_ref().unwrap().as_str()
         );
         assert_eq!(r["aggregated"], false);
-        let data = base64::engine::general_purpose::STANDARD
-            .decode(r["data"].as_str().unwrap())
-            .unwrap();
+        let data = data_of(r);
         let partition_key = r["partition_key"].as_str().unwrap();
         let text = String::from_utf8_lossy(&event.payload);
         if text.starts_with("plain") {
@@ -221,28 +266,12 @@ async fn boto3_reads_what_tributary_wrote() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn aws_kinesis_agg_records_are_split_with_their_partition_keys() {
-    let server = require_peer!(Peer::Kinesis);
-    let Some(python) = python() else { return };
-    let backend = common::connect(server.url(), "").await;
-    let stream = unique_name("kpl");
     // One shard: the aggregates mix keys (as the KPL does), so only one shard keeps every
     // key's records in one order.
-    backend
-        .create_stream(&stream, StreamSpec::with_partitions(1))
-        .await
-        .unwrap();
-    let written = run_python(
-        python,
-        vec![
-            script("put_records.py"),
-            common::endpoint(server.url()),
-            stream.clone(),
-            EVENTS.to_string(),
-            KEYS.to_string(),
-            "--aggregate".into(),
-        ],
-    )
-    .await;
+    let Some(case) = Case::new("kpl", 1, "").await else {
+        return;
+    };
+    let written = case.python_writes(&["--aggregate"]).await;
     assert_eq!(
         written.len(),
         EVENTS / 100,
@@ -257,16 +286,13 @@ async fn aws_kinesis_agg_records_are_split_with_their_partition_keys() {
             );
         }
     }
-    let got = receive_all(backend.as_ref(), &stream, EVENTS).await;
+    let got = case.receive_all().await;
     for d in &got {
-        let payload = String::from_utf8(d.event.payload.to_vec()).unwrap();
-        let i: usize = payload.strip_prefix("py-").unwrap().parse().unwrap();
+        let i = checked_index(d);
         assert_eq!(
-            d.event.key.as_deref(),
-            Some(format!("key-{}", i % KEYS).as_bytes()),
-            "{payload}"
+            d.position.as_ref().unwrap().as_str(),
+            position_of[&format!("py-{i:06}")]
         );
-        assert_eq!(d.position.as_ref().unwrap().as_str(), position_of[&payload]);
     }
     check_key_order(&got);
     let distinct: HashSet<_> = got.iter().map(|d| d.event.payload.clone()).collect();
@@ -275,21 +301,13 @@ async fn aws_kinesis_agg_records_are_split_with_their_partition_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn aws_kinesis_agg_splits_what_tributary_aggregated() {
-    let server = require_peer!(Peer::Kinesis);
-    let Some(python) = python() else { return };
-    let backend = common::connect(server.url(), "aggregate=true").await;
-    let stream = unique_name("agg-to-py");
-    backend
-        .create_stream(&stream, StreamSpec::with_partitions(2))
-        .await
-        .unwrap();
-    let producer = backend.producer(&stream).await.unwrap();
+    let Some(case) = Case::new("agg-to-py", 2, "aggregate=true").await else {
+        return;
+    };
     let events: Vec<Event> = (0..EVENTS)
         .map(|i| Event::new(format!("agg-{i:06}")).with_key(format!("key-{}", i % 5)))
         .collect();
-    let receipts = producer.send_batch(events.clone()).await.unwrap();
-    let read = boto3_reads(python, server.url(), &stream).await;
-    assert_eq!(read.len(), EVENTS);
+    let (receipts, read) = case.tributary_writes(&events).await;
     let aggregated = read.iter().filter(|r| r["aggregated"] == true).count();
     assert!(
         aggregated > EVENTS / 2,
@@ -308,10 +326,7 @@ async fn aws_kinesis_agg_splits_what_tributary_aggregated() {
         .collect();
     for (event, receipt) in events.iter().zip(&receipts) {
         let r = by_position[receipt.position.as_ref().unwrap().as_str()];
-        let data = base64::engine::general_purpose::STANDARD
-            .decode(r["data"].as_str().unwrap())
-            .unwrap();
-        assert_eq!(data, event.payload.as_ref());
+        assert_eq!(data_of(r), event.payload.as_ref());
         assert_eq!(
             Some(r["partition_key"].as_str().unwrap().as_bytes()),
             event.key.as_deref()
