@@ -107,6 +107,29 @@ impl Harness {
         self
     }
 
+    /// Enables the server-restart case for a server that `restart` restarts in place (a
+    /// blocking call, run off the async threads): the old backend is closed first, and the
+    /// new one connects to this harness's URL.
+    pub fn with_blocking_restart<F, E>(self, restart: F) -> Self
+    where
+        F: Fn() -> std::result::Result<(), E> + Clone + Send + Sync + 'static,
+        E: std::fmt::Display,
+    {
+        let url = self.url.clone();
+        self.with_restart(Arc::new(move |old: Arc<dyn Backend>| {
+            let restart = restart.clone();
+            let url = url.clone();
+            Box::pin(async move {
+                old.close().await?;
+                tokio::task::spawn_blocking(move || restart().map_err(|e| e.to_string()))
+                    .await
+                    .map_err(|e| tributary::Error::other(format!("restart panicked: {e}")))?
+                    .map_err(tributary::Error::unavailable)?;
+                tributary::connect(&url).await
+            })
+        }))
+    }
+
     /// Cases that need fresh streams get them from `provision` instead of
     /// [`Backend::create_stream`]. For platforms whose data plane cannot create streams (Event
     /// Hubs: hubs are made in Azure Resource Manager, so the backend declares no

@@ -3,28 +3,14 @@
 
 use std::sync::Arc;
 
-use tributary::Backend;
 use tributary_conformance::{Harness, run};
 use tributary_testcontainers::{Peer, Server, require_peer};
 
 fn harness(server: &Arc<Server>) -> Harness {
-    let restart_server = server.clone();
-    let url = server.url().to_string();
-    let reconnect_url = url.clone();
-    Harness::new("kafka", &url)
+    let server = server.clone();
+    Harness::new("kafka", server.url())
         .with_unreachable_url("kafka://127.0.0.1:9?timeout=3s")
-        .with_restart(Arc::new(move |old: Arc<dyn Backend>| {
-            let server = restart_server.clone();
-            let url = reconnect_url.clone();
-            Box::pin(async move {
-                old.close().await?;
-                tokio::task::spawn_blocking(move || server.restart())
-                    .await
-                    .map_err(|e| tributary::Error::other(format!("restart panicked: {e}")))?
-                    .map_err(|e| tributary::Error::unavailable(e.to_string()))?;
-                tributary::connect(&url).await
-            })
-        }))
+        .with_blocking_restart(move || server.restart())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

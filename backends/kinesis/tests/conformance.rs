@@ -48,19 +48,8 @@ async fn kinesis_conformance_server_restart() {
     tributary_kinesis::register();
     let url = url(kinesis.url(), dynamodb.url());
     let server = kinesis.clone();
-    let harness =
-        Harness::new("kinesis (durable emulator)", &url).with_restart(Arc::new(move |backend| {
-            let server = server.clone();
-            let url = url.clone();
-            Box::pin(async move {
-                backend.close().await?;
-                tokio::task::spawn_blocking(move || server.restart())
-                    .await
-                    .map_err(|e| tributary::Error::other(e.to_string()))?
-                    .map_err(|e| tributary::Error::unavailable(e.to_string()))?;
-                tributary::connect(&url).await
-            })
-        }));
+    let harness = Harness::new("kinesis (durable emulator)", &url)
+        .with_blocking_restart(move || server.restart());
     let report = run_filtered(&harness, |name| name == "server_restart").await;
     report.print();
     assert_eq!(
