@@ -2,28 +2,66 @@
 //! writes, `kafka-console-consumer` reads with the same key, headers and timestamp; what
 //! `kafka-console-producer` writes, tributary reads as a plain event.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt as _;
 
-use tributary::{ConsumerOptions, Event, StartPosition, StreamSpec, Timestamp};
-use tributary_testcontainers::{Peer, peers_dir, require_peer, unique_name};
+use tributary::{Backend, ConsumerOptions, Event, StartPosition, StreamSpec, Timestamp};
+use tributary_testcontainers::{Peer, Server, peers_dir, require_peer, unique_name};
 
 fn tool(name: &str) -> PathBuf {
     peers_dir().join("kafka/current/bin").join(name)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn console_consumer_reads_what_tributary_wrote() {
-    let server = require_peer!(Peer::Kafka);
+/// Feeds `input` to `kafka-console-producer` with these `--reader-property` settings, and
+/// waits (at most two minutes) until it has sent every line.
+async fn console_produce(server: &Server, topic: &str, reader_properties: &[&str], input: &[u8]) {
+    let mut command = tokio::process::Command::new(tool("kafka-console-producer"));
+    command
+        .args(["--bootstrap-server", server.address(), "--topic", topic])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for property in reader_properties {
+        command.args(["--reader-property", property]);
+    }
+    let mut child = command.spawn().expect("run kafka-console-producer");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let run = async {
+        stdin.write_all(input).await.expect("write");
+        drop(stdin);
+        child.wait_with_output().await.expect("wait")
+    };
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("kafka-console-producer finishes within 120 s");
+    assert!(
+        output.status.success(),
+        "console producer failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A backend on the fixture's broker and a fresh one-partition topic (one partition: the
+/// console tools' lines keep their order).
+async fn one_partition_topic(server: &Server, prefix: &str) -> (Arc<dyn Backend>, String) {
     tributary_kafka::register();
     let backend = tributary::connect(server.url()).await.expect("connect");
-    let topic = unique_name("interop-out");
+    let topic = unique_name(prefix);
     backend
         .create_stream(&topic, StreamSpec::with_partitions(1))
         .await
         .expect("create");
+    (backend, topic)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_consumer_reads_what_tributary_wrote() {
+    let server = require_peer!(Peer::Kafka);
+    let (backend, topic) = one_partition_topic(&server, "interop-out").await;
     let producer = backend.producer(&topic).await.expect("producer");
     let sent = [
         Event::new("v1")
@@ -82,13 +120,7 @@ async fn console_consumer_reads_what_tributary_wrote() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tributary_reads_what_console_producer_wrote() {
     let server = require_peer!(Peer::Kafka);
-    tributary_kafka::register();
-    let backend = tributary::connect(server.url()).await.expect("connect");
-    let topic = unique_name("interop-in");
-    backend
-        .create_stream(&topic, StreamSpec::with_partitions(1))
-        .await
-        .expect("create");
+    let (backend, topic) = one_partition_topic(&server, "interop-in").await;
     let consumer = backend
         .consumer(
             &topic,
@@ -98,30 +130,18 @@ async fn tributary_reads_what_console_producer_wrote() {
         .expect("consumer");
 
     let before = Timestamp::now().as_millis();
-    let address = server.address().to_string();
-    let topic_arg = topic.clone();
-    let status = tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(tool("kafka-console-producer"))
-            .args(["--bootstrap-server", &address, "--topic", &topic_arg])
-            .args(["--reader-property", "parse.key=true", "--reader-property", "key.separator=|"])
-            .args(["--reader-property", "parse.headers=true", "--reader-property", "headers.delimiter=;"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run kafka-console-producer");
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(b"origin:console,trace:t-1;order-7|first line\norigin:console;order-8|second line\n").expect("write");
-        drop(stdin);
-        child.wait_with_output().expect("wait")
-    })
-    .await
-    .expect("join");
-    assert!(
-        status.status.success(),
-        "console producer failed: {}",
-        String::from_utf8_lossy(&status.stderr)
-    );
+    console_produce(
+        &server,
+        &topic,
+        &[
+            "parse.key=true",
+            "key.separator=|",
+            "parse.headers=true",
+            "headers.delimiter=;",
+        ],
+        b"origin:console,trace:t-1;order-7|first line\norigin:console;order-8|second line\n",
+    )
+    .await;
     let after = Timestamp::now().as_millis();
 
     let mut got = Vec::new();
@@ -214,35 +234,18 @@ async fn keys_land_on_the_partitions_the_java_producer_picks() {
     let keys = parity_keys();
     assert!(keys.len() >= 1000);
 
-    let address = server.address().to_string();
-    let topic_arg = by_java.clone();
     let input: String = keys
         .iter()
         .enumerate()
         .map(|(i, k)| format!("{k}\t{i}\n"))
         .collect();
-    let output = tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(tool("kafka-console-producer"))
-            .args(["--bootstrap-server", &address, "--topic", &topic_arg])
-            .args(["--reader-property", "parse.key=true"])
-            .args(["--reader-property", "key.separator=\t"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run kafka-console-producer");
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(input.as_bytes()).expect("write");
-        drop(stdin);
-        child.wait_with_output().expect("wait")
-    })
-    .await
-    .expect("join");
-    assert!(
-        output.status.success(),
-        "console producer failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    console_produce(
+        &server,
+        &by_java,
+        &["parse.key=true", "key.separator=\t"],
+        input.as_bytes(),
+    )
+    .await;
 
     // Where Java put each key, read back with the key bytes as the console producer sent them.
     let consumer = backend
