@@ -52,6 +52,17 @@
 //! - Against a local emulator (an `http://` endpoint) exact time starts are not declared:
 //!   kinesalite and ferrokinesis keep arrival times to the second.
 //!
+//! # CloudEvents
+//! CloudEvents has no Kinesis binding, and Kinesis records have no headers: the generic
+//! binding of `tributary::cloudevents` applies (`Binding::for_scheme("kinesis")`), with
+//! structured mode as its default. In binary mode the attributes are Kafka-style `ce_` headers
+//! and `datacontenttype` is `content-type`; in structured mode the payload is the event's JSON
+//! and `content-type` is `application/cloudevents+json`. Either way the headers ride in the
+//! envelope above, so the data of such a record starts with the envelope's magic for other
+//! Kinesis readers, and a tributary consumer gets payload and every header back byte for byte
+//! (the bridge's `cloudevents` test checks both modes against ferrokinesis). Give the event the
+//! `partitionkey` extension as its key to have it become the record's partition key.
+//!
 //! # URL options
 //! | option | default | meaning |
 //! |---|---|---|
