@@ -518,6 +518,9 @@ impl PartitionReader for PollReader {
             .limit(self.settings.records_per_call)
             .send();
         let what = format!("read {}", self.what());
+        // The service counts calls, not the time between answer and call: the next call may
+        // go 200 ms after this one went, however long the answer took.
+        let called = Instant::now();
         let answer = tokio::time::timeout(self.settings.call_timeout, call).await;
         let out = match answer {
             Err(_) => {
@@ -568,12 +571,11 @@ impl PartitionReader for PollReader {
             self.ended = true;
         }
         let caught_up = out.records().is_empty() && self.behind_ms.unwrap_or(0) == 0;
-        self.next_call = Instant::now()
-            + if caught_up {
-                self.settings.poll_interval
-            } else {
-                MIN_CALL_GAP
-            };
+        self.next_call = if caught_up {
+            Instant::now() + self.settings.poll_interval
+        } else {
+            called + MIN_CALL_GAP
+        };
         Ok(self.take(max))
     }
 
