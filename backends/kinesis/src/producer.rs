@@ -27,9 +27,8 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use bytes::Bytes;
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 use tributary::backend::CloseGate;
 use tributary::{Error, Event, PartitionId, Position, Producer, Receipt, Result};
 
@@ -256,10 +255,8 @@ struct Plan {
     closed: bool,
 }
 
-struct CallOutcome {
-    units: Vec<Unit>,
-    result: std::result::Result<aws_sdk_kinesis::operation::put_records::PutRecordsOutput, Error>,
-}
+type CallResult =
+    std::result::Result<aws_sdk_kinesis::operation::put_records::PutRecordsOutput, Error>;
 
 struct Driver {
     client: Client,
@@ -271,6 +268,11 @@ struct Driver {
     submits: BTreeMap<u64, SubmitState>,
     /// Partition keys with a record in flight.
     busy: HashSet<Arc<str>>,
+    /// The `PutRecords` calls out, each its own task (so that encoding, signing and reading
+    /// the answers of several calls use every worker thread, not only the driver's), and the
+    /// units each carries. Dropping the driver aborts them.
+    calls: JoinSet<CallResult>,
+    in_flight: HashMap<tokio::task::Id, Vec<Unit>>,
     /// Shard ids as partition ids, made once each.
     partitions: HashMap<String, PartitionId>,
     /// Flushes waiting for every submit before the given one to settle.
@@ -298,6 +300,8 @@ impl Driver {
             pending: BTreeMap::new(),
             submits: BTreeMap::new(),
             busy: HashSet::new(),
+            calls: JoinSet::new(),
+            in_flight: HashMap::new(),
             partitions: HashMap::new(),
             flushes: Vec::new(),
             next_retry: None,
@@ -308,7 +312,6 @@ impl Driver {
     }
 
     async fn run(mut self) {
-        let mut calls = FuturesUnordered::new();
         let mut open = true;
         loop {
             let now = Instant::now();
@@ -316,20 +319,20 @@ impl Driver {
             // Linger only while calls are out: an idle producer sends at once, a busy one
             // lets records gather into fuller calls.
             let oldest = self.pending.values().next().map(|e| e.arrived);
-            let linger_over = calls.is_empty()
+            let linger_over = self.calls.is_empty()
                 || flushing
                 || self.pending.len() >= PUT_RECORDS_MAX_COUNT
                 || oldest.is_some_and(|t| now.duration_since(t) >= self.settings.linger);
             if linger_over && self.next_retry.is_none_or(|t| t <= now) {
                 self.next_retry = None;
             }
-            while calls.len() < self.settings.max_requests_in_flight && linger_over {
+            while self.calls.len() < self.settings.max_requests_in_flight && linger_over {
                 let Some(units) = self.next_call(now) else {
                     break;
                 };
-                calls.push(self.call(units));
+                self.call(units);
             }
-            if !open && self.pending.is_empty() && calls.is_empty() {
+            if !open && self.pending.is_empty() && self.calls.is_empty() {
                 self.settle_flushes();
                 return;
             }
@@ -350,7 +353,9 @@ impl Driver {
                     }
                     None => open = false,
                 },
-                Some(outcome) = calls.next(), if !calls.is_empty() => self.settle(outcome),
+                Some(joined) = self.calls.join_next_with_id(), if !self.calls.is_empty() => {
+                    self.joined(joined)
+                }
                 _ = sleep_until(wake), if wake.is_some() => {}
             }
         }
@@ -496,7 +501,8 @@ impl Driver {
         Some(units)
     }
 
-    fn call(&self, units: Vec<Unit>) -> impl std::future::Future<Output = CallOutcome> + use<> {
+    /// Starts a `PutRecords` call carrying `units`.
+    fn call(&mut self, units: Vec<Unit>) {
         let entries: Vec<PutRecordsRequestEntry> = units
             .iter()
             .map(|u| {
@@ -515,19 +521,40 @@ impl Driver {
             .send();
         let timeout = self.settings.call_timeout;
         let stream = self.stream.clone();
-        async move {
+        let task = self.calls.spawn(async move {
             let what = format!("put records on stream `{stream}`");
-            let result = timed(timeout, &what, request).await;
-            CallOutcome { units, result }
-        }
+            timed(timeout, &what, request).await
+        });
+        self.in_flight.insert(task.id(), units);
     }
 
-    fn settle(&mut self, outcome: CallOutcome) {
+    /// A call's task ended: its answer, or (should the task panic) a retryable failure of all
+    /// it carried, so that no record is lost and no sender left waiting.
+    fn joined(
+        &mut self,
+        joined: std::result::Result<(tokio::task::Id, CallResult), tokio::task::JoinError>,
+    ) {
+        let (id, result) = match joined {
+            Ok((id, result)) => (id, result),
+            Err(failed) => (
+                failed.id(),
+                Err(Error::unavailable(format!(
+                    "put records on stream `{}`: the call's task failed: {failed}",
+                    self.stream
+                ))
+                .with_backend("kinesis")),
+            ),
+        };
+        let units = self.in_flight.remove(&id).unwrap_or_default();
+        self.settle(units, result);
+    }
+
+    fn settle(&mut self, units: Vec<Unit>, result: CallResult) {
         let now = Instant::now();
-        match outcome.result {
+        match result {
             Ok(output) => {
                 let results = output.records();
-                for (i, unit) in outcome.units.into_iter().enumerate() {
+                for (i, unit) in units.into_iter().enumerate() {
                     let Some(result) = results.get(i) else {
                         let error = Error::unavailable(format!(
                             "put records on stream `{}`: the answer has {} results for more records",
@@ -560,7 +587,7 @@ impl Driver {
             }
             Err(error) => {
                 let retryable = error.is_retryable();
-                for unit in outcome.units {
+                for unit in units {
                     self.retry_or_fail(unit, &error, retryable, MAX_BACKOFF, now);
                 }
             }
