@@ -5,8 +5,10 @@
 //! asserted. Same work means: the same events (100-byte payload, a key out of 10,000), a
 //! four-shard stream, `PutRecords` calls of 500 records with four in flight; readers of each
 //! shard making at most one `GetRecords` call (up to 10,000 records) per 200 ms, the service's
-//! per-shard limit. The raw consumer copies each record's data out; tributary's consumer
-//! delivers, acks and checkpoints (in memory) as an application would.
+//! per-shard limit, each side timed from before it lists the shards. The raw consumer copies
+//! each record's data out; tributary's consumer delivers, acks and checkpoints (in memory) as
+//! an application would. Beside each rate: the client CPU per event (this process's user and
+//! system time; the emulator runs in its own), steadier than rates on a shared machine.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -102,13 +104,14 @@ async fn tributary_produce(backend: &dyn Backend, stream: &str, n: usize) -> f64
 }
 
 async fn raw_consume(client: &aws_sdk_kinesis::Client, stream: &str, n: usize) -> f64 {
+    // Timed from the start, as tributary's consumer is from its creation (which lists shards).
+    let started = Instant::now();
     let shards = client
         .list_shards()
         .stream_name(stream)
         .send()
         .await
         .unwrap();
-    let started = Instant::now();
     let total = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let readers = shards.shards().iter().map(|shard| {
         let (client, total) = (client.clone(), total.clone());
@@ -173,6 +176,27 @@ async fn tributary_consume(backend: &dyn Backend, stream: &str, n: usize) -> f64
     rate
 }
 
+/// CPU time this process has used (every thread): the client side's cost, the emulator being
+/// another process.
+fn cpu_used() -> Duration {
+    // SAFETY: getrusage fills the struct it is given and reads nothing else.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+}
+
+/// A side's rate and the client CPU it spent per event, in microseconds.
+async fn measured(n: usize, work: impl std::future::Future<Output = f64>) -> (f64, f64) {
+    let before = cpu_used();
+    let rate = work.await;
+    let cpu = (cpu_used() - before).as_secs_f64() * 1e6 / n as f64;
+    (rate, cpu)
+}
+
 fn main() {
     let n: usize = std::env::args()
         .skip(1)
@@ -199,7 +223,9 @@ fn main() {
             let raw = raw_client(&endpoint);
             // Each side meets the emulator first in one round of two: ferrokinesis slows as
             // it holds more records, so a fixed order favours whoever goes first.
+            // [produce, consume] × [raw, tributary]: seconds per event, CPU µs per event.
             let mut rates = [[0.0f64; 2]; 2];
+            let mut cpu = [[0.0f64; 2]; 2];
             for round in 0..ROUNDS {
                 let (raw_stream, our_stream) =
                     (unique_name("bench-raw"), unique_name("bench-tributary"));
@@ -210,41 +236,51 @@ fn main() {
                         .unwrap();
                 }
                 let raw_first = round % 2 == 0;
-                let (raw_produced, our_produced) = if raw_first {
-                    let raw_rate = raw_produce(&raw, &raw_stream, n).await;
-                    (raw_rate, tributary_produce(backend.as_ref(), &our_stream, n).await)
-                } else {
-                    let our_rate = tributary_produce(backend.as_ref(), &our_stream, n).await;
-                    (raw_produce(&raw, &raw_stream, n).await, our_rate)
-                };
-                let (raw_consumed, our_consumed) = if raw_first {
-                    let raw_rate = raw_consume(&raw, &raw_stream, n).await;
-                    (raw_rate, tributary_consume(backend.as_ref(), &our_stream, n).await)
-                } else {
-                    let our_rate = tributary_consume(backend.as_ref(), &our_stream, n).await;
-                    (raw_consume(&raw, &raw_stream, n).await, our_rate)
-                };
+                let mut round_figures = [[(0.0, 0.0); 2]; 2];
+                for side in if raw_first { [0, 1] } else { [1, 0] } {
+                    round_figures[0][side] = if side == 0 {
+                        measured(n, raw_produce(&raw, &raw_stream, n)).await
+                    } else {
+                        measured(n, tributary_produce(backend.as_ref(), &our_stream, n)).await
+                    };
+                }
+                for side in if raw_first { [0, 1] } else { [1, 0] } {
+                    round_figures[1][side] = if side == 0 {
+                        measured(n, raw_consume(&raw, &raw_stream, n)).await
+                    } else {
+                        measured(n, tributary_consume(backend.as_ref(), &our_stream, n)).await
+                    };
+                }
+                let [[(rp, rpc), (tp, tpc)], [(rc, rcc), (tc, tcc)]] = round_figures;
                 println!(
-                    "round {} ({} first): produce raw {raw_produced:.0}/s, tributary {our_produced:.0}/s; consume raw {raw_consumed:.0}/s, tributary {our_consumed:.0}/s",
+                    "round {} ({} first): produce raw {rp:.0}/s ({rpc:.1} µs CPU/event), tributary {tp:.0}/s ({tpc:.1}); consume raw {rc:.0}/s ({rcc:.1}), tributary {tc:.0}/s ({tcc:.1})",
                     round + 1,
                     if raw_first { "raw" } else { "tributary" }
                 );
                 // Summed as time per event, so the totals are rates over all rounds.
-                rates[0][0] += 1.0 / raw_produced;
-                rates[0][1] += 1.0 / our_produced;
-                rates[1][0] += 1.0 / raw_consumed;
-                rates[1][1] += 1.0 / our_consumed;
+                for (what, figures) in round_figures.iter().enumerate() {
+                    for (side, (rate, used)) in figures.iter().enumerate() {
+                        rates[what][side] += 1.0 / rate;
+                        cpu[what][side] += used / ROUNDS as f64;
+                    }
+                }
             }
             println!(
                 "\nKinesis (ferrokinesis), {n} events of {PAYLOAD} B, {SHARDS} shards, {ROUNDS} rounds"
             );
             println!(
-                "{:<10} {:>14} {:>14} {:>8}",
-                "", "raw events/s", "tributary", "ratio"
+                "{:<10} {:>14} {:>14} {:>8} {:>22}",
+                "", "raw events/s", "tributary", "ratio", "CPU µs/event raw, ours"
             );
-            for (what, [raw, ours]) in [("produce", rates[0]), ("consume", rates[1])] {
+            for (what, [raw, ours], [raw_cpu, our_cpu]) in [
+                ("produce", rates[0], cpu[0]),
+                ("consume", rates[1], cpu[1]),
+            ] {
                 let (raw, ours) = (ROUNDS as f64 / raw, ROUNDS as f64 / ours);
-                println!("{what:<10} {raw:>14.0} {ours:>14.0} {:>7.2}x", ours / raw);
+                println!(
+                    "{what:<10} {raw:>14.0} {ours:>14.0} {:>7.2}x {raw_cpu:>14.1} {our_cpu:>7.1}",
+                    ours / raw
+                );
             }
             backend.close().await.unwrap();
         });
