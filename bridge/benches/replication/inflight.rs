@@ -12,16 +12,19 @@ use tributary::{Backend, ConsumerOptions, StartPosition, StreamSpec};
 use tributary_bridge::route::{self, CancellationToken, RouteSpec, RouteStats};
 use tributary_testcontainers::unique_name;
 
-/// (`batch.max_events`, `in_flight`) pairs, the cliff first.
+/// (`batch.max_events`, `in_flight`) pairs: the smallest first, then `in_flight` from
+/// one batch to a few thousand at batch sizes 100 and 1,000.
 const POINTS: &[(usize, usize)] = &[
     (20, 40),
-    (50, 100),
+    (100, 100),
     (100, 200),
     (100, 400),
-    (200, 400),
-    (500, 1000),
+    (100, 1000),
+    (100, 2000),
+    (100, 4000),
+    (1000, 1000),
     (1000, 2000),
-    (2000, 4000),
+    (1000, 4000),
 ];
 
 /// One route run.
@@ -29,6 +32,13 @@ pub struct Point {
     pub batch: usize,
     pub in_flight: usize,
     pub rate: f64,
+    /// Seconds from the route's start to the last event written.
+    pub elapsed: f64,
+    /// Where the route's time went, in seconds: waiting for the source once a batch was
+    /// written, waiting for room in the in-flight window, writing to the sink.
+    pub source_stall: f64,
+    pub window_wait: f64,
+    pub sink: f64,
 }
 
 /// The curve and its baselines, in events/s.
@@ -42,10 +52,10 @@ pub struct Curve {
 pub async fn measure(kafka: Arc<dyn Backend>, events: u64) -> Curve {
     let topic = unique_name("rep-curve");
     kafka
-        .create_stream(&topic, StreamSpec::with_partitions(super::PARTITIONS))
+        .create_stream(&topic, StreamSpec::with_partitions(crate::PARTITIONS))
         .await
         .unwrap();
-    let produced = super::produce_backlog(kafka.as_ref(), &topic, events).await;
+    let produced = crate::backlog::produce_backlog(kafka.as_ref(), &topic, events).await;
     eprintln!("[in-flight curve] {events} events produced at {produced:.0}/s");
     let raw_read = raw_read(kafka.as_ref(), &topic, events).await;
     let raw_write = raw_write(kafka.as_ref(), &topic, events).await;
@@ -76,15 +86,28 @@ pub async fn measure(kafka: Arc<dyn Backend>, events: u64) -> Curve {
             assert!(!task.is_finished(), "the route stopped: {:?}", task.await);
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let rate = events as f64 / started.elapsed().as_secs_f64();
+        let elapsed = started.elapsed().as_secs_f64();
+        let rate = events as f64 / elapsed;
+        let seconds = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed) as f64 / 1e9;
+        let (source_stall, window_wait, sink_time) = (
+            seconds(&stats.times.source_stall),
+            seconds(&stats.times.window_wait),
+            seconds(&stats.times.sink),
+        );
         cancel.cancel();
         task.await.unwrap().unwrap();
         sink.close().await.unwrap();
-        eprintln!("[in-flight curve] batch {batch}, in_flight {in_flight}: {rate:.0}/s");
+        eprintln!(
+            "[in-flight curve] batch {batch}, in_flight {in_flight}: {rate:.0}/s ({elapsed:.2} s: source stall {source_stall:.2} s, window {window_wait:.2} s, sink {sink_time:.2} s)"
+        );
         points.push(Point {
             batch,
             in_flight,
             rate,
+            elapsed,
+            source_stall,
+            window_wait,
+            sink: sink_time,
         });
     }
     Curve {
@@ -130,7 +153,7 @@ async fn raw_write(_kafka: &dyn Backend, _topic: &str, events: u64) -> f64 {
     let sink = tributary::connect(&format!("file://{}?fsync=always", dir.path().display()))
         .await
         .unwrap();
-    let rate = super::produce_backlog(sink.as_ref(), "copy", events).await;
+    let rate = crate::backlog::produce_backlog(sink.as_ref(), "copy", events).await;
     sink.close().await.unwrap();
     rate
 }
@@ -139,23 +162,32 @@ pub fn print(curve: &Curve) {
     println!(
         "\nIn-flight curve · Kafka→file:// (fsync=always), one route in process · {} events of {} B, {} keys, {} partitions",
         curve.events,
-        super::PAYLOAD,
-        super::KEYS,
-        super::PARTITIONS
+        crate::PAYLOAD,
+        crate::KEYS,
+        crate::PARTITIONS
     );
     println!(
         "  baselines in the same run: Kafka consumer alone {:.0} events/s; file:// producer alone {:.0} events/s",
         curve.raw_read, curve.raw_write
     );
-    println!("| batch.max_events | in_flight | events/s | of the consumer alone |");
-    println!("|---|---|---|---|");
+    println!(
+        "| batch.max_events | in_flight | events/s | of the consumer alone | seconds | source stall | window wait | sink |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for p in &curve.points {
         println!(
-            "| {} | {} | {:.0} | {:.0}% |",
+            "| {} | {} | {:.0} | {:.0}% | {:.2} | {:.2} | {:.2} | {:.2} |",
             p.batch,
             p.in_flight,
             p.rate,
-            100.0 * p.rate / curve.raw_read
+            100.0 * p.rate / curve.raw_read,
+            p.elapsed,
+            p.source_stall,
+            p.window_wait,
+            p.sink
         );
     }
+    println!(
+        "  seconds: from the route's start to the last event written; source stall: the route had written a batch and waited for the next; window wait: for room in the in-flight window (a commit confirmed); sink: writing until confirmed"
+    );
 }

@@ -25,7 +25,7 @@ mod stats;
 
 pub use lineage::stream_identity;
 pub use retry::RetryPolicy;
-pub use stats::RouteStats;
+pub use stats::{RouteStats, RouteTimes};
 
 /// Where a route reads and writes, and how.
 #[derive(Clone)]

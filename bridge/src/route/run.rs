@@ -15,6 +15,7 @@ use super::lag::LagSource;
 use super::lag::report_lag;
 use super::lineage::{self, RouteLineage, with_lineage};
 use super::sink::{OtherSinks, write};
+use super::stats::RouteTimes;
 use super::{CancellationToken, OpenRoute, RouteSpec, RouteStats, Running};
 use crate::metrics::RouteMetrics;
 use crate::transform::Outcome;
@@ -114,8 +115,17 @@ impl OpenRoute {
                         &committer,
                         trace.as_ref(),
                     );
-                    let collected = collect(&route, consumer.as_ref(), &mut carried);
-                    let (delivered, collected) = tokio::join!(delivered, collected);
+                    let delivered = async { (delivered.await, Instant::now()) };
+                    let collected = async {
+                        let collected = collect(&route, consumer.as_ref(), &mut carried).await;
+                        (collected, Instant::now())
+                    };
+                    let ((delivered, written_at), (collected, collected_at)) =
+                        tokio::join!(delivered, collected);
+                    RouteTimes::add(
+                        &stats.times.source_stall,
+                        collected_at.saturating_duration_since(written_at),
+                    );
                     if let Some(trace) = trace {
                         trace.finish(delivered.as_ref().err());
                     }
@@ -243,9 +253,12 @@ async fn deliver(
         dead_letter,
     } = sinks;
     // What a crash would replay stays within the in-flight window (see `commit.rs`).
+    let waiting = Instant::now();
     committer
         .room_for(&spec.name, batch.len() as u64, spec.in_flight as u64)
         .await;
+    let writing = Instant::now();
+    RouteTimes::add(&stats.times.window_wait, writing - waiting);
     // Sink refusals dead-lettered below were counted as written: take them off after.
     let dead_before = stats.dead_lettered.load(Ordering::Relaxed);
     let mut written = 0u64;
@@ -273,6 +286,7 @@ async fn deliver(
             )));
         }
     }
+    RouteTimes::add(&stats.times.sink, writing.elapsed());
     let dead = stats.dead_lettered.load(Ordering::Relaxed) - dead_before;
     stats
         .replicated

@@ -22,6 +22,30 @@ pub struct RouteStats {
     /// The source's lag as last reported, plus one; 0 while unknown. Read it with
     /// [`RouteStats::lag`].
     pub(super) lag_plus_one: AtomicU64,
+    /// Where the route's time goes, in nanoseconds (see [`RouteTimes`]).
+    pub times: RouteTimes,
+}
+
+/// Where a route's time goes, in nanoseconds summed over its batches: what bounds its
+/// throughput. A batch is written while the next is collected, so `source_stall` counts only
+/// the time the route had written a batch and still waited for the next one.
+#[derive(Debug, Default)]
+pub struct RouteTimes {
+    /// Waiting for the source once the batch before was written.
+    pub source_stall: AtomicU64,
+    /// Waiting for room in the in-flight window (for a commit to be confirmed).
+    pub window_wait: AtomicU64,
+    /// Writing to the sink, until it confirmed.
+    pub sink: AtomicU64,
+}
+
+impl RouteTimes {
+    pub(super) fn add(counter: &AtomicU64, took: std::time::Duration) {
+        counter.fetch_add(
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
 }
 
 impl RouteStats {

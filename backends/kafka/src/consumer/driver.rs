@@ -22,6 +22,9 @@ use crate::fetched::{Arena, Fetched};
 /// How often the driver reads the partitions' ends from librdkafka's cache, for `lag()`.
 const ENDS_EVERY: Duration = Duration::from_millis(100);
 
+/// The most messages one round moves from librdkafka into the ready queue.
+const ROUND: usize = 512;
+
 /// The thread that drives one librdkafka consumer: polls, serves rebalances, fills the ready
 /// queue, hands commits to the committer, and closes.
 pub(super) struct Driver {
@@ -127,6 +130,13 @@ impl Driver {
     /// liveness check happen inside `poll`; each such poll may bring one more message, so
     /// should the application stall for long, the partitions are paused outright (pausing
     /// discards librdkafka's prefetch, which is why it is not the normal path).
+    ///
+    /// A round takes no more than the queue has room for. It once took up to 512 whatever the
+    /// room, so a queue bounded below that (a small `max_in_flight`) overflowed on every round
+    /// and paused its partitions: each pause threw away librdkafka's prefetch (tens of
+    /// thousands of events), and the resumed fetch started only at the broker thread's next
+    /// wake-up, up to a second later. A bridge route with `in_flight` 200 copied ~1,000
+    /// events/s that way (issue 22's in-flight cliff).
     fn fetch(&mut self) -> usize {
         let (count, bytes, changed) = {
             let mut state = self.shared.state.lock();
@@ -147,11 +157,21 @@ impl Driver {
                 self.consumer.resume(&assignment)
             };
             match result {
-                Ok(()) => self.paused = overfull,
+                Ok(()) => {
+                    if overfull && !self.paused {
+                        self.shared.state.lock().pauses += 1;
+                        tracing::debug!(
+                            group = %self.group,
+                            ready = count,
+                            "kafka: the application stopped taking events; partitions paused"
+                        );
+                    }
+                    self.paused = overfull;
+                }
                 Err(e) => tracing::warn!(error = %e, "kafka: pause/resume failed"),
             }
         }
-        let (budget, mut wait) = if full {
+        let (budget, byte_budget, mut wait) = if full {
             // Wait for the application to make room (or 100 ms, to keep serving rebalances),
             // then take at most one message.
             let mut state = self.shared.state.lock();
@@ -160,19 +180,22 @@ impl Driver {
                     .room
                     .wait_for(&mut state, Duration::from_millis(100));
             }
-            (1, Duration::ZERO)
+            (1, usize::MAX, Duration::ZERO)
         } else {
-            (512, Duration::from_millis(20))
+            (
+                (self.max_ready - count).min(ROUND),
+                self.max_ready_bytes - bytes,
+                Duration::from_millis(20),
+            )
         };
         let mut batch = std::mem::take(&mut self.batch);
-        while batch.len() < budget {
+        let mut batch_bytes = 0;
+        while batch.len() < budget && batch_bytes < byte_budget {
             match self.consumer.poll(wait) {
                 Some(Ok(message)) => {
-                    batch.push(Pending::new(
-                        message.partition(),
-                        message.offset(),
-                        Fetched::copy(&message, &mut self.arena),
-                    ));
+                    let fetched = Fetched::copy(&message, &mut self.arena);
+                    batch_bytes += fetched.size();
+                    batch.push(Pending::new(message.partition(), message.offset(), fetched));
                     // Take what is already buffered in one go; wait only for the first.
                     wait = Duration::ZERO;
                 }

@@ -16,6 +16,8 @@ mod driver;
 mod member;
 mod rebalance;
 mod state;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -159,6 +159,9 @@ pub(super) struct State {
     pub(super) max_in_flight: usize,
     /// Set by a rebalance: the driver re-applies its pause decision to the new assignment.
     pub(super) assignment_changed: bool,
+    /// How often the driver paused its partitions because the application stopped taking
+    /// events (each pause discards librdkafka's prefetch).
+    pub(super) pauses: u64,
     /// An error for every later `receive()` (a deleted topic, a fatal client error).
     pub(super) failure: Option<Error>,
     /// The driver has stopped: `receive()` reports the consumer closed.
@@ -189,6 +192,7 @@ impl State {
             in_flight: 0,
             max_in_flight,
             assignment_changed: false,
+            pauses: 0,
             failure: None,
             stopped: false,
             joined: Some(joined),

@@ -1,0 +1,108 @@
+//! The backlog phase: producing it, and watching the target until it holds all of it.
+
+use std::time::{Duration, Instant};
+
+use tributary::{Backend, Event};
+
+use crate::{BACKLOG_TIMEOUT, FIRST_EVENT_TIMEOUT, KEYS, PAYLOAD, PRODUCE_BATCH};
+
+/// How a backlog was copied.
+#[derive(Clone, Copy)]
+pub(crate) struct Backlog {
+    /// From the replicator's launch until all events were on the target.
+    pub(crate) total: Duration,
+    /// From launch until the first event was seen on the target.
+    pub(crate) first_at: Duration,
+    /// Events already on the target at that first sighting.
+    pub(crate) first_count: u64,
+}
+
+impl Backlog {
+    pub(crate) fn rate(&self, n: u64) -> f64 {
+        n as f64 / self.total.as_secs_f64()
+    }
+    pub(crate) fn steady(&self, n: u64) -> f64 {
+        let span = (self.total - self.first_at).as_secs_f64();
+        if span <= 0.0 {
+            return f64::NAN;
+        }
+        (n - self.first_count) as f64 / span
+    }
+}
+
+pub(crate) async fn wait_topic(backend: &dyn Backend, topic: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while backend.describe_stream(topic).await.is_err() {
+        assert!(Instant::now() < deadline, "topic {topic} never appeared");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The backlog: `n` events of 100 B over 20 keys, sent in batches of 1000. Returns events/s.
+pub(crate) async fn produce_backlog(backend: &dyn Backend, stream: &str, n: u64) -> f64 {
+    let producer = backend.producer(stream).await.unwrap();
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while sent < n {
+        let batch: Vec<Event> = (sent..n.min(sent + PRODUCE_BATCH as u64))
+            .map(|i| {
+                let mut payload = format!("backlog {i}").into_bytes();
+                payload.resize(PAYLOAD, b'.');
+                Event::new(payload).with_key(format!("key-{:02}", i as usize % KEYS))
+            })
+            .collect();
+        sent += batch.len() as u64;
+        producer.send_batch(batch).await.unwrap();
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    producer.close().await.unwrap();
+    rate
+}
+
+/// Sum of the partitions' next positions (Kafka: high watermarks via `fetch_watermarks`).
+pub(crate) async fn high_watermarks(backend: &dyn Backend, stream: &str) -> u64 {
+    backend
+        .describe_stream(stream)
+        .await
+        .unwrap_or_else(|e| panic!("describe {stream}: {e}"))
+        .partitions
+        .iter()
+        .filter_map(|p| p.next.as_ref()?.as_offset())
+        .sum()
+}
+
+/// Polls the target every 50 ms until it holds `n` events.
+pub(crate) async fn watch_backlog(
+    target: &dyn Backend,
+    stream: &str,
+    n: u64,
+    started: Instant,
+    alive: &mut dyn FnMut() -> Result<(), String>,
+) -> Backlog {
+    let mut first: Option<(Duration, u64)> = None;
+    loop {
+        let count = high_watermarks(target, stream).await;
+        let now = started.elapsed();
+        if count > 0 && first.is_none() {
+            first = Some((now, count));
+        }
+        if count >= n {
+            let (first_at, first_count) = first.unwrap();
+            return Backlog {
+                total: now,
+                first_at,
+                first_count: first_count.min(n),
+            };
+        }
+        if let Err(e) = alive() {
+            panic!("{e}");
+        }
+        if first.is_none() && now > FIRST_EVENT_TIMEOUT {
+            panic!("nothing replicated to {stream} within {FIRST_EVENT_TIMEOUT:?}");
+        }
+        if now > BACKLOG_TIMEOUT {
+            panic!("only {count} of {n} events replicated to {stream} within {BACKLOG_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,277 @@
+//! Kafka→Kafka replicators: the bridge daemon and MirrorMaker 2, each with its own topics.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tributary::Backend;
+use tributary_testcontainers::{Server, peers_dir, unique_name};
+
+use crate::PARTITIONS;
+use crate::backlog::{high_watermarks, watch_backlog};
+use crate::latency::{Clock, paced_latency};
+use crate::process::{Replicator, RssSampler};
+use crate::report::Row;
+
+/// One Kafka→Kafka replicator and its topics.
+pub(crate) struct KafkaRun {
+    pub(crate) name: String,
+    /// `None`: the bridge daemon; `Some((source alias, target alias, tasks.max))`: MM2.
+    pub(crate) mm2: Option<(&'static str, &'static str, u32)>,
+    pub(crate) backlog_src: String,
+    pub(crate) backlog_dst: String,
+    pub(crate) paced_src: String,
+    pub(crate) paced_dst: String,
+}
+
+impl KafkaRun {
+    pub(crate) fn bridge() -> Self {
+        let backlog = unique_name("rep-bridge-backlog");
+        let paced = unique_name("rep-bridge-paced");
+        KafkaRun {
+            name: "bridge Kafka→Kafka".into(),
+            mm2: None,
+            backlog_dst: format!("{backlog}-copy"),
+            paced_dst: format!("{paced}-copy"),
+            backlog_src: backlog,
+            paced_src: paced,
+        }
+    }
+
+    /// MM2 names the target `<source alias>.<topic>` (DefaultReplicationPolicy); each run gets
+    /// its own aliases so it also gets its own internal Connect topics.
+    pub(crate) fn mm2(source: &'static str, target: &'static str, tasks: u32) -> Self {
+        let backlog = unique_name(&format!("rep-mm2-{tasks}-backlog"));
+        let paced = unique_name(&format!("rep-mm2-{tasks}-paced"));
+        KafkaRun {
+            name: format!("MirrorMaker 2 Kafka→Kafka (tasks.max={tasks})"),
+            mm2: Some((source, target, tasks)),
+            backlog_dst: format!("{source}.{backlog}"),
+            paced_dst: format!("{source}.{paced}"),
+            backlog_src: backlog,
+            paced_src: paced,
+        }
+    }
+
+    pub(crate) async fn measure(
+        &self,
+        server: &Server,
+        kafka: Arc<dyn Backend>,
+        bridge_bin: &Path,
+        n: u64,
+    ) -> Row {
+        let dir = work_dir();
+        let tag = self.backlog_src.clone();
+        let log = dir.join(format!("{tag}.log"));
+        let started = Instant::now();
+        let mut process = match self.mm2 {
+            None => {
+                let config = dir.join(format!("{tag}.toml"));
+                std::fs::write(&config, self.bridge_config(server.url())).unwrap();
+                let mut command = Command::new(bridge_bin);
+                command
+                    .args(["bridge", "--config"])
+                    .arg(&config)
+                    .env("TRIBUTARY_LOG", "warn");
+                Replicator::spawn(&self.name, command, &log)
+            }
+            Some((source, target, tasks)) => {
+                let config = dir.join(format!("{tag}.properties"));
+                std::fs::write(
+                    &config,
+                    self.mm2_config(server.address(), source, target, tasks),
+                )
+                .unwrap();
+                let wrapper = peers_dir().join("kafka/current/bin/kafka-mirror-maker2");
+                assert!(
+                    wrapper.is_file(),
+                    "MirrorMaker 2 is not installed: no {}",
+                    wrapper.display()
+                );
+                let mut command = Command::new(wrapper);
+                command.arg(&config);
+                Replicator::spawn(&self.name, command, &log)
+            }
+        };
+        eprintln!(
+            "[{}] started, pid {}, log {}",
+            self.name,
+            process.pgid,
+            log.display()
+        );
+        let rss = RssSampler::start(Some(process.pgid));
+        let backlog = watch_backlog(kafka.as_ref(), &self.backlog_dst, n, started, &mut || {
+            process.check_alive()
+        })
+        .await;
+        eprintln!(
+            "[{}] backlog copied in {:.2}s (first event after {:.2}s)",
+            self.name,
+            backlog.total.as_secs_f64(),
+            backlog.first_at.as_secs_f64()
+        );
+        let latency = paced_latency(
+            kafka.as_ref(),
+            &self.paced_src,
+            kafka.as_ref(),
+            &self.paced_dst,
+            Clock::LogAppendTime,
+        )
+        .await;
+        if let Err(e) = process.check_alive() {
+            panic!("{e}");
+        }
+        let peak = rss.finish();
+        process.stop();
+        let copied = high_watermarks(kafka.as_ref(), &self.backlog_dst).await;
+        if copied != n {
+            eprintln!(
+                "[{}] note: the backlog target holds {copied} events, {n} were produced",
+                self.name
+            );
+        }
+        Row {
+            name: self.name.clone(),
+            events: n,
+            backlog,
+            latency,
+            peak_rss: peak,
+            rss_note: if self.mm2.is_some() {
+                "JVM process"
+            } else {
+                "daemon process"
+            },
+            kafka: true,
+            mm2_tasks: self.mm2.map(|m| m.2),
+        }
+    }
+
+    /// The daemon's configuration: one route per topic, default batching and in-flight limit.
+    pub(crate) fn bridge_config(&self, url: &str) -> String {
+        let mut toml = String::from("[daemon]\nlisten = \"off\"\nshutdown_timeout = \"10s\"\n");
+        for (name, from, to) in [
+            ("backlog", &self.backlog_src, &self.backlog_dst),
+            ("paced", &self.paced_src, &self.paced_dst),
+        ] {
+            // A group per route: routes sharing one would rebalance each other.
+            let group = unique_name(&format!("bench-bridge-{name}"));
+            let _ = write!(
+                toml,
+                "\n[[route]]\nname = \"{name}\"\n\
+                 source = {{ url = \"{url}\", stream = \"{from}\", group = \"{group}\", start = \"earliest\" }}\n\
+                 sink = {{ url = \"{url}\", stream = \"{to}\" }}\n"
+            );
+            if let Some(max_events) = bridge_knob("BENCH_BRIDGE_MAX_EVENTS") {
+                let _ = writeln!(toml, "batch = {{ max_events = {max_events} }}");
+            }
+            if let Some(in_flight) = bridge_knob("BENCH_BRIDGE_IN_FLIGHT") {
+                let _ = writeln!(toml, "in_flight = {in_flight}");
+            }
+        }
+        toml
+    }
+
+    /// Dedicated-mode MirrorMaker 2: one flow, both "clusters" the same broker, only topic
+    /// replication (no heartbeats, checkpoints, ACL/config sync), producer/consumer defaults.
+    pub(crate) fn mm2_config(
+        &self,
+        bootstrap: &str,
+        source: &str,
+        target: &str,
+        tasks: u32,
+    ) -> String {
+        format!(
+            "clusters = {source}, {target}\n\
+             {source}.bootstrap.servers = {bootstrap}\n\
+             {target}.bootstrap.servers = {bootstrap}\n\
+             {source}->{target}.enabled = true\n\
+             {source}->{target}.topics = {}, {}\n\
+             {target}->{source}.enabled = false\n\
+             tasks.max = {tasks}\n\
+             replication.factor = 1\n\
+             offset-syncs.topic.replication.factor = 1\n\
+             checkpoints.topic.replication.factor = 1\n\
+             heartbeats.topic.replication.factor = 1\n\
+             config.storage.replication.factor = 1\n\
+             offset.storage.replication.factor = 1\n\
+             status.storage.replication.factor = 1\n\
+             emit.heartbeats.enabled = false\n\
+             emit.checkpoints.enabled = false\n\
+             sync.group.offsets.enabled = false\n\
+             sync.topic.acls.enabled = false\n\
+             sync.topic.configs.enabled = false\n\
+             refresh.topics.interval.seconds = 1\n\
+             refresh.groups.interval.seconds = 600\n",
+            self.backlog_src, self.paced_src
+        )
+    }
+}
+
+/// An optional bridge setting from the environment, for tuning runs; unset keeps the
+/// configuration file's default.
+pub(crate) fn bridge_knob(name: &str) -> Option<usize> {
+    let value = std::env::var(name).ok()?;
+    Some(
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
+    )
+}
+
+pub(crate) fn work_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let target = exe
+        .ancestors()
+        .find(|a| a.file_name().is_some_and(|n| n == "deps"))
+        .and_then(|deps| deps.parent()?.parent())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = target.join("bench-replication");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Creates `topics` (4 partitions) with broker-stamped timestamps, with the Kafka CLI, all at
+/// once.
+pub(crate) fn create_log_append_topics(bootstrap: &str, topics: &[String]) {
+    let tool = peers_dir().join("kafka/current/bin/kafka-topics");
+    assert!(
+        tool.is_file(),
+        "the Kafka CLI is not installed: no {}",
+        tool.display()
+    );
+    let children: Vec<_> = topics
+        .iter()
+        .map(|topic| {
+            let child = Command::new(&tool)
+                .args([
+                    "--bootstrap-server",
+                    bootstrap,
+                    "--create",
+                    "--topic",
+                    topic,
+                ])
+                .args(["--partitions", &PARTITIONS.to_string()])
+                .args(["--replication-factor", "1"])
+                .args(["--config", "message.timestamp.type=LogAppendTime"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("cannot run kafka-topics");
+            (topic, child)
+        })
+        .collect();
+    for (topic, child) in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "kafka-topics --create {topic} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! The bridge beside Kafka MirrorMaker 2, in the same run, on the same broker (issue 6).
+//!
+//! `cargo bench -p tributary-bridge --features kafka --bench replication [-- EVENTS]` prints a
+//! table; nothing is asserted. Three replicators copy the same work:
+//!
+//! - **bridge local→local**: `memory://` to `memory://`, routes run inside this process;
+//! - **bridge Kafka→Kafka**: the release `tributary bridge --config FILE` daemon, its own process;
+//! - **MirrorMaker 2 Kafka→Kafka**: `connect-mirror-maker` (dedicated mode) from the installed
+//!   Kafka jars, once with `tasks.max=1` (its default) and once with one task per partition.
+//!
+//! For each: a backlog of EVENTS (default 200,000) events of 100 B, 20 keys, 4 partitions, is
+//! produced first; the replicator starts; the clock runs until the target's summed high
+//! watermarks reach EVENTS (polled every 50 ms). "startup" is the time to the first replicated
+//! event and "steady" the rate after it, so JVM start-up does not dominate. Then, with the
+//! replicator still running, 2,000 events/s for 10 s go to a second source topic; latency is
+//! the target record's LogAppendTime minus the source record's CreateTime (target topics are
+//! created with `message.timestamp.type=LogAppendTime`). Peak RSS is the replicator process's
+//! VmRSS sampled every 100 ms; for the in-process local case it is this process's growth.
+//!
+//! The bridge daemon runs with the configuration file's defaults; `BENCH_BRIDGE_MAX_EVENTS` and
+//! `BENCH_BRIDGE_IN_FLIGHT` override its batch size and in-flight limit for tuning runs, and
+//! `BENCH_SKIP_MM2=1` leaves MirrorMaker 2 out.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tributary::{Backend, ConsumerExt, ConsumerOptions, Event, StartPosition, StreamSpec};
+use tributary_testcontainers::{Peer, Server, require, unique_name};
+
+mod backlog;
+mod inflight;
+mod kafka_run;
+mod latency;
+mod local;
+mod process;
+mod report;
+
+use backlog::{produce_backlog, wait_topic};
+use kafka_run::{KafkaRun, create_log_append_topics};
+use report::{Row, print_report};
+
+const PAYLOAD: usize = 100;
+const KEYS: usize = 20;
+const PARTITIONS: u32 = 4;
+const PRODUCE_BATCH: usize = 1000;
+/// Paced stream for the latency phase: this many events per second …
+const PACED_RATE: usize = 2_000;
+/// … for this long, in ticks of 10 ms.
+const PACED_FOR: Duration = Duration::from_secs(10);
+/// A replicator that has copied nothing after this long has failed.
+const FIRST_EVENT_TIMEOUT: Duration = Duration::from_secs(120);
+/// A backlog not fully copied after this long has failed.
+const BACKLOG_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long the paced events may take to arrive after the last one was sent (about).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// The heap the installed `kafka-mirror-maker2` wrapper gives MirrorMaker 2 unless
+/// `KAFKA_HEAP_OPTS` says otherwise (upstream's `connect-mirror-maker.sh`: -Xms256M -Xmx2G).
+const MM2_DEFAULT_HEAP: &str = "-Xms256m -Xmx512m";
+
+fn main() {
+    let n: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(200_000);
+    let Some(server) = require(Peer::Kafka) else {
+        return;
+    };
+    let bridge_bin = if std::env::var_os("BENCH_CURVE_ONLY").is_some() {
+        PathBuf::new()
+    } else {
+        build_bridge()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // `BENCH_CURVE_ONLY=1`: only the in-flight curve (no release daemon, no MirrorMaker 2).
+    if std::env::var_os("BENCH_CURVE_ONLY").is_some() {
+        let curve = runtime.block_on(async {
+            tributary_kafka::register();
+            let kafka = tributary::connect(server.url()).await.unwrap();
+            warm_up_groups(kafka.as_ref()).await;
+            inflight::measure(kafka, n).await
+        });
+        inflight::print(&curve);
+        return;
+    }
+    let rows = runtime.block_on(run_all(&server, &bridge_bin, n));
+    let curve = runtime.block_on(async {
+        let kafka = tributary::connect(server.url()).await.unwrap();
+        inflight::measure(kafka, n.min(100_000)).await
+    });
+    print_report(&server, n, &rows);
+    inflight::print(&curve);
+}
+
+/// Builds the release `tributary` binary with the Kafka backend (a no-op when `cargo bench`
+/// already did) and returns its path, next to this bench in `<target>/release/`.
+fn build_bridge() -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("building: cargo build --release -p tributary-bridge --features kafka");
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "tributary-bridge",
+            "--features",
+            "kafka",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cannot run cargo to build the bridge binary");
+    assert!(
+        status.success(),
+        "building the bridge binary failed: {status}"
+    );
+    let exe = std::env::current_exe().expect("the bench's own path");
+    let release = exe
+        .ancestors()
+        .find(|a| a.file_name().is_some_and(|n| n == "deps"))
+        .and_then(Path::parent)
+        .expect("the bench runs from <target>/release/deps")
+        .to_path_buf();
+    let bin = release.join("tributary");
+    assert!(bin.is_file(), "no bridge binary at {}", bin.display());
+    bin
+}
+
+async fn run_all(server: &Server, bridge_bin: &Path, n: u64) -> Vec<Row> {
+    tributary_kafka::register();
+    let kafka = tributary::connect(server.url()).await.unwrap();
+    let mut rows = Vec::new();
+
+    eprintln!("[local→local] bridge in process, memory:// → memory://");
+    rows.push(local::local_to_local(n).await);
+
+    // Every Kafka topic up front: the LogAppendTime targets need the Kafka CLI (a JVM each).
+    // The first consumer group on a fresh broker waits seconds for Kafka to create its
+    // internal offsets topic; whichever replicator ran first would pay for that alone.
+    warm_up_groups(kafka.as_ref()).await;
+
+    let mut runs = vec![KafkaRun::bridge()];
+    // Tuning the bridge does not need the two JVM runs each time.
+    if std::env::var_os("BENCH_SKIP_MM2").is_none() {
+        runs.push(KafkaRun::mm2("a", "b", 1));
+        runs.push(KafkaRun::mm2("m", "n", PARTITIONS));
+    }
+    for run in &runs {
+        for topic in [&run.backlog_src, &run.paced_src] {
+            kafka
+                .create_stream(topic, StreamSpec::with_partitions(PARTITIONS))
+                .await
+                .unwrap();
+        }
+    }
+    let targets: Vec<String> = runs
+        .iter()
+        .flat_map(|r| [r.backlog_dst.clone(), r.paced_dst.clone()])
+        .collect();
+    create_log_append_topics(server.address(), &targets);
+    for topic in &targets {
+        wait_topic(kafka.as_ref(), topic).await;
+    }
+
+    for run in &runs {
+        eprintln!("[{}] producing {n} events to {}", run.name, run.backlog_src);
+        let rate = produce_backlog(kafka.as_ref(), &run.backlog_src, n).await;
+        eprintln!("[{}] backlog produced at {rate:.0} events/s", run.name);
+        rows.push(run.measure(server, kafka.clone(), bridge_bin, n).await);
+    }
+    rows
+}
+
+/// Runs one consumer group to its first commit, so `__consumer_offsets` exists.
+async fn warm_up_groups(kafka: &dyn Backend) {
+    let topic = unique_name("t-rep-warm-up");
+    kafka
+        .create_stream(&topic, StreamSpec::with_partitions(1))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let consumer = kafka
+        .consumer(
+            &topic,
+            ConsumerOptions::new(unique_name("warm-up")).start(StartPosition::Earliest),
+        )
+        .await
+        .unwrap();
+    let producer = kafka.producer(&topic).await.unwrap();
+    producer.send(Event::new("warm-up")).await.unwrap();
+    let delivery = consumer
+        .receive_timeout(Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("the warm-up event");
+    delivery.ack();
+    consumer.commit().await.unwrap();
+    consumer.close().await.unwrap();
+    producer.close().await.unwrap();
+    eprintln!(
+        "[warm-up] first consumer group ready after {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
+}
