@@ -331,15 +331,26 @@ async fn dynamodb_conditional_writes_with_aws_sdk_dynamodb() {
         .send()
         .await
         .expect("create table");
-    let status = client
-        .describe_table()
-        .table_name(&table)
-        .send()
-        .await
-        .expect("describe table")
-        .table
-        .and_then(|t| t.table_status);
-    assert_eq!(status, Some(TableStatus::Active));
+    // DynamoDB (and dynalite, even with `--createTableMs 0`, which flips the status on its
+    // next event-loop turn) answers CREATING first: a lease table is usable once ACTIVE, as
+    // the SDKs' `table_exists` waiter has it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut status;
+    loop {
+        status = client
+            .describe_table()
+            .table_name(&table)
+            .send()
+            .await
+            .expect("describe table")
+            .table
+            .and_then(|t| t.table_status);
+        if status == Some(TableStatus::Active) || std::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, Some(TableStatus::Active), "table `{table}` never became ACTIVE");
 
     let put = || {
         client
