@@ -350,7 +350,11 @@ async fn dynamodb_conditional_writes_with_aws_sdk_dynamodb() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(status, Some(TableStatus::Active), "table `{table}` never became ACTIVE");
+    assert_eq!(
+        status,
+        Some(TableStatus::Active),
+        "table `{table}` never became ACTIVE"
+    );
 
     let put = || {
         client
