@@ -37,7 +37,7 @@ use tributary::backend::PartitionTopology;
 use tributary::backend::group::{PartitionReader, PartitionSource, ReadBatch, SourceRecord};
 use tributary::{Error, ErrorKind, PartitionId, Position, Result, StartPosition};
 
-use crate::blob::OffsetBook;
+use crate::blob::{OffsetBook, PartitionOffsets};
 use crate::error::{BACKEND, deadline, map};
 use crate::mapping;
 
@@ -159,7 +159,7 @@ impl PartitionSource for EventHubsSource {
                 .with_backend(BACKEND));
             }
         };
-        self.book.clear(&self.group, &self.hub, partition.as_str());
+        let offsets = self.book.open(&self.group, &self.hub, partition.as_str());
         let (events, rx) = mpsc::channel(self.prefetch.max(1) as usize);
         let (stop, stopped) = watch::channel(false);
         let last_enqueued = Arc::new(AtomicI64::new(-1));
@@ -167,12 +167,11 @@ impl PartitionSource for EventHubsSource {
         let task = ReceiveTask {
             client: self.client.clone(),
             hub: self.hub.clone(),
-            group: self.group.clone(),
             partition: partition.clone(),
             prefetch: self.prefetch,
             owner_level: self.owner_level,
             timeout: self.timeout,
-            book: self.book.clone(),
+            offsets,
             events,
             stopped: stopped.clone(),
             last_read: last_read.clone(),
@@ -271,12 +270,11 @@ impl PartitionReader for EventHubsReader {
 struct ReceiveTask {
     client: Arc<ConsumerClient>,
     hub: String,
-    group: String,
     partition: PartitionId,
     prefetch: u32,
     owner_level: Option<i64>,
     timeout: Duration,
-    book: OffsetBook,
+    offsets: PartitionOffsets,
     events: mpsc::Sender<Item>,
     stopped: watch::Receiver<bool>,
     last_read: Arc<AtomicI64>,
@@ -364,13 +362,7 @@ impl ReceiveTask {
                                 .await;
                         };
                         if let Some(offset) = decoded.offset {
-                            self.book.record(
-                                &self.group,
-                                &self.hub,
-                                self.partition.as_str(),
-                                sequence,
-                                offset,
-                            );
+                            self.offsets.record(sequence, offset);
                         }
                         start.location = StartLocation::SequenceNumber(sequence);
                         start.inclusive = false;
