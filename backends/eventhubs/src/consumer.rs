@@ -229,14 +229,19 @@ impl PartitionReader for EventHubsReader {
             return Err(error);
         }
         let mut batch = ReadBatch::default();
-        let first = match tokio::time::timeout(POLL, self.rx.recv()).await {
-            Err(_) => return Ok(batch),
-            Ok(None) => {
-                return Err(
-                    Error::closed("the partition's receive task ended").with_backend(BACKEND)
-                );
+        // A timer only when nothing is waiting already.
+        let first = match self.rx.try_recv() {
+            Ok(item) => Some(item),
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                match tokio::time::timeout(POLL, self.rx.recv()).await {
+                    Err(_) => return Ok(batch),
+                    Ok(item) => item,
+                }
             }
-            Ok(Some(item)) => item,
+        };
+        let Some(first) = first else {
+            return Err(Error::closed("the partition's receive task ended").with_backend(BACKEND));
         };
         let mut next = Some(first);
         while let Some(item) = next.take() {
@@ -342,10 +347,15 @@ impl ReceiveTask {
             let stream = receiver.stream_events();
             futures::pin_mut!(stream);
             let mut stopped = self.stopped.clone();
+            // One stop signal for the whole loop: a fresh `wait_for` per event would register
+            // with the watch twice per event read.
+            let stop = stopped.wait_for(|s| *s);
+            futures::pin_mut!(stop);
             loop {
                 let next = tokio::select! {
+                    biased;
+                    _ = &mut stop => break Ended::Stopped,
                     next = stream.next() => next,
-                    _ = stopped.wait_for(|s| *s) => break Ended::Stopped,
                 };
                 match next {
                     Some(Ok(received)) => {
@@ -371,9 +381,17 @@ impl ReceiveTask {
                             event: decoded.event,
                             position: Position::new(sequence.to_string()),
                         };
+                        // Straight into the channel while it has room; waiting (for the
+                        // engine to take some, or for the stop) only when it is full.
+                        let item = match self.events.try_send(Item::Record(record)) {
+                            Ok(()) => continue,
+                            Err(mpsc::error::TrySendError::Closed(_)) => break Ended::Stopped,
+                            Err(mpsc::error::TrySendError::Full(item)) => item,
+                        };
                         let sent = tokio::select! {
-                            sent = self.events.send(Item::Record(record)) => sent.is_ok(),
-                            _ = stopped.wait_for(|s| *s) => false,
+                            biased;
+                            _ = &mut stop => false,
+                            sent = self.events.send(item) => sent.is_ok(),
                         };
                         if !sent {
                             break Ended::Stopped;
