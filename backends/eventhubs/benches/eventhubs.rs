@@ -5,9 +5,14 @@
 //!   chunk split by key into SDK batches sent concurrently (what `send_batch` does);
 //! - consume: every event of a 4-partition hub from the start: the raw side reads the four
 //!   partitions with the SDK's receivers (prefetch 300); tributary reads through a group (the
-//!   core engine, acks and checkpoints in memory), acking each delivery.
+//!   core engine, prefetch 300, acks and checkpoints in memory), acking each delivery, once
+//!   with `receive()` and once more (another group) with `receive_batch(1000)`.
 //!
-//! Best of two alternating rounds. `BENCH_EH_EVENTS` sets the count (default 100,000).
+//! Rounds alternate which side goes first (`BENCH_EH_ROUNDS`, default 4); the table shows the
+//! best rate of each side, the median of the per-round ratios, and the CPU time this process
+//! spent per event (the emulator, a process of its own, is not in it). `BENCH_EH_EVENTS` sets
+//! the count (default 100,000). With `BENCH_EH_MARKS=1` each phase's start and end are printed
+//! on CLOCK_MONOTONIC, for `perf record -k mono` then `perf report --time START,END`.
 //!
 //! ```sh
 //! cargo bench -p tributary-eventhubs --bench eventhubs
@@ -23,11 +28,13 @@ use azure_messaging_eventhubs::{
 };
 use futures::StreamExt;
 use futures::future::try_join_all;
-use tributary::{ConsumerExt, ConsumerOptions, Event, StartPosition};
+use tributary::{ConsumerOptions, Event, StartPosition};
 use tributary_testcontainers::{Peer, require, unique_name};
 
 const KEYS: usize = 20;
 const CHUNK: usize = 1000;
+/// How long a consume phase may take in all before the run fails (no test waits forever).
+const DEADLINE: Duration = Duration::from_secs(600);
 const CONNECTION: &str = "Endpoint=sb://emulator.localhost/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE";
 
 fn payload(i: usize) -> Vec<u8> {
@@ -127,10 +134,14 @@ async fn raw_consume(endpoint: &str, hub: &str, events: usize) -> Duration {
             got += 1;
         }
     };
-    tokio::select! {
-        _ = all => panic!("readers ended early"),
-        _ = count => {}
-    }
+    tokio::time::timeout(DEADLINE, async {
+        tokio::select! {
+            _ = all => panic!("readers ended early"),
+            _ = count => {}
+        }
+    })
+    .await
+    .expect("every event within the deadline");
     started.elapsed()
 }
 
@@ -153,7 +164,14 @@ async fn tributary_produce(backend: &dyn tributary::Backend, hub: &str, events: 
     elapsed
 }
 
-async fn tributary_consume(backend: &dyn tributary::Backend, hub: &str, events: usize) -> Duration {
+/// `batch`: `None` reads with `receive()`, one delivery a call (as the raw loop takes one event
+/// a poll), `Some(n)` with `receive_batch(n)`.
+async fn tributary_consume(
+    backend: &dyn tributary::Backend,
+    hub: &str,
+    events: usize,
+    batch: Option<usize>,
+) -> Duration {
     let consumer = backend
         .consumer(
             hub,
@@ -164,16 +182,32 @@ async fn tributary_consume(backend: &dyn tributary::Backend, hub: &str, events: 
     // From the join on, as the raw side from its receivers: the connection is open and the
     // group holds its first partitions (claiming them is not reading).
     let started = Instant::now();
-    let mut got = 0;
-    while got < events {
-        let delivery = consumer
-            .receive_timeout(Duration::from_secs(30))
-            .await
-            .expect("receive")
-            .expect("an event within 30 s");
-        delivery.ack();
-        got += 1;
-    }
+    let read = async {
+        let mut got = 0;
+        while got < events {
+            match batch {
+                None => {
+                    consumer.receive().await.expect("receive").ack();
+                    got += 1;
+                }
+                Some(max) => {
+                    let deliveries = consumer
+                        .receive_batch(max, Duration::ZERO)
+                        .await
+                        .expect("receive");
+                    got += deliveries.len();
+                    for delivery in deliveries {
+                        delivery.ack();
+                    }
+                }
+            }
+        }
+    };
+    // One deadline for the whole read, as on the raw side: a timer per receive would be work
+    // the raw loop does not do.
+    tokio::time::timeout(DEADLINE, read)
+        .await
+        .expect("every event within the deadline");
     let elapsed = started.elapsed();
     consumer.close().await.expect("close");
     elapsed
@@ -183,52 +217,188 @@ fn rate(events: usize, elapsed: Duration) -> f64 {
     events as f64 / elapsed.as_secs_f64()
 }
 
+/// User and system CPU time of this process so far.
+fn cpu() -> Duration {
+    // SAFETY: getrusage writes the rusage it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+fn mark(phase: &str, edge: &str) {
+    if std::env::var_os("BENCH_EH_MARKS").is_none() {
+        return;
+    }
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    println!("mark {phase} {edge} {}.{:09}", now.tv_sec, now.tv_nsec);
+}
+
+/// One side of one direction over the rounds: rates and CPU per event.
+#[derive(Default)]
+struct Side {
+    rates: Vec<f64>,
+    cpu_per_event: Vec<Duration>,
+}
+
+impl Side {
+    async fn run<F: std::future::Future<Output = Duration>>(
+        &mut self,
+        phase: &str,
+        events: usize,
+        work: F,
+    ) {
+        let before = cpu();
+        mark(phase, "start");
+        let elapsed = work.await;
+        mark(phase, "end");
+        self.cpu_per_event
+            .push((cpu() - before) / u32::try_from(events).expect("events fit u32"));
+        self.rates.push(rate(events, elapsed));
+    }
+
+    fn best(&self) -> f64 {
+        self.rates.iter().copied().fold(0.0, f64::max)
+    }
+
+    fn cpu_us(&self) -> f64 {
+        let mut sorted = self.cpu_per_event.clone();
+        sorted.sort();
+        sorted[sorted.len() / 2].as_secs_f64() * 1e6
+    }
+}
+
+fn median_ratio(ours: &Side, raw: &Side) -> f64 {
+    let mut ratios: Vec<f64> = ours
+        .rates
+        .iter()
+        .zip(&raw.rates)
+        .map(|(t, r)| t / r)
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let mid = ratios.len() / 2;
+    if ratios.len().is_multiple_of(2) {
+        (ratios[mid - 1] + ratios[mid]) / 2.0
+    } else {
+        ratios[mid]
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let Some(server) = require(Peer::EventHubs) else {
         return;
     };
-    let events: usize = std::env::var("BENCH_EH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let events = env("BENCH_EH_EVENTS", 100_000);
+    let rounds = env("BENCH_EH_ROUNDS", 4).max(1);
     let endpoint = format!("amqp://{}", server.address());
     tributary_eventhubs::register();
     let backend = tributary::connect(server.url()).await.expect("connect");
-    let (mut raw_p, mut raw_c, mut trib_p, mut trib_c) = (0f64, 0f64, 0f64, 0f64);
-    for round in 0..2 {
+    let (mut raw_p, mut raw_c, mut trib_p, mut trib_c, mut trib_b) = (
+        Side::default(),
+        Side::default(),
+        Side::default(),
+        Side::default(),
+        Side::default(),
+    );
+    for round in 0..rounds {
         let raw_hub = unique_name("bench-raw");
         let trib_hub = unique_name("bench-trib");
-        let p = rate(events, raw_produce(&endpoint, &raw_hub, events).await);
-        let t = rate(
-            events,
-            tributary_produce(&*backend, &trib_hub, events).await,
-        );
-        let c = rate(events, raw_consume(&endpoint, &raw_hub, events).await);
-        let u = rate(
-            events,
-            tributary_consume(&*backend, &trib_hub, events).await,
-        );
+        // Each side goes first in every other round: the emulator's state (hubs already
+        // written, memory in use) and the neighbours' load then weigh on both alike.
+        let raw_first = round.is_multiple_of(2);
+        for first in [true, false] {
+            if first == raw_first {
+                raw_p
+                    .run(
+                        "raw-produce",
+                        events,
+                        raw_produce(&endpoint, &raw_hub, events),
+                    )
+                    .await;
+            } else {
+                trib_p
+                    .run(
+                        "tributary-produce",
+                        events,
+                        tributary_produce(&*backend, &trib_hub, events),
+                    )
+                    .await;
+            }
+        }
+        for first in [true, false] {
+            if first == raw_first {
+                raw_c
+                    .run(
+                        "raw-consume",
+                        events,
+                        raw_consume(&endpoint, &raw_hub, events),
+                    )
+                    .await;
+            } else {
+                trib_c
+                    .run(
+                        "tributary-consume",
+                        events,
+                        tributary_consume(&*backend, &trib_hub, events, None),
+                    )
+                    .await;
+                trib_b
+                    .run(
+                        "tributary-consume-batch",
+                        events,
+                        tributary_consume(&*backend, &trib_hub, events, Some(CHUNK)),
+                    )
+                    .await;
+            }
+        }
+        let last = |side: &Side| side.rates.last().copied().unwrap_or_default();
         println!(
-            "round {round}: produce raw {p:.0}/s tributary {t:.0}/s; consume raw {c:.0}/s tributary {u:.0}/s"
+            "round {round} ({} first): produce raw {:.0}/s tributary {:.0}/s; consume raw {:.0}/s tributary {:.0}/s, receive_batch {:.0}/s",
+            if raw_first { "raw" } else { "tributary" },
+            last(&raw_p),
+            last(&trib_p),
+            last(&raw_c),
+            last(&trib_c),
+            last(&trib_b),
         );
-        raw_p = raw_p.max(p);
-        trib_p = trib_p.max(t);
-        raw_c = raw_c.max(c);
-        trib_c = trib_c.max(u);
     }
     println!(
-        "\nEvent Hubs emulator, {events} events of 100 B, {KEYS} keys, 4 partitions, best of 2:"
-    );
-    println!("| | raw azure_messaging_eventhubs | tributary | ratio |");
-    println!("|---|---|---|---|");
-    println!(
-        "| produce | {raw_p:.0}/s | {trib_p:.0}/s | {:.2} |",
-        trib_p / raw_p
+        "\nEvent Hubs emulator, {events} events of 100 B, {KEYS} keys, 4 partitions, {rounds} rounds:"
     );
     println!(
-        "| consume | {raw_c:.0}/s | {trib_c:.0}/s | {:.2} |",
-        trib_c / raw_c
+        "| | raw azure_messaging_eventhubs (best) | tributary (best) | median ratio per round | CPU per event, raw / tributary |"
     );
+    println!("|---|---|---|---|---|");
+    for (what, raw, ours) in [
+        ("produce", &raw_p, &trib_p),
+        ("consume, `receive()`", &raw_c, &trib_c),
+        ("consume, `receive_batch(1000)`", &raw_c, &trib_b),
+    ] {
+        println!(
+            "| {what} | {:.0}/s | {:.0}/s | {:.2} | {:.2} / {:.2} µs |",
+            raw.best(),
+            ours.best(),
+            median_ratio(ours, raw),
+            raw.cpu_us(),
+            ours.cpu_us(),
+        );
+    }
     backend.close().await.expect("close");
 }

@@ -37,7 +37,7 @@ use tributary::backend::PartitionTopology;
 use tributary::backend::group::{PartitionReader, PartitionSource, ReadBatch, SourceRecord};
 use tributary::{Error, ErrorKind, PartitionId, Position, Result, StartPosition};
 
-use crate::blob::OffsetBook;
+use crate::blob::{OffsetBook, PartitionOffsets};
 use crate::error::{deadline, map};
 use crate::mapping;
 
@@ -157,7 +157,7 @@ impl PartitionSource for EventHubsSource {
                 )));
             }
         };
-        self.book.clear(&self.group, &self.hub, partition.as_str());
+        let offsets = self.book.open(&self.group, &self.hub, partition.as_str());
         let (events, rx) = mpsc::channel(self.prefetch.max(1) as usize);
         let (stop, stopped) = watch::channel(false);
         let last_enqueued = Arc::new(AtomicI64::new(-1));
@@ -165,12 +165,11 @@ impl PartitionSource for EventHubsSource {
         let task = ReceiveTask {
             client: self.client.clone(),
             hub: self.hub.clone(),
-            group: self.group.clone(),
             partition: partition.clone(),
             prefetch: self.prefetch,
             owner_level: self.owner_level,
             timeout: self.timeout,
-            book: self.book.clone(),
+            offsets,
             events,
             stopped: stopped.clone(),
             last_read: last_read.clone(),
@@ -227,12 +226,19 @@ impl PartitionReader for EventHubsReader {
             return Err(error);
         }
         let mut batch = ReadBatch::default();
-        let first = match tokio::time::timeout(POLL, self.rx.recv()).await {
-            Err(_) => return Ok(batch),
-            Ok(None) => {
-                return Err(Error::closed("the partition's receive task ended"));
+        // A timer only when nothing is waiting already.
+        let first = match self.rx.try_recv() {
+            Ok(item) => Some(item),
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                match tokio::time::timeout(POLL, self.rx.recv()).await {
+                    Err(_) => return Ok(batch),
+                    Ok(item) => item,
+                }
             }
-            Ok(Some(item)) => item,
+        };
+        let Some(first) = first else {
+            return Err(Error::closed("the partition's receive task ended"));
         };
         let mut next = Some(first);
         while let Some(item) = next.take() {
@@ -266,12 +272,11 @@ impl PartitionReader for EventHubsReader {
 struct ReceiveTask {
     client: Arc<ConsumerClient>,
     hub: String,
-    group: String,
     partition: PartitionId,
     prefetch: u32,
     owner_level: Option<i64>,
     timeout: Duration,
-    book: OffsetBook,
+    offsets: PartitionOffsets,
     events: mpsc::Sender<Item>,
     stopped: watch::Receiver<bool>,
     last_read: Arc<AtomicI64>,
@@ -339,10 +344,15 @@ impl ReceiveTask {
             let stream = receiver.stream_events();
             futures::pin_mut!(stream);
             let mut stopped = self.stopped.clone();
+            // One stop signal for the whole loop: a fresh `wait_for` per event would register
+            // with the watch twice per event read.
+            let stop = stopped.wait_for(|s| *s);
+            futures::pin_mut!(stop);
             loop {
                 let next = tokio::select! {
+                    biased;
+                    _ = &mut stop => break Ended::Stopped,
                     next = stream.next() => next,
-                    _ = stopped.wait_for(|s| *s) => break Ended::Stopped,
                 };
                 match next {
                     Some(Ok(received)) => {
@@ -359,13 +369,7 @@ impl ReceiveTask {
                                 .await;
                         };
                         if let Some(offset) = decoded.offset {
-                            self.book.record(
-                                &self.group,
-                                &self.hub,
-                                self.partition.as_str(),
-                                sequence,
-                                offset,
-                            );
+                            self.offsets.record(sequence, offset);
                         }
                         start.location = StartLocation::SequenceNumber(sequence);
                         start.inclusive = false;
@@ -374,9 +378,17 @@ impl ReceiveTask {
                             event: decoded.event,
                             position: Position::new(sequence.to_string()),
                         };
+                        // Straight into the channel while it has room; waiting (for the
+                        // engine to take some, or for the stop) only when it is full.
+                        let item = match self.events.try_send(Item::Record(record)) {
+                            Ok(()) => continue,
+                            Err(mpsc::error::TrySendError::Closed(_)) => break Ended::Stopped,
+                            Err(mpsc::error::TrySendError::Full(item)) => item,
+                        };
                         let sent = tokio::select! {
-                            sent = self.events.send(Item::Record(record)) => sent.is_ok(),
-                            _ = stopped.wait_for(|s| *s) => false,
+                            biased;
+                            _ = &mut stop => false,
+                            sent = self.events.send(item) => sent.is_ok(),
                         };
                         if !sent {
                             break Ended::Stopped;

@@ -170,10 +170,7 @@ impl EventHubsBackend {
                 let offsets = store.offsets.clone();
                 (Arc::new(store), offsets)
             }
-            Checkpoints::Memory => (
-                Arc::new(MemoryCheckpointStore::new()),
-                OffsetBook::default(),
-            ),
+            Checkpoints::Memory => (Arc::new(MemoryCheckpointStore::new()), OffsetBook::off()),
         };
         let engine = GroupEngine::new(
             store,
@@ -381,5 +378,31 @@ impl Backend for EventHubsBackend {
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn checkpoints_in_memory_keep_no_offsets_of_events_read() {
+        // The memory store never takes an offset, so a book that kept them would grow by one
+        // entry per event read for as long as a reader lives.
+        let url = url::Url::parse("eventhubs://").unwrap();
+        let config = EventHubsConfig::from_url_with_env(&url, &|name| {
+            (name == config::CONNECTION_STRING_VARIABLE).then(|| {
+                "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=c2VjcmV0".to_string()
+            })
+        })
+        .unwrap();
+        assert!(matches!(config.checkpoints, Checkpoints::Memory));
+        let backend = EventHubsBackend::connect(config).await.unwrap();
+        for sequence in 0..3 {
+            backend
+                .offsets
+                .record("g", "hub", "0", sequence, format!("o{sequence}"));
+        }
+        assert_eq!(backend.offsets.take("g", "hub", "0", 2), None);
     }
 }

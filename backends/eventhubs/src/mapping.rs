@@ -25,6 +25,8 @@
 //! Event Hubs and back is the same event. An event without `tributary-ts` takes the enqueued
 //! time as its timestamp when another client wrote it.
 
+use std::borrow::Cow;
+
 use azure_core_amqp::message::{
     AmqpAnnotationKey, AmqpApplicationProperties, AmqpMessageBody, AmqpMessageId,
     AmqpMessageProperties,
@@ -139,10 +141,18 @@ pub(crate) fn encode(event: &Event) -> Encoded {
 /// Headers travel as plain properties when names are distinct and none is one of the three
 /// this mapping uses itself (other `tributary-` names, such as the bridge's lineage, are plain).
 fn headers_are_plain(headers: &Headers) -> bool {
+    let reserved = |name: &str| [KEY, TIMESTAMP, ENVELOPE, MARK].contains(&name);
+    // Events carry a handful of headers: comparing pairs beats hashing them into a set
+    // allocated per event, up to a few dozen.
+    if headers.len() <= 32 {
+        return headers.iter().enumerate().all(|(i, (name, _))| {
+            !reserved(name) && !headers.iter().take(i).any(|(earlier, _)| earlier == name)
+        });
+    }
     let mut seen = std::collections::HashSet::with_capacity(headers.len());
     headers
         .iter()
-        .all(|(name, _)| ![KEY, TIMESTAMP, ENVELOPE, MARK].contains(&name) && seen.insert(name))
+        .all(|(name, _)| !reserved(name) && seen.insert(name))
 }
 
 /// What a received message carries beyond the event.
@@ -215,17 +225,21 @@ pub(crate) fn decode(message: &AmqpMessage) -> Result<Received> {
     if let Some(found) = &message.message_annotations {
         for (name, value) in found.0.iter() {
             let name = match name {
-                AmqpAnnotationKey::Symbol(symbol) => symbol.0.clone(),
-                AmqpAnnotationKey::Ulong(code) => code.to_string(),
+                AmqpAnnotationKey::Symbol(symbol) => Cow::Borrowed(symbol.0.as_str()),
+                AmqpAnnotationKey::Ulong(code) => Cow::Owned(code.to_string()),
             };
-            match name.as_str() {
+            match name.as_ref() {
                 SEQUENCE_NUMBER => received.sequence_number = value_i64(value),
                 OFFSET => received.offset = Some(value_text(value)),
                 PARTITION_KEY => partition_key_annotation = Some(value_text(value)),
                 ENQUEUED_TIME => enqueued = value_millis(value),
                 _ => {}
             }
-            annotations.append(name, annotation_bytes(value));
+            // An event tributary wrote comes back without the service's stamps: building
+            // headers only to drop them costs two allocations per annotation per event.
+            if !ours {
+                annotations.append(name.into_owned(), annotation_bytes(value));
+            }
         }
     }
     if key.is_none() {

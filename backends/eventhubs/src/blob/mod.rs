@@ -38,8 +38,8 @@ pub(crate) mod client;
 mod leases;
 mod store;
 
-pub(crate) use store::OffsetBook;
 pub use store::{BlobCheckpointStore, BlobStoreConfig, StorageAuth};
+pub(crate) use store::{OffsetBook, PartitionOffsets};
 
 #[cfg(test)]
 mod azurite_tests;
