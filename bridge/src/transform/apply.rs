@@ -9,7 +9,7 @@ use super::guard::quoted;
 use super::{Expression, Origin, Outcome, Transform, budget, guard, one_line};
 
 impl Transform {
-    /// Runs the filter and transform on one event, within the [`Budget`]. `Err` (kind
+    /// Runs the filter and transform on one event, within the [`Budget`](super::Budget). `Err` (kind
     /// `Config`) names the expression that failed and why (over budget included): the event
     /// then goes to the dead-letter sink, or stops the route.
     ///
