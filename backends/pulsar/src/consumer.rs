@@ -22,10 +22,12 @@
 //!   `batch_size`) is acknowledged to the broker once every event of its batch is: the crate
 //!   would otherwise acknowledge the whole batch on its first ack, and a crash would lose the
 //!   rest. So after a crash a partially acked batch comes back whole.
-//! - **Deadlines.** Every partition member is checked every second (its statistics, which also
-//!   give the backlog for [`Consumer::lag`]); one whose stream ended, or that has not answered
-//!   for `operation_timeout`, is replaced by a new member, retried with backoff until the
-//!   broker takes it. Events it had queued are dropped (the broker redelivers them).
+//! - **Deadlines.** Every partition member that yielded nothing during the last second is
+//!   checked (its statistics, which also give the backlog for [`Consumer::lag`]; a member whose
+//!   messages flow is alive, and its backlog figure stays as last read until it pauses); one
+//!   whose stream ended, or that has not answered for `operation_timeout`, is replaced by a new
+//!   member, retried with backoff until the broker takes it. Events it had queued are dropped
+//!   (the broker redelivers them).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

@@ -87,6 +87,20 @@
 //! events just after the handover). A partition taken from a member that closed or crashed
 //! flows at once.
 //!
+//! **Known gap (open).** The broker picks a partition's new owner before it tells anyone:
+//! when a read for the previous owner is under way at that moment (on a partition written to
+//! all the time, nearly always), it can send the new owner the partition's newest entries
+//! during the `activeConsumerFailoverDelayTimeMillis` (1 s) before it announces the change and
+//! rewinds the cursor (seen in traces: a member queued entries 200 to 241 of a partition a
+//! second before it was told it was active, right after the previous owner's last entry,
+//! 199). The new owner, not yet told, delivers them, while the previous owner may still hold
+//! earlier events undelivered, which come again only after the rewind: per key, an event can
+//! then first arrive after later ones (`per_key_order_holds_while_members_join_and_leave` failed
+//! about one run in three on a loaded machine: an event after the 20 later ones of its key).
+//! Holding back what a member receives before it is told (tried) keeps the order but made a
+//! handover stall in one test run in five, so it is not in place; until then per-key order
+//! across a member change holds except within that window.
+//!
 //! `subscription=shared` gives up order for parallelism beyond the partition count. The test
 //! `per_key_order_holds_while_members_join_and_leave` (in `tests/semantics.rs`) proves the
 //! Failover promise against a real broker; the conformance run covers the rest.

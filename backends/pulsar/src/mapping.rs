@@ -98,12 +98,19 @@ pub(crate) fn encode(event: &Event) -> Encoded {
 /// header) and the reason, for a log line; nothing panics, nothing is dropped.
 pub(crate) fn decode(data: Bytes, metadata: &MessageMetadata) -> (Event, Option<String>) {
     let mut problem = None;
-    let wire: Vec<(String, String)> = metadata
+    let mut properties: HashMap<String, String> = metadata
         .properties
         .iter()
         .map(|kv| (kv.key.clone(), kv.value.clone()))
         .collect();
-    let mut properties: HashMap<String, String> = wire.iter().cloned().collect();
+    // Only a client that repeats a property name needs the list as it came.
+    let repeated = properties.len() < metadata.properties.len();
+    let wire = || {
+        metadata
+            .properties
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.value.clone()))
+    };
     let key = match (
         &metadata.partition_key,
         metadata.partition_key_b64_encoded(),
@@ -135,11 +142,9 @@ pub(crate) fn decode(data: Bytes, metadata: &MessageMetadata) -> (Event, Option<
     let mut event = Event::new(data.clone());
     event.key = key;
     event.timestamp = timestamp;
-    let distinct: std::collections::HashSet<&str> = wire.iter().map(|(k, _)| k.as_str()).collect();
-    if distinct.len() < wire.len() && !properties.contains_key(envelope::ENVELOPE) {
+    if repeated && !properties.contains_key(envelope::ENVELOPE) {
         // A client that repeats a property name: keep every one, in wire order.
-        event.headers = wire
-            .into_iter()
+        event.headers = wire()
             .filter(|(name, _)| name != envelope::TIMESTAMP)
             .collect();
         return (event, problem);
@@ -153,7 +158,7 @@ pub(crate) fn decode(data: Bytes, metadata: &MessageMetadata) -> (Event, Option<
             }
         }
         Err(e) => {
-            event.headers = envelope::plain_headers(wire);
+            event.headers = envelope::plain_headers(wire());
             problem = Some(e.to_string());
         }
     }

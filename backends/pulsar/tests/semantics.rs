@@ -44,6 +44,13 @@ fn text(b: &Bytes) -> String {
 /// nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn per_key_order_holds_while_members_join_and_leave() {
+    // RUST_LOG=tributary_pulsar=trace shows every active-member change and every message a
+    // member queued or dropped.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_timer(tracing_subscriber::fmt::time::uptime())
+        .with_writer(std::io::stderr)
+        .try_init();
     let server = require_peer!(Peer::Pulsar);
     let backend = connect(server.url()).await;
     let topic = stream(&backend, 4).await;
@@ -58,7 +65,10 @@ async fn per_key_order_holds_while_members_join_and_leave() {
         first: BTreeMap<String, Vec<usize>>,
         seen: std::collections::HashSet<(String, usize)>,
         deliveries: usize,
+        /// Every delivery: when, to which member, key, sequence number, partition, position.
+        log: Vec<(Duration, &'static str, String, usize, String, String)>,
     }
+    let started = Instant::now();
     let record = Arc::new(parking_lot::Mutex::new(Record::default()));
     let spawn_member = |name: &'static str| {
         let backend = backend.clone();
@@ -88,6 +98,14 @@ async fn per_key_order_holds_while_members_join_and_leave() {
                 {
                     let mut r = record.lock();
                     r.deliveries += 1;
+                    r.log.push((
+                        started.elapsed(),
+                        name,
+                        key.to_owned(),
+                        seq,
+                        format!("{:?}", delivery.partition),
+                        format!("{:?}", delivery.position),
+                    ));
                     if r.seen.insert((key.to_owned(), seq)) {
                         r.first.entry(key.to_owned()).or_default().push(seq);
                     }
@@ -140,7 +158,18 @@ async fn per_key_order_holds_while_members_join_and_leave() {
     let r = record.lock();
     for (key, order) in &r.first {
         let expected: Vec<usize> = (0..PER_KEY).collect();
-        assert_eq!(order, &expected, "{key}: first receipts out of send order");
+        if order != &expected {
+            // Who delivered what around the first event out of order, for the diagnosis.
+            let late = order.windows(2).find(|w| w[1] < w[0]).map_or(0, |w| w[1]);
+            for line in r
+                .log
+                .iter()
+                .filter(|l| &l.2 == key && l.3 + 30 >= late && l.3 <= late + 30)
+            {
+                eprintln!("{line:?}");
+            }
+            panic!("{key}: first receipts out of send order: {order:?}");
+        }
     }
     assert_eq!(r.first.len(), KEYS);
     println!(

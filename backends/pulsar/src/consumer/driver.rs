@@ -92,6 +92,9 @@ pub(crate) struct Driver {
     /// Acks for a slot whose member is being replaced, sent once the new one is in.
     pub held_acks: Vec<Vec<MessageIdData>>,
     pub failing_since: Vec<Option<Instant>>,
+    /// Per slot, whether the member's stream yielded anything since the last check: it is
+    /// alive, and is not probed (see `check`).
+    pub flowing: Vec<bool>,
     pub lags: Vec<Option<u64>>,
     /// Per slot, what the subscription had acknowledged when the member took the partition
     /// over: events the broker sent before those acks landed are dropped on arrival.
@@ -118,6 +121,7 @@ impl Driver {
             batches: (0..n).map(|_| BatchAcks::default()).collect(),
             held_acks: vec![Vec::new(); n],
             failing_since: vec![None; n],
+            flowing: vec![false; n],
             lags: vec![None; n],
             acknowledged: vec![None; n],
             stopping: Arc::new(AtomicBool::new(false)),
@@ -166,10 +170,11 @@ impl Driver {
     }
 
     fn handle(&mut self, slot: usize, item: Option<std::result::Result<Message, pulsar::Error>>) {
+        self.flowing[slot] = item.is_some();
         match item {
             Some(Ok(message)) => self.enqueue(slot, message),
             Some(Err(pulsar::Error::Consumer(ConsumerError::ActiveConsumerChange(active)))) => {
-                tracing::debug!(topic = %self.subscribe.topics[slot], active, "pulsar: active member change");
+                tracing::debug!(topic = %self.subscribe.topics[slot], member = %self.subscribe.consumer_name, active, "pulsar: active member change");
                 if active {
                     self.hold_for_handover(slot);
                 } else {
@@ -217,10 +222,12 @@ impl Driver {
             .as_ref()
             .is_some_and(|acked| acked.covers(&id))
         {
+            tracing::trace!(slot, member = %self.subscribe.consumer_name, ?position, "pulsar: arrived acknowledged, dropped");
             return;
         }
         let mut state = self.shared.state.lock();
         let generation = state.partitions[slot].generation;
+        tracing::trace!(slot, member = %self.subscribe.consumer_name, ?position, held = state.partitions[slot].held, "pulsar: enqueued");
         state.partitions[slot].queue.push_back(Pending {
             slot,
             event,
@@ -299,20 +306,38 @@ impl Driver {
 
     /// Asks each member for its statistics (a round trip through its engine and connection):
     /// the backlog for `lag()`, and proof that it is alive.
+    ///
+    /// A member whose stream yielded something since the last check is alive and is skipped
+    /// (its backlog figure stays as last read): the probe goes through the crate's engine,
+    /// which, while it waits to hand this task the rest of a large batch, answers nothing,
+    /// and this task, waiting for the answer, would take nothing (a stall of the probe's
+    /// timeout every second: 1,062 events/s instead of 110,070 in a batched benchmark round).
     async fn check(&mut self) {
         let probe = Duration::from_secs(2).min(self.subscribe.timeout);
-        let results = futures::future::join_all(self.members.iter_mut().map(|member| async move {
-            match member {
-                Some(member) => {
-                    Some(tokio::time::timeout(probe, member.consumer.get_stats()).await)
+        let flowing = std::mem::replace(&mut self.flowing, vec![false; self.members.len()]);
+        let results = futures::future::join_all(self.members.iter_mut().zip(&flowing).map(
+            |(member, &flowing)| async move {
+                match member {
+                    Some(_) if flowing => Some(None),
+                    Some(member) => Some(Some(
+                        tokio::time::timeout(probe, member.consumer.get_stats()).await,
+                    )),
+                    None => None,
                 }
-                None => None,
-            }
-        }))
+            },
+        ))
         .await;
         let now = Instant::now();
         let mut lost = Vec::new();
         for (slot, result) in results.into_iter().enumerate() {
+            let result = match result {
+                None => None,
+                Some(None) => {
+                    self.failing_since[slot] = None;
+                    continue;
+                }
+                Some(Some(result)) => Some(result),
+            };
             match result {
                 None => self.lags[slot] = None,
                 Some(Ok(Ok(stats))) => {
@@ -403,6 +428,7 @@ impl Driver {
                 Ok(consumers)
                     if !handover::grace_needed(&consumers, &subscribe.consumer_name, grace) =>
                 {
+                    tracing::debug!(%topic, member = %subscribe.consumer_name, ?consumers, "pulsar: no handover wait");
                     None
                 }
                 Ok(_) => {
@@ -442,6 +468,7 @@ impl Driver {
                 return;
             }
             partition.held = false;
+            tracing::debug!(topic = %self.subscribe.topics[slot], member = %self.subscribe.consumer_name, ?acknowledged, queued = partition.queue.len(), first = ?partition.queue.front().map(|p| p.position), "pulsar: handover settled");
             let mut dropped = 0;
             if let Some(acked) = &acknowledged {
                 let before = partition.queue.len();
@@ -468,6 +495,7 @@ impl Driver {
             partition.generation += 1;
             partition.held = false;
             let dropped = partition.queue.len();
+            tracing::debug!(topic = %self.subscribe.topics[slot], member = %self.subscribe.consumer_name, dropped, first = ?partition.queue.front().map(|p| p.position), "pulsar: queued events dropped");
             partition.queue.clear();
             state.queued -= dropped;
         }
