@@ -444,15 +444,32 @@ async fn two_daemons_share_a_route_and_the_survivor_takes_over_after_a_sigkill()
         &s.group,
     );
     let spawn = |replica: &str| Daemon::spawn(&config, &[("REPLICA", replica)]);
-    let warmup = events("", 0, 2000);
+    let mut warmup = events("", 0, 2000);
     produce(&s.kafka, &s.source, warmup.clone()).await;
     let sink = SinkReader::start(&s.kafka, &s.sink).await;
     let a = spawn("replica-a");
     let b = spawn("replica-b");
+    // The load must start with both replicas in the group: the first to join can drain the
+    // warm-up alone before the second's join rebalances (seen in CI: "B never took part").
+    // More warm-up events until each has copied some, within a deadline.
+    let joined_by = Instant::now() + Duration::from_secs(90);
+    while a.received() == 0 || b.received() == 0 {
+        assert!(
+            Instant::now() < joined_by,
+            "both replicas never copied events within 90 s (A {}, B {})",
+            a.received(),
+            b.received()
+        );
+        // Numbered on from the warm-up: the sink's check wants one sequence per key.
+        let more = events("", warmup.len(), warmup.len() + 200);
+        produce(&s.kafka, &s.source, more.clone()).await;
+        warmup.extend(more);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     sink.wait_distinct(warmup.len()).await;
 
     // Load: 30,000 more events in batches; A dies a third of the way through.
-    let load = events("", 2000, 32000);
+    let load = events("", warmup.len(), warmup.len() + 30000);
     let producer = s.kafka.producer(&s.source).await.expect("producer");
     let mut killed = None;
     let mut a = Some(a);
