@@ -18,6 +18,9 @@
 //! `BENCH_ONLY=WORD` runs only the cases whose name contains WORD (for profiling);
 //! `BENCH_JSON=FILE` also writes the figures as JSON for `scripts/bench`'s report.
 
+#[path = "../../benches/probe.rs"]
+mod probe;
+
 use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::Arc;
@@ -284,15 +287,6 @@ fn raw_latency(dir: &std::path::Path, fsync: bool) -> Latency {
     percentiles(case, true, samples)
 }
 
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 async fn scaling(case: &'static str, url: &str, n: usize, partitions: u32) -> Scaling {
     let mut o = open(url, partitions, true).await;
     let evs = events(n);
@@ -300,14 +294,14 @@ async fn scaling(case: &'static str, url: &str, n: usize, partitions: u32) -> Sc
         o.producer.send_batch(chunk.to_vec()).await.unwrap();
     }
     drop(evs);
-    let rss_before = rss_bytes();
+    let rss_before = probe::rss_bytes();
     let peak = Arc::new(AtomicU64::new(rss_before));
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = std::thread::spawn({
         let (peak, sampling) = (peak.clone(), sampling.clone());
         move || {
             while sampling.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_bytes(), Ordering::Relaxed);
+                peak.fetch_max(probe::rss_bytes(), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
@@ -320,7 +314,7 @@ async fn scaling(case: &'static str, url: &str, n: usize, partitions: u32) -> Sc
     let per_sec = n as f64 / started.elapsed().as_secs_f64();
     sampling.store(false, Ordering::Relaxed);
     sampler.join().unwrap();
-    peak.fetch_max(rss_bytes(), Ordering::Relaxed);
+    peak.fetch_max(probe::rss_bytes(), Ordering::Relaxed);
     close(o).await;
     Scaling {
         case,

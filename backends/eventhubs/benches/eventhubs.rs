@@ -18,6 +18,9 @@
 //! cargo bench -p tributary-eventhubs --bench eventhubs
 //! ```
 
+#[path = "../../../benches/probe.rs"]
+mod probe;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -217,33 +220,6 @@ fn rate(events: usize, elapsed: Duration) -> f64 {
     events as f64 / elapsed.as_secs_f64()
 }
 
-/// User and system CPU time of this process so far.
-fn cpu() -> Duration {
-    // SAFETY: getrusage writes the rusage it is given.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage
-    };
-    let time = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-    };
-    time(usage.ru_utime) + time(usage.ru_stime)
-}
-
-fn mark(phase: &str, edge: &str) {
-    if std::env::var_os("BENCH_EH_MARKS").is_none() {
-        return;
-    }
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    println!("mark {phase} {edge} {}.{:09}", now.tv_sec, now.tv_nsec);
-}
-
 /// One side of one direction over the rounds: rates and CPU per event.
 #[derive(Default)]
 struct Side {
@@ -258,12 +234,12 @@ impl Side {
         events: usize,
         work: F,
     ) {
-        let before = cpu();
-        mark(phase, "start");
+        let before = probe::cpu_time();
+        probe::mark("BENCH_EH_MARKS", phase, "start");
         let elapsed = work.await;
-        mark(phase, "end");
+        probe::mark("BENCH_EH_MARKS", phase, "end");
         self.cpu_per_event
-            .push((cpu() - before) / u32::try_from(events).expect("events fit u32"));
+            .push((probe::cpu_time() - before) / u32::try_from(events).expect("events fit u32"));
         self.rates.push(rate(events, elapsed));
     }
 

@@ -11,6 +11,9 @@
 //! and commit every 500 ms. tributary consumes twice: one `receive()` per event, and
 //! `receive_batch(1000)`, which drains its ready queue once per call.
 
+#[path = "../../../benches/probe.rs"]
+mod probe;
+
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -22,33 +25,12 @@ use tributary::{Backend, ConsumerOptions, Event, StartPosition, StreamSpec};
 use tributary_testcontainers::{Peer, require, unique_name};
 
 const BATCH: usize = 1000;
+/// With `BENCH_KAFKA_MARKS=1`, each phase's start and end are printed for a profile of one
+/// phase alone (`probe::mark`).
+const MARKS: &str = "BENCH_KAFKA_MARKS";
 
-/// With `BENCH_KAFKA_MARKS=1`, prints when each phase starts and ends on CLOCK_MONOTONIC, for
-/// `perf record -k mono` then `perf report --time START,END`: a profile of one phase alone.
-fn mark(phase: &str, edge: &str) {
-    if std::env::var_os("BENCH_KAFKA_MARKS").is_none() {
-        return;
-    }
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    println!("mark {phase} {edge} {}.{:09}", now.tv_sec, now.tv_nsec);
-}
 const PAYLOAD: usize = 100;
 const PARTITIONS: u32 = 4;
-
-/// CPU time this process has used (every thread: librdkafka's too), in seconds. The broker
-/// is another process. On a shared machine, CPU per event says more than events per second.
-fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    seconds(usage.ru_utime) + seconds(usage.ru_stime)
-}
 
 /// Events per second, and CPU microseconds per event, of one phase.
 #[derive(Clone, Copy)]
@@ -59,11 +41,11 @@ struct Figures {
 
 /// Runs `phase` (which returns the events/s it measured) and adds the CPU it cost per event.
 async fn measured(n: usize, phase: impl std::future::Future<Output = f64>) -> Figures {
-    let cpu = cpu_seconds();
+    let cpu = probe::cpu_time();
     let rate = phase.await;
     Figures {
         rate,
-        cpu_us: (cpu_seconds() - cpu) * 1e6 / n as f64,
+        cpu_us: (probe::cpu_time() - cpu).as_secs_f64() * 1e6 / n as f64,
     }
 }
 
@@ -257,14 +239,14 @@ fn main() {
                 let config = kafka.consumer_config();
                 let topic = raw_topic.clone();
                 async move {
-                    mark("raw-consume", "start");
+                    probe::mark(MARKS, "raw-consume", "start");
                     let figures = measured(n, async {
                         tokio::task::spawn_blocking(move || raw_consume(config, &topic, n))
                             .await
                             .unwrap()
                     })
                     .await;
-                    mark("raw-consume", "end");
+                    probe::mark(MARKS, "raw-consume", "end");
                     figures
                 }
             };
@@ -272,10 +254,10 @@ fn main() {
                 let (backend, topic) = (backend.clone(), trib_topic.clone());
                 async move {
                     let phase = if batch { "tributary-consume-batch" } else { "tributary-consume" };
-                    mark(phase, "start");
+                    probe::mark(MARKS, phase, "start");
                     let figures =
                         measured(n, tributary_consume(backend.as_ref(), &topic, n, batch)).await;
-                    mark(phase, "end");
+                    probe::mark(MARKS, phase, "end");
                     figures
                 }
             };

@@ -10,6 +10,9 @@
 //! an application would. Beside each rate: the client CPU per event (this process's user and
 //! system time; the emulator runs in its own), steadier than rates on a shared machine.
 
+#[path = "../../../benches/probe.rs"]
+mod probe;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -176,24 +179,11 @@ async fn tributary_consume(backend: &dyn Backend, stream: &str, n: usize) -> f64
     rate
 }
 
-/// CPU time this process has used (every thread): the client side's cost, the emulator being
-/// another process.
-fn cpu_used() -> Duration {
-    // SAFETY: getrusage fills the struct it is given and reads nothing else.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage
-    };
-    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
-}
-
 /// A side's rate and the client CPU it spent per event, in microseconds.
 async fn measured(n: usize, work: impl std::future::Future<Output = f64>) -> (f64, f64) {
-    let before = cpu_used();
+    let before = probe::cpu_time();
     let rate = work.await;
-    let cpu = (cpu_used() - before).as_secs_f64() * 1e6 / n as f64;
+    let cpu = (probe::cpu_time() - before).as_secs_f64() * 1e6 / n as f64;
     (rate, cpu)
 }
 

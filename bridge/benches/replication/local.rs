@@ -10,7 +10,7 @@ use tributary_testcontainers::unique_name;
 use crate::PARTITIONS;
 use crate::backlog::{produce_backlog, watch_backlog};
 use crate::latency::{Clock, paced_latency};
-use crate::process::{RssSampler, own_rss};
+use crate::process::RssSampler;
 use crate::report::Row;
 
 /// The local backend to itself, with the routes on this process's runtime.
@@ -35,7 +35,7 @@ pub(crate) async fn local_to_local(n: u64) -> Row {
     let rate = produce_backlog(source.as_ref(), "backlog", n).await;
     eprintln!("[local→local] backlog produced at {rate:.0} events/s");
 
-    let baseline = own_rss();
+    let baseline = crate::probe::rss_bytes();
     let rss = RssSampler::start(None);
     let cancel = CancellationToken::new();
     let started = Instant::now();

@@ -33,6 +33,8 @@ mod inflight;
 mod kafka_run;
 mod latency;
 mod local;
+#[path = "../../../benches/probe.rs"]
+mod probe;
 mod process;
 mod report;
 

@@ -64,16 +64,6 @@ impl Drop for Replicator {
     }
 }
 
-/// VmRSS of this process, in bytes.
-pub(crate) fn own_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// Samples resident memory every 100 ms on a thread and keeps the peak.
 pub(crate) struct RssSampler {
     pub(crate) stop: Arc<AtomicBool>,
@@ -90,7 +80,7 @@ impl RssSampler {
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 let rss = match pgid {
-                    None => own_rss(),
+                    None => crate::probe::rss_bytes(),
                     Some(pgid) => group_resident_bytes(pgid),
                 };
                 p.fetch_max(rss, Ordering::Relaxed);

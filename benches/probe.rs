@@ -1,0 +1,50 @@
+//! What every benchmark measures about its own process beside rates: CPU time, resident memory,
+//! and phase marks for profiling one phase alone. Included by path (`#[path] mod probe;`) by
+//! each crate's benchmark, so the workspace keeps no crate for three functions.
+
+// Each benchmark uses the part it needs.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+/// User and system CPU time this process has used so far, every thread included (a client
+/// library's own threads too; servers are other processes). On a shared machine CPU per
+/// event says more than events per second.
+pub fn cpu_time() -> Duration {
+    // SAFETY: getrusage fills the rusage it is given and reads nothing else.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// This process's resident set (VmRSS), in bytes; 0 where /proc is not there.
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// When the environment variable `switch` is set, prints when a phase starts or ends on
+/// CLOCK_MONOTONIC (`mark <phase> <edge> <seconds>`), for `perf record -k mono` then
+/// `perf report --time START,END`: a profile of one phase alone.
+pub fn mark(switch: &str, phase: &str, edge: &str) {
+    if std::env::var_os(switch).is_none() {
+        return;
+    }
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    println!("mark {phase} {edge} {}.{:09}", now.tv_sec, now.tv_nsec);
+}
