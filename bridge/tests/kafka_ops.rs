@@ -86,6 +86,23 @@ fn broker_lag(server: &Server, group: &str, topic: &str) -> u64 {
     lag
 }
 
+/// Creates `topic` with `partitions` through the CLI, as an operator would.
+fn create_topic(url: &str, topic: &str, partitions: u32) {
+    let (code, err) = run(
+        &[
+            "streams",
+            url,
+            "create",
+            topic,
+            "-p",
+            &partitions.to_string(),
+        ],
+        &[],
+        "",
+    );
+    assert_eq!(code, Some(0), "{err}");
+}
+
 fn produce(url: &str, topic: &str, from: usize, n: usize) {
     let lines: String = (from..from + n)
         .map(|i| format!("{{\"key\":\"k{}\",\"payload\":\"event-{i}\"}}\n", i % KEYS))
@@ -116,19 +133,7 @@ fn the_lag_gauge_agrees_with_the_broker_from_start_and_after_a_restart() {
     let url = server.url().to_owned();
     let topic = unique_name("lag");
     let group = unique_name("lag-group");
-    let (code, err) = run(
-        &[
-            "streams",
-            &url,
-            "create",
-            &topic,
-            "-p",
-            &PARTITIONS.to_string(),
-        ],
-        &[],
-        "",
-    );
-    assert_eq!(code, Some(0), "{err}");
+    create_topic(&url, &topic, PARTITIONS);
     produce(&url, &topic, 0, 20_000);
     // Another member of the group reads part of the topic and leaves.
     let (code, err) = run(
@@ -208,19 +213,7 @@ fn a_daemon_restarted_after_sigkill_replicates_again_at_once_with_static_members
     let url = server.url().to_owned();
     let topic = unique_name("restart");
     let group = unique_name("restart-group");
-    let (code, err) = run(
-        &[
-            "streams",
-            &url,
-            "create",
-            &topic,
-            "-p",
-            &PARTITIONS.to_string(),
-        ],
-        &[],
-        "",
-    );
-    assert_eq!(code, Some(0), "{err}");
+    create_topic(&url, &topic, PARTITIONS);
     produce(&url, &topic, 0, 2000);
     let dir = tempfile::tempdir().unwrap();
     let sink = format!("file://{}", dir.path().join("sink").display());
@@ -374,19 +367,7 @@ fn the_lag_gauge_agrees_with_the_broker_within_2s_after_a_takeover() {
     let (topic, sink_topic) = (unique_name("takeover"), unique_name("takeover-sink"));
     let group = unique_name("takeover-group");
     for (name, partitions) in [(&topic, PARTITIONS), (&sink_topic, 1)] {
-        let (code, err) = run(
-            &[
-                "streams",
-                &url,
-                "create",
-                name,
-                "-p",
-                &partitions.to_string(),
-            ],
-            &[],
-            "",
-        );
-        assert_eq!(code, Some(0), "{err}");
+        create_topic(&url, name, partitions);
     }
     produce(&url, &topic, 0, 400);
     let dir = tempfile::tempdir().unwrap();
