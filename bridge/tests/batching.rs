@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tributary::{
-    Backend, Capabilities, Consumer, ConsumerOptions, Event, Producer, Receipt, Result, StreamInfo,
-    StreamSpec,
-};
+mod common;
+
+use common::intercept::Intercepting;
+use tributary::{Event, Producer, Receipt, Result};
 use tributary_bridge::route::{self, RouteSpec, RouteStats, tokio_util_free::CancelToken};
 
 /// The size of the first batch the route writes: `replicated` grows by whole batches. (With a
@@ -29,13 +29,7 @@ async fn first_batch(stats: &RouteStats) -> u64 {
     }
 }
 
-/// A sink that records the size of every batch sent to it.
-#[derive(Debug)]
-struct Recording {
-    inner: Arc<dyn Backend>,
-    sizes: Arc<Mutex<Vec<usize>>>,
-}
-
+/// A producer that records the size of every batch sent through it.
 struct RecordingProducer {
     inner: Box<dyn Producer>,
     sizes: Arc<Mutex<Vec<usize>>>,
@@ -56,43 +50,6 @@ impl Producer for RecordingProducer {
     }
     async fn close(&self) -> Result<()> {
         self.inner.close().await
-    }
-}
-
-#[async_trait::async_trait]
-impl Backend for Recording {
-    fn scheme(&self) -> &'static str {
-        "recording"
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn producer(&self, stream: &str) -> Result<Box<dyn Producer>> {
-        Ok(Box::new(RecordingProducer {
-            inner: self.inner.producer(stream).await?,
-            sizes: self.sizes.clone(),
-        }))
-    }
-    async fn consumer(&self, stream: &str, options: ConsumerOptions) -> Result<Box<dyn Consumer>> {
-        self.inner.consumer(stream, options).await
-    }
-    async fn create_stream(&self, stream: &str, spec: StreamSpec) -> Result<()> {
-        self.inner.create_stream(stream, spec).await
-    }
-    async fn delete_stream(&self, stream: &str) -> Result<()> {
-        self.inner.delete_stream(stream).await
-    }
-    async fn list_streams(&self) -> Result<Vec<String>> {
-        self.inner.list_streams().await
-    }
-    async fn describe_stream(&self, stream: &str) -> Result<StreamInfo> {
-        self.inner.describe_stream(stream).await
-    }
-    async fn close(&self) -> Result<()> {
-        self.inner.close().await
-    }
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 }
 
@@ -137,12 +94,19 @@ async fn a_backlog_fills_batches_even_with_no_linger() {
         .await
         .unwrap();
     let sizes = Arc::new(Mutex::new(Vec::new()));
-    let sink: Arc<dyn Backend> = Arc::new(Recording {
-        inner: tributary::connect("memory://batching-backlog-sink")
+    let recorded = sizes.clone();
+    let sink = Intercepting::new(
+        tributary::connect("memory://batching-backlog-sink")
             .await
             .unwrap(),
-        sizes: sizes.clone(),
-    });
+    )
+    .wrap_producer(move |inner| {
+        Box::new(RecordingProducer {
+            inner,
+            sizes: recorded.clone(),
+        })
+    })
+    .into_backend();
     let events: Vec<Event> = (0..5000).map(|i| Event::new(format!("e{i}"))).collect();
     source
         .producer("in")

@@ -2,16 +2,15 @@
 //! sink that cannot be opened, a route sharing a named `memory://` instance with others, and
 //! the latency metrics a dashboard reads.
 
+mod common;
 mod harness;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::intercept::Intercepting;
 use harness::{Daemon, LockHolder, closed_port, http_get, metric, run, wait_until};
-use tributary::{
-    Backend, Capabilities, Consumer, ConsumerOptions, Producer, Result, StreamInfo, StreamSpec,
-};
 use tributary_bridge::{config, daemon};
 
 /// Issue 17 defect 5: A reads a named `memory://` instance that B writes and C reads too. A's
@@ -158,57 +157,6 @@ fn replication_latency_is_a_histogram_with_a_last_event_gauge() {
     assert!(status.success(), "{log}");
 }
 
-/// A `memory://` backend that counts the consumers (group joins) and producers opened on it,
-/// and can refuse every producer.
-#[derive(Debug)]
-struct Counting {
-    inner: Arc<dyn Backend>,
-    consumers: Arc<AtomicUsize>,
-    producers: Arc<AtomicUsize>,
-    refuse_producers: bool,
-}
-
-#[async_trait::async_trait]
-impl Backend for Counting {
-    fn scheme(&self) -> &'static str {
-        "counting"
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn producer(&self, stream: &str) -> Result<Box<dyn Producer>> {
-        self.producers.fetch_add(1, Ordering::SeqCst);
-        if self.refuse_producers {
-            return Err(tributary::Error::unavailable(format!(
-                "`{stream}` cannot take events now"
-            )));
-        }
-        self.inner.producer(stream).await
-    }
-    async fn consumer(&self, stream: &str, options: ConsumerOptions) -> Result<Box<dyn Consumer>> {
-        self.consumers.fetch_add(1, Ordering::SeqCst);
-        self.inner.consumer(stream, options).await
-    }
-    async fn create_stream(&self, stream: &str, spec: StreamSpec) -> Result<()> {
-        self.inner.create_stream(stream, spec).await
-    }
-    async fn delete_stream(&self, stream: &str) -> Result<()> {
-        self.inner.delete_stream(stream).await
-    }
-    async fn list_streams(&self) -> Result<Vec<String>> {
-        self.inner.list_streams().await
-    }
-    async fn describe_stream(&self, stream: &str) -> Result<StreamInfo> {
-        self.inner.describe_stream(stream).await
-    }
-    async fn close(&self) -> Result<()> {
-        self.inner.close().await
-    }
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-}
-
 /// Issue 22 defect 4: a route whose sink cannot be opened never joins its source's group
 /// (joining and leaving again moves every member's partitions), and backs off between
 /// attempts.
@@ -221,13 +169,25 @@ async fn a_sink_that_cannot_open_never_joins_the_source_group() {
         let (consumers, producers) = (c.clone(), p.clone());
         let refuse_producers = url.host_str() == Some("broken");
         Box::pin(async move {
+            // The memory backend, counting the consumers (group joins) and producers opened
+            // on it, refusing every producer when the URL's host is `broken`.
             let inner = tributary::connect("memory://counting").await?;
-            Ok(Arc::new(Counting {
-                inner,
-                consumers,
-                producers,
-                refuse_producers,
-            }) as Arc<dyn Backend>)
+            Ok(Intercepting::new(inner)
+                .scheme("counting")
+                .before_producer(move |stream| {
+                    producers.fetch_add(1, Ordering::SeqCst);
+                    if refuse_producers {
+                        return Err(tributary::Error::unavailable(format!(
+                            "`{stream}` cannot take events now"
+                        )));
+                    }
+                    Ok(())
+                })
+                .before_consumer(move |_| {
+                    consumers.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                })
+                .into_backend())
         })
     });
     let mut plan = config::parse(

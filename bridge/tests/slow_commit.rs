@@ -5,25 +5,18 @@
 //! The fault is injected around the memory backend: no real server can be told to leave one
 //! commit unanswered while serving everything else.
 
-use std::any::Any;
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tributary::{
-    Backend, Capabilities, Consumer, ConsumerOptions, Delivery, Event, Producer, Result,
-    StreamInfo, StreamSpec,
-};
+use common::intercept::Intercepting;
+use tributary::{Consumer, Delivery, Event, Result};
 use tributary_bridge::route::{self, RouteSpec, RouteStats, tokio_util_free::CancelToken};
 
-/// The memory backend, except that `commit()` on its consumers never returns.
-#[derive(Debug)]
-struct UnansweredCommits {
-    inner: Arc<dyn Backend>,
-    commits_started: Arc<AtomicU64>,
-}
-
+/// A consumer whose `commit()` never returns.
 struct HangingConsumer {
     inner: Box<dyn Consumer>,
     commits_started: Arc<AtomicU64>,
@@ -46,51 +39,19 @@ impl Consumer for HangingConsumer {
     }
 }
 
-#[async_trait]
-impl Backend for UnansweredCommits {
-    fn scheme(&self) -> &'static str {
-        self.inner.scheme()
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn producer(&self, stream: &str) -> Result<Box<dyn Producer>> {
-        self.inner.producer(stream).await
-    }
-    async fn consumer(&self, stream: &str, options: ConsumerOptions) -> Result<Box<dyn Consumer>> {
-        Ok(Box::new(HangingConsumer {
-            inner: self.inner.consumer(stream, options).await?,
-            commits_started: self.commits_started.clone(),
-        }))
-    }
-    async fn create_stream(&self, stream: &str, spec: StreamSpec) -> Result<()> {
-        self.inner.create_stream(stream, spec).await
-    }
-    async fn delete_stream(&self, stream: &str) -> Result<()> {
-        self.inner.delete_stream(stream).await
-    }
-    async fn list_streams(&self) -> Result<Vec<String>> {
-        self.inner.list_streams().await
-    }
-    async fn describe_stream(&self, stream: &str) -> Result<StreamInfo> {
-        self.inner.describe_stream(stream).await
-    }
-    async fn close(&self) -> Result<()> {
-        self.inner.close().await
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_that_never_returns_stalls_neither_replication_nor_shutdown() {
     let memory = tributary::connect("memory://slow-commit").await.unwrap();
     let commits_started = Arc::new(AtomicU64::new(0));
-    let source: Arc<dyn Backend> = Arc::new(UnansweredCommits {
-        inner: memory.clone(),
-        commits_started: commits_started.clone(),
-    });
+    let started = commits_started.clone();
+    let source = Intercepting::new(memory.clone())
+        .wrap_consumer(move |inner| {
+            Box::new(HangingConsumer {
+                inner,
+                commits_started: started.clone(),
+            })
+        })
+        .into_backend();
     let total = 3000u64;
     let events: Vec<Event> = (0..total).map(|i| Event::new(format!("e{i}"))).collect();
     memory

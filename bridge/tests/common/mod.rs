@@ -6,6 +6,8 @@
 //! resort, and says much less.
 #![allow(dead_code)] // each test file is its own crate and uses a part of this
 
+pub mod intercept;
+
 use std::io::BufRead;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
