@@ -2,59 +2,14 @@
 //! `validate` names bad options, and SIGTERM drains and exits 0.
 
 mod common;
+mod harness;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{TimedLines, lines_within, wait_child, wait_until_blocking};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tributary");
-
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect to the operations endpoint");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn metric(body: &str, name: &str, route: &str) -> u64 {
-    body.lines()
-        .find(|l| l.starts_with(name) && l.contains(&format!("route=\"{route}\"")))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
-/// `tributary bridge validate FILE` on a file with these contents: its exit code and stderr.
-fn validate(dir: &std::path::Path, name: &str, contents: &str) -> (Option<i32>, String) {
-    let file = dir.join(name);
-    std::fs::write(&file, contents).unwrap();
-    let out = Command::new(BIN)
-        .args(["bridge", "validate"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use harness::{BIN, http_get, validate};
 
 #[test]
 fn validate_names_every_bad_option() {
@@ -70,7 +25,7 @@ fn validate_names_every_bad_option() {
             "route:\n  - name: r\n    source: { url: 'memory://', stream: in }\n    sink: { url: 'kafka://${NO_SUCH_VAR}', stream: out }\n    batch: { max_events: 0 }\n    retry: { attempts: 0 }\n",
         ),
     ] {
-        let (code, stderr) = validate(dir.path(), name, contents);
+        let (code, stderr) = validate(dir.path(), name, contents, &[]);
         assert_eq!(code, Some(2), "{name}: a configuration error exits 2");
         for needle in [
             "route[0].sink.url",
@@ -88,6 +43,7 @@ fn validate_names_every_bad_option() {
         dir.path(),
         "good.yml",
         "route:\n  - name: r\n    source: { url: 'memory://', stream: in }\n    sink: { url: 'memory://', stream: out }\n",
+        &[],
     );
     assert_eq!(code, Some(0), "a good YAML file validates: {stderr}");
 }
@@ -307,6 +263,11 @@ fn start_daemon(config: &std::path::Path) -> (std::process::Child, TimedLines, S
     (daemon, stderr, addr)
 }
 
+/// A counter of route `orders`, 0 while the page does not show it yet.
+fn events_metric(body: &str, name: &str) -> u64 {
+    harness::metric(body, name, "orders").map_or(0, |v| v as u64)
+}
+
 fn wait_for_metric(addr: &str, events: u64) {
     let body = wait_until_blocking(
         &format!("{events} events replicated and the lag at 0"),
@@ -321,8 +282,7 @@ fn wait_for_metric(addr: &str, events: u64) {
                     && l.contains("route=\"orders\"")
                     && l.ends_with(" 0")
             });
-            if metric(&body, "tributary_bridge_events_out_total", "orders") >= events && lag_is_zero
-            {
+            if events_metric(&body, "tributary_bridge_events_out_total") >= events && lag_is_zero {
                 Ok(body)
             } else {
                 Err(body)
@@ -330,7 +290,7 @@ fn wait_for_metric(addr: &str, events: u64) {
         },
     );
     assert!(
-        metric(&body, "tributary_bridge_events_in_total", "orders") >= events,
+        events_metric(&body, "tributary_bridge_events_in_total") >= events,
         "{body}"
     );
     assert!(body.contains("tributary_bridge_batch_seconds"), "{body}");
