@@ -4,12 +4,12 @@
 //! `42`, a stream name `payload.n > 1`). CEL here is untyped (payloads are JSON), so a part
 //! that reads the event is checked only where its type shows in its shape.
 
-use cel::common::ast::{CallExpr, EntryExpr, Expr, LiteralValue, operators};
+use cel::common::ast::{CallExpr, Expr, LiteralValue, operators};
 use cel::parser::Expression;
 use cel::{Context, Value};
 
 use super::budget::Budget;
-use super::guard::quoted;
+use super::guard::{children, quoted};
 use super::one_line;
 
 /// What a field's expression must give.
@@ -117,35 +117,6 @@ pub(super) fn check(
         ));
     }
     problems
-}
-
-fn children(expression: &Expression) -> Vec<&Expression> {
-    match &expression.expr {
-        Expr::Call(CallExpr { target, args, .. }) => target
-            .iter()
-            .map(|t| t.as_ref())
-            .chain(args.iter())
-            .collect(),
-        Expr::Comprehension(c) => vec![
-            &c.iter_range,
-            &c.accu_init,
-            &c.loop_cond,
-            &c.loop_step,
-            &c.result,
-        ],
-        Expr::List(list) => list.elements.iter().collect(),
-        Expr::Map(map) => map.entries.iter().flat_map(|e| entry(&e.expr)).collect(),
-        Expr::Struct(s) => s.entries.iter().flat_map(|e| entry(&e.expr)).collect(),
-        Expr::Select(select) => vec![select.operand.as_ref()],
-        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => Vec::new(),
-    }
-}
-
-fn entry(entry: &EntryExpr) -> Vec<&Expression> {
-    match entry {
-        EntryExpr::MapEntry(e) => vec![&e.key, &e.value],
-        EntryExpr::StructField(f) => vec![&f.value],
-    }
 }
 
 /// Whether the node's value is the same for every event: it reads no variable and runs no

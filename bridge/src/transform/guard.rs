@@ -161,8 +161,9 @@ fn nesting(source: &str) -> usize {
     deepest
 }
 
-/// The children of a node.
-fn children(expression: &Expression) -> Vec<&Expression> {
+/// The children of a node (the operands of a call, a comprehension's parts, a list's
+/// elements, a map's keys and values, a struct's field values).
+pub(super) fn children(expression: &Expression) -> Vec<&Expression> {
     match &expression.expr {
         Expr::Call(CallExpr { target, args, .. }) => target
             .iter()
