@@ -57,6 +57,9 @@ pub(crate) struct Scaling {
     pub rss_peak: f64,
 }
 
+/// Hand-measured sections in `docs/benchmarks/`, copied into BENCHMARKS.md as they are.
+const KEPT_SECTIONS: &[&str] = &["bridge-inflight-curve.md"];
+
 pub(crate) const PERCENTILES: [&str; 4] = ["p50", "p90", "p99", "p99.9"];
 
 struct Local {
@@ -337,6 +340,14 @@ fn run(results: &Path, root: &Path) -> Result<(), String> {
         }
         if !local.scaling.is_empty() {
             plots::partitions(&plots_dir.join("partitions.svg"), &local.scaling)?;
+        }
+    }
+    // Sections measured by hand (a curve a suite prints only after a long comparison, say)
+    // live beside the plots, so that regenerating this file does not lose them.
+    for name in KEPT_SECTIONS {
+        let path = plots_dir.join(name);
+        if let Ok(section) = std::fs::read_to_string(&path) {
+            let _ = writeln!(md, "\n{}", section.trim_end());
         }
     }
     let _ = writeln!(md, "\n## Machine\n\n```text\n{}\n```", machine.trim_end());
