@@ -1,7 +1,7 @@
 //! The backends compiled into this program, and checking a URL for them without connecting:
 //! what `bridge validate` needs to agree with what the daemon will refuse at start.
 
-use tributary::backend::{KNOWN_SCHEMES, parse_url};
+use tributary::backend::{KNOWN_SCHEMES, parse_url, within_edits};
 use tributary::{Error, Result, Url};
 
 /// Schemes this program can connect to (its cargo features decide).
@@ -71,7 +71,7 @@ fn check(url: &Url) -> Result<()> {
                 let hint = compiled_schemes()
                     .into_iter()
                     .chain(KNOWN_SCHEMES.iter().map(|(s, _)| *s))
-                    .find(|known| close(scheme, known))
+                    .find(|known| within_edits(scheme, known, 1))
                     .map(|known| format!(" (did you mean `{known}://`?)"))
                     .unwrap_or_default();
                 Error::config(format!(
@@ -81,32 +81,6 @@ fn check(url: &Url) -> Result<()> {
             }
         }),
     }
-}
-
-/// Whether two short names differ by one edit or one swap of neighbours.
-fn close(a: &str, b: &str) -> bool {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    if a.len() == b.len() {
-        let differ: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
-        return match differ.as_slice() {
-            [_] => true,
-            [i, j] => *j == i + 1 && a[*i] == b[*j] && a[*j] == b[*i],
-            _ => false,
-        };
-    }
-    let (short, long) = if a.len() < b.len() {
-        (&a, &b)
-    } else {
-        (&b, &a)
-    };
-    long.len() == short.len() + 1
-        && (0..long.len()).any(|skip| {
-            long.iter()
-                .enumerate()
-                .filter(|(i, _)| *i != skip)
-                .map(|(_, c)| c)
-                .eq(short.iter())
-        })
 }
 
 #[cfg(test)]

@@ -122,6 +122,7 @@ pub mod envelope;
 mod error;
 mod event;
 pub mod local;
+mod names;
 #[cfg(feature = "otel")]
 pub mod otel;
 mod redact;

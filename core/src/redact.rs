@@ -18,6 +18,8 @@ use std::borrow::Cow;
 
 use url::Url;
 
+use crate::names::within_edits;
+
 /// What a hidden value is shown as.
 pub const MASK: &str = "***";
 
@@ -111,7 +113,7 @@ pub fn is_secret_option(name: &str) -> bool {
         SECRET_SEGMENTS.contains(&segment)
             || MISSPELLABLE
                 .iter()
-                .any(|(word, distance)| edit_distance(segment, word) <= *distance)
+                .any(|(word, distance)| within_edits(segment, word, *distance))
     })
 }
 
@@ -249,33 +251,6 @@ fn decode(name: &str) -> String {
         .next()
         .map(|(k, _)| k.into_owned())
         .unwrap_or_default()
-}
-
-/// Optimal string alignment distance, for names of a few characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    if a.len().abs_diff(b.len()) > 2 || a.len() > 64 {
-        return usize::MAX;
-    }
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            d[i][j] = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
-            }
-        }
-    }
-    d[a.len()][b.len()]
 }
 
 #[cfg(test)]

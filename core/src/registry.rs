@@ -1,5 +1,6 @@
 //! `connect(url)`: URL schemes to backends, and the option parser every backend shares.
 
+use crate::names::closest_name;
 use crate::redact::{redact, redact_text, shown_value};
 use crate::{Backend, Error, Result};
 use futures::future::BoxFuture;
@@ -226,6 +227,11 @@ fn split_host_list(url: &str) -> (String, Option<String>) {
 /// assert_eq!(opts.take::<u32>("partitions").unwrap(), Some(4));
 /// let err = opts.finish(&["partitions"]).unwrap_err();
 /// assert!(err.to_string().contains("unknown option `fsync`"));
+///
+/// // A near miss says what was probably meant.
+/// let url = url::Url::parse("memory://?partitons=4").unwrap();
+/// let err = tributary::UrlOptions::new(&url).unwrap().finish(&["partitions"]).unwrap_err();
+/// assert!(err.to_string().contains("unknown option `partitons` (did you mean `partitions`?)"));
 /// ```
 #[derive(Debug)]
 pub struct UrlOptions {
@@ -329,7 +335,14 @@ impl UrlOptions {
         if self.values.is_empty() {
             return Ok(());
         }
-        let unknown: Vec<_> = self.values.keys().map(|k| format!("`{k}`")).collect();
+        let unknown: Vec<_> = self
+            .values
+            .keys()
+            .map(|k| match closest_name(k, known.iter().copied()) {
+                Some(meant) => format!("`{k}` (did you mean `{meant}`?)"),
+                None => format!("`{k}`"),
+            })
+            .collect();
         let noun = if unknown.len() == 1 {
             "option"
         } else {
