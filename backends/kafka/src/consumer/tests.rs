@@ -11,6 +11,24 @@ use crate::{KafkaBackend, KafkaConfig};
 const EVENTS: usize = 5000;
 const WAIT: Duration = Duration::from_secs(60);
 
+/// A new 4-partition topic holding `events` events `e0`, `e1`…, keyed `k0`…`k39` in turn.
+async fn topic_holding(backend: &KafkaBackend, prefix: &str, events: usize) -> String {
+    let topic = unique_name(prefix);
+    backend
+        .create_stream(&topic, StreamSpec::with_partitions(4))
+        .await
+        .expect("create");
+    let producer = backend.producer(&topic).await.expect("producer");
+    let all: Vec<Event> = (0..events)
+        .map(|i| Event::new(format!("e{i}")).with_key(format!("k{}", i % 40)))
+        .collect();
+    for chunk in all.chunks(1000) {
+        producer.send_batch(chunk.to_vec()).await.expect("send");
+    }
+    producer.close().await.expect("close");
+    topic
+}
+
 /// Issue 22's in-flight cliff: a consumer with a small window (`max_in_flight` 64, so a ready
 /// queue of 64) whose application takes and acks everything promptly must never pause its
 /// partitions. Each pause throws away librdkafka's prefetch and the resumed fetch waits for
@@ -24,19 +42,7 @@ async fn a_small_window_that_keeps_up_never_pauses_its_partitions() {
     let backend = KafkaBackend::connect(config.clone())
         .await
         .expect("connect");
-    let topic = unique_name("no-pause");
-    backend
-        .create_stream(&topic, StreamSpec::with_partitions(4))
-        .await
-        .expect("create");
-    let producer = backend.producer(&topic).await.expect("producer");
-    let events: Vec<Event> = (0..EVENTS)
-        .map(|i| Event::new(format!("e{i}")).with_key(format!("k{}", i % 40)))
-        .collect();
-    for chunk in events.chunks(1000) {
-        producer.send_batch(chunk.to_vec()).await.expect("send");
-    }
-    producer.close().await.expect("close");
+    let topic = topic_holding(&backend, "no-pause", EVENTS).await;
 
     let options = ConsumerOptions::new(unique_name("g"))
         .start(StartPosition::Earliest)
@@ -65,4 +71,78 @@ async fn a_small_window_that_keeps_up_never_pauses_its_partitions() {
         pauses, 0,
         "the driver paused its partitions {pauses} times while the application kept up"
     );
+}
+
+/// A member whose application stopped taking events pauses its partitions in librdkafka; when
+/// a rebalance hands some of them back to it, they must fetch again. librdkafka keeps a
+/// partition's pause across unassign and assign, so they once stayed paused for good: a bridge
+/// replica that joined a busy one left half the source unreplicated. The first member here
+/// really has paused (its counter says so) before the second joins: since a fetch round takes
+/// only what the queue has room for, a pause needs the application to stall for a while.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_paused_by_a_stalled_application_fetch_again_after_a_rebalance() {
+    const TOTAL: usize = 4000;
+    let server = require_peer!(Peer::Kafka);
+    let config = KafkaConfig::from_url(&Url::parse(server.url()).expect("url")).expect("config");
+    let backend = KafkaBackend::connect(config.clone())
+        .await
+        .expect("connect");
+    let topic = topic_holding(&backend, "paused-rebalance", TOTAL).await;
+    let group = unique_name("g");
+    let options = || {
+        ConsumerOptions::new(group.clone())
+            .start(StartPosition::Earliest)
+            .max_in_flight(64)
+    };
+    let first = KafkaConsumer::start(&config, &topic, options(), None)
+        .await
+        .expect("first");
+    let mut seen = std::collections::HashSet::new();
+    let d = tokio::time::timeout(WAIT, tributary::Consumer::receive(&first))
+        .await
+        .expect("a first delivery within the deadline")
+        .expect("receive");
+    seen.insert(String::from_utf8_lossy(&d.event.payload).into_owned());
+    d.ack();
+    // The application stops taking events until the driver has paused the partitions.
+    let stalled = tokio::time::Instant::now();
+    while first.shared.state.lock().pauses == 0 {
+        assert!(
+            stalled.elapsed() < WAIT,
+            "the driver never paused its partitions while the application took nothing for {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "paused after the application stalled for {:.1} s",
+        stalled.elapsed().as_secs_f64()
+    );
+    let second = KafkaConsumer::start(&config, &topic, options(), None)
+        .await
+        .expect("second");
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while seen.len() < TOTAL {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {TOTAL} events arrived after the rebalance",
+            seen.len()
+        );
+        for consumer in [&first, &second] {
+            // Bounded, so a stuck member fails the test at its deadline instead of hanging it.
+            let batch = tokio::time::timeout(
+                Duration::from_millis(200),
+                tributary::Consumer::receive_batch(consumer, 500, Duration::from_millis(20)),
+            )
+            .await
+            .unwrap_or(Ok(Vec::new()))
+            .expect("receive");
+            for d in batch {
+                seen.insert(String::from_utf8_lossy(&d.event.payload).into_owned());
+                d.ack();
+            }
+        }
+    }
+    tributary::Consumer::close(&first).await.expect("close");
+    tributary::Consumer::close(&second).await.expect("close");
 }
