@@ -214,11 +214,14 @@ fn a_route_recovers_when_its_sink_becomes_writable() {
         rest.contains("stopped cleanly; orders: 200 replicated"),
         "{rest}"
     );
-    // `log_format = "json"`: the failures were logged as JSON lines.
-    let failure_log = rest
+    // `log_format = "json"`: the failures were logged as JSON lines. The first can come
+    // before the line with the endpoint's address (routes connect in the background), so the
+    // whole log is searched.
+    let log = stderr.read_so_far();
+    let failure_log = log
         .lines()
         .find(|l| l.contains("route failed"))
-        .unwrap_or_else(|| panic!("no failure logged: {rest}"));
+        .unwrap_or_else(|| panic!("no failure logged: {log}"));
     let parsed: serde_json::Value = serde_json::from_str(failure_log).expect("a JSON log line");
     assert_eq!(parsed["level"], "ERROR", "{failure_log}");
 }

@@ -81,6 +81,8 @@ pub struct TimedLines {
     lines: std::sync::mpsc::Receiver<String>,
     what: String,
     deadline: Instant,
+    /// Every line read so far, also those [`TimedLines::find`] passed over.
+    read: String,
 }
 
 /// Reads `reader` line by line on a thread; `what` names the output in failures, and every
@@ -103,6 +105,7 @@ pub fn lines_within(
         lines: rx,
         what: what.to_string(),
         deadline: Instant::now() + within,
+        read: String::new(),
     }
 }
 
@@ -116,7 +119,11 @@ impl TimedLines {
     pub fn next_line(&mut self) -> Option<String> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         match self.lines.recv_timeout(left) {
-            Ok(line) => Some(line),
+            Ok(line) => {
+                self.read.push_str(&line);
+                self.read.push('\n');
+                Some(line)
+            }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 panic!("{}: no line (or end) before the deadline", self.what)
@@ -136,6 +143,12 @@ impl TimedLines {
             seen.push('\n');
         }
         panic!("{}: the output ended first; it said:\n{seen}", self.what)
+    }
+
+    /// Every line read so far, from the first: what a test looks for may have come before the
+    /// line a [`TimedLines::find`] waited for.
+    pub fn read_so_far(&self) -> &str {
+        &self.read
     }
 
     /// Everything up to the end of the output, one string.
