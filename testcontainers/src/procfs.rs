@@ -1,60 +1,86 @@
-//! What `/proc` says about a server's process group: its memory, and whether it still runs.
+//! What `/proc` says about a server's (or any child's) process group: its memory, its CPU time,
+//! and whether it still runs.
+
+use std::time::Duration;
+
+/// The `/proc/<pid>/stat` fields after the parenthesised command name (`state ppid pgrp …`,
+/// so field *n* of proc(5) is at index *n* − 3) of every process in group `pgid`, with its pid.
+fn group_stats(pgid: u32) -> Vec<(u32, Vec<String>)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (_, rest) = stat.rsplit_once(')')?;
+            let fields: Vec<String> = rest.split_whitespace().map(str::to_owned).collect();
+            (fields.get(2)?.parse::<u32>().ok()? == pgid).then_some((pid, fields))
+        })
+        .collect()
+}
 
 /// Sum of VmRSS over every process in the process group `pgid` (0 when there is none).
 pub fn group_resident_bytes(pgid: u32) -> u64 {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    let mut total = 0;
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Fields after the parenthesised command name: state ppid pgrp ...
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let pgrp = rest
-            .split_whitespace()
-            .nth(2)
-            .and_then(|s| s.parse::<u32>().ok());
-        if pgrp != Some(pgid) {
-            continue;
-        }
-        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            && let Some(kb) = status
+    group_stats(pgid)
+        .into_iter()
+        .filter_map(|(pid, _)| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            status
                 .lines()
                 .find_map(|l| l.strip_prefix("VmRSS:"))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        {
-            total += kb * 1024;
-        }
-    }
-    total
+        })
+        .map(|kb| kb * 1024)
+        .sum()
+}
+
+/// User and system CPU time used so far by the processes of group `pgid`, with what their
+/// finished and reaped children used (a wrapper script's JVM, say); zero when there is none.
+pub fn group_cpu_time(pgid: u32) -> Duration {
+    // SAFETY: sysconf reads a constant of the system.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let ticks: u64 = group_stats(pgid)
+        .iter()
+        .map(|(_, fields)| {
+            // utime, stime, cutime, cstime: proc(5) fields 14 to 17.
+            (11..=14)
+                .filter_map(|i| fields.get(i)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum();
+    Duration::from_secs_f64(ticks as f64 / ticks_per_second)
 }
 
 /// `true` when any process of group `pgid` is still alive (zombies count as gone).
 pub fn process_group_alive(pgid: u32) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    entries.flatten().any(|entry| {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            return false;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            return false;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next();
-        let pgrp = fields.nth(1).and_then(|s| s.parse::<u32>().ok());
-        pgrp == Some(pgid) && state != Some("Z")
-    })
+    group_stats(pgid)
+        .iter()
+        .any(|(_, fields)| fields.first().map(String::as_str) != Some("Z"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_child_group_shows_cpu_time_and_memory() {
+        use std::os::unix::process::CommandExt as _;
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = child.id();
+        assert!(group_resident_bytes(pgid) > 0);
+        assert!(process_group_alive(pgid));
+        let mut cpu = Duration::ZERO;
+        while child.try_wait().unwrap().is_none() {
+            cpu = cpu.max(group_cpu_time(pgid));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(cpu > Duration::ZERO, "no CPU time seen for a busy loop");
+        assert!(!process_group_alive(pgid));
+    }
 }

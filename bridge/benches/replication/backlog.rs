@@ -15,6 +15,9 @@ pub(crate) struct Backlog {
     pub(crate) first_at: Duration,
     /// Events already on the target at that first sighting.
     pub(crate) first_count: u64,
+    /// The replicator's CPU time (user + system) from that first sighting until all events
+    /// were on the target: the steady copy, without start-up (a JVM's is seconds).
+    pub(crate) steady_cpu: Duration,
 }
 
 impl Backlog {
@@ -27,6 +30,10 @@ impl Backlog {
             return f64::NAN;
         }
         (n - self.first_count) as f64 / span
+    }
+    /// CPU time per event of the steady copy, in µs.
+    pub(crate) fn cpu_per_event_us(&self, n: u64) -> f64 {
+        self.steady_cpu.as_secs_f64() * 1e6 / (n - self.first_count).max(1) as f64
     }
 }
 
@@ -71,27 +78,30 @@ pub(crate) async fn high_watermarks(backend: &dyn Backend, stream: &str) -> u64 
         .sum()
 }
 
-/// Polls the target every 50 ms until it holds `n` events.
+/// Polls the target every 50 ms until it holds `n` events; `cpu` reads the replicator's CPU
+/// time so far.
 pub(crate) async fn watch_backlog(
     target: &dyn Backend,
     stream: &str,
     n: u64,
     started: Instant,
     alive: &mut dyn FnMut() -> Result<(), String>,
+    cpu: &dyn Fn() -> Duration,
 ) -> Backlog {
-    let mut first: Option<(Duration, u64)> = None;
+    let mut first: Option<(Duration, u64, Duration)> = None;
     loop {
         let count = high_watermarks(target, stream).await;
         let now = started.elapsed();
         if count > 0 && first.is_none() {
-            first = Some((now, count));
+            first = Some((now, count, cpu()));
         }
         if count >= n {
-            let (first_at, first_count) = first.unwrap();
+            let (first_at, first_count, first_cpu) = first.unwrap();
             return Backlog {
                 total: now,
                 first_at,
                 first_count: first_count.min(n),
+                steady_cpu: cpu().saturating_sub(first_cpu),
             };
         }
         if let Err(e) = alive() {

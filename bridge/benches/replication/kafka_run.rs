@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tributary::Backend;
-use tributary_testcontainers::{Server, peers_dir, unique_name};
+use tributary_testcontainers::{Server, group_cpu_time, peers_dir, unique_name};
 
 use crate::PARTITIONS;
 use crate::backlog::{high_watermarks, watch_backlog};
@@ -102,9 +102,16 @@ impl KafkaRun {
             log.display()
         );
         let rss = RssSampler::start(Some(process.pgid));
-        let backlog = watch_backlog(kafka.as_ref(), &self.backlog_dst, n, started, &mut || {
-            process.check_alive()
-        })
+        let pgid = process.pgid;
+        let cpu = move || group_cpu_time(pgid);
+        let backlog = watch_backlog(
+            kafka.as_ref(),
+            &self.backlog_dst,
+            n,
+            started,
+            &mut || process.check_alive(),
+            &cpu,
+        )
         .await;
         eprintln!(
             "[{}] backlog copied in {:.2}s (first event after {:.2}s)",
@@ -112,6 +119,7 @@ impl KafkaRun {
             backlog.total.as_secs_f64(),
             backlog.first_at.as_secs_f64()
         );
+        let paced_from = cpu();
         let latency = paced_latency(
             kafka.as_ref(),
             &self.paced_src,
@@ -123,6 +131,7 @@ impl KafkaRun {
         if let Err(e) = process.check_alive() {
             panic!("{e}");
         }
+        let paced_cpu = cpu().saturating_sub(paced_from);
         let peak = rss.finish();
         process.stop();
         let copied = high_watermarks(kafka.as_ref(), &self.backlog_dst).await;
@@ -137,6 +146,7 @@ impl KafkaRun {
             events: n,
             backlog,
             latency,
+            paced_cpu,
             peak_rss: peak,
             rss_note: if self.mm2.is_some() {
                 "JVM process"

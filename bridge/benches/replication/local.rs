@@ -57,7 +57,17 @@ pub(crate) async fn local_to_local(n: u64) -> Row {
             ))
         })
         .collect();
-    let backlog = watch_backlog(sink.as_ref(), "backlog-copy", n, started, &mut || Ok(())).await;
+    // The routes run in this process: its CPU time, with the bench's own polling in it.
+    let backlog = watch_backlog(
+        sink.as_ref(),
+        "backlog-copy",
+        n,
+        started,
+        &mut || Ok(()),
+        &crate::probe::cpu_time,
+    )
+    .await;
+    let paced_from = crate::probe::cpu_time();
     let latency = paced_latency(
         source.as_ref(),
         "paced",
@@ -66,6 +76,7 @@ pub(crate) async fn local_to_local(n: u64) -> Row {
         Clock::Receive,
     )
     .await;
+    let paced_cpu = crate::probe::cpu_time().saturating_sub(paced_from);
     cancel.cancel();
     for task in routes {
         task.await.unwrap().unwrap();
@@ -78,6 +89,7 @@ pub(crate) async fn local_to_local(n: u64) -> Row {
         events: n,
         backlog,
         latency,
+        paced_cpu,
         peak_rss: peak.saturating_sub(baseline),
         rss_note: "growth of the bench process (includes the copied events held by memory://)",
         kafka: false,

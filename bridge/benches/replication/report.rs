@@ -1,5 +1,7 @@
 //! The printed table: one row per replicator, and the bridge against MirrorMaker 2.
 
+use std::time::Duration;
+
 use tributary_testcontainers::Server;
 
 use crate::backlog::Backlog;
@@ -13,10 +15,20 @@ pub(crate) struct Row {
     pub(crate) events: u64,
     pub(crate) backlog: Backlog,
     pub(crate) latency: Latency,
+    /// The replicator's CPU time during the paced phase (its `latency.samples` events).
+    pub(crate) paced_cpu: Duration,
     pub(crate) peak_rss: u64,
     pub(crate) rss_note: &'static str,
     pub(crate) kafka: bool,
     pub(crate) mm2_tasks: Option<u32>,
+}
+
+impl Row {
+    /// CPU time per event of the paced phase, in µs: mostly the cost of waiting at 2,000
+    /// events/s (polls, timers, heartbeats), which a backlog hides.
+    pub(crate) fn paced_cpu_per_event_us(&self) -> f64 {
+        self.paced_cpu.as_secs_f64() * 1e6 / self.latency.samples.max(1) as f64
+    }
 }
 
 pub(crate) fn mib(bytes: u64) -> String {
@@ -43,16 +55,18 @@ pub(crate) fn print_report(server: &Server, n: u64, rows: &[Row]) {
         PACED_FOR.as_secs()
     );
     println!(
-        "| replicator | events | backlog events/s | steady events/s | startup | p50 | p99 | max | peak RSS |"
+        "| replicator | events | backlog events/s | steady events/s | CPU µs/event steady | CPU µs/event paced | startup | p50 | p99 | max | peak RSS |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.2}s | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.1} | {:.2}s | {} | {} | {} | {} |",
             r.name,
             r.events,
             r.backlog.rate(n),
             r.backlog.steady(n),
+            r.backlog.cpu_per_event_us(n),
+            r.paced_cpu_per_event_us(),
             r.backlog.first_at.as_secs_f64(),
             ms(r.latency.p50),
             ms(r.latency.p99),
@@ -102,6 +116,19 @@ pub(crate) fn print_report(server: &Server, n: u64, rows: &[Row]) {
         mib(least_rss),
         mib(bridge.peak_rss),
         verdict(memory_ratio >= 5.0)
+    );
+    let least = |f: &dyn Fn(&Row) -> f64| mm2.iter().map(|r| f(r)).fold(f64::INFINITY, f64::min);
+    let steady_cpu_mm2 = least(&|r| r.backlog.cpu_per_event_us(n));
+    let paced_cpu_mm2 = least(&|r| r.paced_cpu_per_event_us());
+    let steady_cpu_ratio = bridge.backlog.cpu_per_event_us(n) / steady_cpu_mm2;
+    println!(
+        "  CPU per replicated event bridge/MM2 (MM2's thriftiest run): steady copy {:.2} vs {:.2} µs = {steady_cpu_ratio:.2}×  (goal ≤ 0.25×: {}); paced {:.1} vs {:.1} µs = {:.2}×",
+        bridge.backlog.cpu_per_event_us(n),
+        steady_cpu_mm2,
+        verdict(steady_cpu_ratio <= 0.25),
+        bridge.paced_cpu_per_event_us(),
+        paced_cpu_mm2,
+        bridge.paced_cpu_per_event_us() / paced_cpu_mm2
     );
     let p99_mm2 = mm2
         .iter()
