@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use azure_messaging_eventhubs::{
-    ConsumerClient, OpenReceiverOptions, StartLocation, StartPosition as SdkStart,
+    ConsumerClient, EventReceiver, OpenReceiverOptions, StartLocation, StartPosition as SdkStart,
 };
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
@@ -38,12 +38,14 @@ use tributary::backend::group::{PartitionReader, PartitionSource, ReadBatch, Sou
 use tributary::{Error, ErrorKind, PartitionId, Position, Result, StartPosition};
 
 use crate::blob::{OffsetBook, PartitionOffsets};
-use crate::error::{deadline, map};
+use crate::error::{deadline, is_receive_timeout, map};
 use crate::mapping;
 
 /// How long `read` waits for an event before it returns an empty batch (so the engine can
 /// look at its leases).
 const POLL: Duration = Duration::from_millis(500);
+/// How long the receive loop waits for an event before it looks whether its reader is gone.
+const WAKE: Duration = Duration::from_millis(500);
 /// How long a reader whose receiver was detached by a higher owner level waits before it
 /// tries again (the engine normally drops it sooner, at its next renewal).
 const STOLEN_PAUSE: Duration = Duration::from_secs(30);
@@ -60,7 +62,13 @@ pub(crate) struct EventHubsSource {
     pub(crate) owner_level: Option<i64>,
     pub(crate) timeout: Duration,
     pub(crate) book: OffsetBook,
+    /// One turn per partition: a partition's receive tasks take it one after the other.
+    pub(crate) turns: PartitionTurns,
 }
+
+/// Per partition, the lock its receive task holds for as long as it has a receiver open.
+pub(crate) type PartitionTurns =
+    Arc<parking_lot::Mutex<std::collections::HashMap<PartitionId, Arc<tokio::sync::Mutex<()>>>>>;
 
 impl EventHubsSource {
     fn not_found(&self, error: Error) -> Error {
@@ -174,7 +182,13 @@ impl PartitionSource for EventHubsSource {
             stopped: stopped.clone(),
             last_read: last_read.clone(),
         };
-        tokio::spawn(task.run(start));
+        let turn = self
+            .turns
+            .lock()
+            .entry(partition.clone())
+            .or_default()
+            .clone();
+        tokio::spawn(task.run(start, turn));
         tokio::spawn(refresh_lag(
             self.client.clone(),
             partition.clone(),
@@ -292,7 +306,18 @@ enum Ended {
 }
 
 impl ReceiveTask {
-    async fn run(mut self, mut start: SdkStart) {
+    async fn run(mut self, mut start: SdkStart, turn: Arc<tokio::sync::Mutex<()>>) {
+        // The client keeps one receiver link per partition and hands it to whoever opens that
+        // partition next: an earlier reader of this partition must have closed its link
+        // before this one opens (or it would read on from the earlier link's position, and its
+        // close would detach this one's link).
+        let _turn = {
+            let mut stopped = self.stopped.clone();
+            tokio::select! {
+                turn = turn.lock_owned() => turn,
+                _ = stopped.wait_for(|s| *s) => return,
+            }
+        };
         let mut backoff = Duration::from_millis(200);
         loop {
             let pause = match self.receive(&mut start).await {
@@ -321,7 +346,11 @@ impl ReceiveTask {
             owner_level: self.owner_level,
             prefetch: Some(self.prefetch),
             start_position: Some(start.clone()),
-            ..Default::default()
+            // The stream gives up waiting for an event after this, so that the loop sees a stop
+            // between SDK calls instead of cutting one short.
+            receive_timeout: Some(azure_core::time::Duration::milliseconds(
+                i64::try_from(WAKE.as_millis()).unwrap_or(i64::MAX),
+            )),
         };
         let what = || {
             format!(
@@ -340,76 +369,84 @@ impl ReceiveTask {
             Ok(receiver) => receiver,
             Err(error) => return self.failed(error).await,
         };
-        let ended = {
-            let stream = receiver.stream_events();
-            futures::pin_mut!(stream);
-            let mut stopped = self.stopped.clone();
-            // One stop signal for the whole loop: a fresh `wait_for` per event would register
-            // with the watch twice per event read.
-            let stop = stopped.wait_for(|s| *s);
-            futures::pin_mut!(stop);
-            loop {
-                let next = tokio::select! {
-                    biased;
-                    _ = &mut stop => break Ended::Stopped,
-                    next = stream.next() => next,
-                };
-                match next {
-                    Some(Ok(received)) => {
-                        let decoded = match mapping::decode(received.raw_amqp_message()) {
-                            Ok(decoded) => decoded,
-                            Err(error) => break self.failed(error).await,
-                        };
-                        let Some(sequence) = decoded.sequence_number else {
-                            break self
-                                .failed(Error::corrupt(format!(
-                                    "an event of partition {} of `{}` has no sequence number",
-                                    self.partition, self.hub
-                                )))
-                                .await;
-                        };
-                        if let Some(offset) = decoded.offset {
-                            self.offsets.record(sequence, offset);
-                        }
-                        start.location = StartLocation::SequenceNumber(sequence);
-                        start.inclusive = false;
-                        self.last_read.store(sequence, Ordering::Relaxed);
-                        let record = SourceRecord {
-                            event: decoded.event,
-                            position: Position::new(sequence.to_string()),
-                        };
-                        // Straight into the channel while it has room; waiting (for the
-                        // engine to take some, or for the stop) only when it is full.
-                        let item = match self.events.try_send(Item::Record(record)) {
-                            Ok(()) => continue,
-                            Err(mpsc::error::TrySendError::Closed(_)) => break Ended::Stopped,
-                            Err(mpsc::error::TrySendError::Full(item)) => item,
-                        };
-                        let sent = tokio::select! {
-                            biased;
-                            _ = &mut stop => false,
-                            sent = self.events.send(item) => sent.is_ok(),
-                        };
-                        if !sent {
-                            break Ended::Stopped;
-                        }
-                    }
-                    Some(Err(error)) => {
-                        let mapped = map(
-                            &error,
-                            &format!(
-                                "receive from partition {} of `{}`",
-                                self.partition, self.hub
-                            ),
-                        );
-                        break self.failed(mapped).await;
-                    }
-                    None => break Ended::Failed,
-                }
+        let ended = loop {
+            // The reader is gone (its channel closed with it): stop.
+            if self.events.is_closed() {
+                break Ended::Stopped;
+            }
+            if let Some(ended) = self.pump(&receiver, start).await {
+                break ended;
             }
         };
         let _ = tokio::time::timeout(self.timeout, receiver.close()).await;
         ended
+    }
+
+    /// Reads one stream of `receiver` into the reader's channel until it ends: `None` when it
+    /// ended because no event came within [`WAKE`].
+    ///
+    /// Nothing here drops the stream while it is inside an SDK call: the SDK's attach (session
+    /// begin, link attach), which the stream's first call makes, is not cancel-safe. One cut
+    /// short by a reader dropped moments after it was opened (a partition shed right after its
+    /// claim) made the client close the whole connection ("Session is not found"), and left a
+    /// partition of it unreadable for good ("Link name is not unique", then "Illegal session
+    /// state" on every reopen) while this member kept renewing its lease. A stop is seen when
+    /// the wait for an event times out, or when handing an event to the closed channel.
+    async fn pump(&mut self, receiver: &EventReceiver, start: &mut SdkStart) -> Option<Ended> {
+        let stream = receiver.stream_events();
+        futures::pin_mut!(stream);
+        while let Some(next) = stream.next().await {
+            let received = match next {
+                Ok(received) => received,
+                Err(error) if is_receive_timeout(&error) => return None,
+                Err(error) => {
+                    let mapped = map(
+                        &error,
+                        &format!(
+                            "receive from partition {} of `{}`",
+                            self.partition, self.hub
+                        ),
+                    );
+                    return Some(self.failed(mapped).await);
+                }
+            };
+            let decoded = match mapping::decode(received.raw_amqp_message()) {
+                Ok(decoded) => decoded,
+                Err(error) => return Some(self.failed(error).await),
+            };
+            let Some(sequence) = decoded.sequence_number else {
+                return Some(
+                    self.failed(Error::corrupt(format!(
+                        "an event of partition {} of `{}` has no sequence number",
+                        self.partition, self.hub
+                    )))
+                    .await,
+                );
+            };
+            if let Some(offset) = decoded.offset {
+                self.offsets.record(sequence, offset);
+            }
+            start.location = StartLocation::SequenceNumber(sequence);
+            start.inclusive = false;
+            self.last_read.store(sequence, Ordering::Relaxed);
+            let record = SourceRecord {
+                event: decoded.event,
+                position: Position::new(sequence.to_string()),
+            };
+            // Straight into the channel while it has room; waiting (for the engine to take
+            // some) only when it is full. Dropping the reader closes the channel, which ends
+            // the wait.
+            match self.events.try_send(Item::Record(record)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => return Some(Ended::Stopped),
+                Err(mpsc::error::TrySendError::Full(item)) => {
+                    if self.events.send(item).await.is_err() {
+                        return Some(Ended::Stopped);
+                    }
+                }
+            }
+        }
+        Some(Ended::Failed)
     }
 
     /// Sorts an error: a stolen link is a hand-over, "not found" is for the engine (fatal),
@@ -450,3 +487,6 @@ async fn refresh_lag(
         }
     }
 }
+
+#[cfg(test)]
+mod attach_tests;

@@ -132,10 +132,14 @@ pub struct EventHubsBackend {
     management: Management,
     engine: GroupEngine,
     offsets: OffsetBook,
-    /// One AMQP connection per hub and consumer group, shared by that group's readers.
-    consumers: tokio::sync::Mutex<std::collections::HashMap<(String, String), Arc<ConsumerClient>>>,
+    /// One AMQP connection per hub and consumer group, shared by that group's readers, with
+    /// the partitions' turns on it (the client keeps one receiver link per partition).
+    consumers: tokio::sync::Mutex<std::collections::HashMap<(String, String), SharedConsumer>>,
     closed: AtomicBool,
 }
+
+/// A hub and consumer group's client and the turns of its partitions' receivers.
+type SharedConsumer = (Arc<ConsumerClient>, consumer::PartitionTurns);
 
 impl std::fmt::Debug for EventHubsBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -286,18 +290,19 @@ impl Backend for EventHubsBackend {
             .consumer_group
             .clone()
             .unwrap_or_else(|| options.group.clone());
-        let client = {
+        let (client, turns) = {
             let mut consumers = self.consumers.lock().await;
             let key = (stream.to_string(), consumer_group.clone());
             match consumers.get(&key) {
-                Some(client) => client.clone(),
+                Some(shared) => shared.clone(),
                 None => {
                     let client = Arc::new(
                         clients::consumer(&self.config, &self.credential, stream, &consumer_group)
                             .await?,
                     );
-                    consumers.insert(key, client.clone());
-                    client
+                    let shared = (client, consumer::PartitionTurns::default());
+                    consumers.insert(key, shared.clone());
+                    shared
                 }
             }
         };
@@ -309,6 +314,7 @@ impl Backend for EventHubsBackend {
             owner_level: self.config.owner_level,
             timeout: self.config.timeout,
             book: self.offsets.clone(),
+            turns,
         });
         let consumer = self.engine.join(stream, source, options).await?;
         Ok(Box::new(consumer))
@@ -366,7 +372,7 @@ impl Backend for EventHubsBackend {
             .lock()
             .await
             .drain()
-            .map(|(_, c)| c)
+            .map(|(_, (client, _))| client)
             .collect();
         for client in clients {
             if let Ok(client) = Arc::try_unwrap(client) {

@@ -31,6 +31,11 @@ async fn member_process() {
     ) else {
         return;
     };
+    // RUST_LOG=tributary=debug shows, on the test's stderr, what each member owned and when.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let backend = common::connect(&url).await;
     let consumer = backend
         .consumer(
@@ -144,6 +149,9 @@ async fn three_members_one_killed() {
     );
 
     let mut members: Vec<Member> = (0..3).map(|_| spawn_member(&url, &hub, &group)).collect();
+    for (index, member) in members.iter().enumerate() {
+        eprintln!("member {index} is process {:?}", member.child.id());
+    }
     let mut seen: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut ready = BTreeSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

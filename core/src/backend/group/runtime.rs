@@ -146,6 +146,7 @@ impl Runtime {
     }
 
     pub(super) fn emit(&self, event: GroupEvent) {
+        tracing::debug!(stream = %self.stream, group = %self.group, ?event, "group event");
         if let Some(observer) = &self.config.observer {
             observer(&event);
         }

@@ -1,0 +1,102 @@
+//! Readers dropped while their receiver attaches, against the emulator from the fixtures.
+//!
+//! The engine drops a partition's reader whenever the partition moves away, and a member that
+//! joins claims partitions and sheds some of them moments later, so a reader is often dropped
+//! before its receiver finished attaching. The SDK's attach (session begin, link attach) is
+//! not cancel-safe: one cut short left the session or the link name taken, the client closed
+//! the whole connection ("Session is not found"), and a partition of that connection read
+//! nothing again ("Link name is not unique", then "Illegal session state" on every reopen)
+//! while its lease stayed renewed. And since the client keeps one link per partition, a reader
+//! opened while an earlier one of the same partition still closed read on that earlier link.
+
+use std::time::Duration;
+
+use tributary::{Event, PartitionId, StartPosition};
+use tributary_testcontainers::{Peer, require_peer, unique_name};
+
+use super::*;
+use crate::config::EventHubsConfig;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_dropped_while_attaching_leave_the_connection_usable() {
+    let eventhubs = require_peer!(Peer::EventHubs);
+    crate::register();
+    let hub = unique_name("attach");
+    let backend = tributary::connect(eventhubs.url()).await.expect("connect");
+    let producer = backend.producer(&hub).await.expect("producer");
+    let partitions: Vec<PartitionId> = backend
+        .describe_stream(&hub)
+        .await
+        .expect("describe")
+        .partitions
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    assert!(partitions.len() >= 2, "the emulator's hubs have partitions");
+
+    let config = EventHubsConfig::from_url(&url::Url::parse(eventhubs.url()).unwrap()).unwrap();
+    let credential = crate::clients::token_credential(&config).unwrap();
+    let client = crate::clients::consumer(&config, &credential, &hub, "$Default")
+        .await
+        .expect("consumer client");
+    let source = EventHubsSource {
+        hub: hub.clone(),
+        group: "g".into(),
+        client: Arc::new(client),
+        prefetch: 300,
+        owner_level: Some(0),
+        timeout: Duration::from_secs(10),
+        book: OffsetBook::off(),
+        turns: Arc::default(),
+    };
+    let from = Checkpoint::Start(StartPosition::Earliest);
+
+    // Readers of every partition dropped after a varying head start, as a shed does.
+    for round in 0..40u64 {
+        let partition = &partitions[round as usize % partitions.len()];
+        let reader = source.open(partition, &from).await.expect("open");
+        tokio::time::sleep(Duration::from_micros(1 + 500 * (round % 12))).await;
+        drop(reader);
+    }
+
+    let events: Vec<Event> = (0..200)
+        .map(|i| Event::new(format!("ev-{i}")).with_key(format!("k{i}")))
+        .collect();
+    producer.send_batch(events).await.expect("send");
+
+    // Every partition is readable on the same client afterwards.
+    let mut read = 0;
+    for partition in &partitions {
+        let mut reader = source.open(partition, &from).await.expect("open");
+        let expected = backend
+            .describe_stream(&hub)
+            .await
+            .expect("describe")
+            .partitions
+            .iter()
+            .find(|p| &p.id == partition)
+            .and_then(|p| p.next.clone());
+        let Some(next) = expected else { continue };
+        let end = next.as_str().parse::<i64>().unwrap() - 1;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut last = -1;
+        while last < end {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "partition {partition} read to {last} of {end} within 20 s"
+            );
+            match reader.read(1000).await {
+                Ok(batch) => {
+                    for record in batch.records {
+                        last = record.position.as_str().parse().unwrap();
+                        read += 1;
+                    }
+                }
+                Err(e) => panic!("reading partition {partition}: {e}"),
+            }
+        }
+    }
+    assert_eq!(read, 200);
+    producer.close().await.expect("close producer");
+    backend.close().await.expect("close backend");
+}
