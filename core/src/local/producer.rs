@@ -81,6 +81,8 @@ impl Producer for LocalProducer {
             by_partition[group].1.push(event);
         }
         let partitions: Vec<usize> = by_partition.iter().map(|(p, _)| *p).collect();
+        // Positions the log made and keeps (the memory log), per partition group.
+        let mut kept: Vec<Option<Vec<Position>>> = Vec::new();
         let bases = match self.stream.writer.get() {
             Some(writer) => {
                 let (reply, rx) = oneshot::channel();
@@ -110,10 +112,14 @@ impl Producer for LocalProducer {
             None => {
                 let now = Timestamp::now().as_millis();
                 // The events move into the log: it keeps them, not copies.
-                by_partition
-                    .into_iter()
-                    .map(|(p, e)| self.stream.partitions[p].append_owned(e, now))
-                    .collect::<Result<Vec<_>>>()?
+                let mut bases = Vec::with_capacity(by_partition.len());
+                for (p, events) in by_partition {
+                    let (base, positions) =
+                        self.stream.partitions[p].append_positioned(events, now)?;
+                    bases.push(base);
+                    kept.push(positions);
+                }
+                bases
             }
         };
         // Only the readers of the partitions written wake up.
@@ -128,7 +134,10 @@ impl Producer for LocalProducer {
             .into_iter()
             .map(|(group, index)| Receipt {
                 partition: Some(ids[group].clone()),
-                position: Some(offset_position(bases[group] + index as u64)),
+                position: Some(match kept.get(group).and_then(Option::as_ref) {
+                    Some(positions) => positions[index].clone(),
+                    None => offset_position(bases[group] + index as u64),
+                }),
             })
             .collect())
     }

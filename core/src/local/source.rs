@@ -147,39 +147,54 @@ impl PartitionReader for LocalReader {
         loop {
             self.stream.check_live()?;
             self.appended.borrow_and_update();
-            let (_, next) = self.log.bounds();
-            if self.cursor < next {
-                let from = self.cursor;
-                // Records still in memory need no blocking task; older ones are read from disk.
-                let records = match self.log.read_cached(from, max.max(1), FETCH_BYTES) {
-                    Some(records) if !records.is_empty() => records,
-                    _ => {
-                        let log = self.log.clone();
-                        self.stream
-                            .io(move || log.read(from, max.max(1), FETCH_BYTES))
-                            .await?
-                    }
-                };
-                if let Some(last) = records.last() {
-                    if records[0].offset > from {
-                        tracing::warn!(stream = %self.stream.name, partition = self.index, from,
-                            resumed = records[0].offset,
-                            "events before the resume point were removed by retention");
-                    }
-                    // The cursor moves only once the records are in hand: a read dropped
-                    // halfway is simply done again.
-                    self.cursor = last.offset + 1;
-                    return Ok(ReadBatch {
-                        records: records
-                            .into_iter()
-                            .map(|r| SourceRecord {
-                                position: offset_position(r.offset),
-                                event: r.event,
-                            })
-                            .collect(),
-                        ended: false,
-                    });
+            let from = self.cursor;
+            // The memory log keeps each record's position: nothing to make here.
+            if let Some(records) = self.log.read_positioned(from, max.max(1), FETCH_BYTES)
+                && let Some(last) = records.last()
+            {
+                let first = records[0].position.as_offset().unwrap_or(from);
+                if first > from {
+                    tracing::warn!(stream = %self.stream.name, partition = self.index, from,
+                        resumed = first,
+                        "events before the resume point were removed by retention");
                 }
+                self.cursor = last.position.as_offset().map_or(from, |o| o + 1);
+                return Ok(ReadBatch {
+                    records,
+                    ended: false,
+                });
+            }
+            // Records still in memory need no blocking task and no look at the bounds first (one
+            // lock of the log per read, not two); older ones are read from disk.
+            let records = match self.log.read_cached(from, max.max(1), FETCH_BYTES) {
+                Some(records) if !records.is_empty() => records,
+                _ if from < self.log.bounds().1 => {
+                    let log = self.log.clone();
+                    self.stream
+                        .io(move || log.read(from, max.max(1), FETCH_BYTES))
+                        .await?
+                }
+                _ => Vec::new(),
+            };
+            if let Some(last) = records.last() {
+                if records[0].offset > from {
+                    tracing::warn!(stream = %self.stream.name, partition = self.index, from,
+                        resumed = records[0].offset,
+                        "events before the resume point were removed by retention");
+                }
+                // The cursor moves only once the records are in hand: a read dropped
+                // halfway is simply done again.
+                self.cursor = last.offset + 1;
+                return Ok(ReadBatch {
+                    records: records
+                        .into_iter()
+                        .map(|r| SourceRecord {
+                            position: offset_position(r.offset),
+                            event: r.event,
+                        })
+                        .collect(),
+                    ended: false,
+                });
             }
             if tokio::time::Instant::now() >= idle_until {
                 return Ok(ReadBatch::default());
