@@ -121,9 +121,20 @@ impl Coordinator {
         self.finish_parts().await;
         let membership = self.rt.membership_changed.swap(false, Ordering::AcqRel);
         if membership || Instant::now() >= self.next_balance {
-            if let Err(e) = self.balance().await {
-                tracing::warn!(stream = %self.rt.stream, group = %self.rt.group, error = %e,
-                    "balancing the group failed; will retry");
+            // Balancing lists the partitions and reads the store, and any of those calls can
+            // hang until its own timeout (an Event Hubs management call on a broken connection
+            // took 30 s). This task also renews the leases: a balance round that outlived their
+            // renewal let every lease of the member lapse, and other members took its
+            // partitions and read them again. So a round ends when a renewal falls due and
+            // starts again after it. Stopping it half-way is safe: a lease it claimed but did
+            // not start reading is this member's own, which the next round takes back.
+            let renew_by = self.renew_due();
+            match tokio::time::timeout_at(renew_by, self.balance()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(stream = %self.rt.stream, group = %self.rt.group,
+                    error = %e, "balancing the group failed; will retry"),
+                Err(_) => tracing::warn!(stream = %self.rt.stream, group = %self.rt.group,
+                    "balancing the group took until leases were due for renewal; renewed them first, will balance again"),
             }
             self.next_balance = Instant::now() + self.rt.config.balance_interval;
         }

@@ -770,3 +770,95 @@ async fn a_member_joining_a_group_at_its_ceiling_share_takes_a_partition() {
         consumer.close().await.unwrap();
     }
 }
+
+/// A source whose partition listing hangs once `stall` is set, as an Event Hubs management call
+/// did on a broken connection (until its 30 s timeout).
+struct StallingListing {
+    inner: SimSource,
+    stall: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait]
+impl PartitionSource for StallingListing {
+    async fn partitions(&self) -> Result<Vec<PartitionTopology>> {
+        if self.stall.load(std::sync::atomic::Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        self.inner.partitions().await
+    }
+    async fn resolve_start(
+        &self,
+        partition: &PartitionId,
+        start: &StartPosition,
+    ) -> Result<Checkpoint> {
+        self.inner.resolve_start(partition, start).await
+    }
+    async fn open(
+        &self,
+        partition: &PartitionId,
+        from: &Checkpoint,
+    ) -> Result<Box<dyn PartitionReader>> {
+        self.inner.open(partition, from).await
+    }
+}
+
+/// The coordinator renews leases and balances in one task: a balance round stuck in a hung
+/// listing must not let the member's leases lapse (other members would take its partitions
+/// and read them again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_partition_listing_does_not_let_leases_lapse() {
+    let stream = SimStream::new(4);
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::new());
+    let events = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let ttl = Duration::from_millis(400);
+    let engine = GroupEngine::new(store.clone(), fast_config(events.clone()));
+    let stall = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let source = StallingListing {
+        inner: SimSource(stream.clone()),
+        stall: stall.clone(),
+    };
+    let consumer = engine
+        .join(
+            "s",
+            Arc::new(source),
+            ConsumerOptions::new("g").start(StartPosition::Earliest),
+        )
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.leases("g", "s").await.unwrap().len() < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never took the 4 partitions"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stall.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Several lease times with every listing hanging (topology_interval is 100 ms).
+    let until = tokio::time::Instant::now() + ttl * 5;
+    while tokio::time::Instant::now() < until {
+        let now = crate::Timestamp::now();
+        let lapsed: Vec<String> = store
+            .leases("g", "s")
+            .await
+            .unwrap()
+            .iter()
+            .filter(|l| l.is_free(now))
+            .map(|l| l.key.partition.to_string())
+            .collect();
+        assert!(
+            lapsed.is_empty(),
+            "leases lapsed while a partition listing hung: {lapsed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stream.append("k", "after".into());
+    let d = tokio::time::timeout(Duration::from_secs(5), consumer.receive())
+        .await
+        .expect("still delivering")
+        .unwrap();
+    assert_eq!(d.event.payload.as_ref(), b"after");
+    d.ack();
+    stall.store(false, std::sync::atomic::Ordering::SeqCst);
+    consumer.close().await.unwrap();
+}
