@@ -57,7 +57,10 @@ pub(super) async fn run(rt: Arc<Runtime>, mut requests: mpsc::Receiver<Request>)
     }
     co.next_balance = Instant::now() + rt.config.balance_interval;
     loop {
-        let deadline = co.next_commit.min(co.next_balance).min(co.renew_due());
+        let deadline = co
+            .next_commit
+            .min(co.next_balance)
+            .min(lease_renewal_due(&co.rt));
         tokio::select! {
             biased;
             request = requests.recv() => match request {
@@ -88,26 +91,6 @@ impl Coordinator {
         CheckpointKey::new(&self.rt.group, &self.rt.stream, partition.clone())
     }
 
-    /// When the soonest lease renewal is due.
-    fn renew_due(&self) -> Instant {
-        let state = self.rt.state.lock();
-        let refresh_at = self.rt.config.lease_ttl * 2 / 3;
-        let now_ms = Timestamp::now().as_millis();
-        let soonest = state
-            .parts
-            .values()
-            .map(|p| p.lease.expires_at.as_millis() - now_ms)
-            .min();
-        match soonest {
-            // Renew when less than two thirds of the lease time is left.
-            Some(left) => {
-                let wait_ms = left - refresh_at.as_millis() as i64;
-                Instant::now() + std::time::Duration::from_millis(wait_ms.max(0) as u64)
-            }
-            None => Instant::now() + self.rt.config.lease_ttl,
-        }
-    }
-
     async fn tick(&mut self) {
         let now = Instant::now();
         if now >= self.next_commit {
@@ -117,7 +100,7 @@ impl Coordinator {
             }
             self.next_commit = Instant::now() + self.rt.config.commit_interval;
         }
-        self.renew().await;
+        renew_leases(&self.rt).await;
         self.finish_parts().await;
         let membership = self.rt.membership_changed.swap(false, Ordering::AcqRel);
         if membership || Instant::now() >= self.next_balance {
@@ -125,16 +108,31 @@ impl Coordinator {
             // hang until its own timeout (an Event Hubs management call on a broken connection
             // took 30 s). This task also renews the leases: a balance round that outlived their
             // renewal let every lease of the member lapse, and other members took its
-            // partitions and read them again. So a round ends when a renewal falls due and
-            // starts again after it. Stopping it half-way is safe: a lease it claimed but did
-            // not start reading is this member's own, which the next round takes back.
-            let renew_by = self.renew_due();
-            match tokio::time::timeout_at(renew_by, self.balance()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(stream = %self.rt.stream, group = %self.rt.group,
-                    error = %e, "balancing the group failed; will retry"),
-                Err(_) => tracing::warn!(stream = %self.rt.stream, group = %self.rt.group,
-                    "balancing the group took until leases were due for renewal; renewed them first, will balance again"),
+            // partitions and read them again. So leases falling due during a round are renewed
+            // beside it.
+            let rt = self.rt.clone();
+            let balanced = {
+                let balancing = self.balance();
+                tokio::pin!(balancing);
+                // A renewal that fails leaves the lease due: try again no sooner than this.
+                let mut next_try = Instant::now();
+                // Closing does not wait for a hung round either.
+                let mut phase = rt.phase.subscribe();
+                loop {
+                    let due = lease_renewal_due(&rt).max(next_try);
+                    tokio::select! {
+                        balanced = &mut balancing => break balanced,
+                        _ = stopping(&mut phase) => break Ok(()),
+                        _ = tokio::time::sleep_until(due) => {
+                            renew_leases(&rt).await;
+                            next_try = Instant::now() + std::time::Duration::from_millis(100);
+                        }
+                    }
+                }
+            };
+            if let Err(e) = balanced {
+                tracing::warn!(stream = %rt.stream, group = %rt.group, error = %e,
+                    "balancing the group failed; will retry");
             }
             self.next_balance = Instant::now() + self.rt.config.balance_interval;
         }
@@ -169,71 +167,13 @@ impl Coordinator {
                         p.saved = Some(position);
                     }
                 }
-                Ok(None) => self.lost(&id, "its checkpoint was refused"),
+                Ok(None) => mark_lost(&self.rt, &id, "its checkpoint was refused"),
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
             }
         }
         first_error.map_or(Ok(()), Err)
-    }
-
-    /// Renews the leases with less than two thirds of their time left.
-    async fn renew(&mut self) {
-        let ttl = self.rt.config.lease_ttl;
-        let now_ms = Timestamp::now().as_millis();
-        let due: Vec<(PartitionId, u64, Lease)> = {
-            let state = self.rt.state.lock();
-            state
-                .parts
-                .iter()
-                .filter(|(_, p)| {
-                    p.lease.expires_at.as_millis() - now_ms < (ttl.as_millis() as i64) * 2 / 3
-                })
-                .map(|(id, p)| (id.clone(), p.generation, p.lease.clone()))
-                .collect()
-        };
-        for (id, generation, lease) in due {
-            match self.rt.store.renew(&lease, ttl).await {
-                Ok(Some(renewed)) => {
-                    let mut state = self.rt.state.lock();
-                    if let Some(p) = state
-                        .parts
-                        .get_mut(&id)
-                        .filter(|p| p.generation == generation)
-                    {
-                        p.lease = renewed;
-                    }
-                }
-                Ok(None) => self.lost(&id, "its lease could not be renewed"),
-                Err(e) => {
-                    if lease.expires_at <= Timestamp::now() {
-                        // Unreachable store and the lease ran out: another member may own the
-                        // partition now, so this one must stop.
-                        self.lost(
-                            &id,
-                            &format!("its lease ran out while renewing failed ({e})"),
-                        );
-                    } else {
-                        tracing::warn!(stream = %self.rt.stream, group = %self.rt.group,
-                            partition = %id, error = %e, "renewing a lease failed; will retry");
-                    }
-                }
-            }
-        }
-    }
-
-    /// Fencing: the partition is someone else's now.
-    fn lost(&self, partition: &PartitionId, why: &str) {
-        let event = GroupEvent::Lost {
-            partition: partition.clone(),
-            owner: self.rt.owner.clone(),
-        };
-        if self.rt.remove_part(partition, Some(event)).is_some() {
-            tracing::warn!(stream = %self.rt.stream, group = %self.rt.group,
-                partition = %partition, "partition taken over by another member ({why}); \
-                 its unacked deliveries will be redelivered there");
-        }
     }
 
     /// Hands over partitions being shed whose deliveries are settled (or whose grace ran out),
@@ -596,6 +536,93 @@ impl Coordinator {
         rt.add_part(topology.id.clone(), lease, from, reader);
         Ok(())
     }
+}
+
+/// When the soonest lease renewal is due.
+fn lease_renewal_due(rt: &Runtime) -> Instant {
+    let state = rt.state.lock();
+    let refresh_at = rt.config.lease_ttl * 2 / 3;
+    let now_ms = Timestamp::now().as_millis();
+    let soonest = state
+        .parts
+        .values()
+        .map(|p| p.lease.expires_at.as_millis() - now_ms)
+        .min();
+    match soonest {
+        // Renew when less than two thirds of the lease time is left.
+        Some(left) => {
+            let wait_ms = left - refresh_at.as_millis() as i64;
+            Instant::now() + std::time::Duration::from_millis(wait_ms.max(0) as u64)
+        }
+        None => Instant::now() + rt.config.lease_ttl,
+    }
+}
+
+/// Renews the leases with less than two thirds of their time left.
+async fn renew_leases(rt: &Runtime) {
+    let ttl = rt.config.lease_ttl;
+    let now_ms = Timestamp::now().as_millis();
+    let due: Vec<(PartitionId, u64, Lease)> = {
+        let state = rt.state.lock();
+        state
+            .parts
+            .iter()
+            .filter(|(_, p)| {
+                p.lease.expires_at.as_millis() - now_ms < (ttl.as_millis() as i64) * 2 / 3
+            })
+            .map(|(id, p)| (id.clone(), p.generation, p.lease.clone()))
+            .collect()
+    };
+    for (id, generation, lease) in due {
+        match rt.store.renew(&lease, ttl).await {
+            Ok(Some(renewed)) => {
+                let mut state = rt.state.lock();
+                if let Some(p) = state
+                    .parts
+                    .get_mut(&id)
+                    .filter(|p| p.generation == generation)
+                {
+                    p.lease = renewed;
+                }
+            }
+            Ok(None) => mark_lost(rt, &id, "its lease could not be renewed"),
+            Err(e) => {
+                if lease.expires_at <= Timestamp::now() {
+                    // Unreachable store and the lease ran out: another member may own the
+                    // partition now, so this one must stop.
+                    mark_lost(
+                        rt,
+                        &id,
+                        &format!("its lease ran out while renewing failed ({e})"),
+                    );
+                } else {
+                    tracing::warn!(stream = %rt.stream, group = %rt.group,
+                        partition = %id, error = %e, "renewing a lease failed; will retry");
+                }
+            }
+        }
+    }
+}
+
+/// Fencing: the partition is someone else's now.
+fn mark_lost(rt: &Runtime, partition: &PartitionId, why: &str) {
+    let event = GroupEvent::Lost {
+        partition: partition.clone(),
+        owner: rt.owner.clone(),
+    };
+    if rt.remove_part(partition, Some(event)).is_some() {
+        tracing::warn!(stream = %rt.stream, group = %rt.group,
+            partition = %partition, "partition taken over by another member ({why}); \
+             its unacked deliveries will be redelivered there");
+    }
+}
+
+/// Resolves once the runtime is stopping (or has stopped or failed).
+async fn stopping(phase: &mut tokio::sync::watch::Receiver<Phase>) {
+    let _ = phase
+        .wait_for(|p| matches!(p, Phase::Stopping | Phase::Stopped | Phase::Failed(..)))
+        .await
+        .map(|_| ());
 }
 
 fn hash(s: &str) -> u64 {
