@@ -13,7 +13,9 @@
 #[path = "../../../benches/probe.rs"]
 mod probe;
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
@@ -22,6 +24,45 @@ use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
 use futures::StreamExt;
 use tributary::{Backend, ConsumerOptions, Event, StartPosition, StreamSpec};
 use tributary_testcontainers::{Peer, require, unique_name};
+
+/// The system allocator, counting: allocations per event are a figure that does not vary with
+/// the machine's load, and glibc's `malloc` is where a profile of this benchmark spends most
+/// of its client time. Requests of 1 KiB and more are counted apart: each one makes glibc
+/// consolidate its fast bins (`malloc_consolidate`) when small chunks are waiting there.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static LARGE_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+const LARGE: usize = 1024;
+
+// SAFETY: every call is passed on to the system allocator unchanged; only counters are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(new_size);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+fn count(size: usize) {
+    ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    if size >= LARGE {
+        LARGE_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 const BATCH: usize = 500;
 const IN_FLIGHT: usize = 4;
@@ -179,12 +220,33 @@ async fn tributary_consume(backend: &dyn Backend, stream: &str, n: usize) -> f64
     rate
 }
 
-/// A side's rate and the client CPU it spent per event, in microseconds.
-async fn measured(n: usize, work: impl std::future::Future<Output = f64>) -> (f64, f64) {
+/// What one side did: its rate, and per event the client CPU (µs) and allocations (all, and
+/// of 1 KiB or more).
+#[derive(Debug, Clone, Copy, Default)]
+struct Figures {
+    rate: f64,
+    cpu: f64,
+    allocations: f64,
+    large: f64,
+}
+
+/// Runs one side. With `BENCH_KINESIS_MARKS` set, its phase is marked for `perf report --time`.
+async fn measured(n: usize, phase: &str, work: impl std::future::Future<Output = f64>) -> Figures {
+    probe::mark("BENCH_KINESIS_MARKS", phase, "start");
     let before = probe::cpu_time();
+    let (allocations, large) = (
+        ALLOCATIONS.load(Ordering::Relaxed),
+        LARGE_ALLOCATIONS.load(Ordering::Relaxed),
+    );
     let rate = work.await;
-    let cpu = (probe::cpu_time() - before).as_secs_f64() * 1e6 / n as f64;
-    (rate, cpu)
+    probe::mark("BENCH_KINESIS_MARKS", phase, "end");
+    let per_event = |count: u64| count as f64 / n as f64;
+    Figures {
+        rate,
+        cpu: (probe::cpu_time() - before).as_secs_f64() * 1e6 / n as f64,
+        allocations: per_event(ALLOCATIONS.load(Ordering::Relaxed) - allocations),
+        large: per_event(LARGE_ALLOCATIONS.load(Ordering::Relaxed) - large),
+    }
 }
 
 fn main() {
@@ -213,9 +275,10 @@ fn main() {
             let raw = raw_client(&endpoint);
             // Each side meets the emulator first in one round of two: ferrokinesis slows as
             // it holds more records, so a fixed order favours whoever goes first.
-            // [produce, consume] × [raw, tributary]: seconds per event, CPU µs per event.
-            let mut rates = [[0.0f64; 2]; 2];
-            let mut cpu = [[0.0f64; 2]; 2];
+            // [produce, consume] × [raw, tributary]: seconds per event summed (so that the
+            // totals are rates over all rounds), the rest averaged.
+            let mut seconds = [[0.0f64; 2]; 2];
+            let mut mean = [[Figures::default(); 2]; 2];
             for round in 0..ROUNDS {
                 let (raw_stream, our_stream) =
                     (unique_name("bench-raw"), unique_name("bench-tributary"));
@@ -226,32 +289,46 @@ fn main() {
                         .unwrap();
                 }
                 let raw_first = round % 2 == 0;
-                let mut round_figures = [[(0.0, 0.0); 2]; 2];
-                for side in if raw_first { [0, 1] } else { [1, 0] } {
-                    round_figures[0][side] = if side == 0 {
-                        measured(n, raw_produce(&raw, &raw_stream, n)).await
+                let order = if raw_first { [0, 1] } else { [1, 0] };
+                let mut figures = [[Figures::default(); 2]; 2];
+                for side in order {
+                    figures[0][side] = if side == 0 {
+                        measured(n, "raw-produce", raw_produce(&raw, &raw_stream, n)).await
                     } else {
-                        measured(n, tributary_produce(backend.as_ref(), &our_stream, n)).await
+                        let work = tributary_produce(backend.as_ref(), &our_stream, n);
+                        measured(n, "tributary-produce", work).await
                     };
                 }
-                for side in if raw_first { [0, 1] } else { [1, 0] } {
-                    round_figures[1][side] = if side == 0 {
-                        measured(n, raw_consume(&raw, &raw_stream, n)).await
+                for side in order {
+                    figures[1][side] = if side == 0 {
+                        measured(n, "raw-consume", raw_consume(&raw, &raw_stream, n)).await
                     } else {
-                        measured(n, tributary_consume(backend.as_ref(), &our_stream, n)).await
+                        let work = tributary_consume(backend.as_ref(), &our_stream, n);
+                        measured(n, "tributary-consume", work).await
                     };
                 }
-                let [[(rp, rpc), (tp, tpc)], [(rc, rcc), (tc, tcc)]] = round_figures;
+                let line = |f: Figures| {
+                    format!(
+                        "{:.0}/s ({:.1} µs CPU, {:.1} allocations, {:.3} of 1 KiB+ per event)",
+                        f.rate, f.cpu, f.allocations, f.large
+                    )
+                };
                 println!(
-                    "round {} ({} first): produce raw {rp:.0}/s ({rpc:.1} µs CPU/event), tributary {tp:.0}/s ({tpc:.1}); consume raw {rc:.0}/s ({rcc:.1}), tributary {tc:.0}/s ({tcc:.1})",
+                    "round {} ({} first): produce raw {}, tributary {}; consume raw {}, tributary {}",
                     round + 1,
-                    if raw_first { "raw" } else { "tributary" }
+                    if raw_first { "raw" } else { "tributary" },
+                    line(figures[0][0]),
+                    line(figures[0][1]),
+                    line(figures[1][0]),
+                    line(figures[1][1]),
                 );
-                // Summed as time per event, so the totals are rates over all rounds.
-                for (what, figures) in round_figures.iter().enumerate() {
-                    for (side, (rate, used)) in figures.iter().enumerate() {
-                        rates[what][side] += 1.0 / rate;
-                        cpu[what][side] += used / ROUNDS as f64;
+                for what in 0..2 {
+                    for side in 0..2 {
+                        let (f, m) = (figures[what][side], &mut mean[what][side]);
+                        seconds[what][side] += 1.0 / f.rate;
+                        m.cpu += f.cpu / ROUNDS as f64;
+                        m.allocations += f.allocations / ROUNDS as f64;
+                        m.large += f.large / ROUNDS as f64;
                     }
                 }
             }
@@ -259,17 +336,24 @@ fn main() {
                 "\nKinesis (ferrokinesis), {n} events of {PAYLOAD} B, {SHARDS} shards, {ROUNDS} rounds"
             );
             println!(
-                "{:<10} {:>14} {:>14} {:>8} {:>22}",
-                "", "raw events/s", "tributary", "ratio", "CPU µs/event raw, ours"
+                "{:<10} {:>14} {:>14} {:>8} {:>22} {:>22}",
+                "",
+                "raw events/s",
+                "tributary",
+                "ratio",
+                "CPU µs/event raw, ours",
+                "allocs/event raw, ours"
             );
-            for (what, [raw, ours], [raw_cpu, our_cpu]) in [
-                ("produce", rates[0], cpu[0]),
-                ("consume", rates[1], cpu[1]),
-            ] {
-                let (raw, ours) = (ROUNDS as f64 / raw, ROUNDS as f64 / ours);
+            for (what, name) in ["produce", "consume"].into_iter().enumerate() {
+                let [raw, ours] = seconds[what].map(|s| ROUNDS as f64 / s);
+                let [raw_f, our_f] = mean[what];
                 println!(
-                    "{what:<10} {raw:>14.0} {ours:>14.0} {:>7.2}x {raw_cpu:>14.1} {our_cpu:>7.1}",
-                    ours / raw
+                    "{name:<10} {raw:>14.0} {ours:>14.0} {:>7.2}x {:>14.1} {:>7.1} {:>14.1} {:>7.1}",
+                    ours / raw,
+                    raw_f.cpu,
+                    our_f.cpu,
+                    raw_f.allocations,
+                    our_f.allocations
                 );
             }
             backend.close().await.unwrap();

@@ -65,15 +65,84 @@ const NO_ATTRIBUTES: AttributeRules = AttributeRules::new(0, 0, 0, &[]);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encoded {
     /// The record's partition key.
-    pub partition_key: String,
+    pub partition_key: PartitionKey,
     /// The record's data.
     pub data: Bytes,
+}
+
+/// A partition key: UTF-8 text. When it is the event's own key it shares the key's bytes, so
+/// a producer hands it on (and hashes it to keep one record of a key in flight) without
+/// copying it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionKey(Bytes);
+
+impl PartitionKey {
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        // Built only from `&str` and `String` (below), so always UTF-8; checked rather than
+        // assumed, which costs a few nanoseconds for a key of a few bytes.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for PartitionKey {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for PartitionKey {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<String> for PartitionKey {
+    fn from(text: String) -> Self {
+        PartitionKey(Bytes::from(text))
+    }
+}
+
+impl From<&str> for PartitionKey {
+    fn from(text: &str) -> Self {
+        PartitionKey(Bytes::copy_from_slice(text.as_bytes()))
+    }
+}
+
+impl std::fmt::Display for PartitionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for PartitionKey {
+    fn eq(&self, other: &str) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for PartitionKey {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl PartialEq<String> for PartitionKey {
+    fn eq(&self, other: &String) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
 }
 
 impl Encoded {
     /// What the service counts against its record size limit.
     pub fn size(&self) -> usize {
-        self.partition_key.len() + self.data.len()
+        self.partition_key.as_bytes().len() + self.data.len()
     }
 }
 
@@ -120,11 +189,10 @@ fn needs_escape(payload: &[u8]) -> bool {
 /// Maps an event onto a record; `spread` gives a keyless event its partition key.
 pub fn encode(event: &Event, spread: impl FnOnce() -> u64) -> Encoded {
     let (partition_key, key_in_envelope) = match &event.key {
-        None => (spread_key(spread()), None),
-        Some(key) => match plain_key(key) {
-            Some(text) => (text.to_owned(), None),
-            None => (partition_key_of(key), Some(key)),
-        },
+        None => (PartitionKey::from(spread_key(spread())), None),
+        // The event's key is the partition key: its bytes are shared, not copied.
+        Some(key) if plain_key(key).is_some() => (PartitionKey(key.clone()), None),
+        Some(key) => (PartitionKey::from(partition_key_of(key)), Some(key)),
     };
     let plain = event.timestamp.is_none()
         && key_in_envelope.is_none()

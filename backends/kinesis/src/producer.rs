@@ -17,8 +17,9 @@
 //! it through a bounded channel and wait for their receipts, so a slow stream pushes back on
 //! senders instead of growing memory.
 
+mod queue;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -33,12 +34,16 @@ use tributary::backend::CloseGate;
 use tributary::{Error, Event, PartitionId, Position, Producer, Receipt, Result};
 
 use crate::config::{KinesisConfig, PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_COUNT};
-use crate::envelope;
+use crate::envelope::{self, PartitionKey};
 use crate::error::{record_error_retryable, timed};
 use crate::kpl::{Aggregator, UserRecord};
+use queue::{Entry, Queue};
 
 /// Records queued in one producer (sent or not) before senders wait.
 const MAX_QUEUED_RECORDS: usize = 20_000;
+/// Queue slots (records, and the settled ones behind a record backing off) before senders
+/// wait: a record that keeps failing holds the slots of the records sent after it.
+const MAX_QUEUE_SLOTS: usize = 8 * MAX_QUEUED_RECORDS;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// A refused record waits at most this long: the service's write quota is per second.
 const MAX_RECORD_BACKOFF: Duration = Duration::from_secs(1);
@@ -79,7 +84,7 @@ impl ProducerSettings {
 
 /// One record as the driver queues it.
 struct Prepared {
-    partition_key: Arc<str>,
+    partition_key: PartitionKey,
     data: Bytes,
 }
 
@@ -130,7 +135,7 @@ impl KinesisProducer {
             .with_backend("kinesis"));
         }
         Ok(Prepared {
-            partition_key: Arc::from(encoded.partition_key),
+            partition_key: encoded.partition_key,
             data: encoded.data,
         })
     }
@@ -217,18 +222,6 @@ fn random_seed() -> u64 {
     hasher.finish()
 }
 
-/// A record waiting in the driver's queue.
-struct Entry {
-    submit: u64,
-    index: usize,
-    partition_key: Arc<str>,
-    data: Bytes,
-    arrived: Instant,
-    attempts: u32,
-    not_before: Option<Instant>,
-    deadline: Instant,
-}
-
 struct SubmitState {
     receipts: Vec<Option<Receipt>>,
     missing: usize,
@@ -236,18 +229,27 @@ struct SubmitState {
 }
 
 /// What one `PutRecords` entry carries: one record, or several of one partition key
-/// aggregated.
+/// aggregated. The records stay in the queue (as sent); the unit names them.
 struct Unit {
-    partition_key: Arc<str>,
+    partition_key: PartitionKey,
     data: Bytes,
-    /// The queue entries it holds, in sub-sequence order.
-    entries: Vec<(u64, Entry)>,
+    /// The queue numbers of its records, in sub-sequence order: the first, and those
+    /// aggregated with it (none for a plain record, so no allocation).
+    first: u64,
+    more: Vec<u64>,
     aggregated: bool,
 }
 
-/// A unit being planned: the queue positions of its records, and their aggregate.
+impl Unit {
+    fn seqs(&self) -> impl Iterator<Item = u64> + use<'_> {
+        std::iter::once(self.first).chain(self.more.iter().copied())
+    }
+}
+
+/// A unit being planned: the queue numbers of its records, and their aggregate.
 struct Plan {
-    seqs: Vec<u64>,
+    first: u64,
+    more: Vec<u64>,
     aggregator: Option<Aggregator>,
     /// Bytes it counts against the call's limit (data and partition key).
     size: usize,
@@ -264,10 +266,10 @@ struct Driver {
     settings: ProducerSettings,
     receiver: mpsc::Receiver<Command>,
     /// Queued records by arrival order (a retried record keeps its place).
-    pending: BTreeMap<u64, Entry>,
+    queue: Queue,
     submits: BTreeMap<u64, SubmitState>,
     /// Partition keys with a record in flight.
-    busy: HashSet<Arc<str>>,
+    busy: HashSet<PartitionKey>,
     /// The `PutRecords` calls out, each its own task (so that encoding, signing and reading
     /// the answers of several calls use every worker thread, not only the driver's), and the
     /// units each carries. Dropping the driver aborts them.
@@ -279,7 +281,6 @@ struct Driver {
     flushes: Vec<(u64, oneshot::Sender<()>)>,
     /// The earliest end of a retry's backoff, when some record is backing off.
     next_retry: Option<Instant>,
-    next_entry: u64,
     next_submit: u64,
     /// Records accepted and not yet settled.
     queued: usize,
@@ -297,7 +298,7 @@ impl Driver {
             stream: stream.to_owned(),
             settings,
             receiver,
-            pending: BTreeMap::new(),
+            queue: Queue::new(),
             submits: BTreeMap::new(),
             busy: HashSet::new(),
             calls: JoinSet::new(),
@@ -305,7 +306,6 @@ impl Driver {
             partitions: HashMap::new(),
             flushes: Vec::new(),
             next_retry: None,
-            next_entry: 0,
             next_submit: 0,
             queued: 0,
         }
@@ -318,10 +318,10 @@ impl Driver {
             let flushing = !self.flushes.is_empty() || !open;
             // Linger only while calls are out: an idle producer sends at once, a busy one
             // lets records gather into fuller calls.
-            let oldest = self.pending.values().next().map(|e| e.arrived);
+            let oldest = self.queue.oldest_waiting().map(|e| e.arrived);
             let linger_over = self.calls.is_empty()
                 || flushing
-                || self.pending.len() >= PUT_RECORDS_MAX_COUNT
+                || self.queue.waiting() >= PUT_RECORDS_MAX_COUNT
                 || oldest.is_some_and(|t| now.duration_since(t) >= self.settings.linger);
             if linger_over && self.next_retry.is_none_or(|t| t <= now) {
                 self.next_retry = None;
@@ -332,7 +332,7 @@ impl Driver {
                 };
                 self.call(units);
             }
-            if !open && self.pending.is_empty() && self.calls.is_empty() {
+            if !open && self.queue.waiting() == 0 && self.calls.is_empty() {
                 self.settle_flushes();
                 return;
             }
@@ -343,7 +343,8 @@ impl Driver {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let accepting = open && self.queued < MAX_QUEUED_RECORDS;
+            let accepting =
+                open && self.queued < MAX_QUEUED_RECORDS && self.queue.len() < MAX_QUEUE_SLOTS;
             tokio::select! {
                 command = self.receiver.recv(), if accepting => match command {
                     Some(Command::Submit(submit)) => self.accept(submit),
@@ -368,20 +369,16 @@ impl Driver {
         let deadline = now + self.settings.send_timeout;
         let count = submit.records.len();
         for (index, record) in submit.records.into_iter().enumerate() {
-            self.pending.insert(
-                self.next_entry,
-                Entry {
-                    submit: id,
-                    index,
-                    partition_key: record.partition_key,
-                    data: record.data,
-                    arrived: now,
-                    attempts: 0,
-                    not_before: None,
-                    deadline,
-                },
-            );
-            self.next_entry += 1;
+            self.queue.push(Entry {
+                submit: id,
+                index,
+                partition_key: record.partition_key,
+                data: record.data,
+                arrived: now,
+                attempts: 0,
+                not_before: None,
+                deadline,
+            });
         }
         self.queued += count;
         self.submits.insert(
@@ -398,12 +395,12 @@ impl Driver {
     /// flight or backing off holds back every later record of that key, and a call carries at
     /// most one unit per key.
     fn next_call(&mut self, now: Instant) -> Option<Vec<Unit>> {
-        let mut blocked: HashSet<&str> = HashSet::new();
+        let mut blocked: HashSet<&[u8]> = HashSet::new();
         let mut plans: Vec<Plan> = Vec::new();
-        let mut open_plan: HashMap<&str, usize> = HashMap::new();
+        let mut open_plan: HashMap<&[u8], usize> = HashMap::new();
         let mut bytes = 0;
-        for (&seq, entry) in &self.pending {
-            let key: &str = &entry.partition_key;
+        for (seq, entry) in self.queue.iter_waiting() {
+            let key = entry.partition_key.as_bytes();
             if blocked.contains(key) || self.busy.contains(key) {
                 blocked.insert(key);
                 continue;
@@ -414,7 +411,7 @@ impl Driver {
                 continue;
             }
             let user = || UserRecord {
-                partition_key: key.to_owned(),
+                partition_key: entry.partition_key.to_string(),
                 explicit_hash_key: None,
                 data: entry.data.clone(),
             };
@@ -423,7 +420,7 @@ impl Driver {
                 let plan = &mut plans[i];
                 let aggregator = plan.aggregator.get_or_insert_with(|| {
                     let mut first = Aggregator::new();
-                    let head = &self.pending[&plan.seqs[0]];
+                    let head = self.queue.get(plan.first).expect("planned from the queue");
                     first.add(&UserRecord {
                         partition_key: head.partition_key.to_string(),
                         explicit_hash_key: None,
@@ -444,7 +441,7 @@ impl Driver {
                 aggregator.add(&user);
                 bytes = bytes - plan.size + size;
                 plan.size = size;
-                plan.seqs.push(seq);
+                plan.more.push(seq);
                 continue;
             }
             let size = key.len() + entry.data.len();
@@ -452,8 +449,12 @@ impl Driver {
                 break;
             }
             bytes += size;
+            if plans.is_empty() {
+                plans.reserve(self.queue.waiting().min(PUT_RECORDS_MAX_COUNT));
+            }
             plans.push(Plan {
-                seqs: vec![seq],
+                first: seq,
+                more: Vec::new(),
                 aggregator: None,
                 size,
                 closed: false,
@@ -473,29 +474,25 @@ impl Driver {
         let units = plans
             .into_iter()
             .map(|plan| {
-                let entries: Vec<(u64, Entry)> = plan
-                    .seqs
-                    .iter()
-                    .map(|seq| {
-                        (
-                            *seq,
-                            self.pending.remove(seq).expect("planned from the queue"),
-                        )
-                    })
-                    .collect();
-                let partition_key = entries[0].1.partition_key.clone();
-                self.busy.insert(partition_key.clone());
+                let head = self.queue.get(plan.first).expect("planned from the queue");
+                let partition_key = head.partition_key.clone();
                 // A lone record goes plain, readable by any client.
                 let (data, aggregated) = match plan.aggregator {
-                    Some(mut aggregator) if entries.len() > 1 => (aggregator.finish(), true),
-                    _ => (entries[0].1.data.clone(), false),
+                    Some(mut aggregator) if !plan.more.is_empty() => (aggregator.finish(), true),
+                    _ => (head.data.clone(), false),
                 };
-                Unit {
+                let unit = Unit {
                     partition_key,
                     data,
-                    entries,
+                    first: plan.first,
+                    more: plan.more,
                     aggregated,
+                };
+                for seq in unit.seqs() {
+                    self.queue.mark_sent(seq);
                 }
+                self.busy.insert(unit.partition_key.clone());
+                unit
             })
             .collect();
         Some(units)
@@ -507,7 +504,7 @@ impl Driver {
             .iter()
             .map(|u| {
                 PutRecordsRequestEntry::builder()
-                    .partition_key(u.partition_key.to_string())
+                    .partition_key(u.partition_key.as_str())
                     .data(Blob::new(u.data.to_vec()))
                     .build()
                     .expect("partition key and data are set")
@@ -605,7 +602,10 @@ impl Driver {
             }
         };
         self.busy.remove(&unit.partition_key);
-        for (sub, (_, entry)) in unit.entries.into_iter().enumerate() {
+        for (sub, seq) in unit.seqs().enumerate() {
+            let Some(entry) = self.queue.settle(seq) else {
+                continue;
+            };
             let position = if unit.aggregated {
                 Position::new(format!("{sequence}:{sub}"))
             } else {
@@ -631,21 +631,25 @@ impl Driver {
         now: Instant,
     ) {
         self.busy.remove(&unit.partition_key);
-        for (seq, mut entry) in unit.entries {
+        for seq in unit.seqs() {
+            let Some(entry) = self.queue.sent_mut(seq) else {
+                continue;
+            };
             entry.attempts += 1;
             let wait = backoff(entry.attempts, longest);
             if retryable && now + wait < entry.deadline {
                 let until = now + wait;
                 entry.not_before = Some(until);
                 self.next_retry = Some(self.next_retry.map_or(until, |t| t.min(until)));
-                self.pending.insert(seq, entry);
+                self.queue.requeue(seq);
                 continue;
             }
+            let attempts = entry.attempts;
+            let entry = self.queue.settle(seq).expect("present");
             let failure = if retryable {
                 Error::timeout(format!(
-                    "put records on stream `{}`: not stored after {} attempts within {:?} (option `send_timeout`); last error: {}",
+                    "put records on stream `{}`: not stored after {attempts} attempts within {:?} (option `send_timeout`); last error: {}",
                     self.stream,
-                    entry.attempts,
                     self.settings.send_timeout,
                     error.message()
                 ))
@@ -754,7 +758,7 @@ mod tests {
             records: records
                 .iter()
                 .map(|(key, size)| Prepared {
-                    partition_key: Arc::from(*key),
+                    partition_key: PartitionKey::from(*key),
                     data: Bytes::from(vec![b'x'; *size]),
                 })
                 .collect(),
@@ -765,7 +769,7 @@ mod tests {
     fn keys(units: &[Unit]) -> Vec<(String, usize)> {
         units
             .iter()
-            .map(|u| (u.partition_key.to_string(), u.entries.len()))
+            .map(|u| (u.partition_key.to_string(), u.seqs().count()))
             .collect()
     }
 
@@ -797,7 +801,8 @@ mod tests {
         let retry = d.next_call(later).unwrap();
         assert_eq!(keys(&retry), [("a".into(), 1)]);
         assert_eq!(
-            retry[0].entries[0].1.index, 0,
+            d.queue.get(retry[0].first).unwrap().index,
+            0,
             "the refused record goes first"
         );
     }
@@ -833,13 +838,13 @@ mod tests {
             "{}",
             hot.data.len()
         );
-        let indexes: Vec<usize> = hot.entries.iter().map(|(_, e)| e.index).collect();
+        let indexes: Vec<usize> = hot.seqs().map(|s| d.queue.get(s).unwrap().index).collect();
         assert!(indexes.windows(2).all(|w| w[0] < w[1]), "{indexes:?}");
         assert_eq!(
             units.iter().filter(|u| &*u.partition_key == "hot").count(),
             1
         );
         let users = crate::kpl::deaggregate(&hot.data).unwrap();
-        assert_eq!(users.len(), hot.entries.len());
+        assert_eq!(users.len(), hot.seqs().count());
     }
 }
