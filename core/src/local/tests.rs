@@ -1,0 +1,130 @@
+use super::*;
+
+#[test]
+fn murmur2_matches_kafka() {
+    // Vectors from Kafka's UtilsTest.testMurmur2.
+    let cases: &[(&[u8], i32)] = &[
+        (b"21", -973_932_308),
+        (b"foobar", -790_332_482),
+        (b"a-little-bit-long-string", -985_981_536),
+        (b"a-little-bit-longer-string", -1_486_304_829),
+        (
+            b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+            -58_897_971,
+        ),
+        (b"abc", 479_470_107),
+    ];
+    for (input, expected) in cases {
+        assert_eq!(
+            murmur2(input) as i32,
+            *expected,
+            "{:?}",
+            std::str::from_utf8(input)
+        );
+    }
+}
+
+#[test]
+fn url_options_are_validated() {
+    let bad = [
+        ("memory://?partitions=0", "partitions"),
+        ("memory://?partitions=x", "partitions"),
+        ("memory://?fsync=always", "file:// only"),
+        ("file:///tmp/x?fsync=sometimes", "fsync"),
+        (
+            "file:///tmp/x?fsync=never&fsync_interval=1s",
+            "fsync_interval",
+        ),
+        ("file://relative/dir", "three slashes"),
+        ("memory://?bogus=1", "unknown option `bogus`"),
+        ("memory://?max_event_bytes=lots", "max_event_bytes"),
+        ("memory:///path", "no path"),
+    ];
+    for (url, needle) in bad {
+        let err = LocalConfig::from_url(&Url::parse(url).unwrap()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{url}");
+        assert!(err.to_string().contains(needle), "{url}: {err}");
+    }
+    let ok =
+        LocalConfig::from_url(&Url::parse("file:///tmp/x?fsync_interval=50ms").unwrap()).unwrap();
+    assert_eq!(ok.fsync, FsyncPolicy::Interval(Duration::from_millis(50)));
+}
+
+/// Issue 17 (2): only a process that writes holds the writer lock; one that reads first
+/// and produces later becomes the writer then, and its consumer sees its own events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_lock_is_taken_by_the_first_write() {
+    use crate::ConsumerExt;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let first = crate::connect(&url).await.unwrap();
+    first
+        .create_stream("s", StreamSpec::with_partitions(2))
+        .await
+        .unwrap();
+    let reader = crate::connect(&url).await.unwrap();
+    reader.describe_stream("s").await.unwrap();
+    let consumer = reader
+        .consumer(
+            "s",
+            ConsumerOptions::new("g").start(crate::StartPosition::Earliest),
+        )
+        .await
+        .unwrap();
+    assert!(
+        consumer
+            .receive_timeout(Duration::from_millis(50))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let local = |b: &Arc<dyn Backend>| {
+        b.as_any()
+            .downcast_ref::<LocalBackend>()
+            .unwrap()
+            .is_writable()
+    };
+    assert!(!local(&first) && !local(&reader), "nobody has written yet");
+
+    // The reading process now writes: it takes the lock, its reader view becomes the log.
+    let producer = reader.producer("s").await.unwrap();
+    assert!(local(&reader));
+    producer
+        .send(Event::new("mine").with_key("k"))
+        .await
+        .unwrap();
+    let d = consumer
+        .receive_timeout(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("the process's own event");
+    assert_eq!(d.event.payload.as_ref(), b"mine");
+    d.ack();
+
+    // Another process can neither write nor create meanwhile, and says who writes.
+    let err = first.producer("s").await.err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(
+        err.is_retryable() && err.to_string().contains("another process"),
+        "{err}"
+    );
+    consumer.close().await.unwrap();
+    producer.close().await.unwrap();
+    reader.close().await.unwrap();
+    // The lock is free again once the writer closed.
+    first.producer("s").await.unwrap().close().await.unwrap();
+    first.close().await.unwrap();
+}
+
+#[test]
+fn stream_names() {
+    for good in ["orders", "a.b-c_d", "x1"] {
+        validate_stream_name(good).unwrap();
+    }
+    for bad in ["", ".", "..", "a/b", "a b", "é", &"x".repeat(250)] {
+        assert_eq!(
+            validate_stream_name(bad).unwrap_err().kind(),
+            ErrorKind::Config
+        );
+    }
+}
