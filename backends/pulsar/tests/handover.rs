@@ -61,6 +61,12 @@ async fn wait_for_handover(admin: &str, topic: &str, group: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acks_sent_just_after_a_handover_are_honoured() {
+    // RUST_LOG=tributary_pulsar=debug shows every active-member change, hold and drop.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_timer(tracing_subscriber::fmt::time::uptime())
+        .with_writer(std::io::stderr)
+        .try_init();
     let server = require_peer!(Peer::Pulsar);
     tributary_pulsar::register();
     // Longer than the default, so the acks below surely fall inside it on a loaded machine.
