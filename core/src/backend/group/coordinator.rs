@@ -116,7 +116,8 @@ impl Coordinator {
                 tokio::pin!(balancing);
                 // A renewal that fails leaves the lease due: try again no sooner than this.
                 let mut next_try = Instant::now();
-                // Closing does not wait for a hung round either.
+                // Closing does not wait for a hung round either. A lease the round claimed but
+                // had not started reading is left to lapse (nothing of it was delivered).
                 let mut phase = rt.phase.subscribe();
                 loop {
                     let due = lease_renewal_due(&rt).max(next_try);

@@ -810,8 +810,9 @@ async fn a_hung_partition_listing_does_not_let_leases_lapse() {
     let stream = SimStream::new(4);
     let store: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::new());
     let events = Arc::new(parking_lot::Mutex::new(Vec::new()));
-    let ttl = Duration::from_millis(400);
-    let engine = GroupEngine::new(store.clone(), fast_config(events.clone()));
+    let config = fast_config(events.clone());
+    let ttl = config.lease_ttl;
+    let engine = GroupEngine::new(store.clone(), config);
     let stall = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let source = StallingListing {
         inner: SimSource(stream.clone()),
