@@ -107,6 +107,13 @@ fn harness(namespace: &Arc<Namespace>, url: &str) -> Harness {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eventhubs_conformance() {
+    // RUST_LOG=tributary=debug shows, on the test's stderr, what the group engine owned and
+    // when each partition's reader opened: what a case that times out needs to be explained.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_timer(tracing_subscriber::fmt::time::uptime())
+        .with_writer(std::io::stderr)
+        .try_init();
     let azurite = require_peer!(Peer::Azurite);
     tributary_eventhubs::register();
     let data = tempfile::tempdir().expect("data directory");

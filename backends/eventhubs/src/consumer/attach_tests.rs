@@ -100,3 +100,84 @@ async fn readers_dropped_while_attaching_leave_the_connection_usable() {
     producer.close().await.expect("close producer");
     backend.close().await.expect("close backend");
 }
+
+/// Receivers of every partition of a fresh client attach at once, as a member that claims a
+/// whole hub does; each must read its events. In the conformance suite under load, about one
+/// run in five had an attach hang for good: the emulator sent its authorization's reply to the
+/// `$cbs` reply link that was going away instead of the one replacing it, and the SDK waited
+/// for it holding its CBS lock, so two claimed partitions stayed unread while their leases were
+/// renewed (fixed in the emulator, see its `REPLY_LINK_WAIT`). This keeps the whole path
+/// covered on every run; the emulator's own tests pin the race itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receivers_attaching_at_once_all_read() {
+    let eventhubs = require_peer!(Peer::EventHubs);
+    crate::register();
+    let backend = tributary::connect(eventhubs.url()).await.expect("connect");
+    let config = EventHubsConfig::from_url(&url::Url::parse(eventhubs.url()).unwrap()).unwrap();
+    let credential = crate::clients::token_credential(&config).unwrap();
+    let from = Checkpoint::Start(StartPosition::Earliest);
+    for round in 0..12 {
+        let hub = unique_name("attach-all");
+        let producer = backend.producer(&hub).await.expect("producer");
+        let partitions: Vec<PartitionId> = backend
+            .describe_stream(&hub)
+            .await
+            .expect("describe")
+            .partitions
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        let events: Vec<Event> = (0..40)
+            .map(|i| Event::new(format!("ev-{i}")).with_key(format!("k{i}")))
+            .collect();
+        producer.send_batch(events).await.expect("send");
+        let client = crate::clients::consumer(&config, &credential, &hub, "$Default")
+            .await
+            .expect("consumer client");
+        let source = Arc::new(EventHubsSource {
+            hub: hub.clone(),
+            group: "g".into(),
+            client: Arc::new(client),
+            prefetch: 300,
+            owner_level: Some(0),
+            timeout: Duration::from_secs(10),
+            book: OffsetBook::off(),
+            turns: Arc::default(),
+        });
+        let mut readers = Vec::new();
+        for partition in &partitions {
+            let source = source.clone();
+            let from = from.clone();
+            let partition = partition.clone();
+            readers.push(tokio::spawn(async move {
+                let mut reader = source.open(&partition, &from).await.expect("open");
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+                let mut read = 0usize;
+                // Every partition of 40 keyed events over 4 partitions gets some; read until
+                // quiet after the first.
+                loop {
+                    let batch = reader.read(1000).await.expect("read");
+                    if batch.records.is_empty() && read > 0 {
+                        return (partition, read, true);
+                    }
+                    read += batch.records.len();
+                    if tokio::time::Instant::now() > deadline {
+                        return (partition, read, false);
+                    }
+                }
+            }));
+        }
+        let mut total = 0;
+        for reader in readers {
+            let (partition, read, finished) = reader.await.expect("reader task");
+            assert!(
+                finished,
+                "round {round}: partition {partition} of `{hub}` read {read} events within 20 s (its receiver never attached?)"
+            );
+            total += read;
+        }
+        assert_eq!(total, 40, "round {round}: every event of `{hub}` read once");
+        producer.close().await.expect("close producer");
+    }
+    backend.close().await.expect("close backend");
+}

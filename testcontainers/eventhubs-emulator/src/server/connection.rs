@@ -74,10 +74,20 @@ impl SaslAcceptor for Sasl {
     }
 }
 
+/// How long a reply waits for its reply link. The Rust SDK attaches a new `$cbs` link pair,
+/// with the same reply address, for every authorization, and sends its request as soon as
+/// both attaches are answered; this server answers an attach before the task serving the link
+/// has registered it, so a request can arrive first. The service delivers the reply on the
+/// new link; dropping it instead left the client waiting forever, holding its CBS lock, so
+/// no other receiver of that connection could attach again.
+const REPLY_LINK_WAIT: Duration = Duration::from_secs(5);
+
 /// Per-connection state: reply links of `$cbs`/`$management` and the audiences CBS authorized.
 #[derive(Default)]
 pub(super) struct ConnState {
-    pub(super) reply_links: Mutex<HashMap<String, mpsc::Sender<AmqpMessage>>>,
+    reply_links: Mutex<HashMap<String, mpsc::Sender<AmqpMessage>>>,
+    /// Woken whenever a reply link registers, for replies that arrived before their link.
+    reply_link_registered: tokio::sync::Notify,
     grants: Mutex<Vec<(String, i64)>>,
 }
 
@@ -101,20 +111,49 @@ impl ConnState {
             .any(|(audience, expiry)| *expiry > now && covers(audience, address))
     }
 
-    pub(super) async fn reply(&self, reply_to: &str, message: AmqpMessage) {
-        let link = self
-            .reply_links
+    /// Makes `link` the reply link for `target` (replacing an older one with that target).
+    pub(super) fn register_reply_link(&self, target: &str, link: mpsc::Sender<AmqpMessage>) {
+        self.reply_links
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(reply_to)
-            .cloned();
-        match link {
-            Some(link) => {
-                if link.send(message).await.is_err() {
-                    tracing::debug!(reply_to, "reply link went away before the reply");
+            .insert(target.to_string(), link);
+        self.reply_link_registered.notify_waiters();
+    }
+
+    /// Forgets `link` as the reply link for `target`, unless a newer link replaced it already.
+    pub(super) fn unregister_reply_link(&self, target: &str, link: &mpsc::Sender<AmqpMessage>) {
+        let mut links = self.reply_links.lock().unwrap_or_else(|e| e.into_inner());
+        if links.get(target).is_some_and(|l| l.same_channel(link)) {
+            links.remove(target);
+        }
+    }
+
+    /// Sends a reply on the link attached with target `reply_to`, waiting up to
+    /// [`REPLY_LINK_WAIT`] for that link if it is not registered (or is going away) yet.
+    pub(super) async fn reply(&self, reply_to: &str, mut message: AmqpMessage) {
+        let deadline = tokio::time::Instant::now() + REPLY_LINK_WAIT;
+        loop {
+            // Created before the look-up, so a registration in between still wakes it.
+            let registered = self.reply_link_registered.notified();
+            let link = self
+                .reply_links
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(reply_to)
+                .cloned();
+            if let Some(link) = link {
+                match link.send(message).await {
+                    Ok(()) => return,
+                    Err(mpsc::error::SendError(returned)) => message = returned,
                 }
             }
-            None => tracing::warn!(reply_to, "no link attached with this target; reply dropped"),
+            if tokio::time::timeout_at(deadline, registered).await.is_err() {
+                tracing::warn!(
+                    reply_to,
+                    "no live link attached with this target within {REPLY_LINK_WAIT:?}; reply dropped"
+                );
+                return;
+            }
         }
     }
 }
@@ -230,4 +269,68 @@ async fn read_prefix(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
         first.extend_from_slice(&byte[..n]);
     }
     Ok(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fe2o3_amqp::types::messaging::{AmqpValue, Body, Message};
+    use fe2o3_amqp::types::primitives::Value;
+
+    fn reply(text: &str) -> AmqpMessage {
+        Message::builder()
+            .body(Body::Value(AmqpValue(Value::String(text.into()))))
+            .build()
+    }
+
+    /// The SDK sends its `$cbs` request as soon as its new reply link's attach is answered,
+    /// which can be before the task serving that link registered it; the reply must wait for
+    /// the link, not be dropped (the client would wait for it forever).
+    #[tokio::test]
+    async fn a_reply_waits_for_its_link_to_register() {
+        let conn = Arc::new(ConnState::default());
+        let (old, old_rx) = mpsc::channel(4);
+        conn.register_reply_link("rust_amqp_cbs", old.clone());
+        // The previous authorization's link went away...
+        conn.unregister_reply_link("rust_amqp_cbs", &old);
+        drop(old_rx);
+        // ...and the request of the next one is answered before its link registers.
+        let replying = tokio::spawn({
+            let conn = conn.clone();
+            async move { conn.reply("rust_amqp_cbs", reply("accepted")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (new, mut new_rx) = mpsc::channel(4);
+        conn.register_reply_link("rust_amqp_cbs", new);
+        let got = tokio::time::timeout(Duration::from_secs(2), new_rx.recv())
+            .await
+            .expect("the reply reaches the new link")
+            .expect("a reply");
+        assert!(
+            matches!(got.body, Body::Value(AmqpValue(Value::String(ref s))) if s == "accepted")
+        );
+        replying.await.expect("reply task");
+    }
+
+    /// A link that is still registered but whose task ended (its receiver dropped) does not
+    /// swallow the reply either.
+    #[tokio::test]
+    async fn a_reply_to_a_link_that_went_away_goes_to_its_replacement() {
+        let conn = Arc::new(ConnState::default());
+        let (old, old_rx) = mpsc::channel(4);
+        conn.register_reply_link("rust_amqp_cbs", old);
+        drop(old_rx);
+        let replying = tokio::spawn({
+            let conn = conn.clone();
+            async move { conn.reply("rust_amqp_cbs", reply("accepted")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (new, mut new_rx) = mpsc::channel(4);
+        conn.register_reply_link("rust_amqp_cbs", new);
+        let got = tokio::time::timeout(Duration::from_secs(2), new_rx.recv())
+            .await
+            .expect("the reply reaches the new link");
+        assert!(got.is_some());
+        replying.await.expect("reply task");
+    }
 }

@@ -31,10 +31,8 @@ pub(super) async fn reply_link(mut sender: Sender, source: &str, conn: Arc<ConnS
         .and_then(|t| t.address.clone())
         .unwrap_or_else(|| source.to_string());
     let (tx, mut rx) = mpsc::channel::<AmqpMessage>(16);
-    conn.reply_links
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(target.clone(), tx.clone());
+    conn.register_reply_link(&target, tx.clone());
+    tracing::debug!(link = sender.name(), %target, "reply link registered");
     loop {
         tokio::select! {
             message = rx.recv() => {
@@ -46,16 +44,25 @@ pub(super) async fn reply_link(mut sender: Sender, source: &str, conn: Arc<ConnS
                 }
             }
             _ = sender.on_detach() => {
+                // Replies from now on wait for the link that replaces this one.
+                conn.unregister_reply_link(&target, &tx);
+                tracing::debug!(link = sender.name(), %target, "reply link detached");
                 // Dropping the sender answers the detach; see NODE_DETACH_DELAY.
                 tokio::time::sleep(NODE_DETACH_DELAY).await;
                 break;
             }
         }
     }
-    let mut links = conn.reply_links.lock().unwrap_or_else(|e| e.into_inner());
-    // A newer link with the same target may have replaced this one already.
-    if links.get(&target).is_some_and(|l| l.same_channel(&tx)) {
-        links.remove(&target);
+    conn.unregister_reply_link(&target, &tx);
+    // A reply still queued here cannot go to the link that replaces this one: the client
+    // takes the next message on its reply link as its answer, whatever its correlation id.
+    rx.close();
+    let mut dropped = 0;
+    while rx.try_recv().is_ok() {
+        dropped += 1;
+    }
+    if dropped > 0 {
+        tracing::debug!(%target, dropped, "replies queued on a detached reply link dropped");
     }
 }
 
