@@ -162,11 +162,7 @@ impl Coordinator {
             match self.rt.store.checkpoint(&lease, &checkpoint).await {
                 Ok(Some(lease)) => {
                     let mut state = self.rt.state.lock();
-                    if let Some(p) = state
-                        .parts
-                        .get_mut(&id)
-                        .filter(|p| p.generation == generation)
-                    {
+                    if let Some(p) = state.part_mut(&id, generation) {
                         p.lease = lease;
                         p.saved = Some(position);
                     }

@@ -129,6 +129,21 @@ pub(super) struct State {
     pub(super) closed: bool,
 }
 
+impl State {
+    /// `id` if it is still owned under `generation`: work begun under one ownership of a
+    /// partition (a read, a store call, a delivery) must not touch a later one.
+    pub(super) fn part(&self, id: &PartitionId, generation: u64) -> Option<&Part> {
+        self.parts.get(id).filter(|p| p.generation == generation)
+    }
+
+    /// [`State::part`], to change.
+    pub(super) fn part_mut(&mut self, id: &PartitionId, generation: u64) -> Option<&mut Part> {
+        self.parts
+            .get_mut(id)
+            .filter(|p| p.generation == generation)
+    }
+}
+
 pub(super) struct Runtime {
     pub(super) stream: String,
     pub(super) group: String,

@@ -50,11 +50,7 @@ pub(super) async fn renew_leases(rt: &Runtime) {
         match rt.store.renew(&lease, ttl).await {
             Ok(Some(renewed)) => {
                 let mut state = rt.state.lock();
-                if let Some(p) = state
-                    .parts
-                    .get_mut(&id)
-                    .filter(|p| p.generation == generation)
-                {
+                if let Some(p) = state.part_mut(&id, generation) {
                     p.lease = renewed;
                 }
             }

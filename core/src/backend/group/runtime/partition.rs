@@ -127,11 +127,7 @@ async fn read_loop(
             {
                 let Some(rt) = runtime.upgrade() else { return };
                 let state = rt.state.lock();
-                let Some(part) = state
-                    .parts
-                    .get(&partition)
-                    .filter(|p| p.generation == generation)
-                else {
+                let Some(part) = state.part(&partition, generation) else {
                     return;
                 };
                 // Refill from half empty, in one read, rather than topping up a few events at a
@@ -152,11 +148,7 @@ async fn read_loop(
                 backoff = Duration::from_millis(100);
                 let wake = {
                     let mut state = rt.state.lock();
-                    let Some(part) = state
-                        .parts
-                        .get_mut(&partition)
-                        .filter(|p| p.generation == generation)
-                    else {
+                    let Some(part) = state.part_mut(&partition, generation) else {
                         return;
                     };
                     // Members only wait on an empty buffer; a refill of a non-empty one needs
@@ -188,11 +180,7 @@ async fn read_loop(
                     error = %e, retry_in = ?backoff, "reading a partition failed; will retry");
                 if !e.is_retryable() {
                     let mut state = rt.state.lock();
-                    if let Some(part) = state
-                        .parts
-                        .get_mut(&partition)
-                        .filter(|p| p.generation == generation)
-                    {
+                    if let Some(part) = state.part_mut(&partition, generation) {
                         part.error = Some((e.kind(), e.message().to_owned()));
                     }
                     drop(state);
