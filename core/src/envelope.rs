@@ -16,7 +16,8 @@
 //! its value limit, there are at most as many as the backend allows ([`AttributeRules`]), and
 //! the [`ORDER`] list fits a value. Otherwise (binary values, repeated names, …) the header
 //! block is: `u32 count`, then per header `u32 name length`, name, `u32 value length`, value
-//! (big-endian lengths), then the payload.
+//! (big-endian lengths), then the payload. [`ByteReader`] reads it, and any other big-endian
+//! layout a backend puts in a body (Kinesis's envelope).
 //!
 //! Only tributary sets [`ENVELOPE`], so a message from any other client reads as a plain event:
 //! its attributes become headers, in name order. [`TIMESTAMP`] is the attribute backends use
@@ -36,6 +37,10 @@
 //! assert_eq!(decoded.headers, headers);
 //! assert_eq!(decoded.payload.as_ref(), b"payload");
 //! ```
+
+mod reader;
+
+pub use reader::{ByteReader, Truncated};
 
 use std::collections::{HashMap, HashSet};
 
@@ -264,40 +269,19 @@ fn append_sorted(headers: &mut Headers, attributes: impl IntoIterator<Item = (St
 }
 
 fn read_block(data: &Bytes) -> Result<(Headers, Bytes), String> {
-    struct Reader<'a> {
-        data: &'a Bytes,
-        at: usize,
-    }
-    impl Reader<'_> {
-        fn take(&mut self, n: usize) -> Result<Bytes, String> {
-            let end = self
-                .at
-                .checked_add(n)
-                .filter(|&e| e <= self.data.len())
-                .ok_or("truncated")?;
-            let out = self.data.slice(self.at..end);
-            self.at = end;
-            Ok(out)
-        }
-        fn length(&mut self) -> Result<usize, String> {
-            let b = self.take(4)?;
-            Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        }
-    }
-    let mut reader = Reader { data, at: 0 };
-    let count = reader.length()?;
+    let mut reader = ByteReader::new(data);
+    let count = reader.u32()?;
     let mut headers = Headers::new();
     for _ in 0..count {
-        let name_len = reader.length()?;
+        let name_len = reader.u32()? as usize;
         let name = reader.take(name_len)?;
         let name = std::str::from_utf8(&name)
             .map_err(|_| "header name is not UTF-8")?
             .to_owned();
-        let value_len = reader.length()?;
+        let value_len = reader.u32()? as usize;
         headers.append(name, reader.take(value_len)?);
     }
-    let payload = data.slice(reader.at..);
-    Ok((headers, payload))
+    Ok((headers, reader.rest()))
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use md5::{Digest, Md5};
-use tributary::envelope::{AttributeRules, ENVELOPE, decode_headers, encode_headers};
+use tributary::envelope::{AttributeRules, ByteReader, ENVELOPE, decode_headers, encode_headers};
 use tributary::{Event, Headers, Timestamp};
 
 /// The first bytes of an enveloped record.
@@ -263,10 +263,7 @@ pub fn decode(
 }
 
 fn unwrap(partition_key: &str, data: &Bytes, arrival: Option<Timestamp>) -> Result<Event, String> {
-    let mut reader = Reader {
-        data,
-        at: MAGIC.len(),
-    };
+    let mut reader = ByteReader::starting_at(data, MAGIC.len());
     let head = reader.take(2)?;
     let (version, flags) = (head[0], head[1]);
     if version != VERSION {
@@ -278,23 +275,19 @@ fn unwrap(partition_key: &str, data: &Bytes, arrival: Option<Timestamp>) -> Resu
         return Err(format!("unknown flags {flags:#04x}"));
     }
     let timestamp = if flags & HAS_TIMESTAMP != 0 {
-        let raw = reader.take(8)?;
-        Some(Timestamp::from_millis(i64::from_be_bytes(
-            raw[..].try_into().expect("8 bytes"),
-        )))
+        Some(Timestamp::from_millis(reader.i64()?))
     } else {
         arrival
     };
     let key = if flags & HAS_KEY != 0 {
-        let len = reader.take(4)?;
-        let len = u32::from_be_bytes(len[..].try_into().expect("4 bytes")) as usize;
+        let len = reader.u32()? as usize;
         Some(reader.take(len)?)
     } else if is_spread_key(partition_key) {
         None
     } else {
         Some(Bytes::copy_from_slice(partition_key.as_bytes()))
     };
-    let rest = data.slice(reader.at..);
+    let rest = reader.rest();
     let (headers, payload) = if flags & HAS_HEADERS != 0 {
         let attributes = [(ENVELOPE.to_owned(), "1".to_owned())]
             .into_iter()
@@ -310,24 +303,6 @@ fn unwrap(partition_key: &str, data: &Bytes, arrival: Option<Timestamp>) -> Resu
         headers,
         timestamp,
     })
-}
-
-struct Reader<'a> {
-    data: &'a Bytes,
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<Bytes, String> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|&end| end <= self.data.len())
-            .ok_or_else(|| format!("truncated at byte {}", self.at))?;
-        let out = self.data.slice(self.at..end);
-        self.at = end;
-        Ok(out)
-    }
 }
 
 #[cfg(test)]

@@ -34,12 +34,18 @@
 //! write) right before writing the checkpoint and writes nothing when that fails; the
 //! remaining window, between the two writes, is the same as in Microsoft's SDKs.
 
+// `client.rs` (with `client/`): the few signed REST calls; `store.rs`: the layout above over
+// them; `leases.rs`: the store as a `CheckpointStore`; `config.rs`: the public configuration
+// and connection strings; `offsets.rs`: the offsets that ride along with checkpoints.
 pub(crate) mod client;
+mod config;
 mod leases;
+mod offsets;
 mod store;
 
-pub use store::{BlobCheckpointStore, BlobStoreConfig, StorageAuth};
-pub(crate) use store::{OffsetBook, PartitionOffsets};
+pub use config::{BlobStoreConfig, StorageAuth};
+pub(crate) use offsets::{OffsetBook, PartitionOffsets};
+pub use store::BlobCheckpointStore;
 
 #[cfg(test)]
 mod azurite_tests;

@@ -2,19 +2,23 @@
 //!
 //! Everything here runs under one short lock (`state`); store calls never do (they belong to
 //! the coordinator task, `coordinator.rs`), and reads run in one task per owned partition.
+//!
+//! This file holds the runtime's state and its life (start, members joining and leaving,
+//! stopping); the two paths that touch that state most have modules of their own:
+//! - `delivery.rs`: taking deliveries for a member and settling their acks and nacks;
+//! - `partition.rs`: an owned partition taken on and dropped, and its reader task.
+
+mod delivery;
+mod partition;
 
 use super::coordinator::{self, Request};
-use super::{GroupConfig, GroupEvent, PartitionReader, PartitionSource, SourceRecord};
+use super::{GroupConfig, GroupEvent, PartitionSource, SourceRecord};
 use crate::backend::checkpoint::{CheckpointStore, Lease};
-use crate::{
-    AckHandle, AckTracker, Acknowledge, Delivery, Error, ErrorKind, Outcome, PartitionId, Position,
-    Result, StartPosition, Ticket,
-};
+use crate::{AckTracker, Error, ErrorKind, PartitionId, Position, Result, StartPosition, Ticket};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -125,6 +129,21 @@ pub(super) struct State {
     pub(super) closed: bool,
 }
 
+impl State {
+    /// `id` if it is still owned under `generation`: work begun under one ownership of a
+    /// partition (a read, a store call, a delivery) must not touch a later one.
+    pub(super) fn part(&self, id: &PartitionId, generation: u64) -> Option<&Part> {
+        self.parts.get(id).filter(|p| p.generation == generation)
+    }
+
+    /// [`State::part`], to change.
+    pub(super) fn part_mut(&mut self, id: &PartitionId, generation: u64) -> Option<&mut Part> {
+        self.parts
+            .get_mut(id)
+            .filter(|p| p.generation == generation)
+    }
+}
+
 pub(super) struct Runtime {
     pub(super) stream: String,
     pub(super) group: String,
@@ -195,6 +214,18 @@ impl Runtime {
 
     pub(super) fn is_stopped(&self) -> bool {
         matches!(*self.phase.borrow(), Phase::Stopped)
+    }
+
+    /// Moves a starting or running runtime to `Stopping` (the coordinator then commits and
+    /// releases); a runtime already stopping, stopped or failed stays as it is.
+    pub(super) fn begin_stopping(&self) {
+        self.phase.send_if_modified(|p| {
+            let running = matches!(p, Phase::Starting | Phase::Running);
+            if running {
+                *p = Phase::Stopping;
+            }
+            running
+        });
     }
 
     /// Spawns the coordinator, which runs the first balance round.
@@ -299,13 +330,7 @@ impl Runtime {
         let last = state.members.is_empty();
         drop(state);
         if last {
-            self.phase.send_if_modified(|p| {
-                let running = matches!(p, Phase::Starting | Phase::Running);
-                if running {
-                    *p = Phase::Stopping;
-                }
-                running
-            });
+            self.begin_stopping();
         }
         self.membership_changed.store(true, Ordering::Release);
         self.notify_members();
@@ -320,13 +345,7 @@ impl Runtime {
             state.members.clear();
             state.slots.clear();
         }
-        self.phase.send_if_modified(|p| {
-            let running = matches!(p, Phase::Starting | Phase::Running);
-            if running {
-                *p = Phase::Stopping;
-            }
-            running
-        });
+        self.begin_stopping();
         self.notify_members();
         self.wake.notify_one();
         self.stopped().await;
@@ -346,313 +365,6 @@ impl Runtime {
             part.member = Some(members[i % members.len()]);
             i += 1;
         }
-    }
-
-    /// Takes up to `max` deliveries for `member` into `out`: redeliveries first, then buffered
-    /// events, from the member's partitions starting at `rotate`. An error (the group's fatal
-    /// one, or a read error not yet reported) is returned only when nothing was taken.
-    pub(super) fn take(
-        self: &Arc<Self>,
-        member: u64,
-        max: usize,
-        rotate: usize,
-        out: &mut Vec<Delivery>,
-    ) -> Result<()> {
-        let mut guard = self.state.lock();
-        let state = &mut *guard;
-        if state.closed {
-            return Err(Error::closed(format!(
-                "the backend of group `{}` was closed",
-                self.group
-            )));
-        }
-        if let Some((kind, message)) = &state.fatal {
-            return Err(Error::new(*kind, message.clone()));
-        }
-        let Some(&(in_flight, limit)) = state.slots.get(&member) else {
-            return Err(Error::closed("consumer was closed"));
-        };
-        let mut budget = max.min(limit.saturating_sub(in_flight));
-        if budget == 0 {
-            return Ok(());
-        }
-        let taken_before = out.len();
-        let owned = |p: &Part| p.member == Some(member) && p.draining_since.is_none();
-        let count = state.parts.values().filter(|p| owned(p)).count();
-        if count == 0 {
-            return Ok(());
-        }
-        // Start at a different partition on each call, so one busy partition cannot starve the
-        // member's others.
-        let skip = rotate % count;
-        let mut order: Vec<PartitionId> = state
-            .parts
-            .iter()
-            .filter(|(_, p)| owned(p))
-            .map(|(id, _)| id.clone())
-            .collect();
-        order.rotate_left(skip);
-        // Redeliveries first: they hold the commit back, and order asks that they go out
-        // before anything later of their partition.
-        if state.parts.values().any(|p| !p.redeliver.is_empty()) {
-            for id in &order {
-                let part = state.parts.get_mut(id).expect("listed");
-                while budget > 0 {
-                    let Some((ticket, pending)) = part.redeliver.pop_first() else {
-                        break;
-                    };
-                    out.push(self.hand_out(
-                        &mut state.next_delivery,
-                        id,
-                        part,
-                        ticket,
-                        pending.record,
-                        pending.attempt + 1,
-                        member,
-                    ));
-                    budget -= 1;
-                }
-            }
-        }
-        for id in &order {
-            if budget == 0 {
-                break;
-            }
-            let part = state.parts.get_mut(id).expect("listed");
-            // A partition with redeliveries pending (a nack arrived meanwhile) delivers nothing
-            // newer until they are out.
-            if !part.redeliver.is_empty() {
-                continue;
-            }
-            let before = part.buffer.len();
-            while budget > 0 && part.tracker.window() < self.config.max_window {
-                let Some(record) = part.buffer.pop_front() else {
-                    break;
-                };
-                let ticket = part.tracker.track(record.position.clone());
-                out.push(self.hand_out(
-                    &mut state.next_delivery,
-                    id,
-                    part,
-                    ticket,
-                    record,
-                    1,
-                    member,
-                ));
-                budget -= 1;
-            }
-            let low_water = self.config.prefetch / 2;
-            if before > low_water && part.buffer.len() <= low_water {
-                part.space.notify_one();
-            }
-        }
-        let taken = out.len() - taken_before;
-        if let Some(slot) = state.slots.get_mut(&member) {
-            slot.0 += taken;
-        }
-        if taken == 0 {
-            for id in &order {
-                if let Some((kind, message)) = state.parts.get_mut(id).and_then(|p| p.error.take())
-                {
-                    return Err(Error::new(kind, message));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn hand_out(
-        self: &Arc<Self>,
-        next_delivery: &mut u64,
-        id: &PartitionId,
-        part: &mut Part,
-        ticket: Ticket,
-        record: SourceRecord,
-        attempt: u32,
-        member: u64,
-    ) -> Delivery {
-        *next_delivery += 1;
-        let delivery_id = *next_delivery;
-        #[cfg(test)]
-        self.emit(GroupEvent::Delivered {
-            partition: id.clone(),
-            owner: self.owner.clone(),
-            position: record.position.clone(),
-        });
-        let delivery = Delivery {
-            event: record.event.clone(),
-            partition: Some(id.clone()),
-            position: Some(record.position.clone()),
-            attempt: Some(attempt),
-            handle: AckHandle::new(Box::new(EngineAck {
-                runtime: self.clone(),
-                partition: id.clone(),
-                generation: part.generation,
-                ticket,
-                delivery_id,
-            })),
-        };
-        part.inflight.insert(
-            ticket,
-            Inflight {
-                record,
-                attempt,
-                member,
-                delivery_id,
-            },
-        );
-        delivery
-    }
-
-    fn settle(
-        &self,
-        partition: &PartitionId,
-        generation: u64,
-        ticket: Ticket,
-        delivery_id: u64,
-        outcome: Outcome,
-    ) {
-        let mut guard = self.state.lock();
-        let state = &mut *guard;
-        let Some(part) = state
-            .parts
-            .get_mut(partition)
-            .filter(|p| p.generation == generation)
-        else {
-            return;
-        };
-        // A stale handle (the delivery went back to the group when its member left) settles
-        // nothing.
-        if part
-            .inflight
-            .get(&ticket)
-            .is_none_or(|i| i.delivery_id != delivery_id)
-        {
-            return;
-        }
-        let inflight = part.inflight.remove(&ticket).expect("checked");
-        let mut wake_members = false;
-        if let Some((count, limit)) = state.slots.get_mut(&inflight.member) {
-            wake_members = *count >= *limit;
-            *count = count.saturating_sub(1);
-        }
-        match outcome {
-            Outcome::Ack => {
-                let full = part.tracker.window() >= self.config.max_window;
-                // A reader paused on a full window goes on once the window has room.
-                if part.tracker.ack(ticket).is_some()
-                    && full
-                    && part.tracker.window() < self.config.max_window
-                {
-                    part.space.notify_one();
-                    wake_members = true;
-                }
-                if (part.reader_ended || part.draining_since.is_some()) && part.inflight.is_empty()
-                {
-                    self.wake.notify_one();
-                }
-            }
-            Outcome::Nack => {
-                part.redeliver.insert(
-                    ticket,
-                    Pending {
-                        record: inflight.record,
-                        attempt: inflight.attempt,
-                    },
-                );
-                wake_members = true;
-            }
-        }
-        drop(guard);
-        if wake_members {
-            self.notify_members();
-        }
-    }
-
-    /// Starts delivering `partition` from a reader: called by the coordinator once it holds the
-    /// lease.
-    pub(super) fn add_part(
-        self: &Arc<Self>,
-        partition: PartitionId,
-        lease: Lease,
-        from: crate::backend::checkpoint::Checkpoint,
-        reader: Box<dyn PartitionReader>,
-    ) {
-        let committed = match &from {
-            crate::backend::checkpoint::Checkpoint::Processed(p) => Some(p.clone()),
-            _ => None,
-        };
-        let space = Arc::new(Notify::new());
-        let behind = Arc::new(AtomicU64::new(u64::MAX));
-        let mut state = self.state.lock();
-        state.next_generation += 1;
-        let generation = state.next_generation;
-        let handle = tokio::spawn(read_loop(
-            Arc::downgrade(self),
-            partition.clone(),
-            generation,
-            reader,
-            space.clone(),
-            behind.clone(),
-        ))
-        .abort_handle();
-        state.parts.insert(
-            partition.clone(),
-            Part {
-                lease,
-                generation,
-                member: None,
-                buffer: VecDeque::new(),
-                redeliver: BTreeMap::new(),
-                inflight: HashMap::default(),
-                tracker: AckTracker::starting_at(committed.clone()),
-                saved: committed,
-                reader_ended: false,
-                draining_since: None,
-                space,
-                reader: Some(handle),
-                behind,
-                error: None,
-            },
-        );
-        Self::assign(&mut state);
-        // Under the lock, so no delivery of the partition is observed before its acquisition.
-        self.emit(GroupEvent::Acquired {
-            partition,
-            owner: self.owner.clone(),
-            from,
-        });
-        drop(state);
-        self.notify_members();
-    }
-
-    /// Stops delivering `partition` and forgets it: its reader stops, its buffered events are
-    /// dropped, and its unsettled deliveries no longer count against their members.
-    /// `event` (Lost, Released, Ended) is emitted under the lock, so no delivery of the
-    /// partition is observed after it.
-    pub(super) fn remove_part(
-        &self,
-        partition: &PartitionId,
-        event: Option<GroupEvent>,
-    ) -> Option<Part> {
-        let mut state = self.state.lock();
-        let mut part = state.parts.remove(partition)?;
-        if let Some(event) = event {
-            self.emit(event);
-        }
-        if let Some(reader) = part.reader.take() {
-            reader.abort();
-        }
-        for inflight in part.inflight.values() {
-            if let Some((count, _)) = state.slots.get_mut(&inflight.member) {
-                *count = count.saturating_sub(1);
-            }
-        }
-        Self::assign(&mut state);
-        drop(state);
-        self.notify_members();
-        Some(part)
     }
 
     /// Asks the coordinator to write every acked position now.
@@ -679,134 +391,5 @@ impl Runtime {
         }
         let owns_nothing = !state.parts.values().any(|p| p.member == Some(member));
         (known || owns_nothing).then_some(total)
-    }
-}
-
-/// A delivery's handle back into the runtime.
-struct EngineAck {
-    runtime: Arc<Runtime>,
-    partition: PartitionId,
-    generation: u64,
-    ticket: Ticket,
-    delivery_id: u64,
-}
-
-impl Acknowledge for EngineAck {
-    fn settle(self: Box<Self>, outcome: Outcome) {
-        self.runtime.settle(
-            &self.partition,
-            self.generation,
-            self.ticket,
-            self.delivery_id,
-            outcome,
-        );
-    }
-}
-
-/// Errors after which reading the partition again cannot help: the group stops with them.
-fn is_fatal(kind: ErrorKind) -> bool {
-    matches!(kind, ErrorKind::NotFound | ErrorKind::Closed)
-}
-
-/// Fills one partition's buffer from its reader while the runtime owns it.
-async fn read_loop(
-    runtime: Weak<Runtime>,
-    partition: PartitionId,
-    generation: u64,
-    mut reader: Box<dyn PartitionReader>,
-    space: Arc<Notify>,
-    behind: Arc<AtomicU64>,
-) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let room = loop {
-            let notified = space.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let Some(rt) = runtime.upgrade() else { return };
-                let state = rt.state.lock();
-                let Some(part) = state
-                    .parts
-                    .get(&partition)
-                    .filter(|p| p.generation == generation)
-                else {
-                    return;
-                };
-                // Refill from half empty, in one read, rather than topping up a few events at a
-                // time.
-                if part.buffer.len() <= rt.config.prefetch / 2
-                    && part.tracker.window() < rt.config.max_window
-                {
-                    break rt.config.prefetch - part.buffer.len();
-                }
-            }
-            notified.await;
-        };
-        let read = reader.read(room).await;
-        behind.store(reader.behind().unwrap_or(u64::MAX), Ordering::Relaxed);
-        let Some(rt) = runtime.upgrade() else { return };
-        match read {
-            Ok(batch) => {
-                backoff = Duration::from_millis(100);
-                let wake = {
-                    let mut state = rt.state.lock();
-                    let Some(part) = state
-                        .parts
-                        .get_mut(&partition)
-                        .filter(|p| p.generation == generation)
-                    else {
-                        return;
-                    };
-                    // Members only wait on an empty buffer; a refill of a non-empty one needs
-                    // no wake-up.
-                    let was_empty = part.buffer.is_empty();
-                    part.buffer.extend(batch.records);
-                    part.reader_ended |= batch.ended;
-                    was_empty && !part.buffer.is_empty()
-                };
-                if wake {
-                    rt.notify_members();
-                }
-                if batch.ended {
-                    rt.wake.notify_one();
-                    return;
-                }
-            }
-            Err(e) if is_fatal(e.kind()) => {
-                rt.state.lock().fatal = Some((e.kind(), e.message().to_owned()));
-                // Members get the error from now on; the leases go back, and a consumer that
-                // joins later (say, of a stream created again) starts a fresh runtime.
-                rt.phase.send_if_modified(|p| {
-                    let running = matches!(p, Phase::Starting | Phase::Running);
-                    if running {
-                        *p = Phase::Stopping;
-                    }
-                    running
-                });
-                rt.notify_members();
-                rt.wake.notify_one();
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(stream = %rt.stream, group = %rt.group, partition = %partition,
-                    error = %e, retry_in = ?backoff, "reading a partition failed; will retry");
-                if !e.is_retryable() {
-                    let mut state = rt.state.lock();
-                    if let Some(part) = state
-                        .parts
-                        .get_mut(&partition)
-                        .filter(|p| p.generation == generation)
-                    {
-                        part.error = Some((e.kind(), e.message().to_owned()));
-                    }
-                    drop(state);
-                    rt.notify_members();
-                }
-                drop(rt);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-        }
     }
 }

@@ -1,0 +1,259 @@
+//! Handing events to members and taking their acks back.
+//!
+//! The hot path of a group: every `receive` takes deliveries here and every ack or nack settles
+//! here, under the runtime's one lock. Kept apart from membership and partition ownership
+//! because its rules are its own: redeliveries go out before anything newer of their
+//! partition, a member's in-flight limit and a partition's commit window bound what is taken,
+//! and a handle from an earlier ownership or an earlier member settles into nothing.
+
+use super::{Inflight, Part, Pending, Runtime};
+#[cfg(test)]
+use crate::backend::group::GroupEvent;
+use crate::backend::group::SourceRecord;
+use crate::{AckHandle, Acknowledge, Delivery, Error, Outcome, PartitionId, Result, Ticket};
+use std::sync::Arc;
+
+impl Runtime {
+    /// Takes up to `max` deliveries for `member` into `out`: redeliveries first, then buffered
+    /// events, from the member's partitions starting at `rotate`. An error (the group's fatal
+    /// one, or a read error not yet reported) is returned only when nothing was taken.
+    pub(in crate::backend::group) fn take(
+        self: &Arc<Self>,
+        member: u64,
+        max: usize,
+        rotate: usize,
+        out: &mut Vec<Delivery>,
+    ) -> Result<()> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        if state.closed {
+            return Err(Error::closed(format!(
+                "the backend of group `{}` was closed",
+                self.group
+            )));
+        }
+        if let Some((kind, message)) = &state.fatal {
+            return Err(Error::new(*kind, message.clone()));
+        }
+        let Some(&(in_flight, limit)) = state.slots.get(&member) else {
+            return Err(Error::closed("consumer was closed"));
+        };
+        let mut budget = max.min(limit.saturating_sub(in_flight));
+        if budget == 0 {
+            return Ok(());
+        }
+        let taken_before = out.len();
+        let owned = |p: &Part| p.member == Some(member) && p.draining_since.is_none();
+        let count = state.parts.values().filter(|p| owned(p)).count();
+        if count == 0 {
+            return Ok(());
+        }
+        // Start at a different partition on each call, so one busy partition cannot starve the
+        // member's others.
+        let skip = rotate % count;
+        let mut order: Vec<PartitionId> = state
+            .parts
+            .iter()
+            .filter(|(_, p)| owned(p))
+            .map(|(id, _)| id.clone())
+            .collect();
+        order.rotate_left(skip);
+        // Redeliveries first: they hold the commit back, and order asks that they go out
+        // before anything later of their partition.
+        if state.parts.values().any(|p| !p.redeliver.is_empty()) {
+            for id in &order {
+                let part = state.parts.get_mut(id).expect("listed");
+                while budget > 0 {
+                    let Some((ticket, pending)) = part.redeliver.pop_first() else {
+                        break;
+                    };
+                    out.push(self.hand_out(
+                        &mut state.next_delivery,
+                        id,
+                        part,
+                        ticket,
+                        pending.record,
+                        pending.attempt + 1,
+                        member,
+                    ));
+                    budget -= 1;
+                }
+            }
+        }
+        for id in &order {
+            if budget == 0 {
+                break;
+            }
+            let part = state.parts.get_mut(id).expect("listed");
+            // A partition with redeliveries pending (a nack arrived meanwhile) delivers nothing
+            // newer until they are out.
+            if !part.redeliver.is_empty() {
+                continue;
+            }
+            let before = part.buffer.len();
+            while budget > 0 && part.tracker.window() < self.config.max_window {
+                let Some(record) = part.buffer.pop_front() else {
+                    break;
+                };
+                let ticket = part.tracker.track(record.position.clone());
+                out.push(self.hand_out(
+                    &mut state.next_delivery,
+                    id,
+                    part,
+                    ticket,
+                    record,
+                    1,
+                    member,
+                ));
+                budget -= 1;
+            }
+            let low_water = self.config.prefetch / 2;
+            if before > low_water && part.buffer.len() <= low_water {
+                part.space.notify_one();
+            }
+        }
+        let taken = out.len() - taken_before;
+        if let Some(slot) = state.slots.get_mut(&member) {
+            slot.0 += taken;
+        }
+        if taken == 0 {
+            for id in &order {
+                if let Some((kind, message)) = state.parts.get_mut(id).and_then(|p| p.error.take())
+                {
+                    return Err(Error::new(kind, message));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn hand_out(
+        self: &Arc<Self>,
+        next_delivery: &mut u64,
+        id: &PartitionId,
+        part: &mut Part,
+        ticket: Ticket,
+        record: SourceRecord,
+        attempt: u32,
+        member: u64,
+    ) -> Delivery {
+        *next_delivery += 1;
+        let delivery_id = *next_delivery;
+        #[cfg(test)]
+        self.emit(GroupEvent::Delivered {
+            partition: id.clone(),
+            owner: self.owner.clone(),
+            position: record.position.clone(),
+        });
+        let delivery = Delivery {
+            event: record.event.clone(),
+            partition: Some(id.clone()),
+            position: Some(record.position.clone()),
+            attempt: Some(attempt),
+            handle: AckHandle::new(Box::new(EngineAck {
+                runtime: self.clone(),
+                partition: id.clone(),
+                generation: part.generation,
+                ticket,
+                delivery_id,
+            })),
+        };
+        part.inflight.insert(
+            ticket,
+            Inflight {
+                record,
+                attempt,
+                member,
+                delivery_id,
+            },
+        );
+        delivery
+    }
+
+    fn settle(
+        &self,
+        partition: &PartitionId,
+        generation: u64,
+        ticket: Ticket,
+        delivery_id: u64,
+        outcome: Outcome,
+    ) {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        let Some(part) = state
+            .parts
+            .get_mut(partition)
+            .filter(|p| p.generation == generation)
+        else {
+            return;
+        };
+        // A stale handle (the delivery went back to the group when its member left) settles
+        // nothing.
+        if part
+            .inflight
+            .get(&ticket)
+            .is_none_or(|i| i.delivery_id != delivery_id)
+        {
+            return;
+        }
+        let inflight = part.inflight.remove(&ticket).expect("checked");
+        let mut wake_members = false;
+        if let Some((count, limit)) = state.slots.get_mut(&inflight.member) {
+            wake_members = *count >= *limit;
+            *count = count.saturating_sub(1);
+        }
+        match outcome {
+            Outcome::Ack => {
+                let full = part.tracker.window() >= self.config.max_window;
+                // A reader paused on a full window goes on once the window has room.
+                if part.tracker.ack(ticket).is_some()
+                    && full
+                    && part.tracker.window() < self.config.max_window
+                {
+                    part.space.notify_one();
+                    wake_members = true;
+                }
+                if (part.reader_ended || part.draining_since.is_some()) && part.inflight.is_empty()
+                {
+                    self.wake.notify_one();
+                }
+            }
+            Outcome::Nack => {
+                part.redeliver.insert(
+                    ticket,
+                    Pending {
+                        record: inflight.record,
+                        attempt: inflight.attempt,
+                    },
+                );
+                wake_members = true;
+            }
+        }
+        drop(guard);
+        if wake_members {
+            self.notify_members();
+        }
+    }
+}
+
+/// A delivery's handle back into the runtime.
+struct EngineAck {
+    runtime: Arc<Runtime>,
+    partition: PartitionId,
+    generation: u64,
+    ticket: Ticket,
+    delivery_id: u64,
+}
+
+impl Acknowledge for EngineAck {
+    fn settle(self: Box<Self>, outcome: Outcome) {
+        self.runtime.settle(
+            &self.partition,
+            self.generation,
+            self.ticket,
+            self.delivery_id,
+            outcome,
+        );
+    }
+}
