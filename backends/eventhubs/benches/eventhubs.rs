@@ -3,15 +3,19 @@
 //!
 //! - produce: events of 100 bytes with one of 20 keys and one header, in chunks of 1000; each
 //!   chunk split by key into SDK batches sent concurrently (what `send_batch` does);
-//! - consume: every event of a 4-partition hub from the start: the raw side reads the four
+//! - consume: every event of the same 4-partition hub (the one tributary's producer wrote that
+//!   round, so both sides read the same bytes) from the start: the raw side reads the four
 //!   partitions with the SDK's receivers (prefetch 300); tributary reads through a group (the
 //!   core engine, prefetch 300, acks and checkpoints in memory), acking each delivery, once
 //!   with `receive()` and once more (another group) with `receive_batch(1000)`.
 //!
 //! Rounds alternate which side goes first (`BENCH_EH_ROUNDS`, default 4); the table shows the
-//! best rate of each side, the median of the per-round ratios, and the CPU time this process
-//! spent per event (the emulator, a process of its own, is not in it). `BENCH_EH_EVENTS` sets
-//! the count (default 100,000). With `BENCH_EH_MARKS=1` each phase's start and end are printed
+//! median rate of each side with its spread (min to max), the median of the per-round ratios,
+//! and the median CPU time this process spent per event (the emulator, a process of its own,
+//! is not in it). `BENCH_EH_EVENTS` sets the count (default 100,000). Every phase, setup and
+//! close included, has a deadline (`BENCH_EH_DEADLINE_SECS`, default 300): a phase that
+//! misses it ends the run saying which phase of which round, at which step and after how many
+//! events, instead of hanging. With `BENCH_EH_MARKS=1` each phase's start and end are printed
 //! on CLOCK_MONOTONIC, for `perf record -k mono` then `perf report --time START,END`.
 //!
 //! ```sh
@@ -22,6 +26,8 @@
 mod probe;
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use azure_messaging_eventhubs::models::EventData;
@@ -36,8 +42,14 @@ use tributary_testcontainers::{Peer, require, unique_name};
 
 const KEYS: usize = 20;
 const CHUNK: usize = 1000;
-/// How long a consume phase may take in all before the run fails (no test waits forever).
-const DEADLINE: Duration = Duration::from_secs(600);
+/// Where the running phase is, for the message of a phase that misses its deadline.
+static STEP: Mutex<&str> = Mutex::new("");
+/// Events the running phase has sent or read so far.
+static DONE: AtomicUsize = AtomicUsize::new(0);
+
+fn step(name: &'static str) {
+    *STEP.lock().expect("step") = name;
+}
 const CONNECTION: &str = "Endpoint=sb://emulator.localhost/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE";
 
 fn payload(i: usize) -> Vec<u8> {
@@ -47,11 +59,13 @@ fn payload(i: usize) -> Vec<u8> {
 }
 
 async fn raw_produce(endpoint: &str, hub: &str, events: usize) -> Duration {
+    step("open the producer");
     let producer = ProducerClient::builder()
         .with_custom_endpoint(endpoint.to_string())
         .open_with_connection_string(CONNECTION, Some(hub))
         .await
         .expect("producer");
+    step("send");
     let started = Instant::now();
     for chunk in (0..events).collect::<Vec<_>>().chunks(CHUNK) {
         let mut by_key: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
@@ -80,13 +94,16 @@ async fn raw_produce(endpoint: &str, hub: &str, events: usize) -> Duration {
         }))
         .await
         .expect("send");
+        DONE.fetch_add(chunk.len(), Ordering::Relaxed);
     }
     let elapsed = started.elapsed();
+    step("close the producer");
     producer.close().await.expect("close");
     elapsed
 }
 
 async fn raw_consume(endpoint: &str, hub: &str, events: usize) -> Duration {
+    step("open the consumer");
     let consumer = ConsumerClient::builder()
         .with_custom_endpoint(endpoint.to_string())
         .open_with_connection_string(CONNECTION, Some(hub))
@@ -97,13 +114,14 @@ async fn raw_consume(endpoint: &str, hub: &str, events: usize) -> Duration {
         .await
         .expect("properties")
         .partition_ids;
+    step("open the receivers and read");
     let started = Instant::now();
-    let consumer = &consumer;
+    let client = &consumer;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
     let readers = partitions.into_iter().map(|id| {
         let tx = tx.clone();
         async move {
-            let receiver = consumer
+            let receiver = client
                 .open_receiver_on_partition(
                     id,
                     Some(OpenReceiverOptions {
@@ -135,21 +153,23 @@ async fn raw_consume(endpoint: &str, hub: &str, events: usize) -> Duration {
         while got < events {
             rx.recv().await.expect("readers run");
             got += 1;
+            DONE.store(got, Ordering::Relaxed);
         }
     };
-    tokio::time::timeout(DEADLINE, async {
-        tokio::select! {
-            _ = all => panic!("readers ended early"),
-            _ = count => {}
-        }
-    })
-    .await
-    .expect("every event within the deadline");
-    started.elapsed()
+    tokio::select! {
+        _ = all => panic!("readers ended early"),
+        _ = count => {}
+    }
+    let elapsed = started.elapsed();
+    step("close the consumer");
+    consumer.close().await.expect("close");
+    elapsed
 }
 
 async fn tributary_produce(backend: &dyn tributary::Backend, hub: &str, events: usize) -> Duration {
+    step("open the producer");
     let producer = backend.producer(hub).await.expect("producer");
+    step("send");
     let started = Instant::now();
     for chunk in (0..events).collect::<Vec<_>>().chunks(CHUNK) {
         let batch: Vec<Event> = chunk
@@ -161,8 +181,10 @@ async fn tributary_produce(backend: &dyn tributary::Backend, hub: &str, events: 
             })
             .collect();
         producer.send_batch(batch).await.expect("send");
+        DONE.fetch_add(chunk.len(), Ordering::Relaxed);
     }
     let elapsed = started.elapsed();
+    step("close the producer");
     producer.close().await.expect("close");
     elapsed
 }
@@ -175,6 +197,7 @@ async fn tributary_consume(
     events: usize,
     batch: Option<usize>,
 ) -> Duration {
+    step("join the group");
     let consumer = backend
         .consumer(
             hub,
@@ -184,34 +207,31 @@ async fn tributary_consume(
         .expect("consumer");
     // From the join on, as the raw side from its receivers: the connection is open and the
     // group holds its first partitions (claiming them is not reading).
+    step("read");
     let started = Instant::now();
-    let read = async {
-        let mut got = 0;
-        while got < events {
-            match batch {
-                None => {
-                    consumer.receive().await.expect("receive").ack();
-                    got += 1;
-                }
-                Some(max) => {
-                    let deliveries = consumer
-                        .receive_batch(max, Duration::ZERO)
-                        .await
-                        .expect("receive");
-                    got += deliveries.len();
-                    for delivery in deliveries {
-                        delivery.ack();
-                    }
+    let mut got = 0;
+    while got < events {
+        match batch {
+            None => {
+                consumer.receive().await.expect("receive").ack();
+                got += 1;
+                DONE.store(got, Ordering::Relaxed);
+            }
+            Some(max) => {
+                let deliveries = consumer
+                    .receive_batch(max, Duration::ZERO)
+                    .await
+                    .expect("receive");
+                got += deliveries.len();
+                DONE.store(got, Ordering::Relaxed);
+                for delivery in deliveries {
+                    delivery.ack();
                 }
             }
         }
-    };
-    // One deadline for the whole read, as on the raw side: a timer per receive would be work
-    // the raw loop does not do.
-    tokio::time::timeout(DEADLINE, read)
-        .await
-        .expect("every event within the deadline");
+    }
     let elapsed = started.elapsed();
+    step("close the consumer");
     consumer.close().await.expect("close");
     elapsed
 }
@@ -220,54 +240,83 @@ fn rate(events: usize, elapsed: Duration) -> f64 {
     events as f64 / elapsed.as_secs_f64()
 }
 
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
+}
+
 /// One side of one direction over the rounds: rates and CPU per event.
 #[derive(Default)]
 struct Side {
     rates: Vec<f64>,
-    cpu_per_event: Vec<Duration>,
+    cpu_per_event: Vec<f64>,
 }
 
 impl Side {
+    /// Runs one phase (setup and close included) under the deadline; a phase that misses it
+    /// ends the process saying where it stood, since a stalled SDK call may never return.
     async fn run<F: std::future::Future<Output = Duration>>(
         &mut self,
         phase: &str,
+        round: usize,
         events: usize,
+        deadline: Duration,
         work: F,
     ) {
+        step("start");
+        DONE.store(0, Ordering::Relaxed);
         let before = probe::cpu_time();
         probe::mark("BENCH_EH_MARKS", phase, "start");
-        let elapsed = work.await;
+        let Ok(elapsed) = tokio::time::timeout(deadline, work).await else {
+            eprintln!(
+                "eventhubs bench: phase `{phase}` of round {round} missed its deadline of {}s at step `{}`, after {} of {events} events",
+                deadline.as_secs(),
+                *STEP.lock().expect("step"),
+                DONE.load(Ordering::Relaxed),
+            );
+            std::process::exit(1);
+        };
         probe::mark("BENCH_EH_MARKS", phase, "end");
+        let cpu = probe::cpu_time() - before;
         self.cpu_per_event
-            .push((probe::cpu_time() - before) / u32::try_from(events).expect("events fit u32"));
+            .push(cpu.as_secs_f64() * 1e6 / events as f64);
         self.rates.push(rate(events, elapsed));
     }
 
-    fn best(&self) -> f64 {
-        self.rates.iter().copied().fold(0.0, f64::max)
+    fn rate_summary(&self) -> String {
+        let min = self.rates.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = self.rates.iter().copied().fold(0.0, f64::max);
+        format!(
+            "{:.0}/s ({min:.0}–{max:.0})",
+            median(&mut self.rates.clone())
+        )
     }
 
     fn cpu_us(&self) -> f64 {
-        let mut sorted = self.cpu_per_event.clone();
-        sorted.sort();
-        sorted[sorted.len() / 2].as_secs_f64() * 1e6
+        median(&mut self.cpu_per_event.clone())
     }
 }
 
-fn median_ratio(ours: &Side, raw: &Side) -> f64 {
+fn median_ratio(ours: &Side, raw: &Side) -> (f64, f64, f64) {
     let mut ratios: Vec<f64> = ours
         .rates
         .iter()
         .zip(&raw.rates)
         .map(|(t, r)| t / r)
         .collect();
-    ratios.sort_by(f64::total_cmp);
-    let mid = ratios.len() / 2;
-    if ratios.len().is_multiple_of(2) {
-        (ratios[mid - 1] + ratios[mid]) / 2.0
-    } else {
-        ratios[mid]
-    }
+    let mid = median(&mut ratios);
+    (mid, ratios[0], ratios[ratios.len() - 1])
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -283,6 +332,8 @@ async fn main() {
     };
     let events = env("BENCH_EH_EVENTS", 100_000);
     let rounds = env("BENCH_EH_ROUNDS", 4).max(1);
+    let deadline = Duration::from_secs(env("BENCH_EH_DEADLINE_SECS", 300) as u64);
+    println!("load average at the start: {}", load_average());
     let endpoint = format!("amqp://{}", server.address());
     tributary_eventhubs::register();
     let backend = tributary::connect(server.url()).await.expect("connect");
@@ -304,7 +355,9 @@ async fn main() {
                 raw_p
                     .run(
                         "raw-produce",
+                        round,
                         events,
+                        deadline,
                         raw_produce(&endpoint, &raw_hub, events),
                     )
                     .await;
@@ -312,7 +365,9 @@ async fn main() {
                 trib_p
                     .run(
                         "tributary-produce",
+                        round,
                         events,
+                        deadline,
                         tributary_produce(&*backend, &trib_hub, events),
                     )
                     .await;
@@ -323,22 +378,28 @@ async fn main() {
                 raw_c
                     .run(
                         "raw-consume",
+                        round,
                         events,
-                        raw_consume(&endpoint, &raw_hub, events),
+                        deadline,
+                        raw_consume(&endpoint, &trib_hub, events),
                     )
                     .await;
             } else {
                 trib_c
                     .run(
                         "tributary-consume",
+                        round,
                         events,
+                        deadline,
                         tributary_consume(&*backend, &trib_hub, events, None),
                     )
                     .await;
                 trib_b
                     .run(
                         "tributary-consume-batch",
+                        round,
                         events,
+                        deadline,
                         tributary_consume(&*backend, &trib_hub, events, Some(CHUNK)),
                     )
                     .await;
@@ -346,8 +407,9 @@ async fn main() {
         }
         let last = |side: &Side| side.rates.last().copied().unwrap_or_default();
         println!(
-            "round {round} ({} first): produce raw {:.0}/s tributary {:.0}/s; consume raw {:.0}/s tributary {:.0}/s, receive_batch {:.0}/s",
+            "round {round} ({} first, load {}): produce raw {:.0}/s tributary {:.0}/s; consume raw {:.0}/s tributary {:.0}/s, receive_batch {:.0}/s",
             if raw_first { "raw" } else { "tributary" },
+            load_average(),
             last(&raw_p),
             last(&trib_p),
             last(&raw_c),
@@ -356,10 +418,11 @@ async fn main() {
         );
     }
     println!(
-        "\nEvent Hubs emulator, {events} events of 100 B, {KEYS} keys, 4 partitions, {rounds} rounds:"
+        "\nEvent Hubs emulator, {events} events of 100 B, {KEYS} keys, 4 partitions, {rounds} rounds, load average at the end {}:",
+        load_average()
     );
     println!(
-        "| | raw azure_messaging_eventhubs (best) | tributary (best) | median ratio per round | CPU per event, raw / tributary |"
+        "| | raw azure_messaging_eventhubs, median (min–max) | tributary, median (min–max) | ratio per round, median (min–max) | CPU per event, raw / tributary (medians) |"
     );
     println!("|---|---|---|---|---|");
     for (what, raw, ours) in [
@@ -367,11 +430,11 @@ async fn main() {
         ("consume, `receive()`", &raw_c, &trib_c),
         ("consume, `receive_batch(1000)`", &raw_c, &trib_b),
     ] {
+        let (ratio, low, high) = median_ratio(ours, raw);
         println!(
-            "| {what} | {:.0}/s | {:.0}/s | {:.2} | {:.2} / {:.2} µs |",
-            raw.best(),
-            ours.best(),
-            median_ratio(ours, raw),
+            "| {what} | {} | {} | {ratio:.2} ({low:.2}–{high:.2}) | {:.2} / {:.2} µs |",
+            raw.rate_summary(),
+            ours.rate_summary(),
             raw.cpu_us(),
             ours.cpu_us(),
         );

@@ -57,11 +57,12 @@ pub(crate) const PARTITION_KEY: &str = "x-opt-partition-key";
 pub(crate) const OFFSET: &str = "x-opt-offset";
 pub(crate) const SEQUENCE_NUMBER: &str = "x-opt-sequence-number";
 
-/// An event as a message, with the partition key that places it.
+/// An event as a message. The partition key that places it is the caller's to give (see
+/// [`partition_key`]): a batch names it once for all its messages (the SDK stamps each with
+/// it), a single send stamps it on its message.
 #[derive(Debug, Clone)]
 pub(crate) struct Encoded {
     pub message: AmqpMessage,
-    pub partition_key: Option<String>,
     /// Body and properties, as the service counts them against its size limit (roughly: the
     /// AMQP framing adds a few bytes per field).
     pub size: usize,
@@ -84,22 +85,34 @@ pub(crate) fn partition_key(key: &[u8]) -> (String, bool) {
     }
 }
 
-pub(crate) fn encode(event: &Event) -> Encoded {
+/// Whether a key is its own partition key (UTF-8 of 1 to 128 bytes), as [`partition_key`]
+/// decides, without building the key.
+fn plain_key(key: &[u8]) -> bool {
+    !key.is_empty() && key.len() <= MAX_PARTITION_KEY && std::str::from_utf8(key).is_ok()
+}
+
+/// Stamps the partition key annotation a message sent on its own needs to be placed by key.
+pub(crate) fn annotate_partition_key(message: &mut AmqpMessage, partition_key: String) {
+    message.add_message_annotation(PARTITION_KEY.into(), AmqpValue::String(partition_key));
+}
+
+/// Takes the event by value: its payload and header values move into the message (no copy
+/// when the caller's buffers are not shared), which is most of what producing costs here.
+pub(crate) fn encode(event: Event) -> Encoded {
     let mut properties = AmqpApplicationProperties::new();
     properties.insert(
         MARK.to_string(),
         AmqpSimpleValue::String(MAPPING_VERSION.into()),
     );
     let mut size = MARK.len() + MAPPING_VERSION.len();
-    let mut key_for_partition = None;
     if let Some(key) = &event.key {
-        let (partition_key, binary) = partition_key(key);
-        if binary {
-            size += KEY.len() + key.len();
+        if plain_key(key) {
+            size += key.len();
+        } else {
+            // The partition key is its base64 (or that of its digest): at most 128 bytes.
+            size += KEY.len() + key.len() + (key.len().div_ceil(3) * 4).min(MAX_PARTITION_KEY);
             properties.insert(KEY.to_string(), AmqpSimpleValue::Binary(key.to_vec()));
         }
-        size += partition_key.len();
-        key_for_partition = Some(partition_key);
     }
     if let Some(timestamp) = event.timestamp {
         size += TIMESTAMP.len() + 8;
@@ -108,34 +121,27 @@ pub(crate) fn encode(event: &Event) -> Encoded {
             AmqpSimpleValue::Long(timestamp.as_millis()),
         );
     }
-    let body = if headers_are_plain(&event.headers) {
-        for (name, value) in event.headers.iter() {
+    let body: Vec<u8> = if headers_are_plain(&event.headers) {
+        for (name, value) in event.headers {
             size += name.len() + value.len();
-            let amqp = match std::str::from_utf8(value) {
-                Ok(text) => AmqpSimpleValue::String(text.to_string()),
-                Err(_) => AmqpSimpleValue::Binary(value.to_vec()),
+            let amqp = match String::from_utf8(Vec::from(value)) {
+                Ok(text) => AmqpSimpleValue::String(text),
+                Err(bytes) => AmqpSimpleValue::Binary(bytes.into_bytes()),
             };
-            properties.insert(name.to_string(), amqp);
+            properties.insert(name, amqp);
         }
-        event.payload.clone()
+        Vec::from(event.payload)
     } else {
         size += ENVELOPE.len() + 1;
         properties.insert(ENVELOPE.to_string(), AmqpSimpleValue::String("1".into()));
-        envelope::encode_headers(&event.headers, &event.payload, &BLOCK_ONLY).body
+        Vec::from(envelope::encode_headers(&event.headers, &event.payload, &BLOCK_ONLY).body)
     };
     size += body.len();
-    let mut builder =
-        AmqpMessage::builder().with_body(AmqpMessageBody::Binary(vec![body.to_vec()]));
-    builder = builder.with_application_properties(properties);
-    let mut message = builder.build();
-    if let Some(key) = &key_for_partition {
-        message.add_message_annotation(PARTITION_KEY.into(), AmqpValue::String(key.clone()));
-    }
-    Encoded {
-        message,
-        partition_key: key_for_partition,
-        size,
-    }
+    let message = AmqpMessage::builder()
+        .with_body(AmqpMessageBody::Binary(vec![body]))
+        .with_application_properties(properties)
+        .build();
+    Encoded { message, size }
 }
 
 /// Headers travel as plain properties when names are distinct and none is one of the three
@@ -391,7 +397,11 @@ mod tests {
     /// Encodes, stamps the annotations the service adds on the way, and decodes: an event
     /// tributary wrote must come back exactly, without them.
     fn round_trip(event: &Event) -> Event {
-        let mut message = encode(event).message;
+        let mut message = encode(event.clone()).message;
+        if let Some(key) = &event.key {
+            // As the SDK's batch or a single send stamps it.
+            annotate_partition_key(&mut message, partition_key(key).0);
+        }
         message.add_message_annotation(SEQUENCE_NUMBER.into(), AmqpValue::Long(7));
         message.add_message_annotation(OFFSET.into(), AmqpValue::String("4096".into()));
         message.add_message_annotation(ENQUEUED_TIME.into(), AmqpValue::Long(1_700_000_000_000));
@@ -408,8 +418,11 @@ mod tests {
             .with_header("trace", "abc")
             .with_header("raw", vec![0u8, 255])
             .with_timestamp(Timestamp::from_millis(1_700_000_000_123));
-        let encoded = encode(&event);
-        assert_eq!(encoded.partition_key.as_deref(), Some("customer-7"));
+        let encoded = encode(event.clone());
+        assert_eq!(
+            partition_key(b"customer-7"),
+            ("customer-7".to_string(), false)
+        );
         let properties = &encoded.message.application_properties.as_ref().unwrap().0;
         let names: Vec<&str> = properties.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(names, ["tributary-v", "tributary-ts", "trace", "raw"]);
@@ -427,8 +440,8 @@ mod tests {
             .with_key(vec![0xffu8, 0])
             .with_header("a", "1")
             .with_header("a", "2");
-        let encoded = encode(&event);
-        assert_eq!(encoded.partition_key.as_deref(), Some("/wA="));
+        let encoded = encode(event.clone());
+        assert_eq!(partition_key(&[0xff, 0]), ("/wA=".to_string(), true));
         let names: Vec<String> = encoded
             .message
             .application_properties

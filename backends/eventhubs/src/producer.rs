@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use azure_messaging_eventhubs::{EventDataBatchOptions, ProducerClient};
+use bytes::Bytes;
 use futures::future::{BoxFuture, try_join_all};
 use tributary::backend::CloseGate;
 use tributary::{Error, Event, Producer, Receipt, Result};
@@ -74,7 +75,7 @@ impl Inner {
             .ok_or_else(|| Error::closed(format!("producer for `{}` is closed", self.hub)))
     }
 
-    fn encode(&self, event: &Event) -> Result<Encoded> {
+    fn encode(&self, event: Event) -> Result<Encoded> {
         // The declared limit is on the event as tributary counts it, as for every backend.
         let size = event.encoded_len();
         if size > self.max_event_bytes {
@@ -151,7 +152,14 @@ impl Inner {
 #[async_trait]
 impl Producer for EventHubsProducer {
     async fn send(&self, event: Event) -> Result<Receipt> {
-        let encoded = self.inner.encode(&event)?;
+        let partition_key = event
+            .key
+            .as_deref()
+            .map(|key| mapping::partition_key(key).0);
+        let mut message = self.inner.encode(event)?.message;
+        if let Some(partition_key) = partition_key {
+            mapping::annotate_partition_key(&mut message, partition_key);
+        }
         self.detached(|inner| {
             Box::pin(async move {
                 let _pass = inner.gate.enter().await?;
@@ -161,7 +169,7 @@ impl Producer for EventHubsProducer {
                 deadline(
                     inner.timeout,
                     || format!("send to `{}`", inner.hub),
-                    client.send_message(encoded.message, None),
+                    client.send_message(message, None),
                 )
                 .await?;
                 Ok(Receipt::default())
@@ -175,18 +183,25 @@ impl Producer for EventHubsProducer {
             return Ok(Vec::new());
         }
         let count = events.len();
-        let mut groups: Vec<(Option<String>, Vec<Encoded>)> = Vec::new();
-        let mut index: HashMap<Option<String>, usize> = HashMap::new();
-        for event in &events {
-            let encoded = self.inner.encode(event)?;
-            let slot = *index
-                .entry(encoded.partition_key.clone())
-                .or_insert_with(|| {
-                    groups.push((encoded.partition_key.clone(), Vec::new()));
+        // Grouped by the event key (a reference count, not a copy); each group's partition key
+        // is built once, and the SDK's batch stamps it on every message.
+        let mut groups: Vec<(Option<Bytes>, Vec<Encoded>)> = Vec::new();
+        let mut index: HashMap<Option<Bytes>, usize> = HashMap::new();
+        for event in events {
+            let slot = match index.get(&event.key) {
+                Some(slot) => *slot,
+                None => {
+                    groups.push((event.key.clone(), Vec::new()));
+                    index.insert(event.key.clone(), groups.len() - 1);
                     groups.len() - 1
-                });
-            groups[slot].1.push(encoded);
+                }
+            };
+            groups[slot].1.push(self.inner.encode(event)?);
         }
+        let groups: Vec<(Option<String>, Vec<Encoded>)> = groups
+            .into_iter()
+            .map(|(key, messages)| (key.map(|k| mapping::partition_key(&k).0), messages))
+            .collect();
         self.detached(move |inner| {
             Box::pin(async move {
                 let _pass = inner.gate.enter().await?;
