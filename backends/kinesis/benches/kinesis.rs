@@ -2,7 +2,9 @@
 //! work, against the same ferrokinesis in the same run (started by the fixture).
 //!
 //! `cargo bench -p tributary-kinesis --bench kinesis [-- EVENTS]` prints a table; nothing is
-//! asserted. Same work means: the same events (100-byte payload, a key out of 10,000), a
+//! asserted. `BENCH_KINESIS_EVENTS` sets the count instead of the argument (default 100,000);
+//! with `BENCH_JSON=PATH` the table's figures are also written there as JSON, for
+//! `scripts/bench`'s report. Same work means: the same events (100-byte payload, a key out of 10,000), a
 //! four-shard stream, `PutRecords` calls of 500 records with four in flight; readers of each
 //! shard making at most one `GetRecords` call (up to 10,000 records) per 200 ms, the service's
 //! per-shard limit, each side timed from before it lists the shards. The raw consumer copies
@@ -250,9 +252,10 @@ async fn measured(n: usize, phase: &str, work: impl std::future::Future<Output =
 }
 
 fn main() {
-    let n: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
+    let n: usize = std::env::var("BENCH_KINESIS_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .or_else(|| std::env::args().skip(1).find_map(|a| a.parse().ok()))
         .unwrap_or(100_000);
     let Some(server) = require(Peer::Kinesis) else {
         return;
@@ -344,9 +347,19 @@ fn main() {
                 "CPU µs/event raw, ours",
                 "allocs/event raw, ours"
             );
+            let mut rows = Vec::new();
             for (what, name) in ["produce", "consume"].into_iter().enumerate() {
                 let [raw, ours] = seconds[what].map(|s| ROUNDS as f64 / s);
                 let [raw_f, our_f] = mean[what];
+                rows.push(serde_json::json!({
+                    "case": name,
+                    "raw_per_sec": raw,
+                    "per_sec": ours,
+                    "raw_cpu_us": raw_f.cpu,
+                    "cpu_us": our_f.cpu,
+                    "raw_allocations": raw_f.allocations,
+                    "allocations": our_f.allocations,
+                }));
                 println!(
                     "{name:<10} {raw:>14.0} {ours:>14.0} {:>7.2}x {:>14.1} {:>7.1} {:>14.1} {:>7.1}",
                     ours / raw,
@@ -355,6 +368,17 @@ fn main() {
                     raw_f.allocations,
                     our_f.allocations
                 );
+            }
+            if let Ok(path) = std::env::var("BENCH_JSON") {
+                let json = serde_json::json!({
+                    "events": n,
+                    "payload": PAYLOAD,
+                    "shards": SHARDS,
+                    "rounds": ROUNDS,
+                    "rows": rows,
+                });
+                std::fs::write(&path, json.to_string())
+                    .unwrap_or_else(|e| panic!("writing {path}: {e}"));
             }
             backend.close().await.unwrap();
         });

@@ -348,12 +348,16 @@ impl Pump {
                     .with_backend("kinesis"));
                 }
             };
-            let SubscribeToShardEventStream::SubscribeToShardEvent(event) = event else {
+            let SubscribeToShardEventStream::SubscribeToShardEvent(mut event) = event else {
                 continue;
             };
-            let fresh: Vec<Record> = event
-                .records()
-                .iter()
+            // Whether the event says the shard ended, before its records are taken.
+            let shard_ended = !event.child_shards().is_empty()
+                && event.continuation_sequence_number().is_empty()
+                || (!event.child_shards().is_empty() && event.records().is_empty());
+            // Taken, not cloned: each record's data becomes its event's payload as it is.
+            let fresh: Vec<Record> = std::mem::take(&mut event.records)
+                .into_iter()
                 .filter(|r| match &self.floor {
                     None => true,
                     Some((floor, inclusive)) => {
@@ -361,26 +365,24 @@ impl Pump {
                         order.is_gt() || (*inclusive && order.is_eq())
                     }
                 })
-                .cloned()
                 .collect();
+            let none_fresh = fresh.is_empty();
+            let last = fresh.last().map(|r| r.sequence_number().to_owned());
             let mut records = VecDeque::new();
             let mut skip = self.resume.skip.take();
-            convert(&self.stream, &self.shard, &fresh, &mut skip, &mut records)?;
-            if fresh.is_empty() {
+            convert(&self.stream, &self.shard, fresh, &mut skip, &mut records)?;
+            if none_fresh {
                 self.resume.skip = skip;
             }
-            if let Some(last) = fresh.last() {
-                self.last_sequence = Some(last.sequence_number().to_owned());
-                self.floor = Some((last.sequence_number().to_owned(), false));
+            if let Some(last) = last {
+                self.floor = Some((last.clone(), false));
+                self.last_sequence = Some(last);
             }
             if !records.is_empty() && self.sender.send(Pushed::Records(records)).await.is_err() {
                 return Err(Error::closed("reader dropped")
                     .with_backend("kinesis")
                     .with_retryable(false));
             }
-            let shard_ended = !event.child_shards().is_empty()
-                && event.continuation_sequence_number().is_empty()
-                || (!event.child_shards().is_empty() && event.records().is_empty());
             if shard_ended {
                 return Ok(true);
             }

@@ -370,20 +370,21 @@ impl PartitionSource for KinesisSource {
 }
 
 /// Turns the records of one `GetRecords` answer (or fan-out event) into source records:
-/// KPL aggregates split, envelopes read, the resume skip applied.
+/// KPL aggregates split, envelopes read, the resume skip applied. The records are taken, so
+/// that each event's payload is the bytes the SDK decoded, not a copy of them.
 pub(crate) fn convert(
     stream: &str,
     shard: &str,
-    records: &[Record],
+    records: Vec<Record>,
     skip: &mut Option<(String, u64)>,
     out: &mut VecDeque<SourceRecord>,
 ) -> Result<()> {
-    for record in records {
+    for mut record in records {
+        let data = std::mem::take(&mut record.data).into_bytes();
         let sequence = record.sequence_number();
         let arrival = record
             .approximate_arrival_timestamp()
             .and_then(to_timestamp);
-        let data = Bytes::copy_from_slice(record.data().as_ref());
         let from_sub = match skip.take() {
             Some((s, from)) if s == sequence => from,
             Some(other) => {
@@ -522,7 +523,7 @@ impl PartitionReader for PollReader {
         // go 200 ms after this one went, however long the answer took.
         let called = Instant::now();
         let answer = tokio::time::timeout(self.settings.call_timeout, call).await;
-        let out = match answer {
+        let mut out = match answer {
             Err(_) => {
                 self.next_call = Instant::now() + self.backoff;
                 return Err(timeout_error(&what, self.settings.call_timeout));
@@ -554,23 +555,25 @@ impl PartitionReader for PollReader {
         };
         self.backoff = MIN_CALL_GAP;
         self.behind_ms = out.millis_behind_latest();
+        let last = out.records().last().map(|r| r.sequence_number().to_owned());
+        let caught_up = out.records().is_empty() && self.behind_ms.unwrap_or(0) == 0;
+        // A record that cannot be read fails the read before the iterator moves past it.
         let mut skip = self.resume.skip.take();
         convert(
             &self.stream,
             &self.shard,
-            out.records(),
+            std::mem::take(&mut out.records),
             &mut skip,
             &mut self.buffer,
         )?;
         self.resume.skip = skip;
-        if let Some(last) = out.records().last() {
-            self.last_sequence = Some(last.sequence_number().to_owned());
+        if last.is_some() {
+            self.last_sequence = last;
         }
-        self.iterator = out.next_shard_iterator().map(str::to_owned);
+        self.iterator = out.next_shard_iterator.take();
         if self.iterator.is_none() {
             self.ended = true;
         }
-        let caught_up = out.records().is_empty() && self.behind_ms.unwrap_or(0) == 0;
         self.next_call = if caught_up {
             Instant::now() + self.settings.poll_interval
         } else {

@@ -5,10 +5,13 @@
 //! - `machine.txt`: the machine as `lscpu`, `free`, `uname` and the load average saw it;
 //! - `suites.tsv`: one line per benchmark suite: name, `ran`/`skipped`/`failed`, a reason;
 //! - `<suite>.txt`: each suite's raw output;
-//! - `local.json`: the local backend's figures (`core/benches/local.rs`, `BENCH_JSON`).
+//! - `local.json`: the local backend's figures (`core/benches/local.rs`, `BENCH_JSON`);
+//! - `kinesis.json`: the Kinesis suite's figures (`backends/kinesis/benches/kinesis.rs`,
+//!   `BENCH_JSON`).
 //!
 //! The plots go to `docs/benchmarks/` so the Markdown can link them by relative path.
 
+mod kinesis;
 mod plots;
 
 use serde_json::Value;
@@ -310,6 +313,10 @@ fn run(results: &Path, root: &Path) -> Result<(), String> {
         Ok(body) => Some(parse_local(&body)?),
         Err(_) => None,
     };
+    let kinesis = match std::fs::read_to_string(results.join("kinesis.json")) {
+        Ok(body) => Some(kinesis::parse(&body)?),
+        Err(_) => None,
+    };
     let plots_dir = root.join("docs/benchmarks");
     std::fs::create_dir_all(&plots_dir)
         .map_err(|e| format!("creating {}: {e}", plots_dir.display()))?;
@@ -341,6 +348,9 @@ fn run(results: &Path, root: &Path) -> Result<(), String> {
         if !local.scaling.is_empty() {
             plots::partitions(&plots_dir.join("partitions.svg"), &local.scaling)?;
         }
+    }
+    if let Some(kinesis) = &kinesis {
+        kinesis::section(&mut md, kinesis);
     }
     // Sections measured by hand (a curve a suite prints only after a long comparison, say)
     // live beside the plots, so that regenerating this file does not lose them.

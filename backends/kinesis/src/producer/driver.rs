@@ -4,7 +4,9 @@
 use super::*;
 
 pub(super) struct SubmitState {
-    pub(super) receipts: Vec<Option<Receipt>>,
+    /// Filled in place as records settle; a record that failed keeps the default (the reply
+    /// has then already carried its error).
+    pub(super) receipts: Vec<Receipt>,
     pub(super) missing: usize,
     pub(super) reply: Option<oneshot::Sender<Result<Vec<Receipt>>>>,
 }
@@ -38,6 +40,15 @@ pub(super) struct Plan {
     pub(super) closed: bool,
 }
 
+/// The hasher of the driver's key sets (and of its shard names). SipHash, the standard one,
+/// resists collision flooding by whoever chooses the keys, and partition keys may well come
+/// from untrusted input. foldhash is several times cheaper on keys this short and is also
+/// seeded at random per process, so colliding keys cannot be computed in advance; and the
+/// damage a flood could do here is bounded: the sets hold the keys of at most
+/// `MAX_QUEUED_RECORDS` queued records (in flight) and of one call (500), so the worst case
+/// is a slower producer, not an unbounded one.
+pub(super) type KeyHasher = foldhash::fast::RandomState;
+
 type CallResult =
     std::result::Result<aws_sdk_kinesis::operation::put_records::PutRecordsOutput, Error>;
 
@@ -49,15 +60,15 @@ pub(super) struct Driver {
     /// Queued records by arrival order (a retried record keeps its place).
     pub(super) queue: Queue,
     pub(super) submits: BTreeMap<u64, SubmitState>,
-    /// Partition keys with a record in flight.
-    pub(super) busy: HashSet<PartitionKey>,
+    /// Partition keys with a record in flight (or planned into the call being built).
+    pub(super) busy: HashSet<PartitionKey, KeyHasher>,
     /// The `PutRecords` calls out, each its own task (so that encoding, signing and reading
     /// the answers of several calls use every worker thread, not only the driver's), and the
     /// units each carries. Dropping the driver aborts them.
     pub(super) calls: JoinSet<CallResult>,
     pub(super) in_flight: HashMap<tokio::task::Id, Vec<Unit>>,
     /// Shard ids as partition ids, made once each.
-    pub(super) partitions: HashMap<String, PartitionId>,
+    pub(super) partitions: HashMap<String, PartitionId, KeyHasher>,
     /// Flushes waiting for every submit before the given one to settle.
     pub(super) flushes: Vec<(u64, oneshot::Sender<()>)>,
     /// The earliest end of a retry's backoff, when some record is backing off.
@@ -81,10 +92,10 @@ impl Driver {
             receiver,
             queue: Queue::new(),
             submits: BTreeMap::new(),
-            busy: HashSet::new(),
+            busy: HashSet::default(),
             calls: JoinSet::new(),
             in_flight: HashMap::new(),
-            partitions: HashMap::new(),
+            partitions: HashMap::default(),
             flushes: Vec::new(),
             next_retry: None,
             next_submit: 0,
@@ -165,7 +176,7 @@ impl Driver {
         self.submits.insert(
             id,
             SubmitState {
-                receipts: vec![None; count],
+                receipts: vec![Receipt::default(); count],
                 missing: count,
                 reply: Some(submit.reply),
             },
@@ -175,15 +186,25 @@ impl Driver {
     /// Takes the next call's records from the queue, oldest first. A partition key that is in
     /// flight or backing off holds back every later record of that key, and a call carries at
     /// most one unit per key.
+    ///
+    /// A key is marked busy as soon as it is planned, so that the one set that lives across
+    /// calls also keeps a call to one unit per key: the per-call set of blocked keys then only
+    /// holds keys held back by a backoff or a full aggregate, and stays empty (unallocated) in
+    /// the common case. Building a 500-key set per call cost five growths of 1 KiB or more, and
+    /// each such request makes glibc consolidate its fast bins, which the profile showed.
     pub(super) fn next_call(&mut self, now: Instant) -> Option<Vec<Unit>> {
-        let mut blocked: HashSet<&[u8]> = HashSet::new();
+        let mut blocked: HashSet<&[u8], KeyHasher> = HashSet::default();
         let mut plans: Vec<Plan> = Vec::new();
-        let mut open_plan: HashMap<&[u8], usize> = HashMap::new();
+        let mut open_plan: HashMap<&[u8], usize, KeyHasher> = HashMap::default();
         let mut bytes = 0;
         for (seq, entry) in self.queue.iter_waiting() {
             let key = entry.partition_key.as_bytes();
-            if blocked.contains(key) || self.busy.contains(key) {
-                blocked.insert(key);
+            if blocked.contains(key) {
+                continue;
+            }
+            let planned = open_plan.get(key).copied();
+            // In flight, or already planned into this call as a plain record.
+            if planned.is_none() && self.busy.contains(key) {
                 continue;
             }
             if let Some(until) = entry.not_before.filter(|t| *t > now) {
@@ -196,7 +217,7 @@ impl Driver {
                 explicit_hash_key: None,
                 data: entry.data.clone(),
             };
-            if let Some(&i) = open_plan.get(key) {
+            if let Some(i) = planned {
                 // Aggregating: the record joins its key's aggregate while it fits.
                 let plan = &mut plans[i];
                 let aggregator = plan.aggregator.get_or_insert_with(|| {
@@ -240,13 +261,12 @@ impl Driver {
                 size,
                 closed: false,
             });
+            self.busy.insert(entry.partition_key.clone());
             if self.settings.aggregate
                 && Aggregator::new().size_with(&user()) + key.len()
                     <= self.settings.aggregate_max_bytes
             {
                 open_plan.insert(key, plans.len() - 1);
-            } else {
-                blocked.insert(key);
             }
         }
         if plans.is_empty() {
@@ -272,7 +292,6 @@ impl Driver {
                 for seq in unit.seqs() {
                     self.queue.mark_sent(seq);
                 }
-                self.busy.insert(unit.partition_key.clone());
                 unit
             })
             .collect();
@@ -286,7 +305,8 @@ impl Driver {
             .map(|u| {
                 PutRecordsRequestEntry::builder()
                     .partition_key(u.partition_key.as_str())
-                    .data(Blob::new(u.data.to_vec()))
+                    // Shared with the queued record (kept for a retry), not copied.
+                    .data(Blob::from_maybe_shared(u.data.clone()))
                     .build()
                     .expect("partition key and data are set")
             })
@@ -452,7 +472,7 @@ impl Driver {
         };
         state.missing -= 1;
         match result {
-            Ok(receipt) => state.receipts[index] = Some(receipt),
+            Ok(receipt) => state.receipts[index] = receipt,
             Err(error) => {
                 // The batch fails with its first error; its other records still settle (and
                 // may be stored), as `send_batch` allows.
@@ -464,12 +484,7 @@ impl Driver {
         if state.missing == 0 {
             let state = self.submits.remove(&submit).expect("present");
             if let Some(reply) = state.reply {
-                let receipts = state
-                    .receipts
-                    .into_iter()
-                    .map(Option::unwrap_or_default)
-                    .collect();
-                let _ = reply.send(Ok(receipts));
+                let _ = reply.send(Ok(state.receipts));
             }
         }
     }
