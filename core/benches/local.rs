@@ -362,10 +362,11 @@ async fn run(n: usize, dir: &std::path::Path) -> Results {
     let only_batch: Option<usize> = std::env::var("BENCH_BATCH")
         .ok()
         .and_then(|b| b.parse().ok());
-    let sweep = BATCHES
+    let sweep: Vec<usize> = BATCHES
         .into_iter()
-        .filter(|b| only_batch.is_none_or(|only| only == *b));
-    for batch in sweep.cycle().take(BATCHES.len() * rounds()) {
+        .filter(|b| only_batch.is_none_or(|only| only == *b))
+        .collect();
+    for batch in sweep.iter().copied().cycle().take(sweep.len() * rounds()) {
         let fsync_n = n.min(batch * FSYNC_BATCHES);
         let mut row = |case, baseline, events, per_sec: f64| {
             eprintln!("  {case:<24} batch {batch:>4}: {per_sec:>12.0} events/s");
