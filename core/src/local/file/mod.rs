@@ -220,8 +220,8 @@ impl PartitionLog for FileLog {
         Ok(base)
     }
 
-    fn append_owned(&self, events: Vec<Event>, append_ms: i64) -> Result<u64> {
-        let events = tail::share(events);
+    fn append_owned(&self, mut events: Vec<Event>, append_ms: i64) -> Result<u64> {
+        tail::share(&mut events);
         let mut g = self.inner.lock();
         let base = self.write_in(&mut g, &events, append_ms)?;
         // Into the tail before the marks publish them, so a reader never finds a published

@@ -129,23 +129,7 @@ const ARENA_BYTES: usize = 64 << 10;
 /// time it is cloned, and each reader clones every record it is served: in the profile this was
 /// two allocations and two frees per event on the consumer's path. Slices of one arena are
 /// clones by reference count, and the senders' buffers are freed here, on the writer thread.
-pub(super) fn share(events: Vec<Event>) -> Vec<Event> {
-    let mut out = Vec::with_capacity(events.len());
-    let mut pending: Vec<Event> = Vec::new();
-    let mut arena = BytesMut::new();
-    let flush = |arena: &mut BytesMut, pending: &mut Vec<Event>, out: &mut Vec<Event>| {
-        let frozen = arena.split().freeze();
-        let mut at = 0;
-        for mut event in pending.drain(..) {
-            if let Some(key) = &mut event.key {
-                *key = frozen.slice(at..at + key.len());
-                at += key.len();
-            }
-            event.payload = frozen.slice(at..at + event.payload.len());
-            at += event.payload.len();
-            out.push(event);
-        }
-    };
+pub(super) fn share(events: &mut [Event]) {
     let size_of = |event: &Event| event.key.as_ref().map_or(0, Bytes::len) + event.payload.len();
     // What the arenas still have to take: each is allocated to fit, never larger.
     let mut remaining: usize = events
@@ -153,28 +137,40 @@ pub(super) fn share(events: Vec<Event>) -> Vec<Event> {
         .map(size_of)
         .filter(|size| *size <= ARENA_EVENT)
         .sum();
-    for event in events {
-        let size = size_of(&event);
+    let mut arena = BytesMut::new();
+    // The events whose bytes are in `arena` now: from `first` on, skipping large ones.
+    let mut first = 0;
+    let point_into = |arena: &mut BytesMut, events: &mut [Event]| {
+        let frozen = arena.split().freeze();
+        let mut at = 0;
+        for event in events.iter_mut().filter(|e| size_of(e) <= ARENA_EVENT) {
+            if let Some(key) = &mut event.key {
+                *key = frozen.slice(at..at + key.len());
+                at += key.len();
+            }
+            event.payload = frozen.slice(at..at + event.payload.len());
+            at += event.payload.len();
+        }
+    };
+    for i in 0..events.len() {
+        let size = size_of(&events[i]);
         if size > ARENA_EVENT {
-            flush(&mut arena, &mut pending, &mut out);
-            out.push(event);
             continue;
         }
         if arena.len() + size > ARENA_BYTES {
-            flush(&mut arena, &mut pending, &mut out);
+            point_into(&mut arena, &mut events[first..i]);
+            first = i;
         }
         if arena.capacity() - arena.len() < size {
             arena.reserve(remaining.min(ARENA_BYTES).max(size));
         }
         remaining -= size;
-        if let Some(key) = &event.key {
+        if let Some(key) = &events[i].key {
             arena.extend_from_slice(key);
         }
-        arena.extend_from_slice(&event.payload);
-        pending.push(event);
+        arena.extend_from_slice(&events[i].payload);
     }
-    flush(&mut arena, &mut pending, &mut out);
-    out
+    point_into(&mut arena, &mut events[first..]);
 }
 
 #[cfg(test)]
@@ -228,7 +224,8 @@ mod tests {
                 e
             })
             .collect();
-        let shared = share(events.clone());
+        let mut shared = events.clone();
+        share(&mut shared);
         assert_eq!(shared.len(), events.len());
         for (a, b) in events.iter().zip(&shared) {
             assert_eq!(a.key, b.key);
