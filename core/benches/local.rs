@@ -16,6 +16,7 @@
 //!
 //! Throughput rows are the best of `BENCH_ROUNDS` (default 3) alternating rounds.
 //! `BENCH_ONLY=WORD` runs only the cases whose name contains WORD (for profiling);
+//! `BENCH_BATCH=B` only the batch size B of the sweep;
 //! `BENCH_JSON=FILE` also writes the figures as JSON for `scripts/bench`'s report.
 
 #[path = "../../benches/probe.rs"]
@@ -357,7 +358,15 @@ async fn run(n: usize, dir: &std::path::Path) -> Results {
         format!("file://{}/{dirs}?fsync={fsync}", dir.display())
     };
     // Best of alternating rounds: on a shared machine the slowest rounds measure the neighbours.
-    for batch in BATCHES.into_iter().cycle().take(BATCHES.len() * rounds()) {
+    // `BENCH_BATCH=B` runs the sweep at one batch size only (for profiling one row).
+    let only_batch: Option<usize> = std::env::var("BENCH_BATCH")
+        .ok()
+        .and_then(|b| b.parse().ok());
+    let sweep: Vec<usize> = BATCHES
+        .into_iter()
+        .filter(|b| only_batch.is_none_or(|only| only == *b))
+        .collect();
+    for batch in sweep.iter().copied().cycle().take(sweep.len() * rounds()) {
         let fsync_n = n.min(batch * FSYNC_BATCHES);
         let mut row = |case, baseline, events, per_sec: f64| {
             eprintln!("  {case:<24} batch {batch:>4}: {per_sec:>12.0} events/s");

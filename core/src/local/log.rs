@@ -55,6 +55,8 @@ pub(crate) trait PartitionLog: Send + Sync + 'static {
     fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<StoredRecord>>;
     /// [`read`](Self::read) when it can be served from memory without blocking (the memory log
     /// always; the file log from its tail of recent appends); `None` when only `read` can.
+    /// An empty vector says nothing from `from` on is readable yet: the reader waits for the
+    /// next append's wake-up instead of asking the files.
     fn read_cached(
         &self,
         from: u64,

@@ -66,19 +66,26 @@ impl Producer for LocalProducer {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        // Group per partition, keeping send order inside each partition.
+        // Group per partition, keeping send order inside each partition; the groups ascend by
+        // partition (the writer thread relies on it). Empty vectors do not allocate.
         let mut slots = Vec::with_capacity(events.len());
-        let mut by_partition: Vec<(usize, Vec<Event>)> = Vec::new();
-        let mut group_of = vec![usize::MAX; self.stream.partitions.len()];
+        let mut per_partition: Vec<Vec<Event>> = Vec::new();
+        per_partition.resize_with(self.stream.partitions.len(), Vec::new);
         for event in events {
             let p = self.partition_of(&event);
-            if group_of[p] == usize::MAX {
+            slots.push((p, per_partition[p].len()));
+            per_partition[p].push(event);
+        }
+        let mut group_of = vec![usize::MAX; per_partition.len()];
+        let mut by_partition: Vec<(usize, Vec<Event>)> = Vec::new();
+        for (p, events) in per_partition.into_iter().enumerate() {
+            if !events.is_empty() {
                 group_of[p] = by_partition.len();
-                by_partition.push((p, Vec::new()));
+                by_partition.push((p, events));
             }
-            let group = group_of[p];
-            slots.push((group, by_partition[group].1.len()));
-            by_partition[group].1.push(event);
+        }
+        for slot in &mut slots {
+            slot.0 = group_of[slot.0];
         }
         let partitions: Vec<usize> = by_partition.iter().map(|(p, _)| *p).collect();
         // Positions the log made and keeps (the memory log), per partition group.

@@ -164,10 +164,11 @@ impl PartitionReader for LocalReader {
                     ended: false,
                 });
             }
-            // Records still in memory need no blocking task and no look at the bounds first (one
-            // lock of the log per read, not two); older ones are read from disk.
+            // Records still in memory need no blocking task and no look at the bounds (the
+            // log's lock, which its writer holds through system calls); older ones are read
+            // from disk. An empty answer from memory means nothing is published there yet.
             let records = match self.log.read_cached(from, max.max(1), FETCH_BYTES) {
-                Some(records) if !records.is_empty() => records,
+                Some(records) => records,
                 _ if from < self.log.bounds().1 => {
                     let log = self.log.clone();
                     self.stream

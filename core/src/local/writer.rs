@@ -1,12 +1,18 @@
-//! One writer thread per file stream: it drains every queued batch, writes them, then fsyncs
-//! each touched partition once, so N concurrent senders share one fsync.
+//! One writer thread per file stream: it drains every queued batch, writes each partition's
+//! events of all of them with one append (one framed buffer, one write), then fsyncs each
+//! touched partition once, so N concurrent senders share one write and one fsync.
 
 use super::*;
 
+/// One `send_batch`: its events grouped per partition, in ascending partition order (the
+/// writer relies on it to say which partitions of a failed batch were stored).
 pub(crate) struct WriteRequest {
     pub(crate) batches: Vec<(usize, Vec<Event>)>,
     pub(crate) reply: oneshot::Sender<Result<Vec<u64>>>,
 }
+
+/// How many queued batches one write round takes at most.
+const MAX_GROUP: usize = 512;
 
 /// One writer thread per file stream: it drains every queued batch, writes them, then fsyncs
 /// each touched partition once, so N concurrent senders share one fsync.
@@ -21,53 +27,15 @@ pub(super) fn spawn_writer(
     let spawned = std::thread::Builder::new()
         .name(thread_name)
         .spawn(move || {
-            let mut group = Vec::new();
-            while let Some(first) = rx.blocking_recv() {
-                group.push(first);
-                while group.len() < 512 {
-                    match rx.try_recv() {
-                        Ok(r) => group.push(r),
-                        Err(_) => break,
-                    }
-                }
+            let mut group = Vec::with_capacity(MAX_GROUP);
+            let mut round = Round::new(logs.len());
+            while rx.blocking_recv_many(&mut group, MAX_GROUP) > 0 {
                 let now = Timestamp::now().as_millis();
-                let mut touched = vec![false; logs.len()];
-                let mut results = Vec::with_capacity(group.len());
-                for request in &mut group {
-                    let batches = std::mem::take(&mut request.batches);
-                    let counts: Vec<(usize, usize)> =
-                        batches.iter().map(|(p, ev)| (*p, ev.len())).collect();
-                    let mut bases = Vec::with_capacity(batches.len());
-                    let mut outcome = Ok(());
-                    // The events move into the log (its tail of recent appends keeps them).
-                    for (p, events) in batches {
-                        match logs[p].append_owned(events, now) {
-                            Ok(base) => {
-                                touched[p] = true;
-                                bases.push(base);
-                            }
-                            Err(e) => {
-                                outcome = Err(partly_stored(e, &counts, &bases, p));
-                                break;
-                            }
-                        }
-                    }
-                    results.push(outcome.map(|_| bases));
-                }
+                round.write(&logs, &mut group, now);
                 if fsync == FsyncPolicy::Always {
-                    for (p, _) in touched.iter().enumerate().filter(|(_, t)| **t) {
-                        if let Err(e) = logs[p].sync() {
-                            for r in results.iter_mut() {
-                                if r.is_ok() {
-                                    *r = Err(Error::unavailable(format!(
-                                        "fsync of stream `{name}` partition {p} failed: {e}"
-                                    )));
-                                }
-                            }
-                        }
-                    }
+                    round.sync(&logs, &name);
                 }
-                for (request, result) in group.drain(..).zip(results) {
+                for (request, result) in group.drain(..).zip(round.results.drain(..)) {
                     let _ = request.reply.send(result);
                 }
             }
@@ -76,6 +44,137 @@ pub(super) fn spawn_writer(
         tracing::error!(stream = %stream_name, error = %e, "cannot start the writer thread");
     }
     tx
+}
+
+/// The writer thread's state for one group of batches, kept between rounds so a round
+/// allocates only the per-partition event vectors it hands to the logs.
+struct Round {
+    touched: Vec<bool>,
+    /// Per request: the index of its next partition batch to write.
+    cursor: Vec<usize>,
+    /// Per request: the first offset of each of its partition batches written so far.
+    bases: Vec<Vec<u64>>,
+    results: Vec<Result<Vec<u64>>>,
+}
+
+impl Round {
+    fn new(partitions: usize) -> Self {
+        Round {
+            touched: vec![false; partitions],
+            cursor: Vec::new(),
+            bases: Vec::new(),
+            results: Vec::new(),
+        }
+    }
+
+    /// Appends the events of every request, one append per partition: partition `p` gets the
+    /// events of each request in queue order, so send order (and so per-key order) holds.
+    /// A failed append fails the requests with events for that partition; their events for
+    /// later partitions are not written (each request's batches ascend by partition, so the
+    /// error says exactly which were stored).
+    fn write(&mut self, logs: &[Arc<dyn PartitionLog>], group: &mut [WriteRequest], now: i64) {
+        let n = group.len();
+        self.touched.fill(false);
+        self.cursor.clear();
+        self.cursor.resize(n, 0);
+        self.bases.resize_with(n, Vec::new);
+        for b in &mut self.bases[..n] {
+            b.clear();
+        }
+        let mut failed: Vec<Option<(usize, Error)>> = (0..n).map(|_| None).collect();
+        let mut counts: Vec<Vec<(usize, usize)>> = group
+            .iter()
+            .map(|r| r.batches.iter().map(|(p, ev)| (*p, ev.len())).collect())
+            .collect();
+        for (p, log) in logs.iter().enumerate() {
+            // Who has events for `p`, and how many, in queue order.
+            let mut events: Vec<Event> = Vec::new();
+            let mut takers: Vec<(usize, usize)> = Vec::new();
+            for (i, request) in group.iter_mut().enumerate() {
+                let c = self.cursor[i];
+                if failed[i].is_some() || c >= request.batches.len() || request.batches[c].0 != p {
+                    continue;
+                }
+                let batch = std::mem::take(&mut request.batches[c].1);
+                takers.push((i, batch.len()));
+                if events.is_empty() {
+                    events = batch; // the common case of one request: no copy at all
+                } else {
+                    events.extend(batch);
+                }
+                self.cursor[i] += 1;
+            }
+            if takers.is_empty() {
+                continue;
+            }
+            match log.append_owned(events, now) {
+                Ok(mut base) => {
+                    self.touched[p] = true;
+                    for (i, count) in takers {
+                        self.bases[i].push(base);
+                        base += count as u64;
+                    }
+                }
+                Err(e) => {
+                    // The first request gets the error itself; the others (Error is not Clone)
+                    // a copy of its kind, retryability and message.
+                    for &(i, _) in &takers[1..] {
+                        let copy =
+                            Error::new(e.kind(), e.message()).with_retryable(e.is_retryable());
+                        failed[i] = Some((p, copy));
+                    }
+                    failed[takers[0].0] = Some((p, e));
+                }
+            }
+        }
+        self.results.clear();
+        for i in 0..n {
+            let bases = std::mem::take(&mut self.bases[i]);
+            self.results.push(match failed[i].take() {
+                None => Ok(bases),
+                Some((p, e)) => Err(partly_stored(e, &std::mem::take(&mut counts[i]), &bases, p)),
+            });
+        }
+    }
+
+    /// Fsyncs each partition this round wrote; a failure fails every request not yet failed.
+    ///
+    /// Each partition is its own file, so a round that wrote several needs several fdatasyncs:
+    /// one after the other they cost their sum (the profile's largest item under
+    /// `fsync=always`), at once the file system commits them together. So they run on scoped
+    /// threads, and the round ends (and its sends are acknowledged) only when every one is done.
+    fn sync(&mut self, logs: &[Arc<dyn PartitionLog>], name: &str) {
+        let touched: Vec<usize> = (0..logs.len()).filter(|p| self.touched[*p]).collect();
+        let outcomes: Vec<(usize, Result<()>)> = match touched.as_slice() {
+            [] => Vec::new(),
+            [p] => vec![(*p, logs[*p].sync())],
+            [first, rest @ ..] => std::thread::scope(|scope| {
+                let others: Vec<_> = rest
+                    .iter()
+                    .map(|p| (*p, scope.spawn(|| logs[*p].sync())))
+                    .collect();
+                let mut outcomes = vec![(*first, logs[*first].sync())];
+                for (p, handle) in others {
+                    let outcome = handle.join().unwrap_or_else(|_| {
+                        Err(Error::other("the fsync thread panicked".to_owned()))
+                    });
+                    outcomes.push((p, outcome));
+                }
+                outcomes
+            }),
+        };
+        for (p, outcome) in outcomes {
+            if let Err(e) = outcome {
+                for r in self.results.iter_mut() {
+                    if r.is_ok() {
+                        *r = Err(Error::unavailable(format!(
+                            "fsync of stream `{name}` partition {p} failed: {e}"
+                        )));
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The error of a batch whose partition `failed` could not be written after the partitions

@@ -20,6 +20,7 @@ impl FileLog {
     /// Writes the marks: readers in other processes see records up to `next` from now on, and
     /// a restart knows every position below `next` was handed out.
     pub(super) fn publish(&self, g: &Inner) {
+        self.tail.publish(g.next);
         if let Some(file) = &g.marks
             && let Err(e) = write_marks(
                 file,
@@ -54,7 +55,9 @@ impl FileLog {
         }
     }
 
-    pub(super) fn append_in(&self, g: &mut Inner, events: &[Event], append_ms: i64) -> Result<u64> {
+    /// Frames `events` into one buffer and writes it with one call per segment it lands in;
+    /// [`after_append`](Self::after_append) then applies the fsync policy and publishes.
+    pub(super) fn write_in(&self, g: &mut Inner, events: &[Event], append_ms: i64) -> Result<u64> {
         if !self.is_writable() {
             return Err(self.read_only_error());
         }
@@ -155,6 +158,11 @@ impl FileLog {
         }
         g.next = base + events.len() as u64;
         g.scratch = scratch;
+        Ok(base)
+    }
+
+    /// The fsync policy's work after an append, and the marks that publish it.
+    pub(super) fn after_append(&self, g: &mut Inner) -> Result<()> {
         match self.fsync {
             // Fsynced by the stream's writer once per group of concurrent batches (group
             // commit), which then publishes the marks: readers never see an unsynced record.
@@ -163,7 +171,7 @@ impl FileLog {
             // The producer gets its receipts now: the marks must cover them now.
             FsyncPolicy::Interval(_) | FsyncPolicy::Never => self.publish(g),
         }
-        Ok(base)
+        Ok(())
     }
 }
 

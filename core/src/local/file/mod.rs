@@ -27,16 +27,17 @@
 mod append;
 mod read;
 mod recovery;
+mod tail;
 
 use append::write_marks;
 use read::read_at;
+use tail::{Tail, TailRead};
 
 use super::codec::{self, Frame, INDEX_ENTRY, IndexEntry, MARKS_LEN, Marks, StoredRecord};
 use super::log::{LogConfig, PartitionLog};
 use crate::{Error, Event, Result};
 use bytes::Bytes;
 use parking_lot::Mutex;
-use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -63,10 +64,6 @@ const INDEX_INTERVAL: u64 = 4096;
 const READ_CHUNK: usize = 256 << 10;
 const RESYNC_CHUNK: usize = 1 << 20;
 const MARKS_FILE: &str = "marks";
-/// What the tail of recent appends may hold per partition (encoded bytes, about).
-const TAIL_BYTES: usize = 256 << 10;
-/// A tail record's memory beyond its encoded event (record, event and `Bytes` headers).
-const TAIL_OVERHEAD: usize = 96;
 
 /// A damaged region of a segment found by a reader: records `from..resume` cannot be read;
 /// the frame of `resume` starts at byte `resume_pos`.
@@ -108,10 +105,6 @@ struct Inner {
     scratch: Vec<u8>,
     /// The writer's open marks file.
     marks: Option<File>,
-    /// The newest records this process appended (the last ends at `next`), so readers that
-    /// keep up are served from memory, without a system call or a blocking task.
-    tail: VecDeque<StoredRecord>,
-    tail_bytes: usize,
 }
 
 /// A partition log in a directory.
@@ -123,6 +116,8 @@ pub(crate) struct FileLog {
     config: LogConfig,
     skip_damaged: bool,
     inner: Mutex<Inner>,
+    /// The newest records this process appended (the last ends at `next`), with its own lock.
+    tail: Tail,
 }
 
 /// What [`FileLog::load`] found on disk.
@@ -183,9 +178,8 @@ impl FileLog {
                 last_sync: Instant::now(),
                 scratch: Vec::new(),
                 marks: None,
-                tail: VecDeque::new(),
-                tail_bytes: 0,
             }),
+            tail: Tail::default(),
         };
         let loaded = log.load(writable)?;
         log.install(&mut log.inner.lock(), loaded);
@@ -202,8 +196,8 @@ impl FileLog {
         g.next = loaded.next;
         g.marks = loaded.marks;
         g.dirty = false;
-        g.tail.clear();
-        g.tail_bytes = 0;
+        self.tail.clear();
+        self.tail.publish(g.next);
     }
 
     fn read_only_error(&self) -> Error {
@@ -218,25 +212,27 @@ impl FileLog {
 
 impl PartitionLog for FileLog {
     fn append(&self, events: &[Event], append_ms: i64) -> Result<u64> {
-        self.append_in(&mut self.inner.lock(), events, append_ms)
+        let mut g = self.inner.lock();
+        // The tail would no longer end at `next`: readers go to the files until it refills.
+        self.tail.clear();
+        let base = self.write_in(&mut g, events, append_ms)?;
+        self.after_append(&mut g)?;
+        Ok(base)
     }
 
-    fn append_owned(&self, events: Vec<Event>, append_ms: i64) -> Result<u64> {
+    fn append_owned(&self, mut events: Vec<Event>, append_ms: i64) -> Result<u64> {
+        tail::share(&mut events);
         let mut g = self.inner.lock();
-        let base = self.append_in(&mut g, &events, append_ms)?;
-        for (offset, event) in (base..).zip(events) {
-            g.tail_bytes += event.encoded_len() + TAIL_OVERHEAD;
-            g.tail.push_back(StoredRecord {
+        let base = self.write_in(&mut g, &events, append_ms)?;
+        // Into the tail before the marks publish them, so a reader never finds a published
+        // record missing from it.
+        self.tail
+            .push((base..).zip(events).map(|(offset, event)| StoredRecord {
                 offset,
                 append_ms,
                 event,
-            });
-        }
-        while g.tail_bytes > TAIL_BYTES
-            && let Some(old) = g.tail.pop_front()
-        {
-            g.tail_bytes -= old.event.encoded_len() + TAIL_OVERHEAD;
-        }
+            }));
+        self.after_append(&mut g)?;
         Ok(base)
     }
 
@@ -246,23 +242,12 @@ impl PartitionLog for FileLog {
         max_records: usize,
         max_bytes: usize,
     ) -> Option<Vec<StoredRecord>> {
-        let g = self.inner.lock();
-        let first = g.tail.front()?.offset;
-        // Below the tail, or where retention has moved the start: the file path, which knows
-        // what was removed and says so.
-        if from < first || from < g.start || from >= g.next {
-            return None;
+        match self.tail.read(from, max_records, max_bytes) {
+            TailRead::Records(records) => Some(records),
+            // Below the tail, or where retention has moved the start: the file path, which
+            // knows what was removed and says so.
+            TailRead::NotHere => None,
         }
-        let mut out = Vec::with_capacity(max_records.min((g.next - from) as usize));
-        let mut budget = max_bytes.max(1);
-        for record in g.tail.range((from - first) as usize..) {
-            if out.len() >= max_records || budget == 0 {
-                break;
-            }
-            budget = budget.saturating_sub(record.event.encoded_len());
-            out.push(record.clone());
-        }
-        Some(out)
     }
 
     fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<StoredRecord>> {
@@ -501,6 +486,7 @@ impl PartitionLog for FileLog {
             // The marks move first: a crash before the files go leaves only leftovers, which
             // the next open removes, never a hole that looks like lost data.
             g.start = g.start.max(g.segments[1].base);
+            self.tail.drop_below(g.start);
             if let Some(file) = &g.marks {
                 write_marks(
                     file,
