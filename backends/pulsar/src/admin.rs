@@ -11,7 +11,7 @@ use tributary::{Error, Result, Url};
 
 use crate::config::{PulsarConfig, TopicName};
 use crate::consumer::handover::{Acknowledged, find_subscription};
-use crate::error::timed_out;
+use crate::error::{BACKEND, timed_out};
 
 /// A client of one cluster's admin API.
 #[derive(Clone)]
@@ -403,6 +403,22 @@ impl Admin {
             })
             .unwrap_or_default();
         Ok(consumers)
+    }
+
+    /// How many messages `subscription` has not acknowledged on one topic or partition (full
+    /// name), as the broker counts them now.
+    pub(crate) async fn subscription_backlog(&self, full: &str, subscription: &str) -> Result<u64> {
+        let url = self.full_topic_endpoint(full, "stats")?;
+        let what = format!("read the backlog of `{subscription}` on `{full}`");
+        let (_, body) = self.call(Method::GET, url, None, &what).await?;
+        body.get("subscriptions")
+            .and_then(|subs| find_subscription(subs, subscription))
+            .and_then(|sub| sub.get("msgBacklog"))
+            .and_then(Value::as_u64)
+            .ok_or_else(|| {
+                Error::other(format!("{what}: the statistics show no backlog for it"))
+                    .with_backend(BACKEND)
+            })
     }
 
     /// What `subscription` has acknowledged on one topic or partition (full name), as the

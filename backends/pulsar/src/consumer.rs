@@ -170,6 +170,8 @@ pub(crate) enum Command {
         slot: usize,
         generation: u64,
         acknowledged: Option<handover::Acknowledged>,
+        /// When to stop waiting for the broker's resend from the first unacknowledged entry.
+        deadline: Instant,
     },
 }
 

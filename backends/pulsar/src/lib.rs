@@ -40,7 +40,7 @@
 //! | `batch_delay`, `batch_bytes` | `5ms`, `128KiB` | when a batch goes out |
 //! | `receiver_queue` | `1000` | messages prefetched per partition |
 //! | `nack_delay`, `nack_max_delay` | `100ms`, `10s` | a nacked event's wait before redelivery, doubled per attempt |
-//! | `handover_grace` | `1s` | how long a member taking over a partition from another, still connected, member holds it so that member's last acks land first (see "Groups"); `0s` turns it off |
+//! | `handover_grace` | `1s` | how long a member taking over a partition from another, still connected, member holds it so that member's last acks land first (see "Groups"); `0s` turns that wait off (not the wait for the broker's resend, which per-key order needs) |
 //! | `max_event_bytes` | the broker's `maxMessageSize` | a lower limit of your own |
 //!
 //! OAuth2 is not built in (the `pulsar` crate's `auth-oauth2` feature pulls OpenSSL); use a
@@ -85,21 +85,28 @@
 //! subscription's cursor through the admin API and drops what was acknowledged meanwhile
 //! (`consumer/handover.rs`; proven by `tests/handover.rs`, where the old member acks 20
 //! events just after the handover). A partition taken from a member that closed or crashed
-//! flows at once.
+//! skips that wait.
 //!
-//! **Known gap (open).** The broker picks a partition's new owner before it tells anyone:
-//! when a read for the previous owner is under way at that moment (on a partition written to
-//! all the time, nearly always), it can send the new owner the partition's newest entries
-//! during the `activeConsumerFailoverDelayTimeMillis` (1 s) before it announces the change and
-//! rewinds the cursor (seen in traces: a member queued entries 200 to 241 of a partition a
-//! second before it was told it was active, right after the previous owner's last entry,
-//! 199). The new owner, not yet told, delivers them, while the previous owner may still hold
-//! earlier events undelivered, which come again only after the rewind: per key, an event can
-//! then first arrive after later ones (`per_key_order_holds_while_members_join_and_leave` failed
-//! about one run in three on a loaded machine: an event after the 20 later ones of its key).
-//! Holding back what a member receives before it is told (tried) keeps the order but made a
-//! handover stall in one test run in five, so it is not in place; until then per-key order
-//! across a member change holds except within that window.
+//! **Per-key order across a member change.** The broker picks a partition's new owner before
+//! it tells anyone: when a read for the previous owner is under way at that moment (on a
+//! partition written to all the time, nearly always), it can send the new owner the
+//! partition's newest entries during the `activeConsumerFailoverDelayTimeMillis` (1 s) before
+//! it announces the change and rewinds the cursor (seen in traces: a member queued entries
+//! 1784 onwards of a partition a second before it was told it was active, while the previous
+//! owner had been sent up to 1745 and still held 1752 to 1783 undelivered; delivered, they
+//! put an event of a key after the 20 later ones). A read the broker started for the new
+//! owner before the announcement can also survive the rewind, delivering newer entries ahead
+//! of the resend, or, waiting at the end of the partition, nothing until something new is
+//! written. So a member drops what it receives for a partition before it is told it is
+//! active, and then, on every takeover, holds the partition until the broker's
+//! resend from the first unacknowledged entry, which it reads from the subscription's cursor
+//! through the admin API, has arrived, dropping whatever came before it; when the resend does
+//! not show up it asks the broker to rewind (a redelivery request, which on Failover rewinds
+//! the whole partition) at most every 0.9 s, and after 10 s delivers what it has, with a
+//! warning. An idle partition (no backlog) flows at once. Taking a partition over so costs
+//! one or two admin calls and, rarely, a second resend; nothing delivered is delivered twice
+//! because of it. Without the admin API (an error reading the cursor) the member warns and
+//! delivers as the broker sends: order across that handover is then not guaranteed.
 //!
 //! `subscription=shared` gives up order for parallelism beyond the partition count. The test
 //! `per_key_order_holds_while_members_join_and_leave` (in `tests/semantics.rs`) proves the

@@ -50,6 +50,11 @@ pub(crate) struct Subscribe {
 }
 
 impl Subscribe {
+    /// Whether the broker tells members when they become a partition's active one (Failover).
+    pub(crate) fn announces_active(&self) -> bool {
+        self.sub_type == SubType::Failover
+    }
+
     pub(crate) async fn member(&self, slot: usize) -> Result<Member> {
         let options = pulsar::ConsumerOptions {
             initial_position: self.initial.clone(),
@@ -99,6 +104,17 @@ pub(crate) struct Driver {
     /// Per slot, what the subscription had acknowledged when the member took the partition
     /// over: events the broker sent before those acks landed are dropped on arrival.
     pub acknowledged: Vec<Option<Acknowledged>>,
+    /// Per slot, whether the broker has told the member it is the partition's active one
+    /// (always true on a Shared subscription, which has none). On Failover the broker can
+    /// send the member it picked entries before it tells it and rewinds the cursor (see
+    /// `hold_for_handover`): what arrives before the announcement is dropped, and comes again
+    /// after it.
+    pub announced: Vec<bool>,
+    /// Per slot, entries dropped because they came before the announcement, for the logs.
+    pub unannounced_dropped: Vec<u64>,
+    /// Per slot, while a taken-over partition waits for the broker's resend: when to ask the
+    /// broker to rewind (again).
+    pub rewind_at: Vec<Option<Instant>>,
     pub stopping: Arc<AtomicBool>,
     pub next_slot: usize,
 }
@@ -112,6 +128,7 @@ impl Driver {
         subscribe: Arc<Subscribe>,
     ) -> Driver {
         let n = members.len();
+        let announced = !subscribe.announces_active();
         Driver {
             shared,
             commands,
@@ -124,6 +141,9 @@ impl Driver {
             flowing: vec![false; n],
             lags: vec![None; n],
             acknowledged: vec![None; n],
+            announced: vec![announced; n],
+            unannounced_dropped: vec![0; n],
+            rewind_at: vec![None; n],
             stopping: Arc::new(AtomicBool::new(false)),
             next_slot: 0,
         }
@@ -156,8 +176,8 @@ impl Driver {
                         let _ = reply.send(result);
                     }
                     Some(Command::Replaced(slot, member)) => self.install(slot, *member).await,
-                    Some(Command::Settled { slot, generation, acknowledged }) => {
-                        self.settled(slot, generation, acknowledged);
+                    Some(Command::Settled { slot, generation, acknowledged, deadline }) => {
+                        self.settled(slot, generation, acknowledged, deadline).await;
                     }
                 },
                 (slot, item) = next_message(&mut self.members, start), if has_room => {
@@ -172,9 +192,21 @@ impl Driver {
     fn handle(&mut self, slot: usize, item: Option<std::result::Result<Message, pulsar::Error>>) {
         self.flowing[slot] = item.is_some();
         match item {
-            Some(Ok(message)) => self.enqueue(slot, message),
+            Some(Ok(message)) if self.announced[slot] => self.enqueue(slot, message),
+            Some(Ok(message)) => {
+                self.unannounced_dropped[slot] += 1;
+                let id = &message.message_id.id;
+                tracing::trace!(slot, member = %self.subscribe.consumer_name, ledger = id.ledger_id, entry = id.entry_id, "pulsar: arrived before the member was told it is active, dropped");
+            }
             Some(Err(pulsar::Error::Consumer(ConsumerError::ActiveConsumerChange(active)))) => {
-                tracing::debug!(topic = %self.subscribe.topics[slot], member = %self.subscribe.consumer_name, active, "pulsar: active member change");
+                let dropped_before = std::mem::take(&mut self.unannounced_dropped[slot]);
+                tracing::debug!(topic = %self.subscribe.topics[slot], member = %self.subscribe.consumer_name, active, dropped_before, "pulsar: active member change");
+                if active && self.announced[slot] {
+                    // Told again (the broker rewound once more): the resend from the first
+                    // unacknowledged entry repeats only what this member already has.
+                    return;
+                }
+                self.announced[slot] = active;
                 if active {
                     self.hold_for_handover(slot);
                 } else {
@@ -379,6 +411,8 @@ impl Driver {
         }
         self.failing_since[slot] = None;
         self.batches[slot].clear();
+        self.announced[slot] = !self.subscribe.announces_active();
+        self.unannounced_dropped[slot] = 0;
         self.drop_queued(slot);
         let subscribe = self.subscribe.clone();
         let to_self = self.to_self.clone();
@@ -403,15 +437,24 @@ impl Driver {
         });
     }
 
-    /// The member became the partition's active one. When another member of the group is
-    /// connected to the partition, this is a handover: the partition is held until the
-    /// previous owner's last acks have landed and are known (`handover.rs`).
+    /// The member was told it is the partition's active one: the partition is held until the
+    /// broker's resend from the first unacknowledged entry has begun, and, when another
+    /// member of the group is connected to the partition (a handover), until that member's
+    /// last acks have landed and are known (`handover.rs`).
+    ///
+    /// The broker picks a new active member before it tells anyone: after it picks, the
+    /// previous owner's last dispatch can be followed by a read for the new one, which is sent
+    /// the partition's newest entries up to `activeConsumerFailoverDelayTimeMillis` (1 s)
+    /// before the announcement and the rewind, while the previous owner still holds earlier
+    /// entries undelivered (those are dropped in `handle`). A read the broker started for the
+    /// member before the announcement can also survive the rewind: under way, it delivers
+    /// newer entries ahead of the resend; waiting at the end of the partition, it sends
+    /// nothing until something new is written. So the member compares what it has queued with
+    /// the subscription's cursor and, until the resend shows up, asks the broker to rewind
+    /// (`settled`).
     fn hold_for_handover(&mut self, slot: usize) {
         self.acknowledged[slot] = None;
-        let grace = self.subscribe.handover_grace;
-        if grace.is_zero() {
-            return;
-        }
+        self.rewind_at[slot] = None;
         let generation = {
             let mut state = self.shared.state.lock();
             let partition = &mut state.partitions[slot];
@@ -424,64 +467,156 @@ impl Driver {
         tokio::spawn(async move {
             let topic = &subscribe.topics[slot];
             let sub = &subscribe.subscription;
-            let acknowledged = match subscribe.admin.subscription_consumers(topic, sub).await {
-                Ok(consumers)
-                    if !handover::grace_needed(&consumers, &subscribe.consumer_name, grace) =>
-                {
-                    tracing::debug!(%topic, member = %subscribe.consumer_name, ?consumers, "pulsar: no handover wait");
-                    None
-                }
-                Ok(_) => {
-                    tokio::time::sleep(grace).await;
-                    if stopping.load(Ordering::Acquire) {
-                        return;
+            let grace = subscribe.handover_grace;
+            if !grace.is_zero() {
+                match subscribe.admin.subscription_consumers(topic, sub).await {
+                    Ok(consumers)
+                        if !handover::grace_needed(&consumers, &subscribe.consumer_name, grace) =>
+                    {
+                        tracing::debug!(%topic, member = %subscribe.consumer_name, ?consumers, "pulsar: no handover wait");
                     }
-                    match subscribe.admin.acknowledged(topic, sub).await {
-                        Ok(acknowledged) => Some(acknowledged),
-                        Err(error) => {
-                            tracing::warn!(%error, "pulsar: taking over a partition without knowing what its previous member acknowledged last; those events may be delivered again");
-                            None
-                        }
+                    Ok(_) => tokio::time::sleep(grace).await,
+                    Err(error) => {
+                        tracing::warn!(%error, "pulsar: taking over a partition without asking whether another member held it; events it acknowledged last may be delivered again");
                     }
                 }
-                Err(error) => {
-                    tracing::warn!(%error, "pulsar: taking over a partition without asking whether another member held it; events it acknowledged last may be delivered again");
-                    None
-                }
-            };
-            if let Some(to_driver) = to_self.upgrade() {
-                let _ = to_driver.send(Command::Settled {
-                    slot,
-                    generation,
-                    acknowledged,
-                });
             }
+            if stopping.load(Ordering::Acquire) {
+                return;
+            }
+            let deadline = Instant::now() + RESEND_DEADLINE;
+            read_cursor_and_settle(&subscribe, &to_self, slot, generation, deadline).await;
         });
     }
 
-    /// A held partition flows again, without what was acknowledged while it was held.
-    fn settled(&mut self, slot: usize, generation: u64, acknowledged: Option<Acknowledged>) {
-        {
+    /// A held partition flows again once the broker's resend from the first unacknowledged
+    /// entry is queued: without what was acknowledged while it was held, and without what
+    /// the broker sent before the resend.
+    async fn settled(
+        &mut self,
+        slot: usize,
+        generation: u64,
+        acknowledged: Option<Acknowledged>,
+        deadline: Instant,
+    ) {
+        let topic = &self.subscribe.topics[slot];
+        let member = &self.subscribe.consumer_name;
+        let start = {
             let mut state = self.shared.state.lock();
             let partition = &mut state.partitions[slot];
             if partition.generation != generation || !partition.held {
                 return;
             }
-            partition.held = false;
-            tracing::debug!(topic = %self.subscribe.topics[slot], member = %self.subscribe.consumer_name, ?acknowledged, queued = partition.queue.len(), first = ?partition.queue.front().map(|p| p.position), "pulsar: handover settled");
-            let mut dropped = 0;
-            if let Some(acked) = &acknowledged {
-                let before = partition.queue.len();
-                partition.queue.retain(|pending| !acked.covers(&pending.id));
-                dropped = before - partition.queue.len();
+            let before = partition.queue.len();
+            let start =
+                match &acknowledged {
+                    Some(acked) => {
+                        partition.queue.retain(|pending| !acked.covers(&pending.id));
+                        acked.resend_start(partition.queue.iter().map(|pending| {
+                            (pending.id.ledger_id as i64, pending.id.entry_id as i64)
+                        }))
+                    }
+                    None => Some(0),
+                };
+            if let Some(start) = start {
+                partition.queue.drain(..start);
             }
+            let dropped = before - partition.queue.len();
             state.queued -= dropped;
-            if dropped > 0 {
-                tracing::debug!(topic = %self.subscribe.topics[slot], dropped, "pulsar: events the previous member acknowledged during the handover dropped");
-            }
+            tracing::debug!(%topic, %member, ?acknowledged, ?start, dropped, queued = state.partitions[slot].queue.len(), first = ?state.partitions[slot].queue.front().map(|p| p.position), "pulsar: taking over, queue compared with the cursor");
+            start
+        };
+        if start.is_none() && Instant::now() < deadline {
+            self.await_resend(slot, generation, deadline).await;
+            return;
         }
+        if start.is_none() {
+            tracing::warn!(%topic, %member, "pulsar: the broker did not resend the partition from its first unacknowledged event in time; delivering what it sent");
+        }
+        self.shared.state.lock().partitions[slot].held = false;
+        tracing::debug!(%topic, %member, "pulsar: handover settled");
+        self.rewind_at[slot] = None;
         self.acknowledged[slot] = acknowledged;
         self.shared.wake.notify_waiters();
+        self.shared.room.notify_one();
+    }
+
+    /// The resend from the first unacknowledged entry has not shown up in the queue: asks the
+    /// broker to rewind (not at once, the resend may be on its way; then at most every
+    /// `REWIND_EVERY`) and looks again shortly. An idle partition (nothing unacknowledged)
+    /// flows at once: what comes next is written after the rewind.
+    ///
+    /// Nothing of the partition has been delivered since the announcement, so a rewind
+    /// repeats nothing delivered; what is queued is dropped with the request, and what
+    /// arrives after it and before the resend is dropped when the resend arrives.
+    async fn await_resend(&mut self, slot: usize, generation: u64, deadline: Instant) {
+        let now = Instant::now();
+        let empty = self.shared.state.lock().partitions[slot].queue.is_empty();
+        let rewind_at = *self.rewind_at[slot].get_or_insert(now + FIRST_REWIND_AFTER);
+        let rewind = now >= rewind_at;
+        if rewind {
+            self.rewind_at[slot] = Some(now + REWIND_EVERY);
+            self.drop_held(slot);
+            self.rewind(slot).await;
+        }
+        let subscribe = self.subscribe.clone();
+        let to_self = self.to_self.clone();
+        tokio::spawn(async move {
+            if empty {
+                let topic = &subscribe.topics[slot];
+                match subscribe
+                    .admin
+                    .subscription_backlog(topic, &subscribe.subscription)
+                    .await
+                {
+                    Ok(0) => {
+                        if let Some(to_driver) = to_self.upgrade() {
+                            let _ = to_driver.send(Command::Settled {
+                                slot,
+                                generation,
+                                acknowledged: None,
+                                deadline,
+                            });
+                        }
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::debug!(%error, "pulsar: taking over, the backlog is unknown");
+                    }
+                }
+            }
+            tokio::time::sleep(RECHECK_EVERY).await;
+            read_cursor_and_settle(&subscribe, &to_self, slot, generation, deadline).await;
+        });
+    }
+
+    /// Asks the broker to send the partition again from its first unacknowledged entry: a
+    /// redelivery request from the active member cancels the broker's pending read, rewinds
+    /// the cursor and reads again. On Failover any message id asks for all of them.
+    async fn rewind(&mut self, slot: usize) {
+        tracing::debug!(topic = %self.subscribe.topics[slot], member = %self.subscribe.consumer_name, "pulsar: taking over, asking the broker to rewind the partition");
+        let id = MessageIdData {
+            ledger_id: 0,
+            entry_id: 0,
+            partition: Some(self.subscribe.indexes[slot]),
+            ..Default::default()
+        };
+        if let Some(member) = &mut self.members[slot]
+            && let Err(error) = member.consumer.nack_with_id("", id).await
+        {
+            tracing::debug!(%error, "pulsar: a redelivery request could not be handed to the client");
+        }
+    }
+
+    /// Empties a held partition's queue (its events come again), keeping it held.
+    fn drop_held(&mut self, slot: usize) {
+        {
+            let mut state = self.shared.state.lock();
+            let dropped = state.partitions[slot].queue.len();
+            state.partitions[slot].queue.clear();
+            state.queued -= dropped;
+        }
         self.shared.room.notify_one();
     }
 
@@ -533,6 +668,46 @@ impl Driver {
             state.queued = 0;
         }
         self.shared.wake.notify_waiters();
+    }
+}
+
+/// How long a member that became active waits for the broker's resend from the first
+/// unacknowledged entry before it delivers what it has.
+const RESEND_DEADLINE: Duration = Duration::from_secs(10);
+/// How long after the first look finds no resend the member asks for one.
+const FIRST_REWIND_AFTER: Duration = Duration::from_millis(300);
+/// How often the member asks again while the resend does not show up.
+const REWIND_EVERY: Duration = Duration::from_millis(900);
+/// How often the member looks at its queue and the cursor while it waits for the resend.
+const RECHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// Reads what the subscription has acknowledged on the slot's partition and tells the driver.
+async fn read_cursor_and_settle(
+    subscribe: &Subscribe,
+    to_self: &mpsc::WeakUnboundedSender<Command>,
+    slot: usize,
+    generation: u64,
+    deadline: Instant,
+) {
+    let topic = &subscribe.topics[slot];
+    let acknowledged = match subscribe
+        .admin
+        .acknowledged(topic, &subscribe.subscription)
+        .await
+    {
+        Ok(acknowledged) => Some(acknowledged),
+        Err(error) => {
+            tracing::warn!(%error, "pulsar: taking over a partition without knowing what its previous member acknowledged last; those events may be delivered again, and out of order");
+            None
+        }
+    };
+    if let Some(to_driver) = to_self.upgrade() {
+        let _ = to_driver.send(Command::Settled {
+            slot,
+            generation,
+            acknowledged,
+            deadline,
+        });
     }
 }
 

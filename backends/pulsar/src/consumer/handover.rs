@@ -16,7 +16,12 @@
 //! the previous owner has to hear of the change and for its acks to land, then reads the
 //! subscription's cursor through the admin API and drops what was acknowledged meanwhile. A
 //! member that takes a partition nobody else holds (the group's first, or after the previous
-//! owner closed, whose acks precede its close on the wire, or crashed) starts at once.
+//! owner closed, whose acks precede its close on the wire, or crashed) skips that wait.
+//!
+//! Every takeover then waits for the broker's resend from the first unacknowledged entry
+//! (`Acknowledged::resend_start`): what the broker sent the member before that, read before
+//! its rewind, would put newer events ahead of older ones (the driver's `hold_for_handover`
+//! says when that happens).
 
 use std::time::Duration;
 
@@ -79,10 +84,11 @@ impl Acknowledged {
     /// Whether the message's entry (a whole batch, for batched messages) is acknowledged.
     pub(crate) fn covers(&self, id: &MessageIdData) -> bool {
         let at = (id.ledger_id as i64, id.entry_id as i64);
-        if self.mark_delete.is_some_and(|mark| at <= mark) {
-            return true;
-        }
-        self.ranges.iter().any(|r| {
+        self.mark_delete.is_some_and(|mark| at <= mark) || self.in_range(at).is_some()
+    }
+
+    fn in_range(&self, at: (i64, i64)) -> Option<&Range> {
+        self.ranges.iter().find(|r| {
             let above = if r.low_inclusive {
                 at >= r.low
             } else {
@@ -95,6 +101,39 @@ impl Acknowledged {
             };
             above && below
         })
+    }
+
+    /// The entry a rewound cursor starts at: the one after the mark-delete position, past
+    /// the ranges acknowledged beyond it. Unknown without a mark-delete position.
+    fn first_unacknowledged(&self) -> Option<(i64, i64)> {
+        let (ledger, entry) = self.mark_delete?;
+        let mut next = (ledger, entry + 1);
+        while let Some(range) = self.in_range(next) {
+            next = if range.high_inclusive {
+                (range.high.0, range.high.1 + 1)
+            } else {
+                range.high
+            };
+        }
+        Some(next)
+    }
+
+    /// Where, among a taking-over member's queued entries (`(ledger, entry)` in arrival
+    /// order, the acknowledged ones already removed), the broker's resend from the first
+    /// unacknowledged entry begins: everything queued before it was read for this member
+    /// before the cursor was rewound, and comes again after it. `None` while it has not
+    /// arrived. An entry can begin the resend when it is the first unacknowledged one, or
+    /// the first of a later ledger (the first unacknowledged position then lies past the
+    /// end of its ledger). Without a mark-delete position any entry can.
+    pub(crate) fn resend_start(
+        &self,
+        queued: impl IntoIterator<Item = (i64, i64)>,
+    ) -> Option<usize> {
+        let mut queued = queued.into_iter();
+        let Some(next) = self.first_unacknowledged() else {
+            return queued.next().map(|_| 0);
+        };
+        queued.position(|at| at <= next || (at.0 > next.0 && at.1 == 0))
     }
 }
 
@@ -218,6 +257,26 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn the_resend_begins_at_the_first_unacknowledged_entry() {
+        let cursor = serde_json::json!({
+            "markDeletePosition": "17:3",
+            "individuallyDeletedMessages": "[(17:3..17:5], (17:6..17:7]]",
+        });
+        let acked = Acknowledged::from_cursor(&cursor).unwrap();
+        assert_eq!(acked.first_unacknowledged(), Some((17, 6)));
+        // Read before the rewind: 17:20..17:22; the resend from 17:6 follows.
+        let queued = [(17, 20), (17, 21), (17, 22), (17, 6), (17, 8), (17, 9)];
+        assert_eq!(acked.resend_start(queued), Some(3));
+        assert_eq!(acked.resend_start([(17, 20), (17, 21)]), None);
+        assert_eq!(acked.resend_start([]), None);
+        // The first unacknowledged entry lies past the end of ledger 17.
+        assert_eq!(acked.resend_start([(18, 4), (18, 0), (18, 1)]), Some(1));
+        let fresh = serde_json::json!({ "individuallyDeletedMessages": "[]" });
+        let fresh = Acknowledged::from_cursor(&fresh).unwrap();
+        assert_eq!(fresh.resend_start([(3, 9)]), Some(0));
     }
 
     #[test]
