@@ -45,6 +45,7 @@ use crate::position::MessagePosition;
 
 pub(crate) mod driver;
 pub(crate) mod handover;
+mod takeover;
 
 pub(crate) use driver::Driver;
 use driver::Member;
