@@ -16,39 +16,71 @@ use tributary_testcontainers::{Peer, require_peer, unique_name};
 const WAIT: Duration = Duration::from_secs(60);
 const EVENTS: usize = 200;
 
-/// Until the broker has handed each partition of `topic` to its active member: that member
-/// has been sent messages (the member that joined has none before the handover).
-async fn wait_for_handover(admin: &str, topic: &str, group: &str) {
+/// The stats of partition `partition` of `topic`, from the admin API.
+async fn partition_stats(
+    http: &reqwest::Client,
+    admin: &str,
+    topic: &str,
+    partition: u32,
+) -> Value {
+    let url =
+        format!("{admin}/admin/v2/persistent/public/default/{topic}-partition-{partition}/stats");
+    http.get(&url)
+        .send()
+        .await
+        .expect("admin API")
+        .json()
+        .await
+        .expect("stats")
+}
+
+/// The names of the consumers of `group` on each partition of `topic` (the members so far).
+async fn consumer_names(admin: &str, topic: &str, group: &str) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let mut names = Vec::new();
+    for partition in 0..2 {
+        let stats = partition_stats(&http, admin, topic, partition).await;
+        for consumer in stats["subscriptions"][group]["consumers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            if let Some(name) = consumer["consumerName"].as_str() {
+                names.push(name.to_string());
+            }
+        }
+    }
+    names
+}
+
+/// Until the broker has handed a partition of `topic` to the member that joined: both members
+/// are connected to every partition, and on one of them the active consumer is not one of
+/// `earlier` (the first member's) and has been sent messages. Waiting only for "the active
+/// member has been sent messages" also held for the first member before any handover, so the
+/// late acks below could come before it and leave the joining member nothing to receive.
+async fn wait_for_handover(admin: &str, topic: &str, group: &str, earlier: &[String]) {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + WAIT;
-    let handed_over = |stats: &Value| {
-        let Some(sub) = stats["subscriptions"].get(group) else {
-            return false;
-        };
-        let consumers = sub["consumers"].as_array().cloned().unwrap_or_default();
-        consumers.len() == 2
-            && consumers.iter().any(|c| {
-                c["consumerName"] == sub["activeConsumerName"]
-                    && c["msgOutCounter"].as_u64().unwrap_or(0) > 0
-            })
-    };
     loop {
-        let mut all = true;
+        let mut connected = true;
+        let mut moved = false;
         for partition in 0..2 {
-            let url = format!(
-                "{admin}/admin/v2/persistent/public/default/{topic}-partition-{partition}/stats"
-            );
-            let stats: Value = http
-                .get(&url)
-                .send()
-                .await
-                .expect("admin API")
-                .json()
-                .await
-                .expect("stats");
-            all &= handed_over(&stats);
+            let stats = partition_stats(&http, admin, topic, partition).await;
+            let Some(sub) = stats["subscriptions"].get(group) else {
+                connected = false;
+                continue;
+            };
+            let consumers = sub["consumers"].as_array().cloned().unwrap_or_default();
+            connected &= consumers.len() == 2;
+            moved |= consumers.iter().any(|c| {
+                c["consumerName"] == sub["activeConsumerName"]
+                    && c["consumerName"]
+                        .as_str()
+                        .is_some_and(|name| !earlier.iter().any(|e| e == name))
+                    && c["msgOutCounter"].as_u64().unwrap_or(0) > 0
+            });
         }
-        if all {
+        if connected && moved {
             return;
         }
         assert!(
@@ -125,8 +157,10 @@ async fn acks_sent_just_after_a_handover_are_honoured() {
             d.ack();
         }
     }
+    let first_member = consumer_names(&admin, &topic, &group).await;
+    assert!(!first_member.is_empty(), "the first member is connected");
     let b = backend.consumer(&topic, options()).await.expect("b");
-    wait_for_handover(&admin, &topic, &group).await;
+    wait_for_handover(&admin, &topic, &group, &first_member).await;
     // The partition B took has been sent to B, these events among them; A acks them now.
     let acked_late: Vec<String> = held
         .iter()
@@ -135,14 +169,25 @@ async fn acks_sent_just_after_a_handover_are_honoured() {
     for d in held {
         d.ack();
     }
+    // Events sent after the handover: the partition that moved has some for the new member
+    // whatever the old one had already taken in before it (with its prefetch, the old member
+    // may have delivered every earlier event of that partition, leaving the new one nothing).
+    let later: Vec<Event> = (0..EVENTS)
+        .map(|i| Event::new(format!("h2-{i}")).with_key(format!("k{i}")))
+        .collect();
+    producer
+        .send_batch(later)
+        .await
+        .expect("send after the handover");
 
     let mut from_b = 0usize;
     let deadline = Instant::now() + WAIT;
-    while deliveries.len() < EVENTS {
+    while deliveries.len() < 2 * EVENTS {
         assert!(
             Instant::now() < deadline,
-            "{} of {EVENTS} events received",
-            deliveries.len()
+            "{} of {} events received",
+            deliveries.len(),
+            2 * EVENTS
         );
         for (name, consumer) in [("a", &a), ("b", &b)] {
             if let Some(d) = consumer
@@ -179,7 +224,8 @@ async fn acks_sent_just_after_a_handover_are_honoured() {
     let twice: Vec<(&String, &usize)> = deliveries.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "events delivered twice: {twice:?}");
     println!(
-        "{EVENTS} events, {} acked by the old member after the handover, {from_b} received by the new member, none twice",
+        "{} events, {} acked by the old member after the handover, {from_b} received by the new member, none twice",
+        2 * EVENTS,
         acked_late.len()
     );
     a.close().await.expect("close a");
