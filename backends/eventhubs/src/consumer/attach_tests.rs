@@ -17,6 +17,20 @@ use tributary_testcontainers::{Peer, require_peer, unique_name};
 use super::*;
 use crate::config::EventHubsConfig;
 
+/// A source as the backend builds one, with an owner level, checkpoints off.
+fn source_for(hub: &str, client: ConsumerClient) -> EventHubsSource {
+    EventHubsSource {
+        hub: hub.to_string(),
+        group: "g".into(),
+        client: Arc::new(client),
+        prefetch: 300,
+        owner_level: Some(0),
+        timeout: Duration::from_secs(10),
+        book: OffsetBook::off(),
+        turns: Arc::default(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_dropped_while_attaching_leave_the_connection_usable() {
     let eventhubs = require_peer!(Peer::EventHubs);
@@ -39,16 +53,7 @@ async fn readers_dropped_while_attaching_leave_the_connection_usable() {
     let client = crate::clients::consumer(&config, &credential, &hub, "$Default")
         .await
         .expect("consumer client");
-    let source = EventHubsSource {
-        hub: hub.clone(),
-        group: "g".into(),
-        client: Arc::new(client),
-        prefetch: 300,
-        owner_level: Some(0),
-        timeout: Duration::from_secs(10),
-        book: OffsetBook::off(),
-        turns: Arc::default(),
-    };
+    let source = source_for(&hub, client);
     let from = Checkpoint::Start(StartPosition::Earliest);
 
     // Readers of every partition dropped after a varying head start, as a shed does.
@@ -134,16 +139,7 @@ async fn receivers_attaching_at_once_all_read() {
         let client = crate::clients::consumer(&config, &credential, &hub, "$Default")
             .await
             .expect("consumer client");
-        let source = Arc::new(EventHubsSource {
-            hub: hub.clone(),
-            group: "g".into(),
-            client: Arc::new(client),
-            prefetch: 300,
-            owner_level: Some(0),
-            timeout: Duration::from_secs(10),
-            book: OffsetBook::off(),
-            turns: Arc::default(),
-        });
+        let source = Arc::new(source_for(&hub, client));
         let mut readers = Vec::new();
         for partition in &partitions {
             let source = source.clone();

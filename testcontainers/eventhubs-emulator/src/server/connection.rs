@@ -277,31 +277,25 @@ mod tests {
     use fe2o3_amqp::types::messaging::{AmqpValue, Body, Message};
     use fe2o3_amqp::types::primitives::Value;
 
-    fn reply(text: &str) -> AmqpMessage {
-        Message::builder()
-            .body(Body::Value(AmqpValue(Value::String(text.into()))))
-            .build()
-    }
+    const CBS_REPLY_TO: &str = "rust_amqp_cbs";
 
-    /// The SDK sends its `$cbs` request as soon as its new reply link's attach is answered,
-    /// which can be before the task serving that link registered it; the reply must wait for
-    /// the link, not be dropped (the client would wait for it forever).
-    #[tokio::test]
-    async fn a_reply_waits_for_its_link_to_register() {
-        let conn = Arc::new(ConnState::default());
-        let (old, old_rx) = mpsc::channel(4);
-        conn.register_reply_link("rust_amqp_cbs", old.clone());
-        // The previous authorization's link went away...
-        conn.unregister_reply_link("rust_amqp_cbs", &old);
-        drop(old_rx);
-        // ...and the request of the next one is answered before its link registers.
+    /// Answers a request while no live link has `CBS_REPLY_TO`, registers the replacing link
+    /// only once the reply is waiting (time is paused: the sleep ends when every task is
+    /// idle, so the reply task has reached its wait), and expects the reply on that link.
+    async fn reply_reaches_the_link_registered_after_it(conn: Arc<ConnState>) {
         let replying = tokio::spawn({
             let conn = conn.clone();
-            async move { conn.reply("rust_amqp_cbs", reply("accepted")).await }
+            async move {
+                let reply = Message::builder()
+                    .body(Body::Value(AmqpValue(Value::String("accepted".into()))))
+                    .build();
+                conn.reply(CBS_REPLY_TO, reply).await
+            }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!replying.is_finished(), "the reply waits for its link");
         let (new, mut new_rx) = mpsc::channel(4);
-        conn.register_reply_link("rust_amqp_cbs", new);
+        conn.register_reply_link(CBS_REPLY_TO, new);
         let got = tokio::time::timeout(Duration::from_secs(2), new_rx.recv())
             .await
             .expect("the reply reaches the new link")
@@ -312,25 +306,28 @@ mod tests {
         replying.await.expect("reply task");
     }
 
+    /// The SDK sends its `$cbs` request as soon as its new reply link's attach is answered,
+    /// which can be before the task serving that link registered it; the reply must wait for
+    /// the link, not be dropped (the client would wait for it forever).
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_waits_for_its_link_to_register() {
+        let conn = Arc::new(ConnState::default());
+        let (old, old_rx) = mpsc::channel(4);
+        conn.register_reply_link(CBS_REPLY_TO, old.clone());
+        // The previous authorization's link went away before the next request.
+        conn.unregister_reply_link(CBS_REPLY_TO, &old);
+        drop(old_rx);
+        reply_reaches_the_link_registered_after_it(conn).await;
+    }
+
     /// A link that is still registered but whose task ended (its receiver dropped) does not
     /// swallow the reply either.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_reply_to_a_link_that_went_away_goes_to_its_replacement() {
         let conn = Arc::new(ConnState::default());
         let (old, old_rx) = mpsc::channel(4);
-        conn.register_reply_link("rust_amqp_cbs", old);
+        conn.register_reply_link(CBS_REPLY_TO, old);
         drop(old_rx);
-        let replying = tokio::spawn({
-            let conn = conn.clone();
-            async move { conn.reply("rust_amqp_cbs", reply("accepted")).await }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let (new, mut new_rx) = mpsc::channel(4);
-        conn.register_reply_link("rust_amqp_cbs", new);
-        let got = tokio::time::timeout(Duration::from_secs(2), new_rx.recv())
-            .await
-            .expect("the reply reaches the new link");
-        assert!(got.is_some());
-        replying.await.expect("reply task");
+        reply_reaches_the_link_registered_after_it(conn).await;
     }
 }
