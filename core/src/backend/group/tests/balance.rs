@@ -1,0 +1,52 @@
+//! How members share a group's partitions: fair shares, a closing member handing over at
+//! once, and a member joining a group whose holders are at their ceiling share.
+
+use super::*;
+use crate::ErrorKind;
+
+/// Waits until the leases are held in `counts` (per owner, fewest first).
+async fn wait_for_shares(store: &Arc<dyn CheckpointStore>, counts: &[usize], what: &str) {
+    let within = Duration::from_secs(10);
+    wait_for(within, what, || lease_counts(store), |c| c == counts).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_share_the_partitions_and_a_closing_one_hands_over_at_once() {
+    let stream = SimStream::new(4);
+    let (store, _, engines) = engines(2, |c| c.shed_grace(Duration::from_millis(50)));
+    let ca = join_group(&engines[0], &stream, StartPosition::Earliest).await;
+    let cb = join_group(&engines[1], &stream, StartPosition::Earliest).await;
+    wait_for_shares(&store, &[2, 2], "balanced").await;
+    ca.close().await.unwrap();
+    assert_eq!(
+        store.leases("g", "s").await.unwrap().len(),
+        2,
+        "a closed member releases at once"
+    );
+    wait_for_shares(&store, &[4], "the other member took all").await;
+    cb.close().await.unwrap();
+    assert!(store.leases("g", "s").await.unwrap().is_empty());
+    assert_eq!(
+        cb.receive().await.unwrap_err().kind(),
+        ErrorKind::Closed,
+        "receive after close"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_joining_a_group_at_its_ceiling_share_takes_a_partition() {
+    // 4 partitions held 2 + 2: each holder is at the ceiling of 4 / 3, so neither sheds; the
+    // third member must take one, or it idles while the others carry the stream.
+    let stream = SimStream::new(4);
+    let (store, _, engines) = engines(3, |c| c.shed_grace(Duration::from_millis(50)));
+    let mut consumers = Vec::new();
+    for engine in &engines[..2] {
+        consumers.push(join_group(engine, &stream, StartPosition::Earliest).await);
+    }
+    wait_for_shares(&store, &[2, 2], "balanced").await;
+    consumers.push(join_group(&engines[2], &stream, StartPosition::Earliest).await);
+    wait_for_shares(&store, &[1, 1, 2], "the third member got a partition").await;
+    for consumer in consumers {
+        consumer.close().await.unwrap();
+    }
+}
