@@ -1,13 +1,18 @@
 //! `eventhubs://NAMESPACE[?…]` URLs, connection strings and the resulting configuration.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tributary::{Error, Result, Url, UrlOptions, redact};
 
-use crate::blob::{BlobStoreConfig, StorageAuth};
+use crate::blob::BlobStoreConfig;
+
+mod connection_string;
+mod storage;
+
+use connection_string::ParsedConnection;
+use storage::storage;
 
 pub(crate) const KNOWN_OPTIONS: &[&str] = &[
     "endpoint",
@@ -311,175 +316,12 @@ fn normalise_namespace(host: &str) -> String {
     }
 }
 
-fn storage(
-    options: &mut UrlOptions,
-    env: &dyn Fn(&str) -> Option<String>,
-    namespace: &str,
-    consumer_group: Option<String>,
-    timeout: Duration,
-) -> Result<Checkpoints> {
-    let kind = options.take_str("checkpoints");
-    let account_url = options.take_str("storage_account_url");
-    let account = options.take_str("storage_account");
-    let key = options.take_str("storage_account_key");
-    let sas = options.take_str("storage_sas_token");
-    let variable = options
-        .take_str("storage_connection_string_env")
-        .unwrap_or_else(|| STORAGE_CONNECTION_STRING_VARIABLE.to_string());
-    let container = options
-        .take_str("storage_container")
-        .unwrap_or_else(|| "eventhubs-checkpoints".to_string());
-    let (account_url, auth) = match (
-        &account_url,
-        env(&variable).filter(|s| !s.trim().is_empty()),
-    ) {
-        (Some(url), _) => {
-            let auth = match (key, sas) {
-                (Some(key), _) => StorageAuth::AccountKey {
-                    account: account.unwrap_or_else(|| account_from_url(url)),
-                    key,
-                },
-                (None, Some(sas)) => StorageAuth::Sas(sas),
-                (None, None) => {
-                    StorageAuth::Token(Arc::new(crate::auth::DefaultChain::new().map_err(|e| {
-                        Error::config(format!(
-                            "cannot set up Microsoft Entra ID for Blob Storage: {e}"
-                        ))
-                    })?))
-                }
-            };
-            (Some(url.trim_end_matches('/').to_string()), Some(auth))
-        }
-        (None, Some(text)) => {
-            let (url, auth) = StorageAuth::from_connection_string(&text)
-                .map_err(|e| e.context(format!("${variable}")))?;
-            (Some(url), Some(auth))
-        }
-        (None, None) => (None, None),
-    };
-    match (kind.as_deref(), account_url, auth) {
-        (Some("memory"), _, _) => Ok(Checkpoints::Memory),
-        (None | Some("blob"), Some(url), Some(auth)) => {
-            let mut config = BlobStoreConfig::new(url, container, auth, namespace);
-            config.consumer_group = consumer_group;
-            config.timeout = timeout;
-            Ok(Checkpoints::Blob(config))
-        }
-        (Some("blob"), _, _) => Err(Error::config(format!(
-            "option `checkpoints=blob` needs a storage account: `storage_account_url` (with `storage_account_key`, `storage_sas_token`, or Microsoft Entra ID) or a connection string in ${variable}"
-        ))),
-        (None, _, _) => Ok(Checkpoints::Memory),
-        (Some(other), _, _) => Err(Error::config(format!(
-            "option `checkpoints`: `{other}` is not known (use `blob` or `memory`)"
-        ))),
-    }
-}
-
-/// `https://ACCOUNT.blob.core.windows.net` or `http://host:port/ACCOUNT` (path style).
-fn account_from_url(url: &str) -> String {
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    match rest.split_once('/') {
-        Some((_, path)) if !path.trim_matches('/').is_empty() => path
-            .trim_matches('/')
-            .split('/')
-            .next()
-            .unwrap_or("")
-            .to_string(),
-        _ => rest.split('.').next().unwrap_or("").to_string(),
-    }
-}
-
-/// A connection string as the SDK takes it, and what tributary reads from it.
-#[derive(Debug)]
-pub(crate) struct ParsedConnection {
-    pub namespace: String,
-    /// The endpoint's host and port as written.
-    pub netloc: String,
-    pub host_port: String,
-    pub entity_path: Option<String>,
-    pub development_emulator: bool,
-    /// Without the keys the SDK does not know (it ignores them, but rejects nothing).
-    pub for_sdk: String,
-}
-
-impl ParsedConnection {
-    pub(crate) fn parse(text: &str) -> Result<ParsedConnection> {
-        let mut fields: HashMap<String, String> = HashMap::new();
-        let mut kept = Vec::new();
-        for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            let (name, value) = part.split_once('=').ok_or_else(|| {
-                Error::config("a part without `=` (expected Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…)")
-            })?;
-            let lower = name.trim().to_ascii_lowercase();
-            if lower != "usedevelopmentemulator" {
-                kept.push(part.to_string());
-            }
-            fields.insert(lower, value.trim().to_string());
-        }
-        if fields.contains_key("hostname") {
-            return Err(Error::unsupported(
-                "this is an IoT Hub connection string (HostName=…azure-devices.net); tributary reads IoT Hub telemetry through the hub's Event Hub-compatible endpoint: use the connection string the portal shows under Built-in endpoints (Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…;EntityPath=…), or `az iot hub connection-string show --default-eventhub`",
-            ));
-        }
-        let endpoint = fields
-            .get("endpoint")
-            .ok_or_else(|| Error::config("no Endpoint=sb://NAMESPACE.servicebus.windows.net/"))?;
-        let host_port = endpoint
-            .split_once("://")
-            .map(|(_, rest)| rest)
-            .unwrap_or(endpoint)
-            .trim_end_matches('/')
-            .to_string();
-        let netloc = host_port.clone();
-        let namespace = host_port
-            .rsplit_once(':')
-            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
-            .map(|(host, _)| host.to_string())
-            .unwrap_or_else(|| host_port.clone());
-        if !fields.contains_key("sharedaccesskey") && !fields.contains_key("sharedaccesssignature")
-        {
-            return Err(Error::config(
-                "neither SharedAccessKey nor SharedAccessSignature (for Microsoft Entra ID, leave the connection string out)",
-            ));
-        }
-        let development_emulator = fields
-            .get("usedevelopmentemulator")
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        let host_port = if development_emulator && !host_port.contains(':') {
-            format!("{host_port}:5672")
-        } else {
-            host_port
-        };
-        let for_sdk = if development_emulator {
-            // The SDK builds audiences from the endpoint's host; the port is only where the
-            // socket goes (the custom endpoint).
-            kept.iter()
-                .map(|part| {
-                    if part.to_ascii_lowercase().starts_with("endpoint=") {
-                        format!("Endpoint=sb://{namespace}/")
-                    } else {
-                        part.clone()
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(";")
-        } else {
-            kept.join(";")
-        };
-        Ok(ParsedConnection {
-            namespace,
-            netloc,
-            host_port,
-            entity_path: fields.get("entitypath").cloned().filter(|s| !s.is_empty()),
-            development_emulator,
-            for_sdk,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::storage::account_from_url;
     use super::*;
+    use crate::blob::StorageAuth;
+    use std::collections::HashMap;
 
     fn parse(url: &str, env: &[(&str, &str)]) -> Result<EventHubsConfig> {
         let env: HashMap<String, String> = env
