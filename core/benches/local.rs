@@ -18,16 +18,23 @@
 //! `BENCH_ONLY=WORD` runs only the cases whose name contains WORD (for profiling);
 //! `BENCH_BATCH=B` only the batch size B of the sweep;
 //! `BENCH_JSON=FILE` also writes the figures as JSON for `scripts/bench`'s report.
+//!
+//! `local/baselines.rs` has the baselines, `local/report.rs` the figures, their tables and JSON.
 
+#[path = "local/baselines.rs"]
+mod baselines;
 #[path = "../../benches/probe.rs"]
 mod probe;
+#[path = "local/report.rs"]
+mod report;
 
-use std::fmt::Write as _;
-use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tributary::{Backend, ConsumerOptions, Event, StartPosition, StreamSpec};
+
+use baselines::{mpsc_latency, mpsc_throughput, raw_latency, raw_throughput};
+use report::{Latency, Results, Scaling, Throughput, percentiles, print, to_json};
 
 const PAYLOAD: usize = 100;
 const PINGS: usize = 2_000;
@@ -35,8 +42,6 @@ const BATCHES: [usize; 4] = [1, 10, 100, 1000];
 const PARTITIONS: [u32; 4] = [1, 4, 16, 64];
 /// Fsync rows write at most this many batches (an fdatasync costs milliseconds here).
 const FSYNC_BATCHES: usize = 1_000;
-/// Bytes of a frame of the file log for one bench event (header, key, payload, fixed fields).
-const FRAME: usize = 8 + 26 + 8 + PAYLOAD + 8;
 
 fn events(n: usize) -> Vec<Event> {
     (0..n)
@@ -46,94 +51,6 @@ fn events(n: usize) -> Vec<Event> {
 
 fn wanted(case: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |only| case.contains(&only))
-}
-
-/// One throughput figure of the batch sweep.
-struct Throughput {
-    case: &'static str,
-    baseline: bool,
-    batch: usize,
-    events: usize,
-    per_sec: f64,
-}
-
-/// Latency percentiles of one case, in microseconds.
-struct Latency {
-    case: &'static str,
-    baseline: bool,
-    p50: f64,
-    p90: f64,
-    p99: f64,
-    p999: f64,
-}
-
-/// One row of the partition sweep.
-struct Scaling {
-    case: &'static str,
-    partitions: u32,
-    events: usize,
-    per_sec: f64,
-    /// Joining the group and opening the partitions, before the first read (not in `per_sec`).
-    open_secs: f64,
-    rss_before: u64,
-    rss_peak: u64,
-}
-
-fn percentiles(case: &'static str, baseline: bool, mut samples: Vec<Duration>) -> Latency {
-    samples.sort();
-    let at = |p: f64| {
-        let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
-        samples[i].as_secs_f64() * 1e6
-    };
-    Latency {
-        case,
-        baseline,
-        p50: at(0.5),
-        p90: at(0.9),
-        p99: at(0.99),
-        p999: at(0.999),
-    }
-}
-
-async fn mpsc_throughput(n: usize, batch: usize) -> f64 {
-    let evs = events(n);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(1024);
-    let started = Instant::now();
-    let consumer = tokio::spawn(async move {
-        let mut count = 0;
-        let mut buf = Vec::with_capacity(batch);
-        while rx.recv_many(&mut buf, batch).await > 0 {
-            count += buf.len();
-            buf.clear();
-        }
-        count
-    });
-    for e in evs {
-        tx.send(e).await.unwrap();
-    }
-    drop(tx);
-    assert_eq!(consumer.await.unwrap(), n);
-    n as f64 / started.elapsed().as_secs_f64()
-}
-
-async fn mpsc_latency() -> Latency {
-    let (ping_tx, mut ping_rx) = tokio::sync::mpsc::channel::<Event>(1);
-    let (pong_tx, mut pong_rx) = tokio::sync::mpsc::channel::<Event>(1);
-    tokio::spawn(async move {
-        while let Some(e) = ping_rx.recv().await {
-            if pong_tx.send(e).await.is_err() {
-                break;
-            }
-        }
-    });
-    let mut samples = Vec::with_capacity(PINGS);
-    for e in events(PINGS) {
-        let t = Instant::now();
-        ping_tx.send(e).await.unwrap();
-        pong_rx.recv().await.unwrap();
-        samples.push(t.elapsed());
-    }
-    percentiles("tokio mpsc", true, samples)
 }
 
 struct Opened {
@@ -244,50 +161,6 @@ async fn backend_latency(case: &'static str, url: &str) -> Latency {
     percentiles(case, false, samples)
 }
 
-/// The same bytes as the file log writes, sequentially, `batch` frames per write.
-fn raw_throughput(dir: &std::path::Path, n: usize, batch: usize, fsync: bool) -> f64 {
-    let path = dir.join(format!("raw-{batch}-{fsync}"));
-    let mut file = std::fs::File::create(&path).unwrap();
-    let frame = vec![7u8; FRAME];
-    let mut buf = Vec::with_capacity(FRAME * batch);
-    let started = Instant::now();
-    for _ in 0..n / batch {
-        buf.clear();
-        for _ in 0..batch {
-            buf.extend_from_slice(&frame);
-        }
-        file.write_all(&buf).unwrap();
-        if fsync {
-            file.sync_data().unwrap();
-        }
-    }
-    let per_sec = n as f64 / started.elapsed().as_secs_f64();
-    drop(file);
-    std::fs::remove_file(path).unwrap();
-    per_sec
-}
-
-fn raw_latency(dir: &std::path::Path, fsync: bool) -> Latency {
-    let path = dir.join(format!("raw-latency-{fsync}"));
-    let mut file = std::fs::File::create(&path).unwrap();
-    let frame = vec![7u8; FRAME];
-    let mut samples = Vec::with_capacity(PINGS);
-    for _ in 0..PINGS {
-        let t = Instant::now();
-        file.write_all(&frame).unwrap();
-        if fsync {
-            file.sync_data().unwrap();
-        }
-        samples.push(t.elapsed());
-    }
-    let case = if fsync {
-        "raw write + fdatasync"
-    } else {
-        "raw write"
-    };
-    percentiles(case, true, samples)
-}
-
 async fn scaling(case: &'static str, url: &str, n: usize, partitions: u32) -> Scaling {
     let mut o = open(url, partitions, true).await;
     let evs = events(n);
@@ -327,20 +200,6 @@ async fn scaling(case: &'static str, url: &str, n: usize, partitions: u32) -> Sc
         rss_peak: peak.load(Ordering::Relaxed),
     }
 }
-
-#[derive(Default)]
-struct Results {
-    throughput: Vec<Throughput>,
-    latency: Vec<Latency>,
-    scaling: Vec<Scaling>,
-}
-
-/// The pairs the issue sets goals for: (case, its baseline, goal ratio).
-const PAIRS: [(&str, &str, f64); 3] = [
-    ("memory://", "tokio mpsc", 0.5),
-    ("file:// fsync=never", "raw write", 0.5),
-    ("file:// fsync=always", "raw write + fdatasync", 0.7),
-];
 
 fn rounds() -> usize {
     std::env::var("BENCH_ROUNDS")
@@ -430,169 +289,6 @@ async fn run(n: usize, dir: &std::path::Path) -> Results {
         }
     }
     r
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1 << 20) as f64
-}
-
-fn print(n: usize, r: &Results) {
-    println!(
-        "\nlocal backend: events of {PAYLOAD} B with a key out of 1000, 4 partitions; produce \
-         and consume concurrently, send_batch(B) / receive_batch(B) + ack each; {n} events \
-         (fsync rows: at most {FSYNC_BATCHES} batches)\n"
-    );
-    print!("{:<24}", "events/s, batch");
-    for b in BATCHES {
-        print!(" {b:>12}");
-    }
-    println!();
-    let mut cases: Vec<&str> = Vec::new();
-    for t in &r.throughput {
-        if !cases.contains(&t.case) {
-            cases.push(t.case);
-        }
-    }
-    let per_sec = |case: &str, batch: usize| {
-        r.throughput
-            .iter()
-            .find(|t| t.case == case && t.batch == batch)
-            .map(|t| t.per_sec)
-    };
-    for case in &cases {
-        print!("{case:<24}");
-        for b in BATCHES {
-            print!(" {:>12.0}", per_sec(case, b).unwrap_or(f64::NAN));
-        }
-        println!();
-    }
-    println!();
-    for (case, baseline, goal) in PAIRS {
-        if per_sec(case, 100).is_none() {
-            continue;
-        }
-        print!("{:<46}", format!("{case} / {baseline}"));
-        for b in BATCHES {
-            let ratio =
-                per_sec(case, b).unwrap_or(f64::NAN) / per_sec(baseline, b).unwrap_or(f64::NAN);
-            print!(" {ratio:>6.2}");
-        }
-        println!("   (goal ≥ {goal} at batch 100)");
-    }
-    if !r.latency.is_empty() {
-        println!(
-            "\nlatency: send one event, receive and ack it ({PINGS} samples); raw write: one frame\n"
-        );
-        println!(
-            "{:<24} {:>10} {:>10} {:>10} {:>10}",
-            "µs", "p50", "p90", "p99", "p99.9"
-        );
-        for l in &r.latency {
-            println!(
-                "{:<24} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
-                l.case, l.p50, l.p90, l.p99, l.p999
-            );
-        }
-    }
-    if !r.scaling.is_empty() {
-        println!(
-            "\npartitions: consume a backlog of {n} events with one consumer, receive_batch(1000)\n"
-        );
-        println!(
-            "{:<24} {:>10} {:>12} {:>10} {:>16} {:>16}",
-            "", "partitions", "events/s", "open ms", "RSS before MiB", "RSS peak MiB"
-        );
-        for s in &r.scaling {
-            println!(
-                "{:<24} {:>10} {:>12.0} {:>10.1} {:>16.1} {:>16.1}",
-                s.case,
-                s.partitions,
-                s.per_sec,
-                s.open_secs * 1e3,
-                mib(s.rss_before),
-                mib(s.rss_peak)
-            );
-        }
-    }
-}
-
-fn json_str(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-fn to_json(n: usize, r: &Results) -> String {
-    let mut out = String::new();
-    write!(
-        out,
-        "{{\"bench\":\"local\",\"events\":{n},\"payload\":{PAYLOAD},"
-    )
-    .unwrap();
-    out.push_str("\"throughput\":[");
-    for (i, t) in r.throughput.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write!(
-            out,
-            "{{\"case\":{},\"baseline\":{},\"batch\":{},\"events\":{},\"per_sec\":{:.1}}}",
-            json_str(t.case),
-            t.baseline,
-            t.batch,
-            t.events,
-            t.per_sec
-        )
-        .unwrap();
-    }
-    out.push_str("],\"pairs\":[");
-    for (i, (case, baseline, goal)) in PAIRS.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write!(
-            out,
-            "{{\"case\":{},\"baseline\":{},\"goal\":{goal},\"batch\":100}}",
-            json_str(case),
-            json_str(baseline)
-        )
-        .unwrap();
-    }
-    out.push_str("],\"latency\":[");
-    for (i, l) in r.latency.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write!(
-            out,
-            "{{\"case\":{},\"baseline\":{},\"p50\":{:.2},\"p90\":{:.2},\"p99\":{:.2},\"p999\":{:.2}}}",
-            json_str(l.case),
-            l.baseline,
-            l.p50,
-            l.p90,
-            l.p99,
-            l.p999
-        )
-        .unwrap();
-    }
-    out.push_str("],\"scaling\":[");
-    for (i, s) in r.scaling.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write!(
-            out,
-            "{{\"case\":{},\"partitions\":{},\"events\":{},\"per_sec\":{:.1},\"open_secs\":{:.4},\"rss_before\":{},\"rss_peak\":{}}}",
-            json_str(s.case),
-            s.partitions,
-            s.events,
-            s.per_sec,
-            s.open_secs,
-            s.rss_before,
-            s.rss_peak
-        )
-        .unwrap();
-    }
-    out.push_str("]}\n");
-    out
 }
 
 fn main() {
