@@ -514,7 +514,7 @@ async fn a_group_starts_at_a_position() {
 }
 
 /// An event over the broker's limit is refused before sending, naming the limit and stream;
-/// the admin API describes streams with partitions, positions and per-group backlog.
+/// consumer options are checked by `ConsumerOptions::validate`; the admin API describes streams with partitions, positions and per-group backlog.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_and_administration() {
     let server = require_peer!(Peer::Pulsar);
@@ -531,6 +531,15 @@ async fn limits_and_administration() {
         message.contains("5241856") && message.contains("5242880") && message.contains(&topic),
         "{message}"
     );
+
+    // Consumer options are checked as every backend checks them, before any subscription.
+    for group in ["", "bad\ngroup"] {
+        let Err(err) = backend.consumer(&topic, earliest(group)).await else {
+            panic!("group {group:?} was accepted");
+        };
+        assert_eq!(err.kind(), ErrorKind::Config, "{group:?}: {err}");
+        assert!(err.to_string().contains("consumer group name"), "{err}");
+    }
 
     let group = unique_name("g");
     let consumer = backend.consumer(&topic, earliest(&group)).await.unwrap();

@@ -86,11 +86,7 @@ impl PulsarBackend {
         stream: &str,
         options: ConsumerOptions,
     ) -> Result<Box<dyn Consumer>> {
-        if options.group.is_empty() {
-            return Err(Error::config(
-                "a Pulsar consumer needs a group name (its subscription)",
-            ));
-        }
+        options.validate()?;
         let topic = self.config.topic(stream)?;
         let partitions = self.partitions_for_use(&topic).await?;
         self.place_subscription(&topic, partitions, &options.group, &options.start)
