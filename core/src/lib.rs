@@ -1,8 +1,8 @@
 //! # tributary
 //!
-//! One API for producing and consuming event streams on Apache Kafka, Google Cloud Pub/Sub and a
-//! built-in local backend (Apache Pulsar, AWS Kinesis and Azure Event Hubs are on the way). Pick
-//! a backend with a URL; the rest of the program does not change:
+//! One API for producing and consuming event streams on Apache Kafka, Apache Pulsar, AWS
+//! Kinesis, Google Cloud Pub/Sub, Azure Event Hubs and a built-in local backend. Pick a backend
+//! with a URL; the rest of the program does not change:
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> tributary::Result<()> {
@@ -41,7 +41,9 @@
 //! | `file:///absolute/dir` | a durable log on disk: segments, CRC framing, fsync policy, crash recovery | built in |
 //! | `kafka://host:port[,host:port…]` | Apache Kafka, through librdkafka | crate `tributary-kafka`; its options are in its crate docs |
 //! | `pubsub://PROJECT` | Google Cloud Pub/Sub (Application Default Credentials, or `?endpoint=` for an emulator) | crate `tributary-pubsub`; options in its crate docs |
-//! | `pulsar://`, `kinesis://`, `eventhubs://` | Apache Pulsar, AWS Kinesis, Azure Event Hubs | planned |
+//! | `pulsar://host:6650`, `pulsar+ssl://…` | Apache Pulsar, through the `pulsar` crate and the REST admin API | crate `tributary-pulsar`; options in its crate docs |
+//! | `kinesis://REGION` | AWS Kinesis Data Streams (groups keep KCL-compatible leases in DynamoDB, or in memory or a directory) | crate `tributary-kinesis`; options in its crate docs |
+//! | `eventhubs://NAMESPACE` | Azure Event Hubs (groups keep ownership and checkpoints in Blob Storage, or in memory) | crate `tributary-eventhubs`; options in its crate docs |
 //!
 //! Backends other than the local one live in crates of their own, so a program compiles only
 //! the clients it uses. Add the crate and call its `register()` once, before the first
