@@ -172,11 +172,16 @@ impl Admin {
     }
 
     fn topic_segments<'a>(topic: &'a TopicName, rest: &[&'a str]) -> Vec<&'a str> {
+        Self::local_segments(topic, &topic.local, rest)
+    }
+
+    /// The path of one topic or partition of `topic`'s namespace by its local name.
+    fn local_segments<'a>(topic: &'a TopicName, local: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
         let mut segments = vec![
             "persistent",
             topic.tenant.as_str(),
             topic.namespace.as_str(),
-            topic.local.as_str(),
+            local,
         ];
         segments.extend_from_slice(rest);
         segments
@@ -266,13 +271,7 @@ impl Admin {
             Some(i) => format!("{}-partition-{i}", topic.local),
             None => topic.local.clone(),
         };
-        let url = self.endpoint(&[
-            "persistent",
-            &topic.tenant,
-            &topic.namespace,
-            &local,
-            "internalStats",
-        ]);
+        let url = self.endpoint(&Self::local_segments(topic, &local, &["internalStats"]));
         let what = format!("describe `{}`", topic.full());
         let (_, body) = self.call(Method::GET, url, None, &what).await?;
         serde_json::from_value(body)
@@ -323,14 +322,11 @@ impl Admin {
         ledger: i64,
         entry: i64,
     ) -> Result<bool> {
-        let url = self.endpoint(&[
-            "persistent",
-            &topic.tenant,
-            &topic.namespace,
+        let url = self.endpoint(&Self::local_segments(
+            topic,
             local,
-            "subscription",
-            subscription,
-        ]);
+            &["subscription", subscription],
+        ));
         let what = format!("create subscription `{subscription}` on `{local}`");
         let body = serde_json::json!({ "ledgerId": ledger, "entryId": entry });
         match self.call(Method::PUT, url, Some(body), &what).await {
@@ -350,16 +346,11 @@ impl Admin {
         millis: i64,
     ) -> Result<()> {
         let stamp = millis.max(0).to_string();
-        let url = self.endpoint(&[
-            "persistent",
-            &topic.tenant,
-            &topic.namespace,
+        let url = self.endpoint(&Self::local_segments(
+            topic,
             local,
-            "subscription",
-            subscription,
-            "resetcursor",
-            &stamp,
-        ]);
+            &["subscription", subscription, "resetcursor", &stamp],
+        ));
         let what = format!("move subscription `{subscription}` of `{local}` to {millis} ms");
         self.call(Method::POST, url, None, &what).await.map(drop)
     }
