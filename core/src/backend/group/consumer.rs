@@ -54,6 +54,7 @@ impl GroupConsumer {
 
     /// Waits for the first delivery, then gathers more for up to `linger`, `max` at most.
     async fn take(&self, max: usize, linger: Duration) -> Result<Vec<Delivery>> {
+        let _receiving = self.runtime.receiving();
         let mut changed = self.runtime.changed.subscribe();
         let mut closed = self.closed_tx.subscribe();
         let mut out = Vec::new();

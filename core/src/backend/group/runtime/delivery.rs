@@ -10,7 +10,8 @@ use super::{Inflight, Part, Pending, Runtime};
 #[cfg(test)]
 use crate::backend::group::GroupEvent;
 use crate::backend::group::SourceRecord;
-use crate::{AckHandle, Acknowledge, Delivery, Error, Outcome, PartitionId, Result, Ticket};
+use crate::backend::{AckToken, SharedAcknowledge};
+use crate::{AckHandle, Delivery, Error, Outcome, PartitionId, Result, Ticket};
 use std::sync::Arc;
 
 impl Runtime {
@@ -151,13 +152,12 @@ impl Runtime {
             partition: Some(id.clone()),
             position: Some(record.position.clone()),
             attempt: Some(attempt),
-            handle: AckHandle::new(Box::new(EngineAck {
-                runtime: self.clone(),
-                partition: id.clone(),
-                generation: part.generation,
-                ticket,
-                delivery_id,
-            })),
+            // One shared acknowledger (the runtime) and the delivery's numbers inline: no
+            // allocation per delivery.
+            handle: AckHandle::shared(
+                self.clone(),
+                AckToken([part.generation, ticket.as_u64(), delivery_id]),
+            ),
         };
         part.inflight.insert(
             ticket,
@@ -171,33 +171,28 @@ impl Runtime {
         delivery
     }
 
-    fn settle(
-        &self,
-        partition: &PartitionId,
-        generation: u64,
-        ticket: Ticket,
-        delivery_id: u64,
-        outcome: Outcome,
-    ) {
+    fn settle(&self, generation: u64, ticket: Ticket, delivery_id: u64, outcome: Outcome) {
         let mut guard = self.state.lock();
         let state = &mut *guard;
+        // By generation, a number, rather than by partition id: one hash probe instead of
+        // string comparisons down the partition map on every ack.
         let Some(part) = state
-            .parts
-            .get_mut(partition)
+            .generations
+            .get(&generation)
+            .and_then(|id| state.parts.get_mut(id))
             .filter(|p| p.generation == generation)
         else {
             return;
         };
         // A stale handle (the delivery went back to the group when its member left) settles
         // nothing.
-        if part
-            .inflight
-            .get(&ticket)
-            .is_none_or(|i| i.delivery_id != delivery_id)
-        {
+        let std::collections::hash_map::Entry::Occupied(entry) = part.inflight.entry(ticket) else {
+            return;
+        };
+        if entry.get().delivery_id != delivery_id {
             return;
         }
-        let inflight = part.inflight.remove(&ticket).expect("checked");
+        let inflight = entry.remove();
         let mut wake_members = false;
         if let Some((count, limit)) = state.slots.get_mut(&inflight.member) {
             wake_members = *count >= *limit;
@@ -230,6 +225,8 @@ impl Runtime {
                 wake_members = true;
             }
         }
+        // Checked under the lock (see `anyone_receiving`).
+        let wake_members = wake_members && self.anyone_receiving();
         drop(guard);
         if wake_members {
             self.notify_members();
@@ -237,23 +234,11 @@ impl Runtime {
     }
 }
 
-/// A delivery's handle back into the runtime.
-struct EngineAck {
-    runtime: Arc<Runtime>,
-    partition: PartitionId,
-    generation: u64,
-    ticket: Ticket,
-    delivery_id: u64,
-}
-
-impl Acknowledge for EngineAck {
-    fn settle(self: Box<Self>, outcome: Outcome) {
-        self.runtime.settle(
-            &self.partition,
-            self.generation,
-            self.ticket,
-            self.delivery_id,
-            outcome,
-        );
+/// Every delivery's handle points back at its runtime, with the partition's generation, the
+/// ticket and the delivery id in its token.
+impl SharedAcknowledge for Runtime {
+    fn settle_delivery(&self, token: AckToken, outcome: Outcome) {
+        let AckToken([generation, ticket, delivery_id]) = token;
+        self.settle(generation, Ticket::from_u64(ticket), delivery_id, outcome);
     }
 }
