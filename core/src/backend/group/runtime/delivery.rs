@@ -6,12 +6,13 @@
 //! partition, a member's in-flight limit and a partition's commit window bound what is taken,
 //! and a handle from an earlier ownership or an earlier member settles into nothing.
 
-use super::{Inflight, Part, Pending, Runtime};
+use super::{Inflight, Part, Pending, Runtime, State};
 #[cfg(test)]
 use crate::backend::group::GroupEvent;
 use crate::backend::group::SourceRecord;
 use crate::backend::{AckToken, SharedAcknowledge};
 use crate::{AckHandle, Delivery, Error, Outcome, PartitionId, Result, Ticket};
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 impl Runtime {
@@ -45,19 +46,24 @@ impl Runtime {
         }
         let taken_before = out.len();
         let owned = |p: &Part| p.member == Some(member) && p.draining_since.is_none();
-        let count = state.parts.values().filter(|p| owned(p)).count();
-        if count == 0 {
+        // The member's partitions, in a vector the state keeps between calls (no allocation
+        // per call).
+        let mut order = std::mem::take(&mut state.order);
+        order.clear();
+        order.extend(
+            state
+                .parts
+                .iter()
+                .filter(|(_, p)| owned(p))
+                .map(|(id, _)| id.clone()),
+        );
+        if order.is_empty() {
+            state.order = order;
             return Ok(());
         }
         // Start at a different partition on each call, so one busy partition cannot starve the
         // member's others.
-        let skip = rotate % count;
-        let mut order: Vec<PartitionId> = state
-            .parts
-            .iter()
-            .filter(|(_, p)| owned(p))
-            .map(|(id, _)| id.clone())
-            .collect();
+        let skip = rotate % order.len();
         order.rotate_left(skip);
         // Redeliveries first: they hold the commit back, and order asks that they go out
         // before anything later of their partition.
@@ -117,15 +123,18 @@ impl Runtime {
         if let Some(slot) = state.slots.get_mut(&member) {
             slot.0 += taken;
         }
+        let mut result = Ok(());
         if taken == 0 {
             for id in &order {
                 if let Some((kind, message)) = state.parts.get_mut(id).and_then(|p| p.error.take())
                 {
-                    return Err(Error::new(kind, message));
+                    result = Err(Error::new(kind, message));
+                    break;
                 }
             }
         }
-        Ok(())
+        state.order = order;
+        result
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -171,9 +180,11 @@ impl Runtime {
         delivery
     }
 
-    fn settle(&self, generation: u64, ticket: Ticket, delivery_id: u64, outcome: Outcome) {
-        let mut guard = self.state.lock();
-        let state = &mut *guard;
+    /// Settles one delivery under the held lock. Returns whether members should hear of it.
+    #[inline]
+    fn settle_locked(&self, state: &mut State, token: AckToken, outcome: Outcome) -> bool {
+        let AckToken([generation, ticket, delivery_id]) = token;
+        let ticket = Ticket::from_u64(ticket);
         // By generation, a number, rather than by partition id: one hash probe instead of
         // string comparisons down the partition map on every ack.
         let Some(part) = state
@@ -182,15 +193,15 @@ impl Runtime {
             .and_then(|id| state.parts.get_mut(id))
             .filter(|p| p.generation == generation)
         else {
-            return;
+            return false;
         };
         // A stale handle (the delivery went back to the group when its member left) settles
         // nothing.
-        let std::collections::hash_map::Entry::Occupied(entry) = part.inflight.entry(ticket) else {
-            return;
+        let Entry::Occupied(entry) = part.inflight.entry(ticket) else {
+            return false;
         };
         if entry.get().delivery_id != delivery_id {
-            return;
+            return false;
         }
         let inflight = entry.remove();
         let mut wake_members = false;
@@ -213,6 +224,7 @@ impl Runtime {
                 {
                     self.wake.notify_one();
                 }
+                wake_members
             }
             Outcome::Nack => {
                 part.redeliver.insert(
@@ -222,14 +234,8 @@ impl Runtime {
                         attempt: inflight.attempt,
                     },
                 );
-                wake_members = true;
+                true
             }
-        }
-        // Checked under the lock (see `anyone_receiving`).
-        let wake_members = wake_members && self.anyone_receiving();
-        drop(guard);
-        if wake_members {
-            self.notify_members();
         }
     }
 }
@@ -238,7 +244,13 @@ impl Runtime {
 /// ticket and the delivery id in its token.
 impl SharedAcknowledge for Runtime {
     fn settle_delivery(&self, token: AckToken, outcome: Outcome) {
-        let AckToken([generation, ticket, delivery_id]) = token;
-        self.settle(generation, Ticket::from_u64(ticket), delivery_id, outcome);
+        let mut state = self.state.lock();
+        let wake = self.settle_locked(&mut state, token, outcome);
+        // Checked under the lock (see `anyone_receiving`).
+        let wake = wake && self.anyone_receiving();
+        drop(state);
+        if wake {
+            self.notify_members();
+        }
     }
 }
