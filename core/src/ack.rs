@@ -11,6 +11,19 @@ use std::collections::VecDeque;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Ticket(u64);
 
+impl Ticket {
+    /// The ticket as a number, for a backend that carries it in an
+    /// [`AckToken`](crate::backend::AckToken).
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+    /// The ticket [`Ticket::as_u64`] gave. A number that was never a ticket of the tracker it
+    /// is used with is harmless: acking it does nothing.
+    pub fn from_u64(n: u64) -> Self {
+        Ticket(n)
+    }
+}
+
 #[derive(Debug)]
 struct Slot<P> {
     position: P,

@@ -30,17 +30,54 @@ pub trait Acknowledge: Send + 'static {
     fn settle(self: Box<Self>, outcome: Outcome);
 }
 
+/// The backend side of many deliveries' acknowledgements: one value (per consumer, partition or
+/// group) that each delivery's [`AckHandle`] points to with an [`AckToken`] naming the delivery.
+/// A handle made with [`AckHandle::shared`] costs no allocation, where [`AckHandle::new`] costs
+/// one per delivery.
+pub trait SharedAcknowledge: Send + Sync + 'static {
+    /// Records the outcome of the delivery `token` names; called at most once per handle. Must
+    /// not block: backends hand the outcome to their own machinery.
+    fn settle_delivery(&self, token: AckToken, outcome: Outcome);
+}
+
+/// Which delivery a [`SharedAcknowledge`] settles: three numbers whose meaning is the
+/// backend's (a partition's generation, a ticket, a delivery id, say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AckToken(pub [u64; 3]);
+
+enum Acknowledger {
+    Boxed(Box<dyn Acknowledge>),
+    Shared(Arc<dyn SharedAcknowledge>, AckToken),
+}
+
+impl Acknowledger {
+    fn settle(self, outcome: Outcome) {
+        match self {
+            Acknowledger::Boxed(inner) => inner.settle(outcome),
+            Acknowledger::Shared(target, token) => target.settle_delivery(token, outcome),
+        }
+    }
+}
+
 /// Settles one delivery. Dropping it without [`ack`](AckHandle::ack) counts as a nack, so a
 /// bug that loses a delivery causes a redelivery, never a silent loss.
 #[must_use = "dropping an AckHandle nacks the delivery"]
 // `SyncWrapper` makes the handle `Sync` without asking backends for `Sync` acknowledgers: the
 // acknowledger is only ever reached through `self` by value, never through `&self`.
-pub struct AckHandle(sync_wrapper::SyncWrapper<Option<Box<dyn Acknowledge>>>);
+pub struct AckHandle(sync_wrapper::SyncWrapper<Option<Acknowledger>>);
 
 impl AckHandle {
     /// Wraps a backend's acknowledger.
     pub fn new(inner: Box<dyn Acknowledge>) -> Self {
-        AckHandle(sync_wrapper::SyncWrapper::new(Some(inner)))
+        AckHandle(sync_wrapper::SyncWrapper::new(Some(Acknowledger::Boxed(
+            inner,
+        ))))
+    }
+    /// A handle that settles through `target` with `token`: no allocation per delivery.
+    pub fn shared(target: Arc<dyn SharedAcknowledge>, token: AckToken) -> Self {
+        AckHandle(sync_wrapper::SyncWrapper::new(Some(Acknowledger::Shared(
+            target, token,
+        ))))
     }
     /// Marks the delivery processed.
     pub fn ack(mut self) {

@@ -21,7 +21,7 @@ pub mod checkpoint;
 pub mod group;
 
 pub use crate::ack::{AckTracker, Ticket};
-pub use crate::api::Acknowledge;
+pub use crate::api::{AckToken, Acknowledge, SharedAcknowledge};
 pub use crate::names::{closest_name, within_edits};
 pub use crate::redact::{MASK, SHOWN_OPTIONS, is_secret_option, redact, redact_text, shown_value};
 pub use crate::registry::{

@@ -1,7 +1,6 @@
 //! One partition's log: the storage contract both local flavours implement, and the in-memory one.
 
 use super::codec::StoredRecord;
-use super::stream::offset_position;
 use crate::backend::group::SourceRecord;
 use crate::{Event, Position, Result};
 use parking_lot::RwLock;
@@ -151,7 +150,7 @@ impl MemoryLog {
         active
             .sizes
             .push(u32::try_from(encoded).unwrap_or(u32::MAX));
-        active.positions.push(offset_position(next));
+        active.positions.push(Position::from_offset(next));
         active.bytes += size;
         active.newest_append_ms = active.newest_append_ms.max(append_ms);
         g.total_bytes += size;

@@ -23,7 +23,7 @@ mod writer;
 pub use config::{LocalConfig, Storage};
 pub use file::FsyncPolicy;
 pub use partitioner::{murmur2, partition_for_key};
-pub(crate) use stream::{StreamState, offset_position, validate_stream_name};
+pub(crate) use stream::{StreamState, validate_stream_name};
 
 use dirs::*;
 use producer::*;

@@ -143,7 +143,7 @@ impl Producer for LocalProducer {
                 partition: Some(ids[group].clone()),
                 position: Some(match kept.get(group).and_then(Option::as_ref) {
                     Some(positions) => positions[index].clone(),
-                    None => offset_position(bases[group] + index as u64),
+                    None => Position::from_offset(bases[group] + index as u64),
                 }),
             })
             .collect())

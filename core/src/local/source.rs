@@ -2,8 +2,8 @@
 //! backend are the engine's, over a memory store (`memory://`) or the directory's checkpoint
 //! store (`file://`, shared by the processes of the host).
 
+use super::StreamState;
 use super::log::PartitionLog;
-use super::{StreamState, offset_position};
 use crate::backend::checkpoint::{Checkpoint, PartitionTopology};
 use crate::backend::group::{PartitionReader, PartitionSource, ReadBatch, SourceRecord};
 use crate::{Error, PartitionId, Position, Result, StartPosition};
@@ -190,7 +190,7 @@ impl PartitionReader for LocalReader {
                     records: records
                         .into_iter()
                         .map(|r| SourceRecord {
-                            position: offset_position(r.offset),
+                            position: Position::from_offset(r.offset),
                             event: r.event,
                         })
                         .collect(),

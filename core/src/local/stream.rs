@@ -78,23 +78,6 @@ impl StreamState {
     }
 }
 
-/// [`Position::from_offset`] without its temporary `String` (one allocation, not two): a
-/// position per delivered and per sent event makes this a hot path.
-pub(crate) fn offset_position(offset: u64) -> Position {
-    let mut digits = [0u8; 20]; // u64::MAX has 20 decimal digits
-    let mut at = digits.len();
-    let mut rest = offset;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    Position::new(std::str::from_utf8(&digits[at..]).expect("ASCII digits"))
-}
-
 /// The on-disk format of `stream.json` this build reads and writes.
 pub(super) const META_FORMAT: u64 = 1;
 
@@ -176,17 +159,4 @@ pub(super) fn partitions_on_disk(dir: &Path) -> Result<Option<u32>> {
         .with_backend("file"));
     }
     Ok(Some(n))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn offset_positions_are_the_offsets_decimal_form() {
-        for offset in [0, 1, 9, 10, 99, 100, 4_294_967_296, u64::MAX - 1, u64::MAX] {
-            assert_eq!(offset_position(offset), Position::from_offset(offset));
-            assert_eq!(offset_position(offset).as_offset(), Some(offset));
-        }
-    }
 }

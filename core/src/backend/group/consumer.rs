@@ -54,9 +54,11 @@ impl GroupConsumer {
 
     /// Waits for the first delivery, then gathers more for up to `linger`, `max` at most.
     async fn take(&self, max: usize, linger: Duration) -> Result<Vec<Delivery>> {
+        let _receiving = self.runtime.receiving();
         let mut changed = self.runtime.changed.subscribe();
         let mut closed = self.closed_tx.subscribe();
-        let mut out = Vec::new();
+        // Sized once: growing it by doubling copied each delivery about twice at 1000.
+        let mut out = Vec::with_capacity(max.min(1024));
         let mut deadline = None;
         loop {
             if self.closed.load(Ordering::Acquire) {

@@ -406,3 +406,5 @@ impl GroupEngine {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_perf;

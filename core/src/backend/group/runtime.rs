@@ -18,7 +18,7 @@ use crate::{AckTracker, Error, ErrorKind, PartitionId, Position, Result, StartPo
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -121,6 +121,10 @@ pub(super) struct State {
     /// Per member: deliveries unsettled and the member's limit.
     pub(super) slots: HashMap<u64, (usize, usize), SeqHash>,
     pub(super) parts: BTreeMap<PartitionId, Part>,
+    /// Each owned partition's id by its generation, which is what an ack carries.
+    pub(super) generations: HashMap<u64, PartitionId, SeqHash>,
+    /// Scratch for `take`'s partition order, kept to spare an allocation per call.
+    pub(super) order: Vec<PartitionId>,
     next_member: u64,
     next_delivery: u64,
     next_generation: u64,
@@ -163,6 +167,17 @@ pub(super) struct Runtime {
     pub(super) phase: watch::Sender<Phase>,
     /// Set once members changed since the last balance round.
     pub(super) membership_changed: std::sync::atomic::AtomicBool,
+    /// Members inside a receive (see [`Runtime::receiving`]).
+    receiving: AtomicUsize,
+}
+
+/// Counts a member as receiving while it lives.
+pub(super) struct Receiving<'a>(&'a AtomicUsize);
+
+impl Drop for Receiving<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Runtime {
@@ -191,6 +206,7 @@ impl Runtime {
             coordinator: Mutex::new(None),
             phase: watch::channel(Phase::Starting).0,
             membership_changed: std::sync::atomic::AtomicBool::new(true),
+            receiving: AtomicUsize::new(0),
         })
     }
 
@@ -203,6 +219,21 @@ impl Runtime {
 
     pub(super) fn notify_members(&self) {
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Marks a member as receiving, before its first look at the state: the hot paths (a read
+    /// landing, an ack) wake members only when one is receiving, which saves the `watch` send
+    /// (a lock and the waiters' lists) per batch while the consumer is busy elsewhere.
+    pub(super) fn receiving(&self) -> Receiving<'_> {
+        self.receiving.fetch_add(1, Ordering::Relaxed);
+        Receiving(&self.receiving)
+    }
+
+    /// Whether a member may be waiting for news. Read under the state lock: a member counts
+    /// itself before it takes that lock, so either this sees it, or the member's look at the
+    /// state comes after this change and sees the change (no lost wake-up).
+    pub(super) fn anyone_receiving(&self) -> bool {
+        self.receiving.load(Ordering::Relaxed) > 0
     }
 
     pub(super) fn is_stopping(&self) -> bool {
@@ -247,6 +278,7 @@ impl Runtime {
         state.closed = true;
         state.members.clear();
         state.slots.clear();
+        state.generations.clear();
         for part in std::mem::take(&mut state.parts).into_values() {
             if let Some(reader) = part.reader {
                 reader.abort();

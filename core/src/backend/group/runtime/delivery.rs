@@ -6,11 +6,13 @@
 //! partition, a member's in-flight limit and a partition's commit window bound what is taken,
 //! and a handle from an earlier ownership or an earlier member settles into nothing.
 
-use super::{Inflight, Part, Pending, Runtime};
+use super::{Inflight, Part, Pending, Runtime, State};
 #[cfg(test)]
 use crate::backend::group::GroupEvent;
 use crate::backend::group::SourceRecord;
-use crate::{AckHandle, Acknowledge, Delivery, Error, Outcome, PartitionId, Result, Ticket};
+use crate::backend::{AckToken, SharedAcknowledge};
+use crate::{AckHandle, Delivery, Error, Outcome, PartitionId, Result, Ticket};
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 impl Runtime {
@@ -44,19 +46,24 @@ impl Runtime {
         }
         let taken_before = out.len();
         let owned = |p: &Part| p.member == Some(member) && p.draining_since.is_none();
-        let count = state.parts.values().filter(|p| owned(p)).count();
-        if count == 0 {
+        // The member's partitions, in a vector the state keeps between calls (no allocation
+        // per call).
+        let mut order = std::mem::take(&mut state.order);
+        order.clear();
+        order.extend(
+            state
+                .parts
+                .iter()
+                .filter(|(_, p)| owned(p))
+                .map(|(id, _)| id.clone()),
+        );
+        if order.is_empty() {
+            state.order = order;
             return Ok(());
         }
         // Start at a different partition on each call, so one busy partition cannot starve the
         // member's others.
-        let skip = rotate % count;
-        let mut order: Vec<PartitionId> = state
-            .parts
-            .iter()
-            .filter(|(_, p)| owned(p))
-            .map(|(id, _)| id.clone())
-            .collect();
+        let skip = rotate % order.len();
         order.rotate_left(skip);
         // Redeliveries first: they hold the commit back, and order asks that they go out
         // before anything later of their partition.
@@ -116,15 +123,18 @@ impl Runtime {
         if let Some(slot) = state.slots.get_mut(&member) {
             slot.0 += taken;
         }
+        let mut result = Ok(());
         if taken == 0 {
             for id in &order {
                 if let Some((kind, message)) = state.parts.get_mut(id).and_then(|p| p.error.take())
                 {
-                    return Err(Error::new(kind, message));
+                    result = Err(Error::new(kind, message));
+                    break;
                 }
             }
         }
-        Ok(())
+        state.order = order;
+        result
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -151,13 +161,12 @@ impl Runtime {
             partition: Some(id.clone()),
             position: Some(record.position.clone()),
             attempt: Some(attempt),
-            handle: AckHandle::new(Box::new(EngineAck {
-                runtime: self.clone(),
-                partition: id.clone(),
-                generation: part.generation,
-                ticket,
-                delivery_id,
-            })),
+            // One shared acknowledger (the runtime) and the delivery's numbers inline: no
+            // allocation per delivery.
+            handle: AckHandle::shared(
+                self.clone(),
+                AckToken([part.generation, ticket.as_u64(), delivery_id]),
+            ),
         };
         part.inflight.insert(
             ticket,
@@ -171,33 +180,30 @@ impl Runtime {
         delivery
     }
 
-    fn settle(
-        &self,
-        partition: &PartitionId,
-        generation: u64,
-        ticket: Ticket,
-        delivery_id: u64,
-        outcome: Outcome,
-    ) {
-        let mut guard = self.state.lock();
-        let state = &mut *guard;
+    /// Settles one delivery under the held lock. Returns whether members should hear of it.
+    #[inline]
+    fn settle_locked(&self, state: &mut State, token: AckToken, outcome: Outcome) -> bool {
+        let AckToken([generation, ticket, delivery_id]) = token;
+        let ticket = Ticket::from_u64(ticket);
+        // By generation, a number, rather than by partition id: one hash probe instead of
+        // string comparisons down the partition map on every ack.
         let Some(part) = state
-            .parts
-            .get_mut(partition)
+            .generations
+            .get(&generation)
+            .and_then(|id| state.parts.get_mut(id))
             .filter(|p| p.generation == generation)
         else {
-            return;
+            return false;
         };
         // A stale handle (the delivery went back to the group when its member left) settles
         // nothing.
-        if part
-            .inflight
-            .get(&ticket)
-            .is_none_or(|i| i.delivery_id != delivery_id)
-        {
-            return;
+        let Entry::Occupied(entry) = part.inflight.entry(ticket) else {
+            return false;
+        };
+        if entry.get().delivery_id != delivery_id {
+            return false;
         }
-        let inflight = part.inflight.remove(&ticket).expect("checked");
+        let inflight = entry.remove();
         let mut wake_members = false;
         if let Some((count, limit)) = state.slots.get_mut(&inflight.member) {
             wake_members = *count >= *limit;
@@ -218,6 +224,7 @@ impl Runtime {
                 {
                     self.wake.notify_one();
                 }
+                wake_members
             }
             Outcome::Nack => {
                 part.redeliver.insert(
@@ -227,33 +234,23 @@ impl Runtime {
                         attempt: inflight.attempt,
                     },
                 );
-                wake_members = true;
+                true
             }
-        }
-        drop(guard);
-        if wake_members {
-            self.notify_members();
         }
     }
 }
 
-/// A delivery's handle back into the runtime.
-struct EngineAck {
-    runtime: Arc<Runtime>,
-    partition: PartitionId,
-    generation: u64,
-    ticket: Ticket,
-    delivery_id: u64,
-}
-
-impl Acknowledge for EngineAck {
-    fn settle(self: Box<Self>, outcome: Outcome) {
-        self.runtime.settle(
-            &self.partition,
-            self.generation,
-            self.ticket,
-            self.delivery_id,
-            outcome,
-        );
+/// Every delivery's handle points back at its runtime, with the partition's generation, the
+/// ticket and the delivery id in its token.
+impl SharedAcknowledge for Runtime {
+    fn settle_delivery(&self, token: AckToken, outcome: Outcome) {
+        let mut state = self.state.lock();
+        let wake = self.settle_locked(&mut state, token, outcome);
+        // Checked under the lock (see `anyone_receiving`).
+        let wake = wake && self.anyone_receiving();
+        drop(state);
+        if wake {
+            self.notify_members();
+        }
     }
 }

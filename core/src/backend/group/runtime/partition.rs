@@ -45,6 +45,7 @@ impl Runtime {
             behind.clone(),
         ))
         .abort_handle();
+        state.generations.insert(generation, partition.clone());
         state.parts.insert(
             partition.clone(),
             Part {
@@ -86,6 +87,7 @@ impl Runtime {
     ) -> Option<Part> {
         let mut state = self.state.lock();
         let mut part = state.parts.remove(partition)?;
+        state.generations.remove(&part.generation);
         if let Some(event) = event {
             self.emit(event);
         }
@@ -152,11 +154,11 @@ async fn read_loop(
                         return;
                     };
                     // Members only wait on an empty buffer; a refill of a non-empty one needs
-                    // no wake-up.
+                    // no wake-up, nor does one while no member is receiving.
                     let was_empty = part.buffer.is_empty();
                     part.buffer.extend(batch.records);
                     part.reader_ended |= batch.ended;
-                    was_empty && !part.buffer.is_empty()
+                    was_empty && !part.buffer.is_empty() && rt.anyone_receiving()
                 };
                 if wake {
                     rt.notify_members();

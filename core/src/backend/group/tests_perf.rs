@@ -1,0 +1,134 @@
+//! The engine's cheap paths kept honest: handles that share one acknowledger, and wake-ups
+//! sent only while a member is receiving (a lost wake-up would strand a waiting consumer).
+//! Every wait has a deadline.
+
+use crate::backend::{AckToken, SharedAcknowledge};
+use crate::{AckHandle, Consumer, ConsumerOptions, Event, Outcome, StartPosition};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::timeout;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<(AckToken, Outcome)>>);
+
+impl SharedAcknowledge for Recorder {
+    fn settle_delivery(&self, token: AckToken, outcome: Outcome) {
+        self.0.lock().unwrap().push((token, outcome));
+    }
+}
+
+#[test]
+fn shared_handles_settle_once_and_a_dropped_one_nacks() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<AckHandle>();
+    let target = Arc::new(Recorder::default());
+    AckHandle::shared(target.clone(), AckToken([1, 2, 3])).ack();
+    drop(AckHandle::shared(target.clone(), AckToken([4, 5, 6])));
+    AckHandle::shared(target.clone(), AckToken([7, 8, 9])).settle(Outcome::Nack);
+    assert_eq!(
+        *target.0.lock().unwrap(),
+        vec![
+            (AckToken([1, 2, 3]), Outcome::Ack),
+            (AckToken([4, 5, 6]), Outcome::Nack),
+            (AckToken([7, 8, 9]), Outcome::Nack),
+        ]
+    );
+}
+
+/// A consumer waiting on an empty group is woken by each send, many times over, from another
+/// thread: the send lands while the member is counted as receiving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_member_is_woken_by_every_send() {
+    let backend = crate::connect("memory://?partitions=4").await.unwrap();
+    let producer = backend.producer("wake").await.unwrap();
+    let consumer: Arc<dyn Consumer> = Arc::from(
+        backend
+            .consumer(
+                "wake",
+                ConsumerOptions::new("g").start(StartPosition::Earliest),
+            )
+            .await
+            .unwrap(),
+    );
+    const ROUNDS: usize = 300;
+    let (acked, mut acks) = tokio::sync::mpsc::channel(1);
+    let receiver = tokio::spawn({
+        let consumer = consumer.clone();
+        async move {
+            for i in 0..ROUNDS {
+                let batch = timeout(DEADLINE, consumer.receive_batch(10, Duration::ZERO))
+                    .await
+                    .unwrap_or_else(|_| panic!("round {i}: no wake-up within the deadline"))
+                    .unwrap();
+                assert_eq!(batch.len(), 1, "round {i}");
+                assert_eq!(batch[0].event.payload, format!("{i}").into_bytes());
+                for d in batch {
+                    d.ack();
+                }
+                acked.send(i).await.unwrap();
+            }
+        }
+    });
+    for i in 0..ROUNDS {
+        producer
+            .send(Event::new(format!("{i}")).with_key("k"))
+            .await
+            .unwrap();
+        // One event at a time: the next goes once this one is acked, so it lands while the
+        // consumer is on its way back into `receive_batch` or already waiting there.
+        let round = timeout(DEADLINE, acks.recv())
+            .await
+            .expect("the consumer keeps up");
+        assert_eq!(round, Some(i));
+    }
+    timeout(DEADLINE, receiver).await.unwrap().unwrap();
+    consumer.close().await.unwrap();
+}
+
+/// A member at its in-flight limit waits in `receive`; an ack or a nack from another task
+/// must wake it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settle_wakes_a_member_waiting_at_its_in_flight_limit() {
+    let backend = crate::connect("memory://?partitions=1").await.unwrap();
+    let producer = backend.producer("limit").await.unwrap();
+    for i in 0..3 {
+        producer.send(Event::new(format!("{i}"))).await.unwrap();
+    }
+    let consumer: Arc<dyn Consumer> = Arc::from(
+        backend
+            .consumer(
+                "limit",
+                ConsumerOptions::new("g")
+                    .start(StartPosition::Earliest)
+                    .max_in_flight(1),
+            )
+            .await
+            .unwrap(),
+    );
+    let first = timeout(DEADLINE, consumer.receive())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.event.payload.as_ref(), b"0");
+    let waiting = tokio::spawn({
+        let consumer = consumer.clone();
+        async move { consumer.receive().await }
+    });
+    first.nack();
+    let again = timeout(DEADLINE, waiting).await.unwrap().unwrap().unwrap();
+    assert_eq!(
+        (again.event.payload.as_ref(), again.attempt),
+        (&b"0"[..], Some(2))
+    );
+    let waiting = tokio::spawn({
+        let consumer = consumer.clone();
+        async move { consumer.receive().await }
+    });
+    again.ack();
+    let next = timeout(DEADLINE, waiting).await.unwrap().unwrap().unwrap();
+    assert_eq!(next.event.payload.as_ref(), b"1");
+    next.ack();
+    consumer.close().await.unwrap();
+}

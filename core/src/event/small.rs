@@ -1,0 +1,283 @@
+//! The storage behind [`PartitionId`](super::PartitionId) and [`Position`](super::Position).
+//!
+//! Every delivery carries both, and the group engine compares partition ids on every ack, so
+//! they are built, cloned, compared and dropped millions of times a second: the profile showed
+//! an `Arc<str>` allocation per position and the natural-order comparison as the largest single
+//! costs of settling an ack. Ids and offsets of up to [`INLINE`] bytes (every Kafka and local
+//! offset, partition numbers, Kinesis shard ids, Event Hubs partitions) live inline, with no
+//! allocation and a copy for a clone; longer ones (Kinesis sequence numbers have 56 digits,
+//! Pulsar message ids can be long) share one `Arc<str>` as before. Which form a string takes
+//! depends only on its length, and equality, hashing and order look at the string alone, so
+//! the two forms can never disagree.
+
+use std::cmp::Ordering;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// Longest string kept inline. With the length, the number flag and the tag the inline form is
+/// 27 bytes, inside the 32 the enum takes anyway (an `Arc<str>` plus its tag, 8-aligned).
+pub(super) const INLINE: usize = 24;
+
+#[derive(Clone)]
+pub(super) enum SmallStr {
+    Inline {
+        len: u8,
+        /// A plain decimal number without leading zeros: two such strings order by length,
+        /// then byte by byte, which is what the natural order makes of them.
+        number: bool,
+        /// The string's bytes, then zeros.
+        bytes: [u8; INLINE],
+    },
+    Heap(Arc<str>),
+}
+
+impl SmallStr {
+    pub(super) fn new(s: &str) -> Self {
+        if s.len() > INLINE {
+            return SmallStr::Heap(Arc::from(s));
+        }
+        let mut bytes = [0u8; INLINE];
+        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        SmallStr::Inline {
+            len: s.len() as u8,
+            number: is_plain_number(s.as_bytes()),
+            bytes,
+        }
+    }
+
+    /// The decimal form of `n`, written in place (no temporary `String`).
+    pub(super) fn from_u64(mut n: u64) -> Self {
+        // u64::MAX has 20 digits, within INLINE.
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let len = digits.len() - start;
+        let mut bytes = [0u8; INLINE];
+        bytes[..len].copy_from_slice(&digits[start..]);
+        SmallStr::Inline {
+            len: len as u8,
+            number: true,
+            bytes,
+        }
+    }
+
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        match self {
+            SmallStr::Inline { len, bytes, .. } => &bytes[..usize::from(*len)],
+            SmallStr::Heap(s) => s.as_bytes(),
+        }
+    }
+
+    pub(super) fn as_str(&self) -> &str {
+        match self {
+            // Checking ≤ 24 bytes again costs a few nanoseconds and keeps the crate free of
+            // `unsafe`; the hot paths (compare, hash, equality) work on bytes.
+            SmallStr::Inline { .. } => {
+                std::str::from_utf8(self.as_bytes()).expect("copied from a str")
+            }
+            SmallStr::Heap(s) => s,
+        }
+    }
+
+    /// The value of a plain number, without going through `str::parse` when it is inline.
+    pub(super) fn to_u64(&self) -> Option<u64> {
+        match self {
+            SmallStr::Inline {
+                number: true,
+                len,
+                bytes,
+            } if *len <= 19 => Some(
+                bytes[..usize::from(*len)]
+                    .iter()
+                    .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')),
+            ),
+            _ => self.as_str().parse().ok(),
+        }
+    }
+}
+
+fn is_plain_number(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(u8::is_ascii_digit) && (s.len() == 1 || s[0] != b'0')
+}
+
+impl std::fmt::Debug for SmallStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq for SmallStr {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for SmallStr {}
+
+impl Hash for SmallStr {
+    /// As the string hashes, whichever the form.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl Ord for SmallStr {
+    fn cmp(&self, other: &Self) -> Ordering {
+        if let (
+            SmallStr::Inline {
+                len: a,
+                number: true,
+                bytes: x,
+            },
+            SmallStr::Inline {
+                len: b,
+                number: true,
+                bytes: y,
+            },
+        ) = (self, other)
+        {
+            // Same length: the unused tails are zeros on both sides, so the arrays compare as
+            // the digits do.
+            return a.cmp(b).then_with(|| x.cmp(y));
+        }
+        natural_cmp(self.as_bytes(), other.as_bytes())
+    }
+}
+
+impl PartialOrd for SmallStr {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Compares runs of ASCII digits by numeric value and everything else byte by byte; strings
+/// that compare equal that way (`"07"`, `"7"`) fall back to plain byte order, so the order
+/// agrees with equality.
+pub(super) fn natural_cmp(x: &[u8], y: &[u8]) -> Ordering {
+    use std::cmp::Ordering::Equal;
+    let (mut i, mut j) = (0, 0);
+    while i < x.len() && j < y.len() {
+        if x[i].is_ascii_digit() && y[j].is_ascii_digit() {
+            let run = |s: &[u8], mut k: usize| {
+                let start = k;
+                while k < s.len() && s[k].is_ascii_digit() {
+                    k += 1;
+                }
+                (start, k)
+            };
+            let ((xs, xe), (ys, ye)) = (run(x, i), run(y, j));
+            fn trim(s: &[u8], mut start: usize, end: usize) -> &[u8] {
+                while start + 1 < end && s[start] == b'0' {
+                    start += 1;
+                }
+                &s[start..end]
+            }
+            let (xn, yn) = (trim(x, xs, xe), trim(y, ys, ye));
+            let by_value = xn.len().cmp(&yn.len()).then_with(|| xn.cmp(yn));
+            if by_value != Equal {
+                return by_value;
+            }
+            (i, j) = (xe, ye);
+        } else {
+            if x[i] != y[j] {
+                return x[i].cmp(&y[j]);
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    (x.len() - i).cmp(&(y.len() - j)).then_with(|| x.cmp(y))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::hash::BuildHasher;
+
+    fn hash_of(value: &impl Hash) -> u64 {
+        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(value)
+    }
+
+    /// A string in both forms, whatever its length (the public constructors pick by length).
+    fn both(s: &str) -> [SmallStr; 2] {
+        let inline = if s.len() <= INLINE {
+            SmallStr::new(s)
+        } else {
+            SmallStr::Heap(Arc::from(s))
+        };
+        [inline, SmallStr::Heap(Arc::from(s))]
+    }
+
+    #[test]
+    fn the_inline_form_fits_the_size_of_the_shared_one() {
+        assert_eq!(std::mem::size_of::<SmallStr>(), 32);
+        assert!(matches!(
+            SmallStr::new(&"9".repeat(24)),
+            SmallStr::Inline { .. }
+        ));
+        assert!(matches!(SmallStr::new(&"9".repeat(25)), SmallStr::Heap(_)));
+        assert!(matches!(
+            SmallStr::from_u64(u64::MAX),
+            SmallStr::Inline { .. }
+        ));
+    }
+
+    proptest! {
+        /// Whichever form each side takes, equality, hash and order are those of the strings,
+        /// and the order is the natural one (the fast path for plain numbers agrees with it).
+        #[test]
+        fn forms_agree_with_the_strings(
+            a in "[0-9]{0,30}|[a-c0-9:-]{0,30}|0*[0-9]{1,3}",
+            b in "[0-9]{0,30}|[a-c0-9:-]{0,30}|0*[0-9]{1,3}",
+        ) {
+            for x in both(&a) {
+                prop_assert_eq!(x.as_str(), a.as_str());
+                prop_assert_eq!(hash_of(&x), hash_of(&a.as_str()));
+                for y in both(&b) {
+                    prop_assert_eq!(x == y, a == b);
+                    prop_assert_eq!(x.cmp(&y), natural_cmp(a.as_bytes(), b.as_bytes()));
+                    if a == b {
+                        prop_assert_eq!(hash_of(&x), hash_of(&y));
+                    }
+                }
+            }
+        }
+
+        /// Offsets written in place are the strings `to_string` makes, in numeric order.
+        #[test]
+        fn numbers_written_in_place_match_their_decimal_strings(
+            n in any::<u64>(), m in prop_oneof![any::<u64>(), 0u64..1000]
+        ) {
+            let (x, y) = (SmallStr::from_u64(n), SmallStr::from_u64(m));
+            let text = n.to_string();
+            prop_assert_eq!(x.as_str(), text.as_str());
+            prop_assert_eq!(&x, &SmallStr::new(&text));
+            prop_assert_eq!(hash_of(&x), hash_of(&SmallStr::Heap(Arc::from(text.as_str()))));
+            prop_assert_eq!(x.to_u64(), Some(n));
+            prop_assert_eq!(x.cmp(&y), n.cmp(&m));
+        }
+    }
+
+    #[test]
+    fn numbers_parse_as_before() {
+        for s in [
+            "007",
+            "+5",
+            "",
+            "18446744073709551615",
+            "18446744073709551616",
+            "1a",
+        ] {
+            assert_eq!(SmallStr::new(s).to_u64(), s.parse::<u64>().ok(), "{s}");
+        }
+    }
+}
