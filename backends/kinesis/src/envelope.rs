@@ -240,21 +240,24 @@ pub fn decode(
     data: Bytes,
     arrival: Option<Timestamp>,
 ) -> (Event, Option<String>) {
-    let plain = || {
-        let mut event = Event::new(data.clone());
-        if !is_spread_key(partition_key) {
-            event.key = Some(Bytes::copy_from_slice(partition_key.as_bytes()));
-        }
-        event.timestamp = arrival;
-        event
-    };
+    decode_record(PartitionKey::from(partition_key), data, arrival)
+}
+
+/// [`decode`] of a partition key the caller owns (the SDK's record, a KPL user record): when it
+/// is the event's key, its bytes become the key, not a copy of them.
+pub fn decode_record(
+    partition_key: PartitionKey,
+    data: Bytes,
+    arrival: Option<Timestamp>,
+) -> (Event, Option<String>) {
+    let plain_key = (!is_spread_key(&partition_key)).then_some(partition_key.0);
     if !data.starts_with(&MAGIC) {
-        return (plain(), None);
+        return (plain(plain_key, data, arrival), None);
     }
-    match unwrap(partition_key, &data, arrival) {
+    match unwrap(&plain_key, &data, arrival) {
         Ok(event) => (event, None),
         Err(why) => (
-            plain(),
+            plain(plain_key, data, arrival),
             Some(format!(
                 "a tributary envelope that cannot be read ({why}); delivered as it is"
             )),
@@ -262,7 +265,20 @@ pub fn decode(
     }
 }
 
-fn unwrap(partition_key: &str, data: &Bytes, arrival: Option<Timestamp>) -> Result<Event, String> {
+fn plain(key: Option<Bytes>, data: Bytes, arrival: Option<Timestamp>) -> Event {
+    let mut event = Event::new(data);
+    event.key = key;
+    event.timestamp = arrival;
+    event
+}
+
+/// `plain_key`: the partition key as the event's key (`None` for a spread key), the key of an
+/// envelope that does not carry its own.
+fn unwrap(
+    plain_key: &Option<Bytes>,
+    data: &Bytes,
+    arrival: Option<Timestamp>,
+) -> Result<Event, String> {
     let mut reader = ByteReader::starting_at(data, MAGIC.len());
     let head = reader.take(2)?;
     let (version, flags) = (head[0], head[1]);
@@ -282,10 +298,8 @@ fn unwrap(partition_key: &str, data: &Bytes, arrival: Option<Timestamp>) -> Resu
     let key = if flags & HAS_KEY != 0 {
         let len = reader.u32()? as usize;
         Some(reader.take(len)?)
-    } else if is_spread_key(partition_key) {
-        None
     } else {
-        Some(Bytes::copy_from_slice(partition_key.as_bytes()))
+        plain_key.clone()
     };
     let rest = reader.rest();
     let (headers, payload) = if flags & HAS_HEADERS != 0 {
