@@ -188,42 +188,55 @@ fn needs_escape(payload: &[u8]) -> bool {
 
 /// Maps an event onto a record; `spread` gives a keyless event its partition key.
 pub fn encode(event: &Event, spread: impl FnOnce() -> u64) -> Encoded {
-    let (partition_key, key_in_envelope) = match &event.key {
+    encode_owned(event.clone(), spread)
+}
+
+/// [`encode`] of an event the caller hands over (a producer's): its key and payload become
+/// the partition key and data as they are. Cloning them instead costs an allocation each when
+/// they were built from a `Vec` or `String` (`Bytes` moves such a buffer to the heap on its
+/// first clone).
+pub fn encode_owned(event: Event, spread: impl FnOnce() -> u64) -> Encoded {
+    let Event {
+        key,
+        payload,
+        headers,
+        timestamp,
+    } = event;
+    let (partition_key, key_in_envelope) = match key {
         None => (PartitionKey::from(spread_key(spread())), None),
-        // The event's key is the partition key: its bytes are shared, not copied.
-        Some(key) if plain_key(key).is_some() => (PartitionKey(key.clone()), None),
-        Some(key) => (PartitionKey::from(partition_key_of(key)), Some(key)),
+        Some(key) if plain_key(&key).is_some() => (PartitionKey(key), None),
+        Some(key) => (PartitionKey::from(partition_key_of(&key)), Some(key)),
     };
-    let plain = event.timestamp.is_none()
+    let plain = timestamp.is_none()
         && key_in_envelope.is_none()
-        && event.headers.is_empty()
-        && !needs_escape(&event.payload);
+        && headers.is_empty()
+        && !needs_escape(&payload);
     if plain {
         return Encoded {
             partition_key,
-            data: event.payload.clone(),
+            data: payload,
         };
     }
     let mut flags = 0;
-    let mut out = BytesMut::with_capacity(event.payload.len() + 32);
+    let mut out = BytesMut::with_capacity(payload.len() + 32);
     out.put_slice(&MAGIC);
     out.put_u8(VERSION);
     let flags_at = out.len();
     out.put_u8(0);
-    if let Some(timestamp) = event.timestamp {
+    if let Some(timestamp) = timestamp {
         flags |= HAS_TIMESTAMP;
         out.put_i64(timestamp.as_millis());
     }
     if let Some(key) = key_in_envelope {
         flags |= HAS_KEY;
         out.put_u32(key.len() as u32);
-        out.put_slice(key);
+        out.put_slice(&key);
     }
-    if event.headers.is_empty() {
-        out.put_slice(&event.payload);
+    if headers.is_empty() {
+        out.put_slice(&payload);
     } else {
         flags |= HAS_HEADERS;
-        out.put_slice(&encode_headers(&event.headers, &event.payload, &NO_ATTRIBUTES).body);
+        out.put_slice(&encode_headers(&headers, &payload, &NO_ATTRIBUTES).body);
     }
     out[flags_at] = flags;
     Encoded {
