@@ -188,42 +188,55 @@ fn needs_escape(payload: &[u8]) -> bool {
 
 /// Maps an event onto a record; `spread` gives a keyless event its partition key.
 pub fn encode(event: &Event, spread: impl FnOnce() -> u64) -> Encoded {
-    let (partition_key, key_in_envelope) = match &event.key {
+    encode_owned(event.clone(), spread)
+}
+
+/// [`encode`] of an event the caller hands over (a producer's): its key and payload become
+/// the partition key and data as they are. Cloning them instead costs an allocation each when
+/// they were built from a `Vec` or `String` (`Bytes` moves such a buffer to the heap on its
+/// first clone).
+pub fn encode_owned(event: Event, spread: impl FnOnce() -> u64) -> Encoded {
+    let Event {
+        key,
+        payload,
+        headers,
+        timestamp,
+    } = event;
+    let (partition_key, key_in_envelope) = match key {
         None => (PartitionKey::from(spread_key(spread())), None),
-        // The event's key is the partition key: its bytes are shared, not copied.
-        Some(key) if plain_key(key).is_some() => (PartitionKey(key.clone()), None),
-        Some(key) => (PartitionKey::from(partition_key_of(key)), Some(key)),
+        Some(key) if plain_key(&key).is_some() => (PartitionKey(key), None),
+        Some(key) => (PartitionKey::from(partition_key_of(&key)), Some(key)),
     };
-    let plain = event.timestamp.is_none()
+    let plain = timestamp.is_none()
         && key_in_envelope.is_none()
-        && event.headers.is_empty()
-        && !needs_escape(&event.payload);
+        && headers.is_empty()
+        && !needs_escape(&payload);
     if plain {
         return Encoded {
             partition_key,
-            data: event.payload.clone(),
+            data: payload,
         };
     }
     let mut flags = 0;
-    let mut out = BytesMut::with_capacity(event.payload.len() + 32);
+    let mut out = BytesMut::with_capacity(payload.len() + 32);
     out.put_slice(&MAGIC);
     out.put_u8(VERSION);
     let flags_at = out.len();
     out.put_u8(0);
-    if let Some(timestamp) = event.timestamp {
+    if let Some(timestamp) = timestamp {
         flags |= HAS_TIMESTAMP;
         out.put_i64(timestamp.as_millis());
     }
     if let Some(key) = key_in_envelope {
         flags |= HAS_KEY;
         out.put_u32(key.len() as u32);
-        out.put_slice(key);
+        out.put_slice(&key);
     }
-    if event.headers.is_empty() {
-        out.put_slice(&event.payload);
+    if headers.is_empty() {
+        out.put_slice(&payload);
     } else {
         flags |= HAS_HEADERS;
-        out.put_slice(&encode_headers(&event.headers, &event.payload, &NO_ATTRIBUTES).body);
+        out.put_slice(&encode_headers(&headers, &payload, &NO_ATTRIBUTES).body);
     }
     out[flags_at] = flags;
     Encoded {
@@ -240,21 +253,24 @@ pub fn decode(
     data: Bytes,
     arrival: Option<Timestamp>,
 ) -> (Event, Option<String>) {
-    let plain = || {
-        let mut event = Event::new(data.clone());
-        if !is_spread_key(partition_key) {
-            event.key = Some(Bytes::copy_from_slice(partition_key.as_bytes()));
-        }
-        event.timestamp = arrival;
-        event
-    };
+    decode_record(PartitionKey::from(partition_key), data, arrival)
+}
+
+/// [`decode`] of a partition key the caller owns (the SDK's record, a KPL user record): when it
+/// is the event's key, its bytes become the key, not a copy of them.
+pub fn decode_record(
+    partition_key: PartitionKey,
+    data: Bytes,
+    arrival: Option<Timestamp>,
+) -> (Event, Option<String>) {
+    let plain_key = (!is_spread_key(&partition_key)).then_some(partition_key.0);
     if !data.starts_with(&MAGIC) {
-        return (plain(), None);
+        return (plain(plain_key, data, arrival), None);
     }
-    match unwrap(partition_key, &data, arrival) {
+    match unwrap(&plain_key, &data, arrival) {
         Ok(event) => (event, None),
         Err(why) => (
-            plain(),
+            plain(plain_key, data, arrival),
             Some(format!(
                 "a tributary envelope that cannot be read ({why}); delivered as it is"
             )),
@@ -262,7 +278,20 @@ pub fn decode(
     }
 }
 
-fn unwrap(partition_key: &str, data: &Bytes, arrival: Option<Timestamp>) -> Result<Event, String> {
+fn plain(key: Option<Bytes>, data: Bytes, arrival: Option<Timestamp>) -> Event {
+    let mut event = Event::new(data);
+    event.key = key;
+    event.timestamp = arrival;
+    event
+}
+
+/// `plain_key`: the partition key as the event's key (`None` for a spread key), the key of an
+/// envelope that does not carry its own.
+fn unwrap(
+    plain_key: &Option<Bytes>,
+    data: &Bytes,
+    arrival: Option<Timestamp>,
+) -> Result<Event, String> {
     let mut reader = ByteReader::starting_at(data, MAGIC.len());
     let head = reader.take(2)?;
     let (version, flags) = (head[0], head[1]);
@@ -282,10 +311,8 @@ fn unwrap(partition_key: &str, data: &Bytes, arrival: Option<Timestamp>) -> Resu
     let key = if flags & HAS_KEY != 0 {
         let len = reader.u32()? as usize;
         Some(reader.take(len)?)
-    } else if is_spread_key(partition_key) {
-        None
     } else {
-        Some(Bytes::copy_from_slice(partition_key.as_bytes()))
+        plain_key.clone()
     };
     let rest = reader.rest();
     let (headers, payload) = if flags & HAS_HEADERS != 0 {

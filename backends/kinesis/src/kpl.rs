@@ -29,6 +29,7 @@
 
 use bytes::{Bytes, BytesMut};
 use md5::{Digest, Md5};
+use tributary::envelope::{ByteReader, Truncated};
 
 /// The four bytes every aggregated record starts with.
 pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
@@ -306,27 +307,31 @@ fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
+/// The protobuf layer over [`ByteReader`]: varints and length-delimited fields, each a slice
+/// of the input, with errors that say which byte of the body went wrong.
 struct Reader<'a> {
-    data: &'a Bytes,
-    at: usize,
+    bytes: ByteReader<'a>,
+    len: usize,
 }
 
 impl<'a> Reader<'a> {
     fn new(data: &'a Bytes) -> Self {
-        Reader { data, at: 0 }
+        Reader {
+            bytes: ByteReader::new(data),
+            len: data.len(),
+        }
     }
 
     fn done(&self) -> bool {
-        self.at >= self.data.len()
+        self.bytes.position() >= self.len
     }
 
     fn varint(&mut self) -> Result<u64, AggregateError> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
-            let byte = *self.data.get(self.at).ok_or_else(|| {
-                AggregateError::Malformed(format!("truncated varint at byte {}", self.at))
-            })?;
-            self.at += 1;
+            let byte = self.bytes.take(1).map_err(|Truncated { at, .. }| {
+                AggregateError::Malformed(format!("truncated varint at byte {at}"))
+            })?[0];
             value |= u64::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
                 return Ok(value);
@@ -334,7 +339,7 @@ impl<'a> Reader<'a> {
         }
         Err(AggregateError::Malformed(format!(
             "varint longer than 10 bytes at byte {}",
-            self.at
+            self.bytes.position()
         )))
     }
 
@@ -344,20 +349,16 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: u64) -> Result<Bytes, AggregateError> {
-        let end = usize::try_from(n)
-            .ok()
-            .and_then(|n| self.at.checked_add(n))
-            .filter(|&end| end <= self.data.len())
-            .ok_or_else(|| {
-                AggregateError::Malformed(format!(
-                    "a field of {n} bytes at byte {} runs past the end ({} bytes)",
-                    self.at,
-                    self.data.len()
-                ))
-            })?;
-        let out = self.data.slice(self.at..end);
-        self.at = end;
-        Ok(out)
+        let past_end = |at: usize| {
+            AggregateError::Malformed(format!(
+                "a field of {n} bytes at byte {at} runs past the end ({} bytes)",
+                self.len
+            ))
+        };
+        let n = usize::try_from(n).map_err(|_| past_end(self.bytes.position()))?;
+        self.bytes
+            .take(n)
+            .map_err(|Truncated { at, .. }| past_end(at))
     }
 
     fn bytes(&mut self) -> Result<Bytes, AggregateError> {
@@ -379,7 +380,7 @@ impl<'a> Reader<'a> {
             FIXED32 => self.take(4).map(|_| ()),
             other => Err(AggregateError::Malformed(format!(
                 "unknown wire type {other} at byte {}",
-                self.at
+                self.bytes.position()
             ))),
         }
     }
@@ -470,6 +471,34 @@ mod tests {
         data.extend_from_slice(&Md5::digest(&body));
         let err = deaggregate(&Bytes::from(data)).unwrap_err();
         assert!(err.to_string().contains("partition key 5 of 0"), "{err}");
+    }
+
+    fn framed(body: &[u8]) -> Bytes {
+        let mut data = MAGIC.to_vec();
+        data.extend_from_slice(body);
+        data.extend_from_slice(&Md5::digest(body));
+        Bytes::from(data)
+    }
+
+    #[test]
+    fn a_truncated_body_names_the_byte() {
+        // Field 3 (records) says 50 bytes follow; 2 do.
+        let err = deaggregate(&framed(&[0x1a, 50, 0, 0])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "its KPL aggregated body is malformed: a field of 50 bytes at byte 2 runs past the end (4 bytes)"
+        );
+        // A varint whose continuation bit promises a byte that is not there.
+        let err = deaggregate(&framed(&[0x08, 0x80])).unwrap_err();
+        assert!(
+            err.to_string().ends_with("truncated varint at byte 2"),
+            "{err}"
+        );
+        let err = deaggregate(&framed(&[0x0f])).unwrap_err();
+        assert!(
+            err.to_string().ends_with("unknown wire type 7 at byte 1"),
+            "{err}"
+        );
     }
 
     #[test]

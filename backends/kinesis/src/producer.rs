@@ -125,13 +125,15 @@ impl KinesisProducer {
         }
     }
 
-    fn prepare(&self, event: &Event) -> Result<Prepared> {
-        let encoded = envelope::encode(event, || self.spread.fetch_add(1, Ordering::Relaxed));
+    /// Takes the event: its key and payload are the record's, not copies (see
+    /// [`envelope::encode_owned`]).
+    fn prepare(&self, event: Event) -> Result<Prepared> {
+        let event_bytes = event.encoded_len();
+        let encoded = envelope::encode_owned(event, || self.spread.fetch_add(1, Ordering::Relaxed));
         let size = encoded.size();
         if size > self.settings.max_record_bytes {
             return Err(Error::too_large(format!(
-                "event of {} bytes is a record of {size} bytes (data and partition key) on `{}`, over the stream's limit of {} bytes (option `max_record_bytes`)",
-                event.encoded_len(),
+                "event of {event_bytes} bytes is a record of {size} bytes (data and partition key) on `{}`, over the stream's limit of {} bytes (option `max_record_bytes`)",
                 self.stream,
                 self.settings.max_record_bytes
             ))
@@ -175,7 +177,7 @@ impl Producer for KinesisProducer {
             .enter()
             .await
             .map_err(|e| e.with_backend("kinesis"))?;
-        let prepared = self.prepare(&event)?;
+        let prepared = self.prepare(event)?;
         let mut receipts = self.submit(vec![prepared]).await?;
         Ok(receipts.pop().unwrap_or_default())
     }
@@ -187,7 +189,7 @@ impl Producer for KinesisProducer {
             .await
             .map_err(|e| e.with_backend("kinesis"))?;
         let prepared = events
-            .iter()
+            .into_iter()
             .map(|e| self.prepare(e))
             .collect::<Result<Vec<_>>>()?;
         if prepared.is_empty() {

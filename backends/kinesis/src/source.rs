@@ -380,8 +380,11 @@ pub(crate) fn convert(
     out: &mut VecDeque<SourceRecord>,
 ) -> Result<()> {
     for mut record in records {
+        // Taken, not copied: the payload, the partition key (the event's key) and the
+        // sequence number are the SDK's own allocations.
         let data = std::mem::take(&mut record.data).into_bytes();
-        let sequence = record.sequence_number();
+        let sequence = std::mem::take(&mut record.sequence_number);
+        let sequence = sequence.as_str();
         let arrival = record
             .approximate_arrival_timestamp()
             .and_then(to_timestamp);
@@ -405,7 +408,8 @@ pub(crate) fn convert(
                 if (i as u64) < from_sub {
                     continue;
                 }
-                let (event, problem) = envelope::decode(&user.partition_key, user.data, arrival);
+                let (event, problem) =
+                    envelope::decode_record(user.partition_key.into(), user.data, arrival);
                 if let Some(problem) = problem {
                     tracing::warn!(stream, shard, sequence, sub = i, "{problem}");
                 }
@@ -415,8 +419,8 @@ pub(crate) fn convert(
                 });
             }
         } else if from_sub == 0 {
-            let (event, problem) =
-                envelope::decode(record.partition_key().unwrap_or_default(), data, arrival);
+            let partition_key = record.partition_key.take().unwrap_or_default();
+            let (event, problem) = envelope::decode_record(partition_key.into(), data, arrival);
             if let Some(problem) = problem {
                 tracing::warn!(stream, shard, sequence, "{problem}");
             }
