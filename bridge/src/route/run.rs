@@ -61,7 +61,7 @@ impl OpenRoute {
             None => Ok(None),
         };
         let mut other_sinks = OtherSinks::default();
-        let fixed_lineage = RouteLineage::new(&spec);
+        let mut fixed_lineage = RouteLineage::new(&spec);
         let mut carried = VecDeque::new();
         let result = match evaluator {
             Err(e) => Err(e),
@@ -84,7 +84,7 @@ impl OpenRoute {
                     });
                     let groups = match prepare_batch(
                         &route,
-                        &fixed_lineage,
+                        &mut fixed_lineage,
                         evaluator.as_ref(),
                         dead_letter.as_ref(),
                         &batch,
@@ -208,7 +208,7 @@ async fn collect(
 /// failed on: the events to write, by sink stream. `None` when cancelled meanwhile.
 async fn prepare_batch(
     route: &Running<'_>,
-    fixed: &RouteLineage,
+    fixed: &mut RouteLineage,
     evaluator: Option<&Evaluator>,
     dead_letter: Option<&(Box<dyn tributary::Producer>, String)>,
     batch: &[Delivery],
@@ -411,7 +411,7 @@ async fn evaluate(
 /// failed on, with the error.
 fn group(
     spec: &RouteSpec,
-    fixed: &RouteLineage,
+    fixed: &mut RouteLineage,
     batch: &[Delivery],
     verdicts: Vec<Option<Verdict>>,
 ) -> (Groups, Vec<(Event, Error)>) {
