@@ -2,14 +2,14 @@
 //! trickle must not hold a batch open until it is full), while a backlog still fills batches
 //! to `max_events`.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod common;
 
 use common::intercept::Intercepting;
-use tributary::{Event, Producer, Receipt, Result};
+use tributary::{Consumer, Delivery, Event, Producer, Receipt, Result};
 use tributary_bridge::route::{self, RouteSpec, RouteStats, tokio_util_free::CancelToken};
 
 /// The size of the first batch the route writes: `replicated` grows by whole batches. (With a
@@ -161,6 +161,49 @@ impl Producer for HeldProducer {
     }
 }
 
+/// A consumer that counts the deliveries it hands out: how the test knows what the route has
+/// taken from the source.
+struct CountingConsumer {
+    inner: Box<dyn Consumer>,
+    taken: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl Consumer for CountingConsumer {
+    async fn receive(&self) -> Result<Delivery> {
+        let d = self.inner.receive().await?;
+        self.taken.fetch_add(1, Ordering::Relaxed);
+        Ok(d)
+    }
+    async fn receive_batch(&self, max: usize, linger: Duration) -> Result<Vec<Delivery>> {
+        let batch = self.inner.receive_batch(max, linger).await?;
+        self.taken.fetch_add(batch.len(), Ordering::Relaxed);
+        Ok(batch)
+    }
+    async fn close(&self) -> Result<()> {
+        self.inner.close().await
+    }
+    async fn commit(&self) -> Result<()> {
+        self.inner.commit().await
+    }
+    fn lag(&self) -> Option<u64> {
+        self.inner.lag()
+    }
+}
+
+/// Waits (up to 30 s) until `taken` reaches `n`.
+async fn taken_at_least(taken: &AtomicUsize, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while taken.load(Ordering::Relaxed) < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the route took {} events from the source in 30 s, expected {n}",
+            taken.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
 /// Waits (up to 30 s) until the sink was handed `n` batches.
 async fn batches_sent(sizes: &Mutex<Vec<usize>>, n: usize) -> Vec<usize> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -183,6 +226,16 @@ async fn batches_sent(sizes: &Mutex<Vec<usize>>, n: usize) -> Vec<usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_arrives_while_the_sink_is_busy_goes_in_one_batch_when_it_confirms() {
     let source = tributary::connect("memory://batching-busy").await.unwrap();
+    let taken = Arc::new(AtomicUsize::new(0));
+    let counted = taken.clone();
+    let watched_source = Intercepting::new(source.clone())
+        .wrap_consumer(move |inner| {
+            Box::new(CountingConsumer {
+                inner,
+                taken: counted.clone(),
+            })
+        })
+        .into_backend();
     let sizes = Arc::new(Mutex::new(Vec::new()));
     let release = Arc::new(tokio::sync::Semaphore::new(0));
     let (recorded, held) = (sizes.clone(), release.clone());
@@ -199,7 +252,7 @@ async fn what_arrives_while_the_sink_is_busy_goes_in_one_batch_when_it_confirms(
         })
     })
     .into_backend();
-    let spec = RouteSpec::new("busy", source.clone(), "in", sink, "out");
+    let spec = RouteSpec::new("busy", watched_source, "in", sink, "out");
     let stats = Arc::new(RouteStats::default());
     let cancel = CancelToken::default();
     let task = tokio::spawn(route::run_route(spec, stats.clone(), cancel.clone()));
@@ -216,6 +269,9 @@ async fn what_arrives_while_the_sink_is_busy_goes_in_one_batch_when_it_confirms(
     producer.send_batch(group("a")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     producer.send_batch(group("b")).await.unwrap();
+    // The write is confirmed once the route holds both groups (with a 5 ms linger, the old
+    // route stopped taking after the first group, and this wait failed).
+    taken_at_least(&taken, 11).await;
     release.add_permits(1);
     let sent = batches_sent(&sizes, 2).await;
     println!("busy sink: batches {sent:?}");
