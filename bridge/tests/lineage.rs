@@ -110,3 +110,80 @@ async fn a_route_that_resets_lineage_copies_everything_with_a_fresh_path() {
         assert_eq!(path(e), "place-a/in", "{:?}", e.payload);
     }
 }
+
+/// The headers of a copy, in order, values as text.
+fn headers(e: &Event) -> Vec<(String, String)> {
+    e.headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v).into_owned()))
+        .collect()
+}
+
+/// An event's own headers stay first and in order, the six lineage headers follow once each;
+/// lineage headers an earlier hop wrote are replaced where they stand, never duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lineage_headers_follow_the_events_own_and_replace_stale_ones() {
+    let events = vec![
+        Event::new("fresh")
+            .with_header("app", "1")
+            .with_header("app", "2")
+            .with_header("other", "x"),
+        Event::new("hopped")
+            .with_header("app", "1")
+            .with_header(lineage::ROUTE, "an earlier route")
+            .with_header(lineage::PARTITION, "7")
+            .with_header("after", "y"),
+    ];
+    let (copied, _) = copy("header-order", false, events).await;
+    assert_eq!(copied.len(), 2);
+    for e in &copied {
+        let got = headers(e);
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        let value = |name: &str| {
+            let all: Vec<&str> = got
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .collect();
+            assert_eq!(all.len(), 1, "{name} once: {got:?}");
+            all[0].to_string()
+        };
+        assert_eq!(value(lineage::ROUTE), "header-order");
+        assert_eq!(value(lineage::BACKEND), "memory");
+        assert_eq!(value(lineage::STREAM), "in");
+        assert_eq!(value(lineage::PATH), "place-a/in");
+        assert!(value(lineage::POSITION).parse::<u64>().is_ok(), "{got:?}");
+        let partition = value(lineage::PARTITION);
+        assert!(partition.parse::<u32>().is_ok(), "{got:?}");
+        match &e.payload[..] {
+            b"fresh" => assert_eq!(
+                names,
+                [
+                    "app",
+                    "app",
+                    "other",
+                    lineage::BACKEND,
+                    lineage::STREAM,
+                    lineage::PARTITION,
+                    lineage::POSITION,
+                    lineage::ROUTE,
+                    lineage::PATH,
+                ]
+            ),
+            b"hopped" => assert_eq!(
+                names,
+                [
+                    "app",
+                    lineage::ROUTE,
+                    lineage::PARTITION,
+                    "after",
+                    lineage::BACKEND,
+                    lineage::STREAM,
+                    lineage::POSITION,
+                    lineage::PATH,
+                ]
+            ),
+            other => panic!("unexpected copy {other:?}"),
+        }
+    }
+}

@@ -70,7 +70,17 @@ impl KafkaRun {
             None => {
                 let config = dir.join(format!("{tag}.toml"));
                 std::fs::write(&config, self.bridge_config(server.url())).unwrap();
-                let mut command = Command::new(bridge_bin);
+                // `BENCH_BRIDGE_WRAP="perf stat -e … -o FILE --"` runs the daemon under a tool.
+                let wrap = std::env::var("BENCH_BRIDGE_WRAP").unwrap_or_default();
+                let mut wrap = wrap.split_whitespace();
+                let mut command = match wrap.next() {
+                    Some(tool) => {
+                        let mut command = Command::new(tool);
+                        command.args(wrap).arg(bridge_bin);
+                        command
+                    }
+                    None => Command::new(bridge_bin),
+                };
                 command
                     .args(["bridge", "--config"])
                     .arg(&config)
@@ -160,6 +170,12 @@ impl KafkaRun {
 
     /// The daemon's configuration: one route per topic, default batching and in-flight limit.
     pub(crate) fn bridge_config(&self, url: &str) -> String {
+        // `BENCH_BRIDGE_SINK_LINGER_MS` sets the Kafka sink producer's `linger.ms` (the daemon
+        // otherwise applies its own default).
+        let sink_url = match bridge_knob("BENCH_BRIDGE_SINK_LINGER_MS") {
+            Some(ms) => format!("{url}?producer.linger.ms={ms}"),
+            None => url.to_string(),
+        };
         let mut toml = String::from("[daemon]\nlisten = \"off\"\nshutdown_timeout = \"10s\"\n");
         for (name, from, to) in [
             ("backlog", &self.backlog_src, &self.backlog_dst),
@@ -171,7 +187,7 @@ impl KafkaRun {
                 toml,
                 "\n[[route]]\nname = \"{name}\"\n\
                  source = {{ url = \"{url}\", stream = \"{from}\", group = \"{group}\", start = \"earliest\" }}\n\
-                 sink = {{ url = \"{url}\", stream = \"{to}\" }}\n"
+                 sink = {{ url = \"{sink_url}\", stream = \"{to}\" }}\n"
             );
             if let Some(max_events) = bridge_knob("BENCH_BRIDGE_MAX_EVENTS") {
                 let _ = writeln!(toml, "batch = {{ max_events = {max_events} }}");

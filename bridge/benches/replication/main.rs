@@ -19,7 +19,10 @@
 //!
 //! The bridge daemon runs with the configuration file's defaults; `BENCH_BRIDGE_MAX_EVENTS` and
 //! `BENCH_BRIDGE_IN_FLIGHT` override its batch size and in-flight limit for tuning runs, and
-//! `BENCH_SKIP_MM2=1` leaves MirrorMaker 2 out.
+//! `BENCH_SKIP_MM2=1` leaves MirrorMaker 2 out. `BENCH_BRIDGE_BIN` runs a given daemon binary
+//! (an earlier build) instead of building this tree's, `BENCH_BRIDGE_SINK_LINGER_MS` sets its
+//! Kafka sink's `linger.ms`, and `BENCH_BRIDGE_WRAP` runs it under a tool (`perf stat …--`).
+//! `BENCH_SKIP_CURVE=1` leaves out the in-flight curve. The in-process local→local copy also counts heap allocations per replicated event.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,6 +31,7 @@ use std::time::{Duration, Instant};
 use tributary::{Backend, ConsumerExt, ConsumerOptions, Event, StartPosition, StreamSpec};
 use tributary_testcontainers::{Peer, Server, require, unique_name};
 
+mod allocations;
 mod backlog;
 mod inflight;
 mod kafka_run;
@@ -41,6 +45,9 @@ mod report;
 use backlog::{produce_backlog, wait_topic};
 use kafka_run::{KafkaRun, create_log_append_topics};
 use report::{Row, print_report};
+
+#[global_allocator]
+static ALLOCATOR: allocations::Counting = allocations::Counting;
 
 const PAYLOAD: usize = 100;
 const KEYS: usize = 20;
@@ -90,6 +97,11 @@ fn main() {
         return;
     }
     let rows = runtime.block_on(run_all(&server, &bridge_bin, n));
+    // `BENCH_SKIP_CURVE=1`: the replicators only, for alternating comparison rounds.
+    if std::env::var_os("BENCH_SKIP_CURVE").is_some() {
+        print_report(&server, n, &rows);
+        return;
+    }
     let curve = runtime.block_on(async {
         let kafka = tributary::connect(server.url()).await.unwrap();
         inflight::measure(kafka, n.min(100_000)).await
@@ -100,7 +112,14 @@ fn main() {
 
 /// Builds the release `tributary` binary with the Kafka backend (a no-op when `cargo bench`
 /// already did) and returns its path, next to this bench in `<target>/release/`.
+///
+/// `BENCH_BRIDGE_BIN=PATH` runs that binary instead (an earlier build, to compare beside it).
 fn build_bridge() -> PathBuf {
+    if let Some(bin) = std::env::var_os("BENCH_BRIDGE_BIN") {
+        let bin = PathBuf::from(bin);
+        assert!(bin.is_file(), "BENCH_BRIDGE_BIN: no file {}", bin.display());
+        return bin;
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("building: cargo build --release -p tributary-bridge --features kafka");
     let status = Command::new(cargo)

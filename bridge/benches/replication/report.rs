@@ -82,9 +82,12 @@ pub(crate) fn print_report(server: &Server, n: u64, rows: &[Row]) {
         );
     }
     println!(
-        "  MirrorMaker 2: Kafka 4.3.1 jars, dedicated mode, heap {heap}, producer/consumer defaults, no heartbeats/checkpoints/config sync; bridge daemon: batch max_events {}, in_flight {}, 1 MiB / 5 ms linger, lineage headers added to every event",
+        "  MirrorMaker 2: Kafka 4.3.1 jars, dedicated mode, heap {heap}, producer/consumer defaults, no heartbeats/checkpoints/config sync; bridge daemon: batch max_events {}, in_flight {}, 1 MiB, no linger (defaults), Kafka sink linger.ms {}, lineage headers added to every event{}",
         bridge_knob("BENCH_BRIDGE_MAX_EVENTS").map_or("2000 (default)".into(), |v| v.to_string()),
         bridge_knob("BENCH_BRIDGE_IN_FLIGHT").map_or("4000 (default)".into(), |v| v.to_string()),
+        bridge_knob("BENCH_BRIDGE_SINK_LINGER_MS")
+            .map_or("1 (the daemon's default)".into(), |v| v.to_string()),
+        std::env::var("BENCH_BRIDGE_BIN").map_or(String::new(), |bin| format!(", binary {bin}")),
     );
 
     let Some(bridge) = rows.iter().find(|r| r.kafka && r.mm2_tasks.is_none()) else {

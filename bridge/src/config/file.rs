@@ -202,8 +202,10 @@ pub struct BatchSection {
     /// Payload bytes per sink write at most (a size: `1MiB`).
     #[serde(default = "default_max_bytes")]
     pub max_bytes: String,
-    /// How long a batch's first event waits for more to join it (what is already waiting
-    /// joins regardless, up to the limits).
+    /// How long the first event of a batch started while the sink is idle waits for more to
+    /// join it (what is already waiting joins regardless, up to the limits; a batch gathered
+    /// while the previous write was in flight goes when that write is confirmed). `0ms` by
+    /// default: latency first; a longer linger buys fewer, larger writes at low rates.
     #[serde(default = "default_linger")]
     pub linger: String,
 }
@@ -227,7 +229,7 @@ fn default_max_bytes() -> String {
 }
 
 fn default_linger() -> String {
-    "5ms".into()
+    "0ms".into()
 }
 
 /// `retry = { … }`

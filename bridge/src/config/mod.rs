@@ -11,7 +11,7 @@
 //! name = "orders-to-kafka"
 //! source = { url = "file:///var/lib/app", stream = "orders", group = "bridge", start = "earliest" }
 //! sink = { url = "kafka://${KAFKA_BROKERS}", stream = "orders" }
-//! batch = { max_events = 2000, max_bytes = "1MiB", linger = "5ms" }
+//! batch = { max_events = 2000, max_bytes = "1MiB", linger = "0ms" }
 //! in_flight = 4000                   # deliveries held from the source at most
 //! retry = { attempts = 5, backoff = "100ms", max_backoff = "10s", jitter = 0.2 }
 //! dead_letter = { url = "file:///var/lib/dlq", stream = "orders-dlq" }

@@ -85,7 +85,10 @@ pub async fn start(plan: Plan) -> Result<Running> {
         .map_err(|e| secrets.scrub_error(e))
 }
 
-async fn start_scrubbed(plan: Plan) -> Result<Running> {
+async fn start_scrubbed(mut plan: Plan) -> Result<Running> {
+    for route in &mut plan.routes {
+        route.sink_url = kafka_sink_linger(&route.sink_url);
+    }
     let metrics = recorder();
     let health = Arc::new(Health::new(plan.routes.iter().map(|r| r.name.as_str())));
     let cancel = CancellationToken::new();
@@ -120,6 +123,30 @@ async fn start_scrubbed(plan: Plan) -> Result<Running> {
         cancel,
         connections,
     })
+}
+
+/// librdkafka's `linger.ms` for a Kafka sink whose URL does not set `producer.linger.ms`.
+/// A route hands its producer a whole batch at once and has batched already (see
+/// [`RouteSpec::linger`]); librdkafka's default wait of 5 ms would only add to every event's
+/// latency. 1 ms rather than 0 so that the records of one batch, enqueued one by one, still
+/// leave in a few produce requests rather than one per record.
+pub const KAFKA_SINK_LINGER_MS: u32 = 1;
+
+/// `url` with `producer.linger.ms=`[`KAFKA_SINK_LINGER_MS`] added when it is a Kafka URL
+/// without one; any other URL as it is.
+pub fn kafka_sink_linger(url: &str) -> String {
+    let Ok(parsed) = tributary::parse_url(url) else {
+        return url.to_owned();
+    };
+    if parsed.scheme() != "kafka" || parsed.query_pairs().any(|(k, _)| k == "producer.linger.ms") {
+        return url.to_owned();
+    }
+    let separator = match parsed.query() {
+        None => "?",
+        Some("") => "",
+        Some(_) => "&",
+    };
+    format!("{url}{separator}producer.linger.ms={KAFKA_SINK_LINGER_MS}")
 }
 
 /// Connects the route's backends (or reuses them) and opens it, sinks first. `Err` carries the
@@ -339,4 +366,27 @@ pub fn describe(route: &RoutePlan) -> String {
         .cloudevents
         .map(|c| format!(", {}", c.summary()))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kafka_sink_linger;
+
+    #[test]
+    fn kafka_sinks_get_a_short_linger_unless_their_url_sets_one() {
+        assert_eq!(
+            kafka_sink_linger("kafka://h:9092"),
+            "kafka://h:9092?producer.linger.ms=1"
+        );
+        assert_eq!(
+            kafka_sink_linger("kafka://h:9092?acks=all"),
+            "kafka://h:9092?acks=all&producer.linger.ms=1"
+        );
+        assert_eq!(
+            kafka_sink_linger("kafka://h:9092?producer.linger.ms=20"),
+            "kafka://h:9092?producer.linger.ms=20"
+        );
+        assert_eq!(kafka_sink_linger("memory://x"), "memory://x");
+        assert_eq!(kafka_sink_linger("file:///tmp/x"), "file:///tmp/x");
+    }
 }

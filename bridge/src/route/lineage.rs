@@ -10,7 +10,8 @@
 //! write directly sets [`RouteSpec::reset_lineage`] (`lineage = "reset"` in the file): it
 //! skips the loop check and starts each path afresh.
 
-use tributary::{Delivery, Event};
+use bytes::Bytes;
+use tributary::{Delivery, Event, Headers, PartitionId};
 
 use super::RouteSpec;
 
@@ -61,57 +62,100 @@ pub fn stream_identity(url: &str, cluster: Option<&str>, stream: &str) -> String
 }
 
 /// The lineage values that are the same for every event of a route, made once per route
-/// rather than allocated again for every event.
+/// rather than allocated again for every event; and each source partition's id as a header
+/// value, made once per partition.
 pub(super) struct RouteLineage {
     /// The path found on an event is ignored (see [`super::RouteSpec::reset_lineage`]).
     reset: bool,
-    backend: bytes::Bytes,
-    stream: bytes::Bytes,
-    route: bytes::Bytes,
-    source_identity: bytes::Bytes,
+    backend: Bytes,
+    stream: Bytes,
+    route: Bytes,
+    source_identity: Bytes,
+    /// Header values of the partitions seen so far (a source has few; see `MAX_PARTITIONS`).
+    partitions: Vec<(PartitionId, Bytes)>,
 }
 
 impl RouteLineage {
+    /// Partition values kept at most; beyond, a value is made per event (a Kinesis stream
+    /// resharding for months could otherwise grow the list without bound).
+    const MAX_PARTITIONS: usize = 4096;
+
     pub(super) fn new(spec: &RouteSpec) -> Self {
         RouteLineage {
             reset: spec.reset_lineage,
-            backend: bytes::Bytes::from_static(spec.source.scheme().as_bytes()),
-            stream: bytes::Bytes::from(spec.source_stream.clone()),
-            route: bytes::Bytes::from(spec.name.clone()),
-            source_identity: bytes::Bytes::from(spec.source_identity.clone()),
+            backend: Bytes::from_static(spec.source.scheme().as_bytes()),
+            stream: Bytes::from(spec.source_stream.clone()),
+            route: Bytes::from(spec.name.clone()),
+            source_identity: Bytes::from(spec.source_identity.clone()),
+            partitions: Vec::new(),
         }
+    }
+
+    fn partition(&mut self, partition: &PartitionId) -> Bytes {
+        if let Some((_, value)) = self.partitions.iter().find(|(p, _)| p == partition) {
+            return value.clone();
+        }
+        let value = Bytes::copy_from_slice(partition.as_str().as_bytes());
+        if self.partitions.len() < Self::MAX_PARTITIONS {
+            self.partitions.push((partition.clone(), value.clone()));
+        }
+        value
     }
 }
 
+/// Prefix of every header the bridge writes.
+const OWN_PREFIX: &str = "tributary-";
+
 pub(super) fn with_lineage(
     keep_key: bool,
-    fixed: &RouteLineage,
+    fixed: &mut RouteLineage,
     d: &Delivery,
     mut event: Event,
 ) -> Event {
     if !keep_key {
         event.key = None;
     }
-    let headers = &mut event.headers;
-    headers.insert(BACKEND, fixed.backend.clone());
-    headers.insert(STREAM, fixed.stream.clone());
-    if let Some(p) = &d.partition {
-        headers.insert(PARTITION, p.to_string());
-    }
-    if let Some(p) = &d.position {
-        headers.insert(POSITION, p.to_string());
-    }
-    headers.insert(ROUTE, fixed.route.clone());
     let path = match d.event.headers.get(PATH) {
         Some(path) if !path.is_empty() && !fixed.reset => {
             let mut extended = Vec::with_capacity(path.len() + 1 + fixed.source_identity.len());
             extended.extend_from_slice(path);
             extended.push(b',');
             extended.extend_from_slice(&fixed.source_identity);
-            bytes::Bytes::from(extended)
+            Bytes::from(extended)
         }
         _ => fixed.source_identity.clone(),
     };
-    headers.insert(PATH, path);
+    let lineage = [
+        (BACKEND, Some(fixed.backend.clone())),
+        (STREAM, Some(fixed.stream.clone())),
+        (PARTITION, d.partition.as_ref().map(|p| fixed.partition(p))),
+        (
+            POSITION,
+            d.position
+                .as_ref()
+                .map(|p| Bytes::copy_from_slice(p.as_str().as_bytes())),
+        ),
+        (ROUTE, Some(fixed.route.clone())),
+        (PATH, Some(path)),
+    ];
+    if event.headers.iter().any(|(n, _)| n.starts_with(OWN_PREFIX)) {
+        // Replaces what an earlier hop (or an application) wrote under the same names.
+        for (name, value) in lineage {
+            if let Some(value) = value {
+                event.headers.insert(name, value);
+            }
+        }
+    } else {
+        // The usual case, none of ours yet: one list of the right size, built once, instead
+        // of six searching inserts that grow it twice.
+        let mut list = Vec::with_capacity(event.headers.len() + lineage.len());
+        list.extend(event.headers.iter().map(|(n, v)| (n.to_owned(), v.clone())));
+        list.extend(
+            lineage
+                .into_iter()
+                .filter_map(|(n, v)| Some((n.to_owned(), v?))),
+        );
+        event.headers = list.into_iter().collect::<Headers>();
+    }
     event
 }

@@ -48,7 +48,9 @@ pub struct RouteSpec {
     pub max_batch: usize,
     /// Largest batch sent to the sink, in payload bytes (a single larger event still goes).
     pub max_bytes: usize,
-    /// How long a batch's first event waits for more before a partial batch is sent.
+    /// How long the first event of a batch started while the sink is idle waits for more
+    /// before a partial batch is sent (zero by default: at once). A batch gathered while the
+    /// previous write was in flight goes as soon as that write is confirmed.
     pub linger: Duration,
     /// Deliveries held from the source at most: the memory bound under a slow sink.
     pub in_flight: usize,
@@ -81,7 +83,7 @@ pub struct RouteSpec {
 }
 
 impl RouteSpec {
-    /// A route with default batching (2000 events, 1 MiB, 5 ms), in-flight limit (4000),
+    /// A route with default batching (2000 events, 1 MiB, no linger), in-flight limit (4000),
     /// retries (5, from 100 ms to 10 s with 20% jitter) and no dead-letter sink.
     pub fn new(
         name: impl Into<String>,
@@ -107,7 +109,7 @@ impl RouteSpec {
             sink_stream,
             max_batch: 2000,
             max_bytes: 1 << 20,
-            linger: Duration::from_millis(5),
+            linger: Duration::ZERO,
             in_flight: 4000,
             retry: RetryPolicy::default(),
             dead_letter: None,

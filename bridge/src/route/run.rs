@@ -4,8 +4,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use tributary::{Delivery, Error, ErrorKind, Event, Result};
 
 use super::commit::Committer;
@@ -24,9 +25,10 @@ impl OpenRoute {
     /// Runs until `cancel` fires; then finishes the batch in hand and returns.
     ///
     /// Batches are pipelined: while batch N is written to the sink (and then acked), batch
-    /// N + 1 is collected from the source. Writes stay one at a time and in order, so per-key
-    /// order holds however many batches are in hand, and each is acked only once the sink
-    /// confirmed it.
+    /// N + 1 is collected from the source, and it is written the moment N is confirmed. A
+    /// batch started while the sink is idle goes at once (after `linger`, zero by default).
+    /// Writes stay one at a time and in order, so per-key order holds however many batches are
+    /// in hand, and each is acked only once the sink confirmed it.
     pub async fn run(self, stats: Arc<RouteStats>, cancel: CancellationToken) -> Result<()> {
         let OpenRoute {
             spec,
@@ -61,7 +63,7 @@ impl OpenRoute {
             None => Ok(None),
         };
         let mut other_sinks = OtherSinks::default();
-        let fixed_lineage = RouteLineage::new(&spec);
+        let mut fixed_lineage = RouteLineage::new(&spec);
         let mut carried = VecDeque::new();
         let result = match evaluator {
             Err(e) => Err(e),
@@ -84,7 +86,7 @@ impl OpenRoute {
                     });
                     let groups = match prepare_batch(
                         &route,
-                        &fixed_lineage,
+                        &mut fixed_lineage,
                         evaluator.as_ref(),
                         dead_letter.as_ref(),
                         &batch,
@@ -115,17 +117,13 @@ impl OpenRoute {
                         &committer,
                         trace.as_ref(),
                     );
-                    let delivered = async { (delivered.await, Instant::now()) };
-                    let collected = async {
-                        let collected = collect(&route, consumer.as_ref(), &mut carried).await;
-                        (collected, Instant::now())
-                    };
-                    let ((delivered, written_at), (collected, collected_at)) =
-                        tokio::join!(delivered, collected);
-                    RouteTimes::add(
-                        &stats.times.source_stall,
-                        collected_at.saturating_duration_since(written_at),
-                    );
+                    // While the sink confirms this batch, the next one fills with whatever
+                    // arrives; it goes as soon as the confirmation is in (the write's round
+                    // trip is the only linger when events keep coming).
+                    let (delivered, ended) =
+                        gather_while_writing(&route, consumer.as_ref(), &mut carried, delivered)
+                            .await;
+                    let written_at = Instant::now();
                     if let Some(trace) = trace {
                         trace.finish(delivered.as_ref().err());
                     }
@@ -135,7 +133,11 @@ impl OpenRoute {
                         // source keeps them.
                         break Err(e);
                     }
-                    next = collected;
+                    next = match ended {
+                        Some(ended) => ended,
+                        None => collect(&route, consumer.as_ref(), &mut carried).await,
+                    };
+                    RouteTimes::add(&stats.times.source_stall, written_at.elapsed());
                 }
             }
         };
@@ -163,10 +165,11 @@ enum Collected {
 }
 
 /// The next batch: up to `max_batch` events and `max_bytes` payload bytes (a single larger
-/// event still goes), lingering from its first event (as Kafka's `linger.ms` does; measured
-/// from the last event, a steady trickle held batches open until full). The first event waits
-/// for as long as it takes, or until cancelled. Events received beyond the byte limit are
-/// carried over to the next batch, in order.
+/// event still goes). Events gathered while the previous batch was written go at once; with
+/// none in hand the first event waits for as long as it takes (or until cancelled), and then
+/// lingers for `linger` (zero by default) from that event, as Kafka's `linger.ms` does
+/// (measured from the last event, a steady trickle held batches open until full). Events
+/// received beyond the byte limit are carried over to the next batch, in order.
 async fn collect(
     route: &Running<'_>,
     consumer: &dyn tributary::Consumer,
@@ -183,6 +186,14 @@ async fn collect(
             Ok(batch) => carried.extend(batch),
             Err(e) if e.kind() == ErrorKind::Closed => return Collected::Stopped,
             Err(e) => return Collected::Failed(e),
+        }
+    } else if carried.len() < spec.max_batch {
+        // Gathered while the last write was in flight: top it up with what is ready now,
+        // without waiting (a future polled once and dropped loses nothing, see
+        // `gather_while_writing`). An error here comes back on the next call.
+        let ready = consumer.receive_batch(spec.max_batch - carried.len(), Duration::ZERO);
+        if let Some(Ok(more)) = ready.now_or_never() {
+            carried.extend(more);
         }
     }
     let mut batch = Vec::with_capacity(carried.len().min(spec.max_batch));
@@ -204,11 +215,43 @@ async fn collect(
     Collected::Batch(batch)
 }
 
+/// Runs `write` (a batch's delivery) while gathering what the source has ready into `carried`,
+/// up to a batch, without lingering: this is where a route waits for the sink, so the next
+/// batch fills for free. Only `receive_batch` with no linger is raced against the write: it
+/// takes what is ready in one step or waits for the first event, so dropping it when the write
+/// ends loses nothing. Returns the write's result and, when the source stopped or failed
+/// meanwhile, how the route ends once the write is done (gathered events are then nacked).
+async fn gather_while_writing(
+    route: &Running<'_>,
+    consumer: &dyn tributary::Consumer,
+    carried: &mut VecDeque<Delivery>,
+    write: impl std::future::Future<Output = Result<()>>,
+) -> (Result<()>, Option<Collected>) {
+    let max = route.spec.max_batch;
+    tokio::pin!(write);
+    let mut ended = None;
+    while ended.is_none() && carried.len() < max {
+        tokio::select! {
+            biased;
+            written = &mut write => return (written, None),
+            _ = route.cancel.cancelled() => ended = Some(Collected::Stopped),
+            received = consumer.receive_batch(max - carried.len(), Duration::ZERO) => {
+                match received {
+                    Ok(batch) => carried.extend(batch),
+                    Err(e) if e.kind() == ErrorKind::Closed => ended = Some(Collected::Stopped),
+                    Err(e) => ended = Some(Collected::Failed(e)),
+                }
+            }
+        }
+    }
+    (write.await, ended)
+}
+
 /// Loop prevention, filter and transform, and dead letters for the events the transform
 /// failed on: the events to write, by sink stream. `None` when cancelled meanwhile.
 async fn prepare_batch(
     route: &Running<'_>,
-    fixed: &RouteLineage,
+    fixed: &mut RouteLineage,
     evaluator: Option<&Evaluator>,
     dead_letter: Option<&(Box<dyn tributary::Producer>, String)>,
     batch: &[Delivery],
@@ -411,7 +454,7 @@ async fn evaluate(
 /// failed on, with the error.
 fn group(
     spec: &RouteSpec,
-    fixed: &RouteLineage,
+    fixed: &mut RouteLineage,
     batch: &[Delivery],
     verdicts: Vec<Option<Verdict>>,
 ) -> (Groups, Vec<(Event, Error)>) {
