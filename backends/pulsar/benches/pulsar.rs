@@ -2,7 +2,15 @@
 //! against the same standalone in the same run (started by the fixture).
 //!
 //! `cargo bench -p tributary-pulsar --bench pulsar [-- EVENTS]` prints a table; nothing is
-//! asserted. Same work means: the same events (100-byte payload, a key out of 1000, one
+//! asserted. `BENCH_PULSAR_ROUNDS` sets the rounds (default 3; each alternates which Rust side
+//! goes first), after `BENCH_PULSAR_WARMUP` rounds that are printed but not counted (default
+//! 1: the fixture's broker is fresh, and its JIT compiler takes a quarter of the machine
+//! during the first rounds), `BENCH_PULSAR_MODES` the modes (`unbatched,batched`), `BENCH_PULSAR_PYTHON=0`
+//! leaves the Python peer out, and `BENCH_PULSAR_MARKS=1` prints each phase's start and end
+//! for a profile of one phase alone (`probe::mark`, `perf report --time`). Beside each rate:
+//! the client CPU per event (this process's user and system time, the crate's engine tasks
+//! included; the broker runs in its own) and allocations per event, steadier than rates on a
+//! shared machine. Same work means: the same events (100-byte payload, a key out of 1000, one
 //! property), the same producer options (each event its own message, or batches of up to 1000
 //! with `batched`), 1000 sends enqueued before their receipts are awaited; the consumers
 //! (Failover subscription, prefetch 1000 per partition) copy each message out and ack it.
@@ -12,8 +20,13 @@
 //! virtualenv), so the table also shows where both Rust sides stand against the official
 //! client on this machine. Without the virtualenv its column reads `-`.
 
+#[path = "../../../benches/probe.rs"]
+mod probe;
+
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -22,6 +35,77 @@ use pulsar::producer::ProducerOptions;
 use pulsar::{Pulsar, SubType, TokioExecutor};
 use tributary::{Backend, ConsumerOptions, Event, StartPosition, StreamSpec};
 use tributary_testcontainers::{Peer, peers_dir, require, unique_name};
+
+/// The system allocator, counting: allocations per event do not vary with the machine's load.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is passed on to the system allocator unchanged; only a counter is added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const MARKS: &str = "BENCH_PULSAR_MARKS";
+
+/// What one side did over its timed part: events per second, and per event the client CPU
+/// (µs) and allocations.
+#[derive(Debug, Clone, Copy, Default)]
+struct Figures {
+    rate: f64,
+    cpu: f64,
+    allocations: f64,
+}
+
+/// Started where a side's timed part starts (for consumers, at the first event: subscribing
+/// is not throughput), finished after its `events`-th.
+struct Meter {
+    phase: &'static str,
+    started: Instant,
+    cpu: Duration,
+    allocations: u64,
+}
+
+impl Meter {
+    fn start(phase: &'static str) -> Meter {
+        probe::mark(MARKS, phase, "start");
+        Meter {
+            phase,
+            started: Instant::now(),
+            cpu: probe::cpu_time(),
+            allocations: ALLOCATIONS.load(Ordering::Relaxed),
+        }
+    }
+
+    fn finish(self, events: usize) -> Figures {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let figures = Figures {
+            rate: events as f64 / elapsed,
+            cpu: (probe::cpu_time() - self.cpu).as_secs_f64() * 1e6 / events as f64,
+            allocations: (ALLOCATIONS.load(Ordering::Relaxed) - self.allocations) as f64
+                / events as f64,
+        };
+        probe::mark(MARKS, self.phase, "end");
+        figures
+    }
+}
 
 const BATCH: usize = 1000;
 const PAYLOAD: usize = 100;
@@ -37,21 +121,26 @@ fn events(n: usize) -> Vec<Event> {
         .collect()
 }
 
-async fn tributary_produce(backend: &dyn Backend, topic: &str, n: usize) -> f64 {
+async fn tributary_produce(backend: &dyn Backend, topic: &str, n: usize) -> Figures {
     let producer = backend.producer(topic).await.unwrap();
     let events = events(n);
-    let started = Instant::now();
+    let meter = Meter::start("tributary-produce");
     for chunk in events.chunks(BATCH) {
         producer.send_batch(chunk.to_vec()).await.unwrap();
     }
-    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let figures = meter.finish(n);
     producer.close().await.unwrap();
-    rate
+    figures
 }
 
 /// What a user of the crate writes: one producer per partition (to route keys as tributary
 /// does), messages built from the same events, receipts awaited per chunk.
-async fn raw_produce(client: &Pulsar<TokioExecutor>, topic: &str, n: usize, batched: bool) -> f64 {
+async fn raw_produce(
+    client: &Pulsar<TokioExecutor>,
+    topic: &str,
+    n: usize,
+    batched: bool,
+) -> Figures {
     let options = ProducerOptions {
         block_queue_if_full: true,
         batch_size: batched.then_some(BATCH as u32),
@@ -72,7 +161,7 @@ async fn raw_produce(client: &Pulsar<TokioExecutor>, topic: &str, n: usize, batc
         );
     }
     let events = events(n);
-    let started = Instant::now();
+    let meter = Meter::start("raw-produce");
     for chunk in events.chunks(BATCH) {
         let mut receipts = Vec::with_capacity(chunk.len());
         for event in chunk {
@@ -100,10 +189,10 @@ async fn raw_produce(client: &Pulsar<TokioExecutor>, topic: &str, n: usize, batc
             receipt.unwrap();
         }
     }
-    n as f64 / started.elapsed().as_secs_f64()
+    meter.finish(n)
 }
 
-async fn tributary_consume(backend: &dyn Backend, topic: &str, n: usize) -> f64 {
+async fn tributary_consume(backend: &dyn Backend, topic: &str, n: usize) -> Figures {
     let consumer = backend
         .consumer(
             topic,
@@ -113,16 +202,16 @@ async fn tributary_consume(backend: &dyn Backend, topic: &str, n: usize) -> f64 
         .unwrap();
     // Timed from the first event, like the raw consumer: subscribing is not throughput.
     consumer.receive().await.unwrap().ack();
-    let started = Instant::now();
+    let meter = Meter::start("tributary-consume");
     for _ in 1..n {
         consumer.receive().await.unwrap().ack();
     }
-    let rate = (n - 1) as f64 / started.elapsed().as_secs_f64();
+    let figures = meter.finish(n - 1);
     consumer.close().await.unwrap();
-    rate
+    figures
 }
 
-async fn raw_consume(client: &Pulsar<TokioExecutor>, topic: &str, n: usize) -> f64 {
+async fn raw_consume(client: &Pulsar<TokioExecutor>, topic: &str, n: usize) -> Figures {
     let mut consumer: pulsar::Consumer<Vec<u8>, TokioExecutor> = client
         .consumer()
         .with_topic(format!("persistent://public/default/{topic}"))
@@ -137,19 +226,19 @@ async fn raw_consume(client: &Pulsar<TokioExecutor>, topic: &str, n: usize) -> f
         .build()
         .await
         .unwrap();
-    let mut started = None;
+    let mut meter = None;
     let mut kept = 0usize;
     for _ in 0..n {
         let message = consumer.next().await.unwrap().unwrap();
-        if started.is_none() {
-            started = Some(Instant::now());
-        }
         let event = Event::new(bytes::Bytes::from(message.payload.data.clone()));
         kept += event.payload.len() + message.metadata().properties.len();
         consumer.ack(&message).await.unwrap();
+        if meter.is_none() {
+            meter = Some(Meter::start("raw-consume"));
+        }
     }
     assert!(kept > 0);
-    (n - 1) as f64 / started.unwrap().elapsed().as_secs_f64()
+    meter.unwrap().finish(n - 1)
 }
 
 /// The Python client's produce and consume rates on `topic`, or `None` without the virtualenv.
@@ -194,11 +283,31 @@ async fn python_peer(
     Some((rate("produce"), rate("consume")))
 }
 
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One row's figures over the rounds: per round the raw crate's, tributary's and the Python
+/// peer's.
+#[derive(Default)]
+struct Row {
+    raw: Vec<Figures>,
+    tributary: Vec<Figures>,
+    python: Vec<f64>,
+}
+
 fn main() {
     let n: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(100_000);
+    let rounds: usize = env_or("BENCH_PULSAR_ROUNDS", 3);
+    let warmup: usize = env_or("BENCH_PULSAR_WARMUP", 1);
+    let modes: String = env_or("BENCH_PULSAR_MODES", "unbatched,batched".to_owned());
+    let with_python = std::env::var("BENCH_PULSAR_PYTHON").as_deref() != Ok("0");
     let Some(server) = require(Peer::Pulsar) else {
         return;
     };
@@ -209,8 +318,14 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         tributary_pulsar::register();
-        let mut rows: Vec<Row> = Vec::new();
-        for (mode, options) in [("unbatched", ""), ("batched", "&batch_size=1000")] {
+        let mut rows: Vec<(String, Row)> = Vec::new();
+        for mode in modes.split(',') {
+            let batched = match mode {
+                "unbatched" => false,
+                "batched" => true,
+                other => panic!("BENCH_PULSAR_MODES: unknown mode `{other}`"),
+            };
+            let options = if batched { "&batch_size=1000" } else { "" };
             let url = format!("{}{options}", server.url());
             let backend = tributary::connect(&url).await.unwrap();
             let pulsar = backend
@@ -218,8 +333,10 @@ fn main() {
                 .downcast_ref::<tributary_pulsar::PulsarBackend>()
                 .unwrap();
             let raw = pulsar.native().clone();
-            // Two rounds, alternating, so neither side always gets the warmer broker.
-            for round in 0..2 {
+            let mut produce = Row::default();
+            let mut consume = Row::default();
+            // Alternating, so neither side always gets the warmer broker.
+            for round in 0..warmup + rounds {
                 let raw_topic = unique_name("bench-raw");
                 let trib_topic = unique_name("bench-trib");
                 let py_topic = unique_name("bench-py");
@@ -229,68 +346,117 @@ fn main() {
                         .await
                         .unwrap();
                 }
-                let (raw_p, trib_p) = if round == 0 {
-                    let r = raw_produce(&raw, &raw_topic, n, mode == "batched").await;
+                let raw_first = round % 2 == 0;
+                let (raw_p, trib_p) = if raw_first {
+                    let r = raw_produce(&raw, &raw_topic, n, batched).await;
                     (r, tributary_produce(backend.as_ref(), &trib_topic, n).await)
                 } else {
                     let t = tributary_produce(backend.as_ref(), &trib_topic, n).await;
-                    (raw_produce(&raw, &raw_topic, n, mode == "batched").await, t)
+                    (raw_produce(&raw, &raw_topic, n, batched).await, t)
                 };
-                let (raw_c, trib_c) = if round == 0 {
+                let (raw_c, trib_c) = if raw_first {
                     let r = raw_consume(&raw, &raw_topic, n).await;
                     (r, tributary_consume(backend.as_ref(), &trib_topic, n).await)
                 } else {
                     let t = tributary_consume(backend.as_ref(), &trib_topic, n).await;
                     (raw_consume(&raw, &raw_topic, n).await, t)
                 };
-                let py = python_peer(
-                    server.address().to_string(),
-                    py_topic,
-                    n,
-                    mode == "batched",
-                )
-                .await;
+                let py = if with_python {
+                    python_peer(server.address().to_string(), py_topic, n, batched).await
+                } else {
+                    None
+                };
+                let counted = round >= warmup;
                 println!(
-                    "{mode} round {round}: produce raw {raw_p:.0}/s tributary {trib_p:.0}/s Python {}; consume raw {raw_c:.0}/s tributary {trib_c:.0}/s Python {}",
+                    "{mode} {} {round}: produce raw {} tributary {} Python {}; consume raw {} tributary {} Python {}; load {}",
+                    if counted { "round" } else { "warm-up round" },
+                    show_figures(&raw_p),
+                    show_figures(&trib_p),
                     show(py.map(|p| p.0)),
+                    show_figures(&raw_c),
+                    show_figures(&trib_c),
                     show(py.map(|p| p.1)),
+                    load_average(),
                 );
-                rows.push((format!("produce, {mode}"), raw_p, trib_p, py.map(|p| p.0)));
-                rows.push((format!("consume, {mode}"), raw_c, trib_c, py.map(|p| p.1)));
+                if !counted {
+                    continue;
+                }
+                produce.raw.push(raw_p);
+                produce.tributary.push(trib_p);
+                consume.raw.push(raw_c);
+                consume.tributary.push(trib_c);
+                if let Some((p, c)) = py {
+                    produce.python.push(p);
+                    consume.python.push(c);
+                }
             }
+            rows.push((format!("produce, {mode}"), produce));
+            rows.push((format!("consume, {mode}"), consume));
         }
         println!(
-            "\nPulsar {} · {n} events of {PAYLOAD} B · {PARTITIONS} partitions · best of 2 rounds",
-            server.url()
+            "\nPulsar {} · {n} events of {PAYLOAD} B · {PARTITIONS} partitions · median (min–max) of {rounds} alternating rounds · load {}",
+            server.url(),
+            load_average(),
         );
         println!(
-            "| | raw `pulsar` crate (events/s) | tributary (events/s) | ratio | Python pulsar-client (events/s) |"
+            "| | raw `pulsar` crate (events/s) | tributary (events/s) | ratio of medians | CPU µs/event raw / tributary | allocations/event raw / tributary | Python pulsar-client (events/s) |"
         );
-        println!("|---|---|---|---|---|");
-        let mut kinds: Vec<&str> = Vec::new();
-        for row in &rows {
-            if !kinds.contains(&row.0.as_str()) {
-                kinds.push(&row.0);
-            }
-        }
-        for what in kinds {
-            let best = |pick: fn(&Row) -> f64| {
-                rows.iter().filter(|r| r.0 == what).map(pick).fold(0.0, f64::max)
+        println!("|---|---|---|---|---|---|---|");
+        for (what, row) in &rows {
+            let rate = |side: &[Figures]| spread(side.iter().map(|f| f.rate).collect());
+            let (raw, trib) = (rate(&row.raw), rate(&row.tributary));
+            let median_of = |side: &[Figures], pick: fn(&Figures) -> f64| {
+                spread(side.iter().map(pick).collect()).0
             };
-            let (raw, trib) = (best(|r| r.1), best(|r| r.2));
-            let py = best(|r| r.3.unwrap_or(0.0));
+            let python = if row.python.is_empty() {
+                "-".to_owned()
+            } else {
+                show_spread(spread(row.python.clone()))
+            };
             println!(
-                "| {what} | {raw:.0} | {trib:.0} | {:.2} | {} |",
-                trib / raw,
-                show((py > 0.0).then_some(py))
+                "| {what} | {} | {} | {:.2} | {:.1} / {:.1} | {:.1} / {:.1} | {python} |",
+                show_spread(raw),
+                show_spread(trib),
+                trib.0 / raw.0,
+                median_of(&row.raw, |f| f.cpu),
+                median_of(&row.tributary, |f| f.cpu),
+                median_of(&row.raw, |f| f.allocations),
+                median_of(&row.tributary, |f| f.allocations),
             );
         }
     });
 }
 
-/// What was measured, then the raw crate's, tributary's and the Python peer's rates.
-type Row = (String, f64, f64, Option<f64>);
+/// Median, minimum and maximum.
+fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let median = if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    };
+    (median, values[0], values[n - 1])
+}
+
+fn show_spread((median, min, max): (f64, f64, f64)) -> String {
+    format!("{median:.0} ({min:.0}–{max:.0})")
+}
+
+fn show_figures(f: &Figures) -> String {
+    format!(
+        "{:.0}/s ({:.1} µs, {:.1} allocs/event)",
+        f.rate, f.cpu, f.allocations
+    )
+}
 
 fn show(rate: Option<f64>) -> String {
-    rate.map_or_else(|| "-".to_owned(), |r| format!("{r:.0}"))
+    rate.map_or_else(|| "-".to_owned(), |r| format!("{r:.0}/s"))
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
 }
