@@ -48,3 +48,48 @@ pub fn mark(switch: &str, phase: &str, edge: &str) {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
     println!("mark {phase} {edge} {}.{:09}", now.tv_sec, now.tv_nsec);
 }
+
+/// The system allocator, counting: allocations per event are a figure that does not vary with
+/// the machine's load. Requests of 1 KiB and more are counted apart: each one makes glibc
+/// consolidate its fast bins (`malloc_consolidate`) when small chunks are waiting there. A
+/// benchmark installs it with `#[global_allocator] static GLOBAL: probe::CountingAllocator =
+/// probe::CountingAllocator;` and reads [`allocations`] before and after a phase.
+pub struct CountingAllocator;
+
+static ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static LARGE_ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+const LARGE: usize = 1024;
+
+fn count_allocation(size: usize) {
+    use std::sync::atomic::Ordering::Relaxed;
+    ALLOCATIONS.fetch_add(1, Relaxed);
+    if size >= LARGE {
+        LARGE_ALLOCATIONS.fetch_add(1, Relaxed);
+    }
+}
+
+// SAFETY: every call is passed on to the system allocator unchanged; only counters are added.
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count_allocation(layout.size());
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count_allocation(layout.size());
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        count_allocation(new_size);
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+/// Allocations (and reallocations) made so far by the whole process, and how many of them
+/// asked for 1 KiB or more. Counted only where [`CountingAllocator`] is the global allocator.
+pub fn allocations() -> (u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    (ALLOCATIONS.load(Relaxed), LARGE_ALLOCATIONS.load(Relaxed))
+}

@@ -15,9 +15,7 @@
 #[path = "../../../benches/probe.rs"]
 mod probe;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
@@ -27,44 +25,9 @@ use futures::StreamExt;
 use tributary::{Backend, ConsumerOptions, Event, StartPosition, StreamSpec};
 use tributary_testcontainers::{Peer, require, unique_name};
 
-/// The system allocator, counting: allocations per event are a figure that does not vary with
-/// the machine's load, and glibc's `malloc` is where a profile of this benchmark spends most
-/// of its client time. Requests of 1 KiB and more are counted apart: each one makes glibc
-/// consolidate its fast bins (`malloc_consolidate`) when small chunks are waiting there.
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-static LARGE_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-const LARGE: usize = 1024;
-
-// SAFETY: every call is passed on to the system allocator unchanged; only counters are added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-fn count(size: usize) {
-    ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    if size >= LARGE {
-        LARGE_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
+// glibc's `malloc` is where a profile of this benchmark spends most of its client time.
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: probe::CountingAllocator = probe::CountingAllocator;
 
 const BATCH: usize = 500;
 const IN_FLIGHT: usize = 4;
@@ -248,18 +211,15 @@ struct Figures {
 async fn measured(n: usize, phase: &str, work: impl std::future::Future<Output = f64>) -> Figures {
     probe::mark("BENCH_KINESIS_MARKS", phase, "start");
     let before = probe::cpu_time();
-    let (allocations, large) = (
-        ALLOCATIONS.load(Ordering::Relaxed),
-        LARGE_ALLOCATIONS.load(Ordering::Relaxed),
-    );
+    let (allocations, large) = probe::allocations();
     let rate = work.await;
     probe::mark("BENCH_KINESIS_MARKS", phase, "end");
     let per_event = |count: u64| count as f64 / n as f64;
     Figures {
         rate,
         cpu: (probe::cpu_time() - before).as_secs_f64() * 1e6 / n as f64,
-        allocations: per_event(ALLOCATIONS.load(Ordering::Relaxed) - allocations),
-        large: per_event(LARGE_ALLOCATIONS.load(Ordering::Relaxed) - large),
+        allocations: per_event(probe::allocations().0 - allocations),
+        large: per_event(probe::allocations().1 - large),
     }
 }
 

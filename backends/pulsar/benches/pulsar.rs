@@ -23,10 +23,8 @@
 #[path = "../../../benches/probe.rs"]
 mod probe;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -36,32 +34,8 @@ use pulsar::{Pulsar, SubType, TokioExecutor};
 use tributary::{Backend, ConsumerOptions, Event, StartPosition, StreamSpec};
 use tributary_testcontainers::{Peer, peers_dir, require, unique_name};
 
-/// The system allocator, counting: allocations per event do not vary with the machine's load.
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every call is passed on to the system allocator unchanged; only a counter is added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: probe::CountingAllocator = probe::CountingAllocator;
 
 const MARKS: &str = "BENCH_PULSAR_MARKS";
 
@@ -90,7 +64,7 @@ impl Meter {
             phase,
             started: Instant::now(),
             cpu: probe::cpu_time(),
-            allocations: ALLOCATIONS.load(Ordering::Relaxed),
+            allocations: probe::allocations().0,
         }
     }
 
@@ -99,8 +73,7 @@ impl Meter {
         let figures = Figures {
             rate: events as f64 / elapsed,
             cpu: (probe::cpu_time() - self.cpu).as_secs_f64() * 1e6 / events as f64,
-            allocations: (ALLOCATIONS.load(Ordering::Relaxed) - self.allocations) as f64
-                / events as f64,
+            allocations: (probe::allocations().0 - self.allocations) as f64 / events as f64,
         };
         probe::mark(MARKS, self.phase, "end");
         figures

@@ -39,7 +39,7 @@ pub(crate) async fn local_to_local(n: u64) -> Row {
     let rss = RssSampler::start(None);
     let cancel = CancellationToken::new();
     let started = Instant::now();
-    let allocations_before = crate::allocations::count();
+    let allocations_before = crate::probe::allocations().0;
     let routes: Vec<_> = [("backlog", "backlog-copy"), ("paced", "paced-copy")]
         .into_iter()
         .map(|(from, to)| {
@@ -70,7 +70,10 @@ pub(crate) async fn local_to_local(n: u64) -> Row {
     .await;
     eprintln!(
         "[local→local] heap allocations per replicated event, backlog copy (whole process): {:.1}",
-        crate::allocations::count().saturating_sub(allocations_before) as f64 / n as f64
+        crate::probe::allocations()
+            .0
+            .saturating_sub(allocations_before) as f64
+            / n as f64
     );
     let paced_from = crate::probe::cpu_time();
     let latency = paced_latency(

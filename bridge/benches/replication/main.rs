@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 use tributary::{Backend, ConsumerExt, ConsumerOptions, Event, StartPosition, StreamSpec};
 use tributary_testcontainers::{Peer, Server, require, unique_name};
 
-mod allocations;
 mod backlog;
 mod inflight;
 mod kafka_run;
@@ -47,7 +46,7 @@ use kafka_run::{KafkaRun, create_log_append_topics};
 use report::{Row, print_report};
 
 #[global_allocator]
-static ALLOCATOR: allocations::Counting = allocations::Counting;
+static ALLOCATOR: probe::CountingAllocator = probe::CountingAllocator;
 
 const PAYLOAD: usize = 100;
 const KEYS: usize = 20;
