@@ -60,8 +60,11 @@ fn check(url: &Url) -> Result<()> {
         #[cfg(feature = "kinesis")]
         "kinesis" => tributary_kinesis::KinesisConfig::from_url(url).map(drop),
         scheme => Err(match KNOWN_SCHEMES.iter().find(|(s, _)| *s == scheme) {
+            // The bridge's features are named after the backend crates (`pulsar+ssl://` is
+            // served by the `pulsar` feature), not after the schemes.
             Some((_, krate)) => Error::config(format!(
-                "`{scheme}://` needs the {krate} backend, which is not compiled into this program (build it with the `{scheme}` feature of tributary-bridge)"
+                "`{scheme}://` needs the {krate} backend, which is not compiled into this program (build it with the `{}` feature of tributary-bridge)",
+                krate.strip_prefix("tributary-").unwrap_or(krate)
             )),
             None => {
                 let compiled: Vec<String> = compiled_schemes()
@@ -104,5 +107,15 @@ mod tests {
         }
         check_url("memory://").unwrap();
         check_url("file:///tmp/x?fsync=never").unwrap();
+    }
+
+    #[cfg(not(feature = "pulsar"))]
+    #[test]
+    fn a_scheme_names_the_feature_of_its_crate_not_itself() {
+        let e = check_url("pulsar+ssl://h:6651").unwrap_err().to_string();
+        assert!(
+            e.contains("needs the tributary-pulsar backend") && e.contains("the `pulsar` feature"),
+            "{e}"
+        );
     }
 }

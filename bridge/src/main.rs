@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::time::Duration;
 use tributary::{ErrorKind, Result};
 use tributary_bridge::config::Plan;
-use tributary_bridge::route::tokio_util_free::CancelToken;
+use tributary_bridge::route::CancellationToken;
 
 mod cmd_bridge;
 mod cmd_completions;
@@ -139,8 +139,8 @@ async fn run(command: Command, daemon_plan: Option<Result<Plan>>) -> Result<()> 
 }
 
 /// Cancelled on Ctrl-C or SIGTERM.
-pub(crate) fn ctrl_c() -> CancelToken {
-    let token = CancelToken::default();
+pub(crate) fn ctrl_c() -> CancellationToken {
+    let token = CancellationToken::default();
     let t = token.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {

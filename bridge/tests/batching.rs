@@ -10,7 +10,12 @@ mod common;
 
 use common::intercept::Intercepting;
 use tributary::{Consumer, Delivery, Event, Producer, Receipt, Result};
-use tributary_bridge::route::{self, RouteSpec, RouteStats, tokio_util_free::CancelToken};
+use tributary_bridge::route::{self, CancellationToken, RouteSpec, RouteStats};
+
+// The waits of this file poll every 200 µs instead of going through `common::wait_until`
+// (every 10 ms): what they read (the first batch's size, the moment the route has taken a
+// group) must be seen before the route moves on, and a 10 ms look would see later batches.
+// Each still has its deadline and says what it saw.
 
 /// The size of the first batch the route writes: `replicated` grows by whole batches. (With a
 /// backlog the route writes one batch while it collects the next, so this can read two.)
@@ -65,7 +70,7 @@ async fn a_trickle_is_written_after_linger_not_when_the_batch_is_full() {
     spec.max_batch = 1000;
     spec.linger = Duration::from_millis(20);
     let stats = Arc::new(RouteStats::default());
-    let cancel = CancelToken::default();
+    let cancel = CancellationToken::default();
     let task = tokio::spawn(route::run_route(spec, stats.clone(), cancel.clone()));
 
     // One event every 2 ms: always less than linger apart, so a linger measured from the last
@@ -119,7 +124,7 @@ async fn a_backlog_fills_batches_even_with_no_linger() {
     spec.max_batch = 1000;
     spec.linger = Duration::ZERO;
     let stats = Arc::new(RouteStats::default());
-    let cancel = CancelToken::default();
+    let cancel = CancellationToken::default();
     let task = tokio::spawn(route::run_route(spec, stats.clone(), cancel.clone()));
     first_batch(&stats).await;
     let first = sizes.lock().unwrap()[0];
@@ -254,7 +259,7 @@ async fn what_arrives_while_the_sink_is_busy_goes_in_one_batch_when_it_confirms(
     .into_backend();
     let spec = RouteSpec::new("busy", watched_source, "in", sink, "out");
     let stats = Arc::new(RouteStats::default());
-    let cancel = CancelToken::default();
+    let cancel = CancellationToken::default();
     let task = tokio::spawn(route::run_route(spec, stats.clone(), cancel.clone()));
 
     let producer = source.producer("in").await.unwrap();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tributary::cloudevents::{Binding, CloudEvent, Mode, mode_of};
 use tributary::{Backend, ConsumerOptions, StartPosition, StreamSpec};
 use tributary_bridge::cloudevents::Conversion;
-use tributary_bridge::route::{self, RouteSpec, RouteStats, tokio_util_free::CancelToken};
+use tributary_bridge::route::{self, CancellationToken, RouteSpec, RouteStats};
 use tributary_testcontainers::{Peer, require_peer, unique_name};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -301,7 +301,7 @@ async fn a_route_converts_between_bindings() {
             to: Binding::PubSub,
             mode,
         });
-        let cancel = CancelToken::default();
+        let cancel = CancellationToken::default();
         let route = tokio::spawn(route::run_route(
             spec,
             Arc::new(RouteStats::default()),

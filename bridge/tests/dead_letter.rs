@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tributary::{ConsumerExt, ConsumerOptions, Event, StartPosition};
-use tributary_bridge::route::{
-    self, RouteSpec, RouteStats, dead_letter, tokio_util_free::CancelToken,
-};
+use tributary_bridge::route::{self, CancellationToken, RouteSpec, RouteStats, dead_letter};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_is_dead_lettered_and_does_not_block_its_partition() {
@@ -47,7 +45,7 @@ async fn a_poison_event_is_dead_lettered_and_does_not_block_its_partition() {
     spec.retry.backoff = Duration::from_millis(10);
     spec.dead_letter = Some((dead.clone(), "orders-dlq".into()));
     let stats = Arc::new(RouteStats::default());
-    let cancel = CancelToken::default();
+    let cancel = CancellationToken::default();
     let task = tokio::spawn(route::run_route(spec, stats.clone(), cancel.clone()));
 
     // The sink receives the 19 good events, in order, with lineage.
@@ -139,7 +137,7 @@ async fn without_a_dead_letter_sink_the_route_stops_and_the_source_keeps_the_eve
         route::run_route(
             spec,
             Arc::new(RouteStats::default()),
-            CancelToken::default(),
+            CancellationToken::default(),
         ),
     )
     .await

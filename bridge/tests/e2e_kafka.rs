@@ -9,7 +9,7 @@ mod common;
 
 use common::{read_distinct, read_n, wait_until};
 use tributary::{Backend, Event, StreamSpec, Timestamp};
-use tributary_bridge::route::{self, RouteSpec, RouteStats, tokio_util_free::CancelToken};
+use tributary_bridge::route::{self, CancellationToken, RouteSpec, RouteStats};
 use tributary_testcontainers::{Peer, require_peer, unique_name};
 
 const EVENTS: usize = 3000;
@@ -58,13 +58,13 @@ fn show_logs() {
 
 struct RunningRoute {
     name: String,
-    cancel: CancelToken,
+    cancel: CancellationToken,
     stats: Arc<RouteStats>,
     task: tokio::task::JoinHandle<tributary::Result<()>>,
 }
 
 fn spawn_route(spec: RouteSpec) -> RunningRoute {
-    let cancel = CancelToken::default();
+    let cancel = CancellationToken::default();
     let stats = Arc::new(RouteStats::default());
     let name = spec.name.clone();
     let task = tokio::spawn(route::run_route(spec, stats.clone(), cancel.clone()));
@@ -279,7 +279,7 @@ async fn a_dead_sink_stops_intake_and_the_route_resumes() {
     spec.in_flight = in_flight;
     spec.retry.attempts = 1000;
     let stats = Arc::new(RouteStats::default());
-    let cancel = CancelToken::default();
+    let cancel = CancellationToken::default();
     let task = tokio::spawn(route::run_route(spec, stats.clone(), cancel.clone()));
     let replicated = |s: &RouteStats| s.replicated.load(std::sync::atomic::Ordering::Relaxed);
     let received = |s: &RouteStats| s.received.load(std::sync::atomic::Ordering::Relaxed);
@@ -360,7 +360,7 @@ async fn a_slow_sink_keeps_intake_within_the_window_and_finishes() {
     spec.in_flight = in_flight;
     spec.retry.attempts = 1000;
     let stats = Arc::new(RouteStats::default());
-    let cancel = CancelToken::default();
+    let cancel = CancellationToken::default();
     let started = std::time::Instant::now();
     let task = tokio::spawn(route::run_route(spec, stats.clone(), cancel.clone()));
     let replicated = |s: &RouteStats| s.replicated.load(std::sync::atomic::Ordering::Relaxed);

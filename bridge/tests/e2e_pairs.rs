@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tributary::{Backend, ConsumerOptions, Event, StartPosition, StreamSpec, Timestamp};
-use tributary_bridge::route::{self, RouteSpec, RouteStats, lineage, tokio_util_free::CancelToken};
+use tributary_bridge::route::{self, CancellationToken, RouteSpec, RouteStats, lineage};
 use tributary_testcontainers::{Peer, require_peer, unique_name};
 
 const EVENTS: usize = 160;
@@ -102,7 +102,7 @@ async fn bridge_pair(source: Arc<dyn Backend>, sink: Arc<dyn Backend>, name: &st
         .await
         .unwrap();
     let stats = Arc::new(RouteStats::default());
-    let cancel = CancelToken::default();
+    let cancel = CancellationToken::default();
     let task = tokio::spawn(open.run(stats.clone(), cancel.clone()));
 
     // At-least-once: a redelivered event may arrive twice; the first copy counts.

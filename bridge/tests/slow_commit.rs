@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use common::intercept::Intercepting;
 use tributary::{Consumer, Delivery, Event, Result};
-use tributary_bridge::route::{self, RouteSpec, RouteStats, tokio_util_free::CancelToken};
+use tributary_bridge::route::{self, CancellationToken, RouteSpec, RouteStats};
 
 /// A consumer whose `commit()` never returns.
 struct HangingConsumer {
@@ -64,7 +64,7 @@ async fn a_commit_that_never_returns_stalls_neither_replication_nor_shutdown() {
     let mut spec = RouteSpec::new("slow-commit", source, "in", memory.clone(), "out");
     spec.max_batch = 100;
     let stats = Arc::new(RouteStats::default());
-    let cancel = CancelToken::default();
+    let cancel = CancellationToken::default();
     let task = tokio::spawn(route::run_route(spec, stats.clone(), cancel.clone()));
 
     let started = std::time::Instant::now();

@@ -17,7 +17,7 @@ use tracing::Instrument;
 use tracing_subscriber::layer::SubscriberExt;
 use tributary::otel::format_traceparent;
 use tributary::{Backend, ConsumerOptions, Event, StartPosition};
-use tributary_bridge::route::{self, RouteSpec, RouteStats, tokio_util_free::CancelToken};
+use tributary_bridge::route::{self, CancellationToken, RouteSpec, RouteStats};
 use tributary_bridge::telemetry::RouteTracer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tributary");
@@ -130,7 +130,7 @@ async fn one_trace_from_producer_through_a_route_to_a_consumer_on_another_backen
     spec.max_batch = 64;
     spec.tracer = Some(RouteTracer::new(telemetry.provider.tracer("bridge")));
     let stats = Arc::new(RouteStats::default());
-    let cancel = CancelToken::default();
+    let cancel = CancellationToken::default();
     let route = tokio::spawn(route::run_route(spec, stats.clone(), cancel.clone()));
     let traced = consume(&sink, "orders-copy", 340).await;
     cancel.cancel();
@@ -216,7 +216,7 @@ async fn a_route_without_tracing_makes_no_span_and_forwards_context() {
     produce(&source, "orders", 5, 5).await;
     let mut spec = RouteSpec::new("r", source.clone(), "orders", sink.clone(), "copy");
     spec.start = "earliest".parse().unwrap();
-    let cancel = CancelToken::default();
+    let cancel = CancellationToken::default();
     let route = tokio::spawn(route::run_route(
         spec,
         Arc::new(RouteStats::default()),

@@ -22,6 +22,7 @@ pub const KNOWN_SCHEMES: &[(&str, &str)] = &[
     ("file", "tributary (built in)"),
     ("kafka", "tributary-kafka"),
     ("pulsar", "tributary-pulsar"),
+    ("pulsar+ssl", "tributary-pulsar"),
     ("kinesis", "tributary-kinesis"),
     ("pubsub", "tributary-pubsub"),
     ("eventhubs", "tributary-eventhubs"),
@@ -507,6 +508,9 @@ mod tests {
     async fn unknown_and_uncompiled_schemes_say_what_to_do() {
         let e = connect("kafka://localhost:9092").await.unwrap_err();
         assert!(e.to_string().contains("tributary-kafka"), "{e}");
+        // The TLS scheme names its crate too, not "unknown scheme".
+        let e = connect("pulsar+ssl://localhost:6651").await.unwrap_err();
+        assert!(e.to_string().contains("tributary-pulsar"), "{e}");
         let e = connect("nats://x").await.unwrap_err();
         assert!(
             e.to_string().contains("unknown URL scheme `nats://`"),

@@ -265,10 +265,3 @@ pub fn check(spec: &RouteSpec) -> Result<()> {
     }
     Ok(())
 }
-
-/// The cancellation token under its former name.
-#[doc(hidden)]
-pub mod tokio_util_free {
-    /// Former name of [`super::CancellationToken`], kept so code written against it builds.
-    pub type CancelToken = super::CancellationToken;
-}
