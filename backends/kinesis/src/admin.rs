@@ -84,8 +84,7 @@ impl Admin {
                 Some(StreamStatus::Deleting) | None => {
                     return Err(Error::not_found(format!(
                         "Kinesis stream `{stream}` is being deleted or does not exist"
-                    ))
-                    .with_backend("kinesis"));
+                    )));
                 }
                 _ => {}
             }
@@ -93,8 +92,7 @@ impl Admin {
                 return Err(Error::timeout(format!(
                     "Kinesis stream `{stream}` did not become ACTIVE within {:?}",
                     self.timeout.max(Duration::from_secs(60))
-                ))
-                .with_backend("kinesis"));
+                )));
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(1));
@@ -113,8 +111,7 @@ impl Admin {
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                 return Err(Error::already_exists(format!(
                     "Kinesis stream `{stream}` already exists"
-                ))
-                .with_backend("kinesis"));
+                )));
             }
             Err(e) => return Err(e),
         }
@@ -133,10 +130,9 @@ impl Admin {
         match self.timed(&format!("delete stream `{stream}`"), call).await {
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Err(
-                    Error::not_found(format!("Kinesis stream `{stream}` does not exist"))
-                        .with_backend("kinesis"),
-                );
+                return Err(Error::not_found(format!(
+                    "Kinesis stream `{stream}` does not exist"
+                )));
             }
             Err(e) => return Err(e),
         }
@@ -147,8 +143,7 @@ impl Admin {
                 return Err(Error::timeout(format!(
                     "Kinesis stream `{stream}` was still being deleted after {:?}",
                     self.timeout.max(Duration::from_secs(60))
-                ))
-                .with_backend("kinesis"));
+                )));
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(1));
@@ -248,7 +243,6 @@ impl Admin {
 pub(crate) fn not_found_named(error: Error, stream: &str) -> Error {
     if error.kind() == ErrorKind::NotFound {
         Error::not_found(format!("Kinesis stream `{stream}` does not exist"))
-            .with_backend("kinesis")
     } else {
         error
     }

@@ -338,8 +338,7 @@ pub(crate) fn check_stream_name(stream: &str) -> Result<()> {
     }
     Err(Error::config(format!(
         "`{stream}` is not a valid Kinesis stream name: 1 to 128 characters of letters, digits, _ - and ."
-    ))
-    .with_backend("kinesis"))
+    )))
 }
 
 /// A registered stream consumer's name (enhanced fan-out).
@@ -353,8 +352,7 @@ pub(crate) fn check_consumer_name(name: &str) -> Result<()> {
     }
     Err(Error::config(format!(
         "`{name}` is not a valid enhanced fan-out consumer name (option `fanout_consumer`, default the group name): 1 to 128 characters of letters, digits, _ - and ."
-    ))
-    .with_backend("kinesis"))
+    )))
 }
 
 #[cfg(test)]

@@ -71,32 +71,27 @@ where
                 format!("{what}: {service} answered {code}: {message}{hint}"),
             )
             .with_retryable(retryable)
-            .with_backend("kinesis")
         }
         SdkError::TimeoutError(_) => Error::timeout(format!(
             "{what}: {service} did not answer in time (option `timeout`)"
-        ))
-        .with_backend("kinesis"),
+        )),
         SdkError::DispatchFailure(failure) => {
             let detail = DisplayErrorContext(&err).to_string();
             // Credential resolution fails at dispatch, before anything reaches the service.
             if detail.contains("credentials") || detail.contains("Credentials") {
                 return Error::unauthorized(format!(
                     "{what}: no AWS credentials: {detail} (set them in the environment, a profile (option `profile`), or a role)"
-                ))
-                .with_backend("kinesis");
+                ));
             }
             let retryable = failure.is_io() || failure.is_timeout() || failure.is_other();
             Error::unavailable(format!("{what}: cannot reach {service}: {detail}"))
                 .with_retryable(retryable)
-                .with_backend("kinesis")
         }
         SdkError::ResponseError(_) => Error::unavailable(format!(
             "{what}: {service} sent a response that could not be read: {}",
             DisplayErrorContext(&err)
-        ))
-        .with_backend("kinesis"),
-        _ => Error::other(format!("{what}: {}", DisplayErrorContext(&err))).with_backend("kinesis"),
+        )),
+        _ => Error::other(format!("{what}: {}", DisplayErrorContext(&err))),
     }
 }
 
@@ -121,7 +116,6 @@ pub(crate) fn timeout_error(what: &str, timeout: std::time::Duration) -> Error {
     Error::timeout(format!(
         "{what}: no answer within {timeout:?} (option `timeout`)"
     ))
-    .with_backend("kinesis")
 }
 
 /// The AWS error code of an SDK error, when the service answered with one.

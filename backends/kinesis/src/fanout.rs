@@ -80,9 +80,7 @@ impl Subscriptions {
         let stream_arn = summary
             .stream_description_summary()
             .map(|s| s.stream_arn().to_owned())
-            .ok_or_else(|| {
-                Error::other(format!("{what}: no stream ARN in the answer")).with_backend("kinesis")
-            })?;
+            .ok_or_else(|| Error::other(format!("{what}: no stream ARN in the answer")))?;
         let deadline = Instant::now() + self.timeout.max(Duration::from_secs(60));
         let mut pause = Duration::from_millis(50);
         loop {
@@ -138,8 +136,7 @@ impl Subscriptions {
                 return Err(Error::timeout(format!(
                     "enhanced fan-out consumer `{}` of stream `{stream}` did not become ACTIVE in time",
                     self.name
-                ))
-                .with_backend("kinesis"));
+                )));
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(1));
@@ -344,8 +341,7 @@ impl Pump {
                     return Err(Error::unavailable(format!(
                         "{what}: the event stream broke: {}",
                         aws_sdk_kinesis::error::DisplayErrorContext(&e)
-                    ))
-                    .with_backend("kinesis"));
+                    )));
                 }
             };
             let SubscribeToShardEventStream::SubscribeToShardEvent(mut event) = event else {
@@ -379,9 +375,7 @@ impl Pump {
                 self.last_sequence = Some(last);
             }
             if !records.is_empty() && self.sender.send(Pushed::Records(records)).await.is_err() {
-                return Err(Error::closed("reader dropped")
-                    .with_backend("kinesis")
-                    .with_retryable(false));
+                return Err(Error::closed("reader dropped").with_retryable(false));
             }
             if shard_ended {
                 return Ok(true);

@@ -160,15 +160,11 @@ fn capabilities_of(config: &KinesisConfig) -> Capabilities {
     caps
 }
 
-/// Registers the `kinesis://` scheme with [`tributary::connect`].
+/// Registers the `kinesis://` scheme with [`tributary::connect`] (which stamps every error with
+/// the backend, operation and stream).
 pub fn register() {
-    tributary::register_scheme("kinesis", |url| {
-        Box::pin(async move {
-            let config = KinesisConfig::from_url(&url)?;
-            KinesisBackend::connect(config)
-                .await
-                .map(|b| Arc::new(b) as Arc<dyn Backend>)
-        })
+    tributary::register_backend("kinesis", |url| async move {
+        KinesisBackend::connect(KinesisConfig::from_url(&url)?).await
     });
 }
 
@@ -197,7 +193,18 @@ impl KinesisBackend {
     /// Loads region and credentials (the AWS default chain; static test credentials for an
     /// `http://` emulator endpoint when the environment has none), then checks within the
     /// `timeout` that Kinesis answers.
+    ///
+    /// The errors of this call name the backend; the returned backend's own errors are named
+    /// by [`tributary::backend::stamped`] (which `tributary::connect` applies).
     pub async fn connect(config: KinesisConfig) -> Result<KinesisBackend> {
+        // The one place this crate names itself: a typed connect comes before any stamping
+        // layer wraps the backend.
+        Self::open(config)
+            .await
+            .map_err(|e| e.with_backend("kinesis"))
+    }
+
+    async fn open(config: KinesisConfig) -> Result<KinesisBackend> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(region) = &config.region {
             loader = loader.region(Region::new(region.clone()));
@@ -223,8 +230,7 @@ impl KinesisBackend {
             return Err(Error::config(format!(
                 "no AWS region for `{}`: give it in the URL (kinesis://us-east-1) or set AWS_REGION",
                 config.shown_url
-            ))
-            .with_backend("kinesis"));
+            )));
         }
         let mut kinesis = aws_sdk_kinesis::config::Builder::from(&sdk);
         if let Some(endpoint) = &config.endpoint {
@@ -260,7 +266,6 @@ impl KinesisBackend {
                 format!("Kinesis at {at} did not answer: {}", e.message()),
             )
             .with_retryable(e.is_retryable())
-            .with_backend("kinesis")
         })?;
         Ok(backend)
     }
@@ -321,7 +326,7 @@ impl KinesisBackend {
     }
 
     fn check_open(&self) -> Result<()> {
-        self.gate.check().map_err(|e| e.with_backend("kinesis"))
+        self.gate.check()
     }
 
     /// Makes sure `stream` exists and is active, creating it when `auto_create` allows.
@@ -341,8 +346,7 @@ impl KinesisBackend {
             }
             None => Err(Error::not_found(format!(
                 "Kinesis stream `{stream}` does not exist (create it, or add auto_create=true to the URL)"
-            ))
-            .with_backend("kinesis")),
+            ))),
         }
     }
 }

@@ -134,10 +134,8 @@ impl KinesisProducer {
         if size > self.settings.max_record_bytes {
             return Err(Error::too_large(format!(
                 "event of {event_bytes} bytes is a record of {size} bytes (data and partition key) on `{}`, over the stream's limit of {} bytes (option `max_record_bytes`)",
-                self.stream,
-                self.settings.max_record_bytes
-            ))
-            .with_backend("kinesis"));
+                self.stream, self.settings.max_record_bytes
+            )));
         }
         Ok(Prepared {
             partition_key: encoded.partition_key,
@@ -156,7 +154,6 @@ impl KinesisProducer {
 
     fn driver_gone(&self) -> Error {
         Error::closed(format!("Kinesis producer for `{}` stopped", self.stream))
-            .with_backend("kinesis")
     }
 
     async fn flush_queue(&self) -> Result<()> {
@@ -172,22 +169,14 @@ impl KinesisProducer {
 #[async_trait]
 impl Producer for KinesisProducer {
     async fn send(&self, event: Event) -> Result<Receipt> {
-        let _pass = self
-            .gate
-            .enter()
-            .await
-            .map_err(|e| e.with_backend("kinesis"))?;
+        let _pass = self.gate.enter().await?;
         let prepared = self.prepare(event)?;
         let mut receipts = self.submit(vec![prepared]).await?;
         Ok(receipts.pop().unwrap_or_default())
     }
 
     async fn send_batch(&self, events: Vec<Event>) -> Result<Vec<Receipt>> {
-        let _pass = self
-            .gate
-            .enter()
-            .await
-            .map_err(|e| e.with_backend("kinesis"))?;
+        let _pass = self.gate.enter().await?;
         let prepared = events
             .into_iter()
             .map(|e| self.prepare(e))
@@ -199,11 +188,7 @@ impl Producer for KinesisProducer {
     }
 
     async fn flush(&self) -> Result<()> {
-        let _pass = self
-            .gate
-            .enter()
-            .await
-            .map_err(|e| e.with_backend("kinesis"))?;
+        let _pass = self.gate.enter().await?;
         self.flush_queue().await
     }
 

@@ -121,8 +121,7 @@ impl KinesisSource {
         Err(Error::config(format!(
             "start position `{position}` is not the sequence number of a record in stream `{}`",
             self.stream
-        ))
-        .with_backend("kinesis"))
+        )))
     }
 }
 
@@ -344,7 +343,6 @@ impl PartitionSource for KinesisSource {
                 "cannot open {} at {from:?}",
                 self.what(partition.as_str())
             ))
-            .with_backend("kinesis")
         })?;
         if let Some(fanout) = &self.fanout {
             return Ok(Box::new(
@@ -402,7 +400,6 @@ pub(crate) fn convert(
                 Error::corrupt(format!(
                     "record {sequence} of shard `{shard}` of stream `{stream}`: {why}"
                 ))
-                .with_backend("kinesis")
             })?;
             for (i, user) in users.into_iter().enumerate() {
                 if (i as u64) < from_sub {

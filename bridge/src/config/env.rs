@@ -97,6 +97,9 @@ impl Write for ScrubbedStderr {
     }
 }
 
+// tracing-subscriber comes with the command line (feature `cli`); a library build without it
+// (the fuzz targets' `default-features = false`) has no subscriber to hand the writer to.
+#[cfg(feature = "cli")]
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ScrubbedStderr {
     type Writer = ScrubbedStderr;
 

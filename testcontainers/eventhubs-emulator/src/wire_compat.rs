@@ -32,6 +32,10 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+// Named by its path so that the fuzz target `amqp_frames`, which compiles this file on its
+// own through `#[path]`, finds it too (a module loaded by path looks for its children beside
+// itself, not in `wire_compat/`).
+#[path = "wire_compat/performative.rs"]
 mod performative;
 
 use performative::{complete, u32_at, value_len};

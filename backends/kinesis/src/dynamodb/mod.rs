@@ -115,8 +115,7 @@ impl DynamoDbCheckpointStore {
             return Err(Error::config(format!(
                 "lease table name `{name}` (option `lease_table` = `{}`, group `{group}`, stream `{stream}`) is not a valid DynamoDB table name: 3 to 255 characters of letters, digits, _ - and .",
                 self.settings.table
-            ))
-            .with_backend("kinesis"));
+            )));
         }
         Ok(name)
     }
@@ -133,7 +132,6 @@ impl DynamoDbCheckpointStore {
                     "{what}: DynamoDB did not answer within {:?} (option `timeout`)",
                     self.settings.timeout
                 ))
-                .with_backend("kinesis")
             })
     }
 
@@ -156,8 +154,7 @@ impl DynamoDbCheckpointStore {
                 if !self.settings.create_table {
                     return Err(Error::not_found(format!(
                         "lease table `{table}` does not exist in DynamoDB (create it with hash key leaseKey (S), or drop create_lease_table=false)"
-                    ))
-                    .with_backend("kinesis"));
+                    )));
                 }
                 self.create_table(table).await?;
                 None
@@ -169,8 +166,7 @@ impl DynamoDbCheckpointStore {
             if Instant::now() >= deadline {
                 return Err(Error::timeout(format!(
                     "lease table `{table}` did not become ACTIVE in time"
-                ))
-                .with_backend("kinesis"));
+                )));
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(1));
@@ -249,8 +245,7 @@ impl DynamoDbCheckpointStore {
             {
                 return Err(Error::config(format!(
                     "lease table `{table}` holds leases of stream `{other}`, not `{stream}`: give each stream its own table (option `lease_table` with {{stream}})"
-                ))
-                .with_backend("kinesis"));
+                )));
             }
         }
         Ok(items)
@@ -320,7 +315,6 @@ fn version_of(lease: &Lease) -> Result<i64> {
             "lease version `{}` of shard `{}` is not a DynamoDB leaseCounter",
             lease.version.0, lease.key.partition
         ))
-        .with_backend("kinesis")
     })
 }
 
@@ -521,7 +515,6 @@ impl CheckpointStore for DynamoDbCheckpointStore {
             Error::unsupported(format!(
                 "checkpoint {checkpoint:?} of shard `{shard}` has no form in the lease table"
             ))
-            .with_backend("kinesis")
         })?;
         let mut set = "checkpoint = :checkpoint, checkpointSubSequenceNumber = :sub, ownerSwitchesSinceCheckpoint = :zero, leaseCounter = leaseCounter + :one".to_owned();
         // The KCL's two-phase checkpoint, if one was pending, is settled by this one.

@@ -339,8 +339,7 @@ impl Driver {
                 Err(Error::unavailable(format!(
                     "put records on stream `{}`: the call's task failed: {failed}",
                     self.stream
-                ))
-                .with_backend("kinesis")),
+                ))),
             ),
         };
         let units = self.in_flight.remove(&id).unwrap_or_default();
@@ -358,8 +357,7 @@ impl Driver {
                             "put records on stream `{}`: the answer has {} results for more records",
                             self.stream,
                             results.len(),
-                        ))
-                        .with_backend("kinesis");
+                        ));
                         self.retry_or_fail(unit, &error, true, MAX_BACKOFF, now);
                         continue;
                     };
@@ -375,8 +373,7 @@ impl Driver {
                                 "put records on stream `{}`: record refused with {code}: {}",
                                 self.stream,
                                 result.error_message().unwrap_or("")
-                            ))
-                            .with_backend("kinesis");
+                            ));
                             let retryable = record_error_retryable(code);
                             self.retry_or_fail(unit, &error, retryable, MAX_RECORD_BACKOFF, now);
                         }
@@ -457,11 +454,7 @@ impl Driver {
             } else {
                 Error::new(error.kind(), error.message()).with_retryable(false)
             };
-            self.resolve(
-                entry.submit,
-                entry.index,
-                Err(failure.with_backend("kinesis")),
-            );
+            self.resolve(entry.submit, entry.index, Err(failure));
         }
     }
 
