@@ -32,6 +32,7 @@ impl Driver {
     pub(super) fn hold_for_handover(&mut self, slot: usize) {
         self.acknowledged[slot] = None;
         self.rewind_at[slot] = None;
+        self.awaiting_resend[slot] = None;
         let generation = {
             let mut state = self.shared.state.lock();
             let partition = &mut state.partitions[slot];
@@ -104,6 +105,7 @@ impl Driver {
             start
         };
         if start.is_none() && Instant::now() < deadline {
+            self.awaiting_resend[slot] = Some((generation, acknowledged));
             self.await_resend(slot, generation, deadline).await;
             return;
         }
@@ -111,7 +113,53 @@ impl Driver {
             tracing::warn!(%topic, %member, "pulsar: the broker did not resend the partition from its first unacknowledged event in time; delivering what it sent");
         }
         self.shared.state.lock().partitions[slot].held = false;
+        self.awaiting_resend[slot] = None;
         tracing::debug!(%topic, %member, "pulsar: handover settled");
+        self.rewind_at[slot] = None;
+        self.acknowledged[slot] = acknowledged;
+        self.shared.wake.notify_waiters();
+        self.shared.room.notify_one();
+    }
+
+    /// Ends a takeover's wait for the broker's resend as soon as the resend's first event is
+    /// queued, against the cursor already read. Waiting for the timed re-read instead
+    /// (`RECHECK_EVERY` plus two admin calls) held every new member's events for about 250 ms
+    /// after they had all arrived: a batched benchmark round read 30,000 events in 0.35 s, of
+    /// which 0.24 s with every thread of the process asleep.
+    pub(super) fn settle_on_arrival(&mut self, slot: usize) {
+        let Some((generation, acknowledged)) = self.awaiting_resend[slot].take() else {
+            return;
+        };
+        {
+            let mut guard = self.shared.state.lock();
+            let state = &mut *guard;
+            let partition = &mut state.partitions[slot];
+            if partition.generation != generation || !partition.held {
+                return;
+            }
+            let before = partition.queue.len();
+            let start =
+                match &acknowledged {
+                    Some(acked) => {
+                        partition.queue.retain(|pending| !acked.covers(&pending.id));
+                        acked.resend_start(partition.queue.iter().map(|pending| {
+                            (pending.id.ledger_id as i64, pending.id.entry_id as i64)
+                        }))
+                    }
+                    None => Some(0),
+                };
+            if let Some(start) = start {
+                partition.queue.drain(..start);
+                partition.held = false;
+            }
+            state.queued -= before - partition.queue.len();
+            if start.is_none() {
+                drop(guard);
+                self.awaiting_resend[slot] = Some((generation, acknowledged));
+                return;
+            }
+        }
+        tracing::debug!(topic = %self.subscribe.topics[slot], member = %self.subscribe.consumer_name, "pulsar: handover settled on the resend's arrival");
         self.rewind_at[slot] = None;
         self.acknowledged[slot] = acknowledged;
         self.shared.wake.notify_waiters();
