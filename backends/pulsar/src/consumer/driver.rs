@@ -115,6 +115,10 @@ pub(crate) struct Driver {
     /// Per slot, while a taken-over partition waits for the broker's resend: when to ask the
     /// broker to rewind (again).
     pub rewind_at: Vec<Option<Instant>>,
+    /// Per slot, while a taken-over partition waits for the broker's resend: its generation
+    /// and what the cursor read found acknowledged, so each arriving event can end the wait
+    /// (`settle_on_arrival`) instead of the next timed re-read of the cursor.
+    pub awaiting_resend: Vec<Option<(u64, Option<Acknowledged>)>>,
     pub stopping: Arc<AtomicBool>,
     pub next_slot: usize,
 }
@@ -144,6 +148,7 @@ impl Driver {
             announced: vec![announced; n],
             unannounced_dropped: vec![0; n],
             rewind_at: vec![None; n],
+            awaiting_resend: vec![None; n],
             stopping: Arc::new(AtomicBool::new(false)),
             next_slot: 0,
         }
@@ -182,6 +187,7 @@ impl Driver {
                 },
                 (slot, item) = next_message(&mut self.members, start), if has_room => {
                     self.handle(slot, item);
+                    self.settle_on_arrival(slot);
                 }
                 _ = self.shared.room.notified(), if !has_room => {}
                 _ = tick.tick() => self.check().await,
