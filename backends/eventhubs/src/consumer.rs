@@ -369,12 +369,14 @@ impl ReceiveTask {
             Ok(receiver) => receiver,
             Err(error) => return self.failed(error).await,
         };
+        // The first poll of the receiver's first stream attaches its link.
+        let mut attaching = true;
         let ended = loop {
             // The reader is gone (its channel closed with it): stop.
             if self.events.is_closed() {
                 break Ended::Stopped;
             }
-            if let Some(ended) = self.pump(&receiver, start).await {
+            if let Some(ended) = self.pump(&receiver, start, &mut attaching).await {
                 break ended;
             }
         };
@@ -392,10 +394,27 @@ impl ReceiveTask {
     /// partition of it unreadable for good ("Link name is not unique", then "Illegal session
     /// state" on every reopen) while this member kept renewing its lease. A stop is seen when
     /// the wait for an event times out, or when handing an event to the closed channel.
-    async fn pump(&mut self, receiver: &EventReceiver, start: &mut SdkStart) -> Option<Ended> {
+    async fn pump(
+        &mut self,
+        receiver: &EventReceiver,
+        start: &mut SdkStart,
+        attaching: &mut bool,
+    ) -> Option<Ended> {
         let stream = receiver.stream_events();
         futures::pin_mut!(stream);
-        while let Some(next) = stream.next().await {
+        loop {
+            let next = if std::mem::take(attaching) {
+                watch_attach(
+                    &self.hub,
+                    &self.partition,
+                    self.timeout + WAKE,
+                    stream.next(),
+                )
+                .await
+            } else {
+                stream.next().await
+            };
+            let Some(next) = next else { break };
             let received = match next {
                 Ok(received) => received,
                 Err(error) if is_receive_timeout(&error) => return None,
@@ -463,6 +482,33 @@ impl ReceiveTask {
             "receiving failed; reopening the receiver after the last event read");
         Ended::Failed
     }
+}
+
+/// Awaits a receiver's first poll, which attaches its link after authorizing it through CBS.
+/// The SDK sets no deadline on that authorization and the poll cannot be cut short (see
+/// [`ReceiveTask::pump`]), so a poll that outlasts `patience` (the consumer's `timeout`, plus
+/// the [`WAKE`] an attached receiver may then wait for a first event) is logged, naming the
+/// hub and partition, then still awaited: an operator sees a stuck authorization instead of a
+/// partition that silently delivers nothing.
+async fn watch_attach<F: std::future::Future>(
+    hub: &str,
+    partition: &PartitionId,
+    patience: Duration,
+    poll: F,
+) -> F::Output {
+    tokio::pin!(poll);
+    tokio::select! {
+        biased;
+        polled = &mut poll => return polled,
+        () = tokio::time::sleep(patience) => {}
+    }
+    tracing::warn!(hub = %hub, partition = %partition, waited = ?patience,
+        "attaching a receiver (CBS authorization, then the link) takes longer than the consumer's timeout; still waiting, as the SDK sets no deadline on it");
+    let started = tokio::time::Instant::now();
+    let polled = poll.await;
+    tracing::info!(hub = %hub, partition = %partition, waited = ?(started.elapsed() + patience),
+        "the slow receiver attach finished");
+    polled
 }
 
 /// Keeps a partition's last enqueued sequence number fresh while its reader lives.
