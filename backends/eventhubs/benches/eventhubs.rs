@@ -431,7 +431,10 @@ async fn main() {
             format!(
                 "{:.1} µs, {:.1} allocations",
                 side.cpu_per_event.last().copied().unwrap_or_default(),
-                side.allocations_per_event.last().copied().unwrap_or_default()
+                side.allocations_per_event
+                    .last()
+                    .copied()
+                    .unwrap_or_default()
             )
         };
         println!(
