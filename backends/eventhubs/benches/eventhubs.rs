@@ -11,8 +11,8 @@
 //!
 //! Rounds alternate which side goes first (`BENCH_EH_ROUNDS`, default 4); the table shows the
 //! median rate of each side with its spread (min to max), the median of the per-round ratios,
-//! and the median CPU time this process spent per event (the emulator, a process of its own,
-//! is not in it). `BENCH_EH_EVENTS` sets the count (default 100,000). Every phase, setup and
+//! and the median CPU time this process spent per event and allocations it made per event (the
+//! emulator, a process of its own, is not in them; allocations do not vary with the load). `BENCH_EH_EVENTS` sets the count (default 100,000). Every phase, setup and
 //! close included, has a deadline (`BENCH_EH_DEADLINE_SECS`, default 300): a phase that
 //! misses it ends the run saying which phase of which round, at which step and after how many
 //! events, instead of hanging. With `BENCH_EH_MARKS=1` each phase's start and end are printed
@@ -24,6 +24,9 @@
 
 #[path = "../../../benches/probe.rs"]
 mod probe;
+
+#[global_allocator]
+static GLOBAL: probe::CountingAllocator = probe::CountingAllocator;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -250,11 +253,12 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
-/// One side of one direction over the rounds: rates and CPU per event.
+/// One side of one direction over the rounds: rates, CPU and allocations per event.
 #[derive(Default)]
 struct Side {
     rates: Vec<f64>,
     cpu_per_event: Vec<f64>,
+    allocations_per_event: Vec<f64>,
 }
 
 impl Side {
@@ -271,6 +275,7 @@ impl Side {
         step("start");
         DONE.store(0, Ordering::Relaxed);
         let before = probe::cpu_time();
+        let (allocations, _) = probe::allocations();
         probe::mark("BENCH_EH_MARKS", phase, "start");
         let Ok(elapsed) = tokio::time::timeout(deadline, work).await else {
             eprintln!(
@@ -285,6 +290,8 @@ impl Side {
         let cpu = probe::cpu_time() - before;
         self.cpu_per_event
             .push(cpu.as_secs_f64() * 1e6 / events as f64);
+        self.allocations_per_event
+            .push((probe::allocations().0 - allocations) as f64 / events as f64);
         self.rates.push(rate(events, elapsed));
     }
 
@@ -299,6 +306,10 @@ impl Side {
 
     fn cpu_us(&self) -> f64 {
         median(&mut self.cpu_per_event.clone())
+    }
+
+    fn allocations(&self) -> f64 {
+        median(&mut self.allocations_per_event.clone())
     }
 }
 
@@ -416,15 +427,33 @@ async fn main() {
             last(&trib_c),
             last(&trib_b),
         );
+        let cpu = |side: &Side| {
+            format!(
+                "{:.1} µs, {:.1} allocations",
+                side.cpu_per_event.last().copied().unwrap_or_default(),
+                side.allocations_per_event
+                    .last()
+                    .copied()
+                    .unwrap_or_default()
+            )
+        };
+        println!(
+            "  per event: produce raw {} / tributary {}; consume raw {} / tributary {}, receive_batch {}",
+            cpu(&raw_p),
+            cpu(&trib_p),
+            cpu(&raw_c),
+            cpu(&trib_c),
+            cpu(&trib_b),
+        );
     }
     println!(
         "\nEvent Hubs emulator, {events} events of 100 B, {KEYS} keys, 4 partitions, {rounds} rounds, load average at the end {}:",
         load_average()
     );
     println!(
-        "| | raw azure_messaging_eventhubs, median (min–max) | tributary, median (min–max) | ratio per round, median (min–max) | CPU per event, raw / tributary (medians) |"
+        "| | raw azure_messaging_eventhubs, median (min–max) | tributary, median (min–max) | ratio per round, median (min–max) | CPU per event, raw / tributary (medians) | allocations per event, raw / tributary (medians) |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for (what, raw, ours) in [
         ("produce", &raw_p, &trib_p),
         ("consume, `receive()`", &raw_c, &trib_c),
@@ -432,11 +461,13 @@ async fn main() {
     ] {
         let (ratio, low, high) = median_ratio(ours, raw);
         println!(
-            "| {what} | {} | {} | {ratio:.2} ({low:.2}–{high:.2}) | {:.2} / {:.2} µs |",
+            "| {what} | {} | {} | {ratio:.2} ({low:.2}–{high:.2}) | {:.2} / {:.2} µs | {:.1} / {:.1} |",
             raw.rate_summary(),
             ours.rate_summary(),
             raw.cpu_us(),
             ours.cpu_us(),
+            raw.allocations(),
+            ours.allocations(),
         );
     }
     backend.close().await.expect("close");

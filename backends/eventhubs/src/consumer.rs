@@ -171,6 +171,7 @@ impl PartitionSource for EventHubsSource {
         let last_enqueued = Arc::new(AtomicI64::new(-1));
         let last_read = Arc::new(AtomicI64::new(-1));
         let task = ReceiveTask {
+            decoder: mapping::Decoder::new(offsets.keeping()),
             client: self.client.clone(),
             hub: self.hub.clone(),
             partition: partition.clone(),
@@ -201,6 +202,7 @@ impl PartitionSource for EventHubsSource {
             last_enqueued,
             last_read,
             pending_error: None,
+            poll: Box::pin(tokio::time::sleep(POLL)),
         }))
     }
 }
@@ -224,6 +226,12 @@ struct EventHubsReader {
     last_enqueued: Arc<AtomicI64>,
     last_read: Arc<AtomicI64>,
     pending_error: Option<Error>,
+    /// When a read that finds nothing gives up, so the engine can look at its leases. One
+    /// timer for the reader's life, moved on when it fires, instead of one registered and
+    /// cancelled per read (the channel is empty at most reads while the application keeps
+    /// up). A read may then give up sooner than [`POLL`] after it began, which only means
+    /// that the engine asks again.
+    poll: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Drop for EventHubsReader {
@@ -240,17 +248,23 @@ impl PartitionReader for EventHubsReader {
             return Err(error);
         }
         let mut batch = ReadBatch::default();
-        // A timer only when nothing is waiting already.
         let first = match self.rx.try_recv() {
             Ok(item) => Some(item),
             Err(mpsc::error::TryRecvError::Disconnected) => None,
             Err(mpsc::error::TryRecvError::Empty) => {
-                match tokio::time::timeout(POLL, self.rx.recv()).await {
-                    Err(_) => return Ok(batch),
-                    Ok(item) => item,
+                tokio::select! {
+                    biased;
+                    item = self.rx.recv() => item,
+                    () = self.poll.as_mut() => {
+                        self.poll.as_mut().reset(tokio::time::Instant::now() + POLL);
+                        return Ok(batch);
+                    }
                 }
             }
         };
+        // Sized for what is waiting: pushing a few hundred events one by one grew it up to
+        // nine times.
+        batch.records.reserve(max.min(self.rx.len() + 1));
         let Some(first) = first else {
             return Err(Error::closed("the partition's receive task ended"));
         };
@@ -294,6 +308,7 @@ struct ReceiveTask {
     events: mpsc::Sender<Item>,
     stopped: watch::Receiver<bool>,
     last_read: Arc<AtomicI64>,
+    decoder: mapping::Decoder,
 }
 
 enum Ended {
@@ -369,12 +384,14 @@ impl ReceiveTask {
             Ok(receiver) => receiver,
             Err(error) => return self.failed(error).await,
         };
+        // The first poll of the receiver's first stream attaches its link.
+        let mut attaching = true;
         let ended = loop {
             // The reader is gone (its channel closed with it): stop.
             if self.events.is_closed() {
                 break Ended::Stopped;
             }
-            if let Some(ended) = self.pump(&receiver, start).await {
+            if let Some(ended) = self.pump(&receiver, start, &mut attaching).await {
                 break ended;
             }
         };
@@ -392,10 +409,27 @@ impl ReceiveTask {
     /// partition of it unreadable for good ("Link name is not unique", then "Illegal session
     /// state" on every reopen) while this member kept renewing its lease. A stop is seen when
     /// the wait for an event times out, or when handing an event to the closed channel.
-    async fn pump(&mut self, receiver: &EventReceiver, start: &mut SdkStart) -> Option<Ended> {
+    async fn pump(
+        &mut self,
+        receiver: &EventReceiver,
+        start: &mut SdkStart,
+        attaching: &mut bool,
+    ) -> Option<Ended> {
         let stream = receiver.stream_events();
         futures::pin_mut!(stream);
-        while let Some(next) = stream.next().await {
+        loop {
+            let next = if std::mem::take(attaching) {
+                watch_attach(
+                    &self.hub,
+                    &self.partition,
+                    self.timeout + WAKE,
+                    stream.next(),
+                )
+                .await
+            } else {
+                stream.next().await
+            };
+            let Some(next) = next else { break };
             let received = match next {
                 Ok(received) => received,
                 Err(error) if is_receive_timeout(&error) => return None,
@@ -410,7 +444,7 @@ impl ReceiveTask {
                     return Some(self.failed(mapped).await);
                 }
             };
-            let decoded = match mapping::decode(received.raw_amqp_message()) {
+            let decoded = match self.decoder.decode(received.raw_amqp_message()) {
                 Ok(decoded) => decoded,
                 Err(error) => return Some(self.failed(error).await),
             };
@@ -431,7 +465,12 @@ impl ReceiveTask {
             self.last_read.store(sequence, Ordering::Relaxed);
             let record = SourceRecord {
                 event: decoded.event,
-                position: Position::new(sequence.to_string()),
+                // Written in place, without a `String` per event; sequence numbers are never
+                // negative, but one that was would keep its text.
+                position: u64::try_from(sequence).map_or_else(
+                    |_| Position::new(sequence.to_string()),
+                    Position::from_offset,
+                ),
             };
             // Straight into the channel while it has room; waiting (for the engine to take
             // some) only when it is full. Dropping the reader closes the channel, which ends
@@ -463,6 +502,33 @@ impl ReceiveTask {
             "receiving failed; reopening the receiver after the last event read");
         Ended::Failed
     }
+}
+
+/// Awaits a receiver's first poll, which attaches its link after authorizing it through CBS.
+/// The SDK sets no deadline on that authorization and the poll cannot be cut short (see
+/// [`ReceiveTask::pump`]), so a poll that outlasts `patience` (the consumer's `timeout`, plus
+/// the [`WAKE`] an attached receiver may then wait for a first event) is logged, naming the
+/// hub and partition, then still awaited: an operator sees a stuck authorization instead of a
+/// partition that silently delivers nothing.
+async fn watch_attach<F: std::future::Future>(
+    hub: &str,
+    partition: &PartitionId,
+    patience: Duration,
+    poll: F,
+) -> F::Output {
+    tokio::pin!(poll);
+    tokio::select! {
+        biased;
+        polled = &mut poll => return polled,
+        () = tokio::time::sleep(patience) => {}
+    }
+    tracing::warn!(hub = %hub, partition = %partition, waited = ?patience,
+        "attaching a receiver (CBS authorization, then the link) takes longer than the consumer's timeout; still waiting, as the SDK sets no deadline on it");
+    let started = tokio::time::Instant::now();
+    let polled = poll.await;
+    tracing::info!(hub = %hub, partition = %partition, waited = ?(started.elapsed() + patience),
+        "the slow receiver attach finished");
+    polled
 }
 
 /// Keeps a partition's last enqueued sequence number fresh while its reader lives.

@@ -79,7 +79,7 @@
 //! | `lease_ttl` | `30s` | how long an ownership lives without renewal |
 //! | `balance_interval` | `10s` | how often ownership is renewed and balanced (must be below `lease_ttl`) |
 //! | `commit_interval` | `1s` | how often acked progress is checkpointed |
-//! | `timeout` | `30s` | connects, management calls, sends and Blob requests |
+//! | `timeout` | `30s` | connects, management calls, sends and Blob requests; a receiver whose attach (CBS authorization, then the link) takes longer is logged as a warning naming the hub and partition (the SDK gives that no deadline) |
 //! | `max_event_bytes` | `1032192` | largest event (key, payload, header names and values): the service's 1 MiB message limit less 16 KiB for the AMQP encoding; on the Basic tier (256 KiB) set `245760`. An event that still does not fit the link's limit once encoded (thousands of headers) fails as too large before it is sent |
 //! | `application_id` | none | the client's application id, sent to the service |
 #![warn(missing_docs)]

@@ -75,8 +75,8 @@ impl Inner {
             .ok_or_else(|| Error::closed(format!("producer for `{}` is closed", self.hub)))
     }
 
-    fn encode(&self, event: Event) -> Result<Encoded> {
-        // The declared limit is on the event as tributary counts it, as for every backend.
+    /// The declared limit is on the event as tributary counts it, as for every backend.
+    fn check(&self, event: &Event) -> Result<()> {
         let size = event.encoded_len();
         if size > self.max_event_bytes {
             return Err(Error::too_large(format!(
@@ -84,18 +84,25 @@ impl Inner {
                 self.max_event_bytes, self.hub
             )));
         }
+        Ok(())
+    }
+
+    fn encode(&self, event: Event) -> Result<Encoded> {
+        self.check(&event)?;
         Ok(mapping::encode(event))
     }
 
-    /// Sends one key's events in order, as few SDK batches as fit.
+    /// Sends one key's events in order, as few SDK batches as fit. Each event is encoded as
+    /// its batch takes it, so a group's messages (several hundred bytes each) are never held
+    /// all at once in a vector grown by reallocation.
     async fn send_group(
         &self,
         client: &ProducerClient,
         partition_key: Option<String>,
-        messages: Vec<Encoded>,
+        events: Vec<Event>,
     ) -> Result<()> {
         let what = || format!("send to `{}`", self.hub);
-        let mut pending = messages.into_iter().peekable();
+        let mut pending = events.into_iter().map(mapping::encode).peekable();
         while pending.peek().is_some() {
             let batch = deadline(
                 self.timeout,
@@ -184,21 +191,33 @@ impl Producer for EventHubsProducer {
         }
         let count = events.len();
         // Grouped by the event key (a reference count, not a copy); each group's partition key
-        // is built once, and the SDK's batch stamps it on every message.
-        let mut groups: Vec<(Option<Bytes>, Vec<Encoded>)> = Vec::new();
+        // is built once, and the SDK's batch stamps it on every message. Every event is checked
+        // against the limit before anything is sent; each group's vector is sized once, from a
+        // first pass that numbers the groups.
+        let mut keys: Vec<(Option<Bytes>, usize)> = Vec::new();
         let mut index: HashMap<Option<Bytes>, usize> = HashMap::new();
-        for event in events {
+        let mut slots: Vec<usize> = Vec::with_capacity(count);
+        for event in &events {
+            self.inner.check(event)?;
             let slot = match index.get(&event.key) {
                 Some(slot) => *slot,
                 None => {
-                    groups.push((event.key.clone(), Vec::new()));
-                    index.insert(event.key.clone(), groups.len() - 1);
-                    groups.len() - 1
+                    keys.push((event.key.clone(), 0));
+                    index.insert(event.key.clone(), keys.len() - 1);
+                    keys.len() - 1
                 }
             };
-            groups[slot].1.push(self.inner.encode(event)?);
+            keys[slot].1 += 1;
+            slots.push(slot);
         }
-        let groups: Vec<(Option<String>, Vec<Encoded>)> = groups
+        let mut groups: Vec<(Option<Bytes>, Vec<Event>)> = keys
+            .into_iter()
+            .map(|(key, size)| (key, Vec::with_capacity(size)))
+            .collect();
+        for (event, slot) in events.into_iter().zip(slots) {
+            groups[slot].1.push(event);
+        }
+        let groups: Vec<(Option<String>, Vec<Event>)> = groups
             .into_iter()
             .map(|(key, messages)| (key.map(|k| mapping::partition_key(&k).0), messages))
             .collect();

@@ -31,6 +31,11 @@ type Page = Arc<Mutex<BTreeMap<i64, String>>>;
 pub(crate) struct PartitionOffsets(Option<Page>);
 
 impl PartitionOffsets {
+    /// Whether offsets are kept: a reader of a book that keeps nothing need not read them.
+    pub(crate) fn keeping(&self) -> bool {
+        self.0.is_some()
+    }
+
     pub(crate) fn record(&self, sequence: i64, offset: String) {
         if let Some(page) = &self.0 {
             page.lock().insert(sequence, offset);

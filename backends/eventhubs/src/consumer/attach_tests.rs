@@ -8,6 +8,7 @@
 //! nothing again ("Link name is not unique", then "Illegal session state" on every reopen)
 //! while its lease stayed renewed. And since the client keeps one link per partition, a reader
 //! opened while an earlier one of the same partition still closed read on that earlier link.
+//! And an attach that hangs (the SDK gives its CBS authorization no deadline) is logged.
 
 use std::time::Duration;
 
@@ -176,4 +177,79 @@ async fn receivers_attaching_at_once_all_read() {
         producer.close().await.expect("close producer");
     }
     backend.close().await.expect("close backend");
+}
+
+/// What a test's subscriber writes, shared with the test.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A receiver's first poll (CBS authorization, then the link attach) that outlasts the
+/// consumer's timeout is logged as a warning naming the hub and partition, and still awaited
+/// to its end; one that finishes in time logs nothing. The slow poll here ends only once the
+/// warning is out, so the check does not depend on timing.
+#[tokio::test(flavor = "current_thread")]
+async fn a_slow_attach_is_logged_with_its_hub_and_partition_and_still_awaited() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let partition = PartitionId::new("3");
+    let patience = Duration::from_millis(20);
+
+    let quick = watch_attach("orders-hub", &partition, patience, async { 1 }).await;
+    assert_eq!(quick, 1);
+    assert_eq!(logs.text(), "", "an attach in time logs nothing");
+
+    let (finish, finished) = tokio::sync::oneshot::channel::<u32>();
+    let watched = logs.clone();
+    let finisher = tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !watched.text().contains("WARN") {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no warning within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        finish.send(2).unwrap();
+    });
+    let slow = watch_attach("orders-hub", &partition, patience, async {
+        finished.await.unwrap()
+    })
+    .await;
+    assert_eq!(slow, 2, "the attach is awaited to its end");
+    finisher.await.unwrap();
+    let text = logs.text();
+    let warning = text
+        .lines()
+        .find(|l| l.contains("WARN"))
+        .unwrap_or_else(|| panic!("a warning: {text}"));
+    assert!(
+        warning.contains("hub=orders-hub") && warning.contains("partition=3"),
+        "the warning names the hub and partition: {warning}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("INFO") && l.contains("slow receiver attach finished")),
+        "the end of the wait is logged: {text}"
+    );
 }
