@@ -56,27 +56,54 @@ impl fmt::Display for Timestamp {
 /// kept in order (Kafka semantics, the richest of the backends).
 ///
 /// Cloning is a reference-count increment (the list is shared until one copy changes), so a
-/// consumer can keep an event for redelivery while handing out a copy at no cost.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(Arc<Vec<(String, Bytes)>>);
+/// consumer can keep an event for redelivery while handing out a copy at no cost. An empty
+/// list allocates nothing, and a name given as a `&'static str` to
+/// [`append_static`](Headers::append_static) or [`insert_static`](Headers::insert_static) is
+/// kept without a copy: a replicator that stamps the same few names on every event (the
+/// bridge's lineage headers) then allocates nothing per name.
+#[derive(Clone, Default)]
+pub struct Headers(Option<Arc<Vec<(HeaderName, Bytes)>>>);
+
+/// A header name as stored: borrowed for names that live for the whole program, owned
+/// otherwise. Only [`Headers`] sees the difference.
+type HeaderName = std::borrow::Cow<'static, str>;
 
 impl Headers {
     /// No headers.
     pub fn new() -> Self {
         Headers::default()
     }
-    fn list(&mut self) -> &mut Vec<(String, Bytes)> {
-        Arc::make_mut(&mut self.0)
+    /// No headers, with room for `capacity` of them before the list grows.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Headers((capacity > 0).then(|| Arc::new(Vec::with_capacity(capacity))))
+    }
+    fn slice(&self) -> &[(HeaderName, Bytes)] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
+    fn list(&mut self) -> &mut Vec<(HeaderName, Bytes)> {
+        Arc::make_mut(self.0.get_or_insert_with(Arc::default))
     }
     /// Appends a header, keeping any earlier one with the same name.
     pub fn append(&mut self, name: impl Into<String>, value: impl Into<Bytes>) {
-        self.list().push((name.into(), value.into()));
+        self.list()
+            .push((HeaderName::Owned(name.into()), value.into()));
+    }
+    /// [`append`](Headers::append) for a name that lives for the whole program (a constant):
+    /// kept as it is, without a copy.
+    pub fn append_static(&mut self, name: &'static str, value: impl Into<Bytes>) {
+        self.list().push((HeaderName::Borrowed(name), value.into()));
     }
     /// Replaces every header named `name` with one header at the position of the first.
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<Bytes>) {
-        let name = name.into();
-        let value = value.into();
-        match self.0.iter().position(|(n, _)| *n == name) {
+        self.insert_name(HeaderName::Owned(name.into()), value.into());
+    }
+    /// [`insert`](Headers::insert) for a name that lives for the whole program (a constant):
+    /// kept as it is, without a copy.
+    pub fn insert_static(&mut self, name: &'static str, value: impl Into<Bytes>) {
+        self.insert_name(HeaderName::Borrowed(name), value.into());
+    }
+    fn insert_name(&mut self, name: HeaderName, value: Bytes) {
+        match self.slice().iter().position(|(n, _)| *n == name) {
             Some(first) => {
                 let list = self.list();
                 list[first].1 = value;
@@ -92,7 +119,7 @@ impl Headers {
     }
     /// Removes every header named `name`; returns how many were removed.
     pub fn remove(&mut self, name: &str) -> usize {
-        if !self.0.iter().any(|(n, _)| n == name) {
+        if !self.slice().iter().any(|(n, _)| n == name) {
             return 0;
         }
         let list = self.list();
@@ -102,40 +129,63 @@ impl Headers {
     }
     /// The first value of `name`.
     pub fn get(&self, name: &str) -> Option<&Bytes> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+        self.slice().iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
     /// Every value of `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Bytes> + 'a {
-        self.0
+        self.slice()
             .iter()
             .filter(move |(n, _)| n == name)
             .map(|(_, v)| v)
     }
     /// All headers in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Bytes)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v))
+        self.slice().iter().map(|(n, v)| (n.as_ref(), v))
+    }
+    /// Appends every header of `other`, in order (names are shared, not copied, where
+    /// `other` holds them without a copy).
+    pub fn extend_from(&mut self, other: &Headers) {
+        if other.is_empty() {
+            return;
+        }
+        self.list().extend(other.slice().iter().cloned());
     }
     /// Number of headers (duplicates counted).
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.slice().len()
     }
     /// Whether there are no headers.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.slice().is_empty()
     }
     /// Total bytes of names and values, used for size limits.
     pub fn encoded_len(&self) -> usize {
-        self.0.iter().map(|(n, v)| n.len() + v.len()).sum()
+        self.slice().iter().map(|(n, v)| n.len() + v.len()).sum()
+    }
+}
+
+impl PartialEq for Headers {
+    /// The same headers in the same order, however each list is held.
+    fn eq(&self, other: &Self) -> bool {
+        self.slice() == other.slice()
+    }
+}
+
+impl Eq for Headers {}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Headers").field(&self.slice()).finish()
     }
 }
 
 impl<N: Into<String>, V: Into<Bytes>> FromIterator<(N, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
-        Headers(Arc::new(
-            iter.into_iter()
-                .map(|(n, v)| (n.into(), v.into()))
-                .collect(),
-        ))
+        let list: Vec<(HeaderName, Bytes)> = iter
+            .into_iter()
+            .map(|(n, v)| (HeaderName::Owned(n.into()), v.into()))
+            .collect();
+        Headers((!list.is_empty()).then(|| Arc::new(list)))
     }
 }
 
@@ -143,7 +193,11 @@ impl IntoIterator for Headers {
     type Item = (String, Bytes);
     type IntoIter = std::vec::IntoIter<(String, Bytes)>;
     fn into_iter(self) -> Self::IntoIter {
-        Arc::unwrap_or_clone(self.0).into_iter()
+        let list = self.0.map(Arc::unwrap_or_clone).unwrap_or_default();
+        list.into_iter()
+            .map(|(n, v)| (n.into_owned(), v))
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 }
 
@@ -387,6 +441,31 @@ mod tests {
         );
         assert_eq!(h.remove("a"), 1);
         assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn static_and_owned_names_are_the_same_headers() {
+        let mut a = Headers::with_capacity(4);
+        assert_eq!(a, Headers::new(), "empty, whatever the capacity");
+        a.append_static("x", "1");
+        a.append("y", "2");
+        a.append_static("x", "3");
+        let b: Headers = [("x", "1"), ("y", "2"), ("x", "3")].into_iter().collect();
+        assert_eq!(a, b);
+        assert_eq!(a.get_all("x").count(), 2);
+        let mut c = a.clone();
+        c.insert_static("x", "9");
+        assert_eq!(
+            c.iter().map(|(n, v)| (n, v.as_ref())).collect::<Vec<_>>(),
+            [("x", &b"9"[..]), ("y", b"2")]
+        );
+        assert_eq!(a.len(), 3, "the clone changed, not the original");
+        let mut d = Headers::new();
+        d.extend_from(&a);
+        assert_eq!(d, a);
+        let owned: Vec<(String, Bytes)> = a.into_iter().collect();
+        assert_eq!(owned[2], ("x".to_string(), Bytes::from("3")));
+        assert_eq!(Headers::new().into_iter().count(), 0);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use async_trait::async_trait;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::ThreadedProducer;
 use tributary::backend::CloseGate;
 use tributary::{
     AckModel, Backend, Capabilities, Consumer, ConsumerOptions, Error, Lifecycle, Ordering,
@@ -183,12 +183,12 @@ impl Backend for KafkaBackend {
         if !self.config.sets(&self.config.producer, "message.max.bytes") {
             config.set("message.max.bytes", limit.to_string());
         }
-        let inner: FutureProducer = config
-            .create()
+        let inner: ThreadedProducer<crate::delivery::Reports> = config
+            .create_with_context(crate::delivery::Reports::default())
             .map_err(|e| map(e, &format!("create a producer for `{stream}`")))?;
         Ok(Box::new(producer::KafkaProducer {
             topic: stream.to_string(),
-            inner,
+            inner: Arc::new(inner),
             limit,
             send_timeout: self.config.send_timeout,
             gate: CloseGate::new(format!("producer for `{stream}`")),

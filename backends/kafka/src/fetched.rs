@@ -117,7 +117,7 @@ impl Fetched {
         event.key = key;
         let count = next();
         if count > 0 {
-            let mut headers = Headers::default();
+            let mut headers = Headers::with_capacity(count as usize);
             for _ in 0..count {
                 let name = span(next());
                 let value = span(next());

@@ -107,6 +107,7 @@
 mod backend;
 mod config;
 mod consumer;
+mod delivery;
 mod error;
 mod fetched;
 mod lag;

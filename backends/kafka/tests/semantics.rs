@@ -362,3 +362,45 @@ async fn errors_name_the_backend_operation_and_stream_from_a_url_or_a_typed_conf
     let e = KafkaBackend::connect(nowhere).await.unwrap_err();
     assert_eq!(e.backend(), Some("kafka"), "{e}");
 }
+
+/// A batch larger than librdkafka's local queue waits for room record by record: every event
+/// lands once, in batch order within each key, and each receipt names the partition and offset
+/// a consumer then reads the event at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_larger_than_the_local_queue_lands_in_order_as_its_receipts_say() {
+    let server = require_peer!(Peer::Kafka);
+    let backend = connect(&format!(
+        "kafka://{}?producer.queue.buffering.max.messages=16",
+        server.address()
+    ))
+    .await;
+    let topic = unique_name("queue-full");
+    backend
+        .create_stream(&topic, StreamSpec::with_partitions(2))
+        .await
+        .expect("create");
+    let producer = backend.producer(&topic).await.expect("producer");
+    let events = numbered(200, Some(3));
+    let receipts = producer.send_batch(events.clone()).await.expect("send");
+    assert_eq!(receipts.len(), events.len(), "a receipt per event");
+    let consumer = consumer_from_earliest(backend.as_ref(), &topic, None).await;
+    let mut last_of_key = std::collections::HashMap::new();
+    for _ in 0..events.len() {
+        let d = receive(consumer.as_ref()).await;
+        let payload = String::from_utf8(d.event.payload.to_vec()).expect("utf-8");
+        let index: usize = payload[1..].parse().expect("e<index>");
+        let receipt = &receipts[index];
+        assert_eq!(
+            (&d.partition, &d.position),
+            (&receipt.partition, &receipt.position),
+            "{payload} was read where its receipt said"
+        );
+        let key = d.event.key.clone().expect("keyed");
+        if let Some(before) = last_of_key.insert(key, index) {
+            assert!(before < index, "{payload} after e{before} of the same key");
+        }
+        d.ack();
+    }
+    consumer.close().await.expect("close");
+    producer.close().await.expect("close");
+}

@@ -10,8 +10,8 @@
 //! write directly sets [`RouteSpec::reset_lineage`] (`lineage = "reset"` in the file): it
 //! skips the loop check and starts each path afresh.
 
-use bytes::Bytes;
-use tributary::{Delivery, Event, Headers, PartitionId};
+use bytes::{BufMut, Bytes, BytesMut};
+use tributary::{Delivery, Event, Headers, PartitionId, Position};
 
 use super::RouteSpec;
 
@@ -73,6 +73,9 @@ pub(super) struct RouteLineage {
     source_identity: Bytes,
     /// Header values of the partitions seen so far (a source has few; see `MAX_PARTITIONS`).
     partitions: Vec<(PartitionId, Bytes)>,
+    /// The chunk position values are cut from: one allocation for hundreds of events instead
+    /// of one per event. A chunk lives until the last event cut from it is written and dropped.
+    positions: BytesMut,
 }
 
 impl RouteLineage {
@@ -88,7 +91,20 @@ impl RouteLineage {
             route: Bytes::from(spec.name.clone()),
             source_identity: Bytes::from(spec.source_identity.clone()),
             partitions: Vec::new(),
+            positions: BytesMut::new(),
         }
+    }
+
+    /// Bytes per position chunk: offsets take a few bytes, so this holds hundreds.
+    const POSITION_CHUNK: usize = 4096;
+
+    fn position(&mut self, position: &Position) -> Bytes {
+        let text = position.as_str().as_bytes();
+        if self.positions.capacity() - self.positions.len() < text.len() {
+            self.positions = BytesMut::with_capacity(text.len().max(Self::POSITION_CHUNK));
+        }
+        self.positions.put_slice(text);
+        self.positions.split().freeze()
     }
 
     fn partition(&mut self, partition: &PartitionId) -> Bytes {
@@ -129,12 +145,7 @@ pub(super) fn with_lineage(
         (BACKEND, Some(fixed.backend.clone())),
         (STREAM, Some(fixed.stream.clone())),
         (PARTITION, d.partition.as_ref().map(|p| fixed.partition(p))),
-        (
-            POSITION,
-            d.position
-                .as_ref()
-                .map(|p| Bytes::copy_from_slice(p.as_str().as_bytes())),
-        ),
+        (POSITION, d.position.as_ref().map(|p| fixed.position(p))),
         (ROUTE, Some(fixed.route.clone())),
         (PATH, Some(path)),
     ];
@@ -142,20 +153,20 @@ pub(super) fn with_lineage(
         // Replaces what an earlier hop (or an application) wrote under the same names.
         for (name, value) in lineage {
             if let Some(value) = value {
-                event.headers.insert(name, value);
+                event.headers.insert_static(name, value);
             }
         }
     } else {
         // The usual case, none of ours yet: one list of the right size, built once, instead
-        // of six searching inserts that grow it twice.
-        let mut list = Vec::with_capacity(event.headers.len() + lineage.len());
-        list.extend(event.headers.iter().map(|(n, v)| (n.to_owned(), v.clone())));
-        list.extend(
-            lineage
-                .into_iter()
-                .filter_map(|(n, v)| Some((n.to_owned(), v?))),
-        );
-        event.headers = list.into_iter().collect::<Headers>();
+        // of six searching inserts that grow it twice; the names are constants, not copied.
+        let mut headers = Headers::with_capacity(event.headers.len() + lineage.len());
+        headers.extend_from(&event.headers);
+        for (name, value) in lineage {
+            if let Some(value) = value {
+                headers.append_static(name, value);
+            }
+        }
+        event.headers = headers;
     }
     event
 }
