@@ -127,14 +127,27 @@ pub fn headers_fit(headers: &Headers, rules: &AttributeRules) -> bool {
     if headers.len() > rules.max_headers {
         return false;
     }
-    let mut seen = HashSet::with_capacity(headers.len());
-    headers.iter().all(|(name, value)| {
+    let plain = |(name, value): (&str, &Bytes)| {
         rules.plain_name(name)
-            && seen.insert(name)
             && value.len() <= rules.max_value_bytes
             && std::str::from_utf8(value).is_ok()
-    })
+    };
+    if headers.len() <= FEW_HEADERS {
+        // A set would be one allocation per event for the usual one or two headers; comparing
+        // each name with those before it costs less up to a handful.
+        let names = || headers.iter().map(|(name, _)| name);
+        return headers.iter().enumerate().all(|(i, header)| {
+            plain(header) && !names().take(i).any(|earlier| earlier == header.0)
+        });
+    }
+    let mut seen = HashSet::with_capacity(headers.len());
+    headers
+        .iter()
+        .all(|header| seen.insert(header.0) && plain(header))
 }
+
+/// Up to this many headers, [`headers_fit`] finds repeated names without a set.
+const FEW_HEADERS: usize = 8;
 
 /// Maps headers and payload onto a body and attributes (see the module documentation).
 pub fn encode_headers(
@@ -142,32 +155,44 @@ pub fn encode_headers(
     payload: &Bytes,
     rules: &AttributeRules,
 ) -> EncodedHeaders {
+    let (body, attributes) = encode_headers_into(headers, payload, rules);
+    EncodedHeaders { body, attributes }
+}
+
+/// [`encode_headers`] with the attributes collected straight into the collection a backend
+/// sends (a map of properties, say), without an intermediate list: the body and the
+/// attributes.
+pub fn encode_headers_into<A>(
+    headers: &Headers,
+    payload: &Bytes,
+    rules: &AttributeRules,
+) -> (Bytes, A)
+where
+    A: Default + Extend<(String, String)>,
+{
+    let mut attributes = A::default();
     if headers.is_empty() {
-        return EncodedHeaders {
-            body: payload.clone(),
-            attributes: Vec::new(),
-        };
+        return (payload.clone(), attributes);
     }
-    let names: Vec<&str> = headers.iter().map(|(name, _)| name).collect();
-    let order = (names.len() >= 2).then(|| serde_json::to_string(&names).unwrap_or_default());
+    let order = (headers.len() >= 2).then(|| {
+        let names: Vec<&str> = headers.iter().map(|(name, _)| name).collect();
+        serde_json::to_string(&names).unwrap_or_default()
+    });
     let order_fits = order
         .as_ref()
         .is_none_or(|o| o.len() <= rules.max_value_bytes);
     if order_fits && headers_fit(headers, rules) {
-        let mut attributes: Vec<(String, String)> = headers
-            .iter()
-            .map(|(name, value)| {
-                let value = std::str::from_utf8(value).expect("checked by headers_fit");
-                (name.to_owned(), value.to_owned())
-            })
-            .collect();
-        if let Some(order) = order {
-            attributes.push((ORDER.to_owned(), order));
-        }
-        return EncodedHeaders {
-            body: payload.clone(),
-            attributes,
-        };
+        // One `extend`, so a map reserves room for the headers and the order at once.
+        attributes.extend(
+            headers
+                .iter()
+                .map(|(name, value)| {
+                    let value = std::str::from_utf8(value).expect("checked by headers_fit");
+                    (name.to_owned(), value.to_owned())
+                })
+                .chain(order.map(|order| (ORDER.to_owned(), order))),
+        );
+        return (payload.clone(), attributes);
     }
     let mut block =
         BytesMut::with_capacity(payload.len() + headers.encoded_len() + 4 + 8 * headers.len());
@@ -179,10 +204,8 @@ pub fn encode_headers(
         block.put_slice(value);
     }
     block.put_slice(payload);
-    EncodedHeaders {
-        body: block.freeze(),
-        attributes: vec![(ENVELOPE.to_owned(), "1".to_owned())],
-    }
+    attributes.extend([(ENVELOPE.to_owned(), "1".to_owned())]);
+    (block.freeze(), attributes)
 }
 
 /// Headers and payload read back from a message.
@@ -327,6 +350,29 @@ mod tests {
         );
     }
 
+    /// A repeated name sends the headers into the body, with few headers (no set) and many.
+    #[test]
+    fn repeated_names_never_fit() {
+        for count in [2, FEW_HEADERS, FEW_HEADERS + 1, 20] {
+            let unique: Headers = (0..count).map(|i| (format!("h{i}"), "v")).collect();
+            assert!(
+                headers_fit(&unique, &AttributeRules::unlimited()),
+                "{count}"
+            );
+            for repeated in [0, count - 2] {
+                let twice: Headers = (0..count - 1)
+                    .map(|i| format!("h{i}"))
+                    .chain([format!("h{repeated}")])
+                    .map(|name| (name, "v"))
+                    .collect();
+                assert!(
+                    !headers_fit(&twice, &AttributeRules::unlimited()),
+                    "{count} headers, h{repeated} twice"
+                );
+            }
+        }
+    }
+
     fn arbitrary_headers() -> impl Strategy<Value = Headers> {
         let header = (
             prop_oneof![
@@ -366,6 +412,18 @@ mod tests {
                 if !encoded.enveloped() {
                     prop_assert_eq!(&encoded.body, &payload);
                 }
+            }
+        }
+
+        /// Collecting straight into a map gives what the list gives.
+        #[test]
+        fn into_a_map_as_into_a_list(headers in arbitrary_headers(), payload in prop::collection::vec(any::<u8>(), 0..64)) {
+            let payload = Bytes::from(payload);
+            for rules in [STRICT, AttributeRules::unlimited()] {
+                let listed = encode_headers(&headers, &payload, &rules);
+                let (body, mapped): (Bytes, HashMap<String, String>) = encode_headers_into(&headers, &payload, &rules);
+                prop_assert_eq!(body, listed.body);
+                prop_assert_eq!(mapped, listed.attributes.into_iter().collect::<HashMap<_, _>>());
             }
         }
 

@@ -66,10 +66,11 @@ impl Encoded {
 }
 
 pub(crate) fn encode(event: &Event) -> Encoded {
-    let headers = envelope::encode_headers(&event.headers, &event.payload, &RULES);
+    let (payload, properties) =
+        envelope::encode_headers_into(&event.headers, &event.payload, &RULES);
     let mut encoded = Encoded {
-        payload: headers.body,
-        properties: headers.attributes.into_iter().collect(),
+        payload,
+        properties,
         ..Encoded::default()
     };
     if let Some(key) = &event.key {

@@ -178,18 +178,24 @@ impl PulsarProducer {
                     .map(|(index, future)| (index, partition, future)),
             );
         }
-        let receipts =
-            futures::future::join_all(pending.into_iter().map(
-                |(index, partition, future)| async move {
-                    (index, self.receipt(partition, future).await)
-                },
-            ))
-            .await;
-        let mut ordered: Vec<Option<Receipt>> = vec![None; events.len()];
-        for (index, receipt) in receipts {
-            ordered[index] = Some(receipt?);
+        // Everything is enqueued: awaiting the receipts one after another loses no overlap
+        // (the crate completes them as the broker answers), and spares the task and future a
+        // `join_all` made per event. Every receipt is awaited, so that each failing partition
+        // is marked suspect; the first error in this order is the one returned, as before.
+        let mut receipts = vec![Receipt::default(); events.len()];
+        let mut failed = None;
+        for (index, partition, future) in pending {
+            match self.receipt(partition, future).await {
+                Ok(receipt) => receipts[index] = receipt,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
         }
-        Ok(ordered.into_iter().map(|r| r.unwrap_or_default()).collect())
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(receipts),
+        }
     }
 
     async fn deadline<T>(&self, what: &str, work: impl Future<Output = Result<T>>) -> Result<T> {
