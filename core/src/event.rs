@@ -310,6 +310,18 @@ impl Position {
     pub fn new(token: impl AsRef<str>) -> Self {
         Position(SmallStr::new(token.as_ref()))
     }
+    /// A position formatted from parts, without the `String` that `Position::new(format!(…))`
+    /// makes first (ids of up to 96 bytes are written on the stack).
+    ///
+    /// ```
+    /// use tributary::Position;
+    /// let (ledger, entry) = (12, 3);
+    /// let p = Position::from_fmt(format_args!("{ledger}:{entry}:-1"));
+    /// assert_eq!(p, Position::new("12:3:-1"));
+    /// ```
+    pub fn from_fmt(args: fmt::Arguments<'_>) -> Self {
+        Position(SmallStr::from_fmt(args))
+    }
     /// A numeric offset (Kafka, the local backend).
     pub fn from_offset(offset: u64) -> Self {
         Position(SmallStr::from_u64(offset))

@@ -183,7 +183,7 @@ fn last_position(record: &Record) -> Position {
     let data = Bytes::copy_from_slice(record.data().as_ref());
     match kpl::is_aggregated(&data).then(|| kpl::deaggregate(&data)) {
         Some(Ok(users)) if !users.is_empty() => {
-            Position::new(format!("{sequence}:{}", users.len() - 1))
+            Position::from_fmt(format_args!("{sequence}:{}", users.len() - 1))
         }
         _ => Position::new(sequence),
     }
@@ -412,7 +412,7 @@ pub(crate) fn convert(
                 }
                 out.push_back(SourceRecord {
                     event,
-                    position: Position::new(format!("{sequence}:{i}")),
+                    position: Position::from_fmt(format_args!("{sequence}:{i}")),
                 });
             }
         } else if from_sub == 0 {

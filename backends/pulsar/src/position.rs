@@ -2,44 +2,7 @@
 //! `ledgerId:entryId:partitionIndex[:batchIndex]`, the partition index -1 for a
 //! non-partitioned topic.
 
-use std::fmt::Write as _;
-
 use tributary::{Error, Position, Result};
-
-/// The longest id: two u64, an i32 and an i32 with their separators (20 + 20 + 11 + 11 + 3).
-const MAX_TEXT: usize = 65;
-
-/// A fixed buffer that `write!` fills.
-struct StackText {
-    bytes: [u8; MAX_TEXT],
-    len: usize,
-}
-
-impl Default for StackText {
-    fn default() -> Self {
-        StackText {
-            bytes: [0; MAX_TEXT],
-            len: 0,
-        }
-    }
-}
-
-impl StackText {
-    fn as_str(&self) -> &str {
-        // Only whole `&str`s are written, so the bytes are UTF-8.
-        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
-    }
-}
-
-impl std::fmt::Write for StackText {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len + s.len();
-        let slot = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
-        slot.copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
-}
 
 /// A message id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,19 +15,18 @@ pub(crate) struct MessagePosition {
 
 impl MessagePosition {
     pub(crate) fn to_position(self) -> Position {
-        // Written on the stack: a `format!` here was a `String` (grown once or twice) per
-        // receipt, only to be copied into the position, inline for ids of up to 24 bytes.
-        let mut text = StackText::default();
-        let written = match self.batch {
-            Some(batch) => write!(
-                text,
+        // Written on the stack: a `format!` here was a `String` per receipt, only to be copied
+        // into the position.
+        match self.batch {
+            Some(batch) => Position::from_fmt(format_args!(
                 "{}:{}:{}:{batch}",
                 self.ledger, self.entry, self.partition
-            ),
-            None => write!(text, "{}:{}:{}", self.ledger, self.entry, self.partition),
-        };
-        debug_assert!(written.is_ok(), "a message id fits in {} bytes", MAX_TEXT);
-        Position::new(text.as_str())
+            )),
+            None => Position::from_fmt(format_args!(
+                "{}:{}:{}",
+                self.ledger, self.entry, self.partition
+            )),
+        }
     }
 
     pub(crate) fn parse(position: &Position) -> Result<MessagePosition> {

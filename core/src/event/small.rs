@@ -18,6 +18,42 @@ use std::sync::Arc;
 /// 27 bytes, inside the 32 the enum takes anyway (an `Arc<str>` plus its tag, 8-aligned).
 pub(super) const INLINE: usize = 24;
 
+/// Longest text [`SmallStr::from_fmt`] writes on the stack: a Kinesis sequence number (56
+/// digits) with a sub-record index, or a Pulsar message id (65 bytes at most), fits.
+const FMT_BUFFER: usize = 96;
+
+/// A fixed buffer that `fmt::write` fills; it refuses what does not fit.
+struct StackText {
+    bytes: [u8; FMT_BUFFER],
+    len: usize,
+}
+
+impl Default for StackText {
+    fn default() -> Self {
+        StackText {
+            bytes: [0; FMT_BUFFER],
+            len: 0,
+        }
+    }
+}
+
+impl StackText {
+    fn as_str(&self) -> &str {
+        // Only whole `&str`s are written, so the bytes are UTF-8.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let slot = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        slot.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
 #[derive(Clone)]
 pub(super) enum SmallStr {
     Inline {
@@ -42,6 +78,16 @@ impl SmallStr {
             len: s.len() as u8,
             number: is_plain_number(s.as_bytes()),
             bytes,
+        }
+    }
+
+    /// What `args` formats to, written on the stack (no temporary `String`) when it is up
+    /// to [`FMT_BUFFER`] bytes long.
+    pub(super) fn from_fmt(args: std::fmt::Arguments<'_>) -> Self {
+        let mut text = StackText::default();
+        match std::fmt::write(&mut text, args) {
+            Ok(()) => SmallStr::new(text.as_str()),
+            Err(_) => SmallStr::new(&std::fmt::format(args)),
         }
     }
 
@@ -265,6 +311,18 @@ mod tests {
             prop_assert_eq!(x.to_u64(), Some(n));
             prop_assert_eq!(x.cmp(&y), n.cmp(&m));
         }
+    }
+
+    #[test]
+    fn formatted_text_is_the_same_string_whatever_its_length() {
+        for len in [0, 1, INLINE, INLINE + 1, FMT_BUFFER, FMT_BUFFER + 1, 300] {
+            let text = "7".repeat(len);
+            let formatted = SmallStr::from_fmt(format_args!("{text}"));
+            assert_eq!(formatted, SmallStr::new(&text), "length {len}");
+            assert_eq!(formatted.as_str(), text);
+        }
+        let kpl = SmallStr::from_fmt(format_args!("{}:{}", "4".repeat(56), 12));
+        assert_eq!(kpl.as_str(), format!("{}:12", "4".repeat(56)));
     }
 
     #[test]
