@@ -93,3 +93,13 @@ pub fn allocations() -> (u64, u64) {
     use std::sync::atomic::Ordering::Relaxed;
     (ALLOCATIONS.load(Relaxed), LARGE_ALLOCATIONS.load(Relaxed))
 }
+
+/// Prints one goal row of the project's performance goals as `goal: ROW | MEASURED | GOAL |
+/// yes/no`. `scripts/bench` gathers these lines from every suite's output into the table at
+/// the top of BENCHMARKS.md, so each benchmark states its own verdict from its own figures.
+pub fn goal(row: &str, measured: impl std::fmt::Display, goal: &str, met: bool) {
+    println!(
+        "goal: {row} | {measured} | {goal} | {}",
+        if met { "yes" } else { "no" }
+    );
+}

@@ -291,6 +291,7 @@ fn main() {
         );
         println!("| | raw rdkafka events/s (best) | tributary events/s (best) | ratio of bests | median ratio per round | raw CPU µs/event | tributary CPU µs/event | CPU ratio |");
         println!("|---|---|---|---|---|---|---|---|");
+        let mut goals = Vec::new();
         for what in ["produce", "consume, receive()", "consume, receive_batch(1000)"] {
             let mine: Vec<_> = rows.iter().filter(|r| r.0 == what).collect();
             let best_rate = |pick: fn(&(&str, Figures, Figures)) -> Figures| {
@@ -308,6 +309,15 @@ fn main() {
                 trib / raw,
                 median(&ratios),
                 trib_cpu / raw_cpu
+            );
+            goals.push((what, median(&ratios)));
+        }
+        for (what, ratio) in goals {
+            probe::goal(
+                &format!("Kafka {what} vs raw rdkafka (median ratio per round)"),
+                format!("{ratio:.2}×"),
+                "≥ 0.95×",
+                ratio >= 0.95,
             );
         }
         println!("(ratios: tributary / raw events per second, higher is better; a round's ratio compares phases run minutes apart at most, so it is steadier than the ratio of bests on a shared machine; CPU ratio: tributary / raw CPU per event, least of the rounds, lower is better)");

@@ -397,6 +397,16 @@ fn main() {
                 median_of(&row.tributary, |f| f.allocations),
             );
         }
+        for (what, row) in &rows {
+            let rate = |side: &[Figures]| spread(side.iter().map(|f| f.rate).collect()).0;
+            let ratio = rate(&row.tributary) / rate(&row.raw);
+            probe::goal(
+                &format!("Pulsar {what} vs the raw `pulsar` crate (ratio of medians)"),
+                format!("{ratio:.2}×"),
+                "≥ 0.95×",
+                ratio >= 0.95,
+            );
+        }
     });
 }
 

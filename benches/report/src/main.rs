@@ -293,6 +293,105 @@ fn local_section(md: &mut String, local: &Local) {
     }
 }
 
+/// One performance goal as a suite judged it: row, measured figure, goal, met.
+struct Goal {
+    suite: String,
+    row: String,
+    measured: String,
+    goal: String,
+    met: bool,
+}
+
+/// The goals of the local suite, from its JSON: each backend against its baseline at the
+/// batch size the goal names.
+fn local_goals(local: &Local) -> Vec<Goal> {
+    let rate = |case: &str, batch: u64| {
+        local
+            .throughput
+            .iter()
+            .find(|t| t.case == case && t.batch == batch)
+            .map(|t| t.per_sec)
+    };
+    local
+        .pairs
+        .iter()
+        .filter_map(|(case, baseline, goal, batch)| {
+            let ratio = rate(case, *batch)? / rate(baseline, *batch)?;
+            Some(Goal {
+                suite: "local".into(),
+                row: format!("`{case}` vs {baseline}, batches of {batch}"),
+                measured: format!("{ratio:.2}×"),
+                goal: format!("≥ {goal}×"),
+                met: ratio >= *goal,
+            })
+        })
+        .collect()
+}
+
+/// The `goal: ROW | MEASURED | GOAL | yes/no` lines a suite printed (`benches/probe.rs`).
+fn printed_goals(suite: &str, output: &str) -> Vec<Goal> {
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix("goal: "))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(" | ").map(str::trim).collect();
+            let [row, measured, goal, met] = f.as_slice() else {
+                return None;
+            };
+            Some(Goal {
+                suite: suite.into(),
+                row: (*row).into(),
+                measured: (*measured).into(),
+                goal: (*goal).into(),
+                met: *met == "yes",
+            })
+        })
+        .collect()
+}
+
+/// The headline: every goal any suite of this run measured, met or not, in one table.
+fn goals_section(
+    md: &mut String,
+    suites: &[(String, String, String)],
+    results: &Path,
+    local: Option<&Local>,
+) {
+    let mut goals = local.map(local_goals).unwrap_or_default();
+    for (name, status, _) in suites {
+        if status != "ran" || name == "local" {
+            continue;
+        }
+        if let Ok(output) = std::fs::read_to_string(results.join(format!("{name}.txt"))) {
+            goals.extend(printed_goals(name, &output));
+        }
+    }
+    if goals.is_empty() {
+        return;
+    }
+    let met = goals.iter().filter(|g| g.met).count();
+    let _ = writeln!(
+        md,
+        "## Goals
+
+{met} of {} goals met in this run; each suite judges its own rows from its \
+         own figures (details and spread in its section and raw output below).\n\n\
+         | suite | goal row | measured | goal | met |\n|---|---|---|---|---|",
+        goals.len()
+    );
+    for g in &goals {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            g.suite,
+            g.row,
+            g.measured,
+            g.goal,
+            if g.met { "yes" } else { "**no**" }
+        );
+    }
+    md.push('\n');
+}
+
 fn run(results: &Path, root: &Path) -> Result<(), String> {
     let meta: BTreeMap<String, String> = read(&results.join("meta.txt"))?
         .lines()
@@ -339,6 +438,7 @@ fn run(results: &Path, root: &Path) -> Result<(), String> {
         let _ = writeln!(md, "| {name} | {status} | {why} |");
     }
     md.push('\n');
+    goals_section(&mut md, &suites, results, local.as_ref());
     if let Some(local) = &local {
         local_section(&mut md, local);
         plots::throughput_by_batch(&plots_dir.join("throughput-batch.svg"), &local.throughput)?;

@@ -142,4 +142,23 @@ pub(crate) fn print_report(server: &Server, n: u64, rows: &[Row]) {
         ms(bridge.latency.p99),
         ms(p99_mm2)
     );
+    let p50_mm2 = least(&|r| r.latency.p50);
+    crate::probe::goal(
+        "bridge Kafka→Kafka CPU per replicated event vs MirrorMaker 2 (steady copy)",
+        format!("{steady_cpu_ratio:.2}×"),
+        "≤ 0.25×",
+        steady_cpu_ratio <= 0.25,
+    );
+    crate::probe::goal(
+        &format!("bridge paced {PACED_RATE}/s, p50 latency vs MirrorMaker 2's best"),
+        format!("{} vs {}", ms(bridge.latency.p50), ms(p50_mm2)),
+        "≤ MM2's",
+        bridge.latency.p50 <= p50_mm2,
+    );
+    crate::probe::goal(
+        &format!("bridge paced {PACED_RATE}/s, p99 latency"),
+        ms(bridge.latency.p99),
+        "< 50 ms",
+        bridge.latency.p99 < 50.0,
+    );
 }
