@@ -99,7 +99,8 @@ struct MemInner {
     total_bytes: u64,
 }
 
-/// The in-memory partition log: segments of shared records, so reads are reference-count bumps.
+/// The in-memory partition log: segments of records whose small keys and payloads live in shared
+/// arenas, so reads are reference-count bumps.
 pub(crate) struct MemoryLog {
     config: LogConfig,
     inner: RwLock<MemInner>,
@@ -206,7 +207,9 @@ impl PartitionLog for MemoryLog {
         self.append_owned(events.to_vec(), append_ms)
     }
 
-    fn append_owned(&self, events: Vec<Event>, append_ms: i64) -> Result<u64> {
+    fn append_owned(&self, mut events: Vec<Event>, append_ms: i64) -> Result<u64> {
+        // Outside the lock: readers are not held up by the copy.
+        super::arena::share(&mut events);
         let mut g = self.inner.write();
         let base = g.next;
         for event in events {
@@ -217,9 +220,10 @@ impl PartitionLog for MemoryLog {
 
     fn append_positioned(
         &self,
-        events: Vec<Event>,
+        mut events: Vec<Event>,
         append_ms: i64,
     ) -> Result<(u64, Option<Vec<Position>>)> {
+        super::arena::share(&mut events);
         let mut positions = Vec::with_capacity(events.len());
         let mut g = self.inner.write();
         let base = g.next;
