@@ -8,6 +8,9 @@
 //!   `receive_batch(B)` with every delivery acked, for B = 1, 10, 100, 1000; the channel
 //!   baseline sends each event and takes up to B at once (`recv_many`); the raw write baseline
 //!   writes B frames per `write` (and fdatasyncs after each under `fsync=always`).
+//!   The **log + group floor** (`baselines.rs`) is the least any log with per-event acks does
+//!   (keep, share, track in flight, commit on ack) with no API around it: a bound on what the
+//!   goals can ask of the backend.
 //! - **latency**: one event sent, then received and acked, 2,000 times; percentiles.
 //! - **partitions**: a backlog of EVENTS spread over 1, 4, 16, 64 partitions, then consumed by
 //!   one consumer (`receive_batch(1000)`): events/s from the first read (joining the group and
@@ -15,7 +18,8 @@
 //!   before the consumer opens, and its peak while it drains).
 //!
 //! Throughput rows are the best of `BENCH_ROUNDS` (default 3) alternating rounds.
-//! `BENCH_ONLY=WORD` runs only the cases whose name contains WORD (for profiling);
+//! `BENCH_ONLY=WORD[,WORD…]` runs only the cases whose name contains one of the words (for
+//! profiling; `memory`, `floor`, `never`, `always`, `latency`, `partitions`);
 //! `BENCH_BATCH=B` only the batch size B of the sweep;
 //! `BENCH_JSON=FILE` also writes the figures as JSON for `scripts/bench`'s report.
 //!
@@ -33,7 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tributary::{Backend, ConsumerOptions, Event, StartPosition, StreamSpec};
 
-use baselines::{mpsc_latency, mpsc_throughput, raw_latency, raw_throughput};
+use baselines::{log_floor_throughput, mpsc_latency, mpsc_throughput, raw_latency, raw_throughput};
 use report::{Latency, Results, Scaling, Throughput, percentiles, print, to_json};
 
 const PAYLOAD: usize = 100;
@@ -50,7 +54,7 @@ fn events(n: usize) -> Vec<Event> {
 }
 
 fn wanted(case: &str) -> bool {
-    std::env::var("BENCH_ONLY").map_or(true, |only| case.contains(&only))
+    std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|w| case.contains(w)))
 }
 
 struct Opened {
@@ -246,6 +250,12 @@ async fn run(n: usize, dir: &std::path::Path) -> Results {
         };
         if wanted("memory") {
             row("tokio mpsc", true, n, mpsc_throughput(n, batch).await);
+        }
+        if wanted("floor") {
+            let floor = log_floor_throughput(n, batch).await;
+            row("log + group floor", true, n, floor);
+        }
+        if wanted("memory") {
             let per_sec = backend_throughput("memory://", n, batch).await;
             row("memory://", false, n, per_sec);
         }

@@ -2,7 +2,9 @@
 //! `tokio::sync::mpsc` channel for in-process hand-off, raw sequential file writes (with and
 //! without an fdatasync) for appends.
 
+use std::collections::VecDeque;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Instant;
 use tributary::Event;
 
@@ -29,6 +31,77 @@ pub(crate) async fn mpsc_throughput(n: usize, batch: usize) -> f64 {
         tx.send(e).await.unwrap();
     }
     drop(tx);
+    assert_eq!(consumer.await.unwrap(), n);
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The least any log with a consumer group does per event, with nothing of the API around it,
+/// as a bound for the backend's goals: the producer appends a batch to a vector under a lock
+/// (the log keeps every event, for replay and redelivery) and wakes the consumer; the consumer
+/// takes up to `batch` new events as shared copies (a reference count per key and payload, and
+/// the promotion of a vector-backed one the first time), keeps each in flight until its ack
+/// and, on the ack, moves the committed offset over the acknowledged prefix. No positions, ack
+/// handles, partitions, ownership or redelivery order: a backend with per-event acks cannot do
+/// less, so its rate is above any such backend's here.
+pub(crate) async fn log_floor_throughput(n: usize, batch: usize) -> f64 {
+    struct Log {
+        events: parking_lot::Mutex<Vec<Event>>,
+        appended: tokio::sync::Notify,
+    }
+    let log = Arc::new(Log {
+        events: parking_lot::Mutex::new(Vec::with_capacity(n)),
+        appended: tokio::sync::Notify::new(),
+    });
+    let evs = events(n);
+    let started = Instant::now();
+    let consumer = tokio::spawn({
+        let log = log.clone();
+        async move {
+            let (mut cursor, mut committed) = (0usize, 0usize);
+            // Acked flags of the deliveries from `committed` on.
+            let mut window: VecDeque<bool> = VecDeque::new();
+            let mut inflight: Vec<(usize, Event)> = Vec::with_capacity(batch);
+            let mut deliveries: Vec<Event> = Vec::with_capacity(batch);
+            while committed < n {
+                let notified = log.appended.notified();
+                {
+                    let events = log.events.lock();
+                    let end = events.len().min(cursor + batch);
+                    deliveries.extend(events[cursor..end].iter().cloned());
+                }
+                if deliveries.is_empty() {
+                    notified.await;
+                    continue;
+                }
+                for event in deliveries.drain(..) {
+                    // Kept for redelivery until acked: a second reference, as any group holds.
+                    inflight.push((cursor, event.clone()));
+                    window.push_back(false);
+                    cursor += 1;
+                    std::hint::black_box(&event);
+                }
+                // Every delivery acked, in order of delivery.
+                for (offset, event) in inflight.drain(..) {
+                    window[offset - committed] = true;
+                    drop(event);
+                    while window.front() == Some(&true) {
+                        window.pop_front();
+                        committed += 1;
+                    }
+                }
+            }
+            committed
+        }
+    });
+    let mut evs = evs.into_iter();
+    loop {
+        let chunk: Vec<Event> = evs.by_ref().take(batch).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        log.events.lock().extend(chunk);
+        log.appended.notify_one();
+    }
     assert_eq!(consumer.await.unwrap(), n);
     n as f64 / started.elapsed().as_secs_f64()
 }

@@ -118,6 +118,20 @@ pub(crate) fn print(n: usize, r: &Results) {
         }
         println!("   (goal ≥ {goal} at batch 100)");
     }
+    // The floor against the baselines: what the goals leave for the API and the backend.
+    for baseline in ["tokio mpsc", "raw write"] {
+        let floor = "log + group floor";
+        if per_sec(floor, 100).is_none() || per_sec(baseline, 100).is_none() {
+            continue;
+        }
+        print!("{:<46}", format!("{floor} / {baseline}"));
+        for b in BATCHES {
+            let ratio =
+                per_sec(floor, b).unwrap_or(f64::NAN) / per_sec(baseline, b).unwrap_or(f64::NAN);
+            print!(" {ratio:>6.2}");
+        }
+        println!();
+    }
     if !r.latency.is_empty() {
         println!(
             "\nlatency: send one event, receive and ack it ({PINGS} samples); raw write: one frame\n"

@@ -23,7 +23,8 @@ pub struct LocalConfig {
     pub auto_create: bool,
     /// Largest event accepted (`max_event_bytes`, default 1 MiB, like Kafka).
     pub max_event_bytes: usize,
-    /// Segment size (`segment_bytes`, default 64 MiB for files, 8 MiB in memory).
+    /// Segment size (`segment_bytes`, default 64 MiB for files, 8 MiB in memory; memory segments
+    /// also hold at most 1,024 records).
     pub segment_bytes: u64,
     /// Per-partition size limit (`retention_bytes`, default unlimited).
     pub retention_bytes: Option<u64>,

@@ -79,6 +79,11 @@ pub(crate) trait PartitionLog: Send + Sync + 'static {
     fn promote(&self) -> Result<()>;
 }
 
+/// A memory segment holds at most this many records (fewer when `segment_bytes` fills first):
+/// segments that fill up are allocated whole, and retention drops at most this many records
+/// more than it must.
+const SEGMENT_RECORDS: usize = 1024;
+
 struct MemSegment {
     base: u64,
     records: Vec<StoredRecord>,
@@ -99,7 +104,8 @@ struct MemInner {
     total_bytes: u64,
 }
 
-/// The in-memory partition log: segments of shared records, so reads are reference-count bumps.
+/// The in-memory partition log: segments of records whose small keys and payloads live in shared
+/// arenas, so reads are reference-count bumps.
 pub(crate) struct MemoryLog {
     config: LogConfig,
     inner: RwLock<MemInner>,
@@ -131,12 +137,17 @@ impl MemoryLog {
         let size = encoded as u64 + 32;
         let next = g.next;
         let active = g.segments.back().expect("always one segment");
-        if active.bytes >= self.config.segment_bytes && !active.records.is_empty() {
+        let full = active.records.len() >= SEGMENT_RECORDS;
+        if full || (active.bytes >= self.config.segment_bytes && !active.records.is_empty()) {
+            // After a full one, the next is allocated whole: appends never move a segment's
+            // records (growing one by doubling copied about 250 instructions' worth per event
+            // in callgrind).
+            let capacity = if full { SEGMENT_RECORDS } else { 0 };
             g.segments.push_back(MemSegment {
                 base: next,
-                records: Vec::new(),
-                sizes: Vec::new(),
-                positions: Vec::new(),
+                records: Vec::with_capacity(capacity),
+                sizes: Vec::with_capacity(capacity),
+                positions: Vec::with_capacity(capacity),
                 bytes: 0,
                 newest_append_ms: i64::MIN,
             });
@@ -201,12 +212,23 @@ impl MemoryLog {
     }
 }
 
+/// The events of an append into shared arenas (outside the log's lock: readers are not held up
+/// by the copy), unless it is one event: its arena would cost the two allocations that sharing
+/// its key and payload costs on the first read, plus the copy (callgrind, batches of 1: 1,052
+/// instructions per event in the arena against about 500 for the promotions on read).
+fn share(events: &mut [Event]) {
+    if events.len() > 1 {
+        super::arena::share(events);
+    }
+}
+
 impl PartitionLog for MemoryLog {
     fn append(&self, events: &[Event], append_ms: i64) -> Result<u64> {
         self.append_owned(events.to_vec(), append_ms)
     }
 
-    fn append_owned(&self, events: Vec<Event>, append_ms: i64) -> Result<u64> {
+    fn append_owned(&self, mut events: Vec<Event>, append_ms: i64) -> Result<u64> {
+        share(&mut events);
         let mut g = self.inner.write();
         let base = g.next;
         for event in events {
@@ -217,9 +239,10 @@ impl PartitionLog for MemoryLog {
 
     fn append_positioned(
         &self,
-        events: Vec<Event>,
+        mut events: Vec<Event>,
         append_ms: i64,
     ) -> Result<(u64, Option<Vec<Position>>)> {
+        share(&mut events);
         let mut positions = Vec::with_capacity(events.len());
         let mut g = self.inner.write();
         let base = g.next;
@@ -342,5 +365,37 @@ mod tests {
             records.windows(2).all(|w| w[1].offset == w[0].offset + 1),
             "dense offsets"
         );
+    }
+
+    #[test]
+    fn segments_also_roll_at_a_record_count() {
+        let log = MemoryLog::new(LogConfig {
+            segment_bytes: u64::MAX,
+            retention_bytes: Some(1),
+            retention_age: None,
+        });
+        let n = (SEGMENT_RECORDS * 2 + 500) / 100 * 100;
+        for chunk in 0..n / 100 {
+            let events = (0..100)
+                .map(|i| Event::new(vec![0u8; 20]).with_key(format!("{}", chunk * 100 + i)))
+                .collect();
+            log.append_positioned(events, 0).unwrap();
+        }
+        assert_eq!(log.bounds(), (0, n as u64));
+        let records = log.read(0, usize::MAX, usize::MAX).unwrap();
+        assert_eq!(records.len(), n);
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(r.offset, i as u64);
+            assert_eq!(r.event.key.as_deref(), Some(i.to_string().as_bytes()));
+        }
+        // Across a segment boundary.
+        let around = log.read(SEGMENT_RECORDS as u64 - 1, 2, usize::MAX).unwrap();
+        assert_eq!(
+            around.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            [SEGMENT_RECORDS as u64 - 1, SEGMENT_RECORDS as u64]
+        );
+        // Retention drops whole segments, keeping the active one.
+        log.enforce_retention(0).unwrap();
+        assert_eq!(log.bounds(), (2 * SEGMENT_RECORDS as u64, n as u64));
     }
 }

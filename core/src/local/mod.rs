@@ -5,6 +5,7 @@
 //! four start positions, and retention by size and age. See `ARCHITECTURE.md` for the file
 //! layout and the recovery rules.
 
+mod arena;
 mod catalog;
 mod codec;
 mod config;

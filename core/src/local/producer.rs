@@ -67,30 +67,23 @@ impl Producer for LocalProducer {
             return Ok(Vec::new());
         }
         // Group per partition, keeping send order inside each partition; the groups ascend by
-        // partition (the writer thread relies on it). Empty vectors do not allocate.
-        let mut slots = Vec::with_capacity(events.len());
-        let mut per_partition: Vec<Vec<Event>> = Vec::new();
-        per_partition.resize_with(self.stream.partitions.len(), Vec::new);
-        for event in events {
-            let p = self.partition_of(&event);
-            slots.push((p, per_partition[p].len()));
-            per_partition[p].push(event);
-        }
-        let mut group_of = vec![usize::MAX; per_partition.len()];
-        let mut by_partition: Vec<(usize, Vec<Event>)> = Vec::new();
-        for (p, events) in per_partition.into_iter().enumerate() {
-            if !events.is_empty() {
-                group_of[p] = by_partition.len();
-                by_partition.push((p, events));
-            }
-        }
-        for slot in &mut slots {
-            slot.0 = group_of[slot.0];
-        }
-        let partitions: Vec<usize> = by_partition.iter().map(|(p, _)| *p).collect();
-        // Positions the log made and keeps (the memory log), per partition group.
-        let mut kept: Vec<Option<Vec<Position>>> = Vec::new();
-        let bases = match self.stream.writer.get() {
+        // partition (the writer thread relies on it). A send to one partition (every single
+        // send, and any batch of one key) keeps its vector as the one group: no regrouping and
+        // about half the allocations of a send.
+        let parts: Vec<usize> = events.iter().map(|e| self.partition_of(e)).collect();
+        let (by_partition, slots) = if parts.iter().all(|p| *p == parts[0]) {
+            (vec![(parts[0], events)], None)
+        } else {
+            let (by_partition, slots) = group(events, &parts, self.stream.partitions.len());
+            (by_partition, Some(slots))
+        };
+        let ids: Vec<(usize, PartitionId)> = by_partition
+            .iter()
+            .map(|(p, _)| (*p, PartitionId::from(*p as u32)))
+            .collect();
+        // Per partition group: its first offset, and the positions the log made and keeps (the
+        // memory log).
+        let appended: Vec<(u64, Option<Vec<Position>>)> = match self.stream.writer.get() {
             Some(writer) => {
                 let (reply, rx) = oneshot::channel();
                 // The events move to the writer thread: no copy of keys, payloads or headers.
@@ -108,6 +101,9 @@ impl Producer for LocalProducer {
                         Error::closed("the stream's writer stopped").with_backend(self.scheme)
                     })?
                     .map_err(|e| e.with_backend(self.scheme))?
+                    .into_iter()
+                    .map(|base| (base, None))
+                    .collect()
             }
             None if self.stream.blocking_io => {
                 return Err(Error::unavailable(format!(
@@ -119,34 +115,34 @@ impl Producer for LocalProducer {
             None => {
                 let now = Timestamp::now().as_millis();
                 // The events move into the log: it keeps them, not copies.
-                let mut bases = Vec::with_capacity(by_partition.len());
+                let mut appended = Vec::with_capacity(by_partition.len());
                 for (p, events) in by_partition {
-                    let (base, positions) =
-                        self.stream.partitions[p].append_positioned(events, now)?;
-                    bases.push(base);
-                    kept.push(positions);
+                    appended.push(self.stream.partitions[p].append_positioned(events, now)?);
                 }
-                bases
+                appended
             }
         };
         // Only the readers of the partitions written wake up.
-        for p in &partitions {
+        for (p, _) in &ids {
             self.stream.wake(*p);
         }
-        let ids: Vec<PartitionId> = partitions
-            .iter()
-            .map(|p| PartitionId::from(*p as u32))
-            .collect();
-        Ok(slots
-            .into_iter()
-            .map(|(group, index)| Receipt {
-                partition: Some(ids[group].clone()),
-                position: Some(match kept.get(group).and_then(Option::as_ref) {
+        let receipt = |group: usize, index: usize| {
+            let (base, kept) = &appended[group];
+            Receipt {
+                partition: Some(ids[group].1.clone()),
+                position: Some(match kept {
                     Some(positions) => positions[index].clone(),
-                    None => Position::from_offset(bases[group] + index as u64),
+                    None => Position::from_offset(base + index as u64),
                 }),
-            })
-            .collect())
+            }
+        };
+        Ok(match slots {
+            None => (0..parts.len()).map(|index| receipt(0, index)).collect(),
+            Some(slots) => slots
+                .into_iter()
+                .map(|(group, index)| receipt(group, index))
+                .collect(),
+        })
     }
 
     async fn flush(&self) -> Result<()> {
@@ -179,4 +175,38 @@ impl Producer for LocalProducer {
             _ => Ok(()),
         }
     }
+}
+
+/// The events of a send to several partitions, grouped per partition in send order, the groups
+/// ascending by partition; and for each event, in send order, its group and its index there.
+#[allow(clippy::type_complexity)]
+fn group(
+    events: Vec<Event>,
+    parts: &[usize],
+    partitions: usize,
+) -> (Vec<(usize, Vec<Event>)>, Vec<(usize, usize)>) {
+    // Each partition's vector sized once (empty ones do not allocate).
+    let mut counts = vec![0usize; partitions];
+    for p in parts {
+        counts[*p] += 1;
+    }
+    let mut per_partition: Vec<Vec<Event>> =
+        counts.iter().map(|n| Vec::with_capacity(*n)).collect();
+    let mut slots = Vec::with_capacity(events.len());
+    for (event, p) in events.into_iter().zip(parts) {
+        slots.push((*p, per_partition[*p].len()));
+        per_partition[*p].push(event);
+    }
+    // From partition number to group index: counts is reused for it.
+    let mut by_partition = Vec::new();
+    for (p, events) in per_partition.into_iter().enumerate() {
+        if !events.is_empty() {
+            counts[p] = by_partition.len();
+            by_partition.push((p, events));
+        }
+    }
+    for slot in &mut slots {
+        slot.0 = counts[slot.0];
+    }
+    (by_partition, slots)
 }

@@ -128,3 +128,80 @@ fn stream_names() {
         );
     }
 }
+
+/// Receipts of a send to one partition (kept whole) and of a send spread over several
+/// (regrouped) both come back in send order, each naming the partition its key maps to and
+/// the next offset there; and the events read back are the ones sent, byte for byte, small ones
+/// (copied into the log's arenas) and a large one (kept as sent) alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_follow_send_order_and_events_read_back_whole() {
+    let backend = crate::connect("memory://").await.unwrap();
+    backend
+        .create_stream("s", StreamSpec::with_partitions(4))
+        .await
+        .unwrap();
+    let producer = backend.producer("s").await.unwrap();
+    let big = vec![9u8; 64 << 10];
+    let event = |i: usize| {
+        let payload = if i == 7 {
+            big.clone()
+        } else {
+            vec![i as u8; i]
+        };
+        Event::new(payload)
+            .with_key(format!("k{}", i % 5))
+            .with_header("i", i.to_string())
+    };
+    let mut sent: Vec<Event> = Vec::new();
+    let mut receipts = Vec::new();
+    // One key: one partition. Then keys over every partition.
+    let one: Vec<Event> = (0..10).map(|i| event(i * 5)).collect();
+    sent.extend(one.clone());
+    receipts.extend(producer.send_batch(one).await.unwrap());
+    let spread: Vec<Event> = (0..40).map(event).collect();
+    sent.extend(spread.clone());
+    receipts.extend(producer.send_batch(spread).await.unwrap());
+    let mut next = [0u64; 4];
+    for (event, receipt) in sent.iter().zip(&receipts) {
+        let p = partition_for_key(event.key.as_ref().unwrap(), 4);
+        assert_eq!(receipt.partition, Some(PartitionId::from(p)));
+        assert_eq!(
+            receipt.position.as_ref().and_then(Position::as_offset),
+            Some(next[p as usize]),
+            "offsets of a partition follow send order"
+        );
+        next[p as usize] += 1;
+    }
+    let consumer = backend
+        .consumer(
+            "s",
+            ConsumerOptions::new("g").start(crate::StartPosition::Earliest),
+        )
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        let batch = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            consumer.receive_batch(100, std::time::Duration::ZERO),
+        )
+        .await
+        .expect("every event sent is delivered")
+        .unwrap();
+        for d in batch {
+            got.push((d.partition.clone(), d.position.clone(), d.event.clone()));
+            d.ack();
+        }
+    }
+    for (event, receipt) in sent.iter().zip(&receipts) {
+        let (.., delivered) = got
+            .iter()
+            .find(|(p, pos, _)| *p == receipt.partition && *pos == receipt.position)
+            .expect("a delivery at each receipt's position");
+        assert_eq!(delivered.key, event.key);
+        assert_eq!(delivered.payload, event.payload);
+        assert_eq!(delivered.headers, event.headers);
+    }
+    consumer.close().await.unwrap();
+    backend.close().await.unwrap();
+}

@@ -221,7 +221,7 @@ impl PartitionLog for FileLog {
     }
 
     fn append_owned(&self, mut events: Vec<Event>, append_ms: i64) -> Result<u64> {
-        tail::share(&mut events);
+        super::arena::share(&mut events);
         let mut g = self.inner.lock();
         let base = self.write_in(&mut g, &events, append_ms)?;
         // Into the tail before the marks publish them, so a reader never finds a published
