@@ -2,18 +2,35 @@
 //! work, against the same ferrokinesis in the same run (started by the fixture).
 //!
 //! `cargo bench -p tributary-kinesis --bench kinesis [-- EVENTS]` prints a table; nothing is
-//! asserted. `BENCH_KINESIS_EVENTS` sets the count instead of the argument (default 100,000);
-//! with `BENCH_JSON=PATH` the table's figures are also written there as JSON, for
-//! `scripts/bench`'s report. Same work means: the same events (100-byte payload, a key out of 10,000), a
-//! four-shard stream, `PutRecords` calls of 500 records with four in flight; readers of each
-//! shard making at most one `GetRecords` call (up to 10,000 records) per 200 ms, the service's
-//! per-shard limit, each side timed from before it lists the shards. The raw consumer copies
-//! each record's data out; tributary's consumer delivers, acks and checkpoints (in memory) as
-//! an application would. Beside each rate: the client CPU per event (this process's user and
-//! system time; the emulator runs in its own), steadier than rates on a shared machine.
+//! asserted. `BENCH_KINESIS_EVENTS` sets the count instead of the argument (default 100,000),
+//! `BENCH_KINESIS_ROUNDS` the measured rounds (default 4); with `BENCH_JSON=PATH` the table's
+//! figures are also written there as JSON, for `scripts/bench`'s report.
+//!
+//! Same work means: the same events (100-byte payload, a key out of 10,000; both sides send
+//! the same bytes, as tributary sends an event with no headers or timestamp as a plain
+//! record), a four-shard stream, `PutRecords` calls of 500 records with four in flight;
+//! readers of each shard making at most one `GetRecords` call (up to 10,000 records) per
+//! 200 ms, the service's per-shard limit, each side timed from before it lists the shards. The
+//! raw consumer copies each record's data out; tributary's consumer delivers, acks and
+//! checkpoints (in memory) as an application would.
+//!
+//! Same server state: ferrokinesis answers `PutRecords` more slowly the more records it holds
+//! (9 ms a call of 500 on a fresh emulator, 20–25 ms once it holds 200,000), so each side
+//! produces and consumes on a stream of its own that is deleted before the other side starts,
+//! each side goes first in half of the rounds, and an unmeasured warm-up round goes before
+//! them (the emulator's very first phase is the fastest of all).
+//!
+//! Beside each rate: the client CPU per event (this process's user and system time; the
+//! emulator runs in its own), steadier than rates on a shared machine, allocations per event,
+//! and the `PutRecords` calls each side made (per 1,000 events, their mean time out and how
+//! many were out at once on average), counted the same way on both sides from the SDK's own
+//! per-operation tracing span.
 
 #[path = "../../../benches/probe.rs"]
 mod probe;
+
+#[path = "kinesis/calls.rs"]
+mod calls;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,7 +51,9 @@ const IN_FLIGHT: usize = 4;
 const PAYLOAD: usize = 100;
 const SHARDS: u32 = 4;
 const CALL_GAP: Duration = Duration::from_millis(200);
-const ROUNDS: usize = 2;
+/// Measured rounds (each side first in half of them), after one unmeasured warm-up round;
+/// `BENCH_KINESIS_ROUNDS` sets another count.
+const ROUNDS: usize = 4;
 
 fn key(i: usize) -> String {
     format!("key-{:05}", i % 10_000)
@@ -197,14 +216,18 @@ async fn tributary_consume(backend: &dyn Backend, stream: &str, n: usize) -> f64
     rate
 }
 
-/// What one side did: its rate, and per event the client CPU (µs) and allocations (all, and
-/// of 1 KiB or more).
+/// What one side did: its rate, per event the client CPU (µs) and allocations (all, and of
+/// 1 KiB or more), and its `PutRecords` calls: per 1,000 events, their mean time out (ms)
+/// and how many were out on average (their summed time over the phase's).
 #[derive(Debug, Clone, Copy, Default)]
 struct Figures {
     rate: f64,
     cpu: f64,
     allocations: f64,
     large: f64,
+    calls: f64,
+    call_ms: f64,
+    calls_out: f64,
 }
 
 /// Runs one side. With `BENCH_KINESIS_MARKS` set, its phase is marked for `perf report --time`.
@@ -212,7 +235,11 @@ async fn measured(n: usize, phase: &str, work: impl std::future::Future<Output =
     probe::mark("BENCH_KINESIS_MARKS", phase, "start");
     let before = probe::cpu_time();
     let (allocations, large) = probe::allocations();
+    let calls_before = calls::now();
     let rate = work.await;
+    let calls = calls::now() - calls_before;
+    // The side's own timed window (tributary's leaves out making and closing its producer).
+    let timed = n as f64 / rate;
     probe::mark("BENCH_KINESIS_MARKS", phase, "end");
     let per_event = |count: u64| count as f64 / n as f64;
     Figures {
@@ -220,6 +247,9 @@ async fn measured(n: usize, phase: &str, work: impl std::future::Future<Output =
         cpu: (probe::cpu_time() - before).as_secs_f64() * 1e6 / n as f64,
         allocations: per_event(probe::allocations().0 - allocations),
         large: per_event(probe::allocations().1 - large),
+        calls: per_event(calls.count) * 1000.0,
+        call_ms: calls.busy_nanos as f64 / 1e6 / calls.count.max(1) as f64,
+        calls_out: calls.busy_nanos as f64 / 1e9 / timed,
     }
 }
 
@@ -229,9 +259,15 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .or_else(|| std::env::args().skip(1).find_map(|a| a.parse().ok()))
         .unwrap_or(100_000);
+    let rounds: usize = std::env::var("BENCH_KINESIS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ROUNDS)
+        .max(1);
     let Some(server) = require(Peer::Kinesis) else {
         return;
     };
+    calls::install();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -254,61 +290,80 @@ fn main() {
             // totals are rates over all rounds), the rest averaged.
             let mut seconds = [[0.0f64; 2]; 2];
             let mut mean = [[Figures::default(); 2]; 2];
-            for round in 0..ROUNDS {
-                let (raw_stream, our_stream) =
-                    (unique_name("bench-raw"), unique_name("bench-tributary"));
-                for stream in [&raw_stream, &our_stream] {
-                    backend
-                        .create_stream(stream, StreamSpec::with_partitions(SHARDS))
-                        .await
-                        .unwrap();
-                }
-                let raw_first = round % 2 == 0;
+            let mut ratios = [Vec::new(), Vec::new()];
+            for round in 0..=rounds {
+                // Round 0 warms up: the emulator is fastest while it has never held records,
+                // so whoever produced first on a fresh one would be favoured.
+                let warm_up = round == 0;
+                let raw_first = round % 2 == 1;
                 let order = if raw_first { [0, 1] } else { [1, 0] };
                 let mut figures = [[Figures::default(); 2]; 2];
                 for side in order {
-                    figures[0][side] = if side == 0 {
-                        measured(n, "raw-produce", raw_produce(&raw, &raw_stream, n)).await
+                    // Each side meets an emulator holding nothing: its stream is made for the
+                    // side and deleted after it (see the module's documentation).
+                    let stream = unique_name(["bench-raw", "bench-tributary"][side]);
+                    backend
+                        .create_stream(&stream, StreamSpec::with_partitions(SHARDS))
+                        .await
+                        .unwrap();
+                    figures[side] = if side == 0 {
+                        [
+                            measured(n, "raw-produce", raw_produce(&raw, &stream, n)).await,
+                            measured(n, "raw-consume", raw_consume(&raw, &stream, n)).await,
+                        ]
                     } else {
-                        let work = tributary_produce(backend.as_ref(), &our_stream, n);
-                        measured(n, "tributary-produce", work).await
+                        let work = tributary_produce(backend.as_ref(), &stream, n);
+                        let produced = measured(n, "tributary-produce", work).await;
+                        let work = tributary_consume(backend.as_ref(), &stream, n);
+                        [produced, measured(n, "tributary-consume", work).await]
                     };
+                    backend.delete_stream(&stream).await.unwrap();
                 }
-                for side in order {
-                    figures[1][side] = if side == 0 {
-                        measured(n, "raw-consume", raw_consume(&raw, &raw_stream, n)).await
-                    } else {
-                        let work = tributary_consume(backend.as_ref(), &our_stream, n);
-                        measured(n, "tributary-consume", work).await
-                    };
-                }
+                // [produce, consume] × [raw, tributary], as the rest of the loop reads them.
+                let figures = [
+                    [figures[0][0], figures[1][0]],
+                    [figures[0][1], figures[1][1]],
+                ];
                 let line = |f: Figures| {
+                    let calls = if f.calls > 0.0 {
+                        format!(
+                            "; {:.2} PutRecords per 1,000 events, {:.1} ms each, {:.2} out",
+                            f.calls, f.call_ms, f.calls_out
+                        )
+                    } else {
+                        String::new()
+                    };
                     format!(
-                        "{:.0}/s ({:.1} µs CPU, {:.1} allocations, {:.3} of 1 KiB+ per event)",
+                        "{:.0}/s ({:.1} µs CPU, {:.1} allocations, {:.3} of 1 KiB+ per event{calls})",
                         f.rate, f.cpu, f.allocations, f.large
                     )
                 };
                 println!(
-                    "round {} ({} first): produce raw {}, tributary {}; consume raw {}, tributary {}",
-                    round + 1,
+                    "{} ({} first): produce raw {}, tributary {}; consume raw {}, tributary {}",
+                    if warm_up { "warm-up".to_owned() } else { format!("round {round}") },
                     if raw_first { "raw" } else { "tributary" },
                     line(figures[0][0]),
                     line(figures[0][1]),
                     line(figures[1][0]),
                     line(figures[1][1]),
                 );
+                if warm_up {
+                    continue;
+                }
                 for what in 0..2 {
+                    ratios[what].push(figures[what][1].rate / figures[what][0].rate);
                     for side in 0..2 {
                         let (f, m) = (figures[what][side], &mut mean[what][side]);
                         seconds[what][side] += 1.0 / f.rate;
-                        m.cpu += f.cpu / ROUNDS as f64;
-                        m.allocations += f.allocations / ROUNDS as f64;
-                        m.large += f.large / ROUNDS as f64;
+                        m.cpu += f.cpu / rounds as f64;
+                        m.allocations += f.allocations / rounds as f64;
+                        m.large += f.large / rounds as f64;
+                        m.calls += f.calls / rounds as f64;
                     }
                 }
             }
             println!(
-                "\nKinesis (ferrokinesis), {n} events of {PAYLOAD} B, {SHARDS} shards, {ROUNDS} rounds"
+                "\nKinesis (ferrokinesis), {n} events of {PAYLOAD} B, {SHARDS} shards, {rounds} rounds and a warm-up"
             );
             println!(
                 "{:<10} {:>14} {:>14} {:>8} {:>22} {:>22}",
@@ -321,7 +376,7 @@ fn main() {
             );
             let mut rows = Vec::new();
             for (what, name) in ["produce", "consume"].into_iter().enumerate() {
-                let [raw, ours] = seconds[what].map(|s| ROUNDS as f64 / s);
+                let [raw, ours] = seconds[what].map(|s| rounds as f64 / s);
                 let [raw_f, our_f] = mean[what];
                 rows.push(serde_json::json!({
                     "case": name,
@@ -331,6 +386,8 @@ fn main() {
                     "cpu_us": our_f.cpu,
                     "raw_allocations": raw_f.allocations,
                     "allocations": our_f.allocations,
+                    "raw_calls_per_1000": raw_f.calls,
+                    "calls_per_1000": our_f.calls,
                 }));
                 println!(
                     "{name:<10} {raw:>14.0} {ours:>14.0} {:>7.2}x {:>14.1} {:>7.1} {:>14.1} {:>7.1}",
@@ -341,12 +398,22 @@ fn main() {
                     our_f.allocations
                 );
             }
+            for (what, name) in ["produce", "consume"].into_iter().enumerate() {
+                let mut r = ratios[what].clone();
+                r.sort_by(f64::total_cmp);
+                let median = (r[(r.len() - 1) / 2] + r[r.len() / 2]) / 2.0;
+                let rounds: Vec<String> = ratios[what].iter().map(|x| format!("{x:.2}")).collect();
+                println!(
+                    "{name} ratio by round: {} (median {median:.2})",
+                    rounds.join(", ")
+                );
+            }
             if let Ok(path) = std::env::var("BENCH_JSON") {
                 let json = serde_json::json!({
                     "events": n,
                     "payload": PAYLOAD,
                     "shards": SHARDS,
-                    "rounds": ROUNDS,
+                    "rounds": rounds,
                     "rows": rows,
                 });
                 std::fs::write(&path, json.to_string())

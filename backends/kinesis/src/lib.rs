@@ -32,7 +32,10 @@
 //! - Producing batches `PutRecords` calls within the service's limits (500 records, 5 MiB),
 //!   retries refused records with backoff, and never has two records of one partition key in
 //!   flight, so a retried record can never land after a later record of its key
-//!   (`producer.rs`).
+//!   (`producer.rs`). A record held back that way holds back only its key: a call is filled
+//!   with the waiting records of other keys, oldest first, so keys spread over a batch fill
+//!   whole calls while a single hot key sends one record per round trip (unless
+//!   `aggregate=true`).
 //! - A group is a set of leases, one per shard, in a DynamoDB table in the KCL 2.x schema
 //!   (`dynamodb/`), shared by every consumer of the group in any process; shards move between
 //!   consumers as they come and go, and a child shard (after a split or merge) is read only

@@ -74,8 +74,10 @@ pub(crate) fn section(md: &mut String, k: &Kinesis) {
          tributary's producer and consumer beside raw `aws-sdk-kinesis` calls doing the same work \
          on the same ferrokinesis: {} events of {} B with a key out of 10,000, a {}-shard stream, \
          `PutRecords` of 500 records with 4 in flight, one `GetRecords` per shard per 200 ms. \
-         Rates are over {} rounds that alternate which side meets the emulator first; CPU is this \
-         process's (the emulator runs in its own), per event, the rounds' mean.\n",
+         Rates are over {} rounds, after a warm-up round, that alternate which side goes first; \
+         each side produces and consumes on a stream of its own, deleted before the other side \
+         starts (the emulator slows as it holds more records). CPU is this process's (the \
+         emulator runs in its own), per event, the rounds' mean.\n",
         grouped(k.events as f64),
         k.payload,
         k.shards,
