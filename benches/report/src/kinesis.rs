@@ -104,6 +104,26 @@ pub(crate) fn section(md: &mut String, k: &Kinesis) {
     }
 }
 
+/// The suite's rows as goals for the table at the top of the report.
+pub(crate) fn goals(k: &Kinesis) -> Vec<crate::Goal> {
+    k.rows
+        .iter()
+        .map(|r| {
+            let ratio = r.per_sec / r.raw_per_sec;
+            crate::Goal {
+                suite: "kinesis".into(),
+                row: format!(
+                    "Kinesis {} vs raw aws-sdk-kinesis (rates over the rounds)",
+                    r.case
+                ),
+                measured: format!("{ratio:.2}×"),
+                goal: format!("≥ {GOAL}×"),
+                met: ratio >= GOAL,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

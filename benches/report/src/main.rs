@@ -355,10 +355,12 @@ fn goals_section(
     suites: &[(String, String, String)],
     results: &Path,
     local: Option<&Local>,
+    kinesis: Option<&kinesis::Kinesis>,
 ) {
     let mut goals = local.map(local_goals).unwrap_or_default();
+    goals.extend(kinesis.map(kinesis::goals).unwrap_or_default());
     for (name, status, _) in suites {
-        if status != "ran" || name == "local" {
+        if status != "ran" || name == "local" || name == "kinesis" {
             continue;
         }
         if let Ok(output) = std::fs::read_to_string(results.join(format!("{name}.txt"))) {
@@ -438,7 +440,7 @@ fn run(results: &Path, root: &Path) -> Result<(), String> {
         let _ = writeln!(md, "| {name} | {status} | {why} |");
     }
     md.push('\n');
-    goals_section(&mut md, &suites, results, local.as_ref());
+    goals_section(&mut md, &suites, results, local.as_ref(), kinesis.as_ref());
     if let Some(local) = &local {
         local_section(&mut md, local);
         plots::throughput_by_batch(&plots_dir.join("throughput-batch.svg"), &local.throughput)?;
@@ -474,4 +476,25 @@ fn run(results: &Path, root: &Path) -> Result<(), String> {
     std::fs::write(&out, md).map_err(|e| format!("writing {}: {e}", out.display()))?;
     println!("wrote {}", out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn goal_lines_printed_by_a_suite_become_rows_and_other_lines_are_ignored() {
+        let output = "round 1: produce raw 10/s\n\
+            goal: Kafka produce vs raw rdkafka | 1.02× | ≥ 0.95× | yes\n\
+            goal: bridge p99 latency | 61 ms | < 50 ms | no\n\
+            goal: malformed | only two\n";
+        let goals = printed_goals("kafka", output);
+        assert_eq!(goals.len(), 2);
+        assert_eq!(goals[0].row, "Kafka produce vs raw rdkafka");
+        assert_eq!(goals[0].measured, "1.02×");
+        assert!(goals[0].met);
+        assert_eq!(goals[1].goal, "< 50 ms");
+        assert!(!goals[1].met);
+        assert_eq!(goals[1].suite, "kafka");
+    }
 }
