@@ -1,5 +1,5 @@
 //! How a tributary event maps onto an Event Hubs (AMQP 1.0) message, exactly and reversibly,
-//! while staying a normal event for every other Event Hubs client. Version 1:
+//! while staying a normal event for every other Event Hubs client. Version 2:
 //!
 //! | event | message |
 //! |---|---|
@@ -8,14 +8,21 @@
 //! | key, anything else (binary, empty, longer) | application property `tributary-key` = the key (AMQP binary), and the partition key = its base64 (of its SHA-256 when that is empty or longer than 128 bytes), so equal keys still share a partition |
 //! | timestamp | application property `tributary-ts` = milliseconds since the epoch (AMQP long) |
 //! | headers with distinct names | one application property each, in order: a UTF-8 value as an AMQP string, any other value as AMQP binary |
-//! | headers with a repeated name, or named like one of the four properties here | application property `tributary-envelope` = `1` and the body = core's header block (`tributary::envelope`, the one the Pub/Sub and Pulsar backends write) + the payload |
-//! | (every event) | application property `tributary-v` = `1`: written by tributary, mapping version 1 |
+//! | headers with a repeated name, or named like one of the three properties here or `tributary-v` (version 1's mark, below) | application property `tributary-envelope` = `1` and the body = core's header block (`tributary::envelope`, the one the Pub/Sub and Pulsar backends write) + the payload |
+//! | (every event) | the message id (AMQP `properties`): a UUID of version 8 (RFC 9562's layout for ids of one's own) whose first six bytes are `trbtry` and whose seventh's low four bits are the mapping version (`2`); the last 62 bits differ per message. It marks a message tributary wrote |
+//!
+//! The mark is the message id, not an application property, because a message carries an id
+//! anyway (the SDK gives one without it a random UUID) while a property costs every message
+//! its bytes on the wire and its serialization by the SDK, twice per event sent. Version 1
+//! marked each message with the application property `tributary-v` = `1` instead (and let the
+//! SDK set a random id); it is still read as tributary's, and the name stays reserved, so a
+//! header named so goes in the envelope.
 //!
 //! Reading, every message is an event: the body is the payload (several `data` sections are
 //! joined; an `amqp-value` or `amqp-sequence` body reads as its text), application properties
 //! become headers in wire order (strings and binaries as their bytes, other AMQP types as their
 //! text: `42`, `true`, a timestamp as milliseconds), the partition key is the key, and
-//! `tributary-ts` the timestamp. A message other clients wrote (no `tributary-v`) also shows
+//! `tributary-ts` the timestamp. A message other clients wrote (without the mark) also shows
 //! the service's annotations as headers after its own: `x-opt-enqueued-time` (milliseconds),
 //! `x-opt-partition-key`, `x-opt-offset`, `x-opt-sequence-number`, and any other annotation
 //! (IoT Hub's system properties such as `iothub-connection-device-id`, see `iothub.rs`); AMQP
@@ -26,7 +33,11 @@
 //! time as its timestamp when another client wrote it.
 
 use std::borrow::Cow;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use azure_core::Uuid;
 use azure_core_amqp::message::{
     AmqpAnnotationKey, AmqpApplicationProperties, AmqpMessageBody, AmqpMessageId,
     AmqpMessageProperties,
@@ -46,9 +57,14 @@ pub(crate) const ENVELOPE: &str = envelope::ENVELOPE;
 /// Headers reach this mapping's envelope only when AMQP properties cannot hold them (repeated
 /// names), so core's envelope is asked for its header block, never for attributes.
 const BLOCK_ONLY: AttributeRules = AttributeRules::new(0, 0, 0, &[]);
-/// Marks a message tributary wrote, with the mapping's version.
+/// Marked a message tributary wrote with mapping version 1 (read, no longer written).
 pub(crate) const MARK: &str = "tributary-v";
-const MAPPING_VERSION: &str = "1";
+/// The first six bytes of the message id of a message tributary wrote.
+const MARK_TAG: [u8; 6] = *b"trbtry";
+/// The mapping version, in the low four bits of the message id's seventh byte.
+const MAPPING_VERSION: u8 = 2;
+/// What the marked message id adds to a message: 16 bytes and their AMQP framing.
+const MARK_BYTES: usize = 18;
 /// The longest partition key the service accepts.
 pub(crate) const MAX_PARTITION_KEY: usize = 128;
 
@@ -96,15 +112,47 @@ pub(crate) fn annotate_partition_key(message: &mut AmqpMessage, partition_key: S
     message.add_message_annotation(PARTITION_KEY.into(), AmqpValue::String(partition_key));
 }
 
+/// A message id that marks a message as tributary's (see the table above): a version 8 UUID
+/// with the tag, the mapping version, and 62 bits from a per-process random start plus a
+/// per-process count, so ids do not repeat within a process and seldom across processes.
+/// No allocation and no random draw per message (the SDK draws a random UUID for a message
+/// without an id).
+fn marked_id() -> Uuid {
+    static START: OnceLock<u64> = OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let start = *START.get_or_init(|| {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        std::process::id().hash(&mut hasher);
+        std::time::SystemTime::now().hash(&mut hasher);
+        hasher.finish()
+    });
+    let unique = start.wrapping_add(COUNT.fetch_add(1, Ordering::Relaxed));
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&MARK_TAG);
+    bytes[6] = 0x80 | MAPPING_VERSION;
+    // A byte of the start again: the count's top bits give way to the variant below.
+    bytes[7] = (start >> 56) as u8;
+    bytes[8..].copy_from_slice(&unique.to_be_bytes());
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    Uuid::from_bytes(bytes)
+}
+
+/// Whether a message id is one [`marked_id`] makes (any mapping version from 2 on).
+fn is_marked_id(id: &AmqpMessageId) -> bool {
+    match id {
+        AmqpMessageId::Uuid(uuid) => {
+            let bytes = uuid.as_bytes();
+            bytes[..6] == MARK_TAG && bytes[6] >> 4 == 8 && bytes[6] & 0x0f >= 2
+        }
+        _ => false,
+    }
+}
+
 /// Takes the event by value: its payload and header values move into the message (no copy
 /// when the caller's buffers are not shared), which is most of what producing costs here.
 pub(crate) fn encode(event: Event) -> Encoded {
     let mut properties = AmqpApplicationProperties::new();
-    properties.insert(
-        MARK.to_string(),
-        AmqpSimpleValue::String(MAPPING_VERSION.into()),
-    );
-    let mut size = MARK.len() + MAPPING_VERSION.len();
+    let mut size = MARK_BYTES;
     if let Some(key) = &event.key {
         if plain_key(key) {
             size += key.len();
@@ -137,10 +185,11 @@ pub(crate) fn encode(event: Event) -> Encoded {
         Vec::from(envelope::encode_headers(&event.headers, &event.payload, &BLOCK_ONLY).body)
     };
     size += body.len();
-    let message = AmqpMessage::builder()
+    let mut message = AmqpMessage::builder()
         .with_body(AmqpMessageBody::Binary(vec![body]))
         .with_application_properties(properties)
         .build();
+    message.set_message_id(marked_id());
     Encoded { message, size }
 }
 
@@ -238,7 +287,11 @@ impl Decoder {
         let mut key: Option<Bytes> = None;
         let mut timestamp = None;
         let mut enveloped = false;
-        let mut ours = false;
+        let mut ours = message
+            .properties
+            .as_ref()
+            .and_then(|p| p.message_id.as_ref())
+            .is_some_and(is_marked_id);
         if let Some(properties) = properties {
             for (name, value) in properties.0.iter() {
                 match name.as_str() {
@@ -435,145 +488,4 @@ fn annotation_bytes(value: &AmqpValue) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    /// Encodes, stamps the annotations the service adds on the way, and decodes: an event
-    /// tributary wrote must come back exactly, without them.
-    fn round_trip(event: &Event) -> Event {
-        let mut message = encode(event.clone()).message;
-        if let Some(key) = &event.key {
-            // As the SDK's batch or a single send stamps it.
-            annotate_partition_key(&mut message, partition_key(key).0);
-        }
-        message.add_message_annotation(SEQUENCE_NUMBER.into(), AmqpValue::Long(7));
-        message.add_message_annotation(OFFSET.into(), AmqpValue::String("4096".into()));
-        message.add_message_annotation(ENQUEUED_TIME.into(), AmqpValue::Long(1_700_000_000_000));
-        let received = decode(&message).unwrap();
-        assert_eq!(received.sequence_number, Some(7));
-        assert_eq!(received.offset.as_deref(), Some("4096"));
-        received.event
-    }
-
-    #[test]
-    fn plain_events_use_native_slots() {
-        let event = Event::new("body")
-            .with_key("customer-7")
-            .with_header("trace", "abc")
-            .with_header("raw", vec![0u8, 255])
-            .with_timestamp(Timestamp::from_millis(1_700_000_000_123));
-        let encoded = encode(event.clone());
-        assert_eq!(
-            partition_key(b"customer-7"),
-            ("customer-7".to_string(), false)
-        );
-        let properties = &encoded.message.application_properties.as_ref().unwrap().0;
-        let names: Vec<&str> = properties.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(names, ["tributary-v", "tributary-ts", "trace", "raw"]);
-        assert!(
-            properties
-                .iter()
-                .any(|(k, v)| k == "raw" && *v == AmqpSimpleValue::Binary(vec![0, 255]))
-        );
-        assert_eq!(round_trip(&event), event);
-    }
-
-    #[test]
-    fn repeated_names_use_the_envelope_and_binary_keys_a_property() {
-        let event = Event::new(vec![1u8, 2])
-            .with_key(vec![0xffu8, 0])
-            .with_header("a", "1")
-            .with_header("a", "2");
-        let encoded = encode(event.clone());
-        assert_eq!(partition_key(&[0xff, 0]), ("/wA=".to_string(), true));
-        let names: Vec<String> = encoded
-            .message
-            .application_properties
-            .as_ref()
-            .unwrap()
-            .0
-            .iter()
-            .map(|(k, _)| k.clone())
-            .collect();
-        assert_eq!(
-            names,
-            ["tributary-v", "tributary-key", "tributary-envelope"]
-        );
-        assert_eq!(round_trip(&event), event);
-    }
-
-    #[test]
-    fn long_keys_hash_into_a_valid_partition_key() {
-        let key = "k".repeat(500);
-        let (partition_key, binary) = partition_key(key.as_bytes());
-        assert!(binary && partition_key.len() <= MAX_PARTITION_KEY);
-        assert_eq!(partition_key, super::partition_key(key.as_bytes()).0);
-        let event = Event::new("x").with_key(key.clone());
-        assert_eq!(round_trip(&event), event);
-    }
-
-    #[test]
-    fn foreign_messages_read_as_plain_events_with_annotations() {
-        let mut properties = AmqpApplicationProperties::new();
-        properties.insert("count".into(), AmqpSimpleValue::Int(42));
-        properties.insert("name".into(), AmqpSimpleValue::String("x".into()));
-        let mut message = AmqpMessage::builder()
-            .with_body(AmqpMessageBody::Binary(vec![
-                b"hello ".to_vec(),
-                b"world".to_vec(),
-            ]))
-            .with_application_properties(properties)
-            .build();
-        message.add_message_annotation(SEQUENCE_NUMBER.into(), AmqpValue::Long(7));
-        message.add_message_annotation(OFFSET.into(), AmqpValue::String("4096".into()));
-        message.add_message_annotation(PARTITION_KEY.into(), AmqpValue::String("pk".into()));
-        message.add_message_annotation(
-            ENQUEUED_TIME.into(),
-            AmqpValue::TimeStamp(azure_core_amqp::AmqpTimestamp(Some(
-                std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_000),
-            ))),
-        );
-        let received = decode(&message).unwrap();
-        assert_eq!(received.sequence_number, Some(7));
-        assert_eq!(received.offset.as_deref(), Some("4096"));
-        let event = received.event;
-        assert_eq!(event.payload.as_ref(), b"hello world");
-        assert_eq!(event.key.as_deref(), Some(&b"pk"[..]));
-        assert_eq!(
-            event.timestamp,
-            Some(Timestamp::from_millis(1_700_000_000_000))
-        );
-        let headers: Vec<(&str, &[u8])> =
-            event.headers.iter().map(|(k, v)| (k, v.as_ref())).collect();
-        assert_eq!(
-            headers,
-            [
-                ("count", &b"42"[..]),
-                ("name", b"x"),
-                (SEQUENCE_NUMBER, b"7"),
-                (OFFSET, b"4096"),
-                (PARTITION_KEY, b"pk"),
-                (ENQUEUED_TIME, b"1700000000000"),
-            ]
-        );
-    }
-
-    proptest! {
-        #[test]
-        fn any_event_round_trips(
-            key in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
-            payload in proptest::collection::vec(any::<u8>(), 0..64),
-            headers in proptest::collection::vec(("[a-z\u{e9}]{1,4}", proptest::collection::vec(any::<u8>(), 0..8)), 0..6),
-            timestamp in proptest::option::of(any::<i64>()),
-        ) {
-            let mut event = Event::new(payload);
-            event.key = key.map(Bytes::from);
-            for (name, value) in headers {
-                event.headers.append(name, value);
-            }
-            event.timestamp = timestamp.map(Timestamp::from_millis);
-            prop_assert_eq!(round_trip(&event), event);
-        }
-    }
-}
+mod tests;

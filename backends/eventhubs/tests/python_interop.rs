@@ -182,6 +182,16 @@ async fn tributary_sends_python_reads() {
         assert!(!seen[i], "event {i} twice");
         seen[i] = true;
         assert_eq!(r["partition_key"], format!("trib-key-{}", i % 5));
+        // The headers and the event time, and nothing of tributary's own: the mark is the
+        // message id.
+        let mut names: Vec<&str> = r["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        names.sort_unstable();
+        assert_eq!(names, ["n", "raw", "tributary-ts"]);
         // pyamqp hands out AMQP strings and binaries alike as bytes.
         assert_eq!(r["properties"]["n"]["hex"], hex(i.to_string().as_bytes()));
         assert_eq!(

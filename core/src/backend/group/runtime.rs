@@ -9,6 +9,7 @@
 //! - `partition.rs`: an owned partition taken on and dropped, and its reader task.
 
 mod delivery;
+pub(super) use delivery::Deliveries;
 mod partition;
 
 use super::coordinator::{self, Request};

@@ -15,6 +15,34 @@ use crate::{AckHandle, Delivery, Error, Outcome, PartitionId, Result, Ticket};
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
+/// Where [`Runtime::take`] puts deliveries: a vector for `receive_batch`, a single slot for
+/// `receive`, which so allocates no vector per call for its one delivery.
+pub(in crate::backend::group) trait Deliveries {
+    /// How many it holds.
+    fn len(&self) -> usize;
+    /// Adds one; `take` never adds more than it was asked for.
+    fn push(&mut self, delivery: Delivery);
+}
+
+impl Deliveries for Vec<Delivery> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn push(&mut self, delivery: Delivery) {
+        Vec::push(self, delivery);
+    }
+}
+
+impl Deliveries for Option<Delivery> {
+    fn len(&self) -> usize {
+        usize::from(self.is_some())
+    }
+    fn push(&mut self, delivery: Delivery) {
+        debug_assert!(self.is_none(), "one slot, asked for at most one delivery");
+        *self = Some(delivery);
+    }
+}
+
 impl Runtime {
     /// Takes up to `max` deliveries for `member` into `out`: redeliveries first, then buffered
     /// events, from the member's partitions starting at `rotate`. An error (the group's fatal
@@ -24,7 +52,7 @@ impl Runtime {
         member: u64,
         max: usize,
         rotate: usize,
-        out: &mut Vec<Delivery>,
+        out: &mut impl Deliveries,
     ) -> Result<()> {
         let mut guard = self.state.lock();
         let state = &mut *guard;
