@@ -35,7 +35,8 @@
 //!   (`producer.rs`). A record held back that way holds back only its key: a call is filled
 //!   with the waiting records of other keys, oldest first, so keys spread over a batch fill
 //!   whole calls while a single hot key sends one record per round trip (unless
-//!   `aggregate=true`).
+//!   `aggregate=true`). A `send_batch` of free, distinct keys that fits one call makes its
+//!   call in the caller's task, without a hand-off to the producer's driver task.
 //! - A group is a set of leases, one per shard, in a DynamoDB table in the KCL 2.x schema
 //!   (`dynamodb/`), shared by every consumer of the group in any process; shards move between
 //!   consumers as they come and go, and a child shard (after a split or merge) is read only

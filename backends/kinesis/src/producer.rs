@@ -13,16 +13,29 @@
 //! spread over many keys, keyless events (each gets its own spread key), and aggregated records
 //! batch fully (500 records or 5 MiB per call).
 //!
-//! One driver task per producer owns the queue; `send` and `send_batch` hand their records to
-//! it through a bounded channel and wait for their receipts, so a slow stream pushes back on
-//! senders instead of growing memory.
+//! A `send_batch` that fits one call, holds each of its keys once, none of them in flight, and
+//! finds no record with the driver makes its call itself, in the caller's task, and builds its
+//! receipts from the answer (`direct.rs`): no task hand-off between one call's answer and the
+//! next call. The driver and these direct sends share one set of in-flight keys and one count
+//! of calls out (`max_requests_in_flight` bounds both), under a short lock never held across
+//! an await. What the service refuses there goes to the driver, with its backoff, before the
+//! batch answers. A direct send dropped while its call is out lets the call finish in a task of
+//! its own before its keys are free, so no later record of those keys can overtake it.
+//!
+//! Everything else (`send`, batches with a busy or repeated key, over one call, `aggregate=true`,
+//! and any batch while the driver holds records) goes to one driver task per producer, which
+//! owns the queue; those senders hand their records to it through a bounded channel and wait
+//! for their receipts, so a slow stream pushes back on senders instead of growing memory.
 
+mod direct;
 mod driver;
 mod queue;
 
+use direct::Shared;
 use driver::Driver;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -89,6 +102,15 @@ impl ProducerSettings {
 struct Prepared {
     partition_key: PartitionKey,
     data: Bytes,
+    /// For a record the service refused on the direct path.
+    retry: Option<Retry>,
+}
+
+/// When a record refused on the direct path may go again, and until when it is retried.
+#[derive(Clone, Copy)]
+struct Retry {
+    not_before: Instant,
+    deadline: Instant,
 }
 
 struct Submit {
@@ -103,6 +125,8 @@ enum Command {
 
 /// A tributary producer for one stream.
 pub(crate) struct KinesisProducer {
+    client: Client,
+    shared: Arc<Shared>,
     stream: String,
     settings: ProducerSettings,
     commands: mpsc::Sender<Command>,
@@ -113,8 +137,20 @@ pub(crate) struct KinesisProducer {
 impl KinesisProducer {
     pub(crate) fn start(client: Client, stream: &str, settings: ProducerSettings) -> Self {
         let (commands, receiver) = mpsc::channel(256);
-        tokio::spawn(Driver::new(client, stream, settings.clone(), receiver).run());
+        let shared = Shared::new();
+        tokio::spawn(
+            Driver::new(
+                client.clone(),
+                stream,
+                settings.clone(),
+                receiver,
+                shared.clone(),
+            )
+            .run(),
+        );
         KinesisProducer {
+            client,
+            shared,
             stream: stream.to_owned(),
             settings,
             commands,
@@ -140,15 +176,28 @@ impl KinesisProducer {
         Ok(Prepared {
             partition_key: encoded.partition_key,
             data: encoded.data,
+            retry: None,
         })
     }
 
     async fn submit(&self, records: Vec<Prepared>) -> Result<Vec<Receipt>> {
+        self.shared.state.lock().driver_records += records.len();
+        self.submit_counted(records).await
+    }
+
+    /// Hands records already counted in `driver_records` to the driver.
+    async fn submit_counted(&self, records: Vec<Prepared>) -> Result<Vec<Receipt>> {
         let (reply, receipts) = oneshot::channel();
+        // Uncounted again if this is dropped before the driver has them.
+        let mut handing = Handing {
+            shared: &self.shared,
+            count: records.len(),
+        };
         self.commands
             .send(Command::Submit(Submit { records, reply }))
             .await
             .map_err(|_| self.driver_gone())?;
+        handing.count = 0;
         receipts.await.map_err(|_| self.driver_gone())?
     }
 
@@ -157,12 +206,17 @@ impl KinesisProducer {
     }
 
     async fn flush_queue(&self) -> Result<()> {
+        let mark = self.shared.state.lock().next_direct;
         let (done, wait) = oneshot::channel();
         self.commands
             .send(Command::Flush(done))
             .await
             .map_err(|_| self.driver_gone())?;
-        wait.await.map_err(|_| self.driver_gone())
+        wait.await.map_err(|_| self.driver_gone())?;
+        // Direct sends begun before the flush, with any records they handed to the driver
+        // since.
+        self.shared.direct_before(mark).await;
+        Ok(())
     }
 }
 
@@ -184,7 +238,10 @@ impl Producer for KinesisProducer {
         if prepared.is_empty() {
             return Ok(Vec::new());
         }
-        self.submit(prepared).await
+        match self.try_direct(prepared).await {
+            Ok(done) => done,
+            Err(prepared) => self.submit(prepared).await,
+        }
     }
 
     async fn flush(&self) -> Result<()> {
@@ -197,6 +254,20 @@ impl Producer for KinesisProducer {
             self.flush_queue().await?;
         }
         Ok(())
+    }
+}
+
+/// Records counted as the driver's while they are on their way to it.
+struct Handing<'a> {
+    shared: &'a Shared,
+    count: usize,
+}
+
+impl Drop for Handing<'_> {
+    fn drop(&mut self) {
+        if self.count > 0 {
+            self.shared.state.lock().driver_records -= self.count;
+        }
     }
 }
 

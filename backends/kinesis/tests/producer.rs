@@ -317,3 +317,104 @@ async fn per_key_order_holds_under_throttling() {
         }
     }
 }
+
+/// Batches of distinct free keys make their calls directly (in the sending task): records the
+/// throttled emulator refuses there go to the driver for their retries, and no later record of
+/// their key overtakes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_key_order_holds_under_throttling_on_the_direct_path() {
+    const TASKS: usize = 4;
+    // Four calls of 500 at once: twice what two shards take in a second.
+    const KEYS_PER_TASK: usize = 500;
+    const BATCHES: usize = 6;
+    const EVENTS: usize = TASKS * KEYS_PER_TASK * BATCHES;
+    let Some(server) = common::own_kinesis(&["--enforce-limits"]) else {
+        return;
+    };
+    let raw = raw_client(server.url());
+    let stream = unique_name("direct");
+    raw.create_stream()
+        .stream_name(&stream)
+        .shard_count(2)
+        .send()
+        .await
+        .unwrap();
+    let backend = connect(server.url(), "").await;
+    backend.describe_stream(&stream).await.unwrap();
+    let producer = std::sync::Arc::new(backend.producer(&stream).await.unwrap());
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let producer = producer.clone();
+            tokio::spawn(async move {
+                // Task t owns its keys; each batch holds one event of each, in order.
+                for b in 0..BATCHES {
+                    let batch = (0..KEYS_PER_TASK)
+                        .map(|k| {
+                            let key = t * KEYS_PER_TASK + k;
+                            Event::new(format!("{key:04}:{:06}", b * 10_000 + key))
+                                .with_key(format!("key-{key:04}"))
+                        })
+                        .collect();
+                    producer.send_batch(batch).await.expect("send_batch");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let records = read_all(&raw, &stream, EVENTS).await;
+    let mut last: HashMap<String, usize> = HashMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for (_, record) in &records {
+        let text = String::from_utf8(record.data().as_ref().to_vec()).unwrap();
+        let (key, index) = text.split_once(':').unwrap();
+        let index: usize = index.parse().unwrap();
+        assert!(seen.insert(index), "event {index} stored twice");
+        if let Some(previous) = last.insert(key.to_owned(), index) {
+            assert!(
+                previous < index,
+                "key {key}: event {previous} stored after {index}"
+            );
+        }
+    }
+    assert_eq!(seen.len(), EVENTS, "every event stored");
+}
+
+/// A `send_batch` dropped while its call is out leaves its keys to the next send of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_send_batch_leaves_no_later_send_waiting() {
+    let server = require_peer!(Peer::Kinesis);
+    let raw = raw_client(server.url());
+    let stream = unique_name("dropped");
+    raw.create_stream()
+        .stream_name(&stream)
+        .shard_count(1)
+        .send()
+        .await
+        .unwrap();
+    let backend = connect(server.url(), "").await;
+    let producer = backend.producer(&stream).await.unwrap();
+    let batch = || {
+        (0..100)
+            .map(|k| Event::new(format!("{k}")).with_key(format!("k{k}")))
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..20 {
+        // Dropped at once, or after its call has started: either way its keys come free.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_micros(200),
+            producer.send_batch(batch()),
+        )
+        .await;
+        tokio::time::timeout(common::WAIT, producer.send_batch(batch()))
+            .await
+            .expect("a send after a dropped one finishes")
+            .unwrap();
+    }
+    tokio::time::timeout(common::WAIT, producer.flush())
+        .await
+        .expect("flush finishes")
+        .unwrap();
+    producer.close().await.unwrap();
+}

@@ -1,6 +1,7 @@
 //! The producer's driver task: plans PutRecords calls that keep each partition key's records
 //! in order, sends them, and retries what the service refused, with backoff.
 
+use super::direct::Shared;
 use super::*;
 
 pub(super) struct SubmitState {
@@ -49,7 +50,7 @@ pub(super) struct Plan {
 /// is a slower producer, not an unbounded one.
 pub(super) type KeyHasher = foldhash::fast::RandomState;
 
-type CallResult =
+pub(super) type CallResult =
     std::result::Result<aws_sdk_kinesis::operation::put_records::PutRecordsOutput, Error>;
 
 pub(super) struct Driver {
@@ -60,8 +61,8 @@ pub(super) struct Driver {
     /// Queued records by arrival order (a retried record keeps its place).
     pub(super) queue: Queue,
     pub(super) submits: BTreeMap<u64, SubmitState>,
-    /// Partition keys with a record in flight (or planned into the call being built).
-    pub(super) busy: HashSet<PartitionKey, KeyHasher>,
+    /// The keys in flight (from either path) and the calls out, shared with direct sends.
+    pub(super) shared: Arc<Shared>,
     /// The `PutRecords` calls out, each its own task (so that encoding, signing and reading
     /// the answers of several calls use every worker thread, not only the driver's), and the
     /// units each carries. Dropping the driver aborts them.
@@ -76,6 +77,8 @@ pub(super) struct Driver {
     pub(super) next_submit: u64,
     /// Records accepted and not yet settled.
     pub(super) queued: usize,
+    /// Records settled in this pass, to take off `driver_records` under one lock.
+    pub(super) settled: usize,
 }
 
 impl Driver {
@@ -84,6 +87,7 @@ impl Driver {
         stream: &str,
         settings: ProducerSettings,
         receiver: mpsc::Receiver<Command>,
+        shared: Arc<Shared>,
     ) -> Self {
         Driver {
             client,
@@ -92,7 +96,7 @@ impl Driver {
             receiver,
             queue: Queue::new(),
             submits: BTreeMap::new(),
-            busy: HashSet::default(),
+            shared,
             calls: JoinSet::new(),
             in_flight: HashMap::new(),
             partitions: HashMap::default(),
@@ -100,6 +104,7 @@ impl Driver {
             next_retry: None,
             next_submit: 0,
             queued: 0,
+            settled: 0,
         }
     }
 
@@ -118,7 +123,9 @@ impl Driver {
             if linger_over && self.next_retry.is_none_or(|t| t <= now) {
                 self.next_retry = None;
             }
-            while self.calls.len() < self.settings.max_requests_in_flight && linger_over {
+            while linger_over
+                && self.shared.state.lock().calls_out < self.settings.max_requests_in_flight
+            {
                 let Some(units) = self.next_call(now) else {
                     break;
                 };
@@ -150,6 +157,8 @@ impl Driver {
                     self.joined(joined)
                 }
                 _ = sleep_until(wake), if wake.is_some() => {}
+                // A direct send freed keys or a call slot.
+                _ = self.shared.wake.notified(), if self.queue.waiting() > 0 => {}
             }
         }
     }
@@ -167,9 +176,9 @@ impl Driver {
                 partition_key: record.partition_key,
                 data: record.data,
                 arrived: now,
-                attempts: 0,
-                not_before: None,
-                deadline,
+                attempts: u32::from(record.retry.is_some()),
+                not_before: record.retry.map(|r| r.not_before),
+                deadline: record.retry.map_or(deadline, |r| r.deadline),
             });
         }
         self.queued += count;
@@ -197,6 +206,7 @@ impl Driver {
         let mut plans: Vec<Plan> = Vec::new();
         let mut open_plan: HashMap<&[u8], usize, KeyHasher> = HashMap::default();
         let mut bytes = 0;
+        let mut shared = self.shared.state.lock();
         for (seq, entry) in self.queue.iter_waiting() {
             let key = entry.partition_key.as_bytes();
             if blocked.contains(key) {
@@ -204,7 +214,7 @@ impl Driver {
             }
             let planned = open_plan.get(key).copied();
             // In flight, or already planned into this call as a plain record.
-            if planned.is_none() && self.busy.contains(key) {
+            if planned.is_none() && shared.busy.contains(key) {
                 continue;
             }
             if let Some(until) = entry.not_before.filter(|t| *t > now) {
@@ -261,7 +271,7 @@ impl Driver {
                 size,
                 closed: false,
             });
-            self.busy.insert(entry.partition_key.clone());
+            shared.busy.insert(entry.partition_key.clone());
             if self.settings.aggregate
                 && Aggregator::new().size_with(&user()) + key.len()
                     <= self.settings.aggregate_max_bytes
@@ -269,6 +279,7 @@ impl Driver {
                 open_plan.insert(key, plans.len() - 1);
             }
         }
+        drop(shared);
         if plans.is_empty() {
             return None;
         }
@@ -319,6 +330,7 @@ impl Driver {
             .send();
         let timeout = self.settings.call_timeout;
         let stream = self.stream.clone();
+        self.shared.state.lock().calls_out += 1;
         let task = self.calls.spawn(async move {
             let what = format!("put records on stream `{stream}`");
             timed(timeout, &what, request).await
@@ -342,6 +354,7 @@ impl Driver {
                 ))),
             ),
         };
+        self.shared.state.lock().calls_out -= 1;
         let units = self.in_flight.remove(&id).unwrap_or_default();
         self.settle(units, result);
     }
@@ -387,6 +400,9 @@ impl Driver {
                 }
             }
         }
+        if self.settled > 0 {
+            self.shared.state.lock().driver_records -= std::mem::take(&mut self.settled);
+        }
         self.settle_flushes();
     }
 
@@ -399,7 +415,7 @@ impl Driver {
                 p
             }
         };
-        self.busy.remove(&unit.partition_key);
+        self.shared.state.lock().busy.remove(&unit.partition_key);
         for (sub, seq) in unit.seqs().enumerate() {
             let Some(entry) = self.queue.settle(seq) else {
                 continue;
@@ -428,7 +444,7 @@ impl Driver {
         longest: Duration,
         now: Instant,
     ) {
-        self.busy.remove(&unit.partition_key);
+        self.shared.state.lock().busy.remove(&unit.partition_key);
         for seq in unit.seqs() {
             let Some(entry) = self.queue.sent_mut(seq) else {
                 continue;
@@ -460,6 +476,7 @@ impl Driver {
 
     pub(super) fn resolve(&mut self, submit: u64, index: usize, result: Result<Receipt>) {
         self.queued = self.queued.saturating_sub(1);
+        self.settled += 1;
         let Some(state) = self.submits.get_mut(&submit) else {
             return;
         };

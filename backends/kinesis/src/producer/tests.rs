@@ -24,6 +24,7 @@ fn driver(aggregate: bool) -> Driver {
         "s",
         settings(aggregate),
         receiver,
+        Shared::new(),
     )
 }
 
@@ -35,6 +36,7 @@ fn submit(driver: &mut Driver, records: &[(&str, usize)]) {
             .map(|(key, size)| Prepared {
                 partition_key: PartitionKey::from(*key),
                 data: Bytes::from(vec![b'x'; *size]),
+                retry: None,
             })
             .collect(),
         reply,
