@@ -1,7 +1,7 @@
 //! tributary's Pub/Sub producer and consumer beside the raw `google-cloud-pubsub` client doing
 //! the same work, against the same pstest (started by the fixture) in the same run.
 //!
-//! `cargo bench -p tributary-pubsub --bench pubsub [-- EVENTS]` prints a table and a `goal:`
+//! `cargo bench -p tributary-pubsub --bench pubsub [-- EVENTS]` (or `BENCH_PUBSUB_EVENTS`) prints a table and a `goal:`
 //! line; nothing is asserted. `BENCH_PUBSUB_ROUNDS` (default 4) rounds alternate which side goes
 //! first. Same work means: the same messages (100-byte data, an ordering key out of 1000, one
 //! attribute: what tributary's mapping makes of an event with a key and one header), one
@@ -275,9 +275,10 @@ fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
 }
 
 fn main() {
-    let n: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
+    let n: usize = std::env::var("BENCH_PUBSUB_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .or_else(|| std::env::args().skip(1).find_map(|a| a.parse().ok()))
         .unwrap_or(100_000);
     let rounds: usize = std::env::var("BENCH_PUBSUB_ROUNDS")
         .ok()
