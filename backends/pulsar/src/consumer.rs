@@ -37,9 +37,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use pulsar::message::proto::MessageIdData;
 use tokio::sync::{Notify, mpsc, oneshot};
-use tributary::{
-    AckHandle, Acknowledge, Consumer, Delivery, Error, Event, Outcome, PartitionId, Result,
-};
+use tributary::backend::{AckToken, SharedAcknowledge};
+use tributary::{AckHandle, Consumer, Delivery, Error, Event, Outcome, PartitionId, Result};
 
 use crate::position::MessagePosition;
 
@@ -99,13 +98,62 @@ pub(crate) struct State {
     pub ready_cap: usize,
     pub in_flight: usize,
     pub max_in_flight: usize,
+    /// Deliveries handed out and not settled yet, at the index their handle's token names:
+    /// kept here, for a nack to put back, instead of in a box per handle.
+    pub flight: Flight,
     /// An error for the next `receive()`.
     pub failure: Option<Error>,
     pub stopped: bool,
     pub lag: Option<u64>,
 }
 
+/// A slab of deliveries in flight.
+#[derive(Default)]
+pub(crate) struct Flight {
+    slots: Vec<Option<Pending>>,
+    free: Vec<usize>,
+}
+
+impl Flight {
+    fn insert(&mut self, pending: Pending) -> usize {
+        match self.free.pop() {
+            Some(index) => {
+                self.slots[index] = Some(pending);
+                index
+            }
+            None => {
+                self.slots.push(Some(pending));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    /// Each handle settles once, so an index is taken once before it is handed out again.
+    fn take(&mut self, index: usize) -> Option<Pending> {
+        let pending = self.slots.get_mut(index)?.take()?;
+        self.free.push(index);
+        Some(pending)
+    }
+}
+
 impl State {
+    /// Hands `pending` out: the delivery, its event shared with the copy kept for a nack.
+    fn deliver(&mut self, pending: Pending, acks: &Arc<PulsarAcks>, partitioned: bool) -> Delivery {
+        let partition = if partitioned { pending.slot as u32 } else { 0 };
+        let event = pending.event.clone();
+        let position = pending.position.to_position();
+        let attempt = pending.attempt;
+        let index = self.flight.insert(pending);
+        self.in_flight += 1;
+        Delivery {
+            event,
+            partition: Some(PartitionId::from(partition)),
+            position: Some(position),
+            attempt: Some(attempt),
+            handle: AckHandle::shared(acks.clone(), AckToken([index as u64, 0, 0])),
+        }
+    }
+
     /// The next due event, round robin over partitions; or when the earliest nacked one is due.
     fn take(&mut self, now: Instant) -> Result<Pending, Option<Instant>> {
         let n = self.partitions.len();
@@ -176,19 +224,19 @@ pub(crate) enum Command {
     },
 }
 
-struct PulsarAck {
-    pending: Option<Pending>,
-    shared: Arc<Shared>,
-    to_driver: mpsc::UnboundedSender<Command>,
+/// Settles every delivery of one consumer (one allocation per consumer, not per delivery).
+pub(crate) struct PulsarAcks {
+    pub shared: Arc<Shared>,
+    pub to_driver: mpsc::UnboundedSender<Command>,
 }
 
-impl Acknowledge for PulsarAck {
-    fn settle(mut self: Box<Self>, outcome: Outcome) {
-        let Some(mut pending) = self.pending.take() else {
+impl SharedAcknowledge for PulsarAcks {
+    fn settle_delivery(&self, token: AckToken, outcome: Outcome) {
+        let mut state = self.shared.state.lock();
+        let Some(mut pending) = state.flight.take(token.0[0] as usize) else {
             return;
         };
         let slot = pending.slot;
-        let mut state = self.shared.state.lock();
         state.in_flight = state.in_flight.saturating_sub(1);
         match outcome {
             Outcome::Ack => {
@@ -220,6 +268,7 @@ pub(crate) struct PulsarConsumer {
     pub(crate) stream: String,
     pub(crate) shared: Arc<Shared>,
     pub(crate) to_driver: mpsc::UnboundedSender<Command>,
+    pub(crate) acks: Arc<PulsarAcks>,
     pub(crate) closed: AtomicBool,
     /// `true` when the stream is partitioned (partition ids are then the indexes).
     pub(crate) partitioned: bool,
@@ -228,25 +277,6 @@ pub(crate) struct PulsarConsumer {
 impl PulsarConsumer {
     fn closed_error(&self) -> Error {
         Error::closed(format!("consumer of `{}` is closed", self.stream))
-    }
-
-    fn delivery(&self, pending: Pending) -> Delivery {
-        let partition = if self.partitioned {
-            pending.slot as u32
-        } else {
-            0
-        };
-        Delivery {
-            event: pending.event.clone(),
-            partition: Some(PartitionId::from(partition)),
-            position: Some(pending.position.to_position()),
-            attempt: Some(pending.attempt),
-            handle: AckHandle::new(Box::new(PulsarAck {
-                pending: Some(pending),
-                shared: self.shared.clone(),
-                to_driver: self.to_driver.clone(),
-            })),
-        }
     }
 }
 
@@ -270,12 +300,10 @@ impl Consumer for PulsarConsumer {
                 } else {
                     match state.take(Instant::now()) {
                         Ok(pending) => {
-                            state.in_flight += 1;
                             if state.queued + 1 == state.ready_cap {
                                 self.shared.room.notify_one();
                             }
-                            drop(state);
-                            return Ok(self.delivery(pending));
+                            return Ok(state.deliver(pending, &self.acks, self.partitioned));
                         }
                         Err(earliest) => earliest,
                     }
@@ -302,8 +330,7 @@ impl Consumer for PulsarConsumer {
                 let now = Instant::now();
                 while batch.len() < max && state.in_flight < state.max_in_flight {
                     let Ok(pending) = state.take(now) else { break };
-                    state.in_flight += 1;
-                    batch.push(self.delivery(pending));
+                    batch.push(state.deliver(pending, &self.acks, self.partitioned));
                 }
                 if state.queued < state.ready_cap {
                     self.shared.room.notify_one();

@@ -19,9 +19,9 @@ use std::collections::HashMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use pulsar::message::proto::MessageMetadata;
+use pulsar::message::proto::{KeyValue, MessageMetadata};
 use tributary::envelope::{self, AttributeRules};
-use tributary::{Event, Timestamp};
+use tributary::{Event, Headers, Timestamp};
 
 /// Pulsar properties have no limits of their own beyond the message size.
 const RULES: AttributeRules = AttributeRules::unlimited();
@@ -95,10 +95,76 @@ pub(crate) fn encode(event: &Event) -> Encoded {
     encoded
 }
 
-/// Reads a message back. A malformed envelope yields the message as it came (every property a
-/// header) and the reason, for a log line; nothing panics, nothing is dropped.
-pub(crate) fn decode(data: Bytes, metadata: &MessageMetadata) -> (Event, Option<String>) {
+/// Reads a message back, taking its metadata apart: the key and the properties move into the
+/// event instead of being copied. A malformed envelope yields the message as it came (every
+/// property a header) and the reason, for a log line; nothing panics, nothing is dropped.
+pub(crate) fn decode(data: Bytes, mut metadata: MessageMetadata) -> (Event, Option<String>) {
     let mut problem = None;
+    let b64 = metadata.partition_key_b64_encoded();
+    let key = match metadata.partition_key.take() {
+        Some(key) if b64 => match BASE64.decode(key.as_bytes()) {
+            Ok(raw) => Some(Bytes::from(raw)),
+            Err(e) => {
+                problem = Some(format!("the base64 partition key does not decode: {e}"));
+                Some(Bytes::from(key.into_bytes()))
+            }
+        },
+        Some(key) => Some(Bytes::from(key.into_bytes())),
+        None => metadata.ordering_key.take().map(Bytes::from),
+    };
+    let mut event = Event::new(data);
+    event.key = key;
+    if let Some(headers) = plain_properties(&mut metadata.properties) {
+        // No tributary property and no repeated name: the headers are the properties in
+        // name order, as `envelope::decode_headers` would make them, without its map.
+        let ms = metadata
+            .event_time
+            .filter(|&t| t > 0)
+            .unwrap_or(metadata.publish_time);
+        event.timestamp = Some(Timestamp::from_millis(ms as i64));
+        event.headers = headers;
+        return (event, problem);
+    }
+    decode_properties(event, &metadata, problem)
+}
+
+/// The properties as headers in name order, moved out of `wire`, when none is tributary's own
+/// and no name repeats (what tributary writes for a few headers, and what most clients do);
+/// `None`, and `wire` untouched, otherwise.
+fn plain_properties(wire: &mut Vec<KeyValue>) -> Option<Headers> {
+    // Quadratic, so only for a handful; more go through the map.
+    const FEW: usize = 8;
+    if wire.len() > FEW {
+        return None;
+    }
+    let reserved = |name: &str| {
+        matches!(
+            name,
+            envelope::ENVELOPE | envelope::ORDER | envelope::TIMESTAMP
+        )
+    };
+    for (i, kv) in wire.iter().enumerate() {
+        if reserved(&kv.key) || wire[..i].iter().any(|earlier| earlier.key == kv.key) {
+            return None;
+        }
+    }
+    let mut properties = std::mem::take(wire);
+    properties.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    Some(
+        properties
+            .into_iter()
+            .map(|kv| (kv.key, Bytes::from(kv.value.into_bytes())))
+            .collect(),
+    )
+}
+
+/// Everything else: tributary's own properties (the header order, the envelope, an old
+/// timestamp) and repeated names.
+fn decode_properties(
+    mut event: Event,
+    metadata: &MessageMetadata,
+    mut problem: Option<String>,
+) -> (Event, Option<String>) {
     let mut properties: HashMap<String, String> = metadata
         .properties
         .iter()
@@ -111,20 +177,6 @@ pub(crate) fn decode(data: Bytes, metadata: &MessageMetadata) -> (Event, Option<
             .properties
             .iter()
             .map(|kv| (kv.key.clone(), kv.value.clone()))
-    };
-    let key = match (
-        &metadata.partition_key,
-        metadata.partition_key_b64_encoded(),
-    ) {
-        (Some(key), true) => match BASE64.decode(key.as_bytes()) {
-            Ok(raw) => Some(Bytes::from(raw)),
-            Err(e) => {
-                problem = Some(format!("the base64 partition key does not decode: {e}"));
-                Some(Bytes::from(key.clone().into_bytes()))
-            }
-        },
-        (Some(key), false) => Some(Bytes::from(key.clone().into_bytes())),
-        (None, _) => metadata.ordering_key.clone().map(Bytes::from),
     };
     let ts_property = properties.remove(envelope::TIMESTAMP);
     let timestamp = match (metadata.event_time.filter(|&t| t > 0), ts_property) {
@@ -140,8 +192,6 @@ pub(crate) fn decode(data: Bytes, metadata: &MessageMetadata) -> (Event, Option<
         },
         (None, None) => Some(Timestamp::from_millis(metadata.publish_time as i64)),
     };
-    let mut event = Event::new(data.clone());
-    event.key = key;
     event.timestamp = timestamp;
     if repeated && !properties.contains_key(envelope::ENVELOPE) {
         // A client that repeats a property name: keep every one, in wire order.
@@ -150,7 +200,7 @@ pub(crate) fn decode(data: Bytes, metadata: &MessageMetadata) -> (Event, Option<
             .collect();
         return (event, problem);
     }
-    match envelope::decode_headers(data, properties) {
+    match envelope::decode_headers(event.payload.clone(), properties) {
         Ok(decoded) => {
             event.headers = decoded.headers;
             event.payload = decoded.payload;
@@ -170,7 +220,6 @@ pub(crate) fn decode(data: Bytes, metadata: &MessageMetadata) -> (Event, Option<
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use pulsar::message::proto::KeyValue;
 
     /// What the broker hands a consumer for `encoded`, publish time 42.
     fn as_received(encoded: &Encoded) -> MessageMetadata {
@@ -194,7 +243,7 @@ mod tests {
 
     fn round_trip(event: &Event) -> Event {
         let encoded = encode(event);
-        let (decoded, problem) = decode(encoded.payload.clone(), &as_received(&encoded));
+        let (decoded, problem) = decode(encoded.payload.clone(), as_received(&encoded));
         assert_eq!(problem, None);
         decoded
     }
@@ -250,7 +299,7 @@ mod tests {
             publish_time: 7,
             ..Default::default()
         };
-        let (event, problem) = decode(Bytes::from_static(b"x"), &metadata);
+        let (event, problem) = decode(Bytes::from_static(b"x"), metadata.clone());
         assert_eq!(problem, None);
         assert_eq!(
             event.key.as_deref(),
@@ -265,7 +314,7 @@ mod tests {
             key: "b".into(),
             value: "3".into(),
         });
-        let (event, _) = decode(Bytes::from_static(b"x"), &repeated);
+        let (event, _) = decode(Bytes::from_static(b"x"), repeated);
         assert_eq!(event.headers.get_all("b").count(), 2, "{:?}", event.headers);
     }
 
@@ -278,7 +327,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let (event, problem) = decode(Bytes::from_static(b"\x00\x00\x00\x09ab"), &metadata);
+        let (event, problem) = decode(Bytes::from_static(b"\x00\x00\x00\x09ab"), metadata);
         assert!(problem.is_some());
         assert_eq!(event.payload.as_ref(), b"\x00\x00\x00\x09ab");
         assert_eq!(event.headers.len(), 1);

@@ -14,7 +14,9 @@ use tributary::{Consumer, ConsumerOptions, Error, Producer, Result, StartPositio
 
 use super::PulsarBackend;
 use crate::config::{SubscriptionType, TopicName};
-use crate::consumer::{self, Command, Driver, PartitionQueue, PulsarConsumer, Shared, State};
+use crate::consumer::{
+    self, Command, Driver, PartitionQueue, PulsarAcks, PulsarConsumer, Shared, State,
+};
 use crate::error::{map, timed_out};
 use crate::position::MessagePosition;
 use crate::producer;
@@ -126,6 +128,7 @@ impl PulsarBackend {
                 ready_cap: self.config.receiver_queue.max(1) as usize,
                 in_flight: 0,
                 max_in_flight: options.max_in_flight.max(1),
+                flight: Default::default(),
                 failure: None,
                 stopped: false,
                 lag: None,
@@ -144,10 +147,15 @@ impl PulsarBackend {
             subscribe,
         );
         tokio::spawn(driver.run());
+        let acks = Arc::new(PulsarAcks {
+            shared: shared.clone(),
+            to_driver: to_driver.clone(),
+        });
         Ok(Box::new(PulsarConsumer {
             stream: stream.to_owned(),
             shared,
             to_driver,
+            acks,
             closed: AtomicBool::new(false),
             partitioned: partitions > 0,
         }))

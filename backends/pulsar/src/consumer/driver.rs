@@ -85,6 +85,9 @@ impl Subscribe {
     }
 }
 
+/// Most commands handled in one go before the select looks at the members again.
+const DRAIN: usize = 64;
+
 pub(crate) struct Driver {
     pub shared: Arc<Shared>,
     pub commands: mpsc::UnboundedReceiver<Command>,
@@ -166,25 +169,19 @@ impl Driver {
             let start = self.next_slot;
             tokio::select! {
                 biased;
-                command = self.commands.recv() => match command {
-                    None => return self.close().await,
-                    Some(Command::Close(reply)) => {
-                        self.close().await;
-                        if let Some(reply) = reply {
-                            let _ = reply.send(Ok(()));
-                        }
+                command = self.commands.recv() => {
+                    if self.command(command).await {
                         return;
                     }
-                    Some(Command::Ack { slot, id, batch_size }) => self.ack(slot, id, batch_size).await,
-                    Some(Command::Commit(reply)) => {
-                        let result = self.commit().await;
-                        let _ = reply.send(result);
+                    // Acks come one per event: take the ones already sent without a trip
+                    // through the select each (a bounded number, so messages keep flowing).
+                    for _ in 0..DRAIN {
+                        let Ok(command) = self.commands.try_recv() else { break };
+                        if self.command(Some(command)).await {
+                            return;
+                        }
                     }
-                    Some(Command::Replaced(slot, member)) => self.install(slot, *member).await,
-                    Some(Command::Settled { slot, generation, acknowledged, deadline }) => {
-                        self.settled(slot, generation, acknowledged, deadline).await;
-                    }
-                },
+                }
                 (slot, item) = next_message(&mut self.members, start), if has_room => {
                     self.handle(slot, item);
                     self.settle_on_arrival(slot);
@@ -193,6 +190,42 @@ impl Driver {
                 _ = tick.tick() => self.check().await,
             }
         }
+    }
+
+    /// Handles one command; `true` when the driver is done.
+    async fn command(&mut self, command: Option<Command>) -> bool {
+        match command {
+            None => {
+                self.close().await;
+                return true;
+            }
+            Some(Command::Close(reply)) => {
+                self.close().await;
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(()));
+                }
+                return true;
+            }
+            Some(Command::Ack {
+                slot,
+                id,
+                batch_size,
+            }) => self.ack(slot, id, batch_size).await,
+            Some(Command::Commit(reply)) => {
+                let result = self.commit().await;
+                let _ = reply.send(result);
+            }
+            Some(Command::Replaced(slot, member)) => self.install(slot, *member).await,
+            Some(Command::Settled {
+                slot,
+                generation,
+                acknowledged,
+                deadline,
+            }) => {
+                self.settled(slot, generation, acknowledged, deadline).await;
+            }
+        }
+        false
     }
 
     fn handle(&mut self, slot: usize, item: Option<std::result::Result<Message, pulsar::Error>>) {
@@ -243,10 +276,10 @@ impl Driver {
     }
 
     fn enqueue(&mut self, slot: usize, message: Message) {
-        let id = message.message_id.id.clone();
+        let id = message.message_id.id;
         let batch_size = message.message_id.batch_size;
         let data = Bytes::from(message.payload.data);
-        let (event, problem) = mapping::decode(data, &message.payload.metadata);
+        let (event, problem) = mapping::decode(data, message.payload.metadata);
         if let Some(problem) = problem {
             tracing::warn!(topic = %message.topic, %problem, "pulsar: message read as a plain event");
         }
