@@ -237,6 +237,15 @@ pub trait Consumer: Send + Sync {
     /// The next delivery; waits until one is available.
     async fn receive(&self) -> Result<Delivery>;
 
+    /// The next delivery if one is ready now, without waiting: `Some` with what
+    /// [`receive`](Consumer::receive) would have returned at once (a delivery or an error),
+    /// `None` when it would have to wait or the backend cannot tell without waiting (the
+    /// default). A wrapper around another consumer calls it before that consumer's `receive`,
+    /// which spares the boxed future of that call when a delivery is ready.
+    fn try_receive(&self) -> Option<Result<Delivery>> {
+        None
+    }
+
     /// Up to `max` deliveries: waits for the first, then takes whatever else arrives within
     /// `linger` of it (never more than `max`, never waiting longer once `max` is reached).
     /// Backends with a ready queue override it to drain that queue in one step; the default is

@@ -51,6 +51,8 @@ const WAKE: Duration = Duration::from_millis(500);
 const STOLEN_PAUSE: Duration = Duration::from_secs(30);
 /// How often a reader refreshes its partition's last sequence number, for lag.
 const LAG_REFRESH: Duration = Duration::from_secs(5);
+/// The most decoded events a partition's receive task hands the engine ahead of its reads.
+const HANDOFF: usize = 64;
 
 /// One hub read through one consumer group.
 pub(crate) struct EventHubsSource {
@@ -166,7 +168,10 @@ impl PartitionSource for EventHubsSource {
             }
         };
         let offsets = self.book.open(&self.group, &self.hub, partition.as_str());
-        let (events, rx) = mpsc::channel(self.prefetch.max(1) as usize);
+        // A hand-off, not a second prefetch: the engine keeps its own buffer of `prefetch`
+        // events and the SDK its credit of as many; events held decoded here as well were
+        // freed in bursts long after they were allocated.
+        let (events, rx) = mpsc::channel((self.prefetch.max(1) as usize).min(HANDOFF));
         let (stop, stopped) = watch::channel(false);
         let last_enqueued = Arc::new(AtomicI64::new(-1));
         let last_read = Arc::new(AtomicI64::new(-1));

@@ -181,7 +181,16 @@ struct StampedConsumer {
 impl Consumer for StampedConsumer {
     async fn receive(&self) -> Result<Delivery> {
         let m = mark(self.scheme, "receive", Some(&self.stream));
+        // A ready delivery without the inner call's boxed future: one allocation per event
+        // fewer for a `receive()` loop that keeps up.
+        if let Some(ready) = self.inner.try_receive() {
+            return ready.map_err(m);
+        }
         self.inner.receive().await.map_err(m)
+    }
+    fn try_receive(&self) -> Option<Result<Delivery>> {
+        let m = mark(self.scheme, "receive", Some(&self.stream));
+        self.inner.try_receive().map(|ready| ready.map_err(m))
     }
     async fn receive_batch(&self, max: usize, linger: Duration) -> Result<Vec<Delivery>> {
         let m = mark(self.scheme, "receive", Some(&self.stream));

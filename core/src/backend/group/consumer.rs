@@ -52,6 +52,23 @@ impl GroupConsumer {
         ))
     }
 
+    /// One look at the state, taking into `out`: whether `take` is done with `out` (full, or
+    /// something in hand with no linger), or the error to return.
+    fn look<O: Deliveries>(&self, max: usize, linger: Duration, out: &mut O) -> Result<bool> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.closed_error());
+        }
+        let rotate = self.rotate.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.runtime.take(self.member, max - out.len(), rotate, out) {
+            if out.len() == 0 {
+                return Err(e);
+            }
+            // Hand out what is in hand; the error comes back on the next call.
+            return Ok(true);
+        }
+        Ok(out.len() >= max || (out.len() > 0 && linger.is_zero()))
+    }
+
     /// Waits for the first delivery, then gathers more into `out` for up to `linger`, `max` at
     /// most (no more than `out` holds).
     async fn take<O: Deliveries + Send>(
@@ -60,27 +77,24 @@ impl GroupConsumer {
         linger: Duration,
         mut out: O,
     ) -> Result<O> {
+        // A ready delivery is taken with one look (one lock), neither counting this member as
+        // receiving nor subscribing to changes: nothing waits, so no wake-up can be missed, and
+        // nothing is awaited, so a dropped future cannot have taken anything.
+        if self.look(max, linger, &mut out)? {
+            return Ok(out);
+        }
+        // It must wait: count as receiving and subscribe *before* looking again, so a change
+        // after that look both sends (see `Runtime::anyone_receiving`) and is seen here.
         let _receiving = self.runtime.receiving();
         let mut changed = self.runtime.changed.subscribe();
         let mut closed = self.closed_tx.subscribe();
         let mut deadline = None;
         loop {
-            if self.closed.load(Ordering::Acquire) {
-                return Err(self.closed_error());
+            if out.len() > 0 && deadline.is_none() {
+                deadline = Some(tokio::time::Instant::now() + linger);
             }
             changed.borrow_and_update();
-            let rotate = self.rotate.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = self
-                .runtime
-                .take(self.member, max - out.len(), rotate, &mut out)
-            {
-                if out.len() == 0 {
-                    return Err(e);
-                }
-                // Hand out what is in hand; the error comes back on the next call.
-                return Ok(out);
-            }
-            if out.len() >= max || (out.len() > 0 && linger.is_zero()) {
+            if self.look(max, linger, &mut out)? {
                 return Ok(out);
             }
             if out.len() > 0 && deadline.is_none() {
@@ -106,6 +120,14 @@ impl Consumer for GroupConsumer {
     async fn receive(&self) -> Result<Delivery> {
         let one = self.take(1, Duration::ZERO, None).await?;
         Ok(one.expect("take returns at least one delivery"))
+    }
+
+    fn try_receive(&self) -> Option<Result<Delivery>> {
+        let mut one = None;
+        match self.look(1, Duration::ZERO, &mut one) {
+            Ok(_) => one.map(Ok),
+            Err(e) => Some(Err(e)),
+        }
     }
 
     async fn receive_batch(&self, max: usize, linger: Duration) -> Result<Vec<Delivery>> {

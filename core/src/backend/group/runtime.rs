@@ -124,8 +124,6 @@ pub(super) struct State {
     pub(super) parts: BTreeMap<PartitionId, Part>,
     /// Each owned partition's id by its generation, which is what an ack carries.
     pub(super) generations: HashMap<u64, PartitionId, SeqHash>,
-    /// Scratch for `take`'s partition order, kept to spare an allocation per call.
-    pub(super) order: Vec<PartitionId>,
     next_member: u64,
     next_delivery: u64,
     next_generation: u64,

@@ -132,3 +132,59 @@ async fn a_settle_wakes_a_member_waiting_at_its_in_flight_limit() {
     next.ack();
     consumer.close().await.unwrap();
 }
+
+/// `try_receive` answers without waiting: nothing while the group has nothing ready, the
+/// delivery (through the backend's wrapper) once one is, in order and with its attempt, and
+/// the closed error once the consumer is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_receive_takes_only_what_is_ready() {
+    let backend = crate::connect("memory://?partitions=1").await.unwrap();
+    let producer = backend.producer("ready").await.unwrap();
+    let consumer = backend
+        .consumer(
+            "ready",
+            ConsumerOptions::new("g").start(StartPosition::Earliest),
+        )
+        .await
+        .unwrap();
+    assert!(consumer.try_receive().is_none(), "nothing was sent");
+    for i in 0..2 {
+        producer.send(Event::new(format!("{i}"))).await.unwrap();
+    }
+    // The reader task moves the events into the group's buffer: poll until they are there.
+    let first = timeout(DEADLINE, async {
+        loop {
+            if let Some(ready) = consumer.try_receive() {
+                break ready;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the event reaches the group")
+    .unwrap();
+    assert_eq!(
+        (first.event.payload.as_ref(), first.attempt),
+        (&b"0"[..], Some(1))
+    );
+    first.nack();
+    let again = consumer
+        .try_receive()
+        .expect("a nack is ready at once")
+        .unwrap();
+    assert_eq!(
+        (again.event.payload.as_ref(), again.attempt),
+        (&b"0"[..], Some(2))
+    );
+    again.ack();
+    let next = timeout(DEADLINE, consumer.receive())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.event.payload.as_ref(), b"1");
+    next.ack();
+    assert!(consumer.try_receive().is_none(), "everything was taken");
+    consumer.close().await.unwrap();
+    let closed = consumer.try_receive().expect("closed answers at once");
+    assert_eq!(closed.unwrap_err().kind(), crate::ErrorKind::Closed);
+}

@@ -12,6 +12,7 @@ use crate::backend::group::GroupEvent;
 use crate::backend::group::SourceRecord;
 use crate::backend::{AckToken, SharedAcknowledge};
 use crate::{AckHandle, Delivery, Error, Outcome, PartitionId, Result, Ticket};
+use std::collections::BTreeMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
@@ -55,55 +56,51 @@ impl Runtime {
         out: &mut impl Deliveries,
     ) -> Result<()> {
         let mut guard = self.state.lock();
-        let state = &mut *guard;
-        if state.closed {
+        let State {
+            slots,
+            parts,
+            next_delivery,
+            fatal,
+            closed,
+            ..
+        } = &mut *guard;
+        if *closed {
             return Err(Error::closed(format!(
                 "the backend of group `{}` was closed",
                 self.group
             )));
         }
-        if let Some((kind, message)) = &state.fatal {
+        if let Some((kind, message)) = fatal {
             return Err(Error::new(*kind, message.clone()));
         }
-        let Some(&(in_flight, limit)) = state.slots.get(&member) else {
+        // One member lookup per call: the slot is read and updated through this one reference.
+        let Some(slot) = slots.get_mut(&member) else {
             return Err(Error::closed("consumer was closed"));
         };
-        let mut budget = max.min(limit.saturating_sub(in_flight));
+        let mut budget = max.min(slot.1.saturating_sub(slot.0));
         if budget == 0 {
             return Ok(());
         }
-        let taken_before = out.len();
         let owned = |p: &Part| p.member == Some(member) && p.draining_since.is_none();
-        // The member's partitions, in a vector the state keeps between calls (no allocation
-        // per call).
-        let mut order = std::mem::take(&mut state.order);
-        order.clear();
-        order.extend(
-            state
-                .parts
-                .iter()
-                .filter(|(_, p)| owned(p))
-                .map(|(id, _)| id.clone()),
-        );
-        if order.is_empty() {
-            state.order = order;
+        let count = parts.values().filter(|p| owned(p)).count();
+        if count == 0 {
             return Ok(());
         }
         // Start at a different partition on each call, so one busy partition cannot starve the
-        // member's others.
-        let skip = rotate % order.len();
-        order.rotate_left(skip);
+        // member's others. The member's partitions are walked in place, from the `skip`th and
+        // round to the start: no list of them is built, no partition looked up by id.
+        let skip = rotate % count;
+        let taken_before = out.len();
         // Redeliveries first: they hold the commit back, and order asks that they go out
         // before anything later of their partition.
-        if state.parts.values().any(|p| !p.redeliver.is_empty()) {
-            for id in &order {
-                let part = state.parts.get_mut(id).expect("listed");
+        if parts.values().any(|p| !p.redeliver.is_empty()) {
+            each_owned_from(parts, &owned, skip, |id, part| {
                 while budget > 0 {
                     let Some((ticket, pending)) = part.redeliver.pop_first() else {
                         break;
                     };
                     out.push(self.hand_out(
-                        &mut state.next_delivery,
+                        next_delivery,
                         id,
                         part,
                         ticket,
@@ -113,55 +110,44 @@ impl Runtime {
                     ));
                     budget -= 1;
                 }
-            }
+                budget > 0
+            });
         }
-        for id in &order {
-            if budget == 0 {
-                break;
-            }
-            let part = state.parts.get_mut(id).expect("listed");
-            // A partition with redeliveries pending (a nack arrived meanwhile) delivers nothing
-            // newer until they are out.
-            if !part.redeliver.is_empty() {
-                continue;
-            }
-            let before = part.buffer.len();
-            while budget > 0 && part.tracker.window() < self.config.max_window {
-                let Some(record) = part.buffer.pop_front() else {
-                    break;
-                };
-                let ticket = part.tracker.track(record.position.clone());
-                out.push(self.hand_out(
-                    &mut state.next_delivery,
-                    id,
-                    part,
-                    ticket,
-                    record,
-                    1,
-                    member,
-                ));
-                budget -= 1;
-            }
-            let low_water = self.config.prefetch / 2;
-            if before > low_water && part.buffer.len() <= low_water {
-                part.space.notify_one();
-            }
+        if budget > 0 {
+            each_owned_from(parts, &owned, skip, |id, part| {
+                // A partition with redeliveries pending (a nack arrived meanwhile) delivers
+                // nothing newer until they are out.
+                if !part.redeliver.is_empty() {
+                    return true;
+                }
+                let before = part.buffer.len();
+                while budget > 0 && part.tracker.window() < self.config.max_window {
+                    let Some(record) = part.buffer.pop_front() else {
+                        break;
+                    };
+                    let ticket = part.tracker.track(record.position.clone());
+                    out.push(self.hand_out(next_delivery, id, part, ticket, record, 1, member));
+                    budget -= 1;
+                }
+                let low_water = self.config.prefetch / 2;
+                if before > low_water && part.buffer.len() <= low_water {
+                    part.space.notify_one();
+                }
+                budget > 0
+            });
         }
         let taken = out.len() - taken_before;
-        if let Some(slot) = state.slots.get_mut(&member) {
-            slot.0 += taken;
-        }
+        slot.0 += taken;
         let mut result = Ok(());
         if taken == 0 {
-            for id in &order {
-                if let Some((kind, message)) = state.parts.get_mut(id).and_then(|p| p.error.take())
-                {
+            each_owned_from(parts, &owned, skip, |_, part| match part.error.take() {
+                Some((kind, message)) => {
                     result = Err(Error::new(kind, message));
-                    break;
+                    false
                 }
-            }
+                None => true,
+            });
         }
-        state.order = order;
         result
     }
 
@@ -265,6 +251,27 @@ impl Runtime {
                 true
             }
         }
+    }
+}
+
+/// Calls `f` on each partition `owned` accepts, from the `skip`th of them round to the one
+/// before it, while `f` returns `true`.
+fn each_owned_from(
+    parts: &mut BTreeMap<PartitionId, Part>,
+    owned: &impl Fn(&Part) -> bool,
+    skip: usize,
+    mut f: impl FnMut(&PartitionId, &mut Part) -> bool,
+) {
+    let mut walk = |from: usize, to: usize| {
+        parts
+            .iter_mut()
+            .filter(|(_, p)| owned(p))
+            .take(to)
+            .skip(from)
+            .all(|(id, part)| f(id, part))
+    };
+    if walk(skip, usize::MAX) {
+        walk(0, skip);
     }
 }
 
