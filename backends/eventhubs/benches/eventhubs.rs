@@ -470,5 +470,18 @@ async fn main() {
             ours.allocations(),
         );
     }
+    for (what, raw, ours) in [
+        ("produce", &raw_p, &trib_p),
+        ("consume, receive()", &raw_c, &trib_c),
+        ("consume, receive_batch(1000)", &raw_c, &trib_b),
+    ] {
+        let (ratio, _, _) = median_ratio(ours, raw);
+        probe::goal(
+            &format!("Event Hubs {what} vs the raw Azure SDK (median ratio per round)"),
+            format!("{ratio:.2}×"),
+            "≥ 0.95×",
+            ratio >= 0.95,
+        );
+    }
     backend.close().await.expect("close");
 }

@@ -232,6 +232,16 @@ impl Consumer for KafkaConsumer {
         Ok(one.pop().expect("take_some returns with a delivery"))
     }
 
+    /// What `receive` would return at once, without its boxed future: the stamping layer every
+    /// consumer sits in asks this first.
+    fn try_receive(&self) -> Option<Result<Delivery>> {
+        let mut one = Vec::with_capacity(1);
+        Some(match self.try_take(1, &mut one)? {
+            Ok(()) => Ok(one.pop().expect("try_take took a delivery")),
+            Err(error) => Err(error),
+        })
+    }
+
     /// Drains the ready queue under one lock per call, rather than one lock and one wake-up
     /// per event.
     async fn receive_batch(&self, max: usize, linger: Duration) -> Result<Vec<Delivery>> {
