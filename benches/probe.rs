@@ -103,3 +103,74 @@ pub fn goal(row: &str, measured: impl std::fmt::Display, goal: &str, met: bool) 
         if met { "yes" } else { "no" }
     );
 }
+
+/// Median, minimum and maximum of `values` (the mean of the two middle ones for an even
+/// count): rounds on a shared machine are reported with their spread, never alone.
+pub fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let median = if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    };
+    (median, values[0], values[n - 1])
+}
+
+/// tributary's side of a produce phase: `events` through a new producer of `stream` in
+/// `send_batch` calls of `batch`, each awaited before the next. Events per second from the
+/// first send; making and closing the producer are not counted.
+pub async fn tributary_produce(
+    backend: &dyn tributary::Backend,
+    stream: &str,
+    events: Vec<tributary::Event>,
+    batch: usize,
+) -> f64 {
+    let producer = backend.producer(stream).await.unwrap();
+    let n = events.len();
+    let started = std::time::Instant::now();
+    for chunk in events.chunks(batch) {
+        producer.send_batch(chunk.to_vec()).await.unwrap();
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    producer.close().await.unwrap();
+    rate
+}
+
+/// tributary's side of a consume phase: a consumer of `stream` with `options` reads `n`
+/// events, one `receive()` each, or `receive_batch(batch)` when `batch` is given, acking every
+/// delivery. Events per second from its first delivery (joining and opening are not
+/// throughput, as for the raw clients).
+pub async fn tributary_consume(
+    backend: &dyn tributary::Backend,
+    stream: &str,
+    options: tributary::ConsumerOptions,
+    n: usize,
+    batch: Option<usize>,
+) -> f64 {
+    let consumer = backend.consumer(stream, options).await.unwrap();
+    consumer.receive().await.unwrap().ack();
+    let started = std::time::Instant::now();
+    let mut received = 1;
+    while received < n {
+        match batch {
+            Some(batch) => {
+                let deliveries = consumer
+                    .receive_batch(batch.min(n - received), Duration::ZERO)
+                    .await
+                    .unwrap();
+                received += deliveries.len();
+                for delivery in deliveries {
+                    delivery.ack();
+                }
+            }
+            None => {
+                consumer.receive().await.unwrap().ack();
+                received += 1;
+            }
+        }
+    }
+    let rate = (n - 1) as f64 / started.elapsed().as_secs_f64();
+    consumer.close().await.unwrap();
+    rate
+}

@@ -60,15 +60,7 @@ fn events(n: usize) -> Vec<Event> {
 }
 
 async fn tributary_produce(backend: &dyn Backend, topic: &str, n: usize) -> f64 {
-    let producer = backend.producer(topic).await.unwrap();
-    let events = events(n);
-    let started = Instant::now();
-    for chunk in events.chunks(BATCH) {
-        producer.send_batch(chunk.to_vec()).await.unwrap();
-    }
-    let rate = n as f64 / started.elapsed().as_secs_f64();
-    producer.close().await.unwrap();
-    rate
+    probe::tributary_produce(backend, topic, events(n), BATCH).await
 }
 
 async fn raw_produce(config: ClientConfig, topic: &str, n: usize) -> f64 {
@@ -98,35 +90,8 @@ async fn raw_produce(config: ClientConfig, topic: &str, n: usize) -> f64 {
 }
 
 async fn tributary_consume(backend: &dyn Backend, topic: &str, n: usize, batch: bool) -> f64 {
-    let consumer = backend
-        .consumer(
-            topic,
-            ConsumerOptions::new(unique_name("bench")).start(StartPosition::Earliest),
-        )
-        .await
-        .unwrap();
-    // Timed from the first event, like the raw consumer: joining the group is not throughput.
-    consumer.receive().await.unwrap().ack();
-    let started = Instant::now();
-    let mut received = 1;
-    while received < n {
-        if batch {
-            let deliveries = consumer
-                .receive_batch(BATCH.min(n - received), Duration::ZERO)
-                .await
-                .unwrap();
-            received += deliveries.len();
-            for delivery in deliveries {
-                delivery.ack();
-            }
-        } else {
-            consumer.receive().await.unwrap().ack();
-            received += 1;
-        }
-    }
-    let rate = (n - 1) as f64 / started.elapsed().as_secs_f64();
-    consumer.close().await.unwrap();
-    rate
+    let options = ConsumerOptions::new(unique_name("bench")).start(StartPosition::Earliest);
+    probe::tributary_consume(backend, topic, options, n, batch.then_some(BATCH)).await
 }
 
 /// Raw consumer: poll on a thread, copy each message out, commit the next offsets every 500 ms.
@@ -185,16 +150,6 @@ fn raw_consume(mut config: ClientConfig, topic: &str, n: usize) -> f64 {
     }
     assert!(kept > 0);
     (n - 1) as f64 / started.unwrap().elapsed().as_secs_f64()
-}
-
-/// The middle of sorted `values` (the mean of the two middle ones for an even count).
-fn median(values: &[f64]) -> f64 {
-    let mid = values.len() / 2;
-    if values.len().is_multiple_of(2) {
-        (values[mid - 1] + values[mid]) / 2.0
-    } else {
-        values[mid]
-    }
 }
 
 fn main() {
@@ -307,10 +262,10 @@ fn main() {
             println!(
                 "| {what} | {raw:.0} | {trib:.0} | {:.2} | {:.2} | {raw_cpu:.2} | {trib_cpu:.2} | {:.2} |",
                 trib / raw,
-                median(&ratios),
+                probe::spread(ratios.clone()).0,
                 trib_cpu / raw_cpu
             );
-            goals.push((what, median(&ratios)));
+            goals.push((what, probe::spread(ratios.clone()).0));
         }
         for (what, ratio) in goals {
             probe::goal(

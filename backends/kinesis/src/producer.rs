@@ -98,6 +98,28 @@ impl ProducerSettings {
     }
 }
 
+/// A `PutRecords` call for records given as partition key and data. The data is shared with
+/// the record the producer keeps for a retry, not copied.
+fn put_records<'a>(
+    client: &Client,
+    stream: &str,
+    records: impl Iterator<Item = (&'a PartitionKey, &'a Bytes)>,
+) -> aws_sdk_kinesis::operation::put_records::builders::PutRecordsFluentBuilder {
+    let entries: Vec<PutRecordsRequestEntry> = records
+        .map(|(partition_key, data)| {
+            PutRecordsRequestEntry::builder()
+                .partition_key(partition_key.as_str())
+                .data(Blob::from_maybe_shared(data.clone()))
+                .build()
+                .expect("partition key and data are set")
+        })
+        .collect();
+    client
+        .put_records()
+        .stream_name(stream)
+        .set_records(Some(entries))
+}
+
 /// One record as the driver queues it.
 struct Prepared {
     partition_key: PartitionKey,

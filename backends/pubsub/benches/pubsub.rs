@@ -25,7 +25,7 @@ mod probe;
 #[global_allocator]
 static ALLOCATOR: probe::CountingAllocator = probe::CountingAllocator;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::future::join_all;
 use google_cloud_auth::credentials::anonymous;
@@ -214,15 +214,7 @@ impl Raw {
 }
 
 async fn tributary_produce(backend: &dyn Backend, stream: &str, n: usize) -> f64 {
-    let producer = backend.producer(stream).await.unwrap();
-    let events = events(n);
-    let started = Instant::now();
-    for chunk in events.chunks(BATCH) {
-        producer.send_batch(chunk.to_vec()).await.unwrap();
-    }
-    let rate = n as f64 / started.elapsed().as_secs_f64();
-    producer.close().await.unwrap();
-    rate
+    probe::tributary_produce(backend, stream, events(n), BATCH).await
 }
 
 async fn tributary_consume(
@@ -232,46 +224,8 @@ async fn tributary_consume(
     n: usize,
     batch: bool,
 ) -> f64 {
-    let consumer = backend
-        .consumer(
-            stream,
-            ConsumerOptions::new(group).start(StartPosition::Latest),
-        )
-        .await
-        .unwrap();
-    consumer.receive().await.unwrap().ack();
-    let started = Instant::now();
-    let mut received = 1;
-    while received < n {
-        if batch {
-            let deliveries = consumer
-                .receive_batch(BATCH.min(n - received), Duration::ZERO)
-                .await
-                .unwrap();
-            received += deliveries.len();
-            for delivery in deliveries {
-                delivery.ack();
-            }
-        } else {
-            consumer.receive().await.unwrap().ack();
-            received += 1;
-        }
-    }
-    let rate = (n - 1) as f64 / started.elapsed().as_secs_f64();
-    consumer.close().await.unwrap();
-    rate
-}
-
-/// Median, minimum and maximum.
-fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    let median = if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    };
-    (median, values[0], values[n - 1])
+    let options = ConsumerOptions::new(group).start(StartPosition::Latest);
+    probe::tributary_consume(backend, stream, options, n, batch.then_some(BATCH)).await
 }
 
 fn main() {
@@ -375,7 +329,7 @@ fn main() {
         let mut produce_ratio = 0.0;
         for what in [PRODUCE, RECEIVE, RECEIVE_BATCH] {
             let mine: Vec<_> = rows.iter().filter(|r| r.0 == what).collect();
-            let pick = |f: fn(&(&str, Figures, Figures)) -> f64| spread(mine.iter().map(|r| f(r)).collect());
+            let pick = |f: fn(&(&str, Figures, Figures)) -> f64| probe::spread(mine.iter().map(|r| f(r)).collect());
             let (raw, trib) = (pick(|r| r.1.rate), pick(|r| r.2.rate));
             let ratio = pick(|r| r.2.rate / r.1.rate).0;
             println!(

@@ -376,15 +376,15 @@ fn main() {
         );
         println!("|---|---|---|---|---|---|---|");
         for (what, row) in &rows {
-            let rate = |side: &[Figures]| spread(side.iter().map(|f| f.rate).collect());
+            let rate = |side: &[Figures]| probe::spread(side.iter().map(|f| f.rate).collect());
             let (raw, trib) = (rate(&row.raw), rate(&row.tributary));
             let median_of = |side: &[Figures], pick: fn(&Figures) -> f64| {
-                spread(side.iter().map(pick).collect()).0
+                probe::spread(side.iter().map(pick).collect()).0
             };
             let python = if row.python.is_empty() {
                 "-".to_owned()
             } else {
-                show_spread(spread(row.python.clone()))
+                show_spread(probe::spread(row.python.clone()))
             };
             println!(
                 "| {what} | {} | {} | {:.2} | {:.1} / {:.1} | {:.1} / {:.1} | {python} |",
@@ -398,7 +398,7 @@ fn main() {
             );
         }
         for (what, row) in &rows {
-            let rate = |side: &[Figures]| spread(side.iter().map(|f| f.rate).collect()).0;
+            let rate = |side: &[Figures]| probe::spread(side.iter().map(|f| f.rate).collect()).0;
             let ratio = rate(&row.tributary) / rate(&row.raw);
             probe::goal(
                 &format!("Pulsar {what} vs the raw `pulsar` crate (ratio of medians)"),
@@ -408,18 +408,6 @@ fn main() {
             );
         }
     });
-}
-
-/// Median, minimum and maximum.
-fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    let median = if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    };
-    (median, values[0], values[n - 1])
 }
 
 fn show_spread((median, min, max): (f64, f64, f64)) -> String {

@@ -179,23 +179,12 @@ impl KinesisProducer {
     }
 
     async fn direct(&self, hold: &mut Hold) -> Result<Vec<Receipt>> {
-        let entries: Vec<PutRecordsRequestEntry> = hold
-            .records
-            .iter()
-            .map(|r| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(r.partition_key.as_str())
-                    .data(Blob::from_maybe_shared(r.data.clone()))
-                    .build()
-                    .expect("partition key and data are set")
-            })
-            .collect();
-        let request = self
-            .client
-            .put_records()
-            .stream_name(&self.stream)
-            .set_records(Some(entries))
-            .send();
+        let request = put_records(
+            &self.client,
+            &self.stream,
+            hold.records.iter().map(|r| (&r.partition_key, &r.data)),
+        )
+        .send();
         let timeout = self.settings.call_timeout;
         let stream = self.stream.clone();
         // The send's retries (with the driver) end where they would have had it queued there.

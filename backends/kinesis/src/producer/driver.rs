@@ -311,23 +311,12 @@ impl Driver {
 
     /// Starts a `PutRecords` call carrying `units`.
     pub(super) fn call(&mut self, units: Vec<Unit>) {
-        let entries: Vec<PutRecordsRequestEntry> = units
-            .iter()
-            .map(|u| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(u.partition_key.as_str())
-                    // Shared with the queued record (kept for a retry), not copied.
-                    .data(Blob::from_maybe_shared(u.data.clone()))
-                    .build()
-                    .expect("partition key and data are set")
-            })
-            .collect();
-        let request = self
-            .client
-            .put_records()
-            .stream_name(&self.stream)
-            .set_records(Some(entries))
-            .send();
+        let request = put_records(
+            &self.client,
+            &self.stream,
+            units.iter().map(|u| (&u.partition_key, &u.data)),
+        )
+        .send();
         let timeout = self.settings.call_timeout;
         let stream = self.stream.clone();
         self.shared.state.lock().calls_out += 1;
