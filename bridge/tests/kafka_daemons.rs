@@ -487,25 +487,42 @@ async fn two_daemons_share_a_route_and_the_survivor_takes_over_after_a_sigkill()
     assert!(b.received() > 0, "B never took part");
 
     // While the group waits for A's session to expire, A's partitions are consumed by no one:
-    // B's gauge must count them, as kafka-consumer-groups does.
-    let ours_before = b.lag();
-    let theirs = broker_lag(&server, &s.group, &s.source).await;
-    let ours_after = b.lag();
-    let in_window = killed.elapsed() < Duration::from_secs(11);
-    println!(
-        "takeover window: gauge {ours_before:?}/{ours_after:?}, kafka-consumer-groups {theirs}, {:?} after the kill",
-        killed.elapsed()
-    );
-    if in_window {
+    // B's gauge must count them, as kafka-consumer-groups does. The two agree once B has
+    // drained its own partitions and committed: until then the broker's committed offsets
+    // trail B's acks (seen in CI 1.2 s after the kill: gauge 8350, broker 14700). So the
+    // comparison is repeated until they agree, for as long as A's partitions are still
+    // unclaimed; each look at the broker takes a second or two (kafka-consumer-groups).
+    let window_ends = killed + Duration::from_secs(11);
+    let (mut looks, mut agreed) = (Vec::new(), false);
+    while Instant::now() < window_ends {
+        let ours_before = b.lag();
+        let theirs = broker_lag(&server, &s.group, &s.source).await;
+        let ours_after = b.lag();
+        if Instant::now() >= window_ends {
+            break;
+        }
+        println!(
+            "takeover window: gauge {ours_before:?}/{ours_after:?}, kafka-consumer-groups {theirs}, {:?} after the kill",
+            killed.elapsed()
+        );
         assert!(
             theirs > 0,
             "A's partitions hold no backlog: the test proves nothing"
         );
-        assert!(
-            ours_before == Some(theirs) || ours_after == Some(theirs),
-            "B's gauge {ours_before:?}/{ours_after:?}, the broker's lag {theirs}"
-        );
+        if ours_before == Some(theirs) || ours_after == Some(theirs) {
+            agreed = true;
+            break;
+        }
+        looks.push(format!(
+            "gauge {ours_before:?}/{ours_after:?}, broker {theirs}"
+        ));
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert!(
+        agreed,
+        "B's gauge never agreed with the broker's lag while A's partitions were unclaimed \
+         (looks within the window, none if the broker's figure always came too late: {looks:?})"
+    );
 
     // B takes A's partitions over and catches up; the gauge follows the broker down to 0.
     sink.wait_distinct(warmup.len() + load.len()).await;
@@ -519,10 +536,6 @@ async fn two_daemons_share_a_route_and_the_survivor_takes_over_after_a_sigkill()
     println!(
         "{} events replicated by two daemons, one SIGKILLed; survivor caught up {caught_up:?} after the kill; {duplicates} duplicates",
         all.len()
-    );
-    assert!(
-        in_window,
-        "the broker's figure came too late to compare within the session window"
     );
     // What a crash may replay: the deliveries in hand (in_flight) plus the batch whose commit
     // was under way (the route's promise).
