@@ -73,6 +73,16 @@ struct Local {
     scaling: Vec<Scaling>,
 }
 
+impl Local {
+    /// The sweep's events/s for `case` at `batch`, if the run measured it.
+    fn rate(&self, case: &str, batch: u64) -> Option<f64> {
+        self.throughput
+            .iter()
+            .find(|t| t.case == case && t.batch == batch)
+            .map(|t| t.per_sec)
+    }
+}
+
 fn field<'a>(v: &'a Value, name: &str) -> Result<&'a Value, String> {
     v.get(name)
         .ok_or_else(|| format!("local.json: `{name}` is missing in {v}"))
@@ -183,13 +193,7 @@ fn cases<'a>(names: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
 }
 
 fn local_section(md: &mut String, local: &Local) {
-    let rate = |case: &str, batch: u64| {
-        local
-            .throughput
-            .iter()
-            .find(|t| t.case == case && t.batch == batch)
-            .map(|t| t.per_sec)
-    };
+    let rate = |case: &str, batch: u64| local.rate(case, batch);
     let _ = writeln!(
         md,
         "## Local backend (`cargo bench -p tributary --bench local`)\n\n\
@@ -305,13 +309,7 @@ struct Goal {
 /// The goals of the local suite, from its JSON: each backend against its baseline at the
 /// batch size the goal names.
 fn local_goals(local: &Local) -> Vec<Goal> {
-    let rate = |case: &str, batch: u64| {
-        local
-            .throughput
-            .iter()
-            .find(|t| t.case == case && t.batch == batch)
-            .map(|t| t.per_sec)
-    };
+    let rate = |case: &str, batch: u64| local.rate(case, batch);
     local
         .pairs
         .iter()
