@@ -37,7 +37,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tributary::{Backend, ConsumerOptions, Event, StartPosition, StreamSpec};
 
-use baselines::{log_floor_throughput, mpsc_latency, mpsc_throughput, raw_latency, raw_throughput};
+use baselines::{
+    log_floor_throughput, mpsc_latency, mpsc_throughput, raw_latency, raw_spread_fsync_throughput,
+    raw_throughput,
+};
 use report::{Latency, Results, Scaling, Throughput, percentiles, print, to_json};
 
 const PAYLOAD: usize = 100;
@@ -133,7 +136,11 @@ async fn drain(consumer: &dyn tributary::Consumer, n: usize, batch: usize) {
 }
 
 async fn backend_throughput(url: &str, n: usize, batch: usize) -> f64 {
-    let o = open(url, 4, false).await;
+    backend_throughput_on(url, 4, n, batch).await
+}
+
+async fn backend_throughput_on(url: &str, partitions: u32, n: usize, batch: usize) -> f64 {
+    let o = open(url, partitions, false).await;
     let evs = events(n);
     let started = Instant::now();
     let produce = async {
@@ -269,6 +276,13 @@ async fn run(n: usize, dir: &std::path::Path) -> Results {
             row("raw write + fdatasync", true, fsync_n, raw);
             let per_sec = backend_throughput(&file_url("always"), fsync_n, batch).await;
             row("file:// fsync=always", false, fsync_n, per_sec);
+            // Like for like: the log keeps one file per partition, so a batch over 4
+            // partitions makes 4 files durable where the baseline above makes one.
+            let raw = raw_spread_fsync_throughput(dir, fsync_n, batch, 4);
+            row("raw fdatasync, 4 files", true, fsync_n, raw);
+            let url = file_url("always");
+            let per_sec = backend_throughput_on(&url, 1, fsync_n, batch).await;
+            row("fsync=always 1 partition", false, fsync_n, per_sec);
         }
     }
     if wanted("latency") {

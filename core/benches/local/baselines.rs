@@ -149,6 +149,75 @@ pub(crate) fn raw_throughput(dir: &std::path::Path, n: usize, batch: usize, fsyn
     per_sec
 }
 
+/// Each batch's frames spread over `files` files, as a stream of that many partitions lays them
+/// out, written with one `write` per file and then fdatasynced all at once, by threads that live
+/// across batches (as the file log's writer and fsync crew do): the floor for `fsync=always` on
+/// a stream of `files` partitions, where one file's fdatasync is the floor for one partition.
+pub(crate) fn raw_spread_fsync_throughput(
+    dir: &std::path::Path,
+    n: usize,
+    batch: usize,
+    files: usize,
+) -> f64 {
+    use std::sync::mpsc::sync_channel;
+    let paths: Vec<_> = (0..files)
+        .map(|i| dir.join(format!("raw-spread-{batch}-{i}")))
+        .collect();
+    let mut handles: Vec<std::fs::File> = paths
+        .iter()
+        .map(|p| std::fs::File::create(p).unwrap())
+        .collect();
+    let frame = vec![7u8; FRAME];
+    let mut bufs: Vec<Vec<u8>> = (0..files)
+        .map(|_| Vec::with_capacity(FRAME * batch.div_ceil(files)))
+        .collect();
+    let per_sec = std::thread::scope(|scope| {
+        let helpers: Vec<_> = handles[1..]
+            .iter()
+            .map(|file| {
+                let file = file.try_clone().unwrap();
+                let (job_tx, job_rx) = sync_channel::<()>(1);
+                let (done_tx, done_rx) = sync_channel::<()>(1);
+                scope.spawn(move || {
+                    while job_rx.recv().is_ok() {
+                        file.sync_data().unwrap();
+                        done_tx.send(()).unwrap();
+                    }
+                });
+                (job_tx, done_rx)
+            })
+            .collect();
+        let started = Instant::now();
+        for _ in 0..n / batch {
+            for buf in &mut bufs {
+                buf.clear();
+            }
+            for i in 0..batch {
+                bufs[i % files].extend_from_slice(&frame);
+            }
+            for (file, buf) in handles.iter_mut().zip(&bufs) {
+                if !buf.is_empty() {
+                    file.write_all(buf).unwrap();
+                }
+            }
+            for (job, _) in &helpers {
+                job.send(()).unwrap();
+            }
+            handles[0].sync_data().unwrap();
+            for (_, done) in &helpers {
+                done.recv().unwrap();
+            }
+        }
+        n as f64 / started.elapsed().as_secs_f64()
+        // The helpers' senders drop here, which ends their threads before the scope closes.
+    });
+    drop(handles);
+    for p in paths {
+        std::fs::remove_file(p).unwrap();
+    }
+    per_sec
+}
+
 pub(crate) fn raw_latency(dir: &std::path::Path, fsync: bool) -> Latency {
     let path = dir.join(format!("raw-latency-{fsync}"));
     let mut file = std::fs::File::create(&path).unwrap();

@@ -106,9 +106,10 @@ pub(crate) fn print(n: usize, r: &Results) {
         println!();
     }
     println!();
-    for (case, baseline, goal) in PAIRS {
-        if per_sec(case, 100).is_none() {
-            continue;
+    // One line of ratios per batch size, printed when both sides ran at batch 100.
+    let ratios = |case: &str, baseline: &str, note: &str| {
+        if per_sec(case, 100).is_none() || per_sec(baseline, 100).is_none() {
+            return;
         }
         print!("{:<46}", format!("{case} / {baseline}"));
         for b in BATCHES {
@@ -116,22 +117,25 @@ pub(crate) fn print(n: usize, r: &Results) {
                 per_sec(case, b).unwrap_or(f64::NAN) / per_sec(baseline, b).unwrap_or(f64::NAN);
             print!(" {ratio:>6.2}");
         }
-        println!("   (goal ≥ {goal} at batch 100)");
+        println!("{note}");
+    };
+    for (case, baseline, goal) in PAIRS {
+        ratios(case, baseline, &format!("   (goal ≥ {goal} at batch 100)"));
     }
+    // Like for like with `fsync=always`: the log keeps one file per partition.
+    ratios(
+        "file:// fsync=always",
+        "raw fdatasync, 4 files",
+        "   (like for like)",
+    );
+    ratios(
+        "fsync=always 1 partition",
+        "raw write + fdatasync",
+        "   (like for like)",
+    );
     // The floor against the baselines: what the goals leave for the API and the backend.
-    for baseline in ["tokio mpsc", "raw write"] {
-        let floor = "log + group floor";
-        if per_sec(floor, 100).is_none() || per_sec(baseline, 100).is_none() {
-            continue;
-        }
-        print!("{:<46}", format!("{floor} / {baseline}"));
-        for b in BATCHES {
-            let ratio =
-                per_sec(floor, b).unwrap_or(f64::NAN) / per_sec(baseline, b).unwrap_or(f64::NAN);
-            print!(" {ratio:>6.2}");
-        }
-        println!();
-    }
+    ratios("log + group floor", "tokio mpsc", "");
+    ratios("log + group floor", "raw write", "");
     if !r.latency.is_empty() {
         println!(
             "\nlatency: send one event, receive and ack it ({PINGS} samples); raw write: one frame\n"

@@ -19,6 +19,7 @@ mod partitioner;
 mod producer;
 mod source;
 mod stream;
+mod sync_crew;
 mod writer;
 
 pub use config::{LocalConfig, Storage};
@@ -29,6 +30,7 @@ pub(crate) use stream::{StreamState, validate_stream_name};
 use dirs::*;
 use producer::*;
 use stream::*;
+use sync_crew::SyncCrew;
 use writer::*;
 
 use crate::backend::checkpoint::{

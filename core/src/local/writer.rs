@@ -29,11 +29,12 @@ pub(super) fn spawn_writer(
         .spawn(move || {
             let mut group = Vec::with_capacity(MAX_GROUP);
             let mut round = Round::new(logs.len());
+            let mut crew = SyncCrew::new(&name, &logs);
             while rx.blocking_recv_many(&mut group, MAX_GROUP) > 0 {
                 let now = Timestamp::now().as_millis();
                 round.write(&logs, &mut group, now);
                 if fsync == FsyncPolicy::Always {
-                    round.sync(&logs, &name);
+                    round.sync(&mut crew, &name);
                 }
                 for (request, result) in group.drain(..).zip(round.results.drain(..)) {
                     let _ = request.reply.send(result);
@@ -137,32 +138,14 @@ impl Round {
         }
     }
 
-    /// Fsyncs each partition this round wrote; a failure fails every request not yet failed.
-    ///
-    /// Each partition is its own file, so a round that wrote several needs several fdatasyncs:
-    /// one after the other they cost their sum (the profile's largest item under
-    /// `fsync=always`), at once the file system commits them together. So they run on scoped
-    /// threads, and the round ends (and its sends are acknowledged) only when every one is done.
-    fn sync(&mut self, logs: &[Arc<dyn PartitionLog>], name: &str) {
-        let touched: Vec<usize> = (0..logs.len()).filter(|p| self.touched[*p]).collect();
-        let outcomes: Vec<(usize, Result<()>)> = match touched.as_slice() {
-            [] => Vec::new(),
-            [p] => vec![(*p, logs[*p].sync())],
-            [first, rest @ ..] => std::thread::scope(|scope| {
-                let others: Vec<_> = rest
-                    .iter()
-                    .map(|p| (*p, scope.spawn(|| logs[*p].sync())))
-                    .collect();
-                let mut outcomes = vec![(*first, logs[*first].sync())];
-                for (p, handle) in others {
-                    let outcome = handle.join().unwrap_or_else(|_| {
-                        Err(Error::other("the fsync thread panicked".to_owned()))
-                    });
-                    outcomes.push((p, outcome));
-                }
-                outcomes
-            }),
-        };
+    /// Fsyncs each partition this round wrote, at once (see [`SyncCrew`]); the round ends, and
+    /// its sends are acknowledged, only when every one is done. A failure fails every request
+    /// not yet failed.
+    fn sync(&mut self, crew: &mut SyncCrew, name: &str) {
+        let touched: Vec<usize> = (0..self.touched.len())
+            .filter(|p| self.touched[*p])
+            .collect();
+        let outcomes = crew.sync(&touched);
         for (p, outcome) in outcomes {
             if let Err(e) = outcome {
                 for r in self.results.iter_mut() {
