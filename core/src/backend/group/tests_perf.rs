@@ -112,25 +112,46 @@ async fn a_settle_wakes_a_member_waiting_at_its_in_flight_limit() {
         .unwrap()
         .unwrap();
     assert_eq!(first.event.payload.as_ref(), b"0");
-    let waiting = tokio::spawn({
+    let mut waiting = tokio::spawn({
         let consumer = consumer.clone();
         async move { consumer.receive().await }
     });
+    // The limit holds it back: the settle below must be what wakes it, not a race it won.
+    blocked_at_the_limit(&consumer, &mut waiting).await;
     first.nack();
     let again = timeout(DEADLINE, waiting).await.unwrap().unwrap().unwrap();
     assert_eq!(
         (again.event.payload.as_ref(), again.attempt),
         (&b"0"[..], Some(2))
     );
-    let waiting = tokio::spawn({
+    let mut waiting = tokio::spawn({
         let consumer = consumer.clone();
         async move { consumer.receive().await }
     });
+    blocked_at_the_limit(&consumer, &mut waiting).await;
     again.ack();
     let next = timeout(DEADLINE, waiting).await.unwrap().unwrap().unwrap();
     assert_eq!(next.event.payload.as_ref(), b"1");
     next.ack();
     consumer.close().await.unwrap();
+}
+
+/// Asserts that `waiting` (a `receive` past the in-flight limit) is still waiting after a
+/// while, with nothing ready to `try_receive` either.
+async fn blocked_at_the_limit(
+    consumer: &Arc<dyn Consumer>,
+    waiting: &mut tokio::task::JoinHandle<crate::Result<crate::Delivery>>,
+) {
+    assert!(
+        timeout(Duration::from_millis(200), &mut *waiting)
+            .await
+            .is_err(),
+        "a receive past the in-flight limit returned before a settle"
+    );
+    assert!(
+        consumer.try_receive().is_none(),
+        "a delivery past the in-flight limit"
+    );
 }
 
 /// `try_receive` answers without waiting: nothing while the group has nothing ready, the
