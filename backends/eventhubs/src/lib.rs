@@ -179,6 +179,7 @@ impl EventHubsBackend {
         let engine = GroupEngine::new(
             store,
             GroupConfig::new(config.lease_ttl)
+                .backend("eventhubs")
                 .balance_interval(config.balance_interval)
                 .commit_interval(config.commit_interval)
                 .prefetch(config.prefetch as usize),

@@ -307,6 +307,7 @@ impl KinesisBackend {
                     CheckpointsAt::Files(dir) => Arc::new(FileCheckpointStore::open(dir)?),
                 };
                 let config = GroupConfig::new(self.config.lease_ttl)
+                    .backend("kinesis")
                     .commit_interval(self.config.commit_interval);
                 Ok(GroupEngine::new(store, config))
             })

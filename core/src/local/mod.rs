@@ -148,6 +148,7 @@ impl LocalBackend {
         };
         // Commits every 200 ms: a crash replays at most that much of what was acked.
         let group_config = GroupConfig::new(config.group_lease)
+            .backend("local")
             .commit_interval(Duration::from_millis(200))
             .balance_interval(Duration::from_secs(1).min(config.group_lease / 3));
         let shared = Arc::new(Shared {

@@ -98,7 +98,7 @@ impl Coordinator {
         let now = Instant::now();
         if now >= self.next_commit {
             if let Err(e) = self.commit_all().await {
-                tracing::warn!(stream = %self.rt.stream, group = %self.rt.group, error = %e,
+                tracing::warn!(backend = self.rt.config.backend, stream = %self.rt.stream, group = %self.rt.group, error = %e,
                     "saving the group's progress failed; will retry");
             }
             self.next_commit = Instant::now() + self.rt.config.commit_interval;
@@ -135,7 +135,7 @@ impl Coordinator {
                 }
             };
             if let Err(e) = balanced {
-                tracing::warn!(stream = %rt.stream, group = %rt.group, error = %e,
+                tracing::warn!(backend = rt.config.backend, stream = %rt.stream, group = %rt.group, error = %e,
                     "balancing the group failed; will retry");
             }
             self.next_balance = Instant::now() + self.rt.config.balance_interval;
@@ -236,7 +236,7 @@ impl Coordinator {
             return;
         };
         if let Err(e) = self.rt.store.release(&lease).await {
-            tracing::warn!(stream = %self.rt.stream, group = %self.rt.group, partition = %id,
+            tracing::warn!(backend = self.rt.config.backend, stream = %self.rt.stream, group = %self.rt.group, partition = %id,
                 error = %e, "releasing a lease failed; it will lapse on its own");
         }
         self.rt.emit(if ended {
@@ -256,7 +256,7 @@ impl Coordinator {
         match self.rt.store.checkpoint(lease, checkpoint).await {
             Ok(held) => held,
             Err(e) => {
-                tracing::warn!(stream = %self.rt.stream, group = %self.rt.group,
+                tracing::warn!(backend = self.rt.config.backend, stream = %self.rt.stream, group = %self.rt.group,
                     partition = %lease.key.partition, error = %e,
                     "saving a checkpoint before release failed; the next owner replays from the last one");
                 Some(lease.clone())
@@ -267,7 +267,7 @@ impl Coordinator {
     /// The last step of a runtime: commit, release everything, stopped.
     async fn stop(&mut self) {
         if let Err(e) = self.commit_all().await {
-            tracing::warn!(stream = %self.rt.stream, group = %self.rt.group, error = %e,
+            tracing::warn!(backend = self.rt.config.backend, stream = %self.rt.stream, group = %self.rt.group, error = %e,
                 "the final commit failed; the next owner replays from the last checkpoint");
         }
         let ids: Vec<PartitionId> = self.rt.state.lock().parts.keys().cloned().collect();

@@ -193,6 +193,9 @@ pub struct GroupConfig {
     pub max_window: usize,
     /// Called on every lease change.
     pub observer: Option<GroupObserver>,
+    /// The backend's name in the engine's logs (`kinesis`, `eventhubs`, `local`), so that a
+    /// process running several engine-based backends says which one a warning is about.
+    pub backend: &'static str,
 }
 
 impl fmt::Debug for GroupConfig {
@@ -206,6 +209,7 @@ impl fmt::Debug for GroupConfig {
             .field("prefetch", &self.prefetch)
             .field("max_window", &self.max_window)
             .field("observer", &self.observer.is_some())
+            .field("backend", &self.backend)
             .finish()
     }
 }
@@ -225,7 +229,13 @@ impl GroupConfig {
             prefetch: 1024,
             max_window: 16_384,
             observer: None,
+            backend: "group",
         }
+    }
+    /// Names the backend in the engine's logs.
+    pub fn backend(mut self, name: &'static str) -> Self {
+        self.backend = name;
+        self
     }
     /// Sets the balance interval.
     pub fn balance_interval(mut self, every: Duration) -> Self {

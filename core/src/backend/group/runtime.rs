@@ -210,7 +210,7 @@ impl Runtime {
     }
 
     pub(super) fn emit(&self, event: GroupEvent) {
-        tracing::debug!(stream = %self.stream, group = %self.group, ?event, "group event");
+        tracing::debug!(backend = self.config.backend, stream = %self.stream, group = %self.group, ?event, "group event");
         if let Some(observer) = &self.config.observer {
             observer(&event);
         }

@@ -160,7 +160,7 @@ impl Coordinator {
                         .claim(&victim.key, &rt.owner, rt.config.lease_ttl, Some(victim))
                         .await?
                 {
-                    tracing::info!(stream = %rt.stream, group = %rt.group,
+                    tracing::info!(backend = rt.config.backend, stream = %rt.stream, group = %rt.group,
                         partition = %victim.key.partition, from = %victim.owner,
                         "took a partition from the member holding most, to balance the group");
                     claimed.push(((*topology).clone(), lease));
@@ -210,7 +210,7 @@ impl Coordinator {
                     .start_part(&topology, lease, fresh.get(&topology.id))
                     .await
                 {
-                    tracing::warn!(stream = %rt.stream, group = %rt.group,
+                    tracing::warn!(backend = rt.config.backend, stream = %rt.stream, group = %rt.group,
                         partition = %topology.id, error = %e,
                         "could not start reading a claimed partition; released it");
                 }

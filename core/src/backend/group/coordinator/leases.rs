@@ -65,7 +65,7 @@ pub(super) async fn renew_leases(rt: &Runtime) {
                         &format!("its lease ran out while renewing failed ({e})"),
                     );
                 } else {
-                    tracing::warn!(stream = %rt.stream, group = %rt.group,
+                    tracing::warn!(backend = rt.config.backend, stream = %rt.stream, group = %rt.group,
                         partition = %id, error = %e, "renewing a lease failed; will retry");
                 }
             }
@@ -80,7 +80,7 @@ pub(super) fn mark_lost(rt: &Runtime, partition: &PartitionId, why: &str) {
         owner: rt.owner.clone(),
     };
     if rt.remove_part(partition, Some(event)).is_some() {
-        tracing::warn!(stream = %rt.stream, group = %rt.group,
+        tracing::warn!(backend = rt.config.backend, stream = %rt.stream, group = %rt.group,
             partition = %partition, "partition taken over by another member ({why}); \
              its unacked deliveries will be redelivered there");
     }

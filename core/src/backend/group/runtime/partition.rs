@@ -178,7 +178,7 @@ async fn read_loop(
                 return;
             }
             Err(e) => {
-                tracing::warn!(stream = %rt.stream, group = %rt.group, partition = %partition,
+                tracing::warn!(backend = rt.config.backend, stream = %rt.stream, group = %rt.group, partition = %partition,
                     error = %e, retry_in = ?backoff, "reading a partition failed; will retry");
                 if !e.is_retryable() {
                     let mut state = rt.state.lock();
