@@ -29,15 +29,22 @@ pub(crate) trait PartitionLog: Send + Sync + 'static {
     fn append_owned(&self, events: Vec<Event>, append_ms: i64) -> Result<u64> {
         self.append(&events, append_ms)
     }
-    /// [`append_owned`](Self::append_owned), also giving each event's position when the log
-    /// keeps positions (the memory log): receipts then share the positions reads hand out
-    /// instead of allocating their own. `None` from logs that do not.
+    /// [`append_owned`](Self::append_owned), calling `each` with every event's position in
+    /// order: receipts then share the positions the log keeps (the memory log) and reads hand
+    /// out, instead of formatting their own, and no list of positions is made. Returns the
+    /// first event's offset.
     fn append_positioned(
         &self,
         events: Vec<Event>,
         append_ms: i64,
-    ) -> Result<(u64, Option<Vec<Position>>)> {
-        Ok((self.append_owned(events, append_ms)?, None))
+        each: &mut dyn FnMut(&Position),
+    ) -> Result<u64> {
+        let n = events.len() as u64;
+        let base = self.append_owned(events, append_ms)?;
+        for offset in base..base + n {
+            each(&Position::from_offset(offset));
+        }
+        Ok(base)
     }
     /// [`read_cached`](Self::read_cached) as the group engine's records, positions included,
     /// from a log that keeps positions; `None` from logs that do not.
@@ -170,45 +177,45 @@ impl MemoryLog {
         active.positions.last().expect("just pushed")
     }
 
-    /// Visits up to `max_records` records (with their positions) from `from`, clamped to the
-    /// retained range, stopping after about `max_bytes`.
-    fn visit(
+    /// Up to `max_records` records from `from` (clamped to the retained range), each made into
+    /// a `T` with its position, stopping after about `max_bytes`. One look under the lock: the
+    /// vector is sized from the same state it is filled from, and each segment is walked as
+    /// slices (no segment lookup or bounds check per record).
+    fn collect<T>(
         &self,
         from: u64,
         max_records: usize,
         max_bytes: usize,
-        mut each: impl FnMut(&StoredRecord, &Position),
-    ) {
+        each: impl Fn(&StoredRecord, &Position) -> T,
+    ) -> Vec<T> {
         let g = self.inner.read();
         let start = g.segments.front().map_or(g.next, |s| s.base);
-        let mut offset = from.max(start);
-        let mut count = 0;
+        let from = from.max(start);
+        let mut out = Vec::with_capacity(max_records.min(g.next.saturating_sub(from) as usize));
         let mut bytes = 0;
-        let mut seg = g
+        let first = g
             .segments
-            .partition_point(|s| s.base <= offset)
+            .partition_point(|s| s.base <= from)
             .saturating_sub(1);
-        while count < max_records && bytes < max_bytes && offset < g.next {
-            let Some(segment) = g.segments.get(seg) else {
-                break;
+        for segment in g.segments.range(first..) {
+            // Segments are dense: every one after the first is read from its start.
+            let skip = from.saturating_sub(segment.base) as usize;
+            let Some(records) = segment.records.get(skip..) else {
+                continue;
             };
-            let index = (offset - segment.base) as usize;
-            match segment.records.get(index) {
-                Some(record) => {
-                    bytes += segment.sizes[index] as usize;
-                    each(record, &segment.positions[index]);
-                    count += 1;
-                    offset += 1;
+            let rows = records
+                .iter()
+                .zip(&segment.sizes[skip..])
+                .zip(&segment.positions[skip..]);
+            for ((record, size), position) in rows {
+                if out.len() >= max_records || bytes >= max_bytes {
+                    return out;
                 }
-                None => seg += 1,
+                bytes += *size as usize;
+                out.push(each(record, position));
             }
         }
-    }
-
-    fn available(&self, from: u64, max_records: usize) -> usize {
-        let g = self.inner.read();
-        let start = g.segments.front().map_or(g.next, |s| s.base);
-        max_records.min(g.next.saturating_sub(from.max(start)) as usize)
+        out
     }
 }
 
@@ -241,15 +248,15 @@ impl PartitionLog for MemoryLog {
         &self,
         mut events: Vec<Event>,
         append_ms: i64,
-    ) -> Result<(u64, Option<Vec<Position>>)> {
+        each: &mut dyn FnMut(&Position),
+    ) -> Result<u64> {
         share(&mut events);
-        let mut positions = Vec::with_capacity(events.len());
         let mut g = self.inner.write();
         let base = g.next;
         for event in events {
-            positions.push(self.push(&mut g, event, append_ms).clone());
+            each(self.push(&mut g, event, append_ms));
         }
-        Ok((base, Some(positions)))
+        Ok(base)
     }
 
     fn read_positioned(
@@ -258,14 +265,14 @@ impl PartitionLog for MemoryLog {
         max_records: usize,
         max_bytes: usize,
     ) -> Option<Vec<SourceRecord>> {
-        let mut out = Vec::with_capacity(self.available(from, max_records));
-        self.visit(from, max_records, max_bytes, |record, position| {
-            out.push(SourceRecord {
-                event: record.event.clone(),
-                position: position.clone(),
-            })
-        });
-        Some(out)
+        Some(
+            self.collect(from, max_records, max_bytes, |record, position| {
+                SourceRecord {
+                    event: record.event.clone(),
+                    position: position.clone(),
+                }
+            }),
+        )
     }
 
     fn read_cached(
@@ -278,11 +285,7 @@ impl PartitionLog for MemoryLog {
     }
 
     fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<StoredRecord>> {
-        let mut out = Vec::with_capacity(self.available(from, max_records));
-        self.visit(from, max_records, max_bytes, |record, _| {
-            out.push(record.clone())
-        });
-        Ok(out)
+        Ok(self.collect(from, max_records, max_bytes, |record, _| record.clone()))
     }
 
     fn bounds(&self) -> (u64, u64) {
@@ -379,7 +382,7 @@ mod tests {
             let events = (0..100)
                 .map(|i| Event::new(vec![0u8; 20]).with_key(format!("{}", chunk * 100 + i)))
                 .collect();
-            log.append_positioned(events, 0).unwrap();
+            log.append_positioned(events, 0, &mut |_| {}).unwrap();
         }
         assert_eq!(log.bounds(), (0, n as u64));
         let records = log.read(0, usize::MAX, usize::MAX).unwrap();
