@@ -226,6 +226,10 @@ impl Hash for SmallStr {
 }
 
 impl Ord for SmallStr {
+    /// Inlined where maps search by id (the group engine looks a partition up on every ack):
+    /// the fast path is a few instructions, and the call with its register saves cost more
+    /// than the compare did.
+    #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
         if let (
             SmallStr::Inline {
@@ -263,6 +267,7 @@ impl PartialOrd for SmallStr {
 /// Compares runs of ASCII digits by numeric value and everything else byte by byte; strings
 /// that compare equal that way (`"07"`, `"7"`) fall back to plain byte order, so the order
 /// agrees with equality.
+#[inline(never)]
 pub(super) fn natural_cmp(x: &[u8], y: &[u8]) -> Ordering {
     use std::cmp::Ordering::Equal;
     let (mut i, mut j) = (0, 0);
