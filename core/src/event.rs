@@ -326,6 +326,12 @@ impl Position {
     pub fn from_offset(offset: u64) -> Self {
         Position(SmallStr::from_u64(offset))
     }
+    /// `Position::from_offset(offset + 1)` for a position made by
+    /// [`Position::from_offset`], by incrementing its digits in place (a log appending in
+    /// order makes each position from the one before); `None` for any other position.
+    pub(crate) fn next_offset(&self) -> Option<Self> {
+        self.0.successor().map(Position)
+    }
     /// The numeric offset, for backends whose positions are numbers.
     pub fn as_offset(&self) -> Option<u64> {
         self.0.to_u64()

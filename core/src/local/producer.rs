@@ -40,16 +40,31 @@ impl LocalProducer {
             }
         }
     }
-}
 
-#[async_trait]
-impl Producer for LocalProducer {
-    async fn send(&self, event: Event) -> Result<Receipt> {
-        let mut receipts = self.send_batch(vec![event]).await?;
-        Ok(receipts.pop().expect("one receipt per event"))
+    /// The first event's partition, and every event's when they are not all that one: a send
+    /// to one partition (every single send, any batch of one key) allocates no list.
+    fn partitions_of(&self, events: &[Event]) -> (usize, Option<Vec<usize>>) {
+        let first = self.partition_of(&events[0]);
+        let mut parts: Option<Vec<usize>> = None;
+        for (i, event) in events.iter().enumerate().skip(1) {
+            let p = self.partition_of(event);
+            match &mut parts {
+                Some(parts) => parts.push(p),
+                None if p != first => {
+                    let mut all = Vec::with_capacity(events.len());
+                    all.resize(i, first);
+                    all.push(p);
+                    parts = Some(all);
+                }
+                None => {}
+            }
+        }
+        (first, parts)
     }
 
-    async fn send_batch(&self, events: Vec<Event>) -> Result<Vec<Receipt>> {
+    /// The send of [`Producer::send`] and [`Producer::send_batch`], awaited in place by both
+    /// (no boxed future of its own).
+    async fn send_events(&self, events: Vec<Event>) -> Result<Vec<Receipt>> {
         let closed = self.closed.read().await;
         if *closed {
             return Err(Error::closed(format!(
@@ -66,83 +81,120 @@ impl Producer for LocalProducer {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        // Group per partition, keeping send order inside each partition; the groups ascend by
-        // partition (the writer thread relies on it). A send to one partition (every single
-        // send, and any batch of one key) keeps its vector as the one group: no regrouping and
-        // about half the allocations of a send.
-        let parts: Vec<usize> = events.iter().map(|e| self.partition_of(e)).collect();
-        let (by_partition, slots) = if parts.iter().all(|p| *p == parts[0]) {
-            (vec![(parts[0], events)], None)
-        } else {
-            let (by_partition, slots) = group(events, &parts, self.stream.partitions.len());
-            (by_partition, Some(slots))
+        let (first, parts) = self.partitions_of(&events);
+        match self.stream.writer.get() {
+            Some(writer) => self.send_to_writer(writer, events, first, parts).await,
+            None if self.stream.blocking_io => Err(Error::unavailable(format!(
+                "stream `{}` is open read-only in this process",
+                self.stream.name
+            ))
+            .with_backend(self.scheme)),
+            None => self.append_in_memory(events, first, parts),
+        }
+    }
+
+    /// Appends to the memory logs in place; each receipt shares the position the log made for
+    /// its event and keeps for reads. A send to one partition builds no groups.
+    fn append_in_memory(
+        &self,
+        events: Vec<Event>,
+        first: usize,
+        parts: Option<Vec<usize>>,
+    ) -> Result<Vec<Receipt>> {
+        let now = Timestamp::now().as_millis();
+        let n = events.len();
+        let mut receipts: Vec<Receipt> = Vec::with_capacity(n);
+        let Some(parts) = parts else {
+            let id = PartitionId::from(first as u32);
+            // The events move into the log: it keeps them, not copies.
+            self.stream.partitions[first].append_positioned(events, now, &mut |position| {
+                receipts.push(Receipt {
+                    partition: Some(id.clone()),
+                    position: Some(position.clone()),
+                })
+            })?;
+            self.stream.wake(first);
+            return Ok(receipts);
         };
-        let ids: Vec<(usize, PartitionId)> = by_partition
-            .iter()
-            .map(|(p, _)| (*p, PartitionId::from(*p as u32)))
-            .collect();
-        // Per partition group: its first offset, and the positions the log made and keeps (the
-        // memory log).
-        let appended: Vec<(u64, Option<Vec<Position>>)> = match self.stream.writer.get() {
-            Some(writer) => {
-                let (reply, rx) = oneshot::channel();
-                // The events move to the writer thread: no copy of keys, payloads or headers.
-                writer
-                    .send(WriteRequest {
-                        batches: by_partition,
-                        reply,
-                    })
-                    .await
-                    .map_err(|_| {
-                        Error::closed("the stream's writer stopped").with_backend(self.scheme)
-                    })?;
-                rx.await
-                    .map_err(|_| {
-                        Error::closed("the stream's writer stopped").with_backend(self.scheme)
-                    })?
-                    .map_err(|e| e.with_backend(self.scheme))?
-                    .into_iter()
-                    .map(|base| (base, None))
-                    .collect()
-            }
-            None if self.stream.blocking_io => {
-                return Err(Error::unavailable(format!(
-                    "stream `{}` is open read-only in this process",
-                    self.stream.name
-                ))
-                .with_backend(self.scheme));
-            }
-            None => {
-                let now = Timestamp::now().as_millis();
-                // The events move into the log: it keeps them, not copies.
-                let mut appended = Vec::with_capacity(by_partition.len());
-                for (p, events) in by_partition {
-                    appended.push(self.stream.partitions[p].append_positioned(events, now)?);
+        receipts.resize(n, Receipt::default());
+        for (p, group) in group(events, &parts, self.stream.partitions.len()) {
+            let id = PartitionId::from(p as u32);
+            // A group holds its partition's events in send order, so its receipts go to the
+            // slots of that partition's events, in order.
+            let mut slots = parts.iter().enumerate().filter(|(_, q)| **q == p);
+            self.stream.partitions[p].append_positioned(group, now, &mut |position| {
+                if let Some((i, _)) = slots.next() {
+                    receipts[i] = Receipt {
+                        partition: Some(id.clone()),
+                        position: Some(position.clone()),
+                    };
                 }
-                appended
-            }
+            })?;
+            // Readers of each partition wake as soon as its events are in.
+            self.stream.wake(p);
+        }
+        Ok(receipts)
+    }
+
+    /// Hands the events to the stream's writer thread (the file log) and makes the receipts
+    /// from the first offset of each partition's group.
+    async fn send_to_writer(
+        &self,
+        writer: &mpsc::Sender<WriteRequest>,
+        events: Vec<Event>,
+        first: usize,
+        parts: Option<Vec<usize>>,
+    ) -> Result<Vec<Receipt>> {
+        let n = events.len();
+        let partitions = self.stream.partitions.len();
+        let batches = match &parts {
+            None => vec![(first, events)],
+            Some(parts) => group(events, parts, partitions),
         };
+        let written: Vec<usize> = batches.iter().map(|(p, _)| *p).collect();
+        let (reply, rx) = oneshot::channel();
+        // The events move to the writer thread: no copy of keys, payloads or headers.
+        writer
+            .send(WriteRequest { batches, reply })
+            .await
+            .map_err(|_| Error::closed("the stream's writer stopped").with_backend(self.scheme))?;
+        let bases = rx
+            .await
+            .map_err(|_| Error::closed("the stream's writer stopped").with_backend(self.scheme))?
+            .map_err(|e| e.with_backend(self.scheme))?;
         // Only the readers of the partitions written wake up.
-        for (p, _) in &ids {
+        for p in &written {
             self.stream.wake(*p);
         }
-        let receipt = |group: usize, index: usize| {
-            let (base, kept) = &appended[group];
+        // Each partition's next offset, handed out in send order.
+        let mut next = vec![0u64; partitions];
+        for (p, base) in written.iter().zip(bases) {
+            next[*p] = base;
+        }
+        let receipt = |p: usize, next: &mut Vec<u64>| {
+            let offset = next[p];
+            next[p] += 1;
             Receipt {
-                partition: Some(ids[group].1.clone()),
-                position: Some(match kept {
-                    Some(positions) => positions[index].clone(),
-                    None => Position::from_offset(base + index as u64),
-                }),
+                partition: Some(PartitionId::from(p as u32)),
+                position: Some(Position::from_offset(offset)),
             }
         };
-        Ok(match slots {
-            None => (0..parts.len()).map(|index| receipt(0, index)).collect(),
-            Some(slots) => slots
-                .into_iter()
-                .map(|(group, index)| receipt(group, index))
-                .collect(),
+        Ok(match parts {
+            None => (0..n).map(|_| receipt(first, &mut next)).collect(),
+            Some(parts) => parts.iter().map(|p| receipt(*p, &mut next)).collect(),
         })
+    }
+}
+
+#[async_trait]
+impl Producer for LocalProducer {
+    async fn send(&self, event: Event) -> Result<Receipt> {
+        let mut receipts = self.send_events(vec![event]).await?;
+        Ok(receipts.pop().expect("one receipt per event"))
+    }
+
+    async fn send_batch(&self, events: Vec<Event>) -> Result<Vec<Receipt>> {
+        self.send_events(events).await
     }
 
     async fn flush(&self) -> Result<()> {
@@ -178,13 +230,8 @@ impl Producer for LocalProducer {
 }
 
 /// The events of a send to several partitions, grouped per partition in send order, the groups
-/// ascending by partition; and for each event, in send order, its group and its index there.
-#[allow(clippy::type_complexity)]
-fn group(
-    events: Vec<Event>,
-    parts: &[usize],
-    partitions: usize,
-) -> (Vec<(usize, Vec<Event>)>, Vec<(usize, usize)>) {
+/// ascending by partition (the writer thread relies on it).
+fn group(events: Vec<Event>, parts: &[usize], partitions: usize) -> Vec<(usize, Vec<Event>)> {
     // Each partition's vector sized once (empty ones do not allocate).
     let mut counts = vec![0usize; partitions];
     for p in parts {
@@ -192,21 +239,12 @@ fn group(
     }
     let mut per_partition: Vec<Vec<Event>> =
         counts.iter().map(|n| Vec::with_capacity(*n)).collect();
-    let mut slots = Vec::with_capacity(events.len());
     for (event, p) in events.into_iter().zip(parts) {
-        slots.push((*p, per_partition[*p].len()));
         per_partition[*p].push(event);
     }
-    // From partition number to group index: counts is reused for it.
-    let mut by_partition = Vec::new();
-    for (p, events) in per_partition.into_iter().enumerate() {
-        if !events.is_empty() {
-            counts[p] = by_partition.len();
-            by_partition.push((p, events));
-        }
-    }
-    for slot in &mut slots {
-        slot.0 = counts[slot.0];
-    }
-    (by_partition, slots)
+    per_partition
+        .into_iter()
+        .enumerate()
+        .filter(|(_, events)| !events.is_empty())
+        .collect()
 }
