@@ -14,6 +14,9 @@ use tributary::{Event, Headers, Timestamp};
 /// Marks an absent key or header value in the layout.
 const NONE: u32 = u32::MAX;
 
+/// Headers of a message read into a list on the stack; a message with more takes a vector.
+const INLINE_HEADERS: usize = 8;
+
 /// Chunks that fetched messages are cut from: one allocation (and one reference count) per
 /// chunk instead of two per message. A chunk stays alive while any event cut from it does.
 pub(crate) struct Arena {
@@ -55,32 +58,43 @@ impl Fetched {
     pub(crate) fn copy(message: &BorrowedMessage<'_>, arena: &mut Arena) -> Fetched {
         let key = message.key();
         let payload = message.payload().unwrap_or_default();
-        let headers = message.headers();
-        let header_count = headers.map_or(0, |h| h.count());
-        let mut body = key.map_or(0, <[u8]>::len) + payload.len();
-        if let Some(headers) = headers {
-            for header in headers.iter() {
-                body += header.key.len() + header.value.map_or(0, <[u8]>::len);
+        // Each header is looked up in librdkafka once (a lookup, a `strlen` and a UTF-8 check
+        // of its name): the lengths and the copy both read this list.
+        let mut inline = [("", None); INLINE_HEADERS];
+        let spilled: Vec<(&str, Option<&[u8]>)>;
+        let headers: &[(&str, Option<&[u8]>)] = match message.headers() {
+            None => &[],
+            Some(headers) if headers.count() <= INLINE_HEADERS => {
+                let mut count = 0;
+                for (slot, header) in inline.iter_mut().zip(headers.iter()) {
+                    *slot = (header.key, header.value);
+                    count += 1;
+                }
+                &inline[..count]
             }
+            Some(headers) => {
+                spilled = headers.iter().map(|h| (h.key, h.value)).collect();
+                &spilled
+            }
+        };
+        let mut body = key.map_or(0, <[u8]>::len) + payload.len();
+        for (name, value) in headers {
+            body += name.len() + value.map_or(0, <[u8]>::len);
         }
-        let buf = arena.room(body + 4 * (3 + 2 * header_count));
+        let buf = arena.room(body + 4 * (3 + 2 * headers.len()));
         buf.put_slice(key.unwrap_or_default());
         buf.put_slice(payload);
-        if let Some(headers) = headers {
-            for header in headers.iter() {
-                buf.put_slice(header.key.as_bytes());
-                buf.put_slice(header.value.unwrap_or_default());
-            }
+        for (name, value) in headers {
+            buf.put_slice(name.as_bytes());
+            buf.put_slice(value.unwrap_or_default());
         }
         let layout = buf.len() as u32;
         buf.put_u32_le(key.map_or(NONE, |k| k.len() as u32));
         buf.put_u32_le(payload.len() as u32);
-        buf.put_u32_le(header_count as u32);
-        if let Some(headers) = headers {
-            for header in headers.iter() {
-                buf.put_u32_le(header.key.len() as u32);
-                buf.put_u32_le(header.value.map_or(NONE, |v| v.len() as u32));
-            }
+        buf.put_u32_le(headers.len() as u32);
+        for (name, value) in headers {
+            buf.put_u32_le(name.len() as u32);
+            buf.put_u32_le(value.map_or(NONE, |v| v.len() as u32));
         }
         Fetched {
             buf: buf.split().freeze(),
@@ -121,8 +135,13 @@ impl Fetched {
             for _ in 0..count {
                 let name = span(next());
                 let value = span(next());
-                // Names were `&str` in librdkafka: valid UTF-8.
-                let name = String::from_utf8_lossy(&self.buf[name]).into_owned();
+                // Names were `&str` in librdkafka: valid UTF-8, checked again (a few bytes)
+                // rather than assumed, without the lossy conversion's chunking.
+                let name = &self.buf[name];
+                let name = match std::str::from_utf8(name) {
+                    Ok(name) => name.to_owned(),
+                    Err(_) => String::from_utf8_lossy(name).into_owned(),
+                };
                 headers.append(name, take(value));
             }
             event.headers = headers;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{Notify, oneshot};
-use tributary::backend::{AckTracker, Acknowledge, Ticket};
+use tributary::backend::{AckToken, AckTracker, SharedAcknowledge, Ticket};
 use tributary::{
     AckHandle, Delivery, Error, Outcome, PartitionId, Position, Result, StartPosition,
 };
@@ -77,32 +77,51 @@ impl Hasher for PartitionHasher {
 /// The assigned partitions by number.
 pub(super) type Partitions = HashMap<i32, PartitionState, BuildHasherDefault<PartitionHasher>>;
 
-/// What an ack handle needs to settle its delivery.
-struct Settle {
-    partition: i32,
-    generation: u64,
-    ticket: Ticket,
-    offset: i64,
-    attempt: u32,
+/// A delivery handed out and not yet committed, as its partition's tracker holds it: the
+/// content stays here (one reference count) so that a nack can queue it again.
+pub(super) struct Tracked {
+    pub(super) offset: i64,
     fetched: Fetched,
 }
 
-/// The acknowledgement handle behind each [`Delivery`]. The outcome is applied to the shared
-/// state at once, on the caller's thread: a nacked event is then queued for redelivery before
-/// the application can receive anything later from its partition, and an ack costs one short
-/// lock instead of a message to the driver.
-struct KafkaAck {
-    settle: Option<Settle>,
-    shared: Arc<Shared>,
+/// What a delivery's [`AckHandle`] carries to settle it (an [`AckToken`]): its partition and
+/// attempt, the partition's generation when it was handed out, and its ticket. The handle
+/// points at the consumer's [`Shared`], so a delivery costs no allocation for its ack.
+struct Settle {
+    partition: i32,
+    attempt: u32,
+    generation: u64,
+    ticket: Ticket,
 }
 
-impl Acknowledge for KafkaAck {
-    fn settle(mut self: Box<Self>, outcome: Outcome) {
-        if let Some(settle) = self.settle.take() {
-            let receivable = self.shared.state.lock().apply(settle, outcome);
-            if receivable {
-                self.shared.wake.notify_waiters();
-            }
+impl Settle {
+    fn token(&self) -> AckToken {
+        AckToken([
+            u64::from(self.partition as u32) | u64::from(self.attempt) << 32,
+            self.generation,
+            self.ticket.as_u64(),
+        ])
+    }
+
+    fn from_token(token: AckToken) -> Settle {
+        let [first, generation, ticket] = token.0;
+        Settle {
+            partition: first as u32 as i32,
+            attempt: (first >> 32) as u32,
+            generation,
+            ticket: Ticket::from_u64(ticket),
+        }
+    }
+}
+
+/// The outcome is applied to the shared state at once, on the caller's thread: a nacked event
+/// is then queued for redelivery before the application can receive anything later from its
+/// partition, and an ack costs one short lock instead of a message to the driver.
+impl SharedAcknowledge for Shared {
+    fn settle_delivery(&self, token: AckToken, outcome: Outcome) {
+        let receivable = self.state.lock().apply(Settle::from_token(token), outcome);
+        if receivable {
+            self.wake.notify_waiters();
         }
     }
 }
@@ -113,7 +132,9 @@ pub(super) struct PartitionState {
     /// Changes with every assignment, so outcomes of deliveries from an earlier assignment are
     /// recognised and ignored.
     pub(super) generation: u64,
-    pub(super) tracker: AckTracker<i64>,
+    /// Deliveries handed out, in offset order; what it commits is the last acked prefix's
+    /// offset (its content, pinned until the next commit advance, is one event's).
+    pub(super) tracker: AckTracker<Tracked>,
     /// The offset last committed (next to read), to skip commits that change nothing.
     pub(super) committed: Option<i64>,
     /// The first offset this member reads (the group's commit, or the resolved start):
@@ -129,7 +150,7 @@ impl PartitionState {
     /// Events from the first unacked one to the end.
     fn lag(&self) -> Option<u64> {
         let processed = match self.tracker.committed() {
-            Some(&last) => last + 1,
+            Some(last) => last.offset + 1,
             None => self.start?,
         };
         Some(self.end?.saturating_sub(processed).max(0) as u64)
@@ -224,8 +245,8 @@ impl State {
             {
                 continue;
             }
-            if let Some(&last) = state.tracker.committed() {
-                let next = last + 1;
+            if let Some(last) = state.tracker.committed() {
+                let next = last.offset + 1;
                 if state.committed.is_none_or(|c| c < next) {
                     let _ = list.add_partition_offset(&self.topic, partition, Offset::Offset(next));
                 }
@@ -262,14 +283,17 @@ impl State {
                 was_full
             }
             Outcome::Nack => {
-                let generation = partition.generation;
+                let Some(tracked) = partition.tracker.position(settle.ticket) else {
+                    return was_full; // settled before (a handle settles once)
+                };
+                let (offset, fetched) = (tracked.offset, tracked.fetched.clone());
                 self.redeliveries.insert(
-                    (settle.partition, settle.offset),
+                    (settle.partition, offset),
                     Pending {
                         partition: settle.partition,
-                        offset: settle.offset,
-                        fetched: settle.fetched,
-                        redelivery: Some((generation, settle.ticket)),
+                        offset,
+                        fetched,
+                        redelivery: Some((settle.generation, settle.ticket)),
                         attempt: settle.attempt + 1,
                     },
                 );
@@ -320,13 +344,23 @@ impl State {
         let ready = self.redeliveries.len() + self.ready.len();
         let room = self.max_in_flight.saturating_sub(self.in_flight);
         into.reserve(max.min(ready).min(room));
-        while into.len() - before < max && self.in_flight < self.max_in_flight {
+        while into.len() - before < max {
+            let Some(delivery) = self.next(shared) else {
+                break;
+            };
+            into.push(delivery);
+        }
+        into.len() - before
+    }
+
+    /// The next event for the application (redeliveries first), registered with its
+    /// partition's tracker; `None` when none is ready or the in-flight limit holds it back.
+    pub(super) fn next(&mut self, shared: &Arc<Shared>) -> Option<Delivery> {
+        while self.in_flight < self.max_in_flight {
             let pending = match self.redeliveries.pop_first() {
                 Some((_, pending)) => pending,
                 None => {
-                    let Some(pending) = self.ready.pop_front() else {
-                        break;
-                    };
+                    let pending = self.ready.pop_front()?;
                     self.ready_bytes = self.ready_bytes.saturating_sub(pending.fetched.size());
                     if self.ready.len() == self.low_water {
                         // The driver may be waiting for room (see `Driver::fetch`).
@@ -338,6 +372,7 @@ impl State {
             let Some(partition) = self.partitions.get_mut(&pending.partition) else {
                 continue;
             };
+            let event = pending.fetched.event();
             let (generation, ticket) = match pending.redelivery {
                 Some((generation, ticket)) if generation == partition.generation => {
                     (generation, ticket)
@@ -345,56 +380,52 @@ impl State {
                 Some(_) => continue,
                 None => (
                     partition.generation,
-                    partition.tracker.track(pending.offset),
+                    partition.tracker.track(Tracked {
+                        offset: pending.offset,
+                        fetched: pending.fetched,
+                    }),
                 ),
             };
             self.in_flight += 1;
-            into.push(Delivery {
-                event: pending.fetched.event(),
+            let settle = Settle {
+                partition: pending.partition,
+                attempt: pending.attempt,
+                generation,
+                ticket,
+            };
+            return Some(Delivery {
+                event,
                 partition: Some(partition.id.clone()),
-                position: Some(position(pending.offset)),
+                position: Some(Position::from_offset(pending.offset.max(0) as u64)),
                 attempt: Some(pending.attempt),
-                handle: AckHandle::new(Box::new(KafkaAck {
-                    settle: Some(Settle {
-                        partition: pending.partition,
-                        generation,
-                        ticket,
-                        offset: pending.offset,
-                        attempt: pending.attempt,
-                        fetched: pending.fetched,
-                    }),
-                    shared: shared.clone(),
-                })),
+                handle: AckHandle::shared(shared.clone(), settle.token()),
             });
         }
-        into.len() - before
+        None
     }
-}
-
-/// `Position::from_offset` without the intermediate `String`: one allocation per delivery.
-fn position(offset: i64) -> Position {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = offset.max(0) as u64;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    Position::new(std::str::from_utf8(&digits[at..]).expect("ASCII digits"))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn positions_are_the_offsets() {
-        for offset in [0i64, 7, 10, 99, 1_000_000, i64::MAX] {
+    fn tokens_carry_what_a_settle_needs() {
+        for (partition, attempt, generation, ticket) in [
+            (0, 1, 0, 0),
+            (7, 2, 5, 99),
+            (i32::MAX, u32::MAX, u64::MAX, u64::MAX),
+        ] {
+            let settle = Settle {
+                partition,
+                attempt,
+                generation,
+                ticket: Ticket::from_u64(ticket),
+            };
+            let back = Settle::from_token(settle.token());
             assert_eq!(
-                super::position(offset),
-                tributary::Position::from_offset(offset as u64)
+                (back.partition, back.attempt, back.generation, back.ticket),
+                (partition, attempt, generation, settle.ticket)
             );
         }
     }
