@@ -42,6 +42,55 @@ impl Arena {
     }
 }
 
+/// Header names an event can carry without a copy of its own. The names a consumer sees recur
+/// on every event (a trace id, a content type), so each distinct one is copied once for the
+/// life of the process and events name it as a `&'static str` ([`Headers::append_static`]):
+/// no allocation, UTF-8 check or free per header. Bounded: the process keeps at most
+/// [`MAX_NAMES`] names of at most [`MAX_NAME_LEN`] bytes (16 KiB); any other name is copied
+/// per event. Each consumer remembers the names it met (at most [`MAX_NAMES_SEEN`]), so the
+/// process-wide list is only locked when a consumer meets a name for the first time.
+pub(crate) struct Names {
+    seen: Vec<&'static str>,
+}
+
+/// Every name kept, process-wide.
+static KEPT: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+const MAX_NAMES: usize = 256;
+const MAX_NAME_LEN: usize = 64;
+const MAX_NAMES_SEEN: usize = 32;
+
+impl Names {
+    pub(crate) fn new() -> Names {
+        Names { seen: Vec::new() }
+    }
+
+    /// The kept copy of `name`, or `None` when it is not kept (too long, too many names, or
+    /// not UTF-8).
+    fn get(&mut self, name: &[u8]) -> Option<&'static str> {
+        if let Some(&kept) = self.seen.iter().find(|n| n.as_bytes() == name) {
+            return Some(kept);
+        }
+        if name.len() > MAX_NAME_LEN || self.seen.len() >= MAX_NAMES_SEEN {
+            return None;
+        }
+        let name = std::str::from_utf8(name).ok()?;
+        let mut kept = KEPT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let found = match kept.iter().find(|n| **n == name) {
+            Some(&found) => found,
+            None if kept.len() < MAX_NAMES => {
+                let found: &'static str = Box::leak(name.into());
+                kept.push(found);
+                found
+            }
+            None => return None,
+        };
+        self.seen.push(found);
+        Some(found)
+    }
+}
+
 /// A message's content, shared by the event handed out and the copy kept for redelivery.
 #[derive(Clone)]
 pub(crate) struct Fetched {
@@ -108,8 +157,8 @@ impl Fetched {
         self.layout as usize
     }
 
-    /// The event: slices of the buffer, no copy of the content.
-    pub(crate) fn event(&self) -> Event {
+    /// The event: slices of the buffer, no copy of the content; header names from `names`.
+    pub(crate) fn event(&self, names: &mut Names) -> Event {
         let mut layout = self.buf[self.layout as usize..]
             .chunks_exact(4)
             .map(|n| u32::from_le_bytes([n[0], n[1], n[2], n[3]]));
@@ -138,11 +187,11 @@ impl Fetched {
                 // Names were `&str` in librdkafka: valid UTF-8, checked again (a few bytes)
                 // rather than assumed, without the lossy conversion's chunking.
                 let name = &self.buf[name];
-                let name = match std::str::from_utf8(name) {
-                    Ok(name) => name.to_owned(),
-                    Err(_) => String::from_utf8_lossy(name).into_owned(),
-                };
-                headers.append(name, take(value));
+                match names.get(name) {
+                    Some(name) => headers.append_static(name, take(value)),
+                    // Names were `&str` in librdkafka: valid UTF-8.
+                    None => headers.append(String::from_utf8_lossy(name), take(value)),
+                }
             }
             event.headers = headers;
         }
@@ -191,7 +240,8 @@ mod tests {
                 ("\u{e9}", Some(b"x")),
             ],
         );
-        let event = f.event();
+        let names = &mut Names::new();
+        let event = f.event(names);
         assert_eq!(event.key.as_deref(), Some(&b"k"[..]));
         assert_eq!(event.payload.as_ref(), b"payload");
         let headers: Vec<(&str, &[u8])> =
@@ -204,14 +254,32 @@ mod tests {
             event.timestamp.map(|t| t.as_millis()),
             Some(1_700_000_000_000)
         );
-        assert_eq!(f.event(), event, "built again, the same event");
+        assert_eq!(f.event(names), event, "built again, the same event");
         assert_eq!(f.size(), 1 + 7 + 1 + 1 + 1 + 3 + 2 + 1);
 
-        let bare = fetched(None, b"", &[]).event();
+        let bare = fetched(None, b"", &[]).event(names);
         assert_eq!(bare.key, None);
         assert!(bare.payload.is_empty());
         assert!(bare.headers.is_empty());
-        let empty_key = fetched(Some(b""), b"x", &[]).event();
+        let empty_key = fetched(Some(b""), b"x", &[]).event(names);
         assert_eq!(empty_key.key.as_deref(), Some(&b""[..]));
+    }
+
+    #[test]
+    fn names_are_kept_once_and_long_ones_are_copied() {
+        let long = "n".repeat(MAX_NAME_LEN + 1);
+        let f = fetched(None, b"", &[("trace", Some(b"1")), (&long, Some(b"2"))]);
+        let (mut a, mut b) = (Names::new(), Names::new());
+        let (first, second) = (f.event(&mut a), f.event(&mut b));
+        assert_eq!(first, second);
+        let names: Vec<&str> = first.headers.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["trace", long.as_str()]);
+        let kept = |names: &mut Names| names.get(b"trace").map(str::as_ptr);
+        assert_eq!(kept(&mut a), kept(&mut b), "one copy per process");
+        assert!(a.get(long.as_bytes()).is_none());
+        assert!(
+            a.get(b"\xff").is_none(),
+            "not UTF-8: copied (lossily) per event"
+        );
     }
 }

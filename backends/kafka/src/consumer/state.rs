@@ -15,7 +15,7 @@ use tributary::{
     AckHandle, Delivery, Error, Outcome, PartitionId, Position, Result, StartPosition,
 };
 
-use crate::fetched::Fetched;
+use crate::fetched::{Fetched, Names};
 
 /// Shared by the consumer, the driver thread (and the rebalance callback, which runs inside
 /// `poll` on that thread), the committer thread and the ack handles.
@@ -183,6 +183,8 @@ pub(super) struct State {
     /// How often the driver paused its partitions because the application stopped taking
     /// events (each pause discards librdkafka's prefetch).
     pub(super) pauses: u64,
+    /// Header names met so far (see [`Names`]).
+    pub(super) names: Names,
     /// An error for every later `receive()` (a deleted topic, a fatal client error).
     pub(super) failure: Option<Error>,
     /// The driver has stopped: `receive()` reports the consumer closed.
@@ -214,6 +216,7 @@ impl State {
             max_in_flight,
             assignment_changed: false,
             pauses: 0,
+            names: Names::new(),
             failure: None,
             stopped: false,
             joined: Some(joined),
@@ -372,7 +375,7 @@ impl State {
             let Some(partition) = self.partitions.get_mut(&pending.partition) else {
                 continue;
             };
-            let event = pending.fetched.event();
+            let event = pending.fetched.event(&mut self.names);
             let (generation, ticket) = match pending.redelivery {
                 Some((generation, ticket)) if generation == partition.generation => {
                     (generation, ticket)
