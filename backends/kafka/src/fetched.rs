@@ -152,6 +152,21 @@ impl Fetched {
         }
     }
 
+    /// An event with this payload and nothing else, for tests elsewhere in the crate.
+    #[cfg(test)]
+    pub(crate) fn for_test(payload: Bytes) -> Fetched {
+        let mut buf = BytesMut::from(&payload[..]);
+        let layout = buf.len() as u32;
+        buf.put_u32_le(NONE);
+        buf.put_u32_le(layout);
+        buf.put_u32_le(0);
+        Fetched {
+            buf: buf.freeze(),
+            layout,
+            timestamp: None,
+        }
+    }
+
     /// Bytes of content (for the ready queue's bound).
     pub(crate) fn size(&self) -> usize {
         self.layout as usize

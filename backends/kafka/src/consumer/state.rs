@@ -77,13 +77,6 @@ impl Hasher for PartitionHasher {
 /// The assigned partitions by number.
 pub(super) type Partitions = HashMap<i32, PartitionState, BuildHasherDefault<PartitionHasher>>;
 
-/// A delivery handed out and not yet committed, as its partition's tracker holds it: the
-/// content stays here (one reference count) so that a nack can queue it again.
-pub(super) struct Tracked {
-    pub(super) offset: i64,
-    fetched: Fetched,
-}
-
 /// What a delivery's [`AckHandle`] carries to settle it (an [`AckToken`]): its partition and
 /// attempt, the partition's generation when it was handed out, and its ticket. The handle
 /// points at the consumer's [`Shared`], so a delivery costs no allocation for its ack.
@@ -126,15 +119,48 @@ impl SharedAcknowledge for Shared {
     }
 }
 
+/// The contents of a tracker's window: the delivery of ticket `first + i` at index `i`.
+#[derive(Default)]
+pub(super) struct Contents {
+    first: u64,
+    fetched: VecDeque<Fetched>,
+}
+
+impl Contents {
+    /// Adds the content of the delivery just tracked as `ticket`.
+    fn push(&mut self, ticket: Ticket, fetched: Fetched) {
+        if self.fetched.is_empty() {
+            self.first = ticket.as_u64();
+        }
+        self.fetched.push_back(fetched);
+    }
+
+    fn get(&self, ticket: Ticket) -> Option<&Fetched> {
+        let index = ticket.as_u64().checked_sub(self.first)?;
+        self.fetched.get(usize::try_from(index).ok()?)
+    }
+
+    /// Drops the contents of deliveries committed since: the tracker's window is its newest
+    /// `window` tickets.
+    fn trim(&mut self, window: usize) {
+        while self.fetched.len() > window {
+            self.fetched.pop_front();
+            self.first += 1;
+        }
+    }
+}
+
 pub(super) struct PartitionState {
     /// The partition as the application sees it (made once: it is handed out per delivery).
     pub(super) id: PartitionId,
     /// Changes with every assignment, so outcomes of deliveries from an earlier assignment are
     /// recognised and ignored.
     pub(super) generation: u64,
-    /// Deliveries handed out, in offset order; what it commits is the last acked prefix's
-    /// offset (its content, pinned until the next commit advance, is one event's).
-    pub(super) tracker: AckTracker<Tracked>,
+    pub(super) tracker: AckTracker<i64>,
+    /// The content of each delivery the tracker holds (its window, oldest first), so that a
+    /// nack can queue it again without a copy per delivery. Trimmed as the acked prefix is
+    /// committed, so no content outlives its delivery's commit.
+    pub(super) contents: Contents,
     /// The offset last committed (next to read), to skip commits that change nothing.
     pub(super) committed: Option<i64>,
     /// The first offset this member reads (the group's commit, or the resolved start):
@@ -150,7 +176,7 @@ impl PartitionState {
     /// Events from the first unacked one to the end.
     fn lag(&self) -> Option<u64> {
         let processed = match self.tracker.committed() {
-            Some(last) => last.offset + 1,
+            Some(&last) => last + 1,
             None => self.start?,
         };
         Some(self.end?.saturating_sub(processed).max(0) as u64)
@@ -233,6 +259,7 @@ impl State {
                 id: PartitionId::from(partition as u32),
                 generation,
                 tracker: AckTracker::new(),
+                contents: Contents::default(),
                 committed: start,
                 start,
                 end,
@@ -248,8 +275,8 @@ impl State {
             {
                 continue;
             }
-            if let Some(last) = state.tracker.committed() {
-                let next = last.offset + 1;
+            if let Some(&last) = state.tracker.committed() {
+                let next = last + 1;
                 if state.committed.is_none_or(|c| c < next) {
                     let _ = list.add_partition_offset(&self.topic, partition, Offset::Offset(next));
                 }
@@ -283,13 +310,17 @@ impl State {
         match outcome {
             Outcome::Ack => {
                 partition.tracker.ack(settle.ticket);
+                partition.contents.trim(partition.tracker.window());
                 was_full
             }
             Outcome::Nack => {
-                let Some(tracked) = partition.tracker.position(settle.ticket) else {
+                let (Some(&offset), Some(fetched)) = (
+                    partition.tracker.position(settle.ticket),
+                    partition.contents.get(settle.ticket),
+                ) else {
                     return was_full; // settled before (a handle settles once)
                 };
-                let (offset, fetched) = (tracked.offset, tracked.fetched.clone());
+                let fetched = fetched.clone();
                 self.redeliveries.insert(
                     (settle.partition, offset),
                     Pending {
@@ -381,13 +412,11 @@ impl State {
                     (generation, ticket)
                 }
                 Some(_) => continue,
-                None => (
-                    partition.generation,
-                    partition.tracker.track(Tracked {
-                        offset: pending.offset,
-                        fetched: pending.fetched,
-                    }),
-                ),
+                None => {
+                    let ticket = partition.tracker.track(pending.offset);
+                    partition.contents.push(ticket, pending.fetched);
+                    (partition.generation, ticket)
+                }
             };
             self.in_flight += 1;
             let settle = Settle {
@@ -431,5 +460,38 @@ mod tests {
                 (partition, attempt, generation, settle.ticket)
             );
         }
+    }
+
+    /// The contents follow the tracker's window: a nack finds its delivery's content, and
+    /// what is committed is dropped.
+    #[test]
+    fn contents_follow_the_tracker_window() {
+        use bytes::Bytes;
+        let mut tracker = AckTracker::new();
+        let mut contents = Contents::default();
+        let tickets: Vec<Ticket> = (10..13)
+            .map(|offset| {
+                let ticket = tracker.track(offset);
+                contents.push(ticket, Fetched::for_test(Bytes::from(offset.to_string())));
+                ticket
+            })
+            .collect();
+        let payload = |contents: &Contents, t| {
+            contents
+                .get(t)
+                .map(|f: &Fetched| f.event(&mut crate::fetched::Names::new()).payload)
+        };
+        tracker.ack(tickets[1]);
+        contents.trim(tracker.window());
+        assert_eq!(payload(&contents, tickets[0]).as_deref(), Some(&b"10"[..]));
+        tracker.ack(tickets[0]);
+        contents.trim(tracker.window());
+        assert_eq!(payload(&contents, tickets[0]), None, "committed: dropped");
+        assert_eq!(payload(&contents, tickets[2]).as_deref(), Some(&b"12"[..]));
+        tracker.ack(tickets[2]);
+        contents.trim(tracker.window());
+        let next = tracker.track(13);
+        contents.push(next, Fetched::for_test(Bytes::from_static(b"13")));
+        assert_eq!(payload(&contents, next).as_deref(), Some(&b"13"[..]));
     }
 }
