@@ -24,6 +24,11 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tributary::{Backend, ConsumerOptions, Event, StartPosition, StreamSpec};
 use tributary_testcontainers::{Peer, require, unique_name};
 
+// Allocations per event, a figure the machine's load does not move (librdkafka's own mallocs
+// are C's and not counted: this is what each side's Rust code allocates).
+#[global_allocator]
+static GLOBAL: probe::CountingAllocator = probe::CountingAllocator;
+
 const BATCH: usize = 1000;
 /// With `BENCH_KAFKA_MARKS=1`, each phase's start and end are printed for a profile of one
 /// phase alone (`probe::mark`).
@@ -32,20 +37,24 @@ const MARKS: &str = "BENCH_KAFKA_MARKS";
 const PAYLOAD: usize = 100;
 const PARTITIONS: u32 = 4;
 
-/// Events per second, and CPU microseconds per event, of one phase.
+/// Events per second, CPU microseconds and allocations per event, of one phase.
 #[derive(Clone, Copy)]
 struct Figures {
     rate: f64,
     cpu_us: f64,
+    allocs: f64,
 }
 
-/// Runs `phase` (which returns the events/s it measured) and adds the CPU it cost per event.
+/// Runs `phase` (which returns the events/s it measured) and adds the CPU and the allocations
+/// it cost per event.
 async fn measured(n: usize, phase: impl std::future::Future<Output = f64>) -> Figures {
     let cpu = probe::cpu_time();
+    let (allocations, _) = probe::allocations();
     let rate = phase.await;
     Figures {
         rate,
         cpu_us: (probe::cpu_time() - cpu).as_secs_f64() * 1e6 / n as f64,
+        allocs: (probe::allocations().0 - allocations) as f64 / n as f64,
     }
 }
 
@@ -226,7 +235,7 @@ fn main() {
                 (raw_consume_phase().await, one, batch)
             };
             println!(
-                "round {round}: produce raw {:.0}/s tributary {:.0}/s ({:.2}); consume raw {:.0}/s tributary receive {:.0}/s ({:.2}) receive_batch {:.0}/s ({:.2})",
+                "round {round}: produce raw {:.0}/s tributary {:.0}/s ({:.2}); consume raw {:.0}/s tributary receive {:.0}/s ({:.2}) receive_batch {:.0}/s ({:.2}); consume CPU µs/event raw {:.2} receive {:.2} receive_batch {:.2}",
                 raw_p.rate,
                 trib_p.rate,
                 trib_p.rate / raw_p.rate,
@@ -234,7 +243,10 @@ fn main() {
                 trib_c.rate,
                 trib_c.rate / raw_c.rate,
                 trib_b.rate,
-                trib_b.rate / raw_c.rate
+                trib_b.rate / raw_c.rate,
+                raw_c.cpu_us,
+                trib_c.cpu_us,
+                trib_b.cpu_us
             );
             rows.push(("produce", raw_p, trib_p));
             rows.push(("consume, receive()", raw_c, trib_c));
@@ -244,8 +256,8 @@ fn main() {
             "\nKafka {} · {n} events of {PAYLOAD} B · {PARTITIONS} partitions · {rounds} rounds",
             server.url()
         );
-        println!("| | raw rdkafka events/s (best) | tributary events/s (best) | ratio of bests | median ratio per round | raw CPU µs/event | tributary CPU µs/event | CPU ratio |");
-        println!("|---|---|---|---|---|---|---|---|");
+        println!("| | raw rdkafka events/s (best) | tributary events/s (best) | ratio of bests | median ratio per round | raw CPU µs/event | tributary CPU µs/event | CPU ratio | allocations/event, raw / tributary |");
+        println!("|---|---|---|---|---|---|---|---|---|");
         let mut goals = Vec::new();
         for what in ["produce", "consume, receive()", "consume, receive_batch(1000)"] {
             let mine: Vec<_> = rows.iter().filter(|r| r.0 == what).collect();
@@ -259,11 +271,17 @@ fn main() {
             ratios.sort_by(f64::total_cmp);
             let (raw, trib) = (best_rate(|r| r.1), best_rate(|r| r.2));
             let (raw_cpu, trib_cpu) = (least_cpu(|r| r.1), least_cpu(|r| r.2));
+            // The same in every round but for commits and wake-ups: the median says it.
+            let allocs = |pick: fn(&(&str, Figures, Figures)) -> Figures| {
+                probe::spread(mine.iter().map(|r| pick(r).allocs).collect()).0
+            };
             println!(
-                "| {what} | {raw:.0} | {trib:.0} | {:.2} | {:.2} | {raw_cpu:.2} | {trib_cpu:.2} | {:.2} |",
+                "| {what} | {raw:.0} | {trib:.0} | {:.2} | {:.2} | {raw_cpu:.2} | {trib_cpu:.2} | {:.2} | {:.2} / {:.2} |",
                 trib / raw,
                 probe::spread(ratios.clone()).0,
-                trib_cpu / raw_cpu
+                trib_cpu / raw_cpu,
+                allocs(|r| r.1),
+                allocs(|r| r.2)
             );
             goals.push((what, probe::spread(ratios.clone()).0));
         }

@@ -14,6 +14,9 @@ use tributary::{Event, Headers, Timestamp};
 /// Marks an absent key or header value in the layout.
 const NONE: u32 = u32::MAX;
 
+/// Headers of a message read into a list on the stack; a message with more takes a vector.
+const INLINE_HEADERS: usize = 8;
+
 /// Chunks that fetched messages are cut from: one allocation (and one reference count) per
 /// chunk instead of two per message. A chunk stays alive while any event cut from it does.
 pub(crate) struct Arena {
@@ -39,6 +42,55 @@ impl Arena {
     }
 }
 
+/// Header names an event can carry without a copy of its own. The names a consumer sees recur
+/// on every event (a trace id, a content type), so each distinct one is copied once for the
+/// life of the process and events name it as a `&'static str` ([`Headers::append_static`]):
+/// no allocation, UTF-8 check or free per header. Bounded: the process keeps at most
+/// [`MAX_NAMES`] names of at most [`MAX_NAME_LEN`] bytes (16 KiB); any other name is copied
+/// per event. Each consumer remembers the names it met (at most [`MAX_NAMES_SEEN`]), so the
+/// process-wide list is only locked when a consumer meets a name for the first time.
+pub(crate) struct Names {
+    seen: Vec<&'static str>,
+}
+
+/// Every name kept, process-wide.
+static KEPT: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+const MAX_NAMES: usize = 256;
+const MAX_NAME_LEN: usize = 64;
+const MAX_NAMES_SEEN: usize = 32;
+
+impl Names {
+    pub(crate) fn new() -> Names {
+        Names { seen: Vec::new() }
+    }
+
+    /// The kept copy of `name`, or `None` when it is not kept (too long, too many names, or
+    /// not UTF-8).
+    fn get(&mut self, name: &[u8]) -> Option<&'static str> {
+        if let Some(&kept) = self.seen.iter().find(|n| n.as_bytes() == name) {
+            return Some(kept);
+        }
+        if name.len() > MAX_NAME_LEN || self.seen.len() >= MAX_NAMES_SEEN {
+            return None;
+        }
+        let name = std::str::from_utf8(name).ok()?;
+        let mut kept = KEPT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let found = match kept.iter().find(|n| **n == name) {
+            Some(&found) => found,
+            None if kept.len() < MAX_NAMES => {
+                let found: &'static str = Box::leak(name.into());
+                kept.push(found);
+                found
+            }
+            None => return None,
+        };
+        self.seen.push(found);
+        Some(found)
+    }
+}
+
 /// A message's content, shared by the event handed out and the copy kept for redelivery.
 #[derive(Clone)]
 pub(crate) struct Fetched {
@@ -55,32 +107,43 @@ impl Fetched {
     pub(crate) fn copy(message: &BorrowedMessage<'_>, arena: &mut Arena) -> Fetched {
         let key = message.key();
         let payload = message.payload().unwrap_or_default();
-        let headers = message.headers();
-        let header_count = headers.map_or(0, |h| h.count());
-        let mut body = key.map_or(0, <[u8]>::len) + payload.len();
-        if let Some(headers) = headers {
-            for header in headers.iter() {
-                body += header.key.len() + header.value.map_or(0, <[u8]>::len);
+        // Each header is looked up in librdkafka once (a lookup, a `strlen` and a UTF-8 check
+        // of its name): the lengths and the copy both read this list.
+        let mut inline = [("", None); INLINE_HEADERS];
+        let spilled: Vec<(&str, Option<&[u8]>)>;
+        let headers: &[(&str, Option<&[u8]>)] = match message.headers() {
+            None => &[],
+            Some(headers) if headers.count() <= INLINE_HEADERS => {
+                let mut count = 0;
+                for (slot, header) in inline.iter_mut().zip(headers.iter()) {
+                    *slot = (header.key, header.value);
+                    count += 1;
+                }
+                &inline[..count]
             }
+            Some(headers) => {
+                spilled = headers.iter().map(|h| (h.key, h.value)).collect();
+                &spilled
+            }
+        };
+        let mut body = key.map_or(0, <[u8]>::len) + payload.len();
+        for (name, value) in headers {
+            body += name.len() + value.map_or(0, <[u8]>::len);
         }
-        let buf = arena.room(body + 4 * (3 + 2 * header_count));
+        let buf = arena.room(body + 4 * (3 + 2 * headers.len()));
         buf.put_slice(key.unwrap_or_default());
         buf.put_slice(payload);
-        if let Some(headers) = headers {
-            for header in headers.iter() {
-                buf.put_slice(header.key.as_bytes());
-                buf.put_slice(header.value.unwrap_or_default());
-            }
+        for (name, value) in headers {
+            buf.put_slice(name.as_bytes());
+            buf.put_slice(value.unwrap_or_default());
         }
         let layout = buf.len() as u32;
         buf.put_u32_le(key.map_or(NONE, |k| k.len() as u32));
         buf.put_u32_le(payload.len() as u32);
-        buf.put_u32_le(header_count as u32);
-        if let Some(headers) = headers {
-            for header in headers.iter() {
-                buf.put_u32_le(header.key.len() as u32);
-                buf.put_u32_le(header.value.map_or(NONE, |v| v.len() as u32));
-            }
+        buf.put_u32_le(headers.len() as u32);
+        for (name, value) in headers {
+            buf.put_u32_le(name.len() as u32);
+            buf.put_u32_le(value.map_or(NONE, |v| v.len() as u32));
         }
         Fetched {
             buf: buf.split().freeze(),
@@ -89,13 +152,28 @@ impl Fetched {
         }
     }
 
+    /// An event with this payload and nothing else, for tests elsewhere in the crate.
+    #[cfg(test)]
+    pub(crate) fn for_test(payload: Bytes) -> Fetched {
+        let mut buf = BytesMut::from(&payload[..]);
+        let layout = buf.len() as u32;
+        buf.put_u32_le(NONE);
+        buf.put_u32_le(layout);
+        buf.put_u32_le(0);
+        Fetched {
+            buf: buf.freeze(),
+            layout,
+            timestamp: None,
+        }
+    }
+
     /// Bytes of content (for the ready queue's bound).
     pub(crate) fn size(&self) -> usize {
         self.layout as usize
     }
 
-    /// The event: slices of the buffer, no copy of the content.
-    pub(crate) fn event(&self) -> Event {
+    /// The event: slices of the buffer, no copy of the content; header names from `names`.
+    pub(crate) fn event(&self, names: &mut Names) -> Event {
         let mut layout = self.buf[self.layout as usize..]
             .chunks_exact(4)
             .map(|n| u32::from_le_bytes([n[0], n[1], n[2], n[3]]));
@@ -121,9 +199,14 @@ impl Fetched {
             for _ in 0..count {
                 let name = span(next());
                 let value = span(next());
-                // Names were `&str` in librdkafka: valid UTF-8.
-                let name = String::from_utf8_lossy(&self.buf[name]).into_owned();
-                headers.append(name, take(value));
+                // Names were `&str` in librdkafka: valid UTF-8, checked again (a few bytes)
+                // rather than assumed, without the lossy conversion's chunking.
+                let name = &self.buf[name];
+                match names.get(name) {
+                    Some(name) => headers.append_static(name, take(value)),
+                    // Names were `&str` in librdkafka: valid UTF-8.
+                    None => headers.append(String::from_utf8_lossy(name), take(value)),
+                }
             }
             event.headers = headers;
         }
@@ -172,7 +255,8 @@ mod tests {
                 ("\u{e9}", Some(b"x")),
             ],
         );
-        let event = f.event();
+        let names = &mut Names::new();
+        let event = f.event(names);
         assert_eq!(event.key.as_deref(), Some(&b"k"[..]));
         assert_eq!(event.payload.as_ref(), b"payload");
         let headers: Vec<(&str, &[u8])> =
@@ -185,14 +269,32 @@ mod tests {
             event.timestamp.map(|t| t.as_millis()),
             Some(1_700_000_000_000)
         );
-        assert_eq!(f.event(), event, "built again, the same event");
+        assert_eq!(f.event(names), event, "built again, the same event");
         assert_eq!(f.size(), 1 + 7 + 1 + 1 + 1 + 3 + 2 + 1);
 
-        let bare = fetched(None, b"", &[]).event();
+        let bare = fetched(None, b"", &[]).event(names);
         assert_eq!(bare.key, None);
         assert!(bare.payload.is_empty());
         assert!(bare.headers.is_empty());
-        let empty_key = fetched(Some(b""), b"x", &[]).event();
+        let empty_key = fetched(Some(b""), b"x", &[]).event(names);
         assert_eq!(empty_key.key.as_deref(), Some(&b""[..]));
+    }
+
+    #[test]
+    fn names_are_kept_once_and_long_ones_are_copied() {
+        let long = "n".repeat(MAX_NAME_LEN + 1);
+        let f = fetched(None, b"", &[("trace", Some(b"1")), (&long, Some(b"2"))]);
+        let (mut a, mut b) = (Names::new(), Names::new());
+        let (first, second) = (f.event(&mut a), f.event(&mut b));
+        assert_eq!(first, second);
+        let names: Vec<&str> = first.headers.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["trace", long.as_str()]);
+        let kept = |names: &mut Names| names.get(b"trace").map(str::as_ptr);
+        assert_eq!(kept(&mut a), kept(&mut b), "one copy per process");
+        assert!(a.get(long.as_bytes()).is_none());
+        assert!(
+            a.get(b"\xff").is_none(),
+            "not UTF-8: copied (lossily) per event"
+        );
     }
 }

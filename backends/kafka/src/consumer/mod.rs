@@ -235,11 +235,18 @@ impl Consumer for KafkaConsumer {
     /// What `receive` would return at once, without its boxed future: the stamping layer every
     /// consumer sits in asks this first.
     fn try_receive(&self) -> Option<Result<Delivery>> {
-        let mut one = Vec::with_capacity(1);
-        Some(match self.try_take(1, &mut one)? {
-            Ok(()) => Ok(one.pop().expect("try_take took a delivery")),
-            Err(error) => Err(error),
-        })
+        // `try_take` without its vector: one allocation per event fewer.
+        if self.closed.load(Ordering::Acquire) {
+            return Some(Err(self.closed_error()));
+        }
+        let mut state = self.shared.state.lock();
+        if let Some(error) = &state.failure {
+            return Some(Err(same_error(error)));
+        }
+        if let Some(delivery) = state.next(&self.shared) {
+            return Some(Ok(delivery));
+        }
+        state.stopped.then(|| Err(self.closed_error()))
     }
 
     /// Drains the ready queue under one lock per call, rather than one lock and one wake-up

@@ -10,12 +10,12 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{Notify, oneshot};
-use tributary::backend::{AckTracker, Acknowledge, Ticket};
+use tributary::backend::{AckToken, AckTracker, SharedAcknowledge, Ticket};
 use tributary::{
     AckHandle, Delivery, Error, Outcome, PartitionId, Position, Result, StartPosition,
 };
 
-use crate::fetched::Fetched;
+use crate::fetched::{Fetched, Names};
 
 /// Shared by the consumer, the driver thread (and the rebalance callback, which runs inside
 /// `poll` on that thread), the committer thread and the ack handles.
@@ -77,32 +77,75 @@ impl Hasher for PartitionHasher {
 /// The assigned partitions by number.
 pub(super) type Partitions = HashMap<i32, PartitionState, BuildHasherDefault<PartitionHasher>>;
 
-/// What an ack handle needs to settle its delivery.
+/// What a delivery's [`AckHandle`] carries to settle it (an [`AckToken`]): its partition and
+/// attempt, the partition's generation when it was handed out, and its ticket. The handle
+/// points at the consumer's [`Shared`], so a delivery costs no allocation for its ack.
 struct Settle {
     partition: i32,
+    attempt: u32,
     generation: u64,
     ticket: Ticket,
-    offset: i64,
-    attempt: u32,
-    fetched: Fetched,
 }
 
-/// The acknowledgement handle behind each [`Delivery`]. The outcome is applied to the shared
-/// state at once, on the caller's thread: a nacked event is then queued for redelivery before
-/// the application can receive anything later from its partition, and an ack costs one short
-/// lock instead of a message to the driver.
-struct KafkaAck {
-    settle: Option<Settle>,
-    shared: Arc<Shared>,
+impl Settle {
+    fn token(&self) -> AckToken {
+        AckToken([
+            u64::from(self.partition as u32) | u64::from(self.attempt) << 32,
+            self.generation,
+            self.ticket.as_u64(),
+        ])
+    }
+
+    fn from_token(token: AckToken) -> Settle {
+        let [first, generation, ticket] = token.0;
+        Settle {
+            partition: first as u32 as i32,
+            attempt: (first >> 32) as u32,
+            generation,
+            ticket: Ticket::from_u64(ticket),
+        }
+    }
 }
 
-impl Acknowledge for KafkaAck {
-    fn settle(mut self: Box<Self>, outcome: Outcome) {
-        if let Some(settle) = self.settle.take() {
-            let receivable = self.shared.state.lock().apply(settle, outcome);
-            if receivable {
-                self.shared.wake.notify_waiters();
-            }
+/// The outcome is applied to the shared state at once, on the caller's thread: a nacked event
+/// is then queued for redelivery before the application can receive anything later from its
+/// partition, and an ack costs one short lock instead of a message to the driver.
+impl SharedAcknowledge for Shared {
+    fn settle_delivery(&self, token: AckToken, outcome: Outcome) {
+        let receivable = self.state.lock().apply(Settle::from_token(token), outcome);
+        if receivable {
+            self.wake.notify_waiters();
+        }
+    }
+}
+
+/// The contents of a tracker's window: the delivery of ticket `first + i` at index `i`.
+#[derive(Default)]
+pub(super) struct Contents {
+    first: u64,
+    fetched: VecDeque<Fetched>,
+}
+
+impl Contents {
+    /// Adds the content of the delivery just tracked as `ticket`.
+    fn push(&mut self, ticket: Ticket, fetched: Fetched) {
+        if self.fetched.is_empty() {
+            self.first = ticket.as_u64();
+        }
+        self.fetched.push_back(fetched);
+    }
+
+    fn get(&self, ticket: Ticket) -> Option<&Fetched> {
+        let index = ticket.as_u64().checked_sub(self.first)?;
+        self.fetched.get(usize::try_from(index).ok()?)
+    }
+
+    /// Drops the contents of deliveries committed since: the tracker's window is its newest
+    /// `window` tickets.
+    fn trim(&mut self, window: usize) {
+        while self.fetched.len() > window {
+            self.fetched.pop_front();
+            self.first += 1;
         }
     }
 }
@@ -114,6 +157,10 @@ pub(super) struct PartitionState {
     /// recognised and ignored.
     pub(super) generation: u64,
     pub(super) tracker: AckTracker<i64>,
+    /// The content of each delivery the tracker holds (its window, oldest first), so that a
+    /// nack can queue it again without a copy per delivery. Trimmed as the acked prefix is
+    /// committed, so no content outlives its delivery's commit.
+    pub(super) contents: Contents,
     /// The offset last committed (next to read), to skip commits that change nothing.
     pub(super) committed: Option<i64>,
     /// The first offset this member reads (the group's commit, or the resolved start):
@@ -162,6 +209,8 @@ pub(super) struct State {
     /// How often the driver paused its partitions because the application stopped taking
     /// events (each pause discards librdkafka's prefetch).
     pub(super) pauses: u64,
+    /// Header names met so far (see [`Names`]).
+    pub(super) names: Names,
     /// An error for every later `receive()` (a deleted topic, a fatal client error).
     pub(super) failure: Option<Error>,
     /// The driver has stopped: `receive()` reports the consumer closed.
@@ -193,6 +242,7 @@ impl State {
             max_in_flight,
             assignment_changed: false,
             pauses: 0,
+            names: Names::new(),
             failure: None,
             stopped: false,
             joined: Some(joined),
@@ -209,6 +259,7 @@ impl State {
                 id: PartitionId::from(partition as u32),
                 generation,
                 tracker: AckTracker::new(),
+                contents: Contents::default(),
                 committed: start,
                 start,
                 end,
@@ -259,17 +310,24 @@ impl State {
         match outcome {
             Outcome::Ack => {
                 partition.tracker.ack(settle.ticket);
+                partition.contents.trim(partition.tracker.window());
                 was_full
             }
             Outcome::Nack => {
-                let generation = partition.generation;
+                let (Some(&offset), Some(fetched)) = (
+                    partition.tracker.position(settle.ticket),
+                    partition.contents.get(settle.ticket),
+                ) else {
+                    return was_full; // settled before (a handle settles once)
+                };
+                let fetched = fetched.clone();
                 self.redeliveries.insert(
-                    (settle.partition, settle.offset),
+                    (settle.partition, offset),
                     Pending {
                         partition: settle.partition,
-                        offset: settle.offset,
-                        fetched: settle.fetched,
-                        redelivery: Some((generation, settle.ticket)),
+                        offset,
+                        fetched,
+                        redelivery: Some((settle.generation, settle.ticket)),
                         attempt: settle.attempt + 1,
                     },
                 );
@@ -320,13 +378,23 @@ impl State {
         let ready = self.redeliveries.len() + self.ready.len();
         let room = self.max_in_flight.saturating_sub(self.in_flight);
         into.reserve(max.min(ready).min(room));
-        while into.len() - before < max && self.in_flight < self.max_in_flight {
+        while into.len() - before < max {
+            let Some(delivery) = self.next(shared) else {
+                break;
+            };
+            into.push(delivery);
+        }
+        into.len() - before
+    }
+
+    /// The next event for the application (redeliveries first), registered with its
+    /// partition's tracker; `None` when none is ready or the in-flight limit holds it back.
+    pub(super) fn next(&mut self, shared: &Arc<Shared>) -> Option<Delivery> {
+        while self.in_flight < self.max_in_flight {
             let pending = match self.redeliveries.pop_first() {
                 Some((_, pending)) => pending,
                 None => {
-                    let Some(pending) = self.ready.pop_front() else {
-                        break;
-                    };
+                    let pending = self.ready.pop_front()?;
                     self.ready_bytes = self.ready_bytes.saturating_sub(pending.fetched.size());
                     if self.ready.len() == self.low_water {
                         // The driver may be waiting for room (see `Driver::fetch`).
@@ -338,64 +406,92 @@ impl State {
             let Some(partition) = self.partitions.get_mut(&pending.partition) else {
                 continue;
             };
+            let event = pending.fetched.event(&mut self.names);
             let (generation, ticket) = match pending.redelivery {
                 Some((generation, ticket)) if generation == partition.generation => {
                     (generation, ticket)
                 }
                 Some(_) => continue,
-                None => (
-                    partition.generation,
-                    partition.tracker.track(pending.offset),
-                ),
+                None => {
+                    let ticket = partition.tracker.track(pending.offset);
+                    partition.contents.push(ticket, pending.fetched);
+                    (partition.generation, ticket)
+                }
             };
             self.in_flight += 1;
-            into.push(Delivery {
-                event: pending.fetched.event(),
+            let settle = Settle {
+                partition: pending.partition,
+                attempt: pending.attempt,
+                generation,
+                ticket,
+            };
+            return Some(Delivery {
+                event,
                 partition: Some(partition.id.clone()),
-                position: Some(position(pending.offset)),
+                position: Some(Position::from_offset(pending.offset.max(0) as u64)),
                 attempt: Some(pending.attempt),
-                handle: AckHandle::new(Box::new(KafkaAck {
-                    settle: Some(Settle {
-                        partition: pending.partition,
-                        generation,
-                        ticket,
-                        offset: pending.offset,
-                        attempt: pending.attempt,
-                        fetched: pending.fetched,
-                    }),
-                    shared: shared.clone(),
-                })),
+                handle: AckHandle::shared(shared.clone(), settle.token()),
             });
         }
-        into.len() - before
+        None
     }
-}
-
-/// `Position::from_offset` without the intermediate `String`: one allocation per delivery.
-fn position(offset: i64) -> Position {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = offset.max(0) as u64;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    Position::new(std::str::from_utf8(&digits[at..]).expect("ASCII digits"))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn positions_are_the_offsets() {
-        for offset in [0i64, 7, 10, 99, 1_000_000, i64::MAX] {
+    fn tokens_carry_what_a_settle_needs() {
+        for (partition, attempt, generation, ticket) in [
+            (0, 1, 0, 0),
+            (7, 2, 5, 99),
+            (i32::MAX, u32::MAX, u64::MAX, u64::MAX),
+        ] {
+            let settle = Settle {
+                partition,
+                attempt,
+                generation,
+                ticket: Ticket::from_u64(ticket),
+            };
+            let back = Settle::from_token(settle.token());
             assert_eq!(
-                super::position(offset),
-                tributary::Position::from_offset(offset as u64)
+                (back.partition, back.attempt, back.generation, back.ticket),
+                (partition, attempt, generation, settle.ticket)
             );
         }
+    }
+
+    /// The contents follow the tracker's window: a nack finds its delivery's content, and
+    /// what is committed is dropped.
+    #[test]
+    fn contents_follow_the_tracker_window() {
+        use bytes::Bytes;
+        let mut tracker = AckTracker::new();
+        let mut contents = Contents::default();
+        let tickets: Vec<Ticket> = (10..13)
+            .map(|offset| {
+                let ticket = tracker.track(offset);
+                contents.push(ticket, Fetched::for_test(Bytes::from(offset.to_string())));
+                ticket
+            })
+            .collect();
+        let payload = |contents: &Contents, t| {
+            contents
+                .get(t)
+                .map(|f: &Fetched| f.event(&mut crate::fetched::Names::new()).payload)
+        };
+        tracker.ack(tickets[1]);
+        contents.trim(tracker.window());
+        assert_eq!(payload(&contents, tickets[0]).as_deref(), Some(&b"10"[..]));
+        tracker.ack(tickets[0]);
+        contents.trim(tracker.window());
+        assert_eq!(payload(&contents, tickets[0]), None, "committed: dropped");
+        assert_eq!(payload(&contents, tickets[2]).as_deref(), Some(&b"12"[..]));
+        tracker.ack(tickets[2]);
+        contents.trim(tracker.window());
+        let next = tracker.track(13);
+        contents.push(next, Fetched::for_test(Bytes::from_static(b"13")));
+        assert_eq!(payload(&contents, next).as_deref(), Some(&b"13"[..]));
     }
 }
