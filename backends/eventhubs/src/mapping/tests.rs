@@ -196,7 +196,11 @@ fn events_cut_from_shared_chunks_keep_their_bytes() {
     let mut decoder = Decoder::new(false);
     let sent: Vec<Event> = (0..2000usize)
         .map(|i| {
-            let size = if i == 1000 { SHARED_MAX + 1 } else { 100 + i % 7 };
+            let size = if i == 1000 {
+                SHARED_MAX + 1
+            } else {
+                100 + i % 7
+            };
             let mut payload = format!("{i:>12}").into_bytes();
             payload.resize(size, b'x');
             Event::new(payload)
