@@ -24,6 +24,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -34,12 +35,13 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tributary::backend::Checkpoint;
 use tributary::backend::PartitionTopology;
-use tributary::backend::group::{PartitionReader, PartitionSource, ReadBatch, SourceRecord};
+use tributary::backend::group::{PartitionReader, PartitionSource, SourceRecord};
 use tributary::{Error, ErrorKind, PartitionId, Position, Result, StartPosition};
 
 use crate::blob::{OffsetBook, PartitionOffsets};
 use crate::error::{deadline, is_receive_timeout, map};
 use crate::mapping;
+use reader::{EventHubsReader, Item};
 
 /// How long `read` waits for an event before it returns an empty batch (so the engine can
 /// look at its leases).
@@ -51,7 +53,8 @@ const WAKE: Duration = Duration::from_millis(500);
 const STOLEN_PAUSE: Duration = Duration::from_secs(30);
 /// How often a reader refreshes its partition's last sequence number, for lag.
 const LAG_REFRESH: Duration = Duration::from_secs(5);
-/// The most decoded events a partition's receive task hands the engine ahead of its reads.
+/// The most decoded events a partition's receive task hands the engine in one batch; it holds
+/// at most one batch in the channel and one being filled.
 const HANDOFF: usize = 64;
 
 /// One hub read through one consumer group.
@@ -170,13 +173,15 @@ impl PartitionSource for EventHubsSource {
         let offsets = self.book.open(&self.group, &self.hub, partition.as_str());
         // A hand-off, not a second prefetch: the engine keeps its own buffer of `prefetch`
         // events and the SDK its credit of as many; events held decoded here as well were
-        // freed in bursts long after they were allocated.
-        let (events, rx) = mpsc::channel((self.prefetch.max(1) as usize).min(HANDOFF));
+        // freed in bursts long after they were allocated. One batch at a time: a channel slot
+        // per event cost a semaphore round per event on both sides.
+        let (events, rx) = mpsc::channel(1);
         let (stop, stopped) = watch::channel(false);
         let last_enqueued = Arc::new(AtomicI64::new(-1));
         let last_read = Arc::new(AtomicI64::new(-1));
         let task = ReceiveTask {
             decoder: mapping::Decoder::new(offsets.keeping()),
+            handoff: (self.prefetch.max(1) as usize).min(HANDOFF),
             client: self.client.clone(),
             hub: self.hub.clone(),
             partition: partition.clone(),
@@ -207,6 +212,7 @@ impl PartitionSource for EventHubsSource {
             last_enqueued,
             last_read,
             pending_error: None,
+            leftover: Vec::new(),
             poll: Box::pin(tokio::time::sleep(POLL)),
         }))
     }
@@ -218,87 +224,6 @@ fn sequence(position: &Position) -> Result<i64> {
             "position `{position}` is not an Event Hubs sequence number"
         ))
     })
-}
-
-enum Item {
-    Record(SourceRecord),
-    Failed(Error),
-}
-
-struct EventHubsReader {
-    rx: mpsc::Receiver<Item>,
-    stop: watch::Sender<bool>,
-    last_enqueued: Arc<AtomicI64>,
-    last_read: Arc<AtomicI64>,
-    pending_error: Option<Error>,
-    /// When a read that finds nothing gives up, so the engine can look at its leases. One
-    /// timer for the reader's life, moved on when it fires, instead of one registered and
-    /// cancelled per read (the channel is empty at most reads while the application keeps
-    /// up). A read may then give up sooner than [`POLL`] after it began, which only means
-    /// that the engine asks again.
-    poll: std::pin::Pin<Box<tokio::time::Sleep>>,
-}
-
-impl Drop for EventHubsReader {
-    fn drop(&mut self) {
-        // The receive task closes its link and ends.
-        let _ = self.stop.send(true);
-    }
-}
-
-#[async_trait]
-impl PartitionReader for EventHubsReader {
-    async fn read(&mut self, max: usize) -> Result<ReadBatch> {
-        if let Some(error) = self.pending_error.take() {
-            return Err(error);
-        }
-        let mut batch = ReadBatch::default();
-        let first = match self.rx.try_recv() {
-            Ok(item) => Some(item),
-            Err(mpsc::error::TryRecvError::Disconnected) => None,
-            Err(mpsc::error::TryRecvError::Empty) => {
-                tokio::select! {
-                    biased;
-                    item = self.rx.recv() => item,
-                    () = self.poll.as_mut() => {
-                        self.poll.as_mut().reset(tokio::time::Instant::now() + POLL);
-                        return Ok(batch);
-                    }
-                }
-            }
-        };
-        // Sized for what is waiting: pushing a few hundred events one by one grew it up to
-        // nine times.
-        batch.records.reserve(max.min(self.rx.len() + 1));
-        let Some(first) = first else {
-            return Err(Error::closed("the partition's receive task ended"));
-        };
-        let mut next = Some(first);
-        while let Some(item) = next.take() {
-            match item {
-                Item::Record(record) => batch.records.push(record),
-                Item::Failed(error) if batch.records.is_empty() => return Err(error),
-                Item::Failed(error) => {
-                    self.pending_error = Some(error);
-                    break;
-                }
-            }
-            if batch.records.len() >= max {
-                break;
-            }
-            next = self.rx.try_recv().ok();
-        }
-        Ok(batch)
-    }
-
-    fn behind(&self) -> Option<u64> {
-        let last = self.last_enqueued.load(Ordering::Relaxed);
-        if last < 0 {
-            return None;
-        }
-        let read = self.last_read.load(Ordering::Relaxed);
-        Some(u64::try_from(last - read).unwrap_or(0))
-    }
 }
 
 /// Owns one partition's receiver: reads it into the reader's channel, reopens it after errors.
@@ -314,6 +239,17 @@ struct ReceiveTask {
     stopped: watch::Receiver<bool>,
     last_read: Arc<AtomicI64>,
     decoder: mapping::Decoder,
+    /// The most events handed to the reader in one batch.
+    handoff: usize,
+}
+
+/// Why a stream stopped being read.
+enum Stop {
+    /// No event came within [`WAKE`].
+    Idle,
+    Ended(Ended),
+    /// To be sorted by [`ReceiveTask::failed`].
+    Failed(Error),
 }
 
 enum Ended {
@@ -422,8 +358,23 @@ impl ReceiveTask {
     ) -> Option<Ended> {
         let stream = receiver.stream_events();
         futures::pin_mut!(stream);
-        loop {
-            let next = if std::mem::take(attaching) {
+        // Decoded and not yet handed to the reader: handed over when the stream has nothing
+        // more ready (or a batch is full), so the channel sees a batch where it saw each event.
+        let mut records: Vec<SourceRecord> = Vec::new();
+        let stop = loop {
+            let next = if !records.is_empty() {
+                // Only what is ready: a poll that finds nothing cancels nothing (the stream
+                // keeps its state, and the wait goes on at the next `next().await`).
+                match futures::poll!(stream.next()) {
+                    Poll::Ready(next) => next,
+                    Poll::Pending => {
+                        if let Err(ended) = self.hand_off(&mut records).await {
+                            return Some(ended);
+                        }
+                        continue;
+                    }
+                }
+            } else if std::mem::take(attaching) {
                 watch_attach(
                     &self.hub,
                     &self.partition,
@@ -434,33 +385,31 @@ impl ReceiveTask {
             } else {
                 stream.next().await
             };
-            let Some(next) = next else { break };
+            let Some(next) = next else {
+                break Stop::Ended(Ended::Failed);
+            };
             let received = match next {
                 Ok(received) => received,
-                Err(error) if is_receive_timeout(&error) => return None,
+                Err(error) if is_receive_timeout(&error) => break Stop::Idle,
                 Err(error) => {
-                    let mapped = map(
+                    break Stop::Failed(map(
                         &error,
                         &format!(
                             "receive from partition {} of `{}`",
                             self.partition, self.hub
                         ),
-                    );
-                    return Some(self.failed(mapped).await);
+                    ));
                 }
             };
             let decoded = match self.decoder.decode(received.raw_amqp_message()) {
                 Ok(decoded) => decoded,
-                Err(error) => return Some(self.failed(error).await),
+                Err(error) => break Stop::Failed(error),
             };
             let Some(sequence) = decoded.sequence_number else {
-                return Some(
-                    self.failed(Error::corrupt(format!(
-                        "an event of partition {} of `{}` has no sequence number",
-                        self.partition, self.hub
-                    )))
-                    .await,
-                );
+                break Stop::Failed(Error::corrupt(format!(
+                    "an event of partition {} of `{}` has no sequence number",
+                    self.partition, self.hub
+                )));
             };
             if let Some(offset) = decoded.offset {
                 self.offsets.record(sequence, offset);
@@ -468,7 +417,7 @@ impl ReceiveTask {
             start.location = StartLocation::SequenceNumber(sequence);
             start.inclusive = false;
             self.last_read.store(sequence, Ordering::Relaxed);
-            let record = SourceRecord {
+            records.push(SourceRecord {
                 event: decoded.event,
                 // Written in place, without a `String` per event; sequence numbers are never
                 // negative, but one that was would keep its text.
@@ -476,21 +425,43 @@ impl ReceiveTask {
                     |_| Position::new(sequence.to_string()),
                     Position::from_offset,
                 ),
-            };
-            // Straight into the channel while it has room; waiting (for the engine to take
-            // some) only when it is full. Dropping the reader closes the channel, which ends
-            // the wait.
-            match self.events.try_send(Item::Record(record)) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Closed(_)) => return Some(Ended::Stopped),
-                Err(mpsc::error::TrySendError::Full(item)) => {
-                    if self.events.send(item).await.is_err() {
-                        return Some(Ended::Stopped);
-                    }
-                }
+            });
+            if records.len() >= self.handoff
+                && let Err(ended) = self.hand_off(&mut records).await
+            {
+                return Some(ended);
+            }
+        };
+        // What was read before the stream stopped goes to the reader first: `start` is past it.
+        if let Err(ended) = self.hand_off(&mut records).await {
+            return Some(ended);
+        }
+        match stop {
+            Stop::Idle => None,
+            Stop::Ended(ended) => Some(ended),
+            Stop::Failed(error) => Some(self.failed(error).await),
+        }
+    }
+
+    /// Hands `records` to the reader's channel, waiting (for the engine to take the batch before)
+    /// only when it is full; `Stopped` when the reader is gone, whose drop also ends the wait.
+    async fn hand_off(
+        &mut self,
+        records: &mut Vec<SourceRecord>,
+    ) -> std::result::Result<(), Ended> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        // The next batch is sized like this one: batches of a busy partition fill without
+        // growing, and a quiet one's single events do not ask for a full batch's room.
+        let batch = std::mem::replace(records, Vec::with_capacity(records.len()));
+        match self.events.try_send(Item::Records(batch)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Ended::Stopped),
+            Err(mpsc::error::TrySendError::Full(item)) => {
+                self.events.send(item).await.map_err(|_| Ended::Stopped)
             }
         }
-        Some(Ended::Failed)
     }
 
     /// Sorts an error: a stolen link is a hand-over, "not found" is for the engine (fatal),
@@ -561,3 +532,4 @@ async fn refresh_lag(
 
 #[cfg(test)]
 mod attach_tests;
+mod reader;

@@ -45,7 +45,7 @@ use azure_core_amqp::message::{
 use azure_core_amqp::{AmqpMessage, AmqpSimpleValue, AmqpValue};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 use tributary::{Error, Event, Headers, Result, Timestamp};
 
@@ -231,11 +231,24 @@ pub(crate) fn decode(message: &AmqpMessage) -> Result<Received> {
 /// reference count) instead of a copy each. It builds each event's headers in one list, and
 /// the offset only for a checkpoint store that keeps offsets: an allocation each that the
 /// profile counted per event.
+///
+/// Payloads and header values of up to [`SHARED_MAX`] bytes are copied into shared chunks of
+/// [`CHUNK`] bytes (a chunk lives while any event cut from it does): a payload copied into a
+/// `Vec` of its own cost an allocation, and another when the engine first cloned it (the copy
+/// it keeps for a nack), where slices of a chunk are clones by reference count.
 #[derive(Debug, Default)]
 pub(crate) struct Decoder {
     last_key: Option<Bytes>,
     offsets: bool,
+    chunk: BytesMut,
 }
+
+/// Bytes per shared chunk: what an event an application holds on to can keep alive beyond
+/// itself is bounded by it.
+const CHUNK: usize = 64 << 10;
+/// Values longer than this keep buffers of their own (copying them into chunks would waste
+/// more chunk than the allocations it saves).
+const SHARED_MAX: usize = 4 << 10;
 
 impl Decoder {
     /// A decoder; `offsets`: whether [`Received::offset`] is wanted.
@@ -243,6 +256,28 @@ impl Decoder {
         Decoder {
             last_key: None,
             offsets,
+            chunk: BytesMut::new(),
+        }
+    }
+
+    /// `bytes` as shared bytes: a slice of the current chunk when small (see [`Decoder`]).
+    fn share(&mut self, bytes: &[u8]) -> Bytes {
+        if bytes.len() > SHARED_MAX {
+            return Bytes::copy_from_slice(bytes);
+        }
+        if self.chunk.capacity() - self.chunk.len() < bytes.len() {
+            self.chunk = BytesMut::with_capacity(CHUNK);
+        }
+        self.chunk.extend_from_slice(bytes);
+        self.chunk.split().freeze()
+    }
+
+    /// A property's value as shared bytes (see [`simple_bytes`]).
+    fn value(&mut self, value: &AmqpSimpleValue) -> Bytes {
+        match value {
+            AmqpSimpleValue::Binary(bytes) => self.share(bytes),
+            AmqpSimpleValue::String(text) => self.share(text.as_bytes()),
+            other => Bytes::from(simple_bytes(other)),
         }
     }
 
@@ -263,7 +298,7 @@ impl Decoder {
         let mut payload = match &message.body {
             AmqpMessageBody::Binary(sections) => {
                 if sections.len() == 1 {
-                    Bytes::from(sections[0].clone())
+                    self.share(&sections[0])
                 } else {
                     Bytes::from(sections.concat())
                 }
@@ -304,7 +339,7 @@ impl Decoder {
                     }
                     TIMESTAMP => timestamp = simple_millis(value).map(Timestamp::from_millis),
                     ENVELOPE => enveloped = true,
-                    _ => headers.push((name.clone(), Bytes::from(simple_bytes(value)))),
+                    _ => headers.push((name.clone(), self.value(value))),
                 }
             }
         }
@@ -332,7 +367,8 @@ impl Decoder {
                     SEQUENCE_NUMBER => received.sequence_number = value_i64(value),
                     OFFSET if self.offsets => received.offset = Some(value_text(value)),
                     PARTITION_KEY => partition_key_annotation = Some(value),
-                    ENQUEUED_TIME => enqueued = value_millis(value),
+                    // Only a message other clients wrote takes it as its timestamp.
+                    ENQUEUED_TIME if !ours => enqueued = value_millis(value),
                     _ => {}
                 }
                 // An event tributary wrote comes back without the service's stamps: building

@@ -187,3 +187,38 @@ proptest! {
         prop_assert_eq!(round_trip(&event), event);
     }
 }
+
+/// One decoder reads a partition's messages into shared chunks: every event keeps its own
+/// bytes across chunk boundaries, a large payload keeps a buffer of its own, and events held
+/// after the decoder moved on (or was dropped) still read the same.
+#[test]
+fn events_cut_from_shared_chunks_keep_their_bytes() {
+    let mut decoder = Decoder::new(false);
+    let sent: Vec<Event> = (0..2000usize)
+        .map(|i| {
+            let size = if i == 1000 {
+                SHARED_MAX + 1
+            } else {
+                100 + i % 7
+            };
+            let mut payload = format!("{i:>12}").into_bytes();
+            payload.resize(size, b'x');
+            Event::new(payload)
+                .with_key(format!("key-{}", i % 20))
+                .with_header("n", i.to_string())
+        })
+        .collect();
+    let received: Vec<Event> = sent
+        .iter()
+        .map(|event| {
+            let mut message = encode(event.clone()).message;
+            annotate_partition_key(&mut message, partition_key(event.key.as_ref().unwrap()).0);
+            message.add_message_annotation(SEQUENCE_NUMBER.into(), AmqpValue::Long(1));
+            decoder.decode(&message).unwrap().event
+        })
+        .collect();
+    drop(decoder);
+    // 2000 events of over 100 bytes span several chunks of `CHUNK` bytes.
+    assert!(sent.iter().map(|e| e.payload.len()).sum::<usize>() > 3 * CHUNK);
+    assert_eq!(received, sent);
+}
