@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use tributary::{ConsumerOptions, Event, StartPosition};
+use tributary::Event;
 use tributary_testcontainers::unique_name;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,13 +42,7 @@ async fn sends_dropped_mid_flight_leave_the_producer_usable() {
         producer.close().await.expect("close");
     }
     // Every confirmed event is stored (dropped ones may be stored too).
-    let consumer = backend
-        .consumer(
-            &hub,
-            ConsumerOptions::new(unique_name("g")).start(StartPosition::Earliest),
-        )
-        .await
-        .expect("consumer");
+    let consumer = common::read_from_earliest(&backend, &hub).await;
     let got = common::receive_n(consumer.as_ref(), confirmed, Duration::from_secs(10)).await;
     assert!(
         got.len() >= confirmed,

@@ -223,13 +223,7 @@ async fn a_small_prefetch_reads_batches_in_parts_in_order() {
         })
         .collect();
     producer.send_batch(events.clone()).await.expect("send");
-    let consumer = backend
-        .consumer(
-            &hub,
-            ConsumerOptions::new(unique_name("g")).start(StartPosition::Earliest),
-        )
-        .await
-        .expect("consumer");
+    let consumer = common::read_from_earliest(&backend, &hub).await;
     let got = common::receive_n(&*consumer, 600, Duration::from_secs(30)).await;
     assert_eq!(got.len(), 600);
     let mut seen = BTreeMap::new();

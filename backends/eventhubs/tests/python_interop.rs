@@ -71,13 +71,7 @@ async fn python_sends_tributary_reads() {
     assert_eq!(sent[0]["sent"], COUNT);
 
     let backend = common::connect(&common::url(&eventhubs, &azurite, "")).await;
-    let consumer = backend
-        .consumer(
-            &hub,
-            ConsumerOptions::new(unique_name("g")).start(StartPosition::Earliest),
-        )
-        .await
-        .expect("consumer");
+    let consumer = common::read_from_earliest(&backend, &hub).await;
     let got = common::receive_n(&*consumer, COUNT, Duration::from_secs(20)).await;
     assert_eq!(got.len(), COUNT);
     let mut last_per_key: BTreeMap<String, i64> = BTreeMap::new();

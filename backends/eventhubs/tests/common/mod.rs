@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tributary::{Backend, ConsumerExt, Delivery};
+use tributary::{Backend, ConsumerExt, ConsumerOptions, Delivery, StartPosition};
 use tributary_testcontainers::{AZURITE_ACCOUNT_KEY, Peer, Server, require, unique_name};
 
 /// The emulator and Azurite, or `None` (after the fixtures' skip notice) when not installed.
@@ -31,6 +31,20 @@ pub fn url_for(base: &str, azurite: &Server, extra: &str) -> String {
 pub async fn connect(url: &str) -> Arc<dyn Backend> {
     tributary_eventhubs::register();
     tributary::connect(url).await.expect("connect")
+}
+
+/// A consumer in a group of its own that reads `hub` from its first event.
+pub async fn read_from_earliest(
+    backend: &Arc<dyn Backend>,
+    hub: &str,
+) -> Box<dyn tributary::Consumer> {
+    backend
+        .consumer(
+            hub,
+            ConsumerOptions::new(unique_name("g")).start(StartPosition::Earliest),
+        )
+        .await
+        .expect("consumer")
 }
 
 /// Receives until `n` deliveries arrived or `limit` passed with nothing new.
