@@ -11,11 +11,15 @@
 mod delivery;
 pub(super) use delivery::Deliveries;
 mod partition;
+mod parts;
+pub(super) use parts::Parts;
 
 use super::coordinator::{self, Request};
 use super::{GroupConfig, GroupEvent, PartitionSource, SourceRecord};
 use crate::backend::checkpoint::{CheckpointStore, Lease};
-use crate::{AckTracker, Error, ErrorKind, PartitionId, Position, Result, StartPosition, Ticket};
+use crate::{
+    AckTracker, Error, ErrorKind, Event, PartitionId, Position, Result, StartPosition, Ticket,
+};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -37,15 +41,20 @@ pub(super) enum Phase {
     Stopped,
 }
 
+/// A delivery not yet settled. Its position is not kept here: the partition's ack tracker holds
+/// it until the delivery is acked, so the entry (copied in and out of the in-flight map on every
+/// delivery and ack) is an event and three numbers.
 pub(super) struct Inflight {
-    pub(super) record: SourceRecord,
+    pub(super) event: Event,
     pub(super) attempt: u32,
     pub(super) member: u64,
     pub(super) delivery_id: u64,
 }
 
+/// A delivery to make again; its position is in the partition's ack tracker, as for
+/// [`Inflight`].
 pub(super) struct Pending {
-    pub(super) record: SourceRecord,
+    pub(super) event: Event,
     pub(super) attempt: u32,
 }
 
@@ -121,9 +130,7 @@ pub(super) struct State {
     pub(super) members: Vec<u64>,
     /// Per member: deliveries unsettled and the member's limit.
     pub(super) slots: HashMap<u64, (usize, usize), SeqHash>,
-    pub(super) parts: BTreeMap<PartitionId, Part>,
-    /// Each owned partition's id by its generation, which is what an ack carries.
-    pub(super) generations: HashMap<u64, PartitionId, SeqHash>,
+    pub(super) parts: Parts,
     next_member: u64,
     next_delivery: u64,
     next_generation: u64,
@@ -277,7 +284,6 @@ impl Runtime {
         state.closed = true;
         state.members.clear();
         state.slots.clear();
-        state.generations.clear();
         for part in std::mem::take(&mut state.parts).into_values() {
             if let Some(reader) = part.reader {
                 reader.abort();
@@ -351,7 +357,7 @@ impl Runtime {
                 part.redeliver.insert(
                     ticket,
                     Pending {
-                        record: i.record,
+                        event: i.event,
                         attempt: i.attempt,
                     },
                 );

@@ -6,13 +6,11 @@
 //! partition, a member's in-flight limit and a partition's commit window bound what is taken,
 //! and a handle from an earlier ownership or an earlier member settles into nothing.
 
-use super::{Inflight, Part, Pending, Runtime, State};
+use super::{Inflight, Part, Parts, Pending, Runtime, State};
 #[cfg(test)]
 use crate::backend::group::GroupEvent;
-use crate::backend::group::SourceRecord;
 use crate::backend::{AckToken, SharedAcknowledge};
-use crate::{AckHandle, Delivery, Error, Outcome, PartitionId, Result, Ticket};
-use std::collections::BTreeMap;
+use crate::{AckHandle, Delivery, Error, Event, Outcome, PartitionId, Result, Ticket};
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
@@ -104,7 +102,7 @@ impl Runtime {
                         id,
                         part,
                         ticket,
-                        pending.record,
+                        pending.event,
                         pending.attempt + 1,
                         member,
                     ));
@@ -125,8 +123,18 @@ impl Runtime {
                     let Some(record) = part.buffer.pop_front() else {
                         break;
                     };
-                    let ticket = part.tracker.track(record.position.clone());
-                    out.push(self.hand_out(next_delivery, id, part, ticket, record, 1, member));
+                    // The position moves into the tracker, which keeps it until the ack; the
+                    // delivery gets a copy of it from there.
+                    let ticket = part.tracker.track(record.position);
+                    out.push(self.hand_out(
+                        next_delivery,
+                        id,
+                        part,
+                        ticket,
+                        record.event,
+                        1,
+                        member,
+                    ));
                     budget -= 1;
                 }
                 let low_water = self.config.prefetch / 2;
@@ -158,22 +166,24 @@ impl Runtime {
         id: &PartitionId,
         part: &mut Part,
         ticket: Ticket,
-        record: SourceRecord,
+        event: Event,
         attempt: u32,
         member: u64,
     ) -> Delivery {
         *next_delivery += 1;
         let delivery_id = *next_delivery;
+        // Tracked and not acked (it is being handed out), so the tracker has it.
+        let position = part.tracker.position(ticket).cloned();
         #[cfg(test)]
         self.emit(GroupEvent::Delivered {
             partition: id.clone(),
             owner: self.owner.clone(),
-            position: record.position.clone(),
+            position: position.clone().expect("a delivery's position is tracked"),
         });
         let delivery = Delivery {
-            event: record.event.clone(),
+            event: event.clone(),
             partition: Some(id.clone()),
-            position: Some(record.position.clone()),
+            position,
             attempt: Some(attempt),
             // One shared acknowledger (the runtime) and the delivery's numbers inline: no
             // allocation per delivery.
@@ -185,7 +195,7 @@ impl Runtime {
         part.inflight.insert(
             ticket,
             Inflight {
-                record,
+                event,
                 attempt,
                 member,
                 delivery_id,
@@ -201,12 +211,7 @@ impl Runtime {
         let ticket = Ticket::from_u64(ticket);
         // By generation, a number, rather than by partition id: one hash probe instead of
         // string comparisons down the partition map on every ack.
-        let Some(part) = state
-            .generations
-            .get(&generation)
-            .and_then(|id| state.parts.get_mut(id))
-            .filter(|p| p.generation == generation)
-        else {
+        let Some(part) = state.parts.by_generation_mut(generation) else {
             return false;
         };
         // A stale handle (the delivery went back to the group when its member left) settles
@@ -244,7 +249,7 @@ impl Runtime {
                 part.redeliver.insert(
                     ticket,
                     Pending {
-                        record: inflight.record,
+                        event: inflight.event,
                         attempt: inflight.attempt,
                     },
                 );
@@ -257,7 +262,7 @@ impl Runtime {
 /// Calls `f` on each partition `owned` accepts, from the `skip`th of them round to the one
 /// before it, while `f` returns `true`.
 fn each_owned_from(
-    parts: &mut BTreeMap<PartitionId, Part>,
+    parts: &mut Parts,
     owned: &impl Fn(&Part) -> bool,
     skip: usize,
     mut f: impl FnMut(&PartitionId, &mut Part) -> bool,

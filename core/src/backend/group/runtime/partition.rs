@@ -45,7 +45,6 @@ impl Runtime {
             behind.clone(),
         ))
         .abort_handle();
-        state.generations.insert(generation, partition.clone());
         state.parts.insert(
             partition.clone(),
             Part {
@@ -87,7 +86,6 @@ impl Runtime {
     ) -> Option<Part> {
         let mut state = self.state.lock();
         let mut part = state.parts.remove(partition)?;
-        state.generations.remove(&part.generation);
         if let Some(event) = event {
             self.emit(event);
         }
