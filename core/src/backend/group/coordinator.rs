@@ -223,10 +223,23 @@ impl Coordinator {
         {
             lease = self
                 .store_checkpoint(held, &Checkpoint::Processed(position))
-                .await;
+                .await
+                .0;
         }
+        // Announced as soon as the store says so: from then on a member may start the
+        // partition's children (it looks at the store, not at this lease), so an observer must
+        // see the end before any delivery from them.
+        let mut announced = false;
         if ended && let Some(held) = lease.as_ref() {
-            lease = self.store_checkpoint(held, &Checkpoint::Ended).await;
+            let (held, stored) = self.store_checkpoint(held, &Checkpoint::Ended).await;
+            lease = held;
+            if stored {
+                self.rt.emit(GroupEvent::Ended {
+                    partition: id.clone(),
+                    owner: self.rt.owner.clone(),
+                });
+                announced = true;
+            }
         }
         let Some(lease) = lease else {
             self.rt.emit(GroupEvent::Lost {
@@ -239,27 +252,39 @@ impl Coordinator {
             tracing::warn!(backend = self.rt.config.backend, stream = %self.rt.stream, group = %self.rt.group, partition = %id,
                 error = %e, "releasing a lease failed; it will lapse on its own");
         }
-        self.rt.emit(if ended {
-            GroupEvent::Ended {
-                partition: id.clone(),
-                owner: self.rt.owner.clone(),
-            }
-        } else {
-            GroupEvent::Released {
-                partition: id.clone(),
-                owner: self.rt.owner.clone(),
-            }
-        });
+        if !announced {
+            self.rt.emit(if ended {
+                GroupEvent::Ended {
+                    partition: id.clone(),
+                    owner: self.rt.owner.clone(),
+                }
+            } else {
+                GroupEvent::Released {
+                    partition: id.clone(),
+                    owner: self.rt.owner.clone(),
+                }
+            });
+        }
     }
 
-    async fn store_checkpoint(&self, lease: &Lease, checkpoint: &Checkpoint) -> Option<Lease> {
+    /// Writes `checkpoint` under `lease`: the lease still held (`None` when another owner
+    /// fenced it) and whether the checkpoint was stored. A failed write keeps the lease, so
+    /// the partition is still released; its next owner replays from the last checkpoint.
+    async fn store_checkpoint(
+        &self,
+        lease: &Lease,
+        checkpoint: &Checkpoint,
+    ) -> (Option<Lease>, bool) {
         match self.rt.store.checkpoint(lease, checkpoint).await {
-            Ok(held) => held,
+            Ok(held) => {
+                let stored = held.is_some();
+                (held, stored)
+            }
             Err(e) => {
                 tracing::warn!(backend = self.rt.config.backend, stream = %self.rt.stream, group = %self.rt.group,
                     partition = %lease.key.partition, error = %e,
                     "saving a checkpoint before release failed; the next owner replays from the last one");
-                Some(lease.clone())
+                (Some(lease.clone()), false)
             }
         }
     }
