@@ -69,7 +69,7 @@ fn events(n: usize) -> Vec<Event> {
 }
 
 async fn tributary_produce(backend: &dyn Backend, topic: &str, n: usize) -> f64 {
-    probe::tributary_produce(backend, topic, events(n), BATCH).await
+    probe::tributary_produce(backend, topic, || events(n), BATCH).await
 }
 
 async fn raw_produce(config: ClientConfig, topic: &str, n: usize) -> f64 {

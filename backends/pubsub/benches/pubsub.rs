@@ -214,7 +214,7 @@ impl Raw {
 }
 
 async fn tributary_produce(backend: &dyn Backend, stream: &str, n: usize) -> f64 {
-    probe::tributary_produce(backend, stream, events(n), BATCH).await
+    probe::tributary_produce(backend, stream, || events(n), BATCH).await
 }
 
 async fn tributary_consume(
