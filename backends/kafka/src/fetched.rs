@@ -22,10 +22,10 @@ const INLINE_HEADERS: usize = 8;
 ///
 /// Full chunks are kept (the newest [`SPENT`]) and reused once every event cut from them is
 /// gone, rather than freed by the application's thread and allocated again by the driver's.
-/// A 64 KiB chunk freed into the driver thread's malloc arena sat between librdkafka's
-/// small allocations and the top of that heap, and librdkafka's `calloc` of a header parser
-/// per message (on this thread, in `headers()`) was then cut from it and merged back on
-/// free, every time: 517 instructions per event against 271 in a raw rdkafka loop.
+/// A 64 KiB chunk freed into the driver thread's malloc arena is what librdkafka's `calloc`
+/// of a header parser per message (on this thread, in `headers()`) was then cut from and
+/// merged back into on free, at up to twice the instructions it costs in a raw rdkafka loop
+/// (docs/benchmarks/NOTES.md, Kafka).
 pub(crate) struct Arena {
     chunk: BytesMut,
     /// `chunk` is a standard one (not an oversized one for a single large message).
