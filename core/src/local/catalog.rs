@@ -167,6 +167,7 @@ impl LocalBackend {
             round_robin: AtomicU64::new(0),
             writer,
             blocking_io,
+            arena: Arena::default(),
         }))
     }
 }

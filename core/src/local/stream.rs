@@ -30,6 +30,10 @@ pub(crate) struct StreamState {
     /// File storage: the group-commit writer thread's queue, once this process writes.
     pub(crate) writer: OnceLock<mpsc::Sender<WriteRequest>>,
     pub(crate) blocking_io: bool,
+    /// Memory storage: where sends copy small keys and payloads, kept from one send to the
+    /// next (a send of one or a few events fills the same buffer instead of allocating its
+    /// own), shared by the stream's partitions so a send over several fills it once.
+    pub(super) arena: Arena,
 }
 
 impl StreamState {
