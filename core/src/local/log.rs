@@ -162,16 +162,23 @@ impl MemoryLog {
     fn push<'g>(&self, g: &'g mut MemInner, event: Event, append_ms: i64) -> &'g Position {
         let encoded = event.encoded_len();
         let size = encoded as u64 + 32;
-        let next = g.next;
-        let active = g.segments.back().expect("always one segment");
+        // Each field borrowed apart: the active segment is looked up once more only when a new
+        // one starts, and the position returned borrows from it directly.
+        let MemInner {
+            segments,
+            next,
+            next_position,
+            total_bytes,
+        } = g;
+        let active = segments.back().expect("always one segment");
         let full = active.records.len() >= SEGMENT_RECORDS;
         if full || (active.bytes >= self.config.segment_bytes && !active.records.is_empty()) {
             // After a full one, the next is allocated whole: appends never move a segment's
             // records (growing one by doubling copied about 250 instructions' worth per event
             // in callgrind).
             let capacity = if full { SEGMENT_RECORDS } else { 0 };
-            g.segments.push_back(MemSegment {
-                base: next,
+            segments.push_back(MemSegment {
+                base: *next,
                 records: Vec::with_capacity(capacity),
                 sizes: Vec::with_capacity(capacity),
                 positions: Vec::with_capacity(capacity),
@@ -179,26 +186,24 @@ impl MemoryLog {
                 newest_append_ms: i64::MIN,
             });
         }
-        let after = g
-            .next_position
+        let after = next_position
             .next_offset()
-            .unwrap_or_else(|| Position::from_offset(next + 1));
-        let position = std::mem::replace(&mut g.next_position, after);
-        let active = g.segments.back_mut().expect("always one segment");
+            .unwrap_or_else(|| Position::from_offset(*next + 1));
+        let position = std::mem::replace(next_position, after);
+        let active = segments.back_mut().expect("always one segment");
         active.records.push(StoredRecord {
-            offset: next,
+            offset: *next,
             append_ms,
             event,
         });
         active
             .sizes
             .push(u32::try_from(encoded).unwrap_or(u32::MAX));
-        active.positions.push(position);
         active.bytes += size;
         active.newest_append_ms = active.newest_append_ms.max(append_ms);
-        g.total_bytes += size;
-        g.next += 1;
-        let active = g.segments.back().expect("always one segment");
+        *total_bytes += size;
+        *next += 1;
+        active.positions.push(position);
         active.positions.last().expect("just pushed")
     }
 
