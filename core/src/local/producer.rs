@@ -119,7 +119,7 @@ impl LocalProducer {
                 });
             }
             drop(log);
-            self.stream.wake(first);
+            self.stream.wake_waiting(first);
             return Ok(receipts);
         };
         let written = written_slots(&mut parts);
@@ -140,7 +140,7 @@ impl LocalProducer {
         }
         drop(logs);
         for p in written {
-            self.stream.wake(p);
+            self.stream.wake_waiting(p);
         }
         Ok(receipts)
     }

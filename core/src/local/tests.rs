@@ -292,3 +292,38 @@ async fn concurrent_sends_over_several_partitions_keep_each_key_in_order() {
     consumer.close().await.unwrap();
     backend.close().await.unwrap();
 }
+
+/// A memory append wakes a reader only when it said it waits: a consumer waiting on an idle
+/// partition gets each event sent, one at a time, without the reader's idle read (1 s) having
+/// to find it. A lost wake-up shows here as a receive that outlives that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_reader_is_woken_by_each_append() {
+    let backend = crate::connect("memory://").await.unwrap();
+    backend
+        .create_stream("s", StreamSpec::with_partitions(2))
+        .await
+        .unwrap();
+    let producer = backend.producer("s").await.unwrap();
+    let consumer = backend
+        .consumer(
+            "s",
+            ConsumerOptions::new("g").start(crate::StartPosition::Earliest),
+        )
+        .await
+        .unwrap();
+    for i in 0..200u32 {
+        producer
+            .send(Event::new(i.to_string()).with_key(format!("k{}", i % 3)))
+            .await
+            .unwrap();
+        let delivery =
+            tokio::time::timeout(std::time::Duration::from_millis(900), consumer.receive())
+                .await
+                .unwrap_or_else(|_| panic!("event {i} was not delivered before the idle read"))
+                .unwrap();
+        assert_eq!(delivery.event.payload, i.to_string().as_bytes());
+        delivery.ack();
+    }
+    consumer.close().await.unwrap();
+    backend.close().await.unwrap();
+}
