@@ -162,11 +162,13 @@ impl LocalBackend {
             name: name.to_owned(),
             partitions: logs,
             appended: (0..partitions).map(|_| watch::channel(0).0).collect(),
+            waiting: (0..partitions).map(|_| AtomicBool::new(false)).collect(),
             deleted: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             round_robin: AtomicU64::new(0),
             writer,
             blocking_io,
+            arena: Arena::default(),
         }))
     }
 }

@@ -1,10 +1,10 @@
 //! One partition's log: the storage contract both local flavours implement, and the in-memory one.
 
-use super::arena::Arena;
+use super::arena;
 use super::codec::StoredRecord;
 use crate::backend::group::SourceRecord;
 use crate::{Event, Position, Result};
-use parking_lot::RwLock;
+use parking_lot::{RwLock, RwLockWriteGuard};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -29,23 +29,6 @@ pub(crate) trait PartitionLog: Send + Sync + 'static {
     /// vector-backed payloads to shared ones).
     fn append_owned(&self, events: Vec<Event>, append_ms: i64) -> Result<u64> {
         self.append(&events, append_ms)
-    }
-    /// [`append_owned`](Self::append_owned), calling `each` with every event's position in
-    /// order: receipts then share the positions the log keeps (the memory log) and reads hand
-    /// out, instead of formatting their own, and no list of positions is made. Returns the
-    /// first event's offset.
-    fn append_positioned(
-        &self,
-        events: Vec<Event>,
-        append_ms: i64,
-        each: &mut dyn FnMut(&Position),
-    ) -> Result<u64> {
-        let n = events.len() as u64;
-        let base = self.append_owned(events, append_ms)?;
-        for offset in base..base + n {
-            each(&Position::from_offset(offset));
-        }
-        Ok(base)
     }
     /// [`read_cached`](Self::read_cached) as the group engine's records, positions included,
     /// from a log that keeps positions; `None` from logs that do not.
@@ -85,6 +68,11 @@ pub(crate) trait PartitionLog: Send + Sync + 'static {
     /// Turns a read-only follower into the writer, once this process holds the writer lock:
     /// recovers the log as a writer does and accepts appends from then on.
     fn promote(&self) -> Result<()>;
+    /// The log as the in-memory one, which a producer appends to directly (see
+    /// [`MemoryLog::lock_append`]); `None` for the file log.
+    fn as_memory(&self) -> Option<&MemoryLog> {
+        None
+    }
 }
 
 /// A memory segment holds at most this many records (fewer when `segment_bytes` fills first):
@@ -116,20 +104,35 @@ struct MemInner {
 }
 
 /// The in-memory partition log: segments of records whose small keys and payloads live in shared
-/// arenas, so reads are reference-count bumps.
+/// arenas, so reads are reference-count bumps. A memory stream's producer fills the arenas (the
+/// stream keeps one from send to send) and appends through [`MemoryLog::lock_append`]; appends
+/// through [`PartitionLog`] share each call's events into arenas of their own.
 pub(crate) struct MemoryLog {
     config: LogConfig,
     inner: RwLock<MemInner>,
-    /// Where appends copy small keys and payloads, kept from one append to the next (its own
-    /// lock: the copy is made outside `inner`'s, so readers are not held up by it).
-    arena: Arena,
+}
+
+/// A memory log's write lock, held by a producer while it appends one send's events: a send
+/// over several partitions holds the lock of each it writes to (taken in ascending partition
+/// order, so two such sends cannot deadlock) and appends in send order, with no grouping of
+/// its events per partition.
+pub(crate) struct MemAppend<'a> {
+    log: &'a MemoryLog,
+    g: RwLockWriteGuard<'a, MemInner>,
+}
+
+impl MemAppend<'_> {
+    /// Appends one event whose small key and payload are already in a shared arena; returns
+    /// the position the log made for it, which its receipt and every read share.
+    pub(crate) fn push(&mut self, event: Event, append_ms: i64) -> &Position {
+        self.log.push(&mut self.g, event, append_ms)
+    }
 }
 
 impl MemoryLog {
     pub fn new(config: LogConfig) -> Self {
         MemoryLog {
             config,
-            arena: Arena::default(),
             inner: RwLock::new(MemInner {
                 segments: VecDeque::from([MemSegment {
                     base: 0,
@@ -148,19 +151,34 @@ impl MemoryLog {
 }
 
 impl MemoryLog {
+    /// Takes the log's write lock for [`MemAppend::push`].
+    pub(crate) fn lock_append(&self) -> MemAppend<'_> {
+        MemAppend {
+            log: self,
+            g: self.inner.write(),
+        }
+    }
+
     fn push<'g>(&self, g: &'g mut MemInner, event: Event, append_ms: i64) -> &'g Position {
         let encoded = event.encoded_len();
         let size = encoded as u64 + 32;
-        let next = g.next;
-        let active = g.segments.back().expect("always one segment");
+        // Each field borrowed apart: the active segment is looked up once more only when a new
+        // one starts, and the position returned borrows from it directly.
+        let MemInner {
+            segments,
+            next,
+            next_position,
+            total_bytes,
+        } = g;
+        let active = segments.back().expect("always one segment");
         let full = active.records.len() >= SEGMENT_RECORDS;
         if full || (active.bytes >= self.config.segment_bytes && !active.records.is_empty()) {
             // After a full one, the next is allocated whole: appends never move a segment's
             // records (growing one by doubling copied about 250 instructions' worth per event
             // in callgrind).
             let capacity = if full { SEGMENT_RECORDS } else { 0 };
-            g.segments.push_back(MemSegment {
-                base: next,
+            segments.push_back(MemSegment {
+                base: *next,
                 records: Vec::with_capacity(capacity),
                 sizes: Vec::with_capacity(capacity),
                 positions: Vec::with_capacity(capacity),
@@ -168,26 +186,24 @@ impl MemoryLog {
                 newest_append_ms: i64::MIN,
             });
         }
-        let after = g
-            .next_position
+        let after = next_position
             .next_offset()
-            .unwrap_or_else(|| Position::from_offset(next + 1));
-        let position = std::mem::replace(&mut g.next_position, after);
-        let active = g.segments.back_mut().expect("always one segment");
+            .unwrap_or_else(|| Position::from_offset(*next + 1));
+        let position = std::mem::replace(next_position, after);
+        let active = segments.back_mut().expect("always one segment");
         active.records.push(StoredRecord {
-            offset: next,
+            offset: *next,
             append_ms,
             event,
         });
         active
             .sizes
             .push(u32::try_from(encoded).unwrap_or(u32::MAX));
-        active.positions.push(position);
         active.bytes += size;
         active.newest_append_ms = active.newest_append_ms.max(append_ms);
-        g.total_bytes += size;
-        g.next += 1;
-        let active = g.segments.back().expect("always one segment");
+        *total_bytes += size;
+        *next += 1;
+        active.positions.push(position);
         active.positions.last().expect("just pushed")
     }
 
@@ -239,26 +255,11 @@ impl PartitionLog for MemoryLog {
     }
 
     fn append_owned(&self, mut events: Vec<Event>, append_ms: i64) -> Result<u64> {
-        self.arena.share(&mut events);
+        arena::share(&mut events);
         let mut g = self.inner.write();
         let base = g.next;
         for event in events {
             self.push(&mut g, event, append_ms);
-        }
-        Ok(base)
-    }
-
-    fn append_positioned(
-        &self,
-        mut events: Vec<Event>,
-        append_ms: i64,
-        each: &mut dyn FnMut(&Position),
-    ) -> Result<u64> {
-        self.arena.share(&mut events);
-        let mut g = self.inner.write();
-        let base = g.next;
-        for event in events {
-            each(self.push(&mut g, event, append_ms));
         }
         Ok(base)
     }
@@ -320,6 +321,10 @@ impl PartitionLog for MemoryLog {
 
     fn promote(&self) -> Result<()> {
         Ok(())
+    }
+
+    fn as_memory(&self) -> Option<&MemoryLog> {
+        Some(self)
     }
 
     fn enforce_retention(&self, now_ms: i64) -> Result<()> {
@@ -386,7 +391,7 @@ mod tests {
             let events = (0..100)
                 .map(|i| Event::new(vec![0u8; 20]).with_key(format!("{}", chunk * 100 + i)))
                 .collect();
-            log.append_positioned(events, 0, &mut |_| {}).unwrap();
+            log.append_owned(events, 0).unwrap();
         }
         assert_eq!(log.bounds(), (0, n as u64));
         let records = log.read(0, usize::MAX, usize::MAX).unwrap();

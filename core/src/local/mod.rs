@@ -27,6 +27,7 @@ pub use file::FsyncPolicy;
 pub use partitioner::{murmur2, partition_for_key};
 pub(crate) use stream::{StreamState, validate_stream_name};
 
+use arena::Arena;
 use dirs::*;
 use producer::*;
 use stream::*;

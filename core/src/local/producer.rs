@@ -93,47 +93,71 @@ impl LocalProducer {
         }
     }
 
-    /// Appends to the memory logs in place; each receipt shares the position the log made for
-    /// its event and keeps for reads. A send to one partition builds no groups.
+    /// Appends to the memory logs in place, in send order, each receipt made as its event goes
+    /// in and sharing the position the log made for it and keeps for reads. The keys and
+    /// payloads are copied into the stream's arena once for the whole send; a send over several
+    /// partitions holds each one's lock while it appends, so its events are never grouped or
+    /// moved per partition and its receipts need no slots.
     fn append_in_memory(
         &self,
-        events: Vec<Event>,
+        mut events: Vec<Event>,
         first: usize,
         parts: Option<Vec<usize>>,
     ) -> Result<Vec<Receipt>> {
         let now = Timestamp::now().as_millis();
-        let n = events.len();
-        let mut receipts: Vec<Receipt> = Vec::with_capacity(n);
-        let Some(parts) = parts else {
+        let mut receipts: Vec<Receipt> = Vec::with_capacity(events.len());
+        self.stream.arena.share(&mut events);
+        let Some(mut parts) = parts else {
             let id = PartitionId::from(first as u32);
             // The events move into the log: it keeps them, not copies.
-            self.stream.partitions[first].append_positioned(events, now, &mut |position| {
+            let mut log = self.memory_log(first)?.lock_append();
+            for event in events {
+                let position = log.push(event, now);
                 receipts.push(Receipt {
                     partition: Some(id.clone()),
                     position: Some(position.clone()),
-                })
-            })?;
-            self.stream.wake(first);
+                });
+            }
+            drop(log);
+            self.stream.wake_waiting(first);
             return Ok(receipts);
         };
-        receipts.resize(n, Receipt::default());
-        for (p, group) in group(events, &parts, self.stream.partitions.len()) {
-            let id = PartitionId::from(p as u32);
-            // A group holds its partition's events in send order, so its receipts go to the
-            // slots of that partition's events, in order.
-            let mut slots = parts.iter().enumerate().filter(|(_, q)| **q == p);
-            self.stream.partitions[p].append_positioned(group, now, &mut |position| {
-                if let Some((i, _)) = slots.next() {
-                    receipts[i] = Receipt {
-                        partition: Some(id.clone()),
-                        position: Some(position.clone()),
-                    };
-                }
-            })?;
-            // Readers of each partition wake as soon as its events are in.
-            self.stream.wake(p);
+        let written = written_slots(&mut parts);
+        let mut logs = Vec::with_capacity(written.len());
+        for p in &written {
+            logs.push((
+                PartitionId::from(*p as u32),
+                self.memory_log(*p)?.lock_append(),
+            ));
+        }
+        for (event, slot) in events.into_iter().zip(&parts) {
+            let (id, log) = &mut logs[*slot];
+            let position = log.push(event, now);
+            receipts.push(Receipt {
+                partition: Some(id.clone()),
+                position: Some(position.clone()),
+            });
+        }
+        drop(logs);
+        for p in written {
+            self.stream.wake_waiting(p);
         }
         Ok(receipts)
+    }
+
+    /// Partition `p` of a memory stream.
+    fn memory_log(&self, p: usize) -> Result<&MemoryLog> {
+        self.stream
+            .partitions
+            .get(p)
+            .and_then(|log| log.as_memory())
+            .ok_or_else(|| {
+                Error::other(format!(
+                    "partition {p} of stream `{}` is not a memory log",
+                    self.stream.name
+                ))
+                .with_backend(self.scheme)
+            })
     }
 
     /// Hands the events to the stream's writer thread (the file log) and makes the receipts
@@ -229,6 +253,26 @@ impl Producer for LocalProducer {
     }
 }
 
+/// The partitions a send over several writes to, ascending (the order their locks are taken
+/// in), with each event's partition in `parts` replaced by its index among them. Up to 64
+/// partitions a bit set finds them with no sort or search.
+fn written_slots(parts: &mut [usize]) -> Vec<usize> {
+    if parts.iter().all(|p| *p < 64) {
+        let set = parts.iter().fold(0u64, |set, p| set | 1 << p);
+        for p in parts.iter_mut() {
+            *p = (set & ((1u64 << *p) - 1)).count_ones() as usize;
+        }
+        return (0..64).filter(|p| set & 1 << p != 0).collect();
+    }
+    let mut written = parts.to_vec();
+    written.sort_unstable();
+    written.dedup();
+    for p in parts.iter_mut() {
+        *p = written.binary_search(p).unwrap_or_default();
+    }
+    written
+}
+
 /// The events of a send to several partitions, grouped per partition in send order, the groups
 /// ascending by partition (the writer thread relies on it).
 fn group(events: Vec<Event>, parts: &[usize], partitions: usize) -> Vec<(usize, Vec<Event>)> {
@@ -247,4 +291,25 @@ fn group(events: Vec<Event>, parts: &[usize], partitions: usize) -> Vec<(usize, 
         .enumerate()
         .filter(|(_, events)| !events.is_empty())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::written_slots;
+
+    #[test]
+    fn written_slots_name_each_event_partition_by_its_rank() {
+        // Under 64 partitions (the bit set) and beyond (sorted).
+        for parts in [vec![3, 0, 3, 7, 0, 63], vec![900, 2, 64, 2, 900, 5]] {
+            let mut slots = parts.clone();
+            let written = written_slots(&mut slots);
+            let mut expected = parts.clone();
+            expected.sort_unstable();
+            expected.dedup();
+            assert_eq!(written, expected);
+            for (p, slot) in parts.iter().zip(&slots) {
+                assert_eq!(written[*slot], *p);
+            }
+        }
+    }
 }

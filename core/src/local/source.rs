@@ -200,6 +200,15 @@ impl PartitionReader for LocalReader {
             if tokio::time::Instant::now() >= idle_until {
                 return Ok(ReadBatch::default());
             }
+            // Memory appends wake only readers that said they wait; one that lands between the
+            // look above and this finds the flag unset, so look once more after setting it (a
+            // memory read returns at least one record whenever the log holds any from `from`).
+            if self.log.as_memory().is_some() {
+                self.stream.will_wait(self.index);
+                if self.log.bounds().1 > from {
+                    continue;
+                }
+            }
             if self.follower {
                 // This process may have become the writer since: its appends wake us too.
                 tokio::select! {

@@ -154,7 +154,13 @@ async fn read_loop(
                     // Members only wait on an empty buffer; a refill of a non-empty one needs
                     // no wake-up, nor does one while no member is receiving.
                     let was_empty = part.buffer.is_empty();
-                    part.buffer.extend(batch.records);
+                    if was_empty {
+                        // The read's vector becomes the buffer as it is: no copy of its
+                        // records (the old buffer's allocation goes as the vector's would).
+                        part.buffer = batch.records.into();
+                    } else {
+                        part.buffer.extend(batch.records);
+                    }
                     part.reader_ended |= batch.ended;
                     was_empty && !part.buffer.is_empty() && rt.anyone_receiving()
                 };
