@@ -14,6 +14,7 @@
 //! properties become headers (in name order), the partition key (or, without one, the
 //! ordering key) the key, `event_time` (else the publish time) the timestamp.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use base64::Engine as _;
@@ -63,6 +64,43 @@ impl Encoded {
             ..Default::default()
         }
     }
+}
+
+/// The partition key `encode` gives `event`, for routing before the event is encoded.
+pub(crate) fn partition_key(event: &Event) -> Option<Cow<'_, str>> {
+    let key = event.key.as_ref()?;
+    Some(match std::str::from_utf8(key) {
+        Ok(text) if !text.is_empty() => Cow::Borrowed(text),
+        _ => Cow::Owned(BASE64.encode(key)),
+    })
+}
+
+/// At least `encode(event).size()`, without encoding: a producer checks the limit with this
+/// and encodes ahead only an event near it, so that a batch's events can be encoded as they
+/// are sent and still all be checked before the first is.
+pub(crate) fn size_bound(event: &Event) -> usize {
+    let headers = &event.headers;
+    let fields: usize = headers.iter().map(|(n, v)| n.len() + v.len() + 8).sum();
+    // As properties, with two or more headers their names as a JSON list too (escaping makes
+    // at most 6 bytes of one); or else in the payload's header block, marked by a property.
+    let order = match headers.len() {
+        0 | 1 => 0,
+        _ => {
+            envelope::ORDER.len()
+                + 8
+                + 2
+                + headers.iter().map(|(n, _)| 6 * n.len() + 3).sum::<usize>()
+        }
+    };
+    let block = 4 + fields + envelope::ENVELOPE.len() + 1 + 8;
+    // A key that is not UTF-8 goes as base64 and again as the ordering key.
+    let key = event
+        .key
+        .as_ref()
+        .map_or(0, |k| k.len().div_ceil(3) * 4 + k.len());
+    // A timestamp at or before the epoch is a property: up to 20 digits and a sign.
+    let time = envelope::TIMESTAMP.len() + 20 + 8;
+    event.payload.len() + (fields + order).max(block) + key + time
 }
 
 pub(crate) fn encode(event: &Event) -> Encoded {
@@ -357,6 +395,16 @@ mod tests {
             let mut want = event.clone();
             want.timestamp.get_or_insert(Timestamp::from_millis(42));
             prop_assert_eq!(round_trip(&event), want);
+        }
+
+        /// The bound a producer checks the limit with is never below the encoded size, and
+        /// events are routed by the partition key they are encoded with.
+        #[test]
+        fn size_bound_and_routing_key_match_the_encoding(event in arbitrary_event()) {
+            let encoded = encode(&event);
+            prop_assert!(size_bound(&event) >= encoded.size());
+            let key = partition_key(&event);
+            prop_assert_eq!(key.as_deref(), encoded.partition_key.as_deref());
         }
     }
 }

@@ -1,11 +1,11 @@
 //! Sending: one `pulsar::Producer` per partition, so that tributary chooses the partition (and
 //! knows it for the receipt) and each partition keeps its send order.
 //!
-//! The crate's producer needs `&mut self` to enqueue; a short lock per partition covers the
-//! enqueue only, and the receipt is awaited outside it, so concurrent sends pipeline. Every
-//! wait has a deadline (`operation_timeout`): the crate re-creates a producer after a broker
-//! restart and resends what was pending, but a send that outlives its deadline fails with a
-//! retryable timeout instead of hanging.
+//! The crate's producer needs `&mut self` to enqueue; a send locks the partitions it uses for
+//! the enqueue only (in index order) and awaits the receipts outside, so concurrent sends
+//! pipeline. Every wait has a deadline (`operation_timeout`): the crate re-creates a producer
+//! after a broker restart and resends what was pending, but a send that outlives its deadline
+//! fails with a retryable timeout instead of hanging.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pulsar::TokioExecutor;
 use pulsar::producer::SendFuture;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, MutexGuard};
 use tributary::backend::CloseGate;
 use tributary::{Error, ErrorKind, Event, PartitionId, Producer, Receipt, Result};
 
@@ -55,9 +55,13 @@ pub(crate) fn partition_for_key(key: &str, partitions: usize) -> usize {
 }
 
 impl PulsarProducer {
-    fn prepare(&self, event: &Event) -> Result<(usize, Encoded)> {
-        let encoded = mapping::encode(event);
-        let size = encoded.size();
+    /// Refuses an event whose message would exceed the limit. Only an event that a cheap
+    /// bound puts near it is encoded here; the rest are encoded as they are sent.
+    fn check_size(&self, event: &Event) -> Result<()> {
+        if mapping::size_bound(event) <= self.max_event_bytes {
+            return Ok(());
+        }
+        let size = mapping::encode(event).size();
         if size > self.max_event_bytes {
             return Err(Error::too_large(format!(
                 "event of {size} bytes as a Pulsar message (payload, properties and keys) exceeds the limit of {} bytes for `{}` (the broker's maxMessageSize of {} bytes less {} for metadata, or option max_event_bytes)",
@@ -67,41 +71,52 @@ impl PulsarProducer {
                 crate::METADATA_RESERVE
             )));
         }
-        let partition = match (&encoded.partition_key, self.partitions.len()) {
-            (_, 1) => 0,
-            (Some(key), n) => partition_for_key(key, n),
-            (None, n) => self.next.fetch_add(1, Ordering::Relaxed) % n,
-        };
-        Ok((partition, encoded))
+        Ok(())
     }
 
-    /// Enqueues `messages` on one partition, in order, under its lock.
-    async fn enqueue(&self, partition: usize, messages: Vec<Encoded>) -> Result<Vec<SendFuture>> {
-        let slot = &self.partitions[partition];
+    fn partition(&self, event: &Event) -> usize {
+        match self.partitions.len() {
+            1 => 0,
+            n => match mapping::partition_key(event) {
+                Some(key) => partition_for_key(&key, n),
+                None => self.next.fetch_add(1, Ordering::Relaxed) % n,
+            },
+        }
+    }
+
+    /// A partition's crate producer, locked, replaced first if a send found it suspect.
+    async fn lock<'a>(
+        &self,
+        slot: &'a PartitionProducer,
+    ) -> Result<MutexGuard<'a, pulsar::Producer<TokioExecutor>>> {
         let mut producer = slot.inner.lock().await;
         if slot.suspect.load(Ordering::Acquire) {
             *producer = self.recreate(slot).await?;
             slot.suspect.store(false, Ordering::Release);
         }
-        let mut futures = Vec::with_capacity(messages.len());
-        for encoded in messages {
-            if let Some(batch_bytes) = self.batch_bytes
-                && encoded.size() >= batch_bytes
-            {
-                // Send what is batched first, so this event goes alone and a batch never
-                // grows past the broker's limit.
-                producer
-                    .send_batch()
-                    .await
-                    .map_err(|e| map(e, &format!("flush a batch to `{}`", self.stream)))?;
-            }
-            let future = producer
-                .send_non_blocking(encoded.into_message())
+        Ok(producer)
+    }
+
+    /// Hands one message to a partition's crate producer.
+    async fn enqueue(
+        &self,
+        producer: &mut pulsar::Producer<TokioExecutor>,
+        encoded: Encoded,
+    ) -> Result<SendFuture> {
+        if let Some(batch_bytes) = self.batch_bytes
+            && encoded.size() >= batch_bytes
+        {
+            // Send what is batched first, so this event goes alone and a batch never grows
+            // past the broker's limit.
+            producer
+                .send_batch()
                 .await
-                .map_err(|e| map(e, &format!("send to `{}`", self.stream)))?;
-            futures.push(future);
+                .map_err(|e| map(e, &format!("flush a batch to `{}`", self.stream)))?;
         }
-        Ok(futures)
+        producer
+            .send_non_blocking(encoded.into_message())
+            .await
+            .map_err(|e| map(e, &format!("send to `{}`", self.stream)))
     }
 
     /// A new crate producer for a partition; the old one, dropped, closes itself.
@@ -155,38 +170,46 @@ impl PulsarProducer {
     }
 
     async fn send_all(&self, events: &[Event]) -> Result<Vec<Receipt>> {
-        let prepared = events
-            .iter()
-            .map(|e| self.prepare(e))
-            .collect::<Result<Vec<_>>>()?;
-        let mut by_partition: Vec<Vec<(usize, Encoded)>> =
-            (0..self.partitions.len()).map(|_| Vec::new()).collect();
-        for (index, (partition, encoded)) in prepared.into_iter().enumerate() {
-            by_partition[partition].push((index, encoded));
+        // Every event is checked before the first is sent: a batch with one over the limit
+        // sends nothing.
+        let mut routes = Vec::with_capacity(events.len());
+        for event in events {
+            self.check_size(event)?;
+            routes.push(self.partition(event));
         }
-        let mut pending: Vec<(usize, usize, SendFuture)> = Vec::with_capacity(events.len());
-        for (partition, messages) in by_partition.into_iter().enumerate() {
-            if messages.is_empty() {
-                continue;
-            }
-            let (indexes, encoded): (Vec<usize>, Vec<Encoded>) = messages.into_iter().unzip();
-            let futures = self.enqueue(partition, encoded).await?;
-            pending.extend(
-                indexes
-                    .into_iter()
-                    .zip(futures)
-                    .map(|(index, future)| (index, partition, future)),
-            );
+        // The partitions the batch uses are locked together, in index order (the same for
+        // every send, so that two sends cannot deadlock), and the events are
+        // handed over in the batch's order, each encoded just before. A batching crate
+        // producer sends a partition's batch a delay after its first message: this way every
+        // partition's batch starts with the first events and is full by the time its delay
+        // ends. Partition by partition, as before, the last one's delay started only after
+        // the others had been handed theirs, and encoding the whole batch first delayed all.
+        let mut used = vec![false; self.partitions.len()];
+        for &partition in &routes {
+            used[partition] = true;
         }
+        let mut producers = Vec::with_capacity(self.partitions.len());
+        for (slot, used) in self.partitions.iter().zip(used) {
+            producers.push(match used {
+                true => Some(self.lock(slot).await?),
+                false => None,
+            });
+        }
+        let mut pending = Vec::with_capacity(events.len());
+        for (event, &partition) in events.iter().zip(&routes) {
+            let producer = producers[partition].as_mut().expect("locked above");
+            pending.push(self.enqueue(producer, mapping::encode(event)).await?);
+        }
+        drop(producers);
         // Everything is enqueued: awaiting the receipts one after another loses no overlap
         // (the crate completes them as the broker answers), and spares the task and future a
         // `join_all` made per event. Every receipt is awaited, so that each failing partition
-        // is marked suspect; the first error in this order is the one returned, as before.
-        let mut receipts = vec![Receipt::default(); events.len()];
+        // is marked suspect; the first error in this order is the one returned.
+        let mut receipts = Vec::with_capacity(events.len());
         let mut failed = None;
-        for (index, partition, future) in pending {
+        for (future, partition) in pending.into_iter().zip(routes) {
             match self.receipt(partition, future).await {
-                Ok(receipt) => receipts[index] = receipt,
+                Ok(receipt) => receipts.push(receipt),
                 Err(e) => {
                     failed.get_or_insert(e);
                 }
