@@ -69,10 +69,14 @@ impl Encoded {
 /// The partition key `encode` gives `event`, for routing before the event is encoded.
 pub(crate) fn partition_key(event: &Event) -> Option<Cow<'_, str>> {
     let key = event.key.as_ref()?;
-    Some(match std::str::from_utf8(key) {
-        Ok(text) if !text.is_empty() => Cow::Borrowed(text),
-        _ => Cow::Owned(BASE64.encode(key)),
-    })
+    Some(key_text(key).map_or_else(|| Cow::Owned(BASE64.encode(key)), Cow::Borrowed))
+}
+
+/// A key that is non-empty UTF-8 is its own partition key; any other travels as base64.
+fn key_text(key: &[u8]) -> Option<&str> {
+    std::str::from_utf8(key)
+        .ok()
+        .filter(|text| !text.is_empty())
 }
 
 /// At least `encode(event).size()`, without encoding: a producer checks the limit with this
@@ -112,9 +116,9 @@ pub(crate) fn encode(event: &Event) -> Encoded {
         ..Encoded::default()
     };
     if let Some(key) = &event.key {
-        match std::str::from_utf8(key) {
-            Ok(text) if !text.is_empty() => encoded.partition_key = Some(text.to_owned()),
-            _ => {
+        match key_text(key) {
+            Some(text) => encoded.partition_key = Some(text.to_owned()),
+            None => {
                 encoded.partition_key = Some(BASE64.encode(key));
                 encoded.key_is_base64 = true;
                 encoded.ordering_key = Some(key.to_vec());
