@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::process::{Process, free_port_for as port, spawn_watchdog};
+use crate::process::{Process, free_ports_for, spawn_watchdog};
 use crate::{Launcher, Mode, Peer, PeerError, Reason, Server, probe, wait_ready};
 
 /// A running container; removed (with `docker rm -f`) on drop.
@@ -57,7 +57,9 @@ pub(crate) fn start(launcher: &Launcher, peer: Peer) -> Result<Server, PeerError
         return Err(PeerError::new(peer, Reason::NotInstalled, "TRIBUTARY_PEERS_MODE=docker but `docker version` fails (no engine?)")
             .fix("start Docker, or unset TRIBUTARY_PEERS_MODE to use installed servers (scripts/peers/install-all.sh)"));
     }
-    let main_port = port(peer)?;
+    // Picked together (distinct): the second is Pulsar's HTTP port.
+    let [main_port, second_port] =
+        <[u16; 2]>::try_from(free_ports_for(peer, 2)?).expect("two ports picked");
     let address = format!("127.0.0.1:{main_port}");
     let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--rm".into()];
     let mut http_address = None;
@@ -98,7 +100,7 @@ pub(crate) fn start(launcher: &Launcher, peer: Peer) -> Result<Server, PeerError
             (format!("kafka://{address}"), vec![])
         }
         Peer::Pulsar => {
-            let http = port(peer)?;
+            let http = second_port;
             args.extend(publish(main_port, main_port));
             args.extend(publish(http, http));
             for (k, v) in [

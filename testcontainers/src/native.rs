@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::process::{Process, find_line, free_port_for as port};
+use crate::process::{Process, find_line, free_port_for as port, free_ports_for};
 use crate::{Launcher, Mode, Peer, PeerError, Reason, Server, probe, wait_ready};
 
 /// Ports picked with `free_port_for` can be taken by someone else before the server binds them;
@@ -273,12 +273,12 @@ fn kafka_once(launcher: &Launcher, extras: &KafkaExtras) -> Result<(Server, Vec<
     let peer = Peer::Kafka;
     let log = launcher.log_path(peer);
     let bin = installed(launcher, peer, "kafka/current/bin/kafka-server")?;
-    let extra_ports = extras
-        .listeners
-        .iter()
-        .map(|_| port(peer))
-        .collect::<Result<Vec<u16>, PeerError>>()?;
-    let (port, controller) = (port(peer)?, port(peer)?);
+    // Picked together, so that no two listeners get the same port.
+    let mut extra_ports = free_ports_for(peer, extras.listeners.len() + 2)?;
+    let (port, controller) = (
+        extra_ports.pop().expect("picked above"),
+        extra_ports.pop().expect("picked above"),
+    );
     let data = launcher.data_dir(peer);
     if let Some(prepare) = &extras.prepare {
         std::fs::create_dir_all(&data).map_err(|e| {
@@ -360,7 +360,8 @@ fn start_once(launcher: &Launcher, peer: Peer, extra: &[String]) -> Result<Serve
         Peer::Kafka => kafka_once(launcher, &KafkaExtras::default()).map(|(server, _)| server),
         Peer::Pulsar => {
             let bin = installed(launcher, peer, "pulsar/current/bin/pulsar-standalone")?;
-            let (port, http, bookie) = (port(peer)?, port(peer)?, port(peer)?);
+            let [port, http, bookie] =
+                <[u16; 3]>::try_from(free_ports_for(peer, 3)?).expect("three ports picked");
             let data = launcher.data_dir(peer);
             let mut command = Command::new(bin);
             command

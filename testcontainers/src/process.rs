@@ -160,14 +160,41 @@ pub(crate) fn find_line(path: &Path, prefix: &str) -> Option<String> {
 
 /// A TCP port that was free on 127.0.0.1 a moment ago, for starting `peer`.
 pub(crate) fn free_port_for(peer: crate::Peer) -> Result<u16, crate::PeerError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(|e| {
-            crate::PeerError::new(
-                peer,
-                crate::Reason::StartFailed,
-                format!("no free port on 127.0.0.1: {e}"),
-            )
-        })
+    Ok(free_ports_for(peer, 1)?[0])
+}
+
+/// `n` distinct TCP ports that were free on 127.0.0.1 a moment ago, for one server of `peer`.
+/// Every listener is held until all are bound: picked one after another and released in
+/// between, the kernel may hand out the same port twice (a Kafka start once got one port for
+/// both its client and controller listeners and refused to start).
+pub(crate) fn free_ports_for(peer: crate::Peer, n: usize) -> Result<Vec<u16>, crate::PeerError> {
+    let unavailable = |e: std::io::Error| {
+        crate::PeerError::new(
+            peer,
+            crate::Reason::StartFailed,
+            format!("no free port on 127.0.0.1: {e}"),
+        )
+    };
+    let held = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(unavailable)?;
+    held.iter()
+        .map(|listener| listener.local_addr().map(|addr| addr.port()))
+        .collect::<std::io::Result<Vec<u16>>>()
+        .map_err(unavailable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::free_ports_for;
+
+    /// Ports picked for one server are distinct. Picked one at a time with each listener
+    /// released before the next bind, 200 of them repeated one in 77 of 100 runs here.
+    #[test]
+    fn ports_picked_together_are_distinct() {
+        let ports = free_ports_for(crate::Peer::Kafka, 200).unwrap();
+        let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+    }
 }
