@@ -22,7 +22,7 @@ mod partition;
 
 pub(crate) use hub::Hub;
 use hub::HubMeta;
-pub(crate) use partition::Partition;
+pub(crate) use partition::{Detach, Partition};
 
 /// A decoded AMQP message as producers sent it.
 pub(crate) type AmqpMessage = Message<Body<Value>>;
