@@ -4,7 +4,9 @@
 //! configured), `$management` READ of hub and partition properties, producers (single events,
 //! batches, partition keys, partition ids), consumers with the selector filter (offset,
 //! sequence number, enqueued time), owner-level (epoch) receivers, in-memory retention with a
-//! per-partition cap and optional append-only persistence.
+//! per-partition cap and optional append-only persistence. For tests of a client's recovery it
+//! can force-detach receivers ([`Emulator::detach_receivers`]) and cut connections
+//! ([`Emulator::drop_connections`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
