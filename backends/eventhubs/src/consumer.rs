@@ -297,6 +297,7 @@ impl ReceiveTask {
             }
         };
         let mut backoff = Duration::from_millis(200);
+        let mut last_rewind: Option<tokio::time::Instant> = None;
         loop {
             let pause = match self.receive(&mut start).await {
                 Ended::Stopped => return,
@@ -305,8 +306,17 @@ impl ReceiveTask {
                         "receiver detached by another owner (amqp:link:stolen); waiting for the hand-over");
                     STOLEN_PAUSE
                 }
-                Ended::Rewound => Duration::ZERO,
-                Ended::Failed => {
+                // At once, unless a receiver reopened after the last event read went back
+                // again within a second (not seen: the service reads after the position it is
+                // given); then like a failure, so that nothing spins.
+                Ended::Rewound
+                    if last_rewind
+                        .replace(tokio::time::Instant::now())
+                        .is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) =>
+                {
+                    Duration::ZERO
+                }
+                Ended::Rewound | Ended::Failed => {
                     let pause = backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                     pause
