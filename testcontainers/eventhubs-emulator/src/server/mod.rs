@@ -79,17 +79,7 @@ impl Shared {
     /// Ends the receivers of `hub` (of one partition, or all) with `amqp:link:detach-forced`;
     /// how many were told. An unknown hub or partition has none.
     pub(crate) fn detach_receivers(&self, hub: &str, partition: Option<&str>) -> usize {
-        let Some(hub) = self.namespace.existing(hub) else {
-            return 0;
-        };
-        let reason = format!(
-            "The link to event hub '{}' is force detached by the emulator, as the service does when it moves a partition; reattach",
-            hub.name
-        );
-        match partition {
-            Some(id) => hub.partition(id).map_or(0, |p| p.force_detach(&reason)),
-            None => hub.partitions.iter().map(|p| p.force_detach(&reason)).sum(),
-        }
+        self.namespace.detach_receivers(hub, partition).unwrap_or(0)
     }
 
     /// Registers an AMQP connection's socket for [`Shared::drop_connections`] until the

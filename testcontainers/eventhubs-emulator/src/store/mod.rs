@@ -231,6 +231,26 @@ impl Namespace {
         Ok(true)
     }
 
+    /// Ends the links of the receivers reading `hub` (only `partition`'s, if named) with
+    /// [`Detach::Forced`]; how many were told.
+    pub(crate) fn detach_receivers(
+        &self,
+        hub: &str,
+        partition: Option<&str>,
+    ) -> Result<usize, NotFound> {
+        let hub = self
+            .existing(hub)
+            .ok_or_else(|| NotFound(format!("event hub {hub:?} does not exist")))?;
+        let reason = format!(
+            "The link to event hub '{}' is force detached by the emulator, as the service does when it moves a partition; reattach",
+            hub.name
+        );
+        Ok(match partition {
+            Some(id) => hub.partition(id)?.force_detach(&reason),
+            None => hub.partitions.iter().map(|p| p.force_detach(&reason)).sum(),
+        })
+    }
+
     /// The hub called `name` if it exists, never creating it.
     pub(crate) fn existing(&self, name: &str) -> Option<Arc<Hub>> {
         self.hubs
