@@ -21,6 +21,16 @@
 //! renewal; if this process still holds the lease after a while (a foreign receiver with a
 //! higher owner level), it opens a receiver again. Other receive errors reopen the receiver
 //! after the last event read, with backoff.
+//!
+//! # The SDK's own recovery
+//! A link the service detaches (`amqp:link:detach-forced`, as when it moves a partition) or a
+//! lost connection reaches the application as no error: the SDK (0.16) recovers inside the
+//! receiver's stream by attaching a new link, and that link asks for the start position the
+//! receiver was *opened* with, so it reads again everything the receiver had read. The
+//! receive task sees that as an event whose sequence number is not above the last one it
+//! read: it drops it and reopens the receiver after the last event read, so each partition's
+//! events still come once and in order (`tests/recovery.rs` forces the detach on the
+//! emulator).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -192,6 +202,7 @@ impl PartitionSource for EventHubsSource {
             events,
             stopped: stopped.clone(),
             last_read: last_read.clone(),
+            floor: -1,
         };
         let turn = self
             .turns
@@ -241,6 +252,12 @@ struct ReceiveTask {
     decoder: mapping::Decoder,
     /// The most events handed to the reader in one batch.
     handoff: usize,
+    /// The open receiver's events must have higher sequence numbers than this: the last one
+    /// read, or the bound its start position sets. The SDK recovers a lost link or
+    /// connection inside a stream by attaching a new link with the start position the
+    /// receiver was opened with, which then reads again from there; an event at or below
+    /// this shows that happened.
+    floor: i64,
 }
 
 /// Why a stream stopped being read.
@@ -248,6 +265,8 @@ enum Stop {
     /// No event came within [`WAKE`].
     Idle,
     Ended(Ended),
+    /// The SDK went back to the receiver's opening position: this event came again.
+    Rewound(i64),
     /// To be sorted by [`ReceiveTask::failed`].
     Failed(Error),
 }
@@ -257,6 +276,9 @@ enum Ended {
     Stopped,
     /// Detached by a receiver of a higher or equal owner level.
     Stolen,
+    /// The SDK's recovery went back to where the receiver was opened: reopen it at once
+    /// after the last event read.
+    Rewound,
     /// Anything else: reopen after a pause.
     Failed,
 }
@@ -275,6 +297,7 @@ impl ReceiveTask {
             }
         };
         let mut backoff = Duration::from_millis(200);
+        let mut last_rewind: Option<tokio::time::Instant> = None;
         loop {
             let pause = match self.receive(&mut start).await {
                 Ended::Stopped => return,
@@ -283,7 +306,17 @@ impl ReceiveTask {
                         "receiver detached by another owner (amqp:link:stolen); waiting for the hand-over");
                     STOLEN_PAUSE
                 }
-                Ended::Failed => {
+                // At once, unless a receiver reopened after the last event read went back
+                // again within a second (not seen: the service reads after the position it is
+                // given); then like a failure, so that nothing spins.
+                Ended::Rewound
+                    if last_rewind
+                        .replace(tokio::time::Instant::now())
+                        .is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) =>
+                {
+                    Duration::ZERO
+                }
+                Ended::Rewound | Ended::Failed => {
                     let pause = backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                     pause
@@ -324,6 +357,12 @@ impl ReceiveTask {
         let receiver = match opened {
             Ok(receiver) => receiver,
             Err(error) => return self.failed(error).await,
+        };
+        self.floor = match start.location {
+            StartLocation::SequenceNumber(n) if start.inclusive => n.saturating_sub(1),
+            StartLocation::SequenceNumber(n) => n,
+            // Sequence numbers start at 0.
+            _ => -1,
         };
         // The first poll of the receiver's first stream attaches its link.
         let mut attaching = true;
@@ -411,6 +450,10 @@ impl ReceiveTask {
                     self.partition, self.hub
                 )));
             };
+            if sequence <= self.floor {
+                break Stop::Rewound(sequence);
+            }
+            self.floor = sequence;
             if let Some(offset) = decoded.offset {
                 self.offsets.record(sequence, offset);
             }
@@ -439,6 +482,11 @@ impl ReceiveTask {
         match stop {
             Stop::Idle => None,
             Stop::Ended(ended) => Some(ended),
+            Stop::Rewound(sequence) => {
+                tracing::info!(hub = %self.hub, partition = %self.partition, sequence, last = self.floor,
+                    "the SDK recovered the receiver's link from its opening position; reopening it after the last event read");
+                Some(Ended::Rewound)
+            }
             Stop::Failed(error) => Some(self.failed(error).await),
         }
     }

@@ -35,6 +35,14 @@
 //! - A tributary group reads through the Event Hubs consumer group of the same name (so
 //!   `ConsumerOptions::new("$Default")` is the default consumer group), or through the one the
 //!   `consumer_group` option names. Consumer groups are made in Azure like hubs.
+//! - Recovery: the SDK (0.16) recovers a receiver's link that the service detaches, or a lost
+//!   connection, by itself, attaching again from the position the receiver was *opened* at;
+//!   the consumer notices the repeated events and reopens the receiver after the last one it
+//!   read, so nothing comes twice beyond what was in flight and each partition stays in order
+//!   (`consumer.rs`). Not handled: after a lost connection, SDK 0.16's concurrent recoveries of
+//!   several partitions can attach one partition's link twice ("Link name is not unique") and
+//!   leave that partition failing with "Illegal session state" on every reopen, logged as a
+//!   warning each time, until the consumer is made again (`tests/recovery.rs`, ignored case).
 //!
 //! # Authentication
 //! - **Microsoft Entra ID** (the default): `azure_identity`'s credentials in the order of the

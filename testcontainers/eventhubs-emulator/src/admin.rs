@@ -12,6 +12,7 @@
 //! | `PUT /hubs/NAME?partitions=N` | 201, the new hub (N defaults to `--partitions`); 409 when it exists; 400 for a bad name or count |
 //! | `DELETE /hubs/NAME` | 204; 404 |
 //! | `PUT /hubs/NAME/consumergroups/GROUP` | 201; 409 when it exists; 404 without the hub; 400 for a bad name |
+//! | `POST /hubs/NAME/detach-receivers[?partition=N]` | 200, `{"detached": n}`: the hub's receivers (one partition's) force-detached, for tests of a client's recovery; 404 |
 //!
 //! A hub is `{"name": "orders", "partition_count": 4, "consumer_groups": ["$Default"],
 //! "created_at_ms": 1700000000000}`; an error is `{"error": "why"}`. Requests may carry no body
@@ -26,7 +27,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::config::HubConfig;
-use crate::store::{AdminError, Hub, Namespace};
+use crate::store::{AdminError, Hub, Namespace, NotFound};
 
 /// Longest request line plus headers.
 pub(crate) const MAX_HEAD: usize = 8 * 1024;
@@ -253,9 +254,19 @@ pub(crate) fn handle(head: &str, namespace: &Namespace, default_partitions: u32)
                 Err(e) => failed(e),
             }
         }
-        (_, ["hubs"] | ["hubs", _] | ["hubs", _, "consumergroups", _]) => {
-            (405, error_body(format!("{method} is not served on {path}")))
+        ("POST", ["hubs", hub, "detach-receivers"]) => {
+            match namespace.detach_receivers(hub, query_value(query, "partition")) {
+                Ok(detached) => (200, Some(json!({ "detached": detached }))),
+                Err(NotFound(why)) => (404, error_body(why)),
+            }
         }
+        (
+            _,
+            ["hubs"]
+            | ["hubs", _]
+            | ["hubs", _, "consumergroups", _]
+            | ["hubs", _, "detach-receivers"],
+        ) => (405, error_body(format!("{method} is not served on {path}"))),
         _ => (404, error_body(format!("no such resource: {path}"))),
     }
 }
@@ -305,6 +316,7 @@ fn reason(status: u16) -> &'static str {
 mod tests {
     use super::*;
     use crate::Config;
+    use crate::store::Detach;
 
     fn namespace(dir: Option<&std::path::Path>) -> Namespace {
         let config = Config {
@@ -350,6 +362,41 @@ mod tests {
             "deleted, and auto-creation is off"
         );
         assert_eq!(request(&ns, "DELETE /hubs/orders HTTP/1.1").0, 404);
+    }
+
+    #[test]
+    fn receivers_are_force_detached_on_request() {
+        let ns = namespace(None);
+        assert_eq!(request(&ns, "PUT /hubs/moved?partitions=2 HTTP/1.1").0, 201);
+        let hub = ns.hub("moved").unwrap();
+        let mut zero = hub.partition("0").unwrap().claim("g", Some(0), 1).unwrap();
+        let mut one = hub.partition("1").unwrap().claim("g", None, 2).unwrap();
+        let (status, body) = request(
+            &ns,
+            "POST /hubs/moved/detach-receivers?partition=1 HTTP/1.1",
+        );
+        assert_eq!((status, body.unwrap()["detached"].clone()), (200, json!(1)));
+        assert!(matches!(one.ended.try_recv(), Ok(Detach::Forced(_))));
+        assert!(zero.ended.try_recv().is_err(), "partition 0 was not named");
+        let (status, body) = request(&ns, "POST /hubs/moved/detach-receivers HTTP/1.1");
+        assert_eq!((status, body.unwrap()["detached"].clone()), (200, json!(1)));
+        assert!(matches!(zero.ended.try_recv(), Ok(Detach::Forced(_))));
+        assert_eq!(
+            request(&ns, "POST /hubs/gone/detach-receivers HTTP/1.1").0,
+            404
+        );
+        assert_eq!(
+            request(
+                &ns,
+                "POST /hubs/moved/detach-receivers?partition=7 HTTP/1.1"
+            )
+            .0,
+            404
+        );
+        assert_eq!(
+            request(&ns, "GET /hubs/moved/detach-receivers HTTP/1.1").0,
+            405
+        );
     }
 
     #[test]

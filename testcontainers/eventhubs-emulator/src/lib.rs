@@ -4,7 +4,9 @@
 //! configured), `$management` READ of hub and partition properties, producers (single events,
 //! batches, partition keys, partition ids), consumers with the selector filter (offset,
 //! sequence number, enqueued time), owner-level (epoch) receivers, in-memory retention with a
-//! per-partition cap and optional append-only persistence.
+//! per-partition cap and optional append-only persistence. For tests of a client's recovery it
+//! can force-detach receivers ([`Emulator::detach_receivers`]) and cut connections
+//! ([`Emulator::drop_connections`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -60,10 +62,10 @@ pub enum StartError {
 }
 
 /// A running emulator; dropping it stops it (use [`Emulator::shutdown`] to wait for that).
-#[derive(Debug)]
 pub struct Emulator {
     local_addr: SocketAddr,
     admin: bool,
+    shared: Arc<server::Shared>,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -91,11 +93,12 @@ impl Emulator {
             config.admin.then_some(config.default_partitions),
         ));
         let (shutdown, watch) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(server::serve(listener, shared, watch));
+        let task = tokio::spawn(server::serve(listener, shared.clone(), watch));
         tracing::info!(%local_addr, namespace = %config.namespace, "Event Hubs emulator listening");
         Ok(Emulator {
             local_addr,
             admin: config.admin,
+            shared,
             shutdown,
             task: Some(task),
         })
@@ -129,12 +132,37 @@ impl Emulator {
         )
     }
 
+    /// Ends the links of every receiver reading `hub` (only `partition`'s, if named) with
+    /// `amqp:link:detach-forced`, as the service does when it moves a partition between its
+    /// nodes or after a link was idle; returns how many links were told. Clients are expected
+    /// to attach again, so a test can watch what a client's recovery reads next. An unknown
+    /// hub or partition has none.
+    pub fn detach_receivers(&self, hub: &str, partition: Option<&str>) -> usize {
+        self.shared.detach_receivers(hub, partition)
+    }
+
+    /// Cuts every open AMQP connection: its socket is shut down in both directions, without
+    /// an AMQP `close`, as a network failure or a gateway restart does. Returns how many.
+    /// The emulator keeps listening, so clients can connect again.
+    pub fn drop_connections(&self) -> usize {
+        self.shared.drop_connections()
+    }
+
     /// Stops accepting connections, closes the open ones and waits until that is done.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+    }
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("local_addr", &self.local_addr)
+            .field("admin", &self.admin)
+            .finish_non_exhaustive()
     }
 }
 

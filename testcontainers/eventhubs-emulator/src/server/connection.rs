@@ -178,6 +178,8 @@ pub(super) async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: 
             return;
         }
     }
+    // Held until the connection ends: `drop_connections` cuts the socket through it.
+    let _registered = shared.register_socket(&stream);
     let stream = Replay::new(first, stream);
     let acceptor = ConnectionAcceptor::builder()
         .container_id(shared.container_id.clone())

@@ -11,12 +11,13 @@ use fe2o3_amqp::types::definitions::{AmqpError, LinkError};
 use fe2o3_amqp::types::messaging::MessageAnnotations;
 use fe2o3_amqp::types::messaging::annotations::OwnedKey;
 use fe2o3_amqp::types::primitives::{OrderedMap, Symbol, Timestamp, Value};
+use tokio::sync::oneshot;
 
 use super::connection::ConnState;
 use super::{Shared, error, not_found, refuse_sender};
 use crate::auth::path_segments;
 use crate::filter::{StartAt, parse_selector};
-use crate::store::{AmqpMessage, Event};
+use crate::store::{AmqpMessage, Detach, Event};
 
 const SELECTOR_FILTER: &str = "apache.org:selector-filter:string";
 const EPOCH_PROPERTY: &str = "com.microsoft:epoch";
@@ -105,6 +106,16 @@ fn annotate(event: &Event) -> AmqpMessage {
     message
 }
 
+/// Closes a consumer link for `detach`'s reason, with its condition.
+async fn end(sender: Sender, detach: Result<Detach, oneshot::error::RecvError>) {
+    let e = match detach {
+        Ok(Detach::Forced(reason)) => error(LinkError::DetachForced, reason),
+        Ok(Detach::Stolen(reason)) => error(LinkError::Stolen, reason),
+        Err(_) => error(LinkError::Stolen, "receiver displaced"),
+    };
+    refuse_sender(sender, e).await
+}
+
 pub(super) async fn consumer(
     mut sender: Sender,
     address: &str,
@@ -167,10 +178,7 @@ pub(super) async fn consumer(
         if events.is_empty() {
             tokio::select! {
                 changed = tail.changed() => if changed.is_err() { return },
-                reason = &mut claim.stolen => {
-                    let reason = reason.unwrap_or_else(|_| "receiver displaced".into());
-                    return refuse_sender(sender, error(LinkError::Stolen, reason)).await;
-                }
+                detach = &mut claim.ended => return end(sender, detach).await,
                 _ = sender.on_detach() => return,
             }
             continue;
@@ -184,10 +192,7 @@ pub(super) async fn consumer(
             loop {
                 tokio::select! {
                     biased;
-                    reason = &mut claim.stolen => {
-                        let reason = reason.unwrap_or_else(|_| "receiver displaced".into());
-                        return refuse_sender(sender, error(LinkError::Stolen, reason)).await;
-                    }
+                    detach = &mut claim.ended => return end(sender, detach).await,
                     sent = sender.send_batchable_ref(&sendable) => match sent {
                         Ok(_outcome) => break,
                         Err(e) => {

@@ -22,14 +22,14 @@ mod management;
 mod producer;
 mod requests;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fe2o3_amqp::link::{Receiver, Sender};
 use fe2o3_amqp::types::definitions::{self, AmqpError, ErrorCondition};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -50,6 +50,10 @@ pub(crate) struct Shared {
     /// partition count for hubs made without one.
     pub(crate) admin: Option<u32>,
     next_link: AtomicU64,
+    /// A second handle on each open AMQP connection's socket, by connection number, so that
+    /// [`Shared::drop_connections`] can cut them from outside their tasks.
+    sockets: Mutex<HashMap<u64, std::net::TcpStream>>,
+    next_socket: AtomicU64,
 }
 
 impl Shared {
@@ -67,7 +71,74 @@ impl Shared {
             container_id,
             admin,
             next_link: AtomicU64::new(1),
+            sockets: Mutex::new(HashMap::new()),
+            next_socket: AtomicU64::new(1),
         }
+    }
+
+    /// Ends the receivers of `hub` (of one partition, or all) with `amqp:link:detach-forced`;
+    /// how many were told. An unknown hub or partition has none.
+    pub(crate) fn detach_receivers(&self, hub: &str, partition: Option<&str>) -> usize {
+        self.namespace.detach_receivers(hub, partition).unwrap_or(0)
+    }
+
+    /// Registers an AMQP connection's socket for [`Shared::drop_connections`] until the
+    /// returned guard drops. `None` when the socket cannot be duplicated (it is then served,
+    /// only not cut).
+    pub(super) fn register_socket(&self, stream: &TcpStream) -> Option<SocketGuard<'_>> {
+        let handle = match duplicate(stream) {
+            Ok(handle) => handle,
+            Err(error) => {
+                tracing::warn!(%error, "cannot duplicate a connection's socket; drop_connections will not reach it");
+                return None;
+            }
+        };
+        let id = self.next_socket.fetch_add(1, Ordering::Relaxed);
+        self.sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, handle);
+        Some(SocketGuard { shared: self, id })
+    }
+
+    /// Shuts down every open AMQP connection's socket in both directions, without an AMQP
+    /// `close`, as a network failure or a gateway restart does; how many.
+    pub(crate) fn drop_connections(&self) -> usize {
+        let sockets = std::mem::take(&mut *self.sockets.lock().unwrap_or_else(|e| e.into_inner()));
+        for socket in sockets.values() {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+        sockets.len()
+    }
+}
+
+/// Unregisters a connection's socket (see [`Shared::register_socket`]).
+pub(super) struct SocketGuard<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for SocketGuard<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+/// A second handle on `stream`'s socket: shutting it down ends the connection's task too.
+fn duplicate(stream: &TcpStream) -> std::io::Result<std::net::TcpStream> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        Ok(stream.as_fd().try_clone_to_owned()?.into())
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::io::AsSocket;
+        Ok(stream.as_socket().try_clone_to_owned()?.into())
     }
 }
 

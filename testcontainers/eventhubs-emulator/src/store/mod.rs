@@ -22,7 +22,7 @@ mod partition;
 
 pub(crate) use hub::Hub;
 use hub::HubMeta;
-pub(crate) use partition::Partition;
+pub(crate) use partition::{Detach, Partition};
 
 /// A decoded AMQP message as producers sent it.
 pub(crate) type AmqpMessage = Message<Body<Value>>;
@@ -229,6 +229,26 @@ impl Namespace {
         }
         hub.add_group(group).map_err(AdminError::Io)?;
         Ok(true)
+    }
+
+    /// Ends the links of the receivers reading `hub` (only `partition`'s, if named) with
+    /// [`Detach::Forced`]; how many were told.
+    pub(crate) fn detach_receivers(
+        &self,
+        hub: &str,
+        partition: Option<&str>,
+    ) -> Result<usize, NotFound> {
+        let hub = self
+            .existing(hub)
+            .ok_or_else(|| NotFound(format!("event hub {hub:?} does not exist")))?;
+        let reason = format!(
+            "The link to event hub '{}' is force detached by the emulator, as the service does when it moves a partition; reattach",
+            hub.name
+        );
+        Ok(match partition {
+            Some(id) => hub.partition(id)?.force_detach(&reason),
+            None => hub.partitions.iter().map(|p| p.force_detach(&reason)).sum(),
+        })
     }
 
     /// The hub called `name` if it exists, never creating it.

@@ -200,8 +200,8 @@ impl Partition {
     }
 
     /// Registers a receiver of consumer group `group` with an owner level (epoch) or none.
-    /// Receivers it displaces get a message on their `stolen` channel; a receiver with a
-    /// lower epoch than the current owner is refused.
+    /// Receivers it displaces get [`Detach::Stolen`] on their `ended` channel; a receiver with
+    /// a lower epoch than the current owner is refused.
     pub(crate) fn claim(
         self: &Arc<Self>,
         group: &str,
@@ -225,8 +225,8 @@ impl Partition {
                     "New receiver with higher epoch of '{epoch}' is created hence current receiver is getting disconnected (partition '{}', consumer group '{group}')",
                     self.id
                 );
-                for (_, stolen) in owners.receivers.drain() {
-                    let _ = stolen.send(reason.clone());
+                for (_, ended) in owners.receivers.drain() {
+                    let _ = ended.send(Detach::Stolen(reason.clone()));
                 }
                 owners.epoch = Some(epoch);
             }
@@ -244,8 +244,21 @@ impl Partition {
             partition: self.clone(),
             group: group.to_ascii_lowercase(),
             link_id,
-            stolen: rx,
+            ended: rx,
         })
+    }
+
+    /// Ends every receiver of every consumer group on this partition with
+    /// [`Detach::Forced`]; returns how many were told.
+    pub(crate) fn force_detach(&self, reason: &str) -> usize {
+        let mut all = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+        let mut told = 0;
+        for owners in all.values_mut() {
+            for (_, ended) in owners.receivers.drain() {
+                told += usize::from(ended.send(Detach::Forced(reason.to_string())).is_ok());
+            }
+        }
+        told
     }
 
     pub(super) fn release(&self, group: &str, link_id: u64) {
@@ -263,7 +276,19 @@ impl Partition {
 #[derive(Default)]
 pub(super) struct GroupOwners {
     pub(super) epoch: Option<i64>,
-    pub(super) receivers: HashMap<u64, oneshot::Sender<String>>,
+    pub(super) receivers: HashMap<u64, oneshot::Sender<Detach>>,
+}
+
+/// Why a receiver's link is ended by the emulator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Detach {
+    /// A receiver with an equal or higher owner level took the partition
+    /// (`amqp:link:stolen`).
+    Stolen(String),
+    /// Ended on request ([`crate::Emulator::detach_receivers`]), as the service ends links
+    /// when it moves a partition between its nodes or after a link was idle
+    /// (`amqp:link:detach-forced`). Clients reattach.
+    Forced(String),
 }
 
 /// A receiver's registration on a partition; dropping it deregisters the receiver.
@@ -271,8 +296,9 @@ pub(crate) struct Claim {
     pub(super) partition: Arc<Partition>,
     pub(super) group: String,
     pub(super) link_id: u64,
-    /// Fires with a reason when a receiver with a higher owner level takes over.
-    pub(crate) stolen: oneshot::Receiver<String>,
+    /// Fires when the link must end: a receiver with a higher owner level took over, or a
+    /// test forced the detach.
+    pub(crate) ended: oneshot::Receiver<Detach>,
 }
 
 impl Drop for Claim {
@@ -345,6 +371,30 @@ mod tests {
         assert_eq!(kept[0].sequence, 340);
         reopened.append(vec![incoming("after")]).unwrap();
         assert_eq!(reopened.info().last_sequence, 350);
+    }
+
+    #[test]
+    fn a_forced_detach_ends_every_receiver_of_every_group_and_a_new_one_can_claim() {
+        let partition = Arc::new(Partition::open(3, 10, None).unwrap());
+        let mut epoch = partition.claim("a", Some(5), 1).unwrap();
+        let mut plain = partition.claim("b", None, 2).unwrap();
+        assert_eq!(partition.force_detach("moved"), 2);
+        assert_eq!(
+            epoch.ended.try_recv().unwrap(),
+            Detach::Forced("moved".into())
+        );
+        assert_eq!(
+            plain.ended.try_recv().unwrap(),
+            Detach::Forced("moved".into())
+        );
+        assert_eq!(partition.force_detach("again"), 0, "each is told once");
+        // The client's reattach, while its old link is still going away.
+        let mut back = partition.claim("a", Some(5), 3).unwrap();
+        drop(epoch);
+        assert!(back.ended.try_recv().is_err(), "the reattached link stays");
+        // A higher owner level still steals, with its own condition.
+        let _higher = partition.claim("a", Some(6), 4).unwrap();
+        assert!(matches!(back.ended.try_recv(), Ok(Detach::Stolen(_))));
     }
 
     #[test]
