@@ -9,7 +9,9 @@
 //! - `partition.rs`: an owned partition taken on and dropped, and its reader task.
 
 mod delivery;
+mod inflight;
 pub(super) use delivery::Deliveries;
+pub(super) use inflight::InflightSlots;
 mod partition;
 mod parts;
 pub(super) use parts::Parts;
@@ -98,7 +100,7 @@ pub(super) struct Part {
     pub(super) buffer: VecDeque<SourceRecord>,
     /// Nacked deliveries, by first-delivery order: they go out again before anything later.
     pub(super) redeliver: BTreeMap<Ticket, Pending>,
-    pub(super) inflight: HashMap<Ticket, Inflight, SeqHash>,
+    pub(super) inflight: InflightSlots,
     pub(super) tracker: AckTracker<Position>,
     /// The last `Processed` checkpoint written.
     pub(super) saved: Option<Position>,
@@ -346,14 +348,7 @@ impl Runtime {
         state.members.retain(|m| *m != member);
         state.slots.remove(&member);
         for part in state.parts.values_mut() {
-            let mine: Vec<Ticket> = part
-                .inflight
-                .iter()
-                .filter(|(_, i)| i.member == member)
-                .map(|(t, _)| *t)
-                .collect();
-            for ticket in mine {
-                let i = part.inflight.remove(&ticket).expect("listed");
+            for (ticket, i) in part.inflight.take_if(|i| i.member == member) {
                 part.redeliver.insert(
                     ticket,
                     Pending {

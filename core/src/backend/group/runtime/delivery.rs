@@ -11,7 +11,6 @@ use super::{Inflight, Part, Parts, Pending, Runtime, State};
 use crate::backend::group::GroupEvent;
 use crate::backend::{AckToken, SharedAcknowledge};
 use crate::{AckHandle, Delivery, Error, Event, Outcome, PartitionId, Result, Ticket};
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 /// Where [`Runtime::take`] puts deliveries: a vector for `receive_batch`, a single slot for
@@ -216,13 +215,9 @@ impl Runtime {
         };
         // A stale handle (the delivery went back to the group when its member left) settles
         // nothing.
-        let Entry::Occupied(entry) = part.inflight.entry(ticket) else {
+        let Some(inflight) = part.inflight.remove(ticket, delivery_id) else {
             return false;
         };
-        if entry.get().delivery_id != delivery_id {
-            return false;
-        }
-        let inflight = entry.remove();
         let mut wake_members = false;
         if let Some((count, limit)) = state.slots.get_mut(&inflight.member) {
             wake_members = *count >= *limit;
@@ -232,10 +227,11 @@ impl Runtime {
             Outcome::Ack => {
                 let full = part.tracker.window() >= self.config.max_window;
                 // A reader paused on a full window goes on once the window has room.
-                if part.tracker.ack(ticket).is_some()
-                    && full
-                    && part.tracker.window() < self.config.max_window
-                {
+                let committed = part.tracker.ack(ticket).is_some();
+                if committed {
+                    part.inflight.trim(part.tracker.window());
+                }
+                if committed && full && part.tracker.window() < self.config.max_window {
                     part.space.notify_one();
                     wake_members = true;
                 }
