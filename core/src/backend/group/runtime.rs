@@ -9,19 +9,17 @@
 //! - `partition.rs`: an owned partition taken on and dropped, and its reader task.
 
 mod delivery;
-mod inflight;
 pub(super) use delivery::Deliveries;
-pub(super) use inflight::InflightSlots;
 mod partition;
 mod parts;
+mod tracker;
 pub(super) use parts::Parts;
+pub(super) use tracker::PartTracker;
 
 use super::coordinator::{self, Request};
 use super::{GroupConfig, GroupEvent, PartitionSource, SourceRecord};
 use crate::backend::checkpoint::{CheckpointStore, Lease};
-use crate::{
-    AckTracker, Error, ErrorKind, Event, PartitionId, Position, Result, StartPosition, Ticket,
-};
+use crate::{Error, ErrorKind, Event, PartitionId, Position, Result, StartPosition, Ticket};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -100,8 +98,8 @@ pub(super) struct Part {
     pub(super) buffer: VecDeque<SourceRecord>,
     /// Nacked deliveries, by first-delivery order: they go out again before anything later.
     pub(super) redeliver: BTreeMap<Ticket, Pending>,
-    pub(super) inflight: InflightSlots,
-    pub(super) tracker: AckTracker<Position>,
+    /// Its deliveries from the commit on, the unsettled ones' entries with them.
+    pub(super) tracker: PartTracker,
     /// The last `Processed` checkpoint written.
     pub(super) saved: Option<Position>,
     pub(super) reader_ended: bool,
@@ -122,7 +120,7 @@ impl Part {
         self.reader_ended
             && self.buffer.is_empty()
             && self.redeliver.is_empty()
-            && self.inflight.is_empty()
+            && self.tracker.nothing_in_flight()
             && self.tracker.unacked() == 0
     }
 }
@@ -348,7 +346,7 @@ impl Runtime {
         state.members.retain(|m| *m != member);
         state.slots.remove(&member);
         for part in state.parts.values_mut() {
-            for (ticket, i) in part.inflight.take_if(|i| i.member == member) {
+            for (ticket, i) in part.tracker.take_in_flight_if(|i| i.member == member) {
                 part.redeliver.insert(
                     ticket,
                     Pending {
