@@ -47,7 +47,7 @@ impl PartTracker {
     #[inline]
     fn index(&self, ticket: Ticket) -> Option<usize> {
         let ahead = ticket.as_u64().checked_sub(self.front)?;
-        Some(self.head + usize::try_from(ahead).ok()?)
+        self.head.checked_add(usize::try_from(ahead).ok()?)
     }
 
     /// The ticket [`PartTracker::track_delivered`] gives next.
@@ -287,6 +287,19 @@ mod tests {
         assert_eq!(t.remove(tail, 9999).map(|i| i.delivery_id), Some(9999));
         assert!(t.ack(tail));
         assert!(t.nothing_in_flight() && t.unacked() == 0 && t.window() == 0);
+    }
+
+    #[test]
+    fn tickets_never_handed_out_settle_nothing() {
+        let mut t = PartTracker::starting_at(None);
+        let ticket = deliver(&mut t, 0, 1);
+        for stray in [1, 1 << 40, u64::MAX].map(Ticket::from_u64) {
+            assert!(t.remove(stray, 1).is_none());
+            assert!(!t.ack(stray));
+            assert!(t.position(stray).is_none());
+        }
+        assert_eq!(t.remove(ticket, 1).map(|i| i.delivery_id), Some(1));
+        assert!(t.ack(ticket));
     }
 
     #[test]
