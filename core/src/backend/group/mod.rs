@@ -31,11 +31,12 @@
 //!   is refused, stops that partition at once: its buffered events are dropped and deliveries
 //!   already handed out settle into nothing (late acks are ignored, never committed); the next
 //!   owner redelivers from the checkpoint.
-//! - **Per partition:** an [`AckTracker`](super::AckTracker) (the checkpoint is the end of the
-//!   longest acked prefix), commits every [`GroupConfig::commit_interval`] and on
-//!   `Consumer::commit`/close, nacked and dropped deliveries redelivered before any later event
-//!   of the partition in first-delivery order with the attempt count raised, a prefetch buffer
-//!   filled by a reader task, and the member's in-flight limit.
+//! - **Per partition:** the rule of an [`AckTracker`](super::AckTracker) (the checkpoint is the
+//!   end of the longest acked prefix; `runtime/tracker.rs` keeps each unsettled delivery with
+//!   it), commits every [`GroupConfig::commit_interval`] and on `Consumer::commit`/close,
+//!   nacked and dropped deliveries redelivered before any later event of the partition in
+//!   first-delivery order with the attempt count raised, a prefetch buffer filled by a reader
+//!   task, and the member's in-flight limit.
 //! - **Parent before child.** A partition whose parents are not all
 //!   [`Checkpoint::Ended`] is not claimed; a partition read to its end
 //!   is checkpointed `Ended` only after every event in it was acked, and then released; a child

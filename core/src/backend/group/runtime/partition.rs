@@ -7,11 +7,11 @@
 //! lock: it waits for room, reads, and hands what it read to the runtime, checking each time
 //! that the partition is still owned under the same generation.
 
-use super::{Part, Runtime};
+use super::{Part, PartTracker, Runtime};
 use crate::backend::checkpoint::{Checkpoint, Lease};
 use crate::backend::group::{GroupEvent, PartitionReader};
-use crate::{AckTracker, ErrorKind, PartitionId};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use crate::{ErrorKind, PartitionId};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -53,8 +53,7 @@ impl Runtime {
                 member: None,
                 buffer: VecDeque::new(),
                 redeliver: BTreeMap::new(),
-                inflight: HashMap::default(),
-                tracker: AckTracker::starting_at(committed.clone()),
+                tracker: PartTracker::starting_at(committed.clone()),
                 saved: committed,
                 reader_ended: false,
                 draining_since: None,
@@ -92,7 +91,7 @@ impl Runtime {
         if let Some(reader) = part.reader.take() {
             reader.abort();
         }
-        for inflight in part.inflight.values() {
+        for inflight in part.tracker.in_flight() {
             if let Some((count, _)) = state.slots.get_mut(&inflight.member) {
                 *count = count.saturating_sub(1);
             }
