@@ -106,8 +106,8 @@
 //! warning. An idle partition (no backlog) flows at once. Such a request can cross a resend
 //! already on its way (a broker or client stalled for half a second): the broker then sends
 //! the unacknowledged entries once more per request, and each copy would have been delivered
-//! (a batch of ten delivered twice, once under load; `tests/takeover.rs`, holding the resend
-//! back 3 s behind a proxy, saw three requests and four copies). So from the resend on, the
+//! (a batch of ten delivered twice, once under load; with a proxy holding the resend back
+//! 3 s, three requests and four copies: `tests/takeover.rs`). So from the resend on, the
 //! member drops what arrives at or before the furthest entry it has queued of the partition:
 //! the broker sends its active member a partition's entries in order and sends any again only
 //! from the first unacknowledged one (after such a request, a repeated announcement, or the

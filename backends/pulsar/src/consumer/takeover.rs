@@ -157,9 +157,9 @@ impl Driver {
     /// repeats nothing delivered; what is queued is dropped with the request, and what
     /// arrives after it and before the resend is dropped when the resend arrives. The resend
     /// may already have been on its way (a loaded broker or client): the broker then sends
-    /// the unacknowledged entries once for it and once per request (`takeover` tests, three
-    /// requests crossing a resend held back 3 s: the batch sent four times). The first copy
-    /// ends the wait and `Repeats` drops the others.
+    /// the unacknowledged entries once for it and once per request (a resend held back 3 s
+    /// by a proxy: three requests, the batch sent four times; `tests/takeover.rs`). The
+    /// first copy ends the wait and `Repeats` drops the others.
     async fn await_resend(&mut self, slot: usize, generation: u64, deadline: Instant) {
         let now = Instant::now();
         let empty = self.shared.state.lock().partitions[slot].queue.is_empty();
