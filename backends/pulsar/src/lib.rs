@@ -112,9 +112,10 @@
 //! the broker sends its active member a partition's entries in order and sends any again only
 //! from the first unacknowledged one (after such a request, a repeated announcement, or the
 //! crate re-subscribing after a reconnect), so such an entry is one the member has queued,
-//! delivered or seen acknowledged already. Taking a partition over so costs one or two admin
-//! calls and, rarely, extra resends that are dropped on arrival; nothing is delivered twice
-//! because of it. Without the admin API (an error reading the cursor), or when the resend
+//! delivered or seen acknowledged already (a connection cut under a member holding a batch:
+//! the batch sent again, each event delivered once, where every event came twice before).
+//! Taking a partition over so costs one or two admin calls and, rarely, extra resends that
+//! are dropped on arrival; nothing is delivered twice because of it. Without the admin API (an error reading the cursor), or when the resend
 //! never shows up, the member warns and delivers as the broker sends: order across that
 //! handover is then not guaranteed, and copies of what it holds may be delivered again.
 //!
