@@ -103,10 +103,21 @@
 //! through the admin API, has arrived, dropping whatever came before it; when the resend does
 //! not show up it asks the broker to rewind (a redelivery request, which on Failover rewinds
 //! the whole partition) at most every 0.9 s, and after 10 s delivers what it has, with a
-//! warning. An idle partition (no backlog) flows at once. Taking a partition over so costs
-//! one or two admin calls and, rarely, a second resend; nothing delivered is delivered twice
-//! because of it. Without the admin API (an error reading the cursor) the member warns and
-//! delivers as the broker sends: order across that handover is then not guaranteed.
+//! warning. An idle partition (no backlog) flows at once. Such a request can cross a resend
+//! already on its way (a broker or client stalled for half a second): the broker then sends
+//! the unacknowledged entries once more per request, and each copy would have been delivered
+//! (a batch of ten delivered twice, once under load; with a proxy holding the resend back
+//! 3 s, three requests and four copies: `tests/takeover.rs`). So from the resend on, the
+//! member drops what arrives at or before the furthest entry it has queued of the partition:
+//! the broker sends its active member a partition's entries in order and sends any again only
+//! from the first unacknowledged one (after such a request, a repeated announcement, or the
+//! crate re-subscribing after a reconnect), so such an entry is one the member has queued,
+//! delivered or seen acknowledged already (a connection cut under a member holding a batch:
+//! the batch sent again, each event delivered once, where every event came twice before).
+//! Taking a partition over so costs one or two admin calls and, rarely, extra resends that
+//! are dropped on arrival; nothing is delivered twice because of it. Without the admin API (an error reading the cursor), or when the resend
+//! never shows up, the member warns and delivers as the broker sends: order across that
+//! handover is then not guaranteed, and copies of what it holds may be delivered again.
 //!
 //! `subscription=shared` gives up order for parallelism beyond the partition count. The test
 //! `per_key_order_holds_while_members_join_and_leave` (in `tests/semantics.rs`) proves the

@@ -269,6 +269,13 @@ async fn a_nacked_event_comes_back_first_after_its_backoff() {
 /// acknowledge the message (the raw crate would, and a crash would lose the other five).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partly_acked_batch_is_not_lost_in_a_crash() {
+    // RUST_LOG=tributary_pulsar=trace shows the second member's takeover: the announcement,
+    // the cursor read, each rewind request and every event queued or dropped.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_timer(tracing_subscriber::fmt::time::uptime())
+        .with_writer(std::io::stderr)
+        .try_init();
     let server = require_peer!(Peer::Pulsar);
     let backend = connect(&format!("{}&batch_size=100&batch_delay=50ms", server.url())).await;
     let topic = stream(&backend, 1).await;

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tributary::{Error, Result};
 
 use super::handover::Acknowledged;
+use super::takeover::Repeats;
 use super::{BatchAcks, Command, Pending, Shared};
 use crate::admin::Admin;
 use crate::error::{BACKEND, map, timed_out};
@@ -122,6 +123,9 @@ pub(crate) struct Driver {
     /// and what the cursor read found acknowledged, so each arriving event can end the wait
     /// (`settle_on_arrival`) instead of the next timed re-read of the cursor.
     pub awaiting_resend: Vec<Option<(u64, Option<Acknowledged>)>>,
+    /// Per slot, once a takeover has settled on the broker's resend: how far the member has
+    /// queued, so that what the broker sends again is dropped (`Repeats`).
+    pub repeats: Vec<Option<Repeats>>,
     pub stopping: Arc<AtomicBool>,
     pub next_slot: usize,
 }
@@ -152,6 +156,7 @@ impl Driver {
             unannounced_dropped: vec![0; n],
             rewind_at: vec![None; n],
             awaiting_resend: vec![None; n],
+            repeats: (0..n).map(|_| None).collect(),
             stopping: Arc::new(AtomicBool::new(false)),
             next_slot: 0,
         }
@@ -242,7 +247,8 @@ impl Driver {
                 tracing::debug!(topic = %self.subscribe.topics[slot], member = %self.subscribe.consumer_name, active, dropped_before, "pulsar: active member change");
                 if active && self.announced[slot] {
                     // Told again (the broker rewound once more): the resend from the first
-                    // unacknowledged entry repeats only what this member already has.
+                    // unacknowledged entry repeats what this member already has, which
+                    // `Repeats` drops on arrival.
                     return;
                 }
                 self.announced[slot] = active;
@@ -294,6 +300,12 @@ impl Driver {
             .is_some_and(|acked| acked.covers(&id))
         {
             tracing::trace!(slot, member = %self.subscribe.consumer_name, ?position, "pulsar: arrived acknowledged, dropped");
+            return;
+        }
+        if let Some(repeats) = &mut self.repeats[slot]
+            && !repeats.admit(position)
+        {
+            tracing::trace!(slot, member = %self.subscribe.consumer_name, ?position, "pulsar: sent again after a rewind, dropped");
             return;
         }
         let mut state = self.shared.state.lock();
@@ -480,6 +492,7 @@ impl Driver {
     /// another member); nacks of its deliveries in flight are no longer requeued here.
     fn drop_queued(&mut self, slot: usize) {
         self.acknowledged[slot] = None;
+        self.repeats[slot] = None;
         {
             let mut state = self.shared.state.lock();
             let partition = &mut state.partitions[slot];

@@ -1,7 +1,8 @@
 //! Taking a partition over on a Failover subscription: the member holds it until the broker's
 //! resend from the first unacknowledged entry has arrived (and, in a handover from a member
 //! still connected, until that member's last acks are known), so that per-key order and acks
-//! hold across the change (`handover.rs` reads the cursor; the crate docs tell the story).
+//! hold across the change (`handover.rs` reads the cursor; the crate docs tell the story),
+//! and from then on drops what the broker sends it again (`Repeats`).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use tokio::sync::mpsc;
 use super::Command;
 use super::driver::{Driver, Subscribe};
 use super::handover::{self, Acknowledged};
+use crate::position::MessagePosition;
 
 impl Driver {
     /// The member was told it is the partition's active one: the partition is held until the
@@ -31,6 +33,7 @@ impl Driver {
     /// (`settled`).
     pub(super) fn hold_for_handover(&mut self, slot: usize) {
         self.acknowledged[slot] = None;
+        self.repeats[slot] = None;
         self.rewind_at[slot] = None;
         self.awaiting_resend[slot] = None;
         let generation = {
@@ -79,14 +82,14 @@ impl Driver {
     ) {
         let topic = &self.subscribe.topics[slot];
         let member = &self.subscribe.consumer_name;
-        let start = {
+        let Trimmed { start, repeats, .. } = {
             let mut state = self.shared.state.lock();
             if state.partitions[slot].generation != generation || !state.partitions[slot].held {
                 return;
             }
-            let (start, dropped) = trim_to_resend(&mut state, slot, acknowledged.as_ref());
-            tracing::debug!(%topic, %member, ?acknowledged, ?start, dropped, queued = state.partitions[slot].queue.len(), first = ?state.partitions[slot].queue.front().map(|p| p.position), "pulsar: taking over, queue compared with the cursor");
-            start
+            let trimmed = trim_to_resend(&mut state, slot, acknowledged.as_ref());
+            tracing::debug!(%topic, %member, ?acknowledged, start = ?trimmed.start, dropped = trimmed.dropped, queued = state.partitions[slot].queue.len(), first = ?state.partitions[slot].queue.front().map(|p| p.position), "pulsar: taking over, queue compared with the cursor");
+            trimmed
         };
         if start.is_none() && Instant::now() < deadline {
             self.awaiting_resend[slot] = Some((generation, acknowledged));
@@ -98,15 +101,22 @@ impl Driver {
         }
         self.shared.state.lock().partitions[slot].held = false;
         tracing::debug!(%topic, %member, "pulsar: handover settled");
-        self.release(slot, acknowledged);
+        self.release(slot, acknowledged, repeats);
     }
 
     /// A held partition that was let go flows again: the cursor's acks are what later acks
-    /// are compared with, and waiting readers and the driver's intake are woken.
-    fn release(&mut self, slot: usize, acknowledged: Option<Acknowledged>) {
+    /// are compared with, what was queued is what later arrivals are compared with (when
+    /// the resend was found), and waiting readers and the driver's intake are woken.
+    fn release(
+        &mut self,
+        slot: usize,
+        acknowledged: Option<Acknowledged>,
+        repeats: Option<Repeats>,
+    ) {
         self.awaiting_resend[slot] = None;
         self.rewind_at[slot] = None;
         self.acknowledged[slot] = acknowledged;
+        self.repeats[slot] = repeats;
         self.shared.wake.notify_waiters();
         self.shared.room.notify_one();
     }
@@ -120,23 +130,22 @@ impl Driver {
         let Some((generation, acknowledged)) = self.awaiting_resend[slot].take() else {
             return;
         };
-        {
+        let repeats = {
             let mut state = self.shared.state.lock();
             if state.partitions[slot].generation != generation || !state.partitions[slot].held {
                 return;
             }
-            if trim_to_resend(&mut state, slot, acknowledged.as_ref())
-                .0
-                .is_none()
-            {
+            let trimmed = trim_to_resend(&mut state, slot, acknowledged.as_ref());
+            if trimmed.start.is_none() {
                 drop(state);
                 self.awaiting_resend[slot] = Some((generation, acknowledged));
                 return;
             }
             state.partitions[slot].held = false;
-        }
+            trimmed.repeats
+        };
         tracing::debug!(topic = %self.subscribe.topics[slot], member = %self.subscribe.consumer_name, "pulsar: handover settled on the resend's arrival");
-        self.release(slot, acknowledged);
+        self.release(slot, acknowledged, repeats);
     }
 
     /// The resend from the first unacknowledged entry has not shown up in the queue: asks the
@@ -146,7 +155,11 @@ impl Driver {
     ///
     /// Nothing of the partition has been delivered since the announcement, so a rewind
     /// repeats nothing delivered; what is queued is dropped with the request, and what
-    /// arrives after it and before the resend is dropped when the resend arrives.
+    /// arrives after it and before the resend is dropped when the resend arrives. The resend
+    /// may already have been on its way (a loaded broker or client): the broker then sends
+    /// the unacknowledged entries once for it and once per request (a resend held back 3 s
+    /// by a proxy: three requests, the batch sent four times; `tests/takeover.rs`). The
+    /// first copy ends the wait and `Repeats` drops the others.
     async fn await_resend(&mut self, slot: usize, generation: u64, deadline: Instant) {
         let now = Instant::now();
         let empty = self.shared.state.lock().partitions[slot].queue.is_empty();
@@ -259,16 +272,26 @@ async fn read_cursor_and_settle(
     }
 }
 
+/// What comparing a held partition's queue with the cursor found.
+struct Trimmed {
+    /// Where the resend starts in what is left (`None`: not queued yet; nothing acknowledged
+    /// known means everything queued is taken as the resend).
+    start: Option<usize>,
+    /// How many queued events were dropped.
+    dropped: usize,
+    /// Once the resend was found against a known cursor: what the queue now holds, for
+    /// dropping what the broker sends again.
+    repeats: Option<Repeats>,
+}
+
 /// Compares a held partition's queue with the subscription's cursor: drops what the cursor
 /// shows acknowledged and, once the broker's resend from the first unacknowledged entry is
-/// queued, what the broker sent before it. Returns where the resend starts in what is left
-/// (`None`: not queued yet; nothing acknowledged means everything queued is the resend) and
-/// how many queued events were dropped.
+/// queued, what the broker sent before it and any copy of the resend queued behind it.
 fn trim_to_resend(
     state: &mut super::State,
     slot: usize,
     acknowledged: Option<&Acknowledged>,
-) -> (Option<usize>, usize) {
+) -> Trimmed {
     let partition = &mut state.partitions[slot];
     let before = partition.queue.len();
     let start = match acknowledged {
@@ -283,10 +306,81 @@ fn trim_to_resend(
         }
         None => Some(0),
     };
+    let mut repeats = None;
     if let Some(start) = start {
         partition.queue.drain(..start);
+        if acknowledged.is_some() {
+            let mut seen = Repeats::default();
+            partition
+                .queue
+                .retain(|pending| seen.admit(pending.position));
+            repeats = Some(seen);
+        }
     }
     let dropped = before - partition.queue.len();
     state.queued -= dropped;
-    (start, dropped)
+    Trimmed {
+        start,
+        dropped,
+        repeats,
+    }
+}
+
+/// What a partition's active member has queued since its takeover settled, so that what
+/// the broker sends it again is dropped.
+///
+/// On a Failover subscription the broker sends the active member the partition's entries in
+/// order, and sends anything again only by rewinding to the first unacknowledged entry: at
+/// the member's request (one that crossed the resend it was waiting for), when it announces
+/// the member again, or when the crate re-subscribes after a reconnect. Everything between
+/// that entry and the furthest one queued here was queued here already (or acknowledged),
+/// and is queued or in flight still, or acknowledged: a copy would be a second delivery. So
+/// an arrival at or before the furthest position queued is dropped. It holds only from a
+/// resend found against a known cursor (`trim_to_resend`): before it, the broker may send
+/// newer entries first and older ones after (`hold_for_handover`).
+#[derive(Debug, Default)]
+pub(crate) struct Repeats {
+    furthest: Option<MessagePosition>,
+}
+
+impl Repeats {
+    /// Whether an arriving event is new (and so, from now on, how far the member has queued).
+    pub(crate) fn admit(&mut self, position: MessagePosition) -> bool {
+        if self.furthest.is_some_and(|furthest| position <= furthest) {
+            return false;
+        }
+        self.furthest = Some(position);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(entry: u64, batch: Option<i32>) -> MessagePosition {
+        MessagePosition {
+            ledger: 7,
+            entry,
+            partition: -1,
+            batch,
+        }
+    }
+
+    #[test]
+    fn what_comes_again_after_a_rewind_is_dropped_and_what_follows_is_not() {
+        let mut repeats = Repeats::default();
+        let arrivals = [
+            at(4, Some(0)),
+            at(4, Some(1)),
+            at(5, None),
+            // The broker rewound to the first unacknowledged entry, 4.
+            at(4, Some(0)),
+            at(4, Some(1)),
+            at(5, None),
+            at(6, None),
+        ];
+        let admitted: Vec<bool> = arrivals.iter().map(|&p| repeats.admit(p)).collect();
+        assert_eq!(admitted, [true, true, true, false, false, false, true]);
+    }
 }
