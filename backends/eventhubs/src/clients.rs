@@ -265,3 +265,56 @@ impl ConsumerConnection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_testcontainers::{Peer, require_peer, unique_name};
+
+    /// Readers reporting the same dead client at once get one fresh client between them; the
+    /// fresh one is not replaced again within the interval; a replaced client still answers
+    /// while a reader holds it; nothing is handed out after the close.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_client_is_replaced_once_and_not_again_within_the_interval() {
+        let eventhubs = require_peer!(Peer::EventHubs);
+        crate::register();
+        let hub = unique_name("replace");
+        let backend = tributary::connect(eventhubs.url()).await.expect("connect");
+        backend.producer(&hub).await.expect("producer");
+        let config = EventHubsConfig::from_url(&url::Url::parse(eventhubs.url()).unwrap()).unwrap();
+        let credential = token_credential(&config).unwrap();
+        let connection = ConsumerConnection::open(&config, &credential, &hub, "$Default")
+            .await
+            .expect("open");
+        let first = connection.current().unwrap();
+        let mut generations = connection.generations();
+
+        let (a, b) = tokio::join!(
+            connection.replace(0, "test: reader a"),
+            connection.replace(0, "test: reader b")
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!((a.generation, b.generation), (1, 1), "one fresh client");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(*generations.borrow_and_update(), 1);
+
+        let again = connection.replace(1, "test: at once").await.unwrap();
+        assert_eq!(
+            again.generation, 1,
+            "no second client within {REPLACE_INTERVAL:?}"
+        );
+
+        first
+            .get_eventhub_properties()
+            .await
+            .expect("the old client");
+        again
+            .get_eventhub_properties()
+            .await
+            .expect("the new client");
+        drop((first, a, b, again));
+        connection.close().await;
+        assert!(connection.current().is_err(), "closed");
+        backend.close().await.expect("close backend");
+    }
+}
