@@ -1,6 +1,9 @@
 //! Opening the SDK's clients the way the configuration says (credential, custom endpoint).
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use azure_messaging_eventhubs::{ConsumerClient, ProducerClient};
 
@@ -98,5 +101,220 @@ pub(crate) async fn consumer(
             .await
         }
         (_, None) => unreachable!("token_credential gives one for every other credential"),
+    }
+}
+
+/// The least time between two attempts to replace a hub and consumer group's client: however
+/// many partitions find its connection dead at once, one fresh connection is made, and a
+/// namespace that refuses connections is asked again only this often.
+const REPLACE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A hub and consumer group's connection (a `ConsumerClient`), shared by that group's readers,
+/// which a reader replaces when it shows the connection's state is dead.
+///
+/// SDK 0.16 keeps one session per partition on a client's connection and reuses it at each
+/// receiver attach. After a lost connection its concurrent recoveries of several partitions
+/// can attach one partition's link twice ("Link name is not unique") and leave that session
+/// dead: every later attach of that partition on this client fails with "Illegal session
+/// state", and nothing inside the client mends it. A fresh client has fresh sessions.
+pub(crate) struct ConsumerConnection {
+    config: EventHubsConfig,
+    credential: Option<Arc<dyn azure_core::credentials::TokenCredential>>,
+    hub: String,
+    consumer_group: String,
+    /// `None` once the backend closed it.
+    current: parking_lot::Mutex<Option<Arc<Client>>>,
+    /// One replacement at a time, and when the last one was tried.
+    replacing: tokio::sync::Mutex<Option<Instant>>,
+    /// The current client's generation, for readers waiting on an older one.
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+/// One generation of a [`ConsumerConnection`]'s client. Its connection is closed when the last
+/// user lets go of it (the SDK's client does not close its connection when dropped): readers
+/// still reading well on a replaced client keep it until their next reopen.
+pub(crate) struct Client {
+    client: Option<ConsumerClient>,
+    /// Which client of its connection this is (0 for the first).
+    pub(crate) generation: u64,
+    timeout: Duration,
+}
+
+impl std::ops::Deref for Client {
+    type Target = ConsumerClient;
+
+    fn deref(&self) -> &ConsumerClient {
+        self.client
+            .as_ref()
+            .expect("the client is taken out only by `close` and `drop`, which consume it")
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        // Outside a runtime (a test's runtime already gone) there is nothing to close it on.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let timeout = self.timeout;
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(timeout, client.close()).await;
+            });
+        }
+    }
+}
+
+impl ConsumerConnection {
+    /// Opens the first client.
+    pub(crate) async fn open(
+        config: &EventHubsConfig,
+        credential: &Option<Arc<dyn azure_core::credentials::TokenCredential>>,
+        hub: &str,
+        consumer_group: &str,
+    ) -> tributary::Result<Arc<ConsumerConnection>> {
+        let client = consumer(config, credential, hub, consumer_group).await?;
+        Ok(Arc::new(ConsumerConnection {
+            config: config.clone(),
+            credential: credential.clone(),
+            hub: hub.to_string(),
+            consumer_group: consumer_group.to_string(),
+            current: parking_lot::Mutex::new(Some(Arc::new(Client {
+                client: Some(client),
+                generation: 0,
+                timeout: config.timeout,
+            }))),
+            replacing: tokio::sync::Mutex::new(None),
+            generation: tokio::sync::watch::Sender::new(0),
+        }))
+    }
+
+    /// The client to open receivers and make management calls on now.
+    pub(crate) fn current(&self) -> tributary::Result<Arc<Client>> {
+        self.current.lock().clone().ok_or_else(|| {
+            tributary::Error::closed(format!(
+                "the connection to event hub `{}`, consumer group `{}`, is closed (its backend was closed)",
+                self.hub, self.consumer_group
+            ))
+        })
+    }
+
+    /// Tells when the client was replaced: the current generation, updated with each new one.
+    pub(crate) fn generations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Replaces client `dead` (a generation) with a fresh one, unless it was replaced already
+    /// or a replacement was tried less than [`REPLACE_INTERVAL`] ago; returns the client to
+    /// use (an error once the connection is closed). `why` is logged.
+    pub(crate) async fn replace(&self, dead: u64, why: &str) -> tributary::Result<Arc<Client>> {
+        let mut last = self.replacing.lock().await;
+        let current = self.current()?;
+        if current.generation != dead || last.is_some_and(|at| at.elapsed() < REPLACE_INTERVAL) {
+            return Ok(current);
+        }
+        *last = Some(Instant::now());
+        match consumer(
+            &self.config,
+            &self.credential,
+            &self.hub,
+            &self.consumer_group,
+        )
+        .await
+        {
+            Ok(client) => {
+                let fresh = Arc::new(Client {
+                    client: Some(client),
+                    generation: dead + 1,
+                    timeout: self.config.timeout,
+                });
+                {
+                    let mut slot = self.current.lock();
+                    if slot.is_none() {
+                        // Closed meanwhile: the fresh client goes as it is dropped.
+                        return self.current();
+                    }
+                    *slot = Some(fresh.clone());
+                    self.generation.send_replace(fresh.generation);
+                }
+                tracing::warn!(hub = %self.hub, consumer_group = %self.consumer_group,
+                    generation = fresh.generation, reason = %why,
+                    "replaced the consumer's connection to Event Hubs: the old one's state is dead; partitions move to the new one as their receivers reopen");
+                Ok(fresh)
+            }
+            Err(error) => {
+                tracing::warn!(hub = %self.hub, consumer_group = %self.consumer_group,
+                    error = %error, reason = %why, retry_in = ?REPLACE_INTERVAL,
+                    "could not replace the consumer's dead connection to Event Hubs");
+                Ok(current)
+            }
+        }
+    }
+
+    /// Closes the current client now if nothing else holds it; otherwise it closes when its
+    /// last user lets go. Nothing opens on this connection afterwards.
+    pub(crate) async fn close(&self) {
+        let Some(current) = self.current.lock().take() else {
+            return;
+        };
+        if let Some(client) = Arc::try_unwrap(current)
+            .ok()
+            .and_then(|mut client| client.client.take())
+        {
+            let _ = tokio::time::timeout(self.config.timeout, client.close()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_testcontainers::{Peer, require_peer, unique_name};
+
+    /// Readers reporting the same dead client at once get one fresh client between them; the
+    /// fresh one is not replaced again within the interval; a replaced client still answers
+    /// while a reader holds it; nothing is handed out after the close.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_client_is_replaced_once_and_not_again_within_the_interval() {
+        let eventhubs = require_peer!(Peer::EventHubs);
+        crate::register();
+        let hub = unique_name("replace");
+        let backend = tributary::connect(eventhubs.url()).await.expect("connect");
+        backend.producer(&hub).await.expect("producer");
+        let config = EventHubsConfig::from_url(&url::Url::parse(eventhubs.url()).unwrap()).unwrap();
+        let credential = token_credential(&config).unwrap();
+        let connection = ConsumerConnection::open(&config, &credential, &hub, "$Default")
+            .await
+            .expect("open");
+        let first = connection.current().unwrap();
+        let mut generations = connection.generations();
+
+        let (a, b) = tokio::join!(
+            connection.replace(0, "test: reader a"),
+            connection.replace(0, "test: reader b")
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!((a.generation, b.generation), (1, 1), "one fresh client");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(*generations.borrow_and_update(), 1);
+
+        let again = connection.replace(1, "test: at once").await.unwrap();
+        assert_eq!(
+            again.generation, 1,
+            "no second client within {REPLACE_INTERVAL:?}"
+        );
+
+        first
+            .get_eventhub_properties()
+            .await
+            .expect("the old client");
+        again
+            .get_eventhub_properties()
+            .await
+            .expect("the new client");
+        drop((first, a, b, again));
+        connection.close().await;
+        assert!(connection.current().is_err(), "closed");
+        backend.close().await.expect("close backend");
     }
 }

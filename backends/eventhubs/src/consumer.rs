@@ -30,7 +30,10 @@
 //! receive task sees that as an event whose sequence number is not above the last one it
 //! read: it drops it and reopens the receiver after the last event read, so each partition's
 //! events still come once and in order (`tests/recovery.rs` forces the detach on the
-//! emulator).
+//! emulator). A lost connection can also leave a partition unattachable on its client (a dead
+//! session, or an attach that never finishes); the receive task then has the hub and group's
+//! client replaced ([`ReceiveTask::renew_client`]), since a member that keeps renewing a
+//! partition it cannot read keeps every other member from reading it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -39,7 +42,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use azure_messaging_eventhubs::{
-    ConsumerClient, EventReceiver, OpenReceiverOptions, StartLocation, StartPosition as SdkStart,
+    EventReceiver, OpenReceiverOptions, StartLocation, StartPosition as SdkStart,
 };
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
@@ -49,8 +52,10 @@ use tributary::backend::group::{PartitionReader, PartitionSource, SourceRecord};
 use tributary::{Error, ErrorKind, PartitionId, Position, Result, StartPosition};
 
 use crate::blob::{OffsetBook, PartitionOffsets};
-use crate::error::{deadline, is_receive_timeout, map};
+use crate::clients::{Client, ConsumerConnection};
+use crate::error::{deadline, is_dead_session, is_receive_timeout, map};
 use crate::mapping;
+use poll_watch::{Watch, watch_poll};
 use reader::{EventHubsReader, Item};
 
 /// How long `read` waits for an event before it returns an empty batch (so the engine can
@@ -66,13 +71,18 @@ const LAG_REFRESH: Duration = Duration::from_secs(5);
 /// The most decoded events a partition's receive task hands the engine in one batch; it holds
 /// at most one batch in the channel and one being filled.
 const HANDOFF: usize = 64;
+/// After this many attaches in a row failed with the client's state for the partition dead
+/// ([`is_dead_session`]), the receive task asks for a fresh client. Two, not one: the first
+/// can be the SDK's own recovery racing the reopen, which the next attempt no longer meets.
+const DEAD_ATTACHES: u32 = 2;
 
 /// One hub read through one consumer group.
 pub(crate) struct EventHubsSource {
     pub(crate) hub: String,
     /// The tributary group (the offset book's key, as the store sees it).
     pub(crate) group: String,
-    pub(crate) client: Arc<ConsumerClient>,
+    /// The hub and consumer group's connection, shared by the group's readers.
+    pub(crate) connection: Arc<ConsumerConnection>,
     pub(crate) prefetch: u32,
     pub(crate) owner_level: Option<i64>,
     pub(crate) timeout: Duration,
@@ -105,7 +115,7 @@ impl PartitionSource for EventHubsSource {
         let properties = deadline(
             self.timeout,
             || format!("read the partitions of event hub `{}`", self.hub),
-            self.client.get_eventhub_properties(),
+            self.connection.current()?.get_eventhub_properties(),
         )
         .await
         .map_err(|e| self.not_found(e))?;
@@ -128,7 +138,9 @@ impl PartitionSource for EventHubsSource {
         let properties = deadline(
             self.timeout,
             || format!("read partition {partition} of event hub `{}`", self.hub),
-            self.client.get_partition_properties(partition.as_str()),
+            self.connection
+                .current()?
+                .get_partition_properties(partition.as_str()),
         )
         .await
         .map_err(|e| self.not_found(e))?;
@@ -192,7 +204,10 @@ impl PartitionSource for EventHubsSource {
         let task = ReceiveTask {
             decoder: mapping::Decoder::new(offsets.keeping()),
             handoff: (self.prefetch.max(1) as usize).min(HANDOFF),
-            client: self.client.clone(),
+            client: self.connection.current()?,
+            connection: self.connection.clone(),
+            generations: self.connection.generations(),
+            dead_attaches: 0,
             hub: self.hub.clone(),
             partition: partition.clone(),
             prefetch: self.prefetch,
@@ -212,7 +227,7 @@ impl PartitionSource for EventHubsSource {
             .clone();
         tokio::spawn(task.run(start, turn));
         tokio::spawn(refresh_lag(
-            self.client.clone(),
+            self.connection.clone(),
             partition.clone(),
             stopped,
             last_enqueued.clone(),
@@ -239,7 +254,13 @@ fn sequence(position: &Position) -> Result<i64> {
 
 /// Owns one partition's receiver: reads it into the reader's channel, reopens it after errors.
 struct ReceiveTask {
-    client: Arc<ConsumerClient>,
+    connection: Arc<ConsumerConnection>,
+    /// The client the receiver is open on: the connection's current one when it was opened.
+    client: Arc<Client>,
+    /// Attaches in a row that failed with the client's state for the partition dead.
+    dead_attaches: u32,
+    /// The connection's current generation.
+    generations: watch::Receiver<u64>,
     hub: String,
     partition: PartitionId,
     prefetch: u32,
@@ -281,6 +302,11 @@ enum Ended {
     Rewound,
     /// Anything else: reopen after a pause.
     Failed,
+    /// A poll of the stream (the attach, or the SDK's recovery inside it) did not finish
+    /// within the consumer's timeout: the client is replaced (at most every few seconds) and
+    /// the receiver, left without its close (which would wait on the same client), reopened
+    /// on the new one.
+    Wedged,
 }
 
 impl ReceiveTask {
@@ -316,7 +342,28 @@ impl ReceiveTask {
                 {
                     Duration::ZERO
                 }
+                // The wait was the pause: no backoff before the attach on the new client.
+                Ended::Wedged => {
+                    let why = format!(
+                        "a receiver's attach or recovery on partition {} did not finish within {:?}",
+                        self.partition,
+                        self.timeout + WAKE
+                    );
+                    if !self.renew_client(&why).await {
+                        return;
+                    }
+                    Duration::ZERO
+                }
                 Ended::Rewound | Ended::Failed => {
+                    if self.dead_attaches >= DEAD_ATTACHES {
+                        let why = format!(
+                            "{} attaches in a row of partition {} found the client's session for it dead",
+                            self.dead_attaches, self.partition
+                        );
+                        if !self.renew_client(&why).await {
+                            return;
+                        }
+                    }
                     let pause = backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                     pause
@@ -331,6 +378,11 @@ impl ReceiveTask {
     }
 
     async fn receive(&mut self, start: &mut SdkStart) -> Ended {
+        // A client replaced since the last receiver: this partition moves to the new one.
+        match self.connection.current() {
+            Ok(client) => self.client = client,
+            Err(_) => return Ended::Stopped,
+        }
         let options = OpenReceiverOptions {
             owner_level: self.owner_level,
             prefetch: Some(self.prefetch),
@@ -366,16 +418,25 @@ impl ReceiveTask {
         };
         // The first poll of the receiver's first stream attaches its link.
         let mut attaching = true;
+        let opened_at = self.floor;
         let ended = loop {
             // The reader is gone (its channel closed with it): stop.
             if self.events.is_closed() {
                 break Ended::Stopped;
             }
-            if let Some(ended) = self.pump(&receiver, start, &mut attaching).await {
-                break ended;
-            }
+            let Some(ended) = self.pump(&receiver, start, &mut attaching).await else {
+                // Attached and waited for events: the client's state for the partition lives.
+                self.dead_attaches = 0;
+                continue;
+            };
+            break ended;
         };
-        let _ = tokio::time::timeout(self.timeout, receiver.close()).await;
+        if self.floor > opened_at {
+            self.dead_attaches = 0;
+        }
+        if !matches!(ended, Ended::Wedged) {
+            let _ = tokio::time::timeout(self.timeout, receiver.close()).await;
+        }
         ended
     }
 
@@ -388,7 +449,9 @@ impl ReceiveTask {
     /// claim) made the client close the whole connection ("Session is not found"), and left a
     /// partition of it unreadable for good ("Link name is not unique", then "Illegal session
     /// state" on every reopen) while this member kept renewing its lease. A stop is seen when
-    /// the wait for an event times out, or when handing an event to the closed channel.
+    /// the wait for an event times out, or when handing an event to the closed channel. The
+    /// one exception is a poll that outlasts the consumer's timeout ([`watch_poll`]), given
+    /// up together with its client.
     async fn pump(
         &mut self,
         receiver: &EventReceiver,
@@ -413,16 +476,23 @@ impl ReceiveTask {
                         continue;
                     }
                 }
-            } else if std::mem::take(attaching) {
-                watch_attach(
-                    &self.hub,
-                    &self.partition,
-                    self.timeout + WAKE,
-                    stream.next(),
-                )
-                .await
             } else {
-                stream.next().await
+                // A wait bounded by the receive timeout, unless the SDK is attaching or
+                // recovering inside the stream, which it does without a deadline.
+                let patience = self.timeout + WAKE;
+                let attach = std::mem::take(attaching);
+                let watch = Watch {
+                    hub: &self.hub,
+                    partition: &self.partition,
+                    patience,
+                    attach,
+                    client: self.client.generation,
+                    generations: Some(&mut self.generations),
+                };
+                match watch_poll(watch, stream.next()).await {
+                    Some(next) => next,
+                    None => return Some(Ended::Wedged),
+                }
             };
             let Some(next) = next else {
                 break Stop::Ended(Ended::Failed);
@@ -431,6 +501,11 @@ impl ReceiveTask {
                 Ok(received) => received,
                 Err(error) if is_receive_timeout(&error) => break Stop::Idle,
                 Err(error) => {
+                    if is_dead_session(&error) {
+                        self.dead_attaches += 1;
+                    } else {
+                        self.dead_attaches = 0;
+                    }
                     break Stop::Failed(map(
                         &error,
                         &format!(
@@ -512,6 +587,27 @@ impl ReceiveTask {
         }
     }
 
+    /// Asks the connection for a fresh client after [`DEAD_ATTACHES`] attaches in a row found
+    /// this one's state for the partition dead (see [`ConsumerConnection`]), or a poll did not
+    /// finish in time ([`Ended::Wedged`]): this partition cannot be read on it again, and a
+    /// member that keeps renewing a partition it cannot read breaks the group's promise. The connection makes one at most every few seconds; the
+    /// other partitions move to it as their receivers next reopen, not at once, since they
+    /// may be reading well on the old one (a dead session is per partition), and closing it
+    /// under them would make each of them attach again at the same moment, the race this
+    /// recovers from. `false` when the connection is closed.
+    async fn renew_client(&mut self, why: &str) -> bool {
+        match self.connection.replace(self.client.generation, why).await {
+            Ok(client) => {
+                if client.generation != self.client.generation {
+                    self.dead_attaches = 0;
+                }
+                self.client = client;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Sorts an error: a stolen link is a hand-over, "not found" is for the engine (fatal),
     /// anything else is logged and retried.
     async fn failed(&self, error: Error) -> Ended {
@@ -528,41 +624,17 @@ impl ReceiveTask {
     }
 }
 
-/// Awaits a receiver's first poll, which attaches its link after authorizing it through CBS.
-/// The SDK sets no deadline on that authorization and the poll cannot be cut short (see
-/// [`ReceiveTask::pump`]), so a poll that outlasts `patience` (the consumer's `timeout`, plus
-/// the [`WAKE`] an attached receiver may then wait for a first event) is logged, naming the
-/// hub and partition, then still awaited: an operator sees a stuck authorization instead of a
-/// partition that silently delivers nothing.
-async fn watch_attach<F: std::future::Future>(
-    hub: &str,
-    partition: &PartitionId,
-    patience: Duration,
-    poll: F,
-) -> F::Output {
-    tokio::pin!(poll);
-    tokio::select! {
-        biased;
-        polled = &mut poll => return polled,
-        () = tokio::time::sleep(patience) => {}
-    }
-    tracing::warn!(hub = %hub, partition = %partition, waited = ?patience,
-        "attaching a receiver (CBS authorization, then the link) takes longer than the consumer's timeout; still waiting, as the SDK sets no deadline on it");
-    let started = tokio::time::Instant::now();
-    let polled = poll.await;
-    tracing::info!(hub = %hub, partition = %partition, waited = ?(started.elapsed() + patience),
-        "the slow receiver attach finished");
-    polled
-}
-
 /// Keeps a partition's last enqueued sequence number fresh while its reader lives.
 async fn refresh_lag(
-    client: Arc<ConsumerClient>,
+    connection: Arc<ConsumerConnection>,
     partition: PartitionId,
     mut stopped: watch::Receiver<bool>,
     last_enqueued: Arc<AtomicI64>,
 ) {
     loop {
+        let Ok(client) = connection.current() else {
+            return;
+        };
         if let Ok(Ok(properties)) = tokio::time::timeout(
             LAG_REFRESH,
             client.get_partition_properties(partition.as_str()),
@@ -580,4 +652,5 @@ async fn refresh_lag(
 
 #[cfg(test)]
 mod attach_tests;
+mod poll_watch;
 mod reader;

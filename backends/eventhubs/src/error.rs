@@ -56,6 +56,25 @@ pub(crate) fn map(error: &EventHubsError, what: &str) -> Error {
     }
 }
 
+/// Whether an attach failed because the client's own state for the partition is dead, so
+/// that the same client cannot attach it again: its session stopped ("Illegal session
+/// state", which the SDK reports as a dropped connection), or its link name is still taken
+/// ("Link name is not unique"). Conditions the service sends are not in this: a new
+/// connection would not change them.
+pub(crate) fn is_dead_session(error: &EventHubsError) -> bool {
+    let lower = chain_text(error).to_ascii_lowercase();
+    [
+        "illegalsessionstate",
+        "illegal session state",
+        "duplicatedlinkname",
+        "link name is not unique",
+        "session has dropped",
+        "connectiondropped",
+    ]
+    .iter()
+    .any(|sign| lower.contains(sign))
+}
+
 /// Whether a receive stream ended because no event came within its receive timeout (the SDK
 /// reports it as an I/O error of kind `TimedOut`).
 pub(crate) fn is_receive_timeout(error: &EventHubsError) -> bool {

@@ -39,10 +39,14 @@
 //!   connection, by itself, attaching again from the position the receiver was *opened* at;
 //!   the consumer notices the repeated events and reopens the receiver after the last one it
 //!   read, so nothing comes twice beyond what was in flight and each partition stays in order
-//!   (`consumer.rs`). Not handled: after a lost connection, SDK 0.16's concurrent recoveries of
-//!   several partitions can attach one partition's link twice ("Link name is not unique") and
-//!   leave that partition failing with "Illegal session state" on every reopen, logged as a
-//!   warning each time, until the consumer is made again (`tests/recovery.rs`, ignored case).
+//!   (`consumer.rs`). After a lost connection, SDK 0.16's concurrent recoveries of several
+//!   partitions can attach one partition's link twice ("Link name is not unique") and leave
+//!   that partition's session dead on the client ("Illegal session state" at every reopen),
+//!   or leave a receiver's attach (or its recovery inside the stream) waiting for good. Two
+//!   such attaches in a row, or a wait that outlasts the `timeout`, replace the hub and
+//!   consumer group's client with a fresh connection, at most every 5 s; the other
+//!   partitions move to it as their receivers next reopen, and the old connection closes
+//!   when its last receiver lets go (`clients::ConsumerConnection`, `tests/recovery.rs`).
 //!
 //! # Authentication
 //! - **Microsoft Entra ID** (the default): `azure_identity`'s credentials in the order of the
@@ -118,7 +122,6 @@ pub use config::{
     STORAGE_CONNECTION_STRING_VARIABLE,
 };
 
-use azure_messaging_eventhubs::ConsumerClient;
 use tributary::backend::group::{GroupConfig, GroupEngine};
 use tributary::backend::{CheckpointStore, MemoryCheckpointStore};
 
@@ -147,7 +150,7 @@ pub struct EventHubsBackend {
 }
 
 /// A hub and consumer group's client and the turns of its partitions' receivers.
-type SharedConsumer = (Arc<ConsumerClient>, consumer::PartitionTurns);
+type SharedConsumer = (Arc<clients::ConsumerConnection>, consumer::PartitionTurns);
 
 impl std::fmt::Debug for EventHubsBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -299,17 +302,20 @@ impl Backend for EventHubsBackend {
             .consumer_group
             .clone()
             .unwrap_or_else(|| options.group.clone());
-        let (client, turns) = {
+        let (connection, turns) = {
             let mut consumers = self.consumers.lock().await;
             let key = (stream.to_string(), consumer_group.clone());
             match consumers.get(&key) {
                 Some(shared) => shared.clone(),
                 None => {
-                    let client = Arc::new(
-                        clients::consumer(&self.config, &self.credential, stream, &consumer_group)
-                            .await?,
-                    );
-                    let shared = (client, consumer::PartitionTurns::default());
+                    let connection = clients::ConsumerConnection::open(
+                        &self.config,
+                        &self.credential,
+                        stream,
+                        &consumer_group,
+                    )
+                    .await?;
+                    let shared = (connection, consumer::PartitionTurns::default());
                     consumers.insert(key, shared.clone());
                     shared
                 }
@@ -318,7 +324,7 @@ impl Backend for EventHubsBackend {
         let source = Arc::new(consumer::EventHubsSource {
             hub: stream.to_string(),
             group: options.group.clone(),
-            client,
+            connection,
             prefetch: self.config.prefetch,
             owner_level: self.config.owner_level,
             timeout: self.config.timeout,
@@ -376,17 +382,15 @@ impl Backend for EventHubsBackend {
         }
         let result = self.engine.close().await;
         self.management.close().await;
-        let clients: Vec<_> = self
+        let connections: Vec<_> = self
             .consumers
             .lock()
             .await
             .drain()
-            .map(|(_, (client, _))| client)
+            .map(|(_, (connection, _))| connection)
             .collect();
-        for client in clients {
-            if let Ok(client) = Arc::try_unwrap(client) {
-                let _ = tokio::time::timeout(self.config.timeout, client.close()).await;
-            }
+        for connection in connections {
+            connection.close().await;
         }
         result
     }
