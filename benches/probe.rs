@@ -54,17 +54,60 @@ pub fn mark(switch: &str, phase: &str, edge: &str) {
 /// consolidate its fast bins (`malloc_consolidate`) when small chunks are waiting there. A
 /// benchmark installs it with `#[global_allocator] static GLOBAL: probe::CountingAllocator =
 /// probe::CountingAllocator;` and reads [`allocations`] before and after a phase.
+///
+/// Each thread counts in a shard of its own (a cache line), summed when read, with a plain
+/// load and store: one counter shared by every thread cost a locked increment per allocation,
+/// contended by every thread that allocates at once, which taxed a side that allocates on
+/// several threads (a client decoding on its runtime's workers) more than one that allocates
+/// on one, and so skewed the very comparison it measures.
 pub struct CountingAllocator;
 
-static ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-static LARGE_ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// One thread's counts. Only its thread writes them (the last shard excepted, see
+/// [`count_allocation`]), so an increment needs no locked instruction.
+#[repr(align(128))]
+struct Shard {
+    allocations: std::sync::atomic::AtomicU64,
+    large: std::sync::atomic::AtomicU64,
+}
+
+const SHARDS: usize = 256;
+static COUNTS: [Shard; SHARDS] = [const {
+    Shard {
+        allocations: std::sync::atomic::AtomicU64::new(0),
+        large: std::sync::atomic::AtomicU64::new(0),
+    }
+}; SHARDS];
+/// The next shard handed to a thread that allocates for the first time.
+static NEXT_SHARD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 const LARGE: usize = 1024;
+
+thread_local! {
+    // Const-initialised and without a destructor: reading it never allocates, so the
+    // allocator may use it.
+    static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
 
 fn count_allocation(size: usize) {
     use std::sync::atomic::Ordering::Relaxed;
-    ALLOCATIONS.fetch_add(1, Relaxed);
+    let shard = SHARD.with(|shard| {
+        if shard.get() == usize::MAX {
+            shard.set(NEXT_SHARD.fetch_add(1, Relaxed).min(SHARDS - 1));
+        }
+        shard.get()
+    });
+    let counts = &COUNTS[shard];
+    let add = |counter: &std::sync::atomic::AtomicU64| {
+        if shard == SHARDS - 1 {
+            // Shared by every thread past the others (a long run's short-lived blocking
+            // threads): a locked increment, so no count is lost.
+            counter.fetch_add(1, Relaxed);
+        } else {
+            counter.store(counter.load(Relaxed) + 1, Relaxed);
+        }
+    };
+    add(&counts.allocations);
     if size >= LARGE {
-        LARGE_ALLOCATIONS.fetch_add(1, Relaxed);
+        add(&counts.large);
     }
 }
 
@@ -91,7 +134,12 @@ unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
 /// asked for 1 KiB or more. Counted only where [`CountingAllocator`] is the global allocator.
 pub fn allocations() -> (u64, u64) {
     use std::sync::atomic::Ordering::Relaxed;
-    (ALLOCATIONS.load(Relaxed), LARGE_ALLOCATIONS.load(Relaxed))
+    COUNTS.iter().fold((0, 0), |(all, large), counts| {
+        (
+            all + counts.allocations.load(Relaxed),
+            large + counts.large.load(Relaxed),
+        )
+    })
 }
 
 /// Prints one goal row of the project's performance goals as `goal: ROW | MEASURED | GOAL |

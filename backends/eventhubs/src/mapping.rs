@@ -49,6 +49,7 @@ use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 use tributary::{Error, Event, Headers, Result, Timestamp};
 
+use tributary::backend::HeaderNames;
 use tributary::envelope::{self, AttributeRules};
 
 pub(crate) const KEY: &str = "tributary-key";
@@ -228,9 +229,12 @@ pub(crate) fn decode(message: &AmqpMessage) -> Result<Received> {
 ///
 /// A partition's events come in runs of one key (a batch is stored whole on one partition), so
 /// the decoder keeps the last key it built and hands the run's events that one buffer (a
-/// reference count) instead of a copy each. It builds each event's headers in one list, and
-/// the offset only for a checkpoint store that keeps offsets: an allocation each that the
-/// profile counted per event.
+/// reference count) instead of a copy each. Header names recur on every event, so they are
+/// kept once per process ([`HeaderNames`]) and named, not copied: the name was an allocation
+/// per event that the application's thread freed, on another thread than the receive task
+/// that made it, which glibc pays for. It builds each event's headers in one list, and the
+/// offset only for a checkpoint store that keeps offsets: an allocation each that the profile
+/// counted per event.
 ///
 /// Payloads and header values of up to [`SHARED_MAX`] bytes are copied into shared chunks of
 /// [`CHUNK`] bytes (a chunk lives while any event cut from it does): a payload copied into a
@@ -241,6 +245,7 @@ pub(crate) struct Decoder {
     last_key: Option<Bytes>,
     offsets: bool,
     chunk: BytesMut,
+    names: HeaderNames,
 }
 
 /// Bytes per shared chunk: what an event an application holds on to can keep alive beyond
@@ -257,6 +262,7 @@ impl Decoder {
             last_key: None,
             offsets,
             chunk: BytesMut::new(),
+            names: HeaderNames::new(),
         }
     }
 
@@ -315,10 +321,12 @@ impl Decoder {
             _ => Bytes::new(),
         };
         let properties = message.application_properties.as_ref();
-        // Sized for the properties; a message of our own carries one or two that are not
-        // headers, so this list is seldom grown.
-        let mut headers: Vec<(String, Bytes)> =
-            Vec::with_capacity(properties.map_or(0, |p| p.0.len()));
+        // Built in place, sized for the properties that are headers (none: no allocation).
+        let mut headers = Headers::with_capacity(properties.map_or(0, |p| {
+            p.0.iter()
+                .filter(|(name, _)| !matches!(name.as_str(), MARK | KEY | TIMESTAMP | ENVELOPE))
+                .count()
+        }));
         let mut key: Option<Bytes> = None;
         let mut timestamp = None;
         let mut enveloped = false;
@@ -339,7 +347,13 @@ impl Decoder {
                     }
                     TIMESTAMP => timestamp = simple_millis(value).map(Timestamp::from_millis),
                     ENVELOPE => enveloped = true,
-                    _ => headers.push((name.clone(), self.value(value))),
+                    _ => {
+                        let value = self.value(value);
+                        match self.names.get(name.as_bytes()) {
+                            Some(name) => headers.append_static(name, value),
+                            None => headers.append(name.clone(), value),
+                        }
+                    }
                 }
             }
         }
@@ -350,7 +364,7 @@ impl Decoder {
                     "an event marked `{ENVELOPE}` has a bad header block: {e}"
                 ))
             })?;
-            headers.extend(decoded.headers);
+            headers.extend_from(&decoded.headers);
             payload = decoded.payload;
         }
         let mut received = Received::default();
@@ -388,13 +402,15 @@ impl Decoder {
             if let Some(properties) = &message.properties {
                 append_properties(&mut annotations, properties);
             }
-            headers.append(&mut annotations);
+            for (name, value) in annotations {
+                headers.append(name, value);
+            }
             timestamp = timestamp.or(enqueued.map(Timestamp::from_millis));
         }
         received.event = Event {
             key,
             payload,
-            headers: Headers::from_iter(headers),
+            headers,
             timestamp,
         };
         Ok(received)

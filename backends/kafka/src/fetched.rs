@@ -75,54 +75,7 @@ impl Arena {
     }
 }
 
-/// Header names an event can carry without a copy of its own. The names a consumer sees recur
-/// on every event (a trace id, a content type), so each distinct one is copied once for the
-/// life of the process and events name it as a `&'static str` ([`Headers::append_static`]):
-/// no allocation, UTF-8 check or free per header. Bounded: the process keeps at most
-/// [`MAX_NAMES`] names of at most [`MAX_NAME_LEN`] bytes (16 KiB); any other name is copied
-/// per event. Each consumer remembers the names it met (at most [`MAX_NAMES_SEEN`]), so the
-/// process-wide list is only locked when a consumer meets a name for the first time.
-pub(crate) struct Names {
-    seen: Vec<&'static str>,
-}
-
-/// Every name kept, process-wide.
-static KEPT: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
-const MAX_NAMES: usize = 256;
-const MAX_NAME_LEN: usize = 64;
-const MAX_NAMES_SEEN: usize = 32;
-
-impl Names {
-    pub(crate) fn new() -> Names {
-        Names { seen: Vec::new() }
-    }
-
-    /// The kept copy of `name`, or `None` when it is not kept (too long, too many names, or
-    /// not UTF-8).
-    fn get(&mut self, name: &[u8]) -> Option<&'static str> {
-        if let Some(&kept) = self.seen.iter().find(|n| n.as_bytes() == name) {
-            return Some(kept);
-        }
-        if name.len() > MAX_NAME_LEN || self.seen.len() >= MAX_NAMES_SEEN {
-            return None;
-        }
-        let name = std::str::from_utf8(name).ok()?;
-        let mut kept = KEPT
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let found = match kept.iter().find(|n| **n == name) {
-            Some(&found) => found,
-            None if kept.len() < MAX_NAMES => {
-                let found: &'static str = Box::leak(name.into());
-                kept.push(found);
-                found
-            }
-            None => return None,
-        };
-        self.seen.push(found);
-        Some(found)
-    }
-}
+pub(crate) use tributary::backend::HeaderNames as Names;
 
 /// A message's content, shared by the event handed out and the copy kept for redelivery.
 #[derive(Clone)]
@@ -315,7 +268,7 @@ mod tests {
 
     #[test]
     fn names_are_kept_once_and_long_ones_are_copied() {
-        let long = "n".repeat(MAX_NAME_LEN + 1);
+        let long = "n".repeat(Names::MAX_NAME_LEN + 1);
         let f = fetched(None, b"", &[("trace", Some(b"1")), (&long, Some(b"2"))]);
         let (mut a, mut b) = (Names::new(), Names::new());
         let (first, second) = (f.event(&mut a), f.event(&mut b));

@@ -15,6 +15,7 @@
 //!   [`stamped`] so every error names the backend, operation and stream.
 
 mod gate;
+mod header_names;
 mod stamp;
 
 pub mod checkpoint;
@@ -32,5 +33,6 @@ pub use checkpoint::{
     MemoryCheckpointStore, PartitionTopology,
 };
 pub use gate::{CloseGate, GatePass};
+pub use header_names::HeaderNames;
 pub(crate) use stamp::mark;
 pub use stamp::{stamp_arc, stamped};

@@ -222,3 +222,40 @@ fn events_cut_from_shared_chunks_keep_their_bytes() {
     assert!(sent.iter().map(|e| e.payload.len()).sum::<usize>() > 3 * CHUNK);
     assert_eq!(received, sent);
 }
+
+/// Events carrying the same property names name one kept copy of each (nothing allocated per
+/// name, nothing for the application's thread to free), in order, after a first event with
+/// other names; a name too long to keep is still read, copied.
+#[test]
+fn repeated_header_names_are_shared_not_copied() {
+    let mut decoder = Decoder::new(false);
+    let long = "x".repeat(HeaderNames::MAX_NAME_LEN + 1);
+    let decode = |decoder: &mut Decoder, event: Event| {
+        let mut message = encode(event).message;
+        annotate_partition_key(&mut message, "k".into());
+        decoder.decode(&message).unwrap().event
+    };
+    let other = decode(&mut decoder, Event::new("0").with_header("other", "o"));
+    let events: Vec<Event> = (0..3)
+        .map(|i| {
+            let event = Event::new(format!("{i}"))
+                .with_key("k")
+                .with_header("trace", format!("t{i}"))
+                .with_header(long.clone(), "l")
+                .with_timestamp(Timestamp::from_millis(i));
+            let received = decode(&mut decoder, event.clone());
+            assert_eq!(received, event, "read back as sent");
+            received
+        })
+        .collect();
+    assert_eq!(other.headers.iter().next().unwrap().0, "other");
+    let names = |event: &Event| -> Vec<*const u8> {
+        event.headers.iter().map(|(n, _)| n.as_ptr()).collect()
+    };
+    assert_eq!(names(&events[0])[0], names(&events[2])[0], "one copy");
+    assert_ne!(
+        names(&events[0])[1],
+        names(&events[2])[1],
+        "too long: copied"
+    );
+}

@@ -112,6 +112,14 @@ pub(super) struct Part {
     pub(super) behind: Arc<AtomicU64>,
     /// A read error not yet reported to a member.
     pub(super) error: Option<(ErrorKind, String)>,
+    /// The engine's copies of acked events, dropped by the reader task on its next read
+    /// rather than by the acking thread: a backend's reader side allocated them (Event Hubs
+    /// decodes on its receive tasks), and glibc pays for every block freed on another thread
+    /// than the one that allocated it (its per-thread cache cannot take it back; the heap's
+    /// lock is contended). The application's own copy then drops only reference counts. At
+    /// most `prefetch` of them, so memory stays within what the buffer may hold; beyond that
+    /// the acking thread drops them as before.
+    pub(super) settled: Vec<Event>,
 }
 
 impl Part {

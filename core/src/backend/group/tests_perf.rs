@@ -1,6 +1,6 @@
-//! The engine's cheap paths kept honest: handles that share one acknowledger, and wake-ups
-//! sent only while a member is receiving (a lost wake-up would strand a waiting consumer).
-//! Every wait has a deadline.
+//! The engine's cheap paths kept honest: handles that share one acknowledger, wake-ups sent
+//! only while a member is receiving (a lost wake-up would strand a waiting consumer), and
+//! acked events freed on the reader's side. Every wait has a deadline.
 
 use crate::backend::{AckToken, SharedAcknowledge};
 use crate::{AckHandle, Consumer, ConsumerOptions, Event, Outcome, StartPosition};
@@ -208,4 +208,137 @@ async fn try_receive_takes_only_what_is_ready() {
     consumer.close().await.unwrap();
     let closed = consumer.try_receive().expect("closed answers at once");
     assert_eq!(closed.unwrap_err().kind(), crate::ErrorKind::Closed);
+}
+
+/// A payload that records which thread frees it.
+struct Tracked(Arc<Mutex<Vec<std::thread::ThreadId>>>);
+
+impl AsRef<[u8]> for Tracked {
+    fn as_ref(&self) -> &[u8] {
+        b"tracked"
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().push(std::thread::current().id());
+    }
+}
+
+/// One partition whose reader hands over what the test sends it, when it sends it.
+struct Feed(Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Vec<Event>>>>);
+
+#[async_trait::async_trait]
+impl super::PartitionSource for Feed {
+    async fn partitions(&self) -> crate::Result<Vec<crate::backend::PartitionTopology>> {
+        Ok(vec![crate::backend::PartitionTopology {
+            id: crate::PartitionId::from(0),
+            parents: Vec::new(),
+        }])
+    }
+    async fn resolve_start(
+        &self,
+        _: &crate::PartitionId,
+        _: &StartPosition,
+    ) -> crate::Result<crate::backend::Checkpoint> {
+        Ok(crate::backend::Checkpoint::Start(StartPosition::Earliest))
+    }
+    async fn open(
+        &self,
+        _: &crate::PartitionId,
+        _: &crate::backend::Checkpoint,
+    ) -> crate::Result<Box<dyn super::PartitionReader>> {
+        let rx = self.0.lock().unwrap().take().expect("opened once");
+        Ok(Box::new(FeedReader { rx, next: 0 }))
+    }
+}
+
+struct FeedReader {
+    rx: tokio::sync::mpsc::UnboundedReceiver<Vec<Event>>,
+    next: u64,
+}
+
+#[async_trait::async_trait]
+impl super::PartitionReader for FeedReader {
+    async fn read(&mut self, _: usize) -> crate::Result<super::ReadBatch> {
+        // Waits for the test: no read returns, so none drops what the engine holds, before
+        // the test sends the next batch.
+        let events = self.rx.recv().await.unwrap_or_default();
+        let records = events
+            .into_iter()
+            .map(|event| {
+                self.next += 1;
+                super::SourceRecord {
+                    event,
+                    position: crate::Position::from_offset(self.next - 1),
+                }
+            })
+            .collect();
+        Ok(super::ReadBatch {
+            records,
+            ended: false,
+        })
+    }
+    fn behind(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// The engine's copy of an acked event is dropped by the partition's reader task on its next
+/// read, not by the thread that acked it: a backend's reader side allocated the event, and the
+/// application's drop of its own copy then only lowers reference counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_events_are_freed_on_the_reader_side() {
+    let freed = Arc::new(Mutex::new(Vec::new()));
+    let event = || Event::new(bytes::Bytes::from_owner(Tracked(freed.clone())));
+    let (feed, rx) = tokio::sync::mpsc::unbounded_channel();
+    let engine = super::GroupEngine::new(
+        Arc::new(crate::backend::MemoryCheckpointStore::new()),
+        super::GroupConfig::new(Duration::from_secs(5)).prefetch(16),
+    );
+    let consumer = engine
+        .join(
+            "s",
+            Arc::new(Feed(Mutex::new(Some(rx)))),
+            ConsumerOptions::new("g").start(StartPosition::Earliest),
+        )
+        .await
+        .unwrap();
+    feed.send((0..10).map(|_| event()).collect()).unwrap();
+    // The application: a thread of its own, acking and dropping each delivery.
+    let runtime = tokio::runtime::Handle::current();
+    let (consumer, app) = tokio::task::spawn_blocking(move || {
+        for _ in 0..10 {
+            let delivery = runtime
+                .block_on(async { timeout(DEADLINE, consumer.receive()).await })
+                .expect("the batch arrives")
+                .unwrap();
+            delivery.ack();
+        }
+        (consumer, std::thread::current().id())
+    })
+    .await
+    .unwrap();
+    assert!(
+        freed.lock().unwrap().is_empty(),
+        "the engine holds its copies until its reader reads again"
+    );
+    feed.send(vec![event()]).unwrap();
+    timeout(DEADLINE, async {
+        while freed.lock().unwrap().len() < 10 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the next read drops the acked events");
+    assert!(
+        freed.lock().unwrap().iter().all(|thread| *thread != app),
+        "none freed on the application's thread"
+    );
+    timeout(DEADLINE, consumer.receive())
+        .await
+        .unwrap()
+        .unwrap()
+        .ack();
+    consumer.close().await.unwrap();
 }

@@ -250,6 +250,9 @@ impl Runtime {
                 {
                     self.wake.notify_one();
                 }
+                if part.settled.len() < self.config.prefetch && !part.reader_ended {
+                    part.settled.push(inflight.event);
+                }
                 wake_members
             }
             Outcome::Nack => {

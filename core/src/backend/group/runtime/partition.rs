@@ -61,6 +61,7 @@ impl Runtime {
                 reader: Some(handle),
                 behind,
                 error: None,
+                settled: Vec::new(),
             },
         );
         Self::assign(&mut state);
@@ -118,6 +119,9 @@ async fn read_loop(
     behind: Arc<AtomicU64>,
 ) {
     let mut backoff = Duration::from_millis(100);
+    // Swapped with the partition's list of settled events at each read, so both keep their
+    // room and neither is reallocated.
+    let mut settled = Vec::new();
     loop {
         let room = loop {
             let notified = space.notified();
@@ -161,8 +165,11 @@ async fn read_loop(
                         part.buffer.extend(batch.records);
                     }
                     part.reader_ended |= batch.ended;
+                    std::mem::swap(&mut part.settled, &mut settled);
                     was_empty && !part.buffer.is_empty() && rt.anyone_receiving()
                 };
+                // Dropped here, outside the lock, on the reader's side (see `Part::settled`).
+                settled.clear();
                 if wake {
                     rt.notify_members();
                 }
