@@ -184,24 +184,19 @@ async fn broker_to_client(
     }
 }
 
-fn text(b: &Bytes) -> String {
-    String::from_utf8_lossy(b).into_owned()
+/// A backend connected through [`proxy`] (batching producers), and a new 1-partition stream.
+struct Proxied {
+    backend: Arc<dyn Backend>,
+    topic: String,
+    seen: Arc<Seen>,
 }
 
-/// The scenario of `semantics::a_partly_acked_batch_is_not_lost_in_a_crash`, with the
-/// broker's resend to the second member held back until the broker has sent it again, which
-/// it does when that member asks for a rewind:
-/// the second member delivers each of the batch's events once, in order, and nothing is
-/// lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rewind_that_crosses_the_resend_delivers_nothing_twice() {
+async fn through_proxy(url: &str) -> Proxied {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_timer(tracing_subscriber::fmt::time::uptime())
         .with_writer(std::io::stderr)
         .try_init();
-    let server = require_peer!(Peer::Pulsar);
-    let url = server.url();
     let (service, query) = url.split_once('?').unwrap();
     let broker = service.trim_start_matches("pulsar://").to_owned();
     let seen = Arc::new(Seen::default());
@@ -217,6 +212,30 @@ async fn a_rewind_that_crosses_the_resend_delivers_nothing_twice() {
         .create_stream(&topic, StreamSpec::with_partitions(1))
         .await
         .expect("create stream");
+    Proxied {
+        backend,
+        topic,
+        seen,
+    }
+}
+
+fn text(b: &Bytes) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The scenario of `semantics::a_partly_acked_batch_is_not_lost_in_a_crash`, with the
+/// broker's resend to the second member held back until the broker has sent it again, which
+/// it does when that member asks for a rewind:
+/// the second member delivers each of the batch's events once, in order, and nothing is
+/// lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewind_that_crosses_the_resend_delivers_nothing_twice() {
+    let server = require_peer!(Peer::Pulsar);
+    let Proxied {
+        backend,
+        topic,
+        seen,
+    } = through_proxy(server.url()).await;
     let group = unique_name("g");
     let options = || ConsumerOptions::new(&group).start(StartPosition::Earliest);
 
@@ -288,28 +307,12 @@ async fn a_rewind_that_crosses_the_resend_delivers_nothing_twice() {
 /// runs, the symptom of `semantics::a_partly_acked_batch_is_not_lost_in_a_crash`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_connection_delivers_nothing_twice() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_timer(tracing_subscriber::fmt::time::uptime())
-        .with_writer(std::io::stderr)
-        .try_init();
     let server = require_peer!(Peer::Pulsar);
-    let url = server.url();
-    let (service, query) = url.split_once('?').unwrap();
-    let broker = service.trim_start_matches("pulsar://").to_owned();
-    let seen = Arc::new(Seen::default());
-    let address = proxy(broker, seen.clone()).await;
-    tributary_pulsar::register();
-    let backend: Arc<dyn Backend> = tributary::connect(&format!(
-        "pulsar://{address}?{query}&batch_size=100&batch_delay=50ms"
-    ))
-    .await
-    .expect("connect through the proxy");
-    let topic = unique_name("takeover");
-    backend
-        .create_stream(&topic, StreamSpec::with_partitions(1))
-        .await
-        .expect("create stream");
+    let Proxied {
+        backend,
+        topic,
+        seen,
+    } = through_proxy(server.url()).await;
     let group = unique_name("g");
     let consumer = backend
         .consumer(
