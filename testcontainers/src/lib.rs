@@ -67,6 +67,21 @@ fn next_sequence() -> u64 {
     SEQUENCE.fetch_add(1, Ordering::Relaxed)
 }
 
+/// This test process, as a part of the names of the files its servers write: its id and when
+/// it started. The id alone repeats across runs (ids are reused, and the sequence restarts),
+/// and a server's log is appended to (a restarted server keeps one log), so a new server once
+/// wrote after an old run's log and a failed start showed that run's last lines as its own.
+fn run_tag() -> &'static str {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        format!("{}-{started:x}", std::process::id())
+    })
+}
+
 /// A stream name no other test (or earlier run) uses, valid on every backend: lower-case
 /// letters, digits and dashes, starting with a letter.
 pub fn unique_name(prefix: &str) -> String {
@@ -210,5 +225,46 @@ mod tests {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
             "{a}"
         );
+    }
+
+    /// A later run whose process gets the same id must not write after this run's log (nor
+    /// into its data): the names carry when this process started, not only its id and a
+    /// sequence that restarts with every run.
+    #[test]
+    fn server_files_are_named_for_this_run() {
+        let launcher = Launcher {
+            mode: Mode::Native,
+            peers_dir: PathBuf::from("peers"),
+            work_dir: PathBuf::from("work"),
+            startup_timeout: std::time::Duration::from_secs(1),
+        };
+        let log = launcher.log_path(Peer::Kafka);
+        let name = log.file_name().unwrap().to_str().unwrap().to_owned();
+        let parts = name_parts(&name);
+        assert_eq!(
+            parts.len(),
+            4,
+            "kafka, process id, start time, sequence: {name}"
+        );
+        assert_eq!(parts[1], std::process::id().to_string());
+        let started = u128::from_str_radix(&parts[2], 16).expect("hex millis");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        assert!(started <= now && now - started < 3_600_000, "{name}");
+        let data = launcher.data_dir(Peer::Kafka);
+        assert!(
+            data.to_str().unwrap().contains(run_tag()),
+            "{}",
+            data.display()
+        );
+    }
+
+    fn name_parts(name: &str) -> Vec<String> {
+        name.trim_end_matches(".log")
+            .split('-')
+            .map(str::to_owned)
+            .collect()
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::external::external;
 use crate::{
     Mode, Peer, PeerError, Reason, deadline, docker, group_resident_bytes, native, next_sequence,
-    peers_dir, process, run_host, target_dir,
+    peers_dir, process, run_host, run_tag, target_dir,
 };
 
 /// Where to find installed servers and where to write logs and data.
@@ -75,7 +75,7 @@ impl Launcher {
         self.work_dir.join(format!(
             "{}-{}-{}.log",
             peer.name(),
-            std::process::id(),
+            run_tag(),
             next_sequence()
         ))
     }
@@ -84,7 +84,7 @@ impl Launcher {
         self.work_dir.join(format!(
             "{}-{}-{}.data",
             peer.name(),
-            std::process::id(),
+            run_tag(),
             next_sequence()
         ))
     }

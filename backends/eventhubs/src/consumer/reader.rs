@@ -17,7 +17,8 @@ pub(super) enum Item {
     Failed(Error),
 }
 
-/// The engine's reader of one partition (see [`super::EventHubsSource::open`]).
+/// The engine's reader of one partition, made by `EventHubsSource`'s
+/// [`open`](tributary::backend::group::PartitionSource::open).
 pub(super) struct EventHubsReader {
     pub(super) rx: mpsc::Receiver<Item>,
     pub(super) stop: watch::Sender<bool>,
