@@ -21,6 +21,7 @@
 //! `BENCH_ONLY=WORD[,WORD…]` runs only the cases whose name contains one of the words (for
 //! profiling; `memory`, `floor`, `never`, `always`, `latency`, `partitions`);
 //! `BENCH_BATCH=B` only the batch size B of the sweep;
+//! `BENCH_THREADS=1` prints, per throughput case, each thread's CPU and wait per event;
 //! `BENCH_JSON=FILE` also writes the figures as JSON for `scripts/bench`'s report.
 //!
 //! `local/baselines.rs` has the baselines, `local/report.rs` the figures, their tables and JSON.
@@ -31,6 +32,8 @@ mod baselines;
 mod probe;
 #[path = "local/report.rs"]
 mod report;
+#[path = "local/threads.rs"]
+mod threads;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -142,6 +145,7 @@ async fn backend_throughput(url: &str, n: usize, batch: usize) -> f64 {
 async fn backend_throughput_on(url: &str, partitions: u32, n: usize, batch: usize) -> f64 {
     let o = open(url, partitions, false).await;
     let evs = events(n);
+    let cpu = threads::snapshot();
     let started = Instant::now();
     let produce = async {
         let mut evs = evs.into_iter();
@@ -154,7 +158,9 @@ async fn backend_throughput_on(url: &str, partitions: u32, n: usize, batch: usiz
         }
     };
     tokio::join!(produce, drain(&*o.consumer, n, batch));
-    let per_sec = n as f64 / started.elapsed().as_secs_f64();
+    let wall = started.elapsed();
+    threads::report(url, batch, n, wall, &cpu);
+    let per_sec = n as f64 / wall.as_secs_f64();
     close(o).await;
     per_sec
 }
