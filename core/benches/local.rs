@@ -6,7 +6,8 @@
 //!
 //! - **batch sweep**: producer and consumer run concurrently, `send_batch(B)` and
 //!   `receive_batch(B)` with every delivery acked, for B = 1, 10, 100, 1000; the channel
-//!   baseline sends each event and takes up to B at once (`recv_many`); the raw write baseline
+//!   baseline sends each event and takes up to B at once (`recv_many`); in both the consumer is
+//!   a spawned task and the producer the caller's (so two threads); the raw write baseline
 //!   writes B frames per `write` (and fdatasyncs after each under `fsync=always`).
 //!   The **log + group floor** (`baselines.rs`) is the least any log with per-event acks does
 //!   (keep, share, track in flight, commit on ack) with no API around it: a bound on what the
@@ -21,6 +22,7 @@
 //! `BENCH_ONLY=WORD[,WORD…]` runs only the cases whose name contains one of the words (for
 //! profiling; `memory`, `floor`, `never`, `always`, `latency`, `partitions`);
 //! `BENCH_BATCH=B` only the batch size B of the sweep;
+//! `BENCH_THREADS=1` prints, per throughput case, each thread's CPU and wait per event;
 //! `BENCH_JSON=FILE` also writes the figures as JSON for `scripts/bench`'s report.
 //!
 //! `local/baselines.rs` has the baselines, `local/report.rs` the figures, their tables and JSON.
@@ -31,6 +33,8 @@ mod baselines;
 mod probe;
 #[path = "local/report.rs"]
 mod report;
+#[path = "local/threads.rs"]
+mod threads;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -140,21 +144,31 @@ async fn backend_throughput(url: &str, n: usize, batch: usize) -> f64 {
 }
 
 async fn backend_throughput_on(url: &str, partitions: u32, n: usize, batch: usize) -> f64 {
-    let o = open(url, partitions, false).await;
+    let mut o = open(url, partitions, false).await;
     let evs = events(n);
+    let cpu = threads::snapshot();
     let started = Instant::now();
-    let produce = async {
-        let mut evs = evs.into_iter();
-        loop {
-            let chunk: Vec<Event> = evs.by_ref().take(batch).collect();
-            if chunk.is_empty() {
-                break;
-            }
-            o.producer.send_batch(chunk).await.unwrap();
+    // The consumer is a task of its own, as the channel's is: producer and consumer run on two
+    // threads at once, each side's cost sets the rate only when it is the slower one. (Joined
+    // in one task they ran on the caller's thread one after the other, the two sides' costs
+    // added, while the channel's ran in parallel.)
+    let consumer = std::mem::replace(&mut o.consumer, Box::new(NoConsumer));
+    let consuming = tokio::spawn(async move {
+        drain(&*consumer, n, batch).await;
+        consumer
+    });
+    let mut evs = evs.into_iter();
+    loop {
+        let chunk: Vec<Event> = evs.by_ref().take(batch).collect();
+        if chunk.is_empty() {
+            break;
         }
-    };
-    tokio::join!(produce, drain(&*o.consumer, n, batch));
-    let per_sec = n as f64 / started.elapsed().as_secs_f64();
+        o.producer.send_batch(chunk).await.unwrap();
+    }
+    o.consumer = consuming.await.unwrap();
+    let wall = started.elapsed();
+    threads::report(url, batch, n, wall, &cpu);
+    let per_sec = n as f64 / wall.as_secs_f64();
     close(o).await;
     per_sec
 }

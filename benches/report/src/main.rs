@@ -198,9 +198,9 @@ fn local_section(md: &mut String, local: &Local) {
         md,
         "## Local backend (`cargo bench -p tributary --bench local`)\n\n\
          Events of 100 B with a key out of 1000, 4 partitions; producer and consumer run \
-         concurrently (`send_batch(B)`, `receive_batch(B)`, every delivery acked); {} events per \
-         row (fsync rows: at most 1,000 batches). Each figure is the best of the run's alternating \
-         rounds.\n",
+         concurrently, each in a task of its own as in the channel baseline (`send_batch(B)`, \
+         `receive_batch(B)`, every delivery acked); {} events per row (fsync rows: at most \
+         1,000 batches). Each figure is the best of the run's alternating rounds.\n",
         grouped(local.events as f64)
     );
     md.push_str("| goal row | batch | backend | baseline | ratio | goal | met |\n|---|---|---|---|---|---|---|\n");

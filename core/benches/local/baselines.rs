@@ -17,6 +17,7 @@ const FRAME: usize = 8 + 26 + 8 + PAYLOAD + 8;
 pub(crate) async fn mpsc_throughput(n: usize, batch: usize) -> f64 {
     let evs = events(n);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(1024);
+    let cpu = super::threads::snapshot();
     let started = Instant::now();
     let consumer = tokio::spawn(async move {
         let mut count = 0;
@@ -32,7 +33,9 @@ pub(crate) async fn mpsc_throughput(n: usize, batch: usize) -> f64 {
     }
     drop(tx);
     assert_eq!(consumer.await.unwrap(), n);
-    n as f64 / started.elapsed().as_secs_f64()
+    let wall = started.elapsed();
+    super::threads::report("tokio mpsc", batch, n, wall, &cpu);
+    n as f64 / wall.as_secs_f64()
 }
 
 /// The least any log with a consumer group does per event, with nothing of the API around it,
@@ -53,6 +56,7 @@ pub(crate) async fn log_floor_throughput(n: usize, batch: usize) -> f64 {
         appended: tokio::sync::Notify::new(),
     });
     let evs = events(n);
+    let cpu = super::threads::snapshot();
     let started = Instant::now();
     let consumer = tokio::spawn({
         let log = log.clone();
@@ -103,7 +107,9 @@ pub(crate) async fn log_floor_throughput(n: usize, batch: usize) -> f64 {
         log.appended.notify_one();
     }
     assert_eq!(consumer.await.unwrap(), n);
-    n as f64 / started.elapsed().as_secs_f64()
+    let wall = started.elapsed();
+    super::threads::report("log + group floor", batch, n, wall, &cpu);
+    n as f64 / wall.as_secs_f64()
 }
 
 pub(crate) async fn mpsc_latency() -> Latency {

@@ -78,7 +78,7 @@ fn mib(bytes: u64) -> f64 {
 pub(crate) fn print(n: usize, r: &Results) {
     println!(
         "\nlocal backend: events of {PAYLOAD} B with a key out of 1000, 4 partitions; produce \
-         and consume concurrently, send_batch(B) / receive_batch(B) + ack each; {n} events \
+         and consume concurrently (each a task of its own), send_batch(B) / receive_batch(B) + ack each; {n} events \
          (fsync rows: at most {FSYNC_BATCHES} batches)\n"
     );
     print!("{:<24}", "events/s, batch");
