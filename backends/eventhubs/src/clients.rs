@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tokio::time::Instant;
 
 use azure_messaging_eventhubs::{ConsumerClient, ProducerClient};
@@ -104,53 +105,83 @@ pub(crate) async fn consumer(
     }
 }
 
-/// The least time between two attempts to replace a hub and consumer group's client: however
-/// many partitions find its connection dead at once, one fresh connection is made, and a
-/// namespace that refuses connections is asked again only this often.
+/// The least time between two attempts to replace a connection's client: however many users
+/// find it dead at once, one fresh connection is made, and a namespace that refuses
+/// connections is asked again only this often.
 const REPLACE_INTERVAL: Duration = Duration::from_secs(5);
 
-/// A hub and consumer group's connection (a `ConsumerClient`), shared by that group's readers,
-/// which a reader replaces when it shows the connection's state is dead.
+/// An SDK client a [`Connection`] can close when it lets go of it.
+pub(crate) trait SdkClient: Send + Sync + 'static {
+    /// Closes the client's AMQP connection (the SDK's clients do not when dropped).
+    fn close_client(self) -> BoxFuture<'static, ()>;
+}
+
+impl SdkClient for ConsumerClient {
+    fn close_client(self) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let _ = self.close().await;
+        })
+    }
+}
+
+impl SdkClient for ProducerClient {
+    fn close_client(self) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let _ = self.close().await;
+        })
+    }
+}
+
+type Opener<C> = Box<dyn Fn() -> BoxFuture<'static, tributary::Result<C>> + Send + Sync>;
+
+/// A hub's connection (an SDK client) shared by its users, which a user replaces when it shows
+/// the connection's state is dead: the readers of a hub and consumer group
+/// ([`ConsumerConnection`]), or the sends of a producer ([`ProducerConnection`]).
 ///
-/// SDK 0.16 keeps one session per partition on a client's connection and reuses it at each
-/// receiver attach. After a lost connection its concurrent recoveries of several partitions
-/// can attach one partition's link twice ("Link name is not unique") and leave that session
-/// dead: every later attach of that partition on this client fails with "Illegal session
-/// state", and nothing inside the client mends it. A fresh client has fresh sessions.
-pub(crate) struct ConsumerConnection {
-    config: EventHubsConfig,
-    credential: Option<Arc<dyn azure_core::credentials::TokenCredential>>,
-    hub: String,
-    consumer_group: String,
-    /// `None` once the backend closed it.
-    current: parking_lot::Mutex<Option<Arc<Client>>>,
+/// SDK 0.16 keeps one session per partition (or per sender) on a client's connection and
+/// reuses it. After a lost connection its concurrent recoveries can attach one link twice
+/// ("Link name is not unique") and leave that session dead: every later attach on this client
+/// fails with "Illegal session state", and nothing inside the client mends it. A fresh client
+/// has fresh sessions.
+pub(crate) struct Connection<C: SdkClient> {
+    open: Opener<C>,
+    /// Names the connection in logs and errors ("event hub `orders`, consumer group `$Default`").
+    name: String,
+    timeout: Duration,
+    /// `None` once closed.
+    current: parking_lot::Mutex<Option<Arc<Client<C>>>>,
     /// One replacement at a time, and when the last one was tried.
     replacing: tokio::sync::Mutex<Option<Instant>>,
-    /// The current client's generation, for readers waiting on an older one.
+    /// The current client's generation, for users waiting on an older one.
     generation: tokio::sync::watch::Sender<u64>,
 }
 
-/// One generation of a [`ConsumerConnection`]'s client. Its connection is closed when the last
-/// user lets go of it (the SDK's client does not close its connection when dropped): readers
-/// still reading well on a replaced client keep it until their next reopen.
-pub(crate) struct Client {
-    client: Option<ConsumerClient>,
+/// A hub and consumer group's connection, shared by that group's readers.
+pub(crate) type ConsumerConnection = Connection<ConsumerClient>;
+/// A producer's connection.
+pub(crate) type ProducerConnection = Connection<ProducerClient>;
+
+/// One generation of a [`Connection`]'s client. Its connection is closed when the last user
+/// lets go of it: readers still reading well on a replaced client keep it until their next
+/// reopen, sends in progress until they end.
+pub(crate) struct Client<C: SdkClient = ConsumerClient> {
+    client: Option<C>,
     /// Which client of its connection this is (0 for the first).
     pub(crate) generation: u64,
     timeout: Duration,
 }
 
-impl std::ops::Deref for Client {
-    type Target = ConsumerClient;
+impl<C: SdkClient> std::ops::Deref for Client<C> {
+    type Target = C;
 
-    fn deref(&self) -> &ConsumerClient {
+    fn deref(&self) -> &C {
         self.client
             .as_ref()
             .expect("the client is taken out only by `close` and `drop`, which consume it")
     }
 }
 
-impl Drop for Client {
+impl<C: SdkClient> Drop for Client<C> {
     fn drop(&mut self) {
         let Some(client) = self.client.take() else {
             return;
@@ -159,7 +190,7 @@ impl Drop for Client {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let timeout = self.timeout;
             runtime.spawn(async move {
-                let _ = tokio::time::timeout(timeout, client.close()).await;
+                let _ = tokio::time::timeout(timeout, client.close_client()).await;
             });
         }
     }
@@ -173,28 +204,72 @@ impl ConsumerConnection {
         hub: &str,
         consumer_group: &str,
     ) -> tributary::Result<Arc<ConsumerConnection>> {
-        let client = consumer(config, credential, hub, consumer_group).await?;
-        Ok(Arc::new(ConsumerConnection {
-            config: config.clone(),
-            credential: credential.clone(),
-            hub: hub.to_string(),
-            consumer_group: consumer_group.to_string(),
+        let (config, credential) = (config.clone(), credential.clone());
+        let (hub, consumer_group) = (hub.to_string(), consumer_group.to_string());
+        let name = format!("event hub `{hub}`, consumer group `{consumer_group}`");
+        let timeout = config.timeout;
+        Connection::start(
+            name,
+            timeout,
+            Box::new(move || {
+                let (config, credential) = (config.clone(), credential.clone());
+                let (hub, consumer_group) = (hub.clone(), consumer_group.clone());
+                Box::pin(async move { consumer(&config, &credential, &hub, &consumer_group).await })
+            }),
+        )
+        .await
+    }
+}
+
+impl ProducerConnection {
+    /// Opens the first client.
+    pub(crate) async fn open(
+        config: &EventHubsConfig,
+        credential: &Option<Arc<dyn azure_core::credentials::TokenCredential>>,
+        hub: &str,
+    ) -> tributary::Result<Arc<ProducerConnection>> {
+        let (config, credential, hub) = (config.clone(), credential.clone(), hub.to_string());
+        let name = format!("event hub `{hub}`, producer");
+        let timeout = config.timeout;
+        Connection::start(
+            name,
+            timeout,
+            Box::new(move || {
+                let (config, credential, hub) = (config.clone(), credential.clone(), hub.clone());
+                Box::pin(async move { producer(&config, &credential, &hub).await })
+            }),
+        )
+        .await
+    }
+}
+
+impl<C: SdkClient> Connection<C> {
+    async fn start(
+        name: String,
+        timeout: Duration,
+        open: Opener<C>,
+    ) -> tributary::Result<Arc<Self>> {
+        let client = open().await?;
+        Ok(Arc::new(Connection {
+            open,
+            name,
+            timeout,
             current: parking_lot::Mutex::new(Some(Arc::new(Client {
                 client: Some(client),
                 generation: 0,
-                timeout: config.timeout,
+                timeout,
             }))),
             replacing: tokio::sync::Mutex::new(None),
             generation: tokio::sync::watch::Sender::new(0),
         }))
     }
 
-    /// The client to open receivers and make management calls on now.
-    pub(crate) fn current(&self) -> tributary::Result<Arc<Client>> {
+    /// The client to use now.
+    pub(crate) fn current(&self) -> tributary::Result<Arc<Client<C>>> {
         self.current.lock().clone().ok_or_else(|| {
             tributary::Error::closed(format!(
-                "the connection to event hub `{}`, consumer group `{}`, is closed (its backend was closed)",
-                self.hub, self.consumer_group
+                "the connection to {} is closed (its backend or producer was closed)",
+                self.name
             ))
         })
     }
@@ -207,26 +282,19 @@ impl ConsumerConnection {
     /// Replaces client `dead` (a generation) with a fresh one, unless it was replaced already
     /// or a replacement was tried less than [`REPLACE_INTERVAL`] ago; returns the client to
     /// use (an error once the connection is closed). `why` is logged.
-    pub(crate) async fn replace(&self, dead: u64, why: &str) -> tributary::Result<Arc<Client>> {
+    pub(crate) async fn replace(&self, dead: u64, why: &str) -> tributary::Result<Arc<Client<C>>> {
         let mut last = self.replacing.lock().await;
         let current = self.current()?;
         if current.generation != dead || last.is_some_and(|at| at.elapsed() < REPLACE_INTERVAL) {
             return Ok(current);
         }
         *last = Some(Instant::now());
-        match consumer(
-            &self.config,
-            &self.credential,
-            &self.hub,
-            &self.consumer_group,
-        )
-        .await
-        {
+        match (self.open)().await {
             Ok(client) => {
                 let fresh = Arc::new(Client {
                     client: Some(client),
                     generation: dead + 1,
-                    timeout: self.config.timeout,
+                    timeout: self.timeout,
                 });
                 {
                     let mut slot = self.current.lock();
@@ -237,15 +305,13 @@ impl ConsumerConnection {
                     *slot = Some(fresh.clone());
                     self.generation.send_replace(fresh.generation);
                 }
-                tracing::warn!(hub = %self.hub, consumer_group = %self.consumer_group,
-                    generation = fresh.generation, reason = %why,
-                    "replaced the consumer's connection to Event Hubs: the old one's state is dead; partitions move to the new one as their receivers reopen");
+                tracing::warn!(connection = %self.name, generation = fresh.generation, reason = %why,
+                    "replaced a dead connection to Event Hubs: its users move to the new one (a consumer's partitions as their receivers reopen)");
                 Ok(fresh)
             }
             Err(error) => {
-                tracing::warn!(hub = %self.hub, consumer_group = %self.consumer_group,
-                    error = %error, reason = %why, retry_in = ?REPLACE_INTERVAL,
-                    "could not replace the consumer's dead connection to Event Hubs");
+                tracing::warn!(connection = %self.name, error = %error, reason = %why,
+                    retry_in = ?REPLACE_INTERVAL, "could not replace a dead connection to Event Hubs");
                 Ok(current)
             }
         }
@@ -261,7 +327,7 @@ impl ConsumerConnection {
             .ok()
             .and_then(|mut client| client.client.take())
         {
-            let _ = tokio::time::timeout(self.config.timeout, client.close()).await;
+            let _ = tokio::time::timeout(self.timeout, client.close_client()).await;
         }
     }
 }

@@ -96,7 +96,7 @@ pub(crate) fn is_receive_timeout(error: &EventHubsError) -> bool {
     false
 }
 
-fn first_line(text: &str) -> &str {
+pub(crate) fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or(text)
 }
 
@@ -126,10 +126,14 @@ pub(crate) async fn deadline<T>(
     match tokio::time::timeout(timeout, call).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(map(&error, &what())),
-        Err(_) => Err(Error::timeout(format!(
-            "{}: no answer within {timeout:?} (option `timeout`)",
-            what()
-        ))
-        .with_retryable(true)),
+        Err(_) => Err(timed_out(timeout, &what())),
     }
+}
+
+/// The error of a call that got no answer within the `timeout` option.
+pub(crate) fn timed_out(timeout: Duration, what: &str) -> Error {
+    Error::timeout(format!(
+        "{what}: no answer within {timeout:?} (option `timeout`)"
+    ))
+    .with_retryable(true)
 }

@@ -47,6 +47,12 @@
 //!   consumer group's client with a fresh connection, at most every 5 s; the other
 //!   partitions move to it as their receivers next reopen, and the old connection closes
 //!   when its last receiver lets go (`clients::ConsumerConnection`, `tests/recovery.rs`).
+//!   A producer recovers the same way: the SDK reconnects on the next send after a lost
+//!   connection; a send that finds the sender's session dead, or gets no answer within the
+//!   `timeout`, fails (retryable) and replaces the producer's client for the sends after it
+//!   (`clients::ProducerConnection`, `tests/producer_recovery.rs`). A send cut off by a lost
+//!   connection fails within about a second (the vendored fe2o3-amqp's third patch); it may
+//!   or may not have been stored, so an at-least-once sender sends it again.
 //!
 //! # Authentication
 //! - **Microsoft Entra ID** (the default): `azure_identity`'s credentials in the order of the
@@ -280,10 +286,11 @@ impl Backend for EventHubsBackend {
         self.management
             .hub(&self.config, &self.credential, stream)
             .await?;
-        let client = clients::producer(&self.config, &self.credential, stream).await?;
+        let connection =
+            clients::ProducerConnection::open(&self.config, &self.credential, stream).await?;
         Ok(Box::new(producer::EventHubsProducer::new(
             stream,
-            client,
+            connection,
             self.config.max_event_bytes,
             self.config.timeout,
         )))

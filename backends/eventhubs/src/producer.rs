@@ -1,5 +1,11 @@
 //! Sending: one SDK `ProducerClient` (one AMQP connection) per tributary producer.
 //!
+//! A send that finds the client's connection dead ("Illegal session state", "Link name is not
+//! unique": SDK 0.16's recoveries after a lost connection can leave its sender's session dead
+//! for good), or gets no answer within the `timeout`, still fails, and replaces the client
+//! with a fresh connection for the sends after it (at most one replacement every 5 s;
+//! `clients::ProducerConnection`, `tests/producer_recovery.rs`).
+//!
 //! `send` sends one message to the hub; the service places it by its partition key (or round
 //! robin without one). `send_batch` groups the events by partition key, keeping each key's
 //! order, and sends each group as SDK batches (one AMQP transfer per batch): the service stores
@@ -7,6 +13,7 @@
 //! empty.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -16,7 +23,8 @@ use futures::future::{BoxFuture, try_join_all};
 use tributary::backend::CloseGate;
 use tributary::{Error, Event, Producer, Receipt, Result};
 
-use crate::error::{deadline, map};
+use crate::clients::{Client, ProducerConnection};
+use crate::error::{first_line, is_dead_session, map, timed_out};
 use crate::mapping::{self, Encoded};
 
 /// Room for the AMQP framing of one more message in a batch.
@@ -29,7 +37,7 @@ pub(crate) struct EventHubsProducer {
 /// What a send needs, shared with the tasks that carry sends out.
 struct Inner {
     hub: String,
-    client: parking_lot::Mutex<Option<Arc<ProducerClient>>>,
+    connection: Arc<ProducerConnection>,
     max_event_bytes: usize,
     timeout: std::time::Duration,
     gate: CloseGate,
@@ -38,14 +46,14 @@ struct Inner {
 impl EventHubsProducer {
     pub(crate) fn new(
         hub: &str,
-        client: ProducerClient,
+        connection: Arc<ProducerConnection>,
         max_event_bytes: usize,
         timeout: std::time::Duration,
     ) -> Self {
         EventHubsProducer {
             inner: Arc::new(Inner {
                 hub: hub.to_string(),
-                client: parking_lot::Mutex::new(Some(Arc::new(client))),
+                connection,
                 max_event_bytes,
                 timeout,
                 gate: CloseGate::new(format!("producer for `{hub}`")),
@@ -68,11 +76,35 @@ impl EventHubsProducer {
 }
 
 impl Inner {
-    fn client(&self) -> Result<Arc<ProducerClient>> {
-        self.client
-            .lock()
-            .clone()
-            .ok_or_else(|| Error::closed(format!("producer for `{}` is closed", self.hub)))
+    fn client(&self) -> Result<Arc<Client<ProducerClient>>> {
+        self.connection
+            .current()
+            .map_err(|_| Error::closed(format!("producer for `{}` is closed", self.hub)))
+    }
+
+    /// One SDK call on `client`, within the `timeout`. A failure that says the client's
+    /// connection is dead, or no answer at all, replaces the client before the error returns,
+    /// so that the caller's next send goes out on a fresh connection.
+    async fn call<T>(
+        &self,
+        client: &Client<ProducerClient>,
+        call: impl Future<Output = azure_messaging_eventhubs::Result<T>>,
+    ) -> Result<T> {
+        let what = || format!("send to `{}`", self.hub);
+        let (error, why) = match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(error)) if is_dead_session(&error) => {
+                let why = first_line(&error.to_string()).to_string();
+                (map(&error, &what()), why)
+            }
+            Ok(Err(error)) => return Err(map(&error, &what())),
+            Err(_) => (
+                timed_out(self.timeout, &what()),
+                format!("a send had no answer within {:?}", self.timeout),
+            ),
+        };
+        let _ = self.connection.replace(client.generation, &why).await;
+        Err(error)
     }
 
     /// The declared limit is on the event as tributary counts it, as for every backend.
@@ -97,22 +129,22 @@ impl Inner {
     /// all at once in a vector grown by reallocation.
     async fn send_group(
         &self,
-        client: &ProducerClient,
+        client: &Client<ProducerClient>,
         partition_key: Option<String>,
         events: Vec<Event>,
     ) -> Result<()> {
         let what = || format!("send to `{}`", self.hub);
         let mut pending = events.into_iter().map(mapping::encode).peekable();
         while pending.peek().is_some() {
-            let batch = deadline(
-                self.timeout,
-                what,
-                client.create_batch(Some(EventDataBatchOptions {
-                    partition_key: partition_key.clone(),
-                    ..Default::default()
-                })),
-            )
-            .await?;
+            let batch = self
+                .call(
+                    client,
+                    client.create_batch(Some(EventDataBatchOptions {
+                        partition_key: partition_key.clone(),
+                        ..Default::default()
+                    })),
+                )
+                .await?;
 
             while let Some(size) = pending.peek().map(|next| next.size) {
                 // A message that surely fits is handed over without a copy; near the limit
@@ -140,7 +172,8 @@ impl Inner {
                         // Over half the link's limit: the SDK's batch cannot hold it (it counts
                         // a first message twice), so it goes alone, still in its key's order.
                         let message = pending.next().expect("peeked").message;
-                        deadline(self.timeout, what, client.send_message(message, None)).await?;
+                        self.call(client, client.send_message(message, None))
+                            .await?;
                         continue;
                     }
                     break;
@@ -149,7 +182,7 @@ impl Inner {
             }
 
             if !batch.is_empty() {
-                deadline(self.timeout, what, client.send_batch(batch, None)).await?;
+                self.call(client, client.send_batch(batch, None)).await?;
             }
         }
         Ok(())
@@ -173,12 +206,9 @@ impl Producer for EventHubsProducer {
                 let client = inner.client()?;
                 // Not through a batch: the SDK counts a batch's first message twice (once as
                 // the envelope), so a batch holds no single event over half the link's limit.
-                deadline(
-                    inner.timeout,
-                    || format!("send to `{}`", inner.hub),
-                    client.send_message(message, None),
-                )
-                .await?;
+                inner
+                    .call(&client, client.send_message(message, None))
+                    .await?;
                 Ok(Receipt::default())
             })
         })
@@ -250,15 +280,7 @@ impl Producer for EventHubsProducer {
         if !inner.gate.close().await {
             return Ok(());
         }
-        let client = inner.client.lock().take();
-        if let Some(client) = client.and_then(|c| Arc::try_unwrap(c).ok()) {
-            deadline(
-                inner.timeout,
-                || format!("close the producer of `{}`", inner.hub),
-                client.close(),
-            )
-            .await?;
-        }
+        inner.connection.close().await;
         Ok(())
     }
 }

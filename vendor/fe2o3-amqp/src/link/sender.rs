@@ -394,7 +394,7 @@ impl Sender {
             .send_with_state::<T, SendError>(sendable.into(), None, false)
             .await
             .map(DeliveryFut::from)?;
-        fut.await
+        outcome_or_session_gone(fut, &self.inner.outgoing).await
     }
 
     /// Like [`send()`](#method.send) but takes a reference to the message
@@ -410,7 +410,7 @@ impl Sender {
             .send_ref_with_state::<T, SendError>(sendable, None, false)
             .await
             .map(DeliveryFut::from)?;
-        fut.await
+        outcome_or_session_gone(fut, &self.inner.outgoing).await
     }
 
     cfg_not_wasm32! {
@@ -995,6 +995,23 @@ impl SenderInner<SenderLink<Target>> {
         }
 
         Ok(())
+    }
+}
+
+/// TRIBUTARY PATCH (see vendor/README.md): the outcome of a delivery, or an error once the
+/// session this link writes to is gone. The outcome's sender lives in the link's own unsettled
+/// map, so a transfer handed to a session whose connection then died (written to a dead
+/// socket, or never written) left upstream's `send` waiting forever: nothing drops that sender
+/// and no disposition will come. The session engine drops (or closes) the link frames'
+/// receiver when it stops, which ends `closed()`.
+async fn outcome_or_session_gone(
+    fut: DeliveryFut<Result<Outcome, SendError>>,
+    session: &mpsc::Sender<LinkFrame>,
+) -> Result<Outcome, SendError> {
+    tokio::select! {
+        biased;
+        outcome = fut => outcome,
+        _ = session.closed() => Err(SendError::LinkStateError(LinkStateError::IllegalSessionState)),
     }
 }
 
