@@ -18,12 +18,20 @@
 //! events, instead of hanging. With `BENCH_EH_MARKS=1` each phase's start and end are printed
 //! on CLOCK_MONOTONIC, for `perf record -k mono` then `perf report --time START,END`.
 //!
+//! A second table puts both processes side by side per event (the emulator is this run's child,
+//! its pid known to the fixture): CPU on a core and time runnable but waiting for one, from
+//! each thread's `schedstat`, and context switches, from its `status`. `BENCH_EH_THREADS=1`
+//! prints them per thread for every phase. `BENCH_EH_RAW_SHAPE=task|tasks` moves the raw
+//! side's partition readers off the main thread into one spawned task or a task each, for
+//! comparing where the decoding runs.
+//!
 //! ```sh
 //! cargo bench -p tributary-eventhubs --bench eventhubs
 //! ```
 
 #[path = "../../../benches/probe.rs"]
 mod probe;
+mod sched;
 
 #[global_allocator]
 static GLOBAL: probe::CountingAllocator = probe::CountingAllocator;
@@ -38,8 +46,9 @@ use azure_messaging_eventhubs::{
     ConsumerClient, EventDataBatchOptions, OpenReceiverOptions, ProducerClient, StartLocation,
     StartPosition as SdkStart,
 };
-use futures::StreamExt;
 use futures::future::try_join_all;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::mpsc::UnboundedSender;
 use tributary::{ConsumerOptions, Event, StartPosition};
 use tributary_testcontainers::{Peer, require, unique_name};
 
@@ -105,13 +114,63 @@ async fn raw_produce(endpoint: &str, hub: &str, events: usize) -> Duration {
     elapsed
 }
 
+/// Where the raw side's four partition readers run (`BENCH_EH_RAW_SHAPE`): `main` (the
+/// default) polls them all in the phase's own future, on the runtime's main thread; `task` polls
+/// them all in one spawned task, on a worker; `tasks` spawns a task per partition, the shape of
+/// tributary's receive tasks. The rate of each, against the same CPU, shows what the placement
+/// of the decoding alone does to the rate.
+#[derive(Clone, Copy, PartialEq)]
+enum RawShape {
+    Main,
+    Task,
+    Tasks,
+}
+
+fn raw_shape() -> RawShape {
+    match std::env::var("BENCH_EH_RAW_SHAPE").as_deref() {
+        Ok("task") => RawShape::Task,
+        Ok("tasks") => RawShape::Tasks,
+        _ => RawShape::Main,
+    }
+}
+
+/// Reads one partition with the SDK's receiver, sending each event's body length on `tx`.
+async fn raw_read(client: std::sync::Arc<ConsumerClient>, id: String, tx: UnboundedSender<usize>) {
+    let receiver = client
+        .open_receiver_on_partition(
+            id,
+            Some(OpenReceiverOptions {
+                start_position: Some(SdkStart {
+                    location: StartLocation::Earliest,
+                    inclusive: false,
+                }),
+                prefetch: Some(300),
+                ..Default::default()
+            }),
+        )
+        .await
+        .expect("receiver");
+    let stream = receiver.stream_events();
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        let event = event.expect("event");
+        // Copy out what an application reads, as tributary does.
+        let body = event.event_data().body().map(<[u8]>::to_vec);
+        if tx.send(body.map_or(0, |b| b.len())).is_err() {
+            break;
+        }
+    }
+}
+
 async fn raw_consume(endpoint: &str, hub: &str, events: usize) -> Duration {
     step("open the consumer");
-    let consumer = ConsumerClient::builder()
-        .with_custom_endpoint(endpoint.to_string())
-        .open_with_connection_string(CONNECTION, Some(hub))
-        .await
-        .expect("consumer");
+    let consumer = std::sync::Arc::new(
+        ConsumerClient::builder()
+            .with_custom_endpoint(endpoint.to_string())
+            .open_with_connection_string(CONNECTION, Some(hub))
+            .await
+            .expect("consumer"),
+    );
     let partitions = consumer
         .get_eventhub_properties()
         .await
@@ -119,38 +178,26 @@ async fn raw_consume(endpoint: &str, hub: &str, events: usize) -> Duration {
         .partition_ids;
     step("open the receivers and read");
     let started = Instant::now();
-    let client = &consumer;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
-    let readers = partitions.into_iter().map(|id| {
-        let tx = tx.clone();
-        async move {
-            let receiver = client
-                .open_receiver_on_partition(
-                    id,
-                    Some(OpenReceiverOptions {
-                        start_position: Some(SdkStart {
-                            location: StartLocation::Earliest,
-                            inclusive: false,
-                        }),
-                        prefetch: Some(300),
-                        ..Default::default()
-                    }),
-                )
-                .await
-                .expect("receiver");
-            let stream = receiver.stream_events();
-            futures::pin_mut!(stream);
-            while let Some(event) = stream.next().await {
-                let event = event.expect("event");
-                // Copy out what an application reads, as tributary does.
-                let body = event.event_data().body().map(<[u8]>::to_vec);
-                if tx.send(body.map_or(0, |b| b.len())).is_err() {
-                    break;
-                }
-            }
+    let readers: Vec<_> = partitions
+        .into_iter()
+        .map(|id| raw_read(consumer.clone(), id, tx.clone()))
+        .collect();
+    drop(tx);
+    let mut spawned = Vec::new();
+    let all = match raw_shape() {
+        RawShape::Main => futures::future::join_all(readers).boxed(),
+        RawShape::Task => {
+            spawned.push(tokio::spawn(async move {
+                futures::future::join_all(readers).await;
+            }));
+            futures::future::pending().boxed()
         }
-    });
-    let all = futures::future::join_all(readers);
+        RawShape::Tasks => {
+            spawned.extend(readers.into_iter().map(tokio::spawn));
+            futures::future::pending().boxed()
+        }
+    };
     let count = async {
         let mut got = 0;
         while got < events {
@@ -165,6 +212,14 @@ async fn raw_consume(endpoint: &str, hub: &str, events: usize) -> Duration {
     }
     let elapsed = started.elapsed();
     step("close the consumer");
+    for task in spawned {
+        task.abort();
+        let _ = task.await;
+    }
+    // The readers, and their clones of the client, are gone with the select and the tasks.
+    let Ok(consumer) = std::sync::Arc::try_unwrap(consumer) else {
+        panic!("a reader still holds the client");
+    };
     consumer.close().await.expect("close");
     elapsed
 }
@@ -259,13 +314,18 @@ struct Side {
     rates: Vec<f64>,
     cpu_per_event: Vec<f64>,
     allocations_per_event: Vec<f64>,
+    /// This process's and the emulator's threads over each round's phase.
+    client: Vec<sched::Usage>,
+    emulator: Vec<sched::Usage>,
 }
 
 impl Side {
     /// Runs one phase (setup and close included) under the deadline; a phase that misses it
     /// ends the process saying where it stood, since a stalled SDK call may never return.
+    #[allow(clippy::too_many_arguments)]
     async fn run<F: std::future::Future<Output = Duration>>(
         &mut self,
+        emulator: Option<u32>,
         phase: &str,
         round: usize,
         events: usize,
@@ -274,6 +334,10 @@ impl Side {
     ) {
         step("start");
         DONE.store(0, Ordering::Relaxed);
+        let threads_before = (
+            sched::Snapshot::take(None),
+            emulator.map(|pid| sched::Snapshot::take(Some(pid))),
+        );
         let before = probe::cpu_time();
         let (allocations, _) = probe::allocations();
         probe::mark("BENCH_EH_MARKS", phase, "start");
@@ -288,6 +352,22 @@ impl Side {
         };
         probe::mark("BENCH_EH_MARKS", phase, "end");
         let cpu = probe::cpu_time() - before;
+        let client = sched::Usage::between(&threads_before.0, &sched::Snapshot::take(None), events);
+        let server = match (emulator, &threads_before.1) {
+            (Some(pid), Some(was)) => {
+                sched::Usage::between(was, &sched::Snapshot::take(Some(pid)), events)
+            }
+            _ => sched::Usage::default(),
+        };
+        if std::env::var_os("BENCH_EH_THREADS").is_some() {
+            println!("  threads {phase} round {round}: client {}", client.line());
+            println!(
+                "  threads {phase} round {round}: emulator {}",
+                server.line()
+            );
+        }
+        self.client.push(client);
+        self.emulator.push(server);
         self.cpu_per_event
             .push(cpu.as_secs_f64() * 1e6 / events as f64);
         self.allocations_per_event
@@ -346,6 +426,8 @@ async fn main() {
     let deadline = Duration::from_secs(env("BENCH_EH_DEADLINE_SECS", 300) as u64);
     println!("load average at the start: {}", load_average());
     let endpoint = format!("amqp://{}", server.address());
+    // The emulator's process, for its CPU per event (none when the run's host provides it).
+    let emulator = server.pid();
     tributary_eventhubs::register();
     let backend = tributary::connect(server.url()).await.expect("connect");
     let (mut raw_p, mut raw_c, mut trib_p, mut trib_c, mut trib_b) = (
@@ -365,6 +447,7 @@ async fn main() {
             if first == raw_first {
                 raw_p
                     .run(
+                        emulator,
                         "raw-produce",
                         round,
                         events,
@@ -375,6 +458,7 @@ async fn main() {
             } else {
                 trib_p
                     .run(
+                        emulator,
                         "tributary-produce",
                         round,
                         events,
@@ -388,6 +472,7 @@ async fn main() {
             if first == raw_first {
                 raw_c
                     .run(
+                        emulator,
                         "raw-consume",
                         round,
                         events,
@@ -398,6 +483,7 @@ async fn main() {
             } else {
                 trib_c
                     .run(
+                        emulator,
                         "tributary-consume",
                         round,
                         events,
@@ -407,6 +493,7 @@ async fn main() {
                     .await;
                 trib_b
                     .run(
+                        emulator,
                         "tributary-consume-batch",
                         round,
                         events,
@@ -468,6 +555,43 @@ async fn main() {
             ours.cpu_us(),
             raw.allocations(),
             ours.allocations(),
+        );
+    }
+    println!(
+        "\nBoth processes per event (schedstat; medians over the rounds): CPU on a core, time runnable but waiting for one, and context switches per 1000 events (voluntary + involuntary):"
+    );
+    println!(
+        "| | client CPU µs | emulator CPU µs | sum µs | client waiting µs | emulator waiting µs | client switches | emulator switches |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (what, side) in [
+        ("produce, raw", &raw_p),
+        ("produce, tributary", &trib_p),
+        ("consume, raw", &raw_c),
+        ("consume, tributary `receive()`", &trib_c),
+        ("consume, tributary `receive_batch(1000)`", &trib_b),
+    ] {
+        let m = |usages: &[sched::Usage], f: fn(&sched::Usage) -> f64| {
+            median(&mut usages.iter().map(f).collect::<Vec<_>>())
+        };
+        println!(
+            "| {what} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} + {:.0} | {:.0} + {:.0} |",
+            m(&side.client, |u| u.run_us),
+            m(&side.emulator, |u| u.run_us),
+            median(
+                &mut side
+                    .client
+                    .iter()
+                    .zip(&side.emulator)
+                    .map(|(c, e)| c.run_us + e.run_us)
+                    .collect::<Vec<_>>()
+            ),
+            m(&side.client, |u| u.wait_us),
+            m(&side.emulator, |u| u.wait_us),
+            m(&side.client, |u| u.voluntary),
+            m(&side.client, |u| u.involuntary),
+            m(&side.emulator, |u| u.voluntary),
+            m(&side.emulator, |u| u.involuntary),
         );
     }
     for (what, raw, ours) in [
