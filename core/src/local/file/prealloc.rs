@@ -102,13 +102,23 @@ impl FileLog {
 
     /// Writes the active segment's zeros up to `segment_bytes` (a new log, an old log written by
     /// growing segments, a segment whose torn tail was truncated). Once per open, synchronously:
-    /// appends of this process then overwrite in place from the first one on.
+    /// appends of this process then overwrite in place from the first one on. Where that fails
+    /// (a full disk), the segment grows with its appends instead, as under the other policies.
     pub(super) fn fill_active(&self, seg: &mut Segment) -> Result<()> {
         let to = self.config.segment_bytes;
-        if seg.capacity < to {
-            write_zeros(&seg.file, seg.capacity, to, None)
-                .map_err(|e| io(format!("writing zeros to {}", seg.log_path.display()), e))?;
-            seg.capacity = to;
+        if seg.capacity >= to {
+            return Ok(());
+        }
+        match write_zeros(&seg.file, seg.capacity, to, None) {
+            Ok(()) => seg.capacity = to,
+            Err(e) => {
+                tracing::warn!(log = %self.label, file = %seg.log_path.display(), error = %e,
+                    "cannot write the active segment's zeros; it grows with its appends instead");
+                seg.file
+                    .set_len(seg.capacity)
+                    .and_then(|_| seg.file.sync_all())
+                    .map_err(|e| io(format!("truncating {}", seg.log_path.display()), e))?;
+            }
         }
         Ok(())
     }
