@@ -7,13 +7,17 @@ mod cli_support;
 use cli_support::{numbered, receipts, run, segments, url};
 use std::path::Path;
 
-/// (byte position, length, offset) of every frame in a segment file (see core's codec.rs).
+/// (byte position, length, offset) of every frame in a segment file (see core's codec.rs); the
+/// records of an active segment written in place (`fsync=always`) end where its zeros start.
 fn frames(segment: &Path) -> Vec<(usize, usize, u64)> {
     let bytes = std::fs::read(segment).unwrap();
     let mut out = Vec::new();
     let mut pos = 0;
     while pos + 8 <= bytes.len() {
         let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
         let offset = u64::from_le_bytes(bytes[pos + 10..pos + 18].try_into().unwrap());
         out.push((pos, 8 + len, offset));
         pos += 8 + len;

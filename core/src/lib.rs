@@ -64,7 +64,7 @@
 //! | `partitions` | `4` | partitions of streams created on first use |
 //! | `auto_create` | `true` | create streams on first use (`false`: [`ErrorKind::NotFound`]) |
 //! | `max_event_bytes` | `1MiB` | largest event (key + payload + headers) |
-//! | `segment_bytes` | `64MiB` (file), `8MiB` (memory) | segment size (memory segments also hold at most 1,024 records) |
+//! | `segment_bytes` | `64MiB` (file), `8MiB` (memory) | segment size (memory segments also hold at most 1,024 records); under file `fsync=always` each partition's active segment is written with zeros to this size before it takes records, and the next one is prepared when it is half full, so a partition uses up to 1.5 segments of disk beyond its records |
 //! | `retention_bytes` | unlimited | per-partition size limit; the oldest segments go first |
 //! | `retention` | unlimited | age limit, e.g. `7d` |
 //! | `fsync` | `always` | `always`: every write is on disk before its send returns (concurrent sends share one fsync); `interval` (with `fsync_interval=100ms`): a power loss can lose that window; `never`: the OS decides. A process crash loses nothing in any mode |

@@ -132,10 +132,35 @@ pub(crate) async fn mpsc_latency() -> Latency {
     percentiles("tokio mpsc", true, samples)
 }
 
-/// The same bytes as the file log writes, sequentially, `batch` frames per write.
-pub(crate) fn raw_throughput(dir: &std::path::Path, n: usize, batch: usize, fsync: bool) -> f64 {
+/// Writes `bytes` zeros to `file` and makes them durable, then rewinds it: writes into it then
+/// overwrite initialized blocks in place, so an fdatasync has no size or extent to commit.
+fn prezero(file: &mut std::fs::File, bytes: usize) {
+    use std::io::Seek;
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(zeros.len());
+        file.write_all(&zeros[..n]).unwrap();
+        left -= n;
+    }
+    file.sync_all().unwrap();
+    file.rewind().unwrap();
+}
+
+/// The same bytes as the file log writes, sequentially, `batch` frames per write; into a file
+/// written with zeros beforehand when `prezeroed`.
+pub(crate) fn raw_throughput(
+    dir: &std::path::Path,
+    n: usize,
+    batch: usize,
+    fsync: bool,
+    prezeroed: bool,
+) -> f64 {
     let path = dir.join(format!("raw-{batch}-{fsync}"));
     let mut file = std::fs::File::create(&path).unwrap();
+    if prezeroed {
+        prezero(&mut file, n * FRAME);
+    }
     let frame = vec![7u8; FRAME];
     let mut buf = Vec::with_capacity(FRAME * batch);
     let started = Instant::now();
@@ -164,6 +189,7 @@ pub(crate) fn raw_spread_fsync_throughput(
     n: usize,
     batch: usize,
     files: usize,
+    prezeroed: bool,
 ) -> f64 {
     use std::sync::mpsc::sync_channel;
     let paths: Vec<_> = (0..files)
@@ -173,6 +199,11 @@ pub(crate) fn raw_spread_fsync_throughput(
         .iter()
         .map(|p| std::fs::File::create(p).unwrap())
         .collect();
+    if prezeroed {
+        for file in &mut handles {
+            prezero(file, n.div_ceil(files) * FRAME);
+        }
+    }
     let frame = vec![7u8; FRAME];
     let mut bufs: Vec<Vec<u8>> = (0..files)
         .map(|_| Vec::with_capacity(FRAME * batch.div_ceil(files)))

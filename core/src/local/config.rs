@@ -24,7 +24,9 @@ pub struct LocalConfig {
     /// Largest event accepted (`max_event_bytes`, default 1 MiB, like Kafka).
     pub max_event_bytes: usize,
     /// Segment size (`segment_bytes`, default 64 MiB for files, 8 MiB in memory; memory segments
-    /// also hold at most 1,024 records).
+    /// also hold at most 1,024 records). Under file `fsync=always` a partition's active segment
+    /// is written with zeros to this size before it takes records and the next one is prepared
+    /// when it is half full: up to 1.5 segments of disk per partition beyond its records.
     pub segment_bytes: u64,
     /// Per-partition size limit (`retention_bytes`, default unlimited).
     pub retention_bytes: Option<u64>,

@@ -17,6 +17,22 @@ impl FileLog {
         Ok(())
     }
 
+    /// Makes the active segment durable before a roll, cut to its records first when it was
+    /// written in place: only the active segment has a zero tail.
+    fn seal(&self, g: &mut Inner) -> Result<()> {
+        let active = g.segments.last_mut().expect("one segment");
+        if active.capacity > active.size {
+            active
+                .file
+                .set_len(active.size)
+                .map_err(|e| io(format!("truncating {}", active.log_path.display()), e))?;
+            active.capacity = active.size;
+            // The fsync below must commit the new length too.
+            g.dirty = true;
+        }
+        self.sync_locked(g)
+    }
+
     /// Writes the marks: readers in other processes see records up to `next` from now on, and
     /// a restart knows every position below `next` was handed out.
     pub(super) fn publish(&self, g: &Inner) {
@@ -43,8 +59,11 @@ impl FileLog {
         }
         for u in undo.iter().filter(|u| u.segment < created_from) {
             let seg = &mut g.segments[u.segment];
+            // A segment written in place grows from here on: zeros are not written back over
+            // a write that failed.
             let _ = seg.file.set_len(u.size);
             seg.size = u.size;
+            seg.capacity = u.size;
             seg.end = u.end;
             seg.index.truncate(u.index_len);
             seg.bytes_since_index = u.bytes_since_index;
@@ -78,9 +97,11 @@ impl FileLog {
             full = false;
             if needs_roll {
                 // Seal: make the old segment durable before records start landing in the next one.
-                let sealed = self
-                    .sync_locked(g)
-                    .and_then(|_| self.create_segment(offset));
+                let sealed = self.seal(g).and_then(|_| {
+                    let path = self.dir.join(segment_name(offset, "log"));
+                    let prepared = self.take_prepared(g, &path);
+                    self.create_segment(offset, prepared)
+                });
                 match sealed {
                     Ok(seg) => g.segments.push(seg),
                     Err(e) => {
@@ -153,11 +174,13 @@ impl FileLog {
             active.max_ms = max_ms;
             active.newest_append_ms = active.newest_append_ms.max(append_ms);
             active.size += scratch.len() as u64;
+            active.capacity = active.capacity.max(active.size);
             active.end = base + i as u64;
             g.dirty = true;
         }
         g.next = base + events.len() as u64;
         g.scratch = scratch;
+        self.maybe_prepare(g);
         Ok(base)
     }
 

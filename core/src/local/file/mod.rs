@@ -6,6 +6,7 @@
 //! 00000000000000000000.log     frames (see codec.rs), base offset in the name
 //! 00000000000000000000.index   24-byte entries: offset u64, byte position u64, max time before it i64
 //! marks                        start and next offset (see codec.rs)
+//! prepared.<pid>.<n>           the next segment being written with zeros (fsync=always)
 //! ```
 //! The index is a hint: it is rebuilt from the log when missing or inconsistent, and never
 //! fsynced. The marks file is the log's memory of what it handed out: `next` is written after
@@ -23,8 +24,13 @@
 //!   `Corrupt` error naming the records, unless the stream was opened with `skip_damaged=true`.
 //!   Records on both sides of damage stay readable: a reader finds the next intact frame after
 //!   the damage by its CRC and offset.
+//!
+//! Under `fsync=always` the active segment is written with zeros to `segment_bytes` before it
+//! becomes active and appends overwrite it in place (see prealloc.rs): its records end at the
+//! first frame that does not decode, and a reader never reads past the marks.
 
 mod append;
+mod prealloc;
 mod read;
 mod recovery;
 mod tail;
@@ -80,7 +86,11 @@ struct Segment {
     index_path: PathBuf,
     file: Arc<File>,
     index_file: Option<File>,
+    /// Where its records end.
     size: u64,
+    /// The file's length: from `size` to here it holds zeros (a segment written in place under
+    /// `fsync=always`); equal to `size` for a segment that grows with its appends.
+    capacity: u64,
     /// Offset after the last record read in order from the start (equals the next segment's
     /// base when sealed and intact).
     end: u64,
@@ -105,6 +115,10 @@ struct Inner {
     scratch: Vec<u8>,
     /// The writer's open marks file.
     marks: Option<File>,
+    /// The next segment, being written with zeros (under `fsync=always`).
+    preparing: Option<prealloc::Preparing>,
+    /// Numbers this process's prepared segment files.
+    prepared_seq: u64,
 }
 
 /// A partition log in a directory.
@@ -118,6 +132,9 @@ pub(crate) struct FileLog {
     inner: Mutex<Inner>,
     /// The newest records this process appended (the last ends at `next`), with its own lock.
     tail: Tail,
+    /// Tests hold the preparation of the next segment with this, to roll while it runs.
+    #[cfg(test)]
+    hold_preparation: Arc<AtomicBool>,
 }
 
 /// What [`FileLog::load`] found on disk.
@@ -178,8 +195,12 @@ impl FileLog {
                 last_sync: Instant::now(),
                 scratch: Vec::new(),
                 marks: None,
+                preparing: None,
+                prepared_seq: 0,
             }),
             tail: Tail::default(),
+            #[cfg(test)]
+            hold_preparation: Arc::default(),
         };
         let loaded = log.load(writable)?;
         log.install(&mut log.inner.lock(), loaded);
@@ -521,14 +542,19 @@ impl PartitionLog for FileLog {
 
 impl Drop for FileLog {
     fn drop(&mut self) {
-        if self.is_writable() {
-            let mut g = self.inner.lock();
-            if let Err(e) = self.sync_locked(&mut g) {
-                tracing::warn!(log = %self.label, error = %e, "fsync on close failed");
-            }
+        let mut g = self.inner.lock();
+        if let Some(preparing) = g.preparing.take() {
+            preparing.cancel();
+        }
+        if self.is_writable()
+            && let Err(e) = self.sync_locked(&mut g)
+        {
+            tracing::warn!(log = %self.label, error = %e, "fsync on close failed");
         }
     }
 }
 
+#[cfg(test)]
+mod prealloc_tests;
 #[cfg(test)]
 mod tests;

@@ -105,7 +105,20 @@ impl FileLog {
             let want = ((limit - chunk_pos) as usize).min(RESYNC_CHUNK + codec::PROBE);
             let buf = read_at(file, chunk_pos, want, path)?;
             let positions = buf.len().min(RESYNC_CHUNK);
-            for i in 0..positions {
+            let mut next = 0;
+            while next < positions {
+                let i = next;
+                // A frame's version byte (its 9th) is never zero: across a run of zeros (the
+                // unwritten tail of a segment written in place, 64 MiB by default) only the
+                // position 8 bytes before its end can start a frame.
+                if buf.get(i + 8) == Some(&0) {
+                    next += buf[i + 8..]
+                        .iter()
+                        .position(|b| *b != 0)
+                        .unwrap_or(buf.len() - i - 8);
+                    continue;
+                }
+                next += 1;
                 let p = chunk_pos + i as u64;
                 if !codec::plausible_frame(&buf[i..], p - at, expect) {
                     continue;

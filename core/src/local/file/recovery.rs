@@ -49,6 +49,7 @@ impl FileLog {
         if writable {
             fs::create_dir_all(&self.dir)
                 .map_err(|e| io(format!("creating {}", self.dir.display()), e))?;
+            self.remove_prepared_leftovers();
         }
         let mut bases = self.list_bases()?;
         let marks = self.read_marks();
@@ -134,8 +135,23 @@ impl FileLog {
             if fresh || empty_before {
                 if let Some(last) = segments.last_mut() {
                     last.index_file = None;
+                    // Only the active segment keeps a zero tail.
+                    if last.capacity > last.size && last.damaged_at.is_none() {
+                        last.file
+                            .set_len(last.size)
+                            .and_then(|_| last.file.sync_all())
+                            .map_err(|e| {
+                                io(format!("truncating {}", last.log_path.display()), e)
+                            })?;
+                        last.capacity = last.size;
+                    }
                 }
-                segments.push(self.create_segment(next)?);
+                segments.push(self.create_segment(next, None)?);
+            }
+            if self.preallocates()
+                && let Some(active) = segments.last_mut()
+            {
+                self.fill_active(active)?;
             }
             let path = self.dir.join(MARKS_FILE);
             let file = OpenOptions::new()
@@ -158,15 +174,24 @@ impl FileLog {
         })
     }
 
-    pub(super) fn create_segment(&self, base: u64) -> Result<Segment> {
+    /// A new segment at `base`: the prepared file when one is given (already renamed to the
+    /// segment's name, its zeros durable), else an empty file.
+    pub(super) fn create_segment(&self, base: u64, prepared: Option<File>) -> Result<Segment> {
         let log_path = self.dir.join(segment_name(base, "log"));
         let index_path = self.dir.join(segment_name(base, "index"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&log_path)
-            .map_err(|e| io(format!("creating {}", log_path.display()), e))?;
+        let file = match prepared {
+            Some(file) => file,
+            None => OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&log_path)
+                .map_err(|e| io(format!("creating {}", log_path.display()), e))?,
+        };
+        let capacity = file
+            .metadata()
+            .map_err(|e| io(format!("reading {}", log_path.display()), e))?
+            .len();
         let index_file = OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -183,6 +208,7 @@ impl FileLog {
             file: Arc::new(file),
             index_file: Some(index_file),
             size: 0,
+            capacity,
             end: base,
             index: Vec::new(),
             bytes_since_index: INDEX_INTERVAL,
@@ -218,7 +244,10 @@ impl FileLog {
         let mut index = fs::read(&index_path)
             .map(|bytes| codec::decode_index(&bytes, base, size))
             .unwrap_or_default();
-        index.retain(|e| e.offset <= upto);
+        // Entries of records the marks never published are not trusted to start a scan from:
+        // in a segment written in place a torn write can leave its later frames intact after
+        // zeros, and a scan must meet those zeros to stop there.
+        index.retain(|e| e.offset <= upto && hwm.is_none_or(|h| e.offset < h));
         // Re-verify the last entry: an index written ahead of a torn log must not be trusted.
         let mut start = index.last().copied().unwrap_or(IndexEntry {
             offset: base,
@@ -235,6 +264,7 @@ impl FileLog {
             file: Arc::new(file),
             index_file: None,
             size,
+            capacity: size,
             end: start.offset,
             index,
             bytes_since_index: 0,
@@ -257,7 +287,14 @@ impl FileLog {
                 Err(e) => return Err(e),
             }
         };
+        // Zeros from the first frame that does not decode to the end of the file: a segment
+        // written in place, whose appends stopped there. Anything else there is a torn write.
+        let zero_tail = match stop {
+            Some(_) => prealloc::zeros_from(&seg.file, pos, size, &seg.log_path)?,
+            None => false,
+        };
         match stop {
+            Some(_) if zero_tail => seg.size = pos,
             Some(reason) if is_last && hwm.is_none_or(|h| seg.end >= h) => {
                 if writable {
                     tracing::warn!(
@@ -269,6 +306,7 @@ impl FileLog {
                         .set_len(pos)
                         .and_then(|_| seg.file.sync_all())
                         .map_err(|e| io(format!("truncating {}", seg.log_path.display()), e))?;
+                    seg.capacity = pos;
                 }
                 // A reader must not truncate; the writer may still be completing this frame.
                 seg.size = pos;
