@@ -299,6 +299,11 @@ async fn run(n: usize, dir: &std::path::Path) -> Results {
             row("raw fdatasync, pre-zeroed", true, fsync_n, raw);
             let per_sec = backend_throughput(&file_url("always"), fsync_n, batch).await;
             row("file:// fsync=always", false, fsync_n, per_sec);
+            // The same with segments written with zeros first and overwritten in place (an
+            // option, off by default: it writes a segment of zeros per partition up front).
+            let url = file_url("always&preallocate=true");
+            let per_sec = backend_throughput(&url, fsync_n, batch).await;
+            row("fsync=always preallocate", false, fsync_n, per_sec);
             // Like for like: the log keeps one file per partition, so a batch over 4
             // partitions makes 4 files durable where the baseline above makes one.
             let raw = raw_spread_fsync_throughput(dir, fsync_n, batch, 4, false);

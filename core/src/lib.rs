@@ -64,11 +64,13 @@
 //! | `partitions` | `4` | partitions of streams created on first use |
 //! | `auto_create` | `true` | create streams on first use (`false`: [`ErrorKind::NotFound`]) |
 //! | `max_event_bytes` | `1MiB` | largest event (key + payload + headers) |
-//! | `segment_bytes` | `64MiB` (file), `8MiB` (memory) | segment size (memory segments also hold at most 1,024 records); under file `fsync=always` each partition's active segment is written with zeros to this size before it takes records, and the next one is prepared when it is half full, so a partition uses up to 1.5 segments of disk beyond its records |
+//! | `segment_bytes` | `64MiB` (file), `8MiB` (memory) | segment size (memory segments also hold at most 1,024 records) |
 //! | `retention_bytes` | unlimited | per-partition size limit; the oldest segments go first |
 //! | `retention` | unlimited | age limit, e.g. `7d` |
 //! | `fsync` | `always` | `always`: every write is on disk before its send returns (concurrent sends share one fsync); `interval` (with `fsync_interval=100ms`): a power loss can lose that window; `never`: the OS decides. A process crash loses nothing in any mode |
 //! | `group_lease` | `15s` | `file://` only: how long the consumer groups of a crashed process stay claimed before another process can take them over |
+//! | `skip_damaged` | `false` | `file://` only: readers step over lost or damaged records with a warning instead of a `Corrupt` error |
+//! | `preallocate` | `false` | `file://` with `fsync=always` only: each partition's active segment is written with zeros to `segment_bytes` before it takes records and overwritten in place, so an fdatasync has no size change to commit (1.3–1.7× the throughput on ext4 here), at the cost of those zeros written up front and up to 1.5 segments of disk per partition beyond its records |
 //!
 //! One process at a time writes a `file://` directory; other processes open it read-only and
 //! can consume and tail it.

@@ -24,9 +24,7 @@ pub struct LocalConfig {
     /// Largest event accepted (`max_event_bytes`, default 1 MiB, like Kafka).
     pub max_event_bytes: usize,
     /// Segment size (`segment_bytes`, default 64 MiB for files, 8 MiB in memory; memory segments
-    /// also hold at most 1,024 records). Under file `fsync=always` a partition's active segment
-    /// is written with zeros to this size before it takes records and the next one is prepared
-    /// when it is half full: up to 1.5 segments of disk per partition beyond its records.
+    /// also hold at most 1,024 records).
     pub segment_bytes: u64,
     /// Per-partition size limit (`retention_bytes`, default unlimited).
     pub retention_bytes: Option<u64>,
@@ -40,6 +38,13 @@ pub struct LocalConfig {
     /// Readers step over lost or damaged records of `file://` streams with a warning
     /// (`skip_damaged`, default false: reaching them is a `Corrupt` error naming them).
     pub skip_damaged: bool,
+    /// Under `fsync=always`, write each segment with zeros before it takes records and
+    /// overwrite it in place (`preallocate`, default false): an fdatasync then commits no size
+    /// change, 1.3–1.7× the throughput on ext4 here, at the cost of a partition's active
+    /// segment written whole when it starts (64 MiB of zeros per partition by default) and the
+    /// next one prepared once it is half full: up to 1.5 segments of disk per partition beyond
+    /// its records. Off by default, as Kafka's `log.preallocate`.
+    pub preallocate: bool,
 }
 
 pub(super) const OPTIONS: &[&str] = &[
@@ -53,6 +58,7 @@ pub(super) const OPTIONS: &[&str] = &[
     "fsync_interval",
     "group_lease",
     "skip_damaged",
+    "preallocate",
 ];
 
 impl LocalConfig {
@@ -70,6 +76,7 @@ impl LocalConfig {
             fsync: FsyncPolicy::Always,
             group_lease: Duration::from_secs(15),
             skip_damaged: false,
+            preallocate: false,
         }
     }
 
@@ -149,17 +156,20 @@ impl LocalConfig {
         let interval = opts.take_duration("fsync_interval")?;
         let group_lease = opts.take_duration("group_lease")?;
         let skip_damaged = opts.take_bool("skip_damaged")?;
+        let preallocate = opts.take_bool("preallocate")?;
         if !file
             && (fsync.is_some()
                 || interval.is_some()
                 || group_lease.is_some()
-                || skip_damaged.is_some())
+                || skip_damaged.is_some()
+                || preallocate.is_some())
         {
             return Err(Error::config(
-                "options `fsync`, `fsync_interval`, `group_lease` and `skip_damaged` apply to file:// only",
+                "options `fsync`, `fsync_interval`, `group_lease`, `skip_damaged` and `preallocate` apply to file:// only",
             ));
         }
         config.skip_damaged = skip_damaged.unwrap_or(false);
+        config.preallocate = preallocate.unwrap_or(false);
         config.fsync = match (fsync.as_deref(), interval) {
             (None | Some("always"), None) => FsyncPolicy::Always,
             (Some("interval"), i) | (None, i @ Some(_)) => {
@@ -178,6 +188,11 @@ impl LocalConfig {
                 )));
             }
         };
+        if config.preallocate && config.fsync != FsyncPolicy::Always {
+            return Err(Error::config(
+                "option `preallocate` applies to fsync=always only (without a sync per write there is no size change to save)",
+            ));
+        }
         if let Some(lease) = group_lease {
             config.group_lease = lease.max(Duration::from_millis(100));
         }
@@ -190,6 +205,7 @@ impl LocalConfig {
             segment_bytes: self.segment_bytes,
             retention_bytes: self.retention_bytes,
             retention_age: self.retention_age,
+            preallocate: self.preallocate,
         }
     }
 }

@@ -80,6 +80,7 @@ fn config() -> LogConfig {
         segment_bytes: 1024,
         retention_bytes: None,
         retention_age: None,
+        preallocate: false,
     }
 }
 

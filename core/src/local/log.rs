@@ -17,6 +17,9 @@ pub(crate) struct LogConfig {
     pub retention_bytes: Option<u64>,
     /// Segments whose newest record is older than this are dropped.
     pub retention_age: Option<Duration>,
+    /// File logs under `fsync=always` write each segment with zeros before it takes records,
+    /// so that an fdatasync has no size change to commit (`preallocate`).
+    pub preallocate: bool,
 }
 
 /// Storage of one partition. Methods may block (file I/O); async callers use `spawn_blocking`
@@ -355,6 +358,7 @@ mod tests {
     #[test]
     fn segments_roll_and_retention_drops_oldest() {
         let log = MemoryLog::new(LogConfig {
+            preallocate: false,
             segment_bytes: 100,
             retention_bytes: Some(400),
             retention_age: None,
@@ -382,6 +386,7 @@ mod tests {
     #[test]
     fn segments_also_roll_at_a_record_count() {
         let log = MemoryLog::new(LogConfig {
+            preallocate: false,
             segment_bytes: u64::MAX,
             retention_bytes: Some(1),
             retention_age: None,

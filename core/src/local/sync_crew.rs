@@ -139,6 +139,7 @@ mod tests {
             segment_bytes: 1 << 20,
             retention_bytes: None,
             retention_age: None,
+            preallocate: false,
         };
         FileLog::open(
             dir,

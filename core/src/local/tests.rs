@@ -39,6 +39,12 @@ fn url_options_are_validated() {
         ("memory://?bogus=1", "unknown option `bogus`"),
         ("memory://?max_event_bytes=lots", "max_event_bytes"),
         ("memory:///path", "no path"),
+        ("memory://?preallocate=true", "file:// only"),
+        (
+            "file:///tmp/x?fsync=never&preallocate=true",
+            "fsync=always only",
+        ),
+        ("file:///tmp/x?preallocate=maybe", "preallocate"),
     ];
     for (url, needle) in bad {
         let err = LocalConfig::from_url(&Url::parse(url).unwrap()).unwrap_err();
@@ -48,6 +54,52 @@ fn url_options_are_validated() {
     let ok =
         LocalConfig::from_url(&Url::parse("file:///tmp/x?fsync_interval=50ms").unwrap()).unwrap();
     assert_eq!(ok.fsync, FsyncPolicy::Interval(Duration::from_millis(50)));
+    assert!(!ok.preallocate, "off by default");
+    let ok = LocalConfig::from_url(&Url::parse("file:///tmp/x?preallocate=true").unwrap()).unwrap();
+    assert!(ok.preallocate);
+    assert_eq!(ok.fsync, FsyncPolicy::Always);
+}
+
+/// `preallocate=true` writes a partition's active segment whole before it takes records; the
+/// default grows it with its appends.
+#[tokio::test]
+async fn preallocate_writes_the_active_segment_whole_and_only_when_asked() {
+    async fn segment_sizes(options: &str) -> Vec<u64> {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "file://{}?segment_bytes=65536{options}",
+            dir.path().display()
+        );
+        let backend = crate::connect(&url).await.unwrap();
+        backend
+            .create_stream("s", StreamSpec::with_partitions(1))
+            .await
+            .unwrap();
+        let producer = backend.producer("s").await.unwrap();
+        producer.send(crate::Event::new("one")).await.unwrap();
+        let mut sizes = Vec::new();
+        let mut dirs = vec![dir.path().to_path_buf()];
+        while let Some(d) = dirs.pop() {
+            for entry in std::fs::read_dir(&d).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "log") {
+                    sizes.push(std::fs::metadata(&path).unwrap().len());
+                }
+            }
+        }
+        backend.close().await.unwrap();
+        sizes
+    }
+    let grown = segment_sizes("").await;
+    assert_eq!(grown.len(), 1, "one segment: {grown:?}");
+    assert!(
+        grown[0] < 1024,
+        "a growing segment holds its one record: {grown:?}"
+    );
+    let written = segment_sizes("&preallocate=true").await;
+    assert_eq!(written, vec![65536], "the active segment written whole");
 }
 
 /// Issue 17 (2): only a process that writes holds the writer lock; one that reads first

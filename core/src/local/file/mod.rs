@@ -6,7 +6,7 @@
 //! 00000000000000000000.log     frames (see codec.rs), base offset in the name
 //! 00000000000000000000.index   24-byte entries: offset u64, byte position u64, max time before it i64
 //! marks                        start and next offset (see codec.rs)
-//! prepared.<pid>.<n>           the next segment being written with zeros (fsync=always)
+//! prepared.<pid>.<n>           the next segment being written with zeros (preallocate)
 //! ```
 //! The index is a hint: it is rebuilt from the log when missing or inconsistent, and never
 //! fsynced. The marks file is the log's memory of what it handed out: `next` is written after
@@ -25,8 +25,8 @@
 //!   Records on both sides of damage stay readable: a reader finds the next intact frame after
 //!   the damage by its CRC and offset.
 //!
-//! Under `fsync=always` the active segment is written with zeros to `segment_bytes` before it
-//! becomes active and appends overwrite it in place (see prealloc.rs): its records end at the
+//! Under `fsync=always` with `preallocate` the active segment is written with zeros to
+//! `segment_bytes` before it becomes active and appends overwrite it in place (see prealloc.rs): its records end at the
 //! first frame that does not decode, and a reader never reads past the marks.
 
 mod append;

@@ -1,10 +1,11 @@
-//! Segments written in place under `fsync=always`.
+//! Segments written in place under `fsync=always` with the `preallocate` option (off by
+//! default: it writes a segment of zeros per partition up front).
 //!
 //! An fdatasync after an append that grew the file must also commit the new size and extents
 //! (an ext4 journal commit); after an append that overwrote blocks already written it has only
 //! the data to flush. Measured on the development disk (raw baselines of the local bench,
 //! 2026-12-02): one pre-zeroed file synced per batch ran about 1.4× one growing file, four
-//! synced together about 1.3×. So under `fsync=always` a segment is written with zeros to
+//! synced together about 1.3×. So under `fsync=always` with `preallocate` a segment is written with zeros to
 //! `segment_bytes` and synced once before it becomes active (zeros, not `fallocate`: writing
 //! into unwritten extents changes metadata too), and appends overwrite it in place. The next
 //! segment is prepared by a thread of its own once the active one is half full, so a roll does
@@ -81,7 +82,7 @@ pub(super) fn zeros_from(file: &File, from: u64, to: u64, path: &Path) -> Result
 impl FileLog {
     /// Whether this log's segments are written in place (see the module's docs).
     pub(super) fn preallocates(&self) -> bool {
-        self.fsync == FsyncPolicy::Always
+        self.fsync == FsyncPolicy::Always && self.config.preallocate
     }
 
     /// Removes prepared segments a previous writer left (a crash, or a close mid-preparation).

@@ -9,6 +9,7 @@ fn config(segment_bytes: u64) -> LogConfig {
         segment_bytes,
         retention_bytes: None,
         retention_age: None,
+        preallocate: true,
     }
 }
 
@@ -260,4 +261,43 @@ fn a_leftover_prepared_file_is_removed_at_open() {
     let log = open(dir.path(), 4096, FsyncPolicy::Always);
     assert!(leftovers(dir.path()).is_empty());
     assert_eq!(append(&log, &[event(0)]), 0);
+}
+
+/// A log written in place, reopened without `preallocate` (the option dropped from the URL):
+/// its zeros are taken for the end of its records, appends go on after them and roll as a
+/// growing log does, and every record reads back.
+#[test]
+fn a_log_written_in_place_reopens_without_the_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let events: Vec<Event> = (0..60).map(event).collect();
+    {
+        let log = open(dir.path(), 4096, FsyncPolicy::Always);
+        append(&log, &events[..20]);
+        let (_, end, len) = active(&log);
+        assert!(
+            len > end,
+            "written in place: zeros after the records ({end} of {len})"
+        );
+    }
+    let plain = |dir: &Path| {
+        let mut config = config(4096);
+        config.preallocate = false;
+        FileLog::open(dir, "test".into(), true, FsyncPolicy::Always, config, false).unwrap()
+    };
+    {
+        let log = plain(dir.path());
+        assert_eq!(log.bounds().1, 20);
+        append(&log, &events[20..]);
+        assert!(
+            leftovers(dir.path()).is_empty(),
+            "nothing prepared without the option"
+        );
+    }
+    let log = plain(dir.path());
+    let records = read_all(&log);
+    assert_eq!(records.len(), 60);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r.offset, i as u64);
+        assert_eq!(r.event, events[i]);
+    }
 }

@@ -6,6 +6,7 @@ fn config(segment_bytes: u64) -> LogConfig {
         segment_bytes,
         retention_bytes: None,
         retention_age: None,
+        preallocate: false,
     }
 }
 
@@ -290,6 +291,7 @@ fn seek_by_time_and_retention() {
             segment_bytes: 2048,
             retention_bytes: Some(8192),
             retention_age: None,
+            preallocate: false,
         },
         false,
     )
