@@ -12,6 +12,7 @@ use fe2o3_amqp::types::messaging::MessageAnnotations;
 use fe2o3_amqp::types::messaging::annotations::OwnedKey;
 use fe2o3_amqp::types::primitives::{OrderedMap, Symbol, Timestamp, Value};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::connection::ConnState;
 use super::{Shared, error, not_found, refuse_sender};
@@ -23,6 +24,14 @@ const SELECTOR_FILTER: &str = "apache.org:selector-filter:string";
 const EPOCH_PROPERTY: &str = "com.microsoft:epoch";
 /// Events handed to a consumer link per read of the partition.
 const READ_CHUNK: usize = 128;
+/// What one wait for link credit ended with.
+enum Step {
+    Sent,
+    Ended(Result<Detach, oneshot::error::RecvError>),
+    Failed,
+    Idle,
+}
+
 /// How often a consumer blocked on link credit checks whether the client detached meanwhile.
 const CREDIT_RECHECK: Duration = Duration::from_millis(250);
 
@@ -171,13 +180,19 @@ pub(super) async fn consumer(
         ?epoch,
         "consumer attached"
     );
+    // One recheck deadline for the link's life, not a timer per event: it is re-armed only
+    // when it fires, and looks for a detach only if no send completed in the period before,
+    // so the look happens after between one and two periods without credit.
+    let mut recheck = std::pin::pin!(tokio::time::sleep(CREDIT_RECHECK));
+    let mut progressed = false;
     loop {
         // Mark the current tail as seen before reading, so an append after the read wakes us.
         tail.borrow_and_update();
         let events = partition.read(next, READ_CHUNK);
         if events.is_empty() {
             tokio::select! {
-                changed = tail.changed() => if changed.is_err() { return },
+                // Time spent waiting for events is not time without credit.
+                changed = tail.changed() => if changed.is_err() { return } else { progressed = true },
                 detach = &mut claim.ended => return end(sender, detach).await,
                 _ = sender.on_detach() => return,
             }
@@ -190,20 +205,44 @@ pub(super) async fn consumer(
                 .build();
             // Sending waits for link credit, which bounds what is in flight per consumer.
             loop {
-                tokio::select! {
-                    biased;
-                    detach = &mut claim.ended => return end(sender, detach).await,
-                    sent = sender.send_batchable_ref(&sendable) => match sent {
-                        Ok(_outcome) => break,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "consumer link ended");
-                            return;
+                let step = {
+                    let send = sender.send_batchable_ref(&sendable);
+                    let mut send = std::pin::pin!(send);
+                    loop {
+                        tokio::select! {
+                            biased;
+                            detach = &mut claim.ended => break Step::Ended(detach),
+                            sent = &mut send => break match sent {
+                                Ok(_outcome) => Step::Sent,
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "consumer link ended");
+                                    Step::Failed
+                                }
+                            },
+                            () = &mut recheck => {
+                                recheck.as_mut().reset(Instant::now() + CREDIT_RECHECK);
+                                if std::mem::take(&mut progressed) {
+                                    continue;
+                                }
+                                break Step::Idle;
+                            }
                         }
-                    },
-                    _ = tokio::time::sleep(CREDIT_RECHECK) => {
-                        // Out of credit for a while: the client may be detaching, and its detach
-                        // is only seen when we look for it.
-                        if tokio::time::timeout(Duration::from_millis(20), sender.on_detach()).await.is_ok() {
+                    }
+                };
+                match step {
+                    Step::Sent => {
+                        progressed = true;
+                        break;
+                    }
+                    Step::Ended(detach) => return end(sender, detach).await,
+                    Step::Failed => return,
+                    Step::Idle => {
+                        // Out of credit for a while: the client may be detaching, and its
+                        // detach is only seen when we look for it.
+                        if tokio::time::timeout(Duration::from_millis(20), sender.on_detach())
+                            .await
+                            .is_ok()
+                        {
                             return;
                         }
                     }
