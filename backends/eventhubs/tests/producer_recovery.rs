@@ -11,8 +11,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use tributary::{ConsumerExt, Event};
-use tributary_eventhubs_emulator::{Config, Emulator, HubConfig};
-use tributary_testcontainers::{Peer, require, unique_name};
+use tributary_testcontainers::{Peer, require};
 
 /// The producer's deadline per send in this test (the default is 30 s).
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,14 +53,7 @@ async fn sends_across_a_cut(mid_send: bool) {
     let Some(azurite) = require(Peer::Azurite) else {
         return;
     };
-    let hub = unique_name("prodcut");
-    let emulator = Emulator::start(Config::for_tests().with_hub(HubConfig::new(&hub, 2)))
-        .await
-        .expect("emulator starts");
-    let base = format!(
-        "eventhubs://emulator.localhost?endpoint={}",
-        emulator.endpoint()
-    );
+    let (emulator, base, hub) = common::in_process_emulator("prodcut", 2).await;
     let url = common::url_for(&base, &azurite, &format!("&timeout={}s", TIMEOUT.as_secs()));
     let backend = common::connect(&url).await;
     let producer = backend.producer(&hub).await.expect("producer");

@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tributary::{ConsumerExt, Delivery, Event};
-use tributary_eventhubs_emulator::{Config, Emulator, HubConfig};
-use tributary_testcontainers::{Peer, require, unique_name};
+use tributary_eventhubs_emulator::Emulator;
+use tributary_testcontainers::{Peer, require};
 
 const BEFORE: usize = 300;
 const AFTER: usize = 300;
@@ -60,14 +60,7 @@ async fn read_across(force: impl FnOnce(&Emulator, &str) -> usize) {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .try_init();
-    let hub = unique_name("recover");
-    let emulator = Emulator::start(Config::for_tests().with_hub(HubConfig::new(&hub, 2)))
-        .await
-        .expect("emulator starts");
-    let base = format!(
-        "eventhubs://emulator.localhost?endpoint={}",
-        emulator.endpoint()
-    );
+    let (emulator, base, hub) = common::in_process_emulator("recover", 2).await;
     let url = common::url_for(&base, &azurite, "");
     let backend = common::connect(&url).await;
     send(&url, &hub, "before", BEFORE).await;

@@ -12,6 +12,24 @@ pub fn servers() -> Option<(Arc<Server>, Arc<Server>)> {
     Some((require(Peer::EventHubs)?, require(Peer::Azurite)?))
 }
 
+/// An emulator in this test's process (so the test can fail its links or cut its connections)
+/// with one hub of `partitions` named from `prefix`: the emulator, its URL base and the hub.
+pub async fn in_process_emulator(
+    prefix: &str,
+    partitions: u32,
+) -> (tributary_eventhubs_emulator::Emulator, String, String) {
+    use tributary_eventhubs_emulator::{Config, Emulator, HubConfig};
+    let hub = unique_name(prefix);
+    let emulator = Emulator::start(Config::for_tests().with_hub(HubConfig::new(&hub, partitions)))
+        .await
+        .expect("emulator starts");
+    let base = format!(
+        "eventhubs://emulator.localhost?endpoint={}",
+        emulator.endpoint()
+    );
+    (emulator, base, hub)
+}
+
 /// A URL for the emulator with checkpoints in a container of its own on Azurite.
 pub fn url(eventhubs: &Server, azurite: &Server, extra: &str) -> String {
     url_for(eventhubs.url(), azurite, extra)
