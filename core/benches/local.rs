@@ -33,6 +33,8 @@ mod baselines;
 mod probe;
 #[path = "local/report.rs"]
 mod report;
+#[path = "../../benches/sched.rs"]
+mod sched;
 #[path = "local/threads.rs"]
 mod threads;
 

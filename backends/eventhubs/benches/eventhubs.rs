@@ -31,6 +31,7 @@
 
 #[path = "../../../benches/probe.rs"]
 mod probe;
+#[path = "../../../benches/sched.rs"]
 mod sched;
 
 #[global_allocator]

@@ -1,8 +1,12 @@
-//! Where a phase's CPU went, per thread, in this process and in the emulator's: each thread's
-//! time on a CPU and time runnable but waiting for one (`/proc/<pid>/task/<tid>/schedstat`,
-//! nanoseconds) and its voluntary and involuntary context switches (`status`). The two
-//! processes share the machine's cores, so the rate depends on their sum and on how often a
-//! runnable thread waits, not only on the client's own CPU per event.
+//! Where a phase's CPU went, per thread, in this process or another (a server's): each
+//! thread's time on a CPU and time runnable but waiting for one
+//! (`/proc/<pid>/task/<tid>/schedstat`, nanoseconds) and its voluntary and involuntary context
+//! switches (`status`). On a shared machine the rate depends on which thread is the long pole
+//! and on how often a runnable thread waits, not only on the process's CPU per event. Included
+//! by path (`#[path] mod sched;`) like `probe.rs`.
+
+// Each benchmark uses the part it needs.
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 
@@ -20,6 +24,11 @@ struct Counters {
 pub struct Snapshot(BTreeMap<u32, (String, Counters)>);
 
 impl Snapshot {
+    /// Thread `tid`'s time on a CPU and time runnable but waiting for one, nanoseconds.
+    pub fn times(&self, tid: u32) -> Option<(u64, u64)> {
+        self.0.get(&tid).map(|(_, c)| (c.run_ns, c.wait_ns))
+    }
+
     /// The threads of `pid` (`None`: this process) now; empty where /proc is not there.
     pub fn take(pid: Option<u32>) -> Self {
         let base = pid.map_or_else(|| "/proc/self".to_string(), |p| format!("/proc/{p}"));
