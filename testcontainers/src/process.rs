@@ -130,6 +130,24 @@ fn signal_group(pgid: u32, signal: libc::c_int) {
     }
 }
 
+/// Free (for an unprivileged writer) and total MiB of the file system holding `path`.
+pub(crate) fn disk_mib(path: &Path) -> Option<(u32, u32)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: statvfs(3) writes the struct it is given and reads a NUL-terminated path.
+    if unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled the struct.
+    let stat = unsafe { stat.assume_init() };
+    let mib = |blocks: libc::fsblkcnt_t| {
+        let bytes = u128::from(blocks) * u128::from(stat.f_frsize);
+        u32::try_from(bytes >> 20).unwrap_or(u32::MAX)
+    };
+    Some((mib(stat.f_bavail), mib(stat.f_blocks)))
+}
+
 /// The last `n` lines of a log file (empty when unreadable).
 pub fn tail(path: &Path, n: usize) -> Vec<String> {
     let Ok(file) = File::open(path) else {
