@@ -115,6 +115,9 @@ mod tests {
         assert!(text.contains("log (empty): "), "{text}");
         let (free, total) = error.disk_mib.expect("statvfs of the temp dir");
         assert!(free <= total && total > 0, "{free} of {total}");
-        assert!(text.contains(&format!("{free} MiB free of {total} MiB")), "{text}");
+        assert!(
+            text.contains(&format!("{free} MiB free of {total} MiB")),
+            "{text}"
+        );
     }
 }
