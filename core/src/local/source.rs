@@ -148,8 +148,9 @@ impl PartitionReader for LocalReader {
             self.stream.check_live()?;
             self.appended.borrow_and_update();
             let from = self.cursor;
-            // The memory log and the file log's tail keep each record's position: nothing to
-            // make here. An empty answer means nothing is published from `from` on yet.
+            // The memory log and the file log's tail hand out each record with its position
+            // (kept, or made from the one before): nothing to make here. An empty answer means
+            // nothing is published from `from` on yet; `None`, that only the files hold it.
             let positioned = self.log.read_positioned(from, max.max(1), FETCH_BYTES);
             if let Some(records) = &positioned
                 && let Some(last) = records.last()
