@@ -148,8 +148,11 @@ impl PartitionReader for LocalReader {
             self.stream.check_live()?;
             self.appended.borrow_and_update();
             let from = self.cursor;
-            // The memory log keeps each record's position: nothing to make here.
-            if let Some(records) = self.log.read_positioned(from, max.max(1), FETCH_BYTES)
+            // The memory log and the file log's tail hand out each record with its position
+            // (kept, or made from the one before): nothing to make here. An empty answer means
+            // nothing is published from `from` on yet; `None`, that only the files hold it.
+            let positioned = self.log.read_positioned(from, max.max(1), FETCH_BYTES);
+            if let Some(records) = &positioned
                 && let Some(last) = records.last()
             {
                 let first = records[0].position.as_offset().unwrap_or(from);
@@ -160,22 +163,25 @@ impl PartitionReader for LocalReader {
                 }
                 self.cursor = last.position.as_offset().map_or(from, |o| o + 1);
                 return Ok(ReadBatch {
-                    records,
+                    records: positioned.unwrap_or_default(),
                     ended: false,
                 });
             }
             // Records still in memory need no blocking task and no look at the bounds (the
             // log's lock, which its writer holds through system calls); older ones are read
-            // from disk. An empty answer from memory means nothing is published there yet.
-            let records = match self.log.read_cached(from, max.max(1), FETCH_BYTES) {
-                Some(records) => records,
-                _ if from < self.log.bounds().1 => {
-                    let log = self.log.clone();
-                    self.stream
-                        .io(move || log.read(from, max.max(1), FETCH_BYTES))
-                        .await?
-                }
-                _ => Vec::new(),
+            // from disk.
+            let records = match positioned {
+                Some(_) => Vec::new(),
+                None => match self.log.read_cached(from, max.max(1), FETCH_BYTES) {
+                    Some(records) => records,
+                    _ if from < self.log.bounds().1 => {
+                        let log = self.log.clone();
+                        self.stream
+                            .io(move || log.read(from, max.max(1), FETCH_BYTES))
+                            .await?
+                    }
+                    _ => Vec::new(),
+                },
             };
             if let Some(last) = records.last() {
                 if records[0].offset > from {

@@ -184,10 +184,18 @@ fn stream_names() {
 /// Receipts of a send to one partition and of a send spread over several (appended in send
 /// order under each partition's lock) both come back in send order, each naming the partition its key maps to and
 /// the next offset there; and the events read back are the ones sent, byte for byte, small ones
-/// (copied into the log's arenas) and a large one (kept as sent) alike.
+/// (copied into the log's arenas) and a large one (kept as sent) alike, each delivered at its
+/// receipt's position. Memory and file logs both (their receipts and deliveries make each
+/// position from the one before).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipts_follow_send_order_and_events_read_back_whole() {
-    let backend = crate::connect("memory://").await.unwrap();
+    receipts_and_reads("memory://").await;
+    let dir = tempfile::tempdir().unwrap();
+    receipts_and_reads(&format!("file://{}?fsync=never", dir.path().display())).await;
+}
+
+async fn receipts_and_reads(url: &str) {
+    let backend = crate::connect(url).await.unwrap();
     backend
         .create_stream("s", StreamSpec::with_partitions(4))
         .await

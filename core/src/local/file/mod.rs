@@ -37,10 +37,11 @@ mod tail;
 
 use append::write_marks;
 use read::read_at;
-use tail::{Tail, TailRead};
+use tail::Tail;
 
 use super::codec::{self, Frame, INDEX_ENTRY, IndexEntry, MARKS_LEN, Marks, StoredRecord};
 use super::log::{LogConfig, PartitionLog};
+use crate::backend::group::SourceRecord;
 use crate::{Error, Event, Result};
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -257,18 +258,31 @@ impl PartitionLog for FileLog {
         Ok(base)
     }
 
+    fn read_positioned(
+        &self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Option<Vec<SourceRecord>> {
+        self.tail
+            .read(from, max_records, max_bytes, |record, position| {
+                SourceRecord {
+                    event: record.event.clone(),
+                    position: position.clone(),
+                }
+            })
+    }
+
     fn read_cached(
         &self,
         from: u64,
         max_records: usize,
         max_bytes: usize,
     ) -> Option<Vec<StoredRecord>> {
-        match self.tail.read(from, max_records, max_bytes) {
-            TailRead::Records(records) => Some(records),
-            // Below the tail, or where retention has moved the start: the file path, which
-            // knows what was removed and says so.
-            TailRead::NotHere => None,
-        }
+        // `None` below the tail, or where retention has moved the start: the file path, which
+        // knows what was removed and says so.
+        self.tail
+            .read(from, max_records, max_bytes, |record, _| record.clone())
     }
 
     fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<StoredRecord>> {
