@@ -3,8 +3,10 @@
 //!
 //! ```text
 //!  pulsar::Consumer per partition ──▶ driver task ──▶ per-partition ready queues ──▶ receive()
-//!            ▲                          │   ▲                     ▲ nack: back to the front,  │
-//!            └── acks (whole entries) ◀─┘   └──── ack commands ◀──┴── after a backoff ◀───────┘
+//!        ▲ ▲                            │   ▲                     ▲ nack: back to the front,  │
+//!        │ └─ acks (whole entries) ◀────┘   └─ acks of batched ◀──┼── after a backoff ◀───────┤
+//!        │                                     messages           │                           │
+//!        └───────────────── other acks, straight to the member's engine ◀─────────────────────┘
 //! ```
 //!
 //! - **Order.** A partition's events leave its queue in order. A nacked (or dropped) delivery
@@ -21,7 +23,9 @@
 //! - **Acks** are individual. An event from a batched message (another client's batching, or
 //!   `batch_size`) is acknowledged to the broker once every event of its batch is: the crate
 //!   would otherwise acknowledge the whole batch on its first ack, and a crash would lose the
-//!   rest. So after a crash a partially acked batch comes back whole.
+//!   rest. So after a crash a partially acked batch comes back whole. Those acks go to the
+//!   driver, which counts them; every other ack goes from the handle straight to the member's
+//!   engine (`PartitionQueue::acker`), as the crate's own `ack` would send it.
 //! - **Deadlines.** Every partition member that yielded nothing during the last second is
 //!   checked (its statistics, which also give the backlog for [`Consumer::lag`]; a member whose
 //!   messages flow is alive, and its backlog figure stays as last read until it pauses); one
@@ -41,6 +45,8 @@ use tributary::backend::{AckToken, SharedAcknowledge};
 use tributary::{AckHandle, Consumer, Delivery, Error, Event, Outcome, PartitionId, Result};
 
 use crate::position::MessagePosition;
+
+pub(crate) type Acker = pulsar::consumer::Acker<pulsar::TokioExecutor>;
 
 pub(crate) mod driver;
 pub(crate) mod handover;
@@ -73,6 +79,12 @@ pub(crate) struct PartitionQueue {
     /// The member just took the partition over from another that is still connected: its
     /// events wait until what that member acknowledged meanwhile is known (`handover.rs`).
     pub held: bool,
+    /// Hands acks straight to the partition member's engine, as the crate's own `ack` does:
+    /// through the driver task, each ack cost a channel send and a wake-up of that task on its
+    /// way to the same engine. `None` while the member is being replaced (acks then go to the
+    /// driver, which holds them for the new member) and once the consumer is closed (the
+    /// engine ends when the last of its senders is dropped).
+    pub acker: Option<Acker>,
 }
 
 impl PartitionQueue {
@@ -105,6 +117,9 @@ pub(crate) struct State {
     pub failure: Option<Error>,
     pub stopped: bool,
     pub lag: Option<u64>,
+    /// `receive()` calls waiting for an event: a new event wakes them only when there are
+    /// some (waking nobody still took the `Notify`'s lock, once per event).
+    pub sleepers: usize,
 }
 
 /// A slab of deliveries in flight.
@@ -155,7 +170,8 @@ impl State {
     }
 
     /// The next due event, round robin over partitions; or when the earliest nacked one is due.
-    fn take(&mut self, now: Instant) -> Result<Pending, Option<Instant>> {
+    /// `now` is read only when a nacked event is at a queue's front.
+    fn take(&mut self, now: &mut Option<Instant>) -> Result<Pending, Option<Instant>> {
         let n = self.partitions.len();
         let mut earliest: Option<Instant> = None;
         for step in 0..n {
@@ -167,7 +183,7 @@ impl State {
             let queue = &mut partition.queue;
             match queue.front().map(|p| p.not_before) {
                 None => continue,
-                Some(Some(at)) if at > now => {
+                Some(Some(at)) if at > *now.get_or_insert_with(Instant::now) => {
                     earliest = Some(earliest.map_or(at, |e| e.min(at)));
                 }
                 Some(_) => {
@@ -237,16 +253,39 @@ impl SharedAcknowledge for PulsarAcks {
             return;
         };
         let slot = pending.slot;
+        // Only an ack that frees a place under `max_in_flight` can end a `receive()`'s wait.
+        let was_full = state.in_flight >= state.max_in_flight;
         state.in_flight = state.in_flight.saturating_sub(1);
         match outcome {
             Outcome::Ack => {
+                // An event of a batched message is acked once its whole batch is: the driver
+                // counts those. Others go straight to the member's engine, under the lock so
+                // that a replacement of the member (which clears `acker`) cannot come between.
+                let mut id = pending.id;
+                if pending.batch_size.is_none_or(|n| n <= 1)
+                    && let Some(acker) = state.partitions.get(slot).and_then(|p| p.acker.as_ref())
+                {
+                    match acker.ack_with_id(id) {
+                        Ok(()) => {
+                            drop(state);
+                            if was_full {
+                                self.shared.wake.notify_waiters();
+                            }
+                            return;
+                        }
+                        Err(back) => id = back,
+                    }
+                }
                 drop(state);
                 // The driver may be gone (consumer closed): the group redelivers the event then.
                 let _ = self.to_driver.send(Command::Ack {
                     slot,
-                    id: pending.id,
+                    id,
                     batch_size: pending.batch_size,
                 });
+                if !was_full {
+                    return;
+                }
             }
             Outcome::Nack => {
                 let current = state.partitions.get(slot).map(|p| p.generation);
@@ -278,37 +317,65 @@ impl PulsarConsumer {
     fn closed_error(&self) -> Error {
         Error::closed(format!("consumer of `{}` is closed", self.stream))
     }
+
+    /// The next due delivery, or else until when to wait (`None`: until woken); `sleep`
+    /// counts the caller among the `sleepers` when there is none.
+    fn ready(&self, sleep: bool) -> Result<Result<Delivery, Option<Instant>>> {
+        let mut state = self.shared.state.lock();
+        if self.closed.load(Ordering::Acquire) || state.stopped {
+            return Err(self.closed_error());
+        }
+        if let Some(error) = state.failure.take() {
+            return Err(error);
+        }
+        let taken = if state.in_flight >= state.max_in_flight {
+            Err(None)
+        } else {
+            state.take(&mut None)
+        };
+        match taken {
+            Ok(pending) => {
+                if state.queued + 1 == state.ready_cap {
+                    self.shared.room.notify_one();
+                }
+                Ok(Ok(state.deliver(pending, &self.acks, self.partitioned)))
+            }
+            Err(earliest) => {
+                state.sleepers += usize::from(sleep);
+                Ok(Err(earliest))
+            }
+        }
+    }
+}
+
+/// One `receive()` among the `sleepers` while it waits.
+struct Sleeping<'a>(&'a Shared);
+
+impl Drop for Sleeping<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().sleepers -= 1;
+    }
 }
 
 #[async_trait]
 impl Consumer for PulsarConsumer {
     async fn receive(&self) -> Result<Delivery> {
+        // Under load an event is ready: look first without registering for a wake-up (the
+        // `Notify`'s own lock, twice), and register only to wait, then look again.
+        if let Ok(delivery) = self.ready(false)? {
+            return Ok(delivery);
+        }
         loop {
             let notified = self.shared.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let wait_until = {
-                let mut state = self.shared.state.lock();
-                if self.closed.load(Ordering::Acquire) || state.stopped {
-                    return Err(self.closed_error());
-                }
-                if let Some(error) = state.failure.take() {
-                    return Err(error);
-                }
-                if state.in_flight >= state.max_in_flight {
-                    None
-                } else {
-                    match state.take(Instant::now()) {
-                        Ok(pending) => {
-                            if state.queued + 1 == state.ready_cap {
-                                self.shared.room.notify_one();
-                            }
-                            return Ok(state.deliver(pending, &self.acks, self.partitioned));
-                        }
-                        Err(earliest) => earliest,
-                    }
-                }
+            let wait_until = match self.ready(true)? {
+                Ok(delivery) => return Ok(delivery),
+                Err(wait_until) => wait_until,
             };
+            // Counted in `ready` under the lock the driver enqueues under, so an event queued
+            // from here on sees it; uncounted however this wait ends (or is dropped).
+            let _sleeping = Sleeping(&self.shared);
             match wait_until {
                 Some(at) => {
                     let _ = tokio::time::timeout_at(at.into(), notified).await;
@@ -327,9 +394,11 @@ impl Consumer for PulsarConsumer {
         loop {
             {
                 let mut state = self.shared.state.lock();
-                let now = Instant::now();
+                let mut now = None;
                 while batch.len() < max && state.in_flight < state.max_in_flight {
-                    let Ok(pending) = state.take(now) else { break };
+                    let Ok(pending) = state.take(&mut now) else {
+                        break;
+                    };
                     batch.push(state.deliver(pending, &self.acks, self.partitioned));
                 }
                 if state.queued < state.ready_cap {

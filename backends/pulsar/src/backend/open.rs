@@ -122,7 +122,13 @@ impl PulsarBackend {
             futures::future::try_join_all((0..n).map(|slot| subscribe.member(slot))).await?;
         let shared = Arc::new(Shared {
             state: parking_lot::Mutex::new(State {
-                partitions: (0..n).map(|_| PartitionQueue::default()).collect(),
+                partitions: members
+                    .iter()
+                    .map(|member| PartitionQueue {
+                        acker: member.consumer.acker(),
+                        ..PartitionQueue::default()
+                    })
+                    .collect(),
                 cursor: 0,
                 queued: 0,
                 ready_cap: self.config.receiver_queue.max(1) as usize,
@@ -132,6 +138,7 @@ impl PulsarBackend {
                 failure: None,
                 stopped: false,
                 lag: None,
+                sleepers: 0,
             }),
             wake: Notify::new(),
             room: Notify::new(),

@@ -8,7 +8,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use pulsar::consumer::InitialPosition;
 use pulsar::error::ConsumerError;
 use pulsar::message::proto::MessageIdData;
@@ -190,10 +190,35 @@ impl Driver {
                 (slot, item) = next_message(&mut self.members, start), if has_room => {
                     self.handle(slot, item);
                     self.settle_on_arrival(slot);
+                    self.take_arrived();
                 }
                 _ = self.shared.room.notified(), if !has_room => {}
                 _ = tick.tick() => self.check().await,
             }
+        }
+    }
+
+    /// Takes the messages that have already arrived (a bounded number, so that commands and the
+    /// check are not kept waiting) without a trip through the select each: they come in runs,
+    /// and each trip locks the state, polls the commands and the timer, and makes its futures.
+    fn take_arrived(&mut self) {
+        for _ in 0..DRAIN {
+            let has_room = {
+                let state = self.shared.state.lock();
+                state.queued < state.ready_cap
+            };
+            if !has_room {
+                return;
+            }
+            self.next_slot = self.next_slot.wrapping_add(1);
+            // Polled without a waker: when nothing is there, the select polls the members
+            // again (with its own) before it waits.
+            let Some((slot, item)) = next_message(&mut self.members, self.next_slot).now_or_never()
+            else {
+                return;
+            };
+            self.handle(slot, item);
+            self.settle_on_arrival(slot);
         }
     }
 
@@ -322,8 +347,11 @@ impl Driver {
             not_before: None,
         });
         state.queued += 1;
+        let sleepers = state.sleepers;
         drop(state);
-        self.shared.wake.notify_waiters();
+        if sleepers > 0 {
+            self.shared.wake.notify_waiters();
+        }
     }
 
     async fn ack(&mut self, slot: usize, id: MessageIdData, batch_size: Option<i32>) {
@@ -452,6 +480,8 @@ impl Driver {
     /// the broker takes it or the consumer closes.
     fn replace(&mut self, slot: usize) {
         if let Some(old) = self.members[slot].take() {
+            // Acks go to the driver now, which holds them for the new member.
+            self.shared.state.lock().partitions[slot].acker = None;
             // Closing may wait on a dead connection: not here.
             tokio::spawn(async move {
                 let mut old = old;
@@ -514,6 +544,8 @@ impl Driver {
         for id in std::mem::take(&mut self.held_acks[slot]) {
             let _ = member.consumer.ack_with_id("", id).await;
         }
+        // After the held acks: acks from here on reach the new member's engine behind them.
+        self.shared.state.lock().partitions[slot].acker = member.consumer.acker();
         tracing::info!(topic = %self.subscribe.topics[slot], "pulsar: the partition's consumer is back");
         self.members[slot] = Some(member);
     }
@@ -533,6 +565,8 @@ impl Driver {
             state.stopped = true;
             for partition in &mut state.partitions {
                 partition.queue.clear();
+                // The members' engines end once nothing can send to them.
+                partition.acker = None;
             }
             state.queued = 0;
         }

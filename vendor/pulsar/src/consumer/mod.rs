@@ -40,6 +40,38 @@ use crate::{
     DeserializeMessage, Pulsar,
 };
 
+/// Acknowledges messages of one topic's consumer by id (see [`Consumer::acker`]). Patched in
+/// by tributary (TRIBUTARY PATCH), see `vendor/README.md`.
+pub struct Acker<Exe: Executor> {
+    engine_tx: futures::channel::mpsc::UnboundedSender<EngineMessage<Exe>>,
+}
+
+impl<Exe: Executor> Clone for Acker<Exe> {
+    fn clone(&self) -> Self {
+        Acker {
+            engine_tx: self.engine_tx.clone(),
+        }
+    }
+}
+
+impl<Exe: Executor> Acker<Exe> {
+    /// Hands the ack of `msg_id` to the consumer's engine, which sends it to the broker in
+    /// order with the consumer's other commands. Once the engine is gone (the consumer closed
+    /// or lost), gives `msg_id` back, to be acknowledged through another consumer.
+    pub fn ack_with_id(&self, msg_id: MessageIdData) -> Result<(), MessageIdData> {
+        match self
+            .engine_tx
+            .unbounded_send(EngineMessage::Ack(msg_id, false))
+        {
+            Ok(()) => Ok(()),
+            Err(e) => match e.into_inner() {
+                EngineMessage::Ack(msg_id, _) => Err(msg_id),
+                _ => unreachable!("only an ack was sent"),
+            },
+        }
+    }
+}
+
 enum InnerConsumer<T: DeserializeMessage, Exe: Executor> {
     Single(TopicConsumer<T, Exe>),
     Multi(MultiTopicConsumer<T, Exe>),
@@ -114,6 +146,19 @@ impl<T: DeserializeMessage, Exe: Executor> Consumer<T, Exe> {
         match &mut self.inner {
             InnerConsumer::Single(c) => c.ack(msg).await,
             InnerConsumer::Multi(c) => c.ack(msg).await,
+        }
+    }
+
+    /// A handle that acknowledges this consumer's messages by id from anywhere, without
+    /// `&mut self` or an await: the same command `ack_with_id` sends to the consumer's engine.
+    /// `None` for a consumer of several topics. Patched in by tributary (TRIBUTARY PATCH), see
+    /// `vendor/README.md`.
+    pub fn acker(&self) -> Option<Acker<Exe>> {
+        match &self.inner {
+            InnerConsumer::Single(c) => Some(Acker {
+                engine_tx: c.acker(),
+            }),
+            InnerConsumer::Multi(_) => None,
         }
     }
 
