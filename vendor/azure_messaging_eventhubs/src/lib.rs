@@ -19,7 +19,7 @@ mod producer;
 /// Types sent to and received from the Event Hubs service.
 pub mod models;
 pub use consumer::{
-    ConsumerClient, EventReceiver, OpenReceiverOptions, StartLocation, StartPosition,
+    ConsumerClient, EventReceiver, OpenReceiverOptions, ReceiveStop, StartLocation, StartPosition,
 };
 pub use producer::{
     batch::{EventDataBatch, EventDataBatchOptions},

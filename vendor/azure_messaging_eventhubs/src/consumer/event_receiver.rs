@@ -3,6 +3,7 @@
 
 use crate::{
     common::recoverable::RecoverableConnection,
+    consumer::ReceiveStop,
     error::{find_link_stolen, ErrorKind, EventHubsError, Result},
     models::ReceivedEventData,
 };
@@ -141,6 +142,8 @@ pub struct EventReceiver {
     // `close_receiver` could not detach by-value because an in-flight
     // receive holds a strong Arc on the AMQP receiver.
     closed: AtomicBool,
+    // TRIBUTARY PATCH: see `with_stop`.
+    stop: Option<ReceiveStop>,
 }
 
 impl EventReceiver {
@@ -160,7 +163,17 @@ impl EventReceiver {
             partition_id,
             timeout,
             closed: AtomicBool::new(false),
+            stop: None,
         }
+    }
+
+    /// TRIBUTARY PATCH: ends this receiver's streams when `stop` is given, at once while a
+    /// stream waits for an event and, while it attaches or recovers, when that is done (see
+    /// [`ReceiveStop`]); a stopped stream ends (`None`). With a stop, the wait for an event
+    /// has no per-call timer; a `receive_timeout` set as well is not used.
+    pub fn with_stop(mut self, stop: ReceiveStop) -> Self {
+        self.stop = Some(stop);
+        self
     }
 
     /// Returns the partition ID of the receiver.
@@ -218,6 +231,10 @@ impl EventReceiver {
             loop {
                 // Stop here if `request_close` has been called; otherwise
                 // `get_receiver` below would reattach a new link.
+                // TRIBUTARY PATCH: a stop given ends the stream before it attaches again.
+                if self.stop.as_ref().is_some_and(ReceiveStop::is_stopped) {
+                    break;
+                }
                 if self.closed.load(Ordering::Acquire) {
                     span.in_scope(|| debug!(
                         partition_id = %self.partition_id,
@@ -233,15 +250,21 @@ impl EventReceiver {
                 let receiver = self.connection.get_receiver(&self.source_url,
                     self.message_source.clone(),
                     self.receiver_options.clone(),
-                    self.timeout
+                    self.timeout,
+                    self.stop.clone(),
                 ).instrument(span.clone()).await
                     .map_err(|e| translate_attach_error(e, &self.partition_id, &self.source_url))?;
 
-                let delivery = receiver
+                let delivery = match receiver
                     .receive_delivery()
                     .instrument(span.clone())
                     .await
-                    .map_err(|e| translate_receive_error(e, &self.partition_id, &self.source_url))?;
+                {
+                    Ok(delivery) => delivery,
+                    // TRIBUTARY PATCH: the stop's own error, or anything after it: the end.
+                    Err(_) if self.stop.as_ref().is_some_and(ReceiveStop::is_stopped) => break,
+                    Err(e) => Err(translate_receive_error(e, &self.partition_id, &self.source_url))?,
+                };
 
                 // Now that we have a delivery, we can process it.
                 let message = delivery.into_message();

@@ -4,6 +4,8 @@
 #![doc = include_str!("README.md")]
 /// Receive messages from a partition.
 pub(crate) mod event_receiver;
+/// TRIBUTARY PATCH: a cancel-safe stop for a receiver's stream.
+pub(crate) mod receive_stop;
 
 use crate::{
     common::{recoverable::RecoverableConnection, ManagementInstance},
@@ -19,6 +21,7 @@ use azure_core_amqp::{
     AmqpSymbol, AmqpTransport, AmqpValue, ReceiverCreditMode,
 };
 pub use event_receiver::EventReceiver;
+pub use receive_stop::ReceiveStop;
 use std::{
     default::Default,
     fmt::Debug,

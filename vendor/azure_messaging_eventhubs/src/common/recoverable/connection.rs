@@ -604,6 +604,7 @@ impl RecoverableConnection {
         message_source: AmqpSource,
         receiver_options: AmqpReceiverOptions,
         timeout: Option<Duration>,
+        stop: Option<crate::consumer::ReceiveStop>,
     ) -> Result<RecoverableReceiver> {
         self.ensure_receiver(source_url, &message_source, &receiver_options)
             .await?;
@@ -614,6 +615,7 @@ impl RecoverableConnection {
             message_source,
             source_url.clone(),
             timeout,
+            stop,
         ))
     }
 

@@ -3,6 +3,7 @@
 
 use super::RecoverableConnection;
 use crate::common::recover_azure_operation;
+use crate::consumer::ReceiveStop;
 use crate::common::retry::ErrorRecoveryAction;
 use azure_core::{error::ErrorKind as AzureErrorKind, http::Url, time::Duration};
 use azure_core_amqp::{
@@ -18,6 +19,8 @@ pub(crate) struct RecoverableReceiver {
     message_source: AmqpSource,
     receiver_options: AmqpReceiverOptions,
     timeout: Option<Duration>,
+    // TRIBUTARY PATCH: ends the wait for a delivery, where `timeout` would cut it.
+    stop: Option<ReceiveStop>,
 }
 
 impl RecoverableReceiver {
@@ -27,6 +30,7 @@ impl RecoverableReceiver {
         message_source: AmqpSource,
         source_url: Url,
         timeout: Option<Duration>,
+        stop: Option<ReceiveStop>,
     ) -> Self {
         Self {
             source_url,
@@ -34,7 +38,17 @@ impl RecoverableReceiver {
             receiver_options,
             message_source,
             timeout,
+            stop,
         }
+    }
+
+    /// TRIBUTARY PATCH: the error a stopped wait returns. Like the timeout's, an I/O error
+    /// that the retry decider returns to the caller rather than recovering from.
+    fn receive_stopped_error() -> AmqpError {
+        AmqpError::from(azure_core::Error::new(
+            AzureErrorKind::Io,
+            std::io::Error::from(std::io::ErrorKind::Interrupted),
+        ))
     }
 
     fn should_retry_receive_operation(e: &AmqpError) -> ErrorRecoveryAction {
@@ -130,7 +144,14 @@ impl AmqpReceiverApis for RecoverableReceiver {
                         .await
                         .map_err(Self::ensure_receiver_error)?
                 };
-                if let Some(delivery_timeout) = self.timeout {
+                // TRIBUTARY PATCH: past `ensure_receiver`, the one point where the SDK's own
+                // timeout cuts the wait too: the link is attached and no recovery runs.
+                if let Some(stop) = &self.stop {
+                    match stop.receive(receiver.receive_delivery()).await {
+                        Some(delivery) => delivery,
+                        None => Err(Self::receive_stopped_error()),
+                    }
+                } else if let Some(delivery_timeout) = self.timeout {
                     select! {
                         delivery = receiver.receive_delivery().fuse() => Ok(delivery),
                         _ = azure_core::sleep::sleep(delivery_timeout).fuse() => {
