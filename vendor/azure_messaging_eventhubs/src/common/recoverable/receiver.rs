@@ -3,8 +3,8 @@
 
 use super::RecoverableConnection;
 use crate::common::recover_azure_operation;
-use crate::consumer::ReceiveStop;
 use crate::common::retry::ErrorRecoveryAction;
+use crate::consumer::ReceiveStop;
 use azure_core::{error::ErrorKind as AzureErrorKind, http::Url, time::Duration};
 use azure_core_amqp::{
     error::Result, AmqpError, AmqpReceiverApis, AmqpReceiverOptions, AmqpSession, AmqpSource,
