@@ -42,7 +42,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use azure_messaging_eventhubs::{
-    EventReceiver, OpenReceiverOptions, StartLocation, StartPosition as SdkStart,
+    EventReceiver, OpenReceiverOptions, ReceiveStop, StartLocation, StartPosition as SdkStart,
 };
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
@@ -53,7 +53,7 @@ use tributary::{Error, ErrorKind, PartitionId, Position, Result, StartPosition};
 
 use crate::blob::{OffsetBook, PartitionOffsets};
 use crate::clients::{Client, ConsumerConnection};
-use crate::error::{deadline, is_dead_session, is_receive_timeout, map};
+use crate::error::{deadline, is_dead_session, map};
 use crate::mapping;
 use poll_watch::{Watch, watch_poll};
 use reader::{EventHubsReader, Item};
@@ -61,7 +61,8 @@ use reader::{EventHubsReader, Item};
 /// How long `read` waits for an event before it returns an empty batch (so the engine can
 /// look at its leases).
 const POLL: Duration = Duration::from_millis(500);
-/// How long the receive loop waits for an event before it looks whether its reader is gone.
+/// How often a receive task waiting in the SDK looks whether the SDK is waiting for an event
+/// (fine) or attaching or recovering (bounded by the consumer's timeout): see [`watch_poll`].
 const WAKE: Duration = Duration::from_millis(500);
 /// How long a reader whose receiver was detached by a higher owner level waits before it
 /// tries again (the engine normally drops it sooner, at its next renewal).
@@ -199,6 +200,7 @@ impl PartitionSource for EventHubsSource {
         // per event cost a semaphore round per event on both sides.
         let (events, rx) = mpsc::channel(1);
         let (stop, stopped) = watch::channel(false);
+        let receive_stop = ReceiveStop::new();
         let last_enqueued = Arc::new(AtomicI64::new(-1));
         let last_read = Arc::new(AtomicI64::new(-1));
         let task = ReceiveTask {
@@ -216,6 +218,7 @@ impl PartitionSource for EventHubsSource {
             offsets,
             events,
             stopped: stopped.clone(),
+            receive_stop: receive_stop.clone(),
             last_read: last_read.clone(),
             floor: -1,
         };
@@ -235,6 +238,7 @@ impl PartitionSource for EventHubsSource {
         Ok(Box::new(EventHubsReader {
             rx,
             stop,
+            receive_stop,
             last_enqueued,
             last_read,
             pending_error: None,
@@ -269,6 +273,9 @@ struct ReceiveTask {
     offsets: PartitionOffsets,
     events: mpsc::Sender<Item>,
     stopped: watch::Receiver<bool>,
+    /// Given to every receiver this task opens: the reader's drop ends the receiver's stream
+    /// where the SDK waits for an event, never inside an attach or a recovery.
+    receive_stop: ReceiveStop,
     last_read: Arc<AtomicI64>,
     decoder: mapping::Decoder,
     /// The most events handed to the reader in one batch.
@@ -283,8 +290,6 @@ struct ReceiveTask {
 
 /// Why a stream stopped being read.
 enum Stop {
-    /// No event came within [`WAKE`].
-    Idle,
     Ended(Ended),
     /// The SDK went back to the receiver's opening position: this event came again.
     Rewound(i64),
@@ -383,15 +388,13 @@ impl ReceiveTask {
             Ok(client) => self.client = client,
             Err(_) => return Ended::Stopped,
         }
+        // No receive timeout: the stop ends the wait instead (one SDK timer per call cost
+        // about 2k instructions per event).
         let options = OpenReceiverOptions {
             owner_level: self.owner_level,
             prefetch: Some(self.prefetch),
             start_position: Some(start.clone()),
-            // The stream gives up waiting for an event after this, so that the loop sees a stop
-            // between SDK calls instead of cutting one short.
-            receive_timeout: Some(azure_core::time::Duration::milliseconds(
-                i64::try_from(WAKE.as_millis()).unwrap_or(i64::MAX),
-            )),
+            receive_timeout: None,
         };
         let what = || {
             format!(
@@ -407,7 +410,7 @@ impl ReceiveTask {
         )
         .await;
         let receiver = match opened {
-            Ok(receiver) => receiver,
+            Ok(receiver) => receiver.with_stop(self.receive_stop.clone()),
             Err(error) => return self.failed(error).await,
         };
         self.floor = match start.location {
@@ -416,21 +419,8 @@ impl ReceiveTask {
             // Sequence numbers start at 0.
             _ => -1,
         };
-        // The first poll of the receiver's first stream attaches its link.
-        let mut attaching = true;
         let opened_at = self.floor;
-        let ended = loop {
-            // The reader is gone (its channel closed with it): stop.
-            if self.events.is_closed() {
-                break Ended::Stopped;
-            }
-            let Some(ended) = self.pump(&receiver, start, &mut attaching).await else {
-                // Attached and waited for events: the client's state for the partition lives.
-                self.dead_attaches = 0;
-                continue;
-            };
-            break ended;
-        };
+        let ended = self.pump(&receiver, start).await;
         if self.floor > opened_at {
             self.dead_attaches = 0;
         }
@@ -440,8 +430,7 @@ impl ReceiveTask {
         ended
     }
 
-    /// Reads one stream of `receiver` into the reader's channel until it ends: `None` when it
-    /// ended because no event came within [`WAKE`].
+    /// Reads `receiver`'s stream into the reader's channel until it ends.
     ///
     /// Nothing here drops the stream while it is inside an SDK call: the SDK's attach (session
     /// begin, link attach), which the stream's first call makes, is not cancel-safe. One cut
@@ -449,17 +438,18 @@ impl ReceiveTask {
     /// claim) made the client close the whole connection ("Session is not found"), and left a
     /// partition of it unreadable for good ("Link name is not unique", then "Illegal session
     /// state" on every reopen) while this member kept renewing its lease. A stop is seen when
-    /// the wait for an event times out, or when handing an event to the closed channel. The
-    /// one exception is a poll that outlasts the consumer's timeout ([`watch_poll`]), given
-    /// up together with its client.
-    async fn pump(
-        &mut self,
-        receiver: &EventReceiver,
-        start: &mut SdkStart,
-        attaching: &mut bool,
-    ) -> Option<Ended> {
+    /// the reader's drop ends the stream (the SDK acts on it only where it waits for an event,
+    /// see [`ReceiveStop`]), or when handing an event to the closed channel. The one exception
+    /// is a poll that attaches or recovers for longer than the consumer's timeout
+    /// ([`watch_poll`]), given up together with its client.
+    async fn pump(&mut self, receiver: &EventReceiver, start: &mut SdkStart) -> Ended {
         let stream = receiver.stream_events();
         futures::pin_mut!(stream);
+        // The first poll attaches the link.
+        let mut attach = true;
+        // The link attached (an event came, or the SDK was seen waiting for one): the client's
+        // state for the partition lives.
+        let mut alive = false;
         // Decoded and not yet handed to the reader: handed over when the stream has nothing
         // more ready (or a batch is full), so the channel sees a batch where it saw each event.
         let mut records: Vec<SourceRecord> = Vec::new();
@@ -471,36 +461,42 @@ impl ReceiveTask {
                     Poll::Ready(next) => next,
                     Poll::Pending => {
                         if let Err(ended) = self.hand_off(&mut records).await {
-                            return Some(ended);
+                            return ended;
                         }
                         continue;
                     }
                 }
             } else {
-                // A wait bounded by the receive timeout, unless the SDK is attaching or
-                // recovering inside the stream, which it does without a deadline.
-                let patience = self.timeout + WAKE;
-                let attach = std::mem::take(attaching);
+                // A wait for events as long as it takes; an attach or a recovery inside the
+                // stream, which the SDK runs without a deadline, bounded.
                 let watch = Watch {
                     hub: &self.hub,
                     partition: &self.partition,
-                    patience,
-                    attach,
+                    patience: self.timeout + WAKE,
+                    attach: std::mem::take(&mut attach),
                     client: self.client.generation,
-                    generations: Some(&mut self.generations),
+                    generations: Some(&self.generations),
+                    stop: Some(&self.receive_stop),
+                    waited: &mut alive,
                 };
                 match watch_poll(watch, stream.next()).await {
                     Some(next) => next,
-                    None => return Some(Ended::Wedged),
+                    None => return Ended::Wedged,
                 }
             };
             let Some(next) = next else {
-                break Stop::Ended(Ended::Failed);
+                break Stop::Ended(if self.receive_stop.is_stopped() {
+                    Ended::Stopped
+                } else {
+                    Ended::Failed
+                });
             };
             let received = match next {
                 Ok(received) => received,
-                Err(error) if is_receive_timeout(&error) => break Stop::Idle,
                 Err(error) => {
+                    if alive {
+                        self.dead_attaches = 0;
+                    }
                     if is_dead_session(&error) {
                         self.dead_attaches += 1;
                     } else {
@@ -515,6 +511,7 @@ impl ReceiveTask {
                     ));
                 }
             };
+            alive = true;
             let decoded = match self.decoder.decode(received.raw_amqp_message()) {
                 Ok(decoded) => decoded,
                 Err(error) => break Stop::Failed(error),
@@ -547,22 +544,21 @@ impl ReceiveTask {
             if records.len() >= self.handoff
                 && let Err(ended) = self.hand_off(&mut records).await
             {
-                return Some(ended);
+                return ended;
             }
         };
         // What was read before the stream stopped goes to the reader first: `start` is past it.
         if let Err(ended) = self.hand_off(&mut records).await {
-            return Some(ended);
+            return ended;
         }
         match stop {
-            Stop::Idle => None,
-            Stop::Ended(ended) => Some(ended),
+            Stop::Ended(ended) => ended,
             Stop::Rewound(sequence) => {
                 tracing::info!(hub = %self.hub, partition = %self.partition, sequence, last = self.floor,
                     "the SDK recovered the receiver's link from its opening position; reopening it after the last event read");
-                Some(Ended::Rewound)
+                Ended::Rewound
             }
-            Stop::Failed(error) => Some(self.failed(error).await),
+            Stop::Failed(error) => self.failed(error).await,
         }
     }
 

@@ -75,27 +75,6 @@ pub(crate) fn is_dead_session(error: &EventHubsError) -> bool {
     .any(|sign| lower.contains(sign))
 }
 
-/// Whether a receive stream ended because no event came within its receive timeout (the SDK
-/// reports it as an I/O error of kind `TimedOut`).
-pub(crate) fn is_receive_timeout(error: &EventHubsError) -> bool {
-    use std::error::Error as _;
-    let mut cause = error.source();
-    let mut depth = 0;
-    while let Some(c) = cause {
-        if c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return true;
-        }
-        cause = c.source();
-        depth += 1;
-        if depth > 16 {
-            break;
-        }
-    }
-    false
-}
-
 pub(crate) fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or(text)
 }

@@ -191,6 +191,94 @@ async fn receivers_attaching_at_once_all_read() {
     backend.close().await.expect("close backend");
 }
 
+/// A receiver on a quiet partition waits in the SDK for as long as the partition stays quiet:
+/// without a receive timeout, that wait is told from an attach or a recovery that hangs (which
+/// are given up with their client after the consumer's timeout) by the receiver's stop. The
+/// client stays the same and the events sent afterwards are read; the reader's drop then ends
+/// the wait, and the next reader of the partition takes its turn and reads on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_partition_is_waited_on_past_the_timeout_and_stopped_by_the_drop() {
+    let eventhubs = require_peer!(Peer::EventHubs);
+    crate::register();
+    let hub = unique_name("quiet");
+    let backend = tributary::connect(eventhubs.url()).await.expect("connect");
+    let producer = backend.producer(&hub).await.expect("producer");
+    let config = EventHubsConfig::from_url(&url::Url::parse(eventhubs.url()).unwrap()).unwrap();
+    let credential = crate::clients::token_credential(&config).unwrap();
+    let connection = ConsumerConnection::open(&config, &credential, &hub, "$Default")
+        .await
+        .expect("consumer client");
+    let generations = connection.generations();
+    let mut source = source_for(&hub, connection);
+    source.timeout = Duration::from_secs(1);
+    let partition = PartitionId::new("0");
+    let from = Checkpoint::Start(StartPosition::Earliest);
+
+    let mut reader = source.open(&partition, &from).await.expect("open");
+    // Four times the patience (timeout + WAKE) with nothing to read.
+    let quiet_until = tokio::time::Instant::now() + Duration::from_secs(6);
+    while tokio::time::Instant::now() < quiet_until {
+        let batch = reader.read(1000).await.expect("read");
+        assert!(batch.records.is_empty(), "the hub is empty");
+    }
+    assert_eq!(
+        *generations.borrow(),
+        0,
+        "a receiver waiting on a quiet partition was given up with its client"
+    );
+
+    let send = |from: usize| {
+        // One key, so all of them go to one partition: partition 0 is found by reading.
+        (from..from + 10)
+            .map(|i| Event::new(format!("ev-{i}")).with_key("k"))
+            .collect::<Vec<Event>>()
+    };
+    producer.send_batch(send(0)).await.expect("send");
+    let key_partition = backend
+        .describe_stream(&hub)
+        .await
+        .expect("describe")
+        .partitions
+        .into_iter()
+        .find(|p| p.next.as_ref().is_some_and(|n| n.as_str() != "0"))
+        .expect("a partition got the events")
+        .id;
+    if key_partition != partition {
+        drop(reader);
+        reader = source.open(&key_partition, &from).await.expect("open");
+    }
+    let first = read_all(reader.as_mut(), 10).await;
+    assert_eq!(first.len(), 10);
+    drop(reader);
+
+    // The dropped reader's task ends its wait and closes its link; the next one reads on.
+    producer.send_batch(send(10)).await.expect("send");
+    let after = Checkpoint::Processed(first.last().unwrap().clone());
+    let mut reader = source.open(&key_partition, &after).await.expect("reopen");
+    let second = read_all(reader.as_mut(), 10).await;
+    assert_eq!(second.len(), 10);
+    assert_eq!(*generations.borrow(), 0, "the client was never replaced");
+    drop(reader);
+    producer.close().await.expect("close producer");
+    backend.close().await.expect("close backend");
+}
+
+/// The positions of the next `want` events `reader` reads, within 20 s.
+async fn read_all(reader: &mut dyn PartitionReader, want: usize) -> Vec<Position> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut positions = Vec::new();
+    while positions.len() < want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "read {} of {want} events within 20 s",
+            positions.len()
+        );
+        let batch = reader.read(1000).await.expect("read");
+        positions.extend(batch.records.into_iter().map(|r| r.position));
+    }
+    positions
+}
+
 /// What a test's subscriber writes, shared with the test.
 #[derive(Clone, Default)]
 struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
@@ -211,7 +299,7 @@ impl std::io::Write for Logs {
     }
 }
 
-fn watch(partition: &PartitionId, patience: Duration) -> Watch<'_> {
+fn watch<'a>(partition: &'a PartitionId, patience: Duration, waited: &'a mut bool) -> Watch<'a> {
     Watch {
         hub: "orders-hub",
         partition,
@@ -219,6 +307,8 @@ fn watch(partition: &PartitionId, patience: Duration) -> Watch<'_> {
         attach: true,
         client: 0,
         generations: None,
+        stop: None,
+        waited,
     }
 }
 
@@ -237,11 +327,15 @@ async fn a_slow_attach_is_given_up_with_its_hub_and_partition_named() {
     let partition = PartitionId::new("3");
     let patience = Duration::from_millis(20);
 
-    let quick = watch_poll(watch(&partition, patience), async { 1 }).await;
+    let mut waited = false;
+    let quick = watch_poll(watch(&partition, patience, &mut waited), async { 1 }).await;
     assert_eq!(quick, Some(1));
     assert_eq!(logs.text(), "", "an attach in time logs nothing");
 
-    let slow = watch_poll(watch(&partition, patience), std::future::pending::<u32>());
+    let slow = watch_poll(
+        watch(&partition, patience, &mut waited),
+        std::future::pending::<u32>(),
+    );
     assert_eq!(slow.await, None, "an attach past the patience is given up");
     let text = logs.text();
     let warning = text

@@ -22,6 +22,8 @@ pub(super) enum Item {
 pub(super) struct EventHubsReader {
     pub(super) rx: mpsc::Receiver<Item>,
     pub(super) stop: watch::Sender<bool>,
+    /// Ends the receive task's wait in the SDK.
+    pub(super) receive_stop: azure_messaging_eventhubs::ReceiveStop,
     pub(super) last_enqueued: Arc<AtomicI64>,
     pub(super) last_read: Arc<AtomicI64>,
     pub(super) pending_error: Option<Error>,
@@ -39,6 +41,7 @@ impl Drop for EventHubsReader {
     fn drop(&mut self) {
         // The receive task closes its link and ends.
         let _ = self.stop.send(true);
+        self.receive_stop.stop();
     }
 }
 
