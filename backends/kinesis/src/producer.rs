@@ -255,7 +255,7 @@ impl Producer for KinesisProducer {
         let _pass = self.gate.enter().await?;
         // Sized up front: collecting `Result`s loses the size hint, and growing a vector of 500
         // records by doubling cost 7 reallocations (copies of up to 28 KiB) per call, about
-        // 200 instructions per event.
+        // 100 instructions per event.
         let mut prepared = Vec::with_capacity(events.len());
         for event in events {
             prepared.push(self.prepare(event)?);
