@@ -271,7 +271,7 @@ impl Driver {
                 size,
                 closed: false,
             });
-            shared.busy.insert(entry.partition_key.clone());
+            shared.busy.insert(key);
             if self.settings.aggregate
                 && Aggregator::new().size_with(&user()) + key.len()
                     <= self.settings.aggregate_max_bytes
@@ -404,7 +404,11 @@ impl Driver {
                 p
             }
         };
-        self.shared.state.lock().busy.remove(&unit.partition_key);
+        self.shared
+            .state
+            .lock()
+            .busy
+            .remove(unit.partition_key.as_bytes());
         for (sub, seq) in unit.seqs().enumerate() {
             let Some(entry) = self.queue.settle(seq) else {
                 continue;
@@ -433,7 +437,11 @@ impl Driver {
         longest: Duration,
         now: Instant,
     ) {
-        self.shared.state.lock().busy.remove(&unit.partition_key);
+        self.shared
+            .state
+            .lock()
+            .busy
+            .remove(unit.partition_key.as_bytes());
         for seq in unit.seqs() {
             let Some(entry) = self.queue.sent_mut(seq) else {
                 continue;
