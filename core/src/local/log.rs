@@ -33,29 +33,20 @@ pub(crate) trait PartitionLog: Send + Sync + 'static {
     fn append_owned(&self, events: Vec<Event>, append_ms: i64) -> Result<u64> {
         self.append(&events, append_ms)
     }
-    /// [`read_cached`](Self::read_cached) as the group engine's records, positions included,
-    /// from a log that keeps positions; `None` from logs that do not.
+    /// [`read`](Self::read) as the group engine's records, positions included, when it can be
+    /// served from memory without blocking (the memory log always; the file log from its tail
+    /// of recent appends); `None` when only `read` can. An empty vector says nothing from
+    /// `from` on is readable yet: the reader waits for the next append's wake-up instead of
+    /// asking the files.
     fn read_positioned(
-        &self,
-        _from: u64,
-        _max_records: usize,
-        _max_bytes: usize,
-    ) -> Option<Vec<SourceRecord>> {
-        None
-    }
-    /// Up to `max_records` records from offset `from` (clamped to the retained range), stopping
-    /// early after about `max_bytes`.
-    fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<StoredRecord>>;
-    /// [`read`](Self::read) when it can be served from memory without blocking (the memory log
-    /// always; the file log from its tail of recent appends); `None` when only `read` can.
-    /// An empty vector says nothing from `from` on is readable yet: the reader waits for the
-    /// next append's wake-up instead of asking the files.
-    fn read_cached(
         &self,
         from: u64,
         max_records: usize,
         max_bytes: usize,
-    ) -> Option<Vec<StoredRecord>>;
+    ) -> Option<Vec<SourceRecord>>;
+    /// Up to `max_records` records from offset `from` (clamped to the retained range), stopping
+    /// early after about `max_bytes`.
+    fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<StoredRecord>>;
     /// (oldest retained offset, next offset to be written).
     fn bounds(&self) -> (u64, u64);
     /// First offset whose effective time is at or after `ms`, or the next offset if none.
@@ -75,6 +66,14 @@ pub(crate) trait PartitionLog: Send + Sync + 'static {
     /// [`MemoryLog::lock_append`]); `None` for the file log.
     fn as_memory(&self) -> Option<&MemoryLog> {
         None
+    }
+}
+
+/// A kept record as the group engine's, with the position the log made or kept for it.
+pub(crate) fn source_record(record: &StoredRecord, position: &Position) -> SourceRecord {
+    SourceRecord {
+        event: record.event.clone(),
+        position: position.clone(),
     }
 }
 
@@ -273,23 +272,7 @@ impl PartitionLog for MemoryLog {
         max_records: usize,
         max_bytes: usize,
     ) -> Option<Vec<SourceRecord>> {
-        Some(
-            self.collect(from, max_records, max_bytes, |record, position| {
-                SourceRecord {
-                    event: record.event.clone(),
-                    position: position.clone(),
-                }
-            }),
-        )
-    }
-
-    fn read_cached(
-        &self,
-        from: u64,
-        max_records: usize,
-        max_bytes: usize,
-    ) -> Option<Vec<StoredRecord>> {
-        self.read(from, max_records, max_bytes).ok()
+        Some(self.collect(from, max_records, max_bytes, source_record))
     }
 
     fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<StoredRecord>> {

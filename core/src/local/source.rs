@@ -172,16 +172,13 @@ impl PartitionReader for LocalReader {
             // from disk.
             let records = match positioned {
                 Some(_) => Vec::new(),
-                None => match self.log.read_cached(from, max.max(1), FETCH_BYTES) {
-                    Some(records) => records,
-                    _ if from < self.log.bounds().1 => {
-                        let log = self.log.clone();
-                        self.stream
-                            .io(move || log.read(from, max.max(1), FETCH_BYTES))
-                            .await?
-                    }
-                    _ => Vec::new(),
-                },
+                None if from < self.log.bounds().1 => {
+                    let log = self.log.clone();
+                    self.stream
+                        .io(move || log.read(from, max.max(1), FETCH_BYTES))
+                        .await?
+                }
+                None => Vec::new(),
             };
             if let Some(last) = records.last() {
                 if records[0].offset > from {

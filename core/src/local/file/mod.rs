@@ -40,7 +40,7 @@ use read::read_at;
 use tail::Tail;
 
 use super::codec::{self, Frame, INDEX_ENTRY, IndexEntry, MARKS_LEN, Marks, StoredRecord};
-use super::log::{LogConfig, PartitionLog};
+use super::log::{LogConfig, PartitionLog, source_record};
 use crate::backend::group::SourceRecord;
 use crate::{Error, Event, Result};
 use bytes::Bytes;
@@ -264,25 +264,9 @@ impl PartitionLog for FileLog {
         max_records: usize,
         max_bytes: usize,
     ) -> Option<Vec<SourceRecord>> {
-        self.tail
-            .read(from, max_records, max_bytes, |record, position| {
-                SourceRecord {
-                    event: record.event.clone(),
-                    position: position.clone(),
-                }
-            })
-    }
-
-    fn read_cached(
-        &self,
-        from: u64,
-        max_records: usize,
-        max_bytes: usize,
-    ) -> Option<Vec<StoredRecord>> {
         // `None` below the tail, or where retention has moved the start: the file path, which
         // knows what was removed and says so.
-        self.tail
-            .read(from, max_records, max_bytes, |record, _| record.clone())
+        self.tail.read(from, max_records, max_bytes, source_record)
     }
 
     fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<StoredRecord>> {

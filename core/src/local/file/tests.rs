@@ -354,9 +354,10 @@ proptest! {
         // The newest records, back to the oldest the tail still holds.
         let mut in_tail = 0;
         for offset in (0..events.len() as u64).rev() {
-            let Some(got) = log.read_cached(offset, 1, usize::MAX) else { break };
+            let Some(got) = log.read_positioned(offset, 1, usize::MAX) else { break };
             prop_assert_eq!(got.len(), 1);
             prop_assert_eq!(&got[0].event, &events[offset as usize]);
+            prop_assert_eq!(got[0].position.as_offset(), Some(offset));
             in_tail += 1;
         }
         prop_assert!(in_tail > 0);
