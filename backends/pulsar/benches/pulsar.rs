@@ -5,7 +5,8 @@
 //! asserted. `BENCH_PULSAR_ROUNDS` sets the rounds (default 3; each alternates which Rust side
 //! goes first), after `BENCH_PULSAR_WARMUP` rounds that are printed but not counted (default
 //! 1: the fixture's broker is fresh, and its JIT compiler takes a quarter of the machine
-//! during the first rounds), `BENCH_PULSAR_MODES` the modes (`unbatched,batched`), `BENCH_PULSAR_PYTHON=0`
+//! during the first rounds), `BENCH_PULSAR_MODES` the modes (`unbatched,batched,latency`; `latency`: one event at a time,
+//! send to receive), `BENCH_PULSAR_PYTHON=0`
 //! leaves the Python peer out, and `BENCH_PULSAR_MARKS=1` prints each phase's start and end
 //! for a profile of one phase alone (`probe::mark`, `perf report --time`). Beside each rate:
 //! the client CPU per event (this process's user and system time, the crate's engine tasks
@@ -214,6 +215,183 @@ async fn raw_consume(client: &Pulsar<TokioExecutor>, topic: &str, n: usize) -> F
     meter.unwrap().finish(n - 1)
 }
 
+/// Samples per side in the `latency` mode.
+const LATENCY_SAMPLES: usize = 2000;
+
+/// One event at a time through tributary: sent, its receipt awaited, received and acked; the
+/// time from the send to the receive, in µs per sample.
+async fn tributary_latency(backend: &dyn Backend, topic: &str, samples: usize) -> Vec<f64> {
+    let consumer = backend
+        .consumer(
+            topic,
+            ConsumerOptions::new(unique_name("bench-lat")).start(StartPosition::Earliest),
+        )
+        .await
+        .unwrap();
+    let producer = backend.producer(topic).await.unwrap();
+    let events = events(samples);
+    let mut micros = Vec::with_capacity(samples);
+    for event in events {
+        let started = Instant::now();
+        producer.send(event).await.unwrap();
+        let delivery = consumer.receive().await.unwrap();
+        micros.push(started.elapsed().as_secs_f64() * 1e6);
+        delivery.ack();
+    }
+    producer.close().await.unwrap();
+    consumer.close().await.unwrap();
+    micros
+}
+
+/// The same with the raw crate: the key's partition producer, a Failover consumer on the
+/// partitioned topic, each message acked.
+async fn raw_latency(client: &Pulsar<TokioExecutor>, topic: &str, samples: usize) -> Vec<f64> {
+    let mut consumer: pulsar::Consumer<Vec<u8>, TokioExecutor> = client
+        .consumer()
+        .with_topic(format!("persistent://public/default/{topic}"))
+        .with_subscription(unique_name("bench-raw-lat"))
+        .with_subscription_type(SubType::Failover)
+        .with_options(pulsar::ConsumerOptions {
+            initial_position: InitialPosition::Earliest,
+            receiver_queue_size: Some(1000),
+            ..Default::default()
+        })
+        .build()
+        .await
+        .unwrap();
+    let mut producers = Vec::new();
+    for p in 0..PARTITIONS {
+        producers.push(
+            client
+                .producer()
+                .with_topic(format!("persistent://public/default/{topic}-partition-{p}"))
+                .build()
+                .await
+                .unwrap(),
+        );
+    }
+    let mut micros = Vec::with_capacity(samples);
+    for event in events(samples) {
+        let key = String::from_utf8(event.key.clone().unwrap().to_vec()).unwrap();
+        let hash = murmur3::murmur3_32(&mut key.as_bytes(), 0).unwrap() & (i32::MAX as u32);
+        let message = pulsar::producer::Message {
+            payload: event.payload.to_vec(),
+            partition_key: Some(key),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        producers[(hash % PARTITIONS) as usize]
+            .send_non_blocking(message)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let message = consumer.next().await.unwrap().unwrap();
+        micros.push(started.elapsed().as_secs_f64() * 1e6);
+        consumer.ack(&message).await.unwrap();
+    }
+    micros
+}
+
+/// The Python client's send-to-receive times on `topic` (µs), or `None` without the virtualenv.
+async fn python_latency(address: String, topic: String, samples: usize) -> Option<Vec<f64>> {
+    let stdout = run_python(
+        "latency.py",
+        vec![
+            format!("pulsar://{address}"),
+            format!("persistent://public/default/{topic}"),
+            samples.to_string(),
+        ],
+    )
+    .await?;
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("latency "))
+        .unwrap_or_else(|| panic!("the Python peer printed no latencies: {stdout}"));
+    Some(
+        line.split_whitespace()
+            .map(|m| m.parse().unwrap())
+            .collect(),
+    )
+}
+
+/// p50, p90, p99 and p99.9 of `micros`, in µs.
+fn percentiles(mut micros: Vec<f64>) -> [f64; 4] {
+    micros.sort_by(f64::total_cmp);
+    let at = |q: f64| micros[((micros.len() as f64 * q) as usize).min(micros.len() - 1)];
+    [at(0.5), at(0.9), at(0.99), at(0.999)]
+}
+
+/// The `latency` mode: each side's send-to-receive percentiles over its rounds (samples pooled),
+/// the Python client's beside them when `with_python` and its virtualenv is there.
+async fn latency_rows(
+    backend: &dyn Backend,
+    raw: &Pulsar<TokioExecutor>,
+    address: String,
+    rounds: usize,
+    with_python: bool,
+) {
+    let (mut raw_all, mut trib_all, mut py_all) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let topics = [
+            unique_name("lat-raw"),
+            unique_name("lat-trib"),
+            unique_name("lat-py"),
+        ];
+        for topic in &topics {
+            backend
+                .create_stream(topic, StreamSpec::with_partitions(PARTITIONS))
+                .await
+                .unwrap();
+        }
+        let [raw_topic, trib_topic, py_topic] = topics;
+        let (r, t) = if round % 2 == 0 {
+            let r = raw_latency(raw, &raw_topic, LATENCY_SAMPLES).await;
+            (
+                r,
+                tributary_latency(backend, &trib_topic, LATENCY_SAMPLES).await,
+            )
+        } else {
+            let t = tributary_latency(backend, &trib_topic, LATENCY_SAMPLES).await;
+            (raw_latency(raw, &raw_topic, LATENCY_SAMPLES).await, t)
+        };
+        let py = if with_python {
+            python_latency(address.clone(), py_topic, LATENCY_SAMPLES).await
+        } else {
+            None
+        };
+        let p50_p99 = |m: &[f64]| {
+            let p = percentiles(m.to_vec());
+            format!("{:.0}/{:.0} µs", p[0], p[2])
+        };
+        println!(
+            "latency round {round}: p50/p99 raw {}, tributary {}, Python {}; load {}",
+            p50_p99(&r),
+            p50_p99(&t),
+            py.as_deref().map_or_else(|| "-".to_owned(), p50_p99),
+            load_average()
+        );
+        raw_all.extend(r);
+        trib_all.extend(t);
+        py_all.extend(py.unwrap_or_default());
+    }
+    println!(
+        "\nPulsar latency: one event sent (receipt awaited), received and acked, {LATENCY_SAMPLES} per side per round, {rounds} alternating rounds pooled (µs)"
+    );
+    println!("| | p50 | p90 | p99 | p99.9 |\n|---|---|---|---|---|");
+    for (who, micros) in [
+        ("raw `pulsar` crate", raw_all),
+        ("tributary", trib_all),
+        ("Python pulsar-client", py_all),
+    ] {
+        if micros.is_empty() {
+            continue;
+        }
+        let [p50, p90, p99, p999] = percentiles(micros);
+        println!("| {who} | {p50:.0} | {p90:.0} | {p99:.0} | {p999:.0} |");
+    }
+}
+
 /// The Python client's produce and consume rates on `topic`, or `None` without the virtualenv.
 async fn python_peer(
     address: String,
@@ -221,21 +399,38 @@ async fn python_peer(
     n: usize,
     batched: bool,
 ) -> Option<(f64, f64)> {
+    let stdout = run_python(
+        "perf.py",
+        vec![
+            format!("pulsar://{address}"),
+            format!("persistent://public/default/{topic}"),
+            n.to_string(),
+            if batched { "1" } else { "0" }.to_owned(),
+        ],
+    )
+    .await?;
+    let rate = |what: &str| -> f64 {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(what)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("the Python peer printed no {what} rate: {stdout}"))
+    };
+    Some((rate("produce"), rate("consume")))
+}
+
+/// Runs `benches/py/<script>` with the peers' virtualenv and returns what it printed, or
+/// `None` without the virtualenv.
+async fn run_python(script: &str, args: Vec<String>) -> Option<String> {
     let python = peers_dir().join("pyvenv/current/bin/python");
     if !python.is_file() {
         eprintln!("no Python peer: {} is missing", python.display());
         return None;
     }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/py/perf.py");
-    let run = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .arg(format!("pulsar://{address}"))
-            .arg(format!("persistent://public/default/{topic}"))
-            .arg(n.to_string())
-            .arg(if batched { "1" } else { "0" })
-            .output()
-    });
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("benches/py")
+        .join(script);
+    let run =
+        tokio::task::spawn_blocking(move || Command::new(python).arg(script).args(args).output());
     let output = tokio::time::timeout(Duration::from_secs(900), run)
         .await
         .expect("the Python peer finished within 15 minutes")
@@ -246,14 +441,7 @@ async fn python_peer(
         "the Python peer failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let rate = |what: &str| -> f64 {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(what)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("the Python peer printed no {what} rate: {stdout}"))
-    };
-    Some((rate("produce"), rate("consume")))
+    Some(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -279,7 +467,7 @@ fn main() {
         .unwrap_or(100_000);
     let rounds: usize = env_or("BENCH_PULSAR_ROUNDS", 3);
     let warmup: usize = env_or("BENCH_PULSAR_WARMUP", 1);
-    let modes: String = env_or("BENCH_PULSAR_MODES", "unbatched,batched".to_owned());
+    let modes: String = env_or("BENCH_PULSAR_MODES", "unbatched,batched,latency".to_owned());
     let with_python = std::env::var("BENCH_PULSAR_PYTHON").as_deref() != Ok("0");
     let Some(server) = require(Peer::Pulsar) else {
         return;
@@ -293,6 +481,22 @@ fn main() {
         tributary_pulsar::register();
         let mut rows: Vec<(String, Row)> = Vec::new();
         for mode in modes.split(',') {
+            if mode == "latency" {
+                let backend = tributary::connect(server.url()).await.unwrap();
+                let pulsar = backend
+                    .as_any()
+                    .downcast_ref::<tributary_pulsar::PulsarBackend>()
+                    .unwrap();
+                latency_rows(
+                    backend.as_ref(),
+                    &pulsar.native().clone(),
+                    server.address().to_string(),
+                    rounds,
+                    with_python,
+                )
+                .await;
+                continue;
+            }
             let batched = match mode {
                 "unbatched" => false,
                 "batched" => true,
