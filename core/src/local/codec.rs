@@ -277,6 +277,9 @@ pub(crate) fn decode_marks(bytes: &[u8]) -> std::result::Result<Marks, String> {
     if bytes[4] != MARKS_VERSION {
         return Err(format!("unknown marks version {}", bytes[4]));
     }
+    if bytes[5..8] != [0, 0, 0] {
+        return Err("reserved bytes 5 to 7 are not zero".to_owned());
+    }
     let crc = u32::from_le_bytes(bytes[24..28].try_into().expect("4 bytes"));
     if crc32fast::hash(&bytes[..24]) != crc {
         return Err("checksum mismatch".to_owned());
@@ -378,6 +381,22 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Found by the log_marks fuzz target: marks whose three reserved bytes were not zero
+    /// (under a CRC that matched) were read as good, so a file the format does not allow was
+    /// taken for marks.
+    #[test]
+    fn marks_with_reserved_bytes_set_are_refused() {
+        let mut bytes = encode_marks(Marks {
+            start: 5,
+            next: 900,
+        });
+        bytes[7] = 0x80;
+        let crc = crc32fast::hash(&bytes[..24]);
+        bytes[24..28].copy_from_slice(&crc.to_le_bytes());
+        let reason = decode_marks(&bytes).unwrap_err();
+        assert!(reason.contains("reserved"), "{reason}");
     }
 
     proptest! {
