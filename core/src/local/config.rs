@@ -45,6 +45,10 @@ pub struct LocalConfig {
     /// next one prepared once it is half full: up to 1.5 segments of disk per partition beyond
     /// its records. Off by default, as Kafka's `log.preallocate`.
     pub preallocate: bool,
+    /// Capacity of a `file://` stream's write-ahead journal under `fsync=always`
+    /// (`journal_bytes`, default 64 MiB, at least 64 KiB): each write round is made durable by
+    /// one fdatasync of the journal, and the partitions' segments are synced when it fills.
+    pub journal_bytes: u64,
 }
 
 pub(super) const OPTIONS: &[&str] = &[
@@ -59,6 +63,7 @@ pub(super) const OPTIONS: &[&str] = &[
     "group_lease",
     "skip_damaged",
     "preallocate",
+    "journal_bytes",
 ];
 
 impl LocalConfig {
@@ -77,6 +82,7 @@ impl LocalConfig {
             group_lease: Duration::from_secs(15),
             skip_damaged: false,
             preallocate: false,
+            journal_bytes: super::journal::DEFAULT_BYTES,
         }
     }
 
@@ -157,16 +163,27 @@ impl LocalConfig {
         let group_lease = opts.take_duration("group_lease")?;
         let skip_damaged = opts.take_bool("skip_damaged")?;
         let preallocate = opts.take_bool("preallocate")?;
+        let journal_bytes = opts.take_size("journal_bytes")?;
         if !file
             && (fsync.is_some()
                 || interval.is_some()
                 || group_lease.is_some()
                 || skip_damaged.is_some()
-                || preallocate.is_some())
+                || preallocate.is_some()
+                || journal_bytes.is_some())
         {
             return Err(Error::config(
-                "options `fsync`, `fsync_interval`, `group_lease`, `skip_damaged` and `preallocate` apply to file:// only",
+                "options `fsync`, `fsync_interval`, `group_lease`, `skip_damaged`, `preallocate` and `journal_bytes` apply to file:// only",
             ));
+        }
+        if let Some(v) = journal_bytes {
+            let min = super::journal::MIN_BYTES;
+            if v < min {
+                return Err(Error::config(format!(
+                    "option `journal_bytes`: {v} is below the minimum of {min}"
+                )));
+            }
+            config.journal_bytes = v;
         }
         config.skip_damaged = skip_damaged.unwrap_or(false);
         config.preallocate = preallocate.unwrap_or(false);
@@ -191,6 +208,11 @@ impl LocalConfig {
         if config.preallocate && config.fsync != FsyncPolicy::Always {
             return Err(Error::config(
                 "option `preallocate` applies to fsync=always only (without a sync per write there is no size change to save)",
+            ));
+        }
+        if journal_bytes.is_some() && config.fsync != FsyncPolicy::Always {
+            return Err(Error::config(
+                "option `journal_bytes` applies to fsync=always only (the other modes keep no journal)",
             ));
         }
         if let Some(lease) = group_lease {

@@ -33,10 +33,12 @@ mod append;
 mod prealloc;
 mod read;
 mod recovery;
+mod replay;
 mod tail;
 
 use append::write_marks;
 use read::read_at;
+use replay::first_offset;
 use tail::Tail;
 
 use super::codec::{self, Frame, INDEX_ENTRY, IndexEntry, MARKS_LEN, Marks, StoredRecord};
@@ -173,6 +175,7 @@ fn io(context: impl std::fmt::Display, e: std::io::Error) -> Error {
 
 impl FileLog {
     /// Opens (and recovers) the log in `dir`; creates it when `writable` and missing.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn open(
         dir: &Path,
         label: String,
@@ -180,6 +183,28 @@ impl FileLog {
         fsync: FsyncPolicy,
         config: LogConfig,
         skip_damaged: bool,
+    ) -> Result<Self> {
+        Self::open_replaying(
+            dir,
+            label,
+            writable,
+            fsync,
+            config,
+            skip_damaged,
+            Bytes::new(),
+        )
+    }
+
+    /// [`open`](Self::open), a writer first restoring the records of `replay` (frames as the
+    /// log wrote them, from the stream's journal) that its last segment lost.
+    pub fn open_replaying(
+        dir: &Path,
+        label: String,
+        writable: bool,
+        fsync: FsyncPolicy,
+        config: LogConfig,
+        skip_damaged: bool,
+        replay: Bytes,
     ) -> Result<Self> {
         let log = FileLog {
             dir: dir.to_owned(),
@@ -203,7 +228,7 @@ impl FileLog {
             #[cfg(test)]
             hold_preparation: Arc::default(),
         };
-        let loaded = log.load(writable)?;
+        let loaded = log.load(writable, &replay)?;
         log.install(&mut log.inner.lock(), loaded);
         Ok(log)
     }
@@ -222,6 +247,29 @@ impl FileLog {
         self.tail.publish(g.next);
     }
 
+    /// Appends events given away (kept in the tail of recent records), their frames also
+    /// copied to `journal` when given.
+    fn append_into(
+        &self,
+        mut events: Vec<Event>,
+        append_ms: i64,
+        journal: Option<&mut Vec<u8>>,
+    ) -> Result<u64> {
+        super::arena::share(&mut events);
+        let mut g = self.inner.lock();
+        let base = self.write_in(&mut g, &events, append_ms, journal)?;
+        // Into the tail before the marks publish them, so a reader never finds a published
+        // record missing from it.
+        self.tail
+            .push((base..).zip(events).map(|(offset, event)| StoredRecord {
+                offset,
+                append_ms,
+                event,
+            }));
+        self.after_append(&mut g)?;
+        Ok(base)
+    }
+
     fn read_only_error(&self) -> Error {
         Error::unavailable(format!(
             "{}: this process opened the directory read-only (another process holds the writer lock)",
@@ -237,25 +285,27 @@ impl PartitionLog for FileLog {
         let mut g = self.inner.lock();
         // The tail would no longer end at `next`: readers go to the files until it refills.
         self.tail.clear();
-        let base = self.write_in(&mut g, events, append_ms)?;
+        let base = self.write_in(&mut g, events, append_ms, None)?;
         self.after_append(&mut g)?;
         Ok(base)
     }
 
-    fn append_owned(&self, mut events: Vec<Event>, append_ms: i64) -> Result<u64> {
-        super::arena::share(&mut events);
-        let mut g = self.inner.lock();
-        let base = self.write_in(&mut g, &events, append_ms)?;
-        // Into the tail before the marks publish them, so a reader never finds a published
-        // record missing from it.
-        self.tail
-            .push((base..).zip(events).map(|(offset, event)| StoredRecord {
-                offset,
-                append_ms,
-                event,
-            }));
-        self.after_append(&mut g)?;
-        Ok(base)
+    fn append_owned(&self, events: Vec<Event>, append_ms: i64) -> Result<u64> {
+        self.append_into(events, append_ms, None)
+    }
+
+    fn append_journaled(
+        &self,
+        events: Vec<Event>,
+        append_ms: i64,
+        journal: &mut Vec<u8>,
+    ) -> Result<u64> {
+        self.append_into(events, append_ms, Some(journal))
+    }
+
+    fn publish_appended(&self) {
+        let g = self.inner.lock();
+        self.publish(&g);
     }
 
     fn read_positioned(
@@ -445,7 +495,7 @@ impl PartitionLog for FileLog {
         for (i, base) in bases.into_iter().enumerate() {
             if last.is_none_or(|l| base > l) {
                 let hwm = marks.map(|m| m.next);
-                let seg = self.recover_segment(base, i + 1 == count, false, hwm, upto)?;
+                let seg = self.recover_segment(base, i + 1 == count, false, hwm, upto, None)?;
                 g.segments.push(seg);
             }
         }
@@ -526,12 +576,12 @@ impl PartitionLog for FileLog {
         Ok(())
     }
 
-    fn promote(&self) -> Result<()> {
+    fn promote(&self, replay: Bytes) -> Result<()> {
         if self.is_writable() {
             return Ok(());
         }
         let mut g = self.inner.lock();
-        let loaded = self.load(true)?;
+        let loaded = self.load(true, &replay)?;
         self.install(&mut g, loaded);
         self.writable.store(true, Ordering::Release);
         Ok(())
