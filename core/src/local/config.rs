@@ -178,9 +178,10 @@ impl LocalConfig {
         }
         if let Some(v) = journal_bytes {
             let min = super::journal::MIN_BYTES;
-            if v < min {
+            if v < min || v > super::journal::MAX_BYTES {
                 return Err(Error::config(format!(
-                    "option `journal_bytes`: {v} is below the minimum of {min}"
+                    "option `journal_bytes`: {v} is out of range {min}..={}",
+                    super::journal::MAX_BYTES
                 )));
             }
             config.journal_bytes = v;

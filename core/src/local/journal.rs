@@ -44,6 +44,9 @@ pub(crate) const FRAME_HEADER: usize = 20;
 pub(crate) const DEFAULT_BYTES: u64 = 64 << 20;
 /// The smallest capacity accepted (`journal_bytes`).
 pub(crate) const MIN_BYTES: u64 = 64 << 10;
+/// The largest capacity accepted (`journal_bytes`): a frame's length is a u32, and a frame
+/// too long for it cannot fit.
+pub(crate) const MAX_BYTES: u64 = u32::MAX as u64;
 const MAGIC: &[u8; 4] = b"TBJL";
 const VERSION: u32 = 1;
 const HEADER_LEN: usize = 20;

@@ -334,3 +334,33 @@ async fn a_reader_promoted_after_the_writer_died_restores_its_records() {
     producer.close().await.unwrap();
     reader.close().await.unwrap();
 }
+
+/// Closing the backend checkpoints the journal while the process still holds the lock: the
+/// next writer has nothing to replay, and a writer under another fsync mode removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_checkpoints_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let backend = crate::connect(&url).await.unwrap();
+    backend
+        .create_stream(STREAM, StreamSpec::with_partitions(PARTITIONS))
+        .await
+        .unwrap();
+    let acked = send(&backend, 10, false).await;
+    let stream_dir = dir.path().join("streams").join(STREAM);
+    let held = Journal::recover(&stream_dir, PARTITIONS, STREAM).unwrap();
+    assert!(
+        held.iter().any(|b| !b.is_empty()),
+        "the rounds are journaled"
+    );
+    backend.close().await.unwrap();
+    let held = Journal::recover(&stream_dir, PARTITIONS, STREAM).unwrap();
+    assert!(held.iter().all(|b| b.is_empty()), "nothing left to replay");
+
+    let reopened = crate::connect(&format!("{url}?fsync=never")).await.unwrap();
+    let producer = reopened.producer(STREAM).await.unwrap();
+    assert!(!stream_dir.join(journal::JOURNAL_FILE).exists());
+    check(&reopened, &acked, false).await;
+    producer.close().await.unwrap();
+    reopened.close().await.unwrap();
+}

@@ -474,6 +474,19 @@ impl Backend for LocalBackend {
         let groups = self.shared.groups.close().await;
         let streams: Vec<_> = self.shared.streams.lock().values().cloned().collect();
         for stream in streams {
+            if let Some(writer) = stream.writer.get() {
+                // A journal checkpoint while this process still holds the lock.
+                let (reply, done) = oneshot::channel();
+                let request = WriteRequest {
+                    batches: Vec::new(),
+                    reply,
+                };
+                if writer.send(request).await.is_ok()
+                    && let Ok(Err(e)) = done.await
+                {
+                    tracing::warn!(stream = %stream.name, error = %e, "journal checkpoint on close failed");
+                }
+            }
             let logs = stream.partitions.clone();
             stream
                 .io(move || logs.iter().try_for_each(|l| l.sync()))

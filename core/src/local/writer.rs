@@ -7,7 +7,9 @@
 use super::*;
 
 /// One `send_batch`: its events grouped per partition, in ascending partition order (the
-/// writer relies on it to say which partitions of a failed batch were stored).
+/// writer relies on it to say which partitions of a failed batch were stored). A request with
+/// no batches asks for a journal checkpoint (the backend closing: the next writer then starts
+/// from an empty journal).
 pub(crate) struct WriteRequest {
     pub(crate) batches: Vec<(usize, Vec<Event>)>,
     pub(crate) reply: oneshot::Sender<Result<Vec<u64>>>,
@@ -15,6 +17,8 @@ pub(crate) struct WriteRequest {
 
 /// How many queued batches one write round takes at most.
 const MAX_GROUP: usize = 512;
+/// The journal frames buffer kept from one round to the next, at most.
+const FRAMES_KEPT: usize = 16 << 20;
 
 /// One writer thread per file stream: it drains every queued batch, writes them, then makes
 /// them durable (`journal`: the stream's, under `fsync=always`), so N concurrent senders share
@@ -45,6 +49,14 @@ pub(super) fn spawn_writer(
                     Some(j) => {
                         round.write(&logs, &mut group, now, Some(j));
                         round.commit(j, &logs, &mut crew, &name);
+                        if group.iter().any(|r| r.batches.is_empty()) {
+                            let done = j.checkpoint(&mut crew, &name);
+                            for (request, result) in group.iter().zip(round.results.iter_mut()) {
+                                if let (true, Err(e)) = (request.batches.is_empty(), &done) {
+                                    *result = Err(Error::new(e.kind(), e.message()));
+                                }
+                            }
+                        }
                     }
                     None => {
                         round.write(&logs, &mut group, now, None);
@@ -57,13 +69,10 @@ pub(super) fn spawn_writer(
                     let _ = request.reply.send(result);
                 }
             }
-            // The stream is closing: a checkpoint, so the next writer starts from an empty
-            // journal (the logs also sync as they close).
-            if let Some(j) = journaled.as_mut()
-                && let Err(e) = j.checkpoint(&mut crew, &name)
-            {
-                tracing::warn!(stream = %name, error = %e, "journal checkpoint on close failed");
-            }
+            // No checkpoint here: by now another process may be writing the stream (the
+            // backend closed, releasing the lock, before the last handle let go of this
+            // thread), and the journal is its. The logs sync as they close; what the journal
+            // still holds is then in them, and skipped when a writer next replays it.
         });
     if let Err(e) = spawned {
         tracing::error!(stream = %stream_name, error = %e, "cannot start the writer thread");
@@ -238,6 +247,9 @@ impl Round {
             Err(e) => Err(e),
         };
         j.frames.clear();
+        if j.frames.capacity() > FRAMES_KEPT {
+            j.frames = Vec::new(); // a round of large events: not kept for every round after
+        }
         if let Err(e) = outcome {
             let message = format!("making the writes to stream `{name}` durable failed: {e}");
             for r in self.results.iter_mut() {

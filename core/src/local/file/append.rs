@@ -3,6 +3,29 @@
 use super::*;
 
 impl FileLog {
+    /// Appends events given away (kept in the tail of recent records), their frames also
+    /// copied to `journal` when given.
+    pub(super) fn append_into(
+        &self,
+        mut events: Vec<Event>,
+        append_ms: i64,
+        journal: Option<&mut Vec<u8>>,
+    ) -> Result<u64> {
+        crate::local::arena::share(&mut events);
+        let mut g = self.inner.lock();
+        let base = self.write_in(&mut g, &events, append_ms, journal)?;
+        // Into the tail before the marks publish them, so a reader never finds a published
+        // record missing from it.
+        self.tail
+            .push((base..).zip(events).map(|(offset, event)| StoredRecord {
+                offset,
+                append_ms,
+                event,
+            }));
+        self.after_append(&mut g)?;
+        Ok(base)
+    }
+
     /// Makes appended data durable, then publishes the marks.
     pub(super) fn sync_locked(&self, g: &mut Inner) -> Result<()> {
         if g.dirty {

@@ -10,9 +10,25 @@
 //! ```
 //! The index is a hint: it is rebuilt from the log when missing or inconsistent, and never
 //! fsynced. The marks file is the log's memory of what it handed out: `next` is written after
-//! every append (after the fsync under `fsync=always`), so every position below it reached a
-//! producer, and none is ever handed out again; `start` moves only with retention. Other
-//! processes read only up to `next`, so they never see a write in progress.
+//! every append (under `fsync=always`, once the round is durable), so every position below it
+//! reached a producer, and none is ever handed out again; `start` moves only with retention.
+//! Other processes read only up to `next`, so they never see a write in progress.
+//!
+//! What each fsync mode promises:
+//! - `always`: a send returns once its records are durable. The stream's writer makes a round
+//!   durable with one fdatasync of the stream's journal (`<stream>/journal`, see journal.rs),
+//!   which holds the very frames the round wrote to its partitions; the segments themselves
+//!   are synced at the journal's checkpoints (each time it fills, every `journal_bytes` of
+//!   frames, 64 MiB by default), at rolls and on close. After a power loss the active segment
+//!   may end before acknowledged records: a writer that opens the log restores them from the
+//!   journal first ([`FileLog::open_replaying`], replay.rs). The cost: every byte written
+//!   twice (segment and journal), and the journal's disk, up to `journal_bytes` per stream.
+//! - `interval`: the segments are fsynced at most that long after a write; no journal.
+//! - `never`: on close only; no journal.
+//!
+//! A process crash loses nothing in any mode (the page cache has every write). A directory
+//! written with the journal and opened by a build from before it loses, after a power loss,
+//! what the journal held that the segments did not (that build ignores the journal).
 //!
 //! Recovery scans each segment from its last trustworthy index entry. Where the data disagrees
 //! with the marks, the marks win:
@@ -27,7 +43,15 @@
 //!
 //! Under `fsync=always` with `preallocate` the active segment is written with zeros to
 //! `segment_bytes` before it becomes active and appends overwrite it in place (see prealloc.rs): its records end at the
-//! first frame that does not decode, and a reader never reads past the marks.
+//! first frame that does not decode, and a reader never reads past the marks. With the
+//! journal the segments are synced only at checkpoints and rolls, so what it saves is the
+//! size change those syncs commit.
+//!
+//! Restoring from the journal, recovery treats a bad tail of the active segment at or past
+//! the journal's first record for the partition as a lost write: truncated, then the
+//! journal's records from the segment's end on written back (records already there, or below
+//! `start`, are skipped). A journal that begins past the segment's end leaves a gap: damage,
+//! reported as above.
 
 mod append;
 mod prealloc;
@@ -245,29 +269,6 @@ impl FileLog {
         g.dirty = false;
         self.tail.clear();
         self.tail.publish(g.next);
-    }
-
-    /// Appends events given away (kept in the tail of recent records), their frames also
-    /// copied to `journal` when given.
-    fn append_into(
-        &self,
-        mut events: Vec<Event>,
-        append_ms: i64,
-        journal: Option<&mut Vec<u8>>,
-    ) -> Result<u64> {
-        super::arena::share(&mut events);
-        let mut g = self.inner.lock();
-        let base = self.write_in(&mut g, &events, append_ms, journal)?;
-        // Into the tail before the marks publish them, so a reader never finds a published
-        // record missing from it.
-        self.tail
-            .push((base..).zip(events).map(|(offset, event)| StoredRecord {
-                offset,
-                append_ms,
-                event,
-            }));
-        self.after_append(&mut g)?;
-        Ok(base)
     }
 
     fn read_only_error(&self) -> Error {
