@@ -39,8 +39,9 @@ pub struct LocalConfig {
     /// (`skip_damaged`, default false: reaching them is a `Corrupt` error naming them).
     pub skip_damaged: bool,
     /// Under `fsync=always`, write each segment with zeros before it takes records and
-    /// overwrite it in place (`preallocate`, default false): an fdatasync then commits no size
-    /// change, 1.3–1.7× the throughput on ext4 here, at the cost of a partition's active
+    /// overwrite it in place (`preallocate`, default false): a segment's fdatasync then commits
+    /// no size change (with the stream journal segments sync only at its checkpoints and at
+    /// rolls, so this buys little), at the cost of a partition's active
     /// segment written whole when it starts (64 MiB of zeros per partition by default) and the
     /// next one prepared once it is half full: up to 1.5 segments of disk per partition beyond
     /// its records. Off by default, as Kafka's `log.preallocate`.
