@@ -67,10 +67,11 @@
 //! | `segment_bytes` | `64MiB` (file), `8MiB` (memory) | segment size (memory segments also hold at most 1,024 records) |
 //! | `retention_bytes` | unlimited | per-partition size limit; the oldest segments go first |
 //! | `retention` | unlimited | age limit, e.g. `7d` |
-//! | `fsync` | `always` | `always`: every write is on disk before its send returns (concurrent sends share one fsync); `interval` (with `fsync_interval=100ms`): a power loss can lose that window; `never`: the OS decides. A process crash loses nothing in any mode |
+//! | `fsync` | `always` | `always`: every write is on disk before its send returns (concurrent sends share one fdatasync of the stream's journal, however many partitions they wrote); `interval` (with `fsync_interval=100ms`): a power loss can lose that window; `never`: the OS decides. A process crash loses nothing in any mode |
 //! | `group_lease` | `15s` | `file://` only: how long the consumer groups of a crashed process stay claimed before another process can take them over |
 //! | `skip_damaged` | `false` | `file://` only: readers step over lost or damaged records with a warning instead of a `Corrupt` error |
-//! | `preallocate` | `false` | `file://` with `fsync=always` only: each partition's active segment is written with zeros to `segment_bytes` before it takes records and overwritten in place, so an fdatasync has no size change to commit (1.3–1.7× the throughput on ext4 here), at the cost of those zeros written up front and up to 1.5 segments of disk per partition beyond its records |
+//! | `preallocate` | `false` | `file://` with `fsync=always` only: each partition's active segment is written with zeros to `segment_bytes` before it takes records and overwritten in place, so its syncs (at the journal's checkpoints and rolls) have no size change to commit, at the cost of those zeros written up front and up to 1.5 segments of disk per partition beyond its records |
+//! | `journal_bytes` | `64MiB` | `file://` with `fsync=always` only (at least `64KiB`): the size of each stream's write-ahead journal, which each write round is appended to and synced once; the stream's partitions are synced each time it fills |
 //!
 //! One process at a time writes a `file://` directory; other processes open it read-only and
 //! can consume and tail it.

@@ -116,33 +116,55 @@ impl LocalBackend {
     ) -> Result<Arc<StreamState>> {
         let log_config = self.shared.config.log_config();
         let writable = self.is_writable();
-        let logs: Vec<Arc<dyn PartitionLog>> = match self.stream_dir(name) {
-            None => (0..partitions)
-                .map(|_| Arc::new(MemoryLog::new(log_config)) as Arc<dyn PartitionLog>)
-                .collect(),
+        let (logs, journal): (Vec<Arc<dyn PartitionLog>>, _) = match self.stream_dir(name) {
+            None => (
+                (0..partitions)
+                    .map(|_| Arc::new(MemoryLog::new(log_config)) as Arc<dyn PartitionLog>)
+                    .collect(),
+                None,
+            ),
             Some(dir) => {
                 let fsync = self.shared.config.fsync;
                 let skip = self.shared.config.skip_damaged;
+                let journal_bytes = self.shared.config.journal_bytes;
                 let stream = name.to_owned();
                 tokio::task::spawn_blocking(move || {
-                    let open = |p: u32, writable: bool| {
-                        FileLog::open(
+                    let open = |p: u32, writable: bool, replay: Bytes| {
+                        FileLog::open_replaying(
                             &dir.join(p.to_string()),
                             format!("stream `{stream}` partition {p}"),
                             writable,
                             fsync,
                             log_config,
                             skip,
+                            replay,
                         )
                     };
                     if creating && !writable {
                         for p in 0..partitions {
-                            drop(open(p, true)?);
+                            drop(open(p, true, Bytes::new())?);
                         }
                     }
-                    (0..partitions)
-                        .map(|p| open(p, writable).map(|l| Arc::new(l) as Arc<dyn PartitionLog>))
-                        .collect::<Result<Vec<_>>>()
+                    // A writer restores what the journal holds before the marks judge the logs,
+                    // whatever the fsync mode now: the journal may hold acknowledged records.
+                    let replay = if writable {
+                        Journal::recover(&dir, partitions, &stream)?
+                    } else {
+                        vec![Bytes::new(); partitions as usize]
+                    };
+                    let logs = (0..partitions)
+                        .zip(replay)
+                        .map(|(p, r)| {
+                            open(p, writable, r).map(|l| Arc::new(l) as Arc<dyn PartitionLog>)
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    let journal = if writable {
+                        let always = fsync == FsyncPolicy::Always;
+                        Journal::for_writer(&dir, always, journal_bytes, &stream)?
+                    } else {
+                        None
+                    };
+                    Ok((logs, journal))
                 })
                 .await
                 .map_err(|e| Error::other(format!("open task failed: {e}")))?
@@ -156,6 +178,7 @@ impl LocalBackend {
                 name.to_owned(),
                 logs.clone(),
                 self.shared.config.fsync,
+                journal,
             ));
         }
         Ok(Arc::new(StreamState {

@@ -39,12 +39,17 @@ pub struct LocalConfig {
     /// (`skip_damaged`, default false: reaching them is a `Corrupt` error naming them).
     pub skip_damaged: bool,
     /// Under `fsync=always`, write each segment with zeros before it takes records and
-    /// overwrite it in place (`preallocate`, default false): an fdatasync then commits no size
-    /// change, 1.3–1.7× the throughput on ext4 here, at the cost of a partition's active
+    /// overwrite it in place (`preallocate`, default false): a segment's fdatasync then commits
+    /// no size change (with the stream journal segments sync only at its checkpoints and at
+    /// rolls, so this buys little), at the cost of a partition's active
     /// segment written whole when it starts (64 MiB of zeros per partition by default) and the
     /// next one prepared once it is half full: up to 1.5 segments of disk per partition beyond
     /// its records. Off by default, as Kafka's `log.preallocate`.
     pub preallocate: bool,
+    /// Capacity of a `file://` stream's write-ahead journal under `fsync=always`
+    /// (`journal_bytes`, default 64 MiB, at least 64 KiB): each write round is made durable by
+    /// one fdatasync of the journal, and the partitions' segments are synced when it fills.
+    pub journal_bytes: u64,
 }
 
 pub(super) const OPTIONS: &[&str] = &[
@@ -59,6 +64,7 @@ pub(super) const OPTIONS: &[&str] = &[
     "group_lease",
     "skip_damaged",
     "preallocate",
+    "journal_bytes",
 ];
 
 impl LocalConfig {
@@ -77,6 +83,7 @@ impl LocalConfig {
             group_lease: Duration::from_secs(15),
             skip_damaged: false,
             preallocate: false,
+            journal_bytes: super::journal::DEFAULT_BYTES,
         }
     }
 
@@ -157,16 +164,28 @@ impl LocalConfig {
         let group_lease = opts.take_duration("group_lease")?;
         let skip_damaged = opts.take_bool("skip_damaged")?;
         let preallocate = opts.take_bool("preallocate")?;
+        let journal_bytes = opts.take_size("journal_bytes")?;
         if !file
             && (fsync.is_some()
                 || interval.is_some()
                 || group_lease.is_some()
                 || skip_damaged.is_some()
-                || preallocate.is_some())
+                || preallocate.is_some()
+                || journal_bytes.is_some())
         {
             return Err(Error::config(
-                "options `fsync`, `fsync_interval`, `group_lease`, `skip_damaged` and `preallocate` apply to file:// only",
+                "options `fsync`, `fsync_interval`, `group_lease`, `skip_damaged`, `preallocate` and `journal_bytes` apply to file:// only",
             ));
+        }
+        if let Some(v) = journal_bytes {
+            let min = super::journal::MIN_BYTES;
+            if v < min || v > super::journal::MAX_BYTES {
+                return Err(Error::config(format!(
+                    "option `journal_bytes`: {v} is out of range {min}..={}",
+                    super::journal::MAX_BYTES
+                )));
+            }
+            config.journal_bytes = v;
         }
         config.skip_damaged = skip_damaged.unwrap_or(false);
         config.preallocate = preallocate.unwrap_or(false);
@@ -191,6 +210,11 @@ impl LocalConfig {
         if config.preallocate && config.fsync != FsyncPolicy::Always {
             return Err(Error::config(
                 "option `preallocate` applies to fsync=always only (without a sync per write there is no size change to save)",
+            ));
+        }
+        if journal_bytes.is_some() && config.fsync != FsyncPolicy::Always {
+            return Err(Error::config(
+                "option `journal_bytes` applies to fsync=always only (the other modes keep no journal)",
             ));
         }
         if let Some(lease) = group_lease {

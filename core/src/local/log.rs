@@ -33,6 +33,22 @@ pub(crate) trait PartitionLog: Send + Sync + 'static {
     fn append_owned(&self, events: Vec<Event>, append_ms: i64) -> Result<u64> {
         self.append(&events, append_ms)
     }
+    /// [`append_owned`](Self::append_owned) for a stream with a journal: the frames written
+    /// to the log are also appended to `journal`, for the stream's writer to make durable. The
+    /// marks are not published: the writer does it once the journal is synced
+    /// ([`publish_appended`](Self::publish_appended)). Logs that frame nothing append nothing.
+    fn append_journaled(
+        &self,
+        events: Vec<Event>,
+        append_ms: i64,
+        journal: &mut Vec<u8>,
+    ) -> Result<u64> {
+        let _ = journal;
+        self.append_owned(events, append_ms)
+    }
+    /// Lets readers in other processes see every record appended so far (under
+    /// `fsync=always`, once they are durable).
+    fn publish_appended(&self) {}
     /// [`read`](Self::read) as the group engine's records, positions included, when it can be
     /// served from memory without blocking (the memory log always; the file log from its tail
     /// of recent appends); `None` when only `read` can. An empty vector says nothing from
@@ -61,7 +77,9 @@ pub(crate) trait PartitionLog: Send + Sync + 'static {
     fn enforce_retention(&self, now_ms: i64) -> Result<()>;
     /// Turns a read-only follower into the writer, once this process holds the writer lock:
     /// recovers the log as a writer does and accepts appends from then on.
-    fn promote(&self) -> Result<()>;
+    /// `replay`: the log's frames from the stream's journal (see
+    /// [`FileLog::open_replaying`](super::file::FileLog::open_replaying)).
+    fn promote(&self, replay: bytes::Bytes) -> Result<()>;
     /// The log as the in-memory one, which a producer appends to directly (see
     /// [`MemoryLog::lock_append`]); `None` for the file log.
     fn as_memory(&self) -> Option<&MemoryLog> {
@@ -305,7 +323,7 @@ impl PartitionLog for MemoryLog {
         Ok(())
     }
 
-    fn promote(&self) -> Result<()> {
+    fn promote(&self, _replay: bytes::Bytes) -> Result<()> {
         Ok(())
     }
 

@@ -14,6 +14,7 @@ mod file;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod journal;
 mod log;
 mod partitioner;
 mod producer;
@@ -28,7 +29,9 @@ pub use partitioner::{murmur2, partition_for_key};
 pub(crate) use stream::{StreamState, validate_stream_name};
 
 use arena::Arena;
+use bytes::Bytes;
 use dirs::*;
+use journal::Journal;
 use producer::*;
 use stream::*;
 use sync_crew::SyncCrew;
@@ -237,14 +240,31 @@ impl LocalBackend {
         let streams: Vec<_> = self.shared.streams.lock().values().cloned().collect();
         for stream in streams {
             let logs = stream.partitions.clone();
-            stream
-                .io(move || logs.iter().try_for_each(|l| l.promote()))
+            let dir = self.stream_dir(&stream.name);
+            let name = stream.name.clone();
+            let fsync = self.shared.config.fsync;
+            let journal_bytes = self.shared.config.journal_bytes;
+            let journal = stream
+                .io(move || {
+                    let Some(dir) = dir else {
+                        logs.iter().try_for_each(|l| l.promote(Bytes::new()))?;
+                        return Ok(None);
+                    };
+                    // As at open: the journal's records back into the logs before they are judged.
+                    let replay = Journal::recover(&dir, logs.len() as u32, &name)?;
+                    for (log, replay) in logs.iter().zip(replay) {
+                        log.promote(replay)?;
+                    }
+                    let always = fsync == FsyncPolicy::Always;
+                    Journal::for_writer(&dir, always, journal_bytes, &name)
+                })
                 .await
                 .map_err(|e| self.err(e))?;
             let _ = stream.writer.set(spawn_writer(
                 stream.name.clone(),
                 stream.partitions.clone(),
                 self.shared.config.fsync,
+                journal,
             ));
         }
         *self.shared.lock.lock() = Some(lock);
@@ -454,6 +474,19 @@ impl Backend for LocalBackend {
         let groups = self.shared.groups.close().await;
         let streams: Vec<_> = self.shared.streams.lock().values().cloned().collect();
         for stream in streams {
+            if let Some(writer) = stream.writer.get() {
+                // A journal checkpoint while this process still holds the lock.
+                let (reply, done) = oneshot::channel();
+                let request = WriteRequest {
+                    batches: Vec::new(),
+                    reply,
+                };
+                if writer.send(request).await.is_ok()
+                    && let Ok(Err(e)) = done.await
+                {
+                    tracing::warn!(stream = %stream.name, error = %e, "journal checkpoint on close failed");
+                }
+            }
             let logs = stream.partitions.clone();
             stream
                 .io(move || logs.iter().try_for_each(|l| l.sync()))
@@ -471,5 +504,7 @@ impl Backend for LocalBackend {
     }
 }
 
+#[cfg(test)]
+mod journal_tests;
 #[cfg(test)]
 mod tests;

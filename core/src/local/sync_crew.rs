@@ -1,6 +1,8 @@
-//! The threads that fsync a write round's partitions beside the writer thread.
+//! The threads that fsync a stream's partitions beside the writer thread: under `fsync=always`
+//! at the journal's checkpoints (every partition written since the one before), and for a
+//! writer without a journal after each round.
 //!
-//! Each partition is its own file, so a round that wrote several needs several fdatasyncs. One
+//! Each partition is its own file, so syncing several needs several fdatasyncs. One
 //! after the other they cost their sum; issued at once, the file system commits them together.
 //! Threads spawned per round cost about twenty system calls each (stack map and unmap, signal
 //! masks, scheduler set-up: an `strace -c` of the `fsync=always` bench counted 3 clones and ~60

@@ -45,6 +45,13 @@ fn url_options_are_validated() {
             "fsync=always only",
         ),
         ("file:///tmp/x?preallocate=maybe", "preallocate"),
+        ("memory://?journal_bytes=1048576", "file:// only"),
+        ("file:///tmp/x?journal_bytes=4096", "journal_bytes"),
+        ("file:///tmp/x?journal_bytes=8589934592", "journal_bytes"),
+        (
+            "file:///tmp/x?fsync=never&journal_bytes=1048576",
+            "fsync=always only",
+        ),
     ];
     for (url, needle) in bad {
         let err = LocalConfig::from_url(&Url::parse(url).unwrap()).unwrap_err();

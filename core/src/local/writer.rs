@@ -1,11 +1,15 @@
 //! One writer thread per file stream: it drains every queued batch, writes each partition's
-//! events of all of them with one append (one framed buffer, one write), then fsyncs each
-//! touched partition once, so N concurrent senders share one write and one fsync.
+//! events of all of them with one append (one framed buffer, one write), then makes the round
+//! durable once, so N concurrent senders share one write and one sync. Under `fsync=always` the
+//! round's frames go to the stream's journal (journal.rs): one write and one fdatasync however
+//! many partitions the round touched; the partitions are synced when the journal fills.
 
 use super::*;
 
 /// One `send_batch`: its events grouped per partition, in ascending partition order (the
-/// writer relies on it to say which partitions of a failed batch were stored).
+/// writer relies on it to say which partitions of a failed batch were stored). A request with
+/// no batches asks for a journal checkpoint (the backend closing: the next writer then starts
+/// from an empty journal).
 pub(crate) struct WriteRequest {
     pub(crate) batches: Vec<(usize, Vec<Event>)>,
     pub(crate) reply: oneshot::Sender<Result<Vec<u64>>>,
@@ -13,13 +17,17 @@ pub(crate) struct WriteRequest {
 
 /// How many queued batches one write round takes at most.
 const MAX_GROUP: usize = 512;
+/// The journal frames buffer kept from one round to the next, at most.
+const FRAMES_KEPT: usize = 16 << 20;
 
-/// One writer thread per file stream: it drains every queued batch, writes them, then fsyncs
-/// each touched partition once, so N concurrent senders share one fsync.
+/// One writer thread per file stream: it drains every queued batch, writes them, then makes
+/// them durable (`journal`: the stream's, under `fsync=always`), so N concurrent senders share
+/// one sync.
 pub(super) fn spawn_writer(
     name: String,
     logs: Vec<Arc<dyn PartitionLog>>,
     fsync: FsyncPolicy,
+    journal: Option<Journal>,
 ) -> mpsc::Sender<WriteRequest> {
     let (tx, mut rx) = mpsc::channel::<WriteRequest>(1024);
     let thread_name = format!("tributary-writer-{name}");
@@ -30,21 +38,75 @@ pub(super) fn spawn_writer(
             let mut group = Vec::with_capacity(MAX_GROUP);
             let mut round = Round::new(logs.len());
             let mut crew = SyncCrew::new(&name, &logs);
+            let mut journaled = journal.map(|journal| Journaled {
+                journal,
+                frames: Vec::new(),
+                unsynced: vec![false; logs.len()],
+            });
             while rx.blocking_recv_many(&mut group, MAX_GROUP) > 0 {
                 let now = Timestamp::now().as_millis();
-                round.write(&logs, &mut group, now);
-                if fsync == FsyncPolicy::Always {
-                    round.sync(&mut crew, &name);
+                match journaled.as_mut() {
+                    Some(j) => {
+                        round.write(&logs, &mut group, now, Some(j));
+                        round.commit(j, &logs, &mut crew, &name);
+                        if group.iter().any(|r| r.batches.is_empty()) {
+                            let done = j.checkpoint(&mut crew, &name);
+                            for (request, result) in group.iter().zip(round.results.iter_mut()) {
+                                if let (true, Err(e)) = (request.batches.is_empty(), &done) {
+                                    *result = Err(Error::new(e.kind(), e.message()));
+                                }
+                            }
+                        }
+                    }
+                    None => {
+                        round.write(&logs, &mut group, now, None);
+                        if fsync == FsyncPolicy::Always {
+                            round.sync(&mut crew, &name);
+                        }
+                    }
                 }
                 for (request, result) in group.drain(..).zip(round.results.drain(..)) {
                     let _ = request.reply.send(result);
                 }
             }
+            // No checkpoint here: by now another process may be writing the stream (the
+            // backend closed, releasing the lock, before the last handle let go of this
+            // thread), and the journal is its. The logs sync as they close; what the journal
+            // still holds is then in them, and skipped when a writer next replays it.
         });
     if let Err(e) = spawned {
         tracing::error!(stream = %stream_name, error = %e, "cannot start the writer thread");
     }
     tx
+}
+
+/// The stream's journal and what the writer keeps beside it.
+struct Journaled {
+    journal: Journal,
+    /// The round's frames, kept between rounds for its allocation.
+    frames: Vec<u8>,
+    /// Per partition: written since the last checkpoint (only the journal holds it durably).
+    unsynced: Vec<bool>,
+}
+
+impl Journaled {
+    /// Syncs every partition written since the last checkpoint (at once, see [`SyncCrew`]),
+    /// which publishes their marks, then starts the journal's next generation.
+    fn checkpoint(&mut self, crew: &mut SyncCrew, name: &str) -> Result<()> {
+        let partitions: Vec<usize> = (0..self.unsynced.len())
+            .filter(|p| self.unsynced[*p])
+            .collect();
+        for (p, outcome) in crew.sync(&partitions) {
+            if let Err(e) = outcome {
+                return Err(Error::unavailable(format!(
+                    "fsync of stream `{name}` partition {p} failed: {e}"
+                )));
+            }
+        }
+        self.journal.checkpoint()?;
+        self.unsynced.fill(false);
+        Ok(())
+    }
 }
 
 /// The writer thread's state for one group of batches, kept between rounds so a round
@@ -73,7 +135,14 @@ impl Round {
     /// A failed append fails the requests with events for that partition; their events for
     /// later partitions are not written (each request's batches ascend by partition, so the
     /// error says exactly which were stored).
-    fn write(&mut self, logs: &[Arc<dyn PartitionLog>], group: &mut [WriteRequest], now: i64) {
+    /// With `journaled`, each partition's frames also go to the round's journal frames.
+    fn write(
+        &mut self,
+        logs: &[Arc<dyn PartitionLog>],
+        group: &mut [WriteRequest],
+        now: i64,
+        mut journaled: Option<&mut Journaled>,
+    ) {
         let n = group.len();
         self.touched.fill(false);
         self.cursor.clear();
@@ -108,7 +177,17 @@ impl Round {
             if takers.is_empty() {
                 continue;
             }
-            match log.append_owned(events, now) {
+            let appended = match journaled.as_deref_mut() {
+                Some(j) => {
+                    let start = journal::start_frame(&mut j.frames);
+                    let appended = log.append_journaled(events, now, &mut j.frames);
+                    let generation = j.journal.generation();
+                    journal::finish_frame(&mut j.frames, start, generation, p as u32);
+                    appended
+                }
+                None => log.append_owned(events, now),
+            };
+            match appended {
                 Ok(mut base) => {
                     self.touched[p] = true;
                     for (i, count) in takers {
@@ -135,6 +214,49 @@ impl Round {
                 None => Ok(bases),
                 Some((p, e)) => Err(partly_stored(e, &std::mem::take(&mut counts[i]), &bases, p)),
             });
+        }
+    }
+
+    /// Makes the round durable with one write and one fdatasync of the journal, then lets
+    /// readers see it; a round that does not fit in the journal is made durable by a
+    /// checkpoint instead (its partitions synced with the others). A failure fails every
+    /// request not yet failed.
+    fn commit(
+        &mut self,
+        j: &mut Journaled,
+        logs: &[Arc<dyn PartitionLog>],
+        crew: &mut SyncCrew,
+        name: &str,
+    ) {
+        for (p, touched) in self.touched.iter().enumerate() {
+            j.unsynced[p] |= *touched;
+        }
+        if j.frames.is_empty() {
+            return; // nothing was written
+        }
+        let outcome = match j.journal.append(&j.frames) {
+            Ok(true) => {
+                for (p, log) in logs.iter().enumerate() {
+                    if self.touched[p] {
+                        log.publish_appended();
+                    }
+                }
+                Ok(())
+            }
+            Ok(false) => j.checkpoint(crew, name),
+            Err(e) => Err(e),
+        };
+        j.frames.clear();
+        if j.frames.capacity() > FRAMES_KEPT {
+            j.frames = Vec::new(); // a round of large events: not kept for every round after
+        }
+        if let Err(e) = outcome {
+            let message = format!("making the writes to stream `{name}` durable failed: {e}");
+            for r in self.results.iter_mut() {
+                if r.is_ok() {
+                    *r = Err(Error::unavailable(message.clone()));
+                }
+            }
         }
     }
 

@@ -3,6 +3,29 @@
 use super::*;
 
 impl FileLog {
+    /// Appends events given away (kept in the tail of recent records), their frames also
+    /// copied to `journal` when given.
+    pub(super) fn append_into(
+        &self,
+        mut events: Vec<Event>,
+        append_ms: i64,
+        journal: Option<&mut Vec<u8>>,
+    ) -> Result<u64> {
+        crate::local::arena::share(&mut events);
+        let mut g = self.inner.lock();
+        let base = self.write_in(&mut g, &events, append_ms, journal)?;
+        // Into the tail before the marks publish them, so a reader never finds a published
+        // record missing from it.
+        self.tail
+            .push((base..).zip(events).map(|(offset, event)| StoredRecord {
+                offset,
+                append_ms,
+                event,
+            }));
+        self.after_append(&mut g)?;
+        Ok(base)
+    }
+
     /// Makes appended data durable, then publishes the marks.
     pub(super) fn sync_locked(&self, g: &mut Inner) -> Result<()> {
         if g.dirty {
@@ -76,14 +99,30 @@ impl FileLog {
 
     /// Frames `events` into one buffer and writes it with one call per segment it lands in;
     /// [`after_append`](Self::after_append) then applies the fsync policy and publishes.
-    pub(super) fn write_in(&self, g: &mut Inner, events: &[Event], append_ms: i64) -> Result<u64> {
+    ///
+    /// With `journal`, the framed bytes go to the end of it instead of the log's own buffer
+    /// (the stream's writer journals them; see journal.rs): written from there, they are
+    /// framed once, and left there only when the append succeeds.
+    pub(super) fn write_in(
+        &self,
+        g: &mut Inner,
+        events: &[Event],
+        append_ms: i64,
+        journal: Option<&mut Vec<u8>>,
+    ) -> Result<u64> {
         if !self.is_writable() {
             return Err(self.read_only_error());
         }
         let base = g.next;
         let created_from = g.segments.len();
         let mut undo: Vec<Undo> = Vec::new();
-        let mut scratch = std::mem::take(&mut g.scratch);
+        let mut own = std::mem::take(&mut g.scratch);
+        let journaled = journal.is_some();
+        let scratch: &mut Vec<u8> = match journal {
+            Some(j) => j,
+            None => &mut own,
+        };
+        let entry_len = scratch.len();
         let mut i = 0;
         let mut full = false;
         // A batch fills the active segment up to `segment_bytes`, then goes on in a new one;
@@ -106,7 +145,8 @@ impl FileLog {
                     Ok(seg) => g.segments.push(seg),
                     Err(e) => {
                         self.undo(g, &undo, created_from);
-                        g.scratch = scratch;
+                        scratch.truncate(entry_len);
+                        g.scratch = own;
                         return Err(e);
                     }
                 }
@@ -122,7 +162,10 @@ impl FileLog {
                 max_ms: active.max_ms,
                 newest_append_ms: active.newest_append_ms,
             };
-            scratch.clear();
+            if !journaled {
+                scratch.clear();
+            }
+            let chunk = scratch.len();
             let mut new_index = Vec::new();
             let mut since = active.bytes_since_index;
             let mut max_ms = active.max_ms;
@@ -131,10 +174,10 @@ impl FileLog {
             while i < events.len() {
                 let before = scratch.len();
                 let offset = base + i as u64;
-                let pos = active.size + before as u64;
-                codec::encode(&mut scratch, offset, append_ms, &events[i]);
+                let pos = active.size + (before - chunk) as u64;
+                codec::encode(scratch, offset, append_ms, &events[i]);
                 let holds_records = active.size > 0 || i > first;
-                if scratch.len() > room && holds_records {
+                if scratch.len() - chunk > room && holds_records {
                     scratch.truncate(before);
                     break;
                 }
@@ -155,10 +198,11 @@ impl FileLog {
                 continue;
             }
             undo.push(before_append);
-            if let Err(e) = active.file.write_all_at(&scratch, active.size) {
+            if let Err(e) = active.file.write_all_at(&scratch[chunk..], active.size) {
                 let e = io(format!("appending to {}", active.log_path.display()), e);
                 self.undo(g, &undo, created_from);
-                g.scratch = scratch;
+                scratch.truncate(entry_len);
+                g.scratch = own;
                 return Err(e);
             }
             if let Some(f) = active.index_file.as_mut() {
@@ -173,13 +217,13 @@ impl FileLog {
             active.bytes_since_index = since;
             active.max_ms = max_ms;
             active.newest_append_ms = active.newest_append_ms.max(append_ms);
-            active.size += scratch.len() as u64;
+            active.size += (scratch.len() - chunk) as u64;
             active.capacity = active.capacity.max(active.size);
             active.end = base + i as u64;
             g.dirty = true;
         }
         g.next = base + events.len() as u64;
-        g.scratch = scratch;
+        g.scratch = own;
         self.maybe_prepare(g);
         Ok(base)
     }

@@ -10,9 +10,25 @@
 //! ```
 //! The index is a hint: it is rebuilt from the log when missing or inconsistent, and never
 //! fsynced. The marks file is the log's memory of what it handed out: `next` is written after
-//! every append (after the fsync under `fsync=always`), so every position below it reached a
-//! producer, and none is ever handed out again; `start` moves only with retention. Other
-//! processes read only up to `next`, so they never see a write in progress.
+//! every append (under `fsync=always`, once the round is durable), so every position below it
+//! reached a producer, and none is ever handed out again; `start` moves only with retention.
+//! Other processes read only up to `next`, so they never see a write in progress.
+//!
+//! What each fsync mode promises:
+//! - `always`: a send returns once its records are durable. The stream's writer makes a round
+//!   durable with one fdatasync of the stream's journal (`<stream>/journal`, see journal.rs),
+//!   which holds the very frames the round wrote to its partitions; the segments themselves
+//!   are synced at the journal's checkpoints (each time it fills, every `journal_bytes` of
+//!   frames, 64 MiB by default), at rolls and on close. After a power loss the active segment
+//!   may end before acknowledged records: a writer that opens the log restores them from the
+//!   journal first ([`FileLog::open_replaying`], replay.rs). The cost: every byte written
+//!   twice (segment and journal), and the journal's disk, up to `journal_bytes` per stream.
+//! - `interval`: the segments are fsynced at most that long after a write; no journal.
+//! - `never`: on close only; no journal.
+//!
+//! A process crash loses nothing in any mode (the page cache has every write). A directory
+//! written with the journal and opened by a build from before it loses, after a power loss,
+//! what the journal held that the segments did not (that build ignores the journal).
 //!
 //! Recovery scans each segment from its last trustworthy index entry. Where the data disagrees
 //! with the marks, the marks win:
@@ -27,16 +43,26 @@
 //!
 //! Under `fsync=always` with `preallocate` the active segment is written with zeros to
 //! `segment_bytes` before it becomes active and appends overwrite it in place (see prealloc.rs): its records end at the
-//! first frame that does not decode, and a reader never reads past the marks.
+//! first frame that does not decode, and a reader never reads past the marks. With the
+//! journal the segments are synced only at checkpoints and rolls, so what it saves is the
+//! size change those syncs commit.
+//!
+//! Restoring from the journal, recovery treats a bad tail of the active segment at or past
+//! the journal's first record for the partition as a lost write: truncated, then the
+//! journal's records from the segment's end on written back (records already there, or below
+//! `start`, are skipped). A journal that begins past the segment's end leaves a gap: damage,
+//! reported as above.
 
 mod append;
 mod prealloc;
 mod read;
 mod recovery;
+mod replay;
 mod tail;
 
 use append::write_marks;
 use read::read_at;
+use replay::first_offset;
 use tail::Tail;
 
 use super::codec::{self, Frame, INDEX_ENTRY, IndexEntry, MARKS_LEN, Marks, StoredRecord};
@@ -173,6 +199,7 @@ fn io(context: impl std::fmt::Display, e: std::io::Error) -> Error {
 
 impl FileLog {
     /// Opens (and recovers) the log in `dir`; creates it when `writable` and missing.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn open(
         dir: &Path,
         label: String,
@@ -180,6 +207,28 @@ impl FileLog {
         fsync: FsyncPolicy,
         config: LogConfig,
         skip_damaged: bool,
+    ) -> Result<Self> {
+        Self::open_replaying(
+            dir,
+            label,
+            writable,
+            fsync,
+            config,
+            skip_damaged,
+            Bytes::new(),
+        )
+    }
+
+    /// [`open`](Self::open), a writer first restoring the records of `replay` (frames as the
+    /// log wrote them, from the stream's journal) that its last segment lost.
+    pub fn open_replaying(
+        dir: &Path,
+        label: String,
+        writable: bool,
+        fsync: FsyncPolicy,
+        config: LogConfig,
+        skip_damaged: bool,
+        replay: Bytes,
     ) -> Result<Self> {
         let log = FileLog {
             dir: dir.to_owned(),
@@ -203,7 +252,7 @@ impl FileLog {
             #[cfg(test)]
             hold_preparation: Arc::default(),
         };
-        let loaded = log.load(writable)?;
+        let loaded = log.load(writable, &replay)?;
         log.install(&mut log.inner.lock(), loaded);
         Ok(log)
     }
@@ -237,25 +286,27 @@ impl PartitionLog for FileLog {
         let mut g = self.inner.lock();
         // The tail would no longer end at `next`: readers go to the files until it refills.
         self.tail.clear();
-        let base = self.write_in(&mut g, events, append_ms)?;
+        let base = self.write_in(&mut g, events, append_ms, None)?;
         self.after_append(&mut g)?;
         Ok(base)
     }
 
-    fn append_owned(&self, mut events: Vec<Event>, append_ms: i64) -> Result<u64> {
-        super::arena::share(&mut events);
-        let mut g = self.inner.lock();
-        let base = self.write_in(&mut g, &events, append_ms)?;
-        // Into the tail before the marks publish them, so a reader never finds a published
-        // record missing from it.
-        self.tail
-            .push((base..).zip(events).map(|(offset, event)| StoredRecord {
-                offset,
-                append_ms,
-                event,
-            }));
-        self.after_append(&mut g)?;
-        Ok(base)
+    fn append_owned(&self, events: Vec<Event>, append_ms: i64) -> Result<u64> {
+        self.append_into(events, append_ms, None)
+    }
+
+    fn append_journaled(
+        &self,
+        events: Vec<Event>,
+        append_ms: i64,
+        journal: &mut Vec<u8>,
+    ) -> Result<u64> {
+        self.append_into(events, append_ms, Some(journal))
+    }
+
+    fn publish_appended(&self) {
+        let g = self.inner.lock();
+        self.publish(&g);
     }
 
     fn read_positioned(
@@ -445,7 +496,7 @@ impl PartitionLog for FileLog {
         for (i, base) in bases.into_iter().enumerate() {
             if last.is_none_or(|l| base > l) {
                 let hwm = marks.map(|m| m.next);
-                let seg = self.recover_segment(base, i + 1 == count, false, hwm, upto)?;
+                let seg = self.recover_segment(base, i + 1 == count, false, hwm, upto, None)?;
                 g.segments.push(seg);
             }
         }
@@ -526,12 +577,12 @@ impl PartitionLog for FileLog {
         Ok(())
     }
 
-    fn promote(&self) -> Result<()> {
+    fn promote(&self, replay: Bytes) -> Result<()> {
         if self.is_writable() {
             return Ok(());
         }
         let mut g = self.inner.lock();
-        let loaded = self.load(true)?;
+        let loaded = self.load(true, &replay)?;
         self.install(&mut g, loaded);
         self.writable.store(true, Ordering::Release);
         Ok(())

@@ -44,8 +44,9 @@ impl FileLog {
         }
     }
 
-    /// Reads the directory: segments, marks, and the writer's repairs when `writable`.
-    pub(super) fn load(&self, writable: bool) -> Result<Loaded> {
+    /// Reads the directory: segments, marks, and the writer's repairs when `writable`, the
+    /// records of `replay` (from the stream's journal) its last segment lacks restored first.
+    pub(super) fn load(&self, writable: bool, replay: &Bytes) -> Result<Loaded> {
         if writable {
             fs::create_dir_all(&self.dir)
                 .map_err(|e| io(format!("creating {}", self.dir.display()), e))?;
@@ -83,11 +84,17 @@ impl FileLog {
         let hwm = marks.map(|m| m.next);
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
         let count = bases.len();
+        let restorable_from = if writable { first_offset(replay) } else { None };
         for (i, base) in bases.into_iter().enumerate() {
             if base >= upto && !writable {
                 break;
             }
-            segments.push(self.recover_segment(base, i + 1 == count, writable, hwm, upto)?);
+            let last = i + 1 == count;
+            let restorable = restorable_from.filter(|_| last);
+            segments.push(self.recover_segment(base, last, writable, hwm, upto, restorable)?);
+        }
+        if writable {
+            self.replay(&mut segments, replay)?;
         }
         let data_end = segments.last().map(|s| s.end);
         let start = match (marks, segments.first()) {
@@ -221,7 +228,8 @@ impl FileLog {
 
     /// Scans a segment from its last index entry, validating frames, up to offset `upto`. The
     /// last segment's bad tail is truncated by a writer when it lies at or beyond `hwm` (a
-    /// write that never completed); below `hwm` it is damage and stays.
+    /// write that never completed) or at or beyond `restorable` (the first record the journal
+    /// holds, which puts the records back); below both it is damage and stays.
     pub(super) fn recover_segment(
         &self,
         base: u64,
@@ -229,6 +237,7 @@ impl FileLog {
         writable: bool,
         hwm: Option<u64>,
         upto: u64,
+        restorable: Option<u64>,
     ) -> Result<Segment> {
         let log_path = self.dir.join(segment_name(base, "log"));
         let index_path = self.dir.join(segment_name(base, "index"));
@@ -295,7 +304,11 @@ impl FileLog {
         };
         match stop {
             Some(_) if zero_tail => seg.size = pos,
-            Some(reason) if is_last && hwm.is_none_or(|h| seg.end >= h) => {
+            Some(reason)
+                if is_last
+                    && (hwm.is_none_or(|h| seg.end >= h)
+                        || restorable.is_some_and(|r| r <= seg.end)) =>
+            {
                 if writable {
                     tracing::warn!(
                         log = %self.label, file = %seg.log_path.display(), at = pos,
