@@ -25,6 +25,12 @@
 //! and the `PutRecords` calls each side made (per 1,000 events, their mean time out and how
 //! many were out at once on average), counted the same way on both sides from the SDK's own
 //! per-operation tracing span.
+//!
+//! `BENCH_KINESIS_MODES` picks the modes (`throughput,latency`). `latency`: one event at a time
+//! sent (its `PutRecords` answer awaited), received and acked, raw and tributary on streams of
+//! their own, [`LATENCY_SAMPLES`] per side in each of `BENCH_KINESIS_LATENCY_ROUNDS` (default
+//! 3) alternating rounds; p50/p90/p99/p99.9 pooled. The raw side reads each shard as its
+//! throughput phase does (a `GetRecords` call per 200 ms); tributary with its defaults.
 
 #[path = "../../../benches/probe.rs"]
 mod probe;
@@ -216,6 +222,145 @@ async fn tributary_consume(backend: &dyn Backend, stream: &str, n: usize) -> f64
     rate
 }
 
+/// Samples per side per round in the `latency` mode: fewer than the other benches'
+/// [`probe::LATENCY_SAMPLES`], because every sample waits for a shard's next poll (up to
+/// 200–250 ms) after a pause of up to as long: 2000 would add half an hour to the bench.
+const LATENCY_SAMPLES: usize = 200;
+/// The longest pause before a sample ([`probe::latency_gap`]): tributary's poll interval.
+const LATENCY_GAP: Duration = Duration::from_millis(250);
+
+/// The raw side of a `latency` round: a reader per shard calling `GetRecords` once per
+/// [`CALL_GAP`] as the throughput phase does, and one event at a time sent in a `PutRecords`
+/// call of one entry; µs from the send to the record reaching the loop. The first event goes
+/// through untimed (the readers' first iterators).
+async fn raw_latency(client: &aws_sdk_kinesis::Client, stream: &str, samples: usize) -> Vec<f64> {
+    let shards = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap();
+    let (records, mut arrived) = tokio::sync::mpsc::channel::<usize>(1024);
+    let readers: Vec<_> = shards
+        .shards()
+        .iter()
+        .map(|shard| {
+            let (client, records) = (client.clone(), records.clone());
+            let (stream, shard) = (stream.to_owned(), shard.shard_id().to_owned());
+            tokio::spawn(async move {
+                let mut it = client
+                    .get_shard_iterator()
+                    .stream_name(&stream)
+                    .shard_id(&shard)
+                    .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                    .send()
+                    .await
+                    .unwrap()
+                    .shard_iterator
+                    .unwrap();
+                loop {
+                    let next_call = tokio::time::Instant::now() + CALL_GAP;
+                    let out = client
+                        .get_records()
+                        .shard_iterator(&it)
+                        .limit(10_000)
+                        .send()
+                        .await
+                        .unwrap();
+                    for record in out.records() {
+                        if records
+                            .send(record.data().as_ref().to_vec().len())
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    it = out.next_shard_iterator().unwrap().to_owned();
+                    tokio::time::sleep_until(next_call).await;
+                }
+            })
+        })
+        .collect();
+    let mut micros = Vec::with_capacity(samples);
+    for (i, event) in events(samples + 1).into_iter().enumerate() {
+        let entry = PutRecordsRequestEntry::builder()
+            .partition_key(String::from_utf8_lossy(event.key.as_deref().unwrap()))
+            .data(Blob::new(event.payload.to_vec()))
+            .build()
+            .unwrap();
+        tokio::time::sleep(probe::latency_gap(i, LATENCY_GAP)).await;
+        let started = Instant::now();
+        loop {
+            let out = client
+                .put_records()
+                .stream_name(stream)
+                .records(entry.clone())
+                .send()
+                .await
+                .unwrap();
+            if out.records().iter().all(|r| r.error_code().is_none()) {
+                break;
+            }
+        }
+        assert_eq!(arrived.recv().await, Some(PAYLOAD));
+        if i > 0 {
+            micros.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    for reader in readers {
+        reader.abort();
+    }
+    micros
+}
+
+/// The `latency` mode: raw and tributary on streams of their own (deleted after each side, as
+/// in the throughput rounds), alternating which goes first. No third column: the official
+/// consumer is the KCL (Java), not installed here; boto3 would repeat the raw loop.
+async fn latency_rows(raw: &aws_sdk_kinesis::Client, backend: &dyn Backend, rounds: usize) {
+    let (mut raw_all, mut trib_all) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let mut got = [Vec::new(), Vec::new()];
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            let stream = unique_name(["lat-raw", "lat-trib"][side]);
+            backend
+                .create_stream(&stream, StreamSpec::with_partitions(SHARDS))
+                .await
+                .unwrap();
+            got[side] = if side == 0 {
+                raw_latency(raw, &stream, LATENCY_SAMPLES).await
+            } else {
+                let mut events = events(LATENCY_SAMPLES + 1);
+                let first = events.remove(0);
+                let options =
+                    ConsumerOptions::new(unique_name("bench-lat")).start(StartPosition::Earliest);
+                probe::tributary_latency(backend, &stream, options, first, events, LATENCY_GAP)
+                    .await
+            };
+            backend.delete_stream(&stream).await.unwrap();
+        }
+        let [r, t] = got;
+        println!(
+            "latency round {round}: p50/p99 raw {}, tributary {}; load {}",
+            probe::p50_p99(&r),
+            probe::p50_p99(&t),
+            probe::load_average()
+        );
+        raw_all.extend(r);
+        trib_all.extend(t);
+    }
+    probe::latency_table(
+        &format!(
+            "Kinesis latency: one event sent (PutRecords answered), received and acked, {LATENCY_SAMPLES} per side per round, {rounds} alternating rounds pooled (µs)"
+        ),
+        &[
+            ("raw aws-sdk-kinesis (GetRecords per 200 ms)", &raw_all),
+            ("tributary", &trib_all),
+        ],
+    );
+}
+
 /// What one side did: its rate, per event the client CPU (µs) and allocations (all, and of
 /// 1 KiB or more), and its `PutRecords` calls: per 1,000 events, their mean time out (ms)
 /// and how many were out on average (their summed time over the phase's).
@@ -264,6 +409,13 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(ROUNDS)
         .max(1);
+    let latency_rounds: usize = std::env::var("BENCH_KINESIS_LATENCY_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let modes =
+        std::env::var("BENCH_KINESIS_MODES").unwrap_or_else(|_| "throughput,latency".to_owned());
     let Some(server) = require(Peer::Kinesis) else {
         return;
     };
@@ -284,6 +436,7 @@ fn main() {
                 .unwrap()
                 .to_owned();
             let raw = raw_client(&endpoint);
+            if modes.split(',').any(|m| m == "throughput") {
             // Each side meets the emulator first in one round of two: ferrokinesis slows as
             // it holds more records, so a fixed order favours whoever goes first.
             // [produce, consume] × [raw, tributary]: seconds per event summed (so that the
@@ -418,6 +571,10 @@ fn main() {
                 });
                 std::fs::write(&path, json.to_string())
                     .unwrap_or_else(|e| panic!("writing {path}: {e}"));
+            }
+            }
+            if modes.split(',').any(|m| m == "latency") {
+                latency_rows(&raw, backend.as_ref(), latency_rounds).await;
             }
             backend.close().await.unwrap();
         });
