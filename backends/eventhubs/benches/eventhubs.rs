@@ -523,14 +523,13 @@ async fn latency_rows(
             unique_name("lat-py"),
         );
         let trib = || {
-            let events: Vec<Event> = (0..=samples)
+            let mut events: Vec<Event> = (0..=samples)
                 .map(|i| {
                     Event::new(payload(i))
                         .with_key(format!("key-{}", i % KEYS))
                         .with_header("n", i.to_string())
                 })
                 .collect();
-            let mut events = events;
             let first = events.remove(0);
             let options =
                 ConsumerOptions::new(unique_name("bench-lat")).start(StartPosition::Earliest);
@@ -544,7 +543,7 @@ async fn latency_rows(
             (raw_latency(endpoint, &raw_hub, samples).await, t)
         };
         let py = if with_python {
-            python_latency(&server.address().to_string(), &py_hub, samples).await
+            python_latency(server.address(), &py_hub, samples).await
         } else {
             None
         };

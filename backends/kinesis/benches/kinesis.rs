@@ -27,10 +27,13 @@
 //! per-operation tracing span.
 //!
 //! `BENCH_KINESIS_MODES` picks the modes (`throughput,latency`). `latency`: one event at a time
-//! sent (its `PutRecords` answer awaited), received and acked, raw and tributary on streams of
-//! their own, [`LATENCY_SAMPLES`] per side in each of `BENCH_KINESIS_LATENCY_ROUNDS` (default
-//! 3) alternating rounds; p50/p90/p99/p99.9 pooled. The raw side reads each shard as its
-//! throughput phase does (a `GetRecords` call per 200 ms); tributary with its defaults.
+//! sent (its `PutRecords` answer awaited), received and acked, raw, tributary, and tributary
+//! with `fanout=true`, each on a stream of its own, [`LATENCY_SAMPLES`] per side in each of
+//! `BENCH_KINESIS_LATENCY_ROUNDS` (default 2: a round takes two minutes) rounds turning the
+//! order; p50/p90/p99/p99.9 pooled. The raw side reads each shard as its throughput phase does
+//! (a `GetRecords` call per 200 ms); tributary with its defaults. Each sample waits a pause of
+//! up to 250 ms first ([`probe::latency_gap`]), so that sends do not keep the phase of the
+//! polls.
 
 #[path = "../../../benches/probe.rs"]
 mod probe;
@@ -314,16 +317,25 @@ async fn raw_latency(client: &aws_sdk_kinesis::Client, stream: &str, samples: us
     micros
 }
 
-/// The `latency` mode: raw and tributary on streams of their own (deleted after each side, as
-/// in the throughput rounds), alternating which goes first. No third column: the official
-/// consumer is the KCL (Java), not installed here; boto3 would repeat the raw loop.
-async fn latency_rows(raw: &aws_sdk_kinesis::Client, backend: &dyn Backend, rounds: usize) {
-    let (mut raw_all, mut trib_all) = (Vec::new(), Vec::new());
+/// The `latency` mode: raw, tributary, and tributary with `fanout=true` (enhanced fan-out:
+/// `SubscribeToShard` pushes records, no poll), each on a stream of its own (deleted after the
+/// side, as in the throughput rounds), the order turning each round. No Python column: the
+/// official consumer is the KCL (Java), not installed here; boto3 would repeat the raw loop.
+async fn latency_rows(
+    raw: &aws_sdk_kinesis::Client,
+    backend: &dyn Backend,
+    url: &str,
+    rounds: usize,
+) {
+    let fanout = tributary::connect(&format!("{url}&fanout=true"))
+        .await
+        .unwrap();
+    let mut all = [Vec::new(), Vec::new(), Vec::new()];
     for round in 0..rounds {
-        let mut got = [Vec::new(), Vec::new()];
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for side in order {
-            let stream = unique_name(["lat-raw", "lat-trib"][side]);
+        let mut got = [Vec::new(), Vec::new(), Vec::new()];
+        for turn in 0..3 {
+            let side = (round + turn) % 3;
+            let stream = unique_name(["lat-raw", "lat-trib", "lat-fanout"][side]);
             backend
                 .create_stream(&stream, StreamSpec::with_partitions(SHARDS))
                 .await
@@ -335,28 +347,32 @@ async fn latency_rows(raw: &aws_sdk_kinesis::Client, backend: &dyn Backend, roun
                 let first = events.remove(0);
                 let options =
                     ConsumerOptions::new(unique_name("bench-lat")).start(StartPosition::Earliest);
+                let backend = if side == 1 { backend } else { fanout.as_ref() };
                 probe::tributary_latency(backend, &stream, options, first, events, LATENCY_GAP)
                     .await
             };
             backend.delete_stream(&stream).await.unwrap();
         }
-        let [r, t] = got;
         println!(
-            "latency round {round}: p50/p99 raw {}, tributary {}; load {}",
-            probe::p50_p99(&r),
-            probe::p50_p99(&t),
+            "latency round {round}: p50/p99 raw {}, tributary {}, tributary fanout=true {}; load {}",
+            probe::p50_p99(&got[0]),
+            probe::p50_p99(&got[1]),
+            probe::p50_p99(&got[2]),
             probe::load_average()
         );
-        raw_all.extend(r);
-        trib_all.extend(t);
+        for (all, got) in all.iter_mut().zip(got) {
+            all.extend(got);
+        }
     }
+    fanout.close().await.unwrap();
     probe::latency_table(
         &format!(
-            "Kinesis latency: one event sent (PutRecords answered), received and acked, {LATENCY_SAMPLES} per side per round, {rounds} alternating rounds pooled (µs)"
+            "Kinesis latency: one event sent (PutRecords answered), received and acked, {LATENCY_SAMPLES} per side per round, {rounds} rounds pooled (µs)"
         ),
         &[
-            ("raw aws-sdk-kinesis (GetRecords per 200 ms)", &raw_all),
-            ("tributary", &trib_all),
+            ("raw aws-sdk-kinesis (GetRecords per 200 ms)", &all[0]),
+            ("tributary", &all[1]),
+            ("tributary, fanout=true", &all[2]),
         ],
     );
 }
@@ -412,7 +428,7 @@ fn main() {
     let latency_rounds: usize = std::env::var("BENCH_KINESIS_LATENCY_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3)
+        .unwrap_or(2)
         .max(1);
     let modes =
         std::env::var("BENCH_KINESIS_MODES").unwrap_or_else(|_| "throughput,latency".to_owned());
@@ -574,7 +590,7 @@ fn main() {
             }
             }
             if modes.split(',').any(|m| m == "latency") {
-                latency_rows(&raw, backend.as_ref(), latency_rounds).await;
+                latency_rows(&raw, backend.as_ref(), &url, latency_rounds).await;
             }
             backend.close().await.unwrap();
         });
