@@ -228,3 +228,90 @@ pub async fn tributary_consume(
     consumer.close().await.unwrap();
     rate
 }
+
+/// Samples per side per round in each bench's `latency` mode: enough for a p99.9 of 2 samples
+/// pooled over a few rounds, few enough that the mode adds seconds, not minutes.
+pub const LATENCY_SAMPLES: usize = 2000;
+
+/// p50, p90, p99 and p99.9 of `micros`; 0 for none.
+pub fn percentiles(mut micros: Vec<f64>) -> [f64; 4] {
+    if micros.is_empty() {
+        return [0.0; 4];
+    }
+    micros.sort_by(f64::total_cmp);
+    let at = |q: f64| micros[((micros.len() as f64 * q) as usize).min(micros.len() - 1)];
+    [at(0.5), at(0.9), at(0.99), at(0.999)]
+}
+
+/// `p50/p99 µs` of one round's samples, for the per-round line.
+pub fn p50_p99(micros: &[f64]) -> String {
+    let p = percentiles(micros.to_vec());
+    format!("{:.0}/{:.0} µs", p[0], p[2])
+}
+
+/// The pause before sample `i` of a `latency` round on a backend whose readers poll: spread
+/// over `0..max` (the poll period) by a fixed sequence, the same on every side. Without it,
+/// each send follows the receive of the one before by microseconds, so it always lands just
+/// after a poll and waits for the whole next one (a raw Kinesis loop polling every 200 ms read
+/// 199 ms at the median): the loop would measure its own phase, not what an event arriving
+/// at any moment waits. Zero for `max` zero (readers that are woken by the server).
+pub fn latency_gap(i: usize, max: std::time::Duration) -> std::time::Duration {
+    // Multiplicative hashing (Knuth): a fixed sequence spread evenly over 0..1000.
+    let spread = (i as u64).wrapping_mul(2_654_435_761) % 1000;
+    max.mul_f64(spread as f64 / 1000.0)
+}
+
+/// tributary's side of a `latency` round: one event at a time sent (its receipt awaited),
+/// received and acked on a new consumer of `stream` with `options`; the time from the send to
+/// the receive, in µs per sample, each sample after a [`latency_gap`] of up to `gap`. `first`
+/// is sent and received before the timing starts, so that joining the group and the first
+/// fetch are not in the figures (the raw sides do alike).
+pub async fn tributary_latency(
+    backend: &dyn tributary::Backend,
+    stream: &str,
+    options: tributary::ConsumerOptions,
+    first: tributary::Event,
+    events: Vec<tributary::Event>,
+    gap: std::time::Duration,
+) -> Vec<f64> {
+    let consumer = backend.consumer(stream, options).await.unwrap();
+    let producer = backend.producer(stream).await.unwrap();
+    producer.send(first).await.unwrap();
+    consumer.receive().await.unwrap().ack();
+    let mut micros = Vec::with_capacity(events.len());
+    for (i, event) in events.into_iter().enumerate() {
+        if !gap.is_zero() {
+            tokio::time::sleep(latency_gap(i + 1, gap)).await;
+        }
+        let started = std::time::Instant::now();
+        producer.send(event).await.unwrap();
+        let delivery = consumer.receive().await.unwrap();
+        micros.push(started.elapsed().as_secs_f64() * 1e6);
+        delivery.ack();
+    }
+    producer.close().await.unwrap();
+    consumer.close().await.unwrap();
+    micros
+}
+
+/// Prints the `latency` mode's table: `title`, then one row of p50/p90/p99/p99.9 (µs) per
+/// side whose samples (pooled over its rounds) are not empty.
+pub fn latency_table(title: &str, sides: &[(&str, &[f64])]) {
+    println!("\n{title}");
+    println!("| | p50 | p90 | p99 | p99.9 |\n|---|---|---|---|---|");
+    for (who, micros) in sides {
+        if micros.is_empty() {
+            continue;
+        }
+        let [p50, p90, p99, p999] = percentiles(micros.to_vec());
+        println!("| {who} | {p50:.0} | {p90:.0} | {p99:.0} | {p999:.0} |");
+    }
+}
+
+/// The load average over the last minute, from /proc/loadavg ("?" where it is not there).
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
+}

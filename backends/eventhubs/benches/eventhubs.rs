@@ -25,6 +25,13 @@
 //! side's partition readers off the main thread into one spawned task or a task each, for
 //! comparing where the decoding runs.
 //!
+//! `BENCH_EH_MODES` picks the modes (`throughput,latency`). `latency`: one event at a time sent
+//! (the send awaited), received and acked, the raw SDK (its receivers on every partition,
+//! prefetch 300), tributary (a group) and Microsoft's Python client (`benches/py/latency.py`,
+//! when the peers' virtualenv is there; `BENCH_EH_PYTHON=0` leaves it out), each on a hub of
+//! its own, [`probe::LATENCY_SAMPLES`] per side in each of `BENCH_EH_LATENCY_ROUNDS` (default
+//! 3) rounds alternating which Rust side goes first; p50/p90/p99/p99.9 pooled.
+//!
 //! ```sh
 //! cargo bench -p tributary-eventhubs --bench eventhubs
 //! ```
@@ -411,6 +418,158 @@ fn load_average() -> String {
         .unwrap_or_default()
 }
 
+/// The raw side of a `latency` round on `hub`: the SDK's receivers on every partition (from
+/// the start, prefetch 300) in tasks of their own, and one event at a time sent in a batch of
+/// its own with its key; µs from the send to the event reaching the loop. The first event goes
+/// through untimed (the receivers' links).
+async fn raw_latency(endpoint: &str, hub: &str, samples: usize) -> Vec<f64> {
+    let open = || async {
+        std::sync::Arc::new(
+            ConsumerClient::builder()
+                .with_custom_endpoint(endpoint.to_string())
+                .open_with_connection_string(CONNECTION, Some(hub))
+                .await
+                .expect("consumer"),
+        )
+    };
+    let consumer = open().await;
+    let partitions = consumer
+        .get_eventhub_properties()
+        .await
+        .expect("properties")
+        .partition_ids;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let readers: Vec<_> = partitions
+        .into_iter()
+        .map(|id| tokio::spawn(raw_read(consumer.clone(), id, tx.clone())))
+        .collect();
+    let producer = ProducerClient::builder()
+        .with_custom_endpoint(endpoint.to_string())
+        .open_with_connection_string(CONNECTION, Some(hub))
+        .await
+        .expect("producer");
+    let mut micros = Vec::with_capacity(samples);
+    for i in 0..=samples {
+        let started = Instant::now();
+        let batch = producer
+            .create_batch(Some(EventDataBatchOptions {
+                partition_key: Some(format!("key-{}", i % KEYS)),
+                ..Default::default()
+            }))
+            .await
+            .expect("batch");
+        let event = EventData::builder()
+            .with_body(payload(i))
+            .add_property("n".to_string(), i.to_string())
+            .build();
+        assert!(batch.try_add_event_data(event, None).expect("add"));
+        producer.send_batch(batch, None).await.expect("send");
+        assert_eq!(rx.recv().await, Some(100));
+        if i > 0 {
+            micros.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    producer.close().await.expect("close");
+    for reader in readers {
+        reader.abort();
+        let _ = reader.await;
+    }
+    if let Ok(consumer) = std::sync::Arc::try_unwrap(consumer) {
+        consumer.close().await.expect("close");
+    }
+    micros
+}
+
+/// Microsoft's Python client's send-to-receive times on `hub` (µs); `None` without the peers'
+/// virtualenv.
+async fn python_latency(address: &str, hub: &str, samples: usize) -> Option<Vec<f64>> {
+    let python = tributary_testcontainers::python::interpreter("azure.eventhub")?;
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/py/latency.py");
+    let connection = format!(
+        "Endpoint=sb://{address};SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true"
+    );
+    let stdout = tributary_testcontainers::python::Script::new(&python, script)
+        .args([connection, hub.to_owned(), samples.to_string()])
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .deadline(Duration::from_secs(600))
+        .run()
+        .await;
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("latency "))
+        .unwrap_or_else(|| panic!("the Python peer printed no latencies: {stdout}"));
+    Some(
+        line.split_whitespace()
+            .map(|m| m.parse().unwrap())
+            .collect(),
+    )
+}
+
+/// The `latency` mode: raw, tributary and (when `with_python`) the Python client, each on a hub
+/// of its own per round, the Rust sides alternating which goes first.
+async fn latency_rows(
+    endpoint: &str,
+    server: &tributary_testcontainers::Server,
+    backend: &dyn tributary::Backend,
+    rounds: usize,
+    with_python: bool,
+) {
+    let samples = probe::LATENCY_SAMPLES;
+    let (mut raw_all, mut trib_all, mut py_all) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let (raw_hub, trib_hub, py_hub) = (
+            unique_name("lat-raw"),
+            unique_name("lat-trib"),
+            unique_name("lat-py"),
+        );
+        let trib = || {
+            let mut events: Vec<Event> = (0..=samples)
+                .map(|i| {
+                    Event::new(payload(i))
+                        .with_key(format!("key-{}", i % KEYS))
+                        .with_header("n", i.to_string())
+                })
+                .collect();
+            let first = events.remove(0);
+            let options =
+                ConsumerOptions::new(unique_name("bench-lat")).start(StartPosition::Earliest);
+            probe::tributary_latency(backend, &trib_hub, options, first, events, Duration::ZERO)
+        };
+        let (r, t) = if round % 2 == 0 {
+            let r = raw_latency(endpoint, &raw_hub, samples).await;
+            (r, trib().await)
+        } else {
+            let t = trib().await;
+            (raw_latency(endpoint, &raw_hub, samples).await, t)
+        };
+        let py = if with_python {
+            python_latency(server.address(), &py_hub, samples).await
+        } else {
+            None
+        };
+        println!(
+            "latency round {round}: p50/p99 raw {}, tributary {}, Python {}; load {}",
+            probe::p50_p99(&r),
+            probe::p50_p99(&t),
+            py.as_deref().map_or_else(|| "-".to_owned(), probe::p50_p99),
+            load_average()
+        );
+        raw_all.extend(r);
+        trib_all.extend(t);
+        py_all.extend(py.unwrap_or_default());
+    }
+    probe::latency_table(
+        &format!(
+            "Event Hubs latency: one event sent (send awaited), received and acked, {samples} per side per round, {rounds} alternating rounds pooled (µs)"
+        ),
+        &[
+            ("raw azure_messaging_eventhubs", &raw_all),
+            ("tributary", &trib_all),
+            ("Python azure-eventhub", &py_all),
+        ],
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let Some(server) = require(Peer::EventHubs) else {
@@ -431,6 +590,17 @@ async fn main() {
     let emulator = server.pid();
     tributary_eventhubs::register();
     let backend = tributary::connect(server.url()).await.expect("connect");
+    let modes = std::env::var("BENCH_EH_MODES").unwrap_or_else(|_| "throughput,latency".to_owned());
+    let latency = modes.split(',').any(|m| m == "latency");
+    let latency_rounds = env("BENCH_EH_LATENCY_ROUNDS", 3).max(1);
+    let with_python = std::env::var("BENCH_EH_PYTHON").as_deref() != Ok("0");
+    if !modes.split(',').any(|m| m == "throughput") {
+        if latency {
+            latency_rows(&endpoint, &server, &*backend, latency_rounds, with_python).await;
+        }
+        backend.close().await.expect("close");
+        return;
+    }
     let (mut raw_p, mut raw_c, mut trib_p, mut trib_c, mut trib_b) = (
         Side::default(),
         Side::default(),
@@ -607,6 +777,9 @@ async fn main() {
             "≥ 0.95×",
             ratio >= 0.95,
         );
+    }
+    if latency {
+        latency_rows(&endpoint, &server, &*backend, latency_rounds, with_python).await;
     }
     backend.close().await.expect("close");
 }

@@ -292,6 +292,9 @@ impl KafkaConfig {
                 "message.timeout.ms",
                 self.send_timeout.as_millis().to_string(),
             ),
+            // Batches under load at the price of up to 5 ms for an event sent alone (5.6 ms
+            // send to receive at the median, 0.2 ms with 0: the bench's latency mode); the
+            // crate docs tell when to set `producer.linger.ms=0`.
             ("linger.ms", "5".to_string()),
             // Java's partitioner (murmur2 of the key), which every Java-compatible client and
             // the local backend use, instead of librdkafka's own (CRC32): the same key lands

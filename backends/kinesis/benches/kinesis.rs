@@ -25,6 +25,15 @@
 //! and the `PutRecords` calls each side made (per 1,000 events, their mean time out and how
 //! many were out at once on average), counted the same way on both sides from the SDK's own
 //! per-operation tracing span.
+//!
+//! `BENCH_KINESIS_MODES` picks the modes (`throughput,latency`). `latency`: one event at a time
+//! sent (its `PutRecords` answer awaited), received and acked, raw, tributary, and tributary
+//! with `fanout=true`, each on a stream of its own, [`LATENCY_SAMPLES`] per side in each of
+//! `BENCH_KINESIS_LATENCY_ROUNDS` (default 2: a round takes two minutes) rounds turning the
+//! order; p50/p90/p99/p99.9 pooled. The raw side reads each shard as its throughput phase does
+//! (a `GetRecords` call per 200 ms); tributary with its defaults. Each sample waits a pause of
+//! up to 250 ms first ([`probe::latency_gap`]), so that sends do not keep the phase of the
+//! polls.
 
 #[path = "../../../benches/probe.rs"]
 mod probe;
@@ -216,6 +225,158 @@ async fn tributary_consume(backend: &dyn Backend, stream: &str, n: usize) -> f64
     rate
 }
 
+/// Samples per side per round in the `latency` mode: fewer than the other benches'
+/// [`probe::LATENCY_SAMPLES`], because every sample waits for a shard's next poll (up to
+/// 200–250 ms) after a pause of up to as long: 2000 would add half an hour to the bench.
+const LATENCY_SAMPLES: usize = 200;
+/// The longest pause before a sample ([`probe::latency_gap`]): tributary's poll interval.
+const LATENCY_GAP: Duration = Duration::from_millis(250);
+
+/// The raw side of a `latency` round: a reader per shard calling `GetRecords` once per
+/// [`CALL_GAP`] as the throughput phase does, and one event at a time sent in a `PutRecords`
+/// call of one entry; µs from the send to the record reaching the loop. The first event goes
+/// through untimed (the readers' first iterators).
+async fn raw_latency(client: &aws_sdk_kinesis::Client, stream: &str, samples: usize) -> Vec<f64> {
+    let shards = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap();
+    let (records, mut arrived) = tokio::sync::mpsc::channel::<usize>(1024);
+    let readers: Vec<_> = shards
+        .shards()
+        .iter()
+        .map(|shard| {
+            let (client, records) = (client.clone(), records.clone());
+            let (stream, shard) = (stream.to_owned(), shard.shard_id().to_owned());
+            tokio::spawn(async move {
+                let mut it = client
+                    .get_shard_iterator()
+                    .stream_name(&stream)
+                    .shard_id(&shard)
+                    .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                    .send()
+                    .await
+                    .unwrap()
+                    .shard_iterator
+                    .unwrap();
+                loop {
+                    let next_call = tokio::time::Instant::now() + CALL_GAP;
+                    let out = client
+                        .get_records()
+                        .shard_iterator(&it)
+                        .limit(10_000)
+                        .send()
+                        .await
+                        .unwrap();
+                    for record in out.records() {
+                        if records
+                            .send(record.data().as_ref().to_vec().len())
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    it = out.next_shard_iterator().unwrap().to_owned();
+                    tokio::time::sleep_until(next_call).await;
+                }
+            })
+        })
+        .collect();
+    let mut micros = Vec::with_capacity(samples);
+    for (i, event) in events(samples + 1).into_iter().enumerate() {
+        let entry = PutRecordsRequestEntry::builder()
+            .partition_key(String::from_utf8_lossy(event.key.as_deref().unwrap()))
+            .data(Blob::new(event.payload.to_vec()))
+            .build()
+            .unwrap();
+        tokio::time::sleep(probe::latency_gap(i, LATENCY_GAP)).await;
+        let started = Instant::now();
+        loop {
+            let out = client
+                .put_records()
+                .stream_name(stream)
+                .records(entry.clone())
+                .send()
+                .await
+                .unwrap();
+            if out.records().iter().all(|r| r.error_code().is_none()) {
+                break;
+            }
+        }
+        assert_eq!(arrived.recv().await, Some(PAYLOAD));
+        if i > 0 {
+            micros.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    for reader in readers {
+        reader.abort();
+    }
+    micros
+}
+
+/// The `latency` mode: raw, tributary, and tributary with `fanout=true` (enhanced fan-out:
+/// `SubscribeToShard` pushes records, no poll), each on a stream of its own (deleted after the
+/// side, as in the throughput rounds), the order turning each round. No Python column: the
+/// official consumer is the KCL (Java), not installed here; boto3 would repeat the raw loop.
+async fn latency_rows(
+    raw: &aws_sdk_kinesis::Client,
+    backend: &dyn Backend,
+    url: &str,
+    rounds: usize,
+) {
+    let fanout = tributary::connect(&format!("{url}&fanout=true"))
+        .await
+        .unwrap();
+    let mut all = [Vec::new(), Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        let mut got = [Vec::new(), Vec::new(), Vec::new()];
+        for turn in 0..3 {
+            let side = (round + turn) % 3;
+            let stream = unique_name(["lat-raw", "lat-trib", "lat-fanout"][side]);
+            backend
+                .create_stream(&stream, StreamSpec::with_partitions(SHARDS))
+                .await
+                .unwrap();
+            got[side] = if side == 0 {
+                raw_latency(raw, &stream, LATENCY_SAMPLES).await
+            } else {
+                let mut events = events(LATENCY_SAMPLES + 1);
+                let first = events.remove(0);
+                let options =
+                    ConsumerOptions::new(unique_name("bench-lat")).start(StartPosition::Earliest);
+                let backend = if side == 1 { backend } else { fanout.as_ref() };
+                probe::tributary_latency(backend, &stream, options, first, events, LATENCY_GAP)
+                    .await
+            };
+            backend.delete_stream(&stream).await.unwrap();
+        }
+        println!(
+            "latency round {round}: p50/p99 raw {}, tributary {}, tributary fanout=true {}; load {}",
+            probe::p50_p99(&got[0]),
+            probe::p50_p99(&got[1]),
+            probe::p50_p99(&got[2]),
+            probe::load_average()
+        );
+        for (all, got) in all.iter_mut().zip(got) {
+            all.extend(got);
+        }
+    }
+    fanout.close().await.unwrap();
+    probe::latency_table(
+        &format!(
+            "Kinesis latency: one event sent (PutRecords answered), received and acked, {LATENCY_SAMPLES} per side per round, {rounds} rounds pooled (µs)"
+        ),
+        &[
+            ("raw aws-sdk-kinesis (GetRecords per 200 ms)", &all[0]),
+            ("tributary", &all[1]),
+            ("tributary, fanout=true", &all[2]),
+        ],
+    );
+}
+
 /// What one side did: its rate, per event the client CPU (µs) and allocations (all, and of
 /// 1 KiB or more), and its `PutRecords` calls: per 1,000 events, their mean time out (ms)
 /// and how many were out on average (their summed time over the phase's).
@@ -264,6 +425,13 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(ROUNDS)
         .max(1);
+    let latency_rounds: usize = std::env::var("BENCH_KINESIS_LATENCY_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+        .max(1);
+    let modes =
+        std::env::var("BENCH_KINESIS_MODES").unwrap_or_else(|_| "throughput,latency".to_owned());
     let Some(server) = require(Peer::Kinesis) else {
         return;
     };
@@ -284,6 +452,7 @@ fn main() {
                 .unwrap()
                 .to_owned();
             let raw = raw_client(&endpoint);
+            if modes.split(',').any(|m| m == "throughput") {
             // Each side meets the emulator first in one round of two: ferrokinesis slows as
             // it holds more records, so a fixed order favours whoever goes first.
             // [produce, consume] × [raw, tributary]: seconds per event summed (so that the
@@ -418,6 +587,10 @@ fn main() {
                 });
                 std::fs::write(&path, json.to_string())
                     .unwrap_or_else(|e| panic!("writing {path}: {e}"));
+            }
+            }
+            if modes.split(',').any(|m| m == "latency") {
+                latency_rows(&raw, backend.as_ref(), &url, latency_rounds).await;
             }
             backend.close().await.unwrap();
         });

@@ -18,6 +18,14 @@
 //! not ready for, so a stream gets about one message per tick (75–100/s here, on both sides).
 //! The consume rows therefore compare CPU time and allocations per event; their rates are
 //! pstest's, and only the produce row is judged against the 0.95× goal.
+//!
+//! `BENCH_PUBSUB_MODES` picks the modes (`throughput,latency`). `latency`: one event at a time
+//! published (its message id awaited), received through a streaming pull and acked, the raw
+//! client, tributary and Google's Python client (`benches/py/latency.py`, when the peers'
+//! virtualenv is there; `BENCH_PUBSUB_PYTHON=0` leaves it out), [`LATENCY_SAMPLES`] per
+//! side in each of `BENCH_PUBSUB_LATENCY_ROUNDS` (default 3) alternating rounds, on topics of
+//! their own, each sample after a pause of up to 10 ms ([`probe::latency_gap`]); p50/p90/p99/
+//! p99.9 pooled. pstest's 10 ms delivery tick bounds every side alike.
 
 #[path = "../../../benches/probe.rs"]
 mod probe;
@@ -36,6 +44,13 @@ use tributary_pubsub::PubSubConfig;
 use tributary_testcontainers::{Peer, require, unique_name};
 
 const BATCH: usize = 1000;
+/// The longest pause before a `latency` sample ([`probe::latency_gap`]): pstest's delivery
+/// tick, which a send right after a receive would otherwise always just miss.
+const LATENCY_GAP: std::time::Duration = std::time::Duration::from_millis(10);
+/// Samples per side per round in the `latency` mode: half the other benches'
+/// [`probe::LATENCY_SAMPLES`], since each waits for the publisher's 10 ms batch delay and
+/// pstest's 10 ms tick.
+const LATENCY_SAMPLES: usize = 1000;
 const PAYLOAD: usize = 100;
 const KEYS: usize = 1000;
 const PRODUCE: &str = "produce (batches of 1000 awaited together)";
@@ -211,6 +226,157 @@ impl Raw {
         shutdown.shutdown().await;
         rate
     }
+
+    /// The raw side of a `latency` round on `stream` (its subscription `group` made): one
+    /// message at a time published with the backend's thresholds, received on one streaming
+    /// pull and acked; µs from the publish to the receive. The first goes through untimed.
+    async fn latency(&self, stream: &str, group: &str, samples: usize) -> Vec<f64> {
+        let publisher = Publisher::builder(self.topic(stream))
+            .set_message_count_threshold(self.config.batch_count)
+            .set_byte_threshold(self.config.batch_bytes)
+            .set_delay_threshold(self.config.batch_delay)
+            .with_endpoint(self.config.endpoint.clone().unwrap())
+            .with_credentials(anonymous::Builder::new().build())
+            .build()
+            .await
+            .unwrap();
+        let mut messages = self
+            .subscriber
+            .subscribe(self.subscription(stream, group))
+            .set_max_outstanding_messages(ConsumerOptions::new("x").max_in_flight as i64)
+            .set_max_lease_extension(self.config.ack_deadline)
+            .build();
+        let (mut micros, mut sends) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
+        for (i, event) in events(samples + 1).into_iter().enumerate() {
+            let key = std::str::from_utf8(event.key.as_deref().unwrap())
+                .unwrap()
+                .to_owned();
+            let attributes = event
+                .headers
+                .iter()
+                .map(|(name, value)| (name.to_owned(), String::from_utf8(value.to_vec()).unwrap()))
+                .collect::<Vec<_>>();
+            tokio::time::sleep(probe::latency_gap(i, LATENCY_GAP)).await;
+            let started = Instant::now();
+            publisher
+                .publish(
+                    Message::new()
+                        .set_data(event.payload.clone())
+                        .set_ordering_key(key)
+                        .set_attributes(attributes),
+                )
+                .await
+                .unwrap();
+            let published = started.elapsed();
+            let (message, handler) = messages.next().await.unwrap().unwrap();
+            if i > 0 {
+                micros.push(started.elapsed().as_secs_f64() * 1e6);
+                sends.push(published.as_secs_f64() * 1e6);
+            }
+            assert_eq!(message.data.len(), PAYLOAD);
+            handler.ack();
+        }
+        let shutdown = messages.shutdown_token();
+        drop(messages);
+        shutdown.shutdown().await;
+        println!("  raw publish alone: p50/p99 {}", probe::p50_p99(&sends));
+        micros
+    }
+}
+
+/// Google's Python client's publish-to-receive times on `stream` (µs), through the
+/// subscription `group` (made beforehand); `None` without the peers' virtualenv.
+async fn python_latency(
+    raw: &Raw,
+    endpoint: &str,
+    stream: &str,
+    group: &str,
+    samples: usize,
+) -> Option<Vec<f64>> {
+    let python = tributary_testcontainers::python::interpreter("google.cloud.pubsub_v1")?;
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/py/latency.py");
+    let emulator = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let stdout = tributary_testcontainers::python::Script::new(&python, script)
+        .arg(&raw.config.project)
+        .arg(stream)
+        .arg(format!("{stream}.{group}"))
+        .arg(samples.to_string())
+        .env("PUBSUB_EMULATOR_HOST", emulator)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .deadline(std::time::Duration::from_secs(600))
+        .run()
+        .await;
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("latency "))
+        .unwrap_or_else(|| panic!("the Python peer printed no latencies: {stdout}"));
+    Some(
+        line.split_whitespace()
+            .map(|m| m.parse().unwrap())
+            .collect(),
+    )
+}
+
+/// The `latency` mode: raw, tributary and (when `with_python`) Google's Python client, each on
+/// a topic and subscription of its own per round, the Rust sides alternating which goes first.
+async fn latency_rows(raw: &Raw, backend: &dyn Backend, rounds: usize, with_python: bool) {
+    let samples = LATENCY_SAMPLES;
+    let endpoint = raw.config.endpoint.clone().unwrap();
+    let (mut raw_all, mut trib_all, mut py_all) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let topics = [
+            unique_name("lat-raw"),
+            unique_name("lat-trib"),
+            unique_name("lat-py"),
+        ];
+        for topic in &topics {
+            create(backend, topic).await;
+            raw.subscribe(topic, "lat").await;
+        }
+        let [raw_topic, trib_topic, py_topic] = &topics;
+        let trib = || {
+            let mut events = events(samples + 1);
+            let first = events.remove(0);
+            let options = ConsumerOptions::new("lat").start(StartPosition::Latest);
+            probe::tributary_latency(backend, trib_topic, options, first, events, LATENCY_GAP)
+        };
+        let (r, t) = if round % 2 == 0 {
+            let r = raw.latency(raw_topic, "lat", samples).await;
+            (r, trib().await)
+        } else {
+            let t = trib().await;
+            (raw.latency(raw_topic, "lat", samples).await, t)
+        };
+        let py = if with_python {
+            python_latency(raw, &endpoint, py_topic, "lat", samples).await
+        } else {
+            None
+        };
+        println!(
+            "latency round {round}: p50/p99 raw {}, tributary {}, Python {}; load {}",
+            probe::p50_p99(&r),
+            probe::p50_p99(&t),
+            py.as_deref().map_or_else(|| "-".to_owned(), probe::p50_p99),
+            probe::load_average()
+        );
+        raw_all.extend(r);
+        trib_all.extend(t);
+        py_all.extend(py.unwrap_or_default());
+        for topic in &topics {
+            raw.unsubscribe(topic, "lat").await;
+            let _ = backend.delete_stream(topic).await;
+        }
+    }
+    probe::latency_table(
+        &format!(
+            "Pub/Sub latency: one event published (id awaited), received and acked, {samples} per side per round, {rounds} alternating rounds pooled (µs)"
+        ),
+        &[
+            ("raw google-cloud-pubsub", &raw_all),
+            ("tributary", &trib_all),
+            ("Python google-cloud-pubsub", &py_all),
+        ],
+    );
 }
 
 async fn tributary_produce(backend: &dyn Backend, stream: &str, n: usize) -> f64 {
@@ -239,6 +405,14 @@ fn main() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(4)
         .max(1);
+    let latency_rounds: usize = std::env::var("BENCH_PUBSUB_LATENCY_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let modes =
+        std::env::var("BENCH_PUBSUB_MODES").unwrap_or_else(|_| "throughput,latency".to_owned());
+    let with_python = std::env::var("BENCH_PUBSUB_PYTHON").as_deref() != Ok("0");
     let Some(server) = require(Peer::PubSub) else {
         return;
     };
@@ -252,6 +426,35 @@ fn main() {
         let url = tributary::parse_url(server.url()).unwrap();
         let raw = Raw::new(PubSubConfig::from_url(&url).unwrap()).await;
         let backend = tributary::connect(server.url()).await.unwrap();
+        if modes.split(',').any(|m| m == "throughput") {
+            throughput_rows(&raw, backend.clone(), server.url(), n, rounds).await;
+        }
+        if modes.split(',').any(|m| m == "latency") {
+            // `BENCH_PUBSUB_LATENCY_OPTIONS=batch_delay=1ms`, say: the latency mode's raw and
+            // tributary sides with other backend options (the Python side keeps its defaults).
+            match std::env::var("BENCH_PUBSUB_LATENCY_OPTIONS") {
+                Ok(options) => {
+                    let joined = format!("{}&{options}", server.url());
+                    let url = tributary::parse_url(&joined).unwrap();
+                    let raw = Raw::new(PubSubConfig::from_url(&url).unwrap()).await;
+                    let backend = tributary::connect(&joined).await.unwrap();
+                    latency_rows(&raw, backend.as_ref(), latency_rounds, with_python).await;
+                }
+                Err(_) => latency_rows(&raw, backend.as_ref(), latency_rounds, with_python).await,
+            }
+        }
+    });
+}
+
+/// The throughput mode: both sides' produce and consume rates, CPU and allocations per event.
+async fn throughput_rows(
+    raw: &Raw,
+    backend: std::sync::Arc<dyn Backend>,
+    url: &str,
+    n: usize,
+    rounds: usize,
+) {
+    {
         let m: usize = std::env::var("BENCH_PUBSUB_CONSUME_EVENTS")
             .ok()
             .and_then(|r| r.parse().ok())
@@ -268,7 +471,10 @@ fn main() {
             }
             let (raw_p, trib_p) = if raw_first {
                 let r = measured(n, raw.produce(&raw_topic, n)).await;
-                (r, measured(n, tributary_produce(backend.as_ref(), &trib_topic, n)).await)
+                (
+                    r,
+                    measured(n, tributary_produce(backend.as_ref(), &trib_topic, n)).await,
+                )
             } else {
                 let t = measured(n, tributary_produce(backend.as_ref(), &trib_topic, n)).await;
                 (measured(n, raw.produce(&raw_topic, n)).await, t)
@@ -282,7 +488,13 @@ fn main() {
             tributary_produce(backend.as_ref(), &trib_topic, m).await;
             let consume = |group: &'static str, batch: bool| {
                 let (backend, topic) = (backend.clone(), trib_topic.clone());
-                async move { measured(m, tributary_consume(backend.as_ref(), &topic, group, m, batch)).await }
+                async move {
+                    measured(
+                        m,
+                        tributary_consume(backend.as_ref(), &topic, group, m, batch),
+                    )
+                    .await
+                }
             };
             let (raw_c, trib_c, trib_b) = if raw_first {
                 let r = measured(m, raw.consume(&raw_topic, "one", m)).await;
@@ -314,7 +526,7 @@ fn main() {
         }
         println!(
             "\nPub/Sub (pstest {}) · {n} events of {PAYLOAD} B produced, {m} consumed · a key out of {KEYS} · median (min–max) of {rounds} alternating rounds · load {}",
-            server.url(),
+            url,
             std::fs::read_to_string("/proc/loadavg")
                 .unwrap_or_default()
                 .split(' ')
@@ -329,7 +541,9 @@ fn main() {
         let mut produce_ratio = 0.0;
         for what in [PRODUCE, RECEIVE, RECEIVE_BATCH] {
             let mine: Vec<_> = rows.iter().filter(|r| r.0 == what).collect();
-            let pick = |f: fn(&(&str, Figures, Figures)) -> f64| probe::spread(mine.iter().map(|r| f(r)).collect());
+            let pick = |f: fn(&(&str, Figures, Figures)) -> f64| {
+                probe::spread(mine.iter().map(|r| f(r)).collect())
+            };
             let (raw, trib) = (pick(|r| r.1.rate), pick(|r| r.2.rate));
             let ratio = pick(|r| r.2.rate / r.1.rate).0;
             println!(
@@ -359,5 +573,5 @@ fn main() {
             "≥ 0.95×",
             produce_ratio >= 0.95,
         );
-    });
+    }
 }

@@ -39,7 +39,7 @@
 //! | `create_subscriptions` | `true` | create a group's subscription on first use |
 //! | `ordering` | `false` | create subscriptions with message ordering (per-key order; the next event of a key waits for the previous one's ack) |
 //! | `ack_deadline` | `30s` | for subscriptions it creates, and the lease of each message a consumer streams (extended while a delivery is held; what a consumer that ends without nacking held comes back after it) |
-//! | `batch_count`, `batch_bytes`, `batch_delay` | `100`, `1000000`, `10ms` | publisher batching thresholds |
+//! | `batch_count`, `batch_bytes`, `batch_delay` | `100`, `1000000`, `10ms` | publisher batching thresholds (those of Google's Rust, Python and Go clients); an event sent alone waits `batch_delay` before it is published: `batch_delay=1ms` where events come one at a time and each is waited for (send to receive on pstest 10.7 ms at the median instead of 17.3) |
 //! | `max_event_bytes` | `10000000` | largest message (data + attributes + ordering key) |
 //!
 //! # Configuration in code

@@ -315,13 +315,6 @@ async fn python_latency(address: String, topic: String, samples: usize) -> Optio
     )
 }
 
-/// p50, p90, p99 and p99.9 of `micros`, in µs.
-fn percentiles(mut micros: Vec<f64>) -> [f64; 4] {
-    micros.sort_by(f64::total_cmp);
-    let at = |q: f64| micros[((micros.len() as f64 * q) as usize).min(micros.len() - 1)];
-    [at(0.5), at(0.9), at(0.99), at(0.999)]
-}
-
 /// The `latency` mode: each side's send-to-receive percentiles over its rounds (samples pooled),
 /// the Python client's beside them when `with_python` and its virtualenv is there.
 async fn latency_rows(
@@ -361,7 +354,7 @@ async fn latency_rows(
             None
         };
         let p50_p99 = |m: &[f64]| {
-            let p = percentiles(m.to_vec());
+            let p = probe::percentiles(m.to_vec());
             format!("{:.0}/{:.0} µs", p[0], p[2])
         };
         println!(
@@ -387,7 +380,7 @@ async fn latency_rows(
         if micros.is_empty() {
             continue;
         }
-        let [p50, p90, p99, p999] = percentiles(micros);
+        let [p50, p90, p99, p999] = probe::percentiles(micros);
         println!("| {who} | {p50:.0} | {p90:.0} | {p99:.0} | {p999:.0} |");
     }
 }
