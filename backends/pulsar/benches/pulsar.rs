@@ -29,6 +29,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use probe::LATENCY_SAMPLES;
 use pulsar::consumer::InitialPosition;
 use pulsar::producer::ProducerOptions;
 use pulsar::{Pulsar, SubType, TokioExecutor};
@@ -215,36 +216,9 @@ async fn raw_consume(client: &Pulsar<TokioExecutor>, topic: &str, n: usize) -> F
     meter.unwrap().finish(n - 1)
 }
 
-/// Samples per side in the `latency` mode.
-const LATENCY_SAMPLES: usize = 2000;
-
-/// One event at a time through tributary: sent, its receipt awaited, received and acked; the
-/// time from the send to the receive, in µs per sample.
-async fn tributary_latency(backend: &dyn Backend, topic: &str, samples: usize) -> Vec<f64> {
-    let consumer = backend
-        .consumer(
-            topic,
-            ConsumerOptions::new(unique_name("bench-lat")).start(StartPosition::Earliest),
-        )
-        .await
-        .unwrap();
-    let producer = backend.producer(topic).await.unwrap();
-    let events = events(samples);
-    let mut micros = Vec::with_capacity(samples);
-    for event in events {
-        let started = Instant::now();
-        producer.send(event).await.unwrap();
-        let delivery = consumer.receive().await.unwrap();
-        micros.push(started.elapsed().as_secs_f64() * 1e6);
-        delivery.ack();
-    }
-    producer.close().await.unwrap();
-    consumer.close().await.unwrap();
-    micros
-}
-
-/// The same with the raw crate: the key's partition producer, a Failover consumer on the
-/// partitioned topic, each message acked.
+/// The raw crate's side of a `latency` round: one event at a time sent to its key's partition
+/// producer (receipt awaited), received by a Failover consumer on the partitioned topic and
+/// acked; the first is not timed (subscribing and the first fetch), as on tributary's side.
 async fn raw_latency(client: &Pulsar<TokioExecutor>, topic: &str, samples: usize) -> Vec<f64> {
     let mut consumer: pulsar::Consumer<Vec<u8>, TokioExecutor> = client
         .consumer()
@@ -271,7 +245,7 @@ async fn raw_latency(client: &Pulsar<TokioExecutor>, topic: &str, samples: usize
         );
     }
     let mut micros = Vec::with_capacity(samples);
-    for event in events(samples) {
+    for (i, event) in events(samples + 1).into_iter().enumerate() {
         let key = String::from_utf8(event.key.clone().unwrap().to_vec()).unwrap();
         let hash = murmur3::murmur3_32(&mut key.as_bytes(), 0).unwrap() & (i32::MAX as u32);
         let message = pulsar::producer::Message {
@@ -287,10 +261,20 @@ async fn raw_latency(client: &Pulsar<TokioExecutor>, topic: &str, samples: usize
             .await
             .unwrap();
         let message = consumer.next().await.unwrap().unwrap();
-        micros.push(started.elapsed().as_secs_f64() * 1e6);
+        if i > 0 {
+            micros.push(started.elapsed().as_secs_f64() * 1e6);
+        }
         consumer.ack(&message).await.unwrap();
     }
     micros
+}
+
+/// tributary's side of a `latency` round (see [`probe::tributary_latency`]).
+async fn tributary_latency(backend: &dyn Backend, topic: &str, samples: usize) -> Vec<f64> {
+    let mut events = events(samples + 1);
+    let first = events.remove(0);
+    let options = ConsumerOptions::new(unique_name("bench-lat")).start(StartPosition::Earliest);
+    probe::tributary_latency(backend, topic, options, first, events, Duration::ZERO).await
 }
 
 /// The Python client's send-to-receive times on `topic` (µs), or `None` without the virtualenv.
@@ -353,36 +337,27 @@ async fn latency_rows(
         } else {
             None
         };
-        let p50_p99 = |m: &[f64]| {
-            let p = probe::percentiles(m.to_vec());
-            format!("{:.0}/{:.0} µs", p[0], p[2])
-        };
         println!(
             "latency round {round}: p50/p99 raw {}, tributary {}, Python {}; load {}",
-            p50_p99(&r),
-            p50_p99(&t),
-            py.as_deref().map_or_else(|| "-".to_owned(), p50_p99),
-            load_average()
+            probe::p50_p99(&r),
+            probe::p50_p99(&t),
+            py.as_deref().map_or_else(|| "-".to_owned(), probe::p50_p99),
+            probe::load_average()
         );
         raw_all.extend(r);
         trib_all.extend(t);
         py_all.extend(py.unwrap_or_default());
     }
-    println!(
-        "\nPulsar latency: one event sent (receipt awaited), received and acked, {LATENCY_SAMPLES} per side per round, {rounds} alternating rounds pooled (µs)"
+    probe::latency_table(
+        &format!(
+            "Pulsar latency: one event sent (receipt awaited), received and acked, {LATENCY_SAMPLES} per side per round, {rounds} alternating rounds pooled (µs)"
+        ),
+        &[
+            ("raw `pulsar` crate", &raw_all),
+            ("tributary", &trib_all),
+            ("Python pulsar-client", &py_all),
+        ],
     );
-    println!("| | p50 | p90 | p99 | p99.9 |\n|---|---|---|---|---|");
-    for (who, micros) in [
-        ("raw `pulsar` crate", raw_all),
-        ("tributary", trib_all),
-        ("Python pulsar-client", py_all),
-    ] {
-        if micros.is_empty() {
-            continue;
-        }
-        let [p50, p90, p99, p999] = probe::percentiles(micros);
-        println!("| {who} | {p50:.0} | {p90:.0} | {p99:.0} | {p999:.0} |");
-    }
 }
 
 /// The Python client's produce and consume rates on `topic`, or `None` without the virtualenv.
@@ -546,7 +521,7 @@ fn main() {
                     show_figures(&raw_c),
                     show_figures(&trib_c),
                     show(py.map(|p| p.1)),
-                    load_average(),
+                    probe::load_average(),
                 );
                 if !counted {
                     continue;
@@ -566,7 +541,7 @@ fn main() {
         println!(
             "\nPulsar {} · {n} events of {PAYLOAD} B · {PARTITIONS} partitions · median (min–max) of {rounds} alternating rounds · load {}",
             server.url(),
-            load_average(),
+            probe::load_average(),
         );
         println!(
             "| | raw `pulsar` crate (events/s) | tributary (events/s) | ratio of medians | CPU µs/event raw / tributary | allocations/event raw / tributary | Python pulsar-client (events/s) |"
@@ -620,11 +595,4 @@ fn show_figures(f: &Figures) -> String {
 
 fn show(rate: Option<f64>) -> String {
     rate.map_or_else(|| "-".to_owned(), |r| format!("{r:.0}/s"))
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".to_owned())
 }
