@@ -294,6 +294,17 @@ pub async fn tributary_latency(
     micros
 }
 
+/// The send-to-receive times (µs) a latency peer script printed on its `latency ` line.
+pub fn python_latencies(stdout: &str) -> Vec<f64> {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("latency "))
+        .unwrap_or_else(|| panic!("the Python peer printed no latencies: {stdout}"));
+    line.split_whitespace()
+        .map(|m| m.parse().unwrap())
+        .collect()
+}
+
 /// Prints the `latency` mode's table: `title`, then one row of p50/p90/p99/p99.9 (µs) per
 /// side whose samples (pooled over its rounds) are not empty.
 pub fn latency_table(title: &str, sides: &[(&str, &[f64])]) {

@@ -306,15 +306,7 @@ async fn python_latency(
         .deadline(std::time::Duration::from_secs(600))
         .run()
         .await;
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("latency "))
-        .unwrap_or_else(|| panic!("the Python peer printed no latencies: {stdout}"));
-    Some(
-        line.split_whitespace()
-            .map(|m| m.parse().unwrap())
-            .collect(),
-    )
+    Some(probe::python_latencies(&stdout))
 }
 
 /// The `latency` mode: raw, tributary and (when `with_python`) Google's Python client, each on

@@ -25,7 +25,6 @@
 mod probe;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -34,7 +33,7 @@ use pulsar::consumer::InitialPosition;
 use pulsar::producer::ProducerOptions;
 use pulsar::{Pulsar, SubType, TokioExecutor};
 use tributary::{Backend, ConsumerOptions, Event, StartPosition, StreamSpec};
-use tributary_testcontainers::{Peer, peers_dir, require, unique_name};
+use tributary_testcontainers::{Peer, require, unique_name};
 
 #[global_allocator]
 static GLOBAL: probe::CountingAllocator = probe::CountingAllocator;
@@ -288,15 +287,7 @@ async fn python_latency(address: String, topic: String, samples: usize) -> Optio
         ],
     )
     .await?;
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("latency "))
-        .unwrap_or_else(|| panic!("the Python peer printed no latencies: {stdout}"));
-    Some(
-        line.split_whitespace()
-            .map(|m| m.parse().unwrap())
-            .collect(),
-    )
+    Some(probe::python_latencies(&stdout))
 }
 
 /// The `latency` mode: each side's send-to-receive percentiles over its rounds (samples pooled),
@@ -386,30 +377,21 @@ async fn python_peer(
     Some((rate("produce"), rate("consume")))
 }
 
-/// Runs `benches/py/<script>` with the peers' virtualenv and returns what it printed, or
-/// `None` without the virtualenv.
+/// Runs `benches/py/<script>` with the peers' virtualenv (killed after 15 minutes) and returns
+/// what it printed, or `None` (with a loud notice) without a virtualenv that imports `pulsar`.
 async fn run_python(script: &str, args: Vec<String>) -> Option<String> {
-    let python = peers_dir().join("pyvenv/current/bin/python");
-    if !python.is_file() {
-        eprintln!("no Python peer: {} is missing", python.display());
-        return None;
-    }
+    let python = tributary_testcontainers::python::interpreter("pulsar")?;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("benches/py")
         .join(script);
-    let run =
-        tokio::task::spawn_blocking(move || Command::new(python).arg(script).args(args).output());
-    let output = tokio::time::timeout(Duration::from_secs(900), run)
-        .await
-        .expect("the Python peer finished within 15 minutes")
-        .expect("join")
-        .expect("run the Python peer");
-    assert!(
-        output.status.success(),
-        "the Python peer failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Some(String::from_utf8_lossy(&output.stdout).into_owned())
+    Some(
+        tributary_testcontainers::python::Script::new(&python, script)
+            .args(args)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .deadline(Duration::from_secs(900))
+            .run()
+            .await,
+    )
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
