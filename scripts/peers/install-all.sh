@@ -3,6 +3,8 @@
 #
 #   scripts/peers/install-all.sh                 # kafka pulsar pstest ferrokinesis dynalite pyclients azurite (idempotent, fast when done)
 #   scripts/peers/install-all.sh kafka pstest    # a subset
+#   scripts/peers/install-all.sh --system        # only the system packages the builds need (protoc, OpenSSL headers)
+#   scripts/peers/install-all.sh --no-system     # only the servers (scripts/test runs these beside the build)
 #
 # Env: TRIBUTARY_PEERS_DIR (default <repo>/.peers), KAFKA_VERSION, PULSAR_VERSION,
 #      PEERS_MAVEN_REPO_LOCAL (alternative ~/.m2/repository), PEERS_SKIP_PROTOC=1,
@@ -11,14 +13,25 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PEERS_TAG=install-all
 
-items=("$@")
-[[ ${#items[@]} -gt 0 ]] || items=(kafka pulsar pstest ferrokinesis dynalite pyclients azurite)
+# The system packages come first and alone when a build waits for them: the Rust pulsar crate's
+# build script runs protoc and rdkafka's builds librdkafka against OpenSSL, while the servers
+# are needed only once the tests run.
+system=yes
+items=()
+for arg in "$@"; do
+  case "$arg" in
+    --system) system=only ;;
+    --no-system) system=no ;;
+    *) items+=("$arg") ;;
+  esac
+done
+[[ $system == only || ${#items[@]} -gt 0 ]] || items=(kafka pulsar pstest ferrokinesis dynalite pyclients azurite)
 
 declare -a TIMES=()
 elapsed() { awk -v a="$1" -v b="$(now_s)" 'BEGIN{printf "%.1f", b-a}'; }
 
 # protoc: the Rust pulsar crate's build script needs it.
-if [[ -z "${PEERS_SKIP_PROTOC:-}" ]]; then
+if [[ $system != no && -z "${PEERS_SKIP_PROTOC:-}" ]]; then
   t0="$(now_s)"
   if command -v protoc >/dev/null 2>&1; then
     TIMES+=("$(printf '%-8s %8s  %s' protoc "$(elapsed "$t0")" "present: $(protoc --version)")")
@@ -37,7 +50,7 @@ fi
 
 # OpenSSL headers and pkg-config: the Kafka tests build librdkafka with TLS (rdkafka's `ssl`
 # feature) to test against a TLS/SASL listener.
-if [[ -z "${PEERS_SKIP_OPENSSL:-}" ]]; then
+if [[ $system != no && -z "${PEERS_SKIP_OPENSSL:-}" ]]; then
   t0="$(now_s)"
   if pkg-config --exists openssl 2>/dev/null; then
     TIMES+=("$(printf '%-8s %8s  %s' openssl "$(elapsed "$t0")" "present: $(pkg-config --modversion openssl)")")
