@@ -5,6 +5,7 @@
 #   scripts/peers/install-all.sh kafka pstest    # a subset
 #   scripts/peers/install-all.sh --system        # only the system packages the builds need (protoc, OpenSSL headers)
 #   scripts/peers/install-all.sh --no-system     # only the servers (scripts/test runs these beside the build)
+#   scripts/peers/install-all.sh --list          # the servers installed by default, one a line
 #
 # Env: TRIBUTARY_PEERS_DIR (default <repo>/.peers), KAFKA_VERSION, PULSAR_VERSION,
 #      PEERS_MAVEN_REPO_LOCAL (alternative ~/.m2/repository), PEERS_SKIP_PROTOC=1,
@@ -16,16 +17,18 @@ PEERS_TAG=install-all
 # The system packages come first and alone when a build waits for them: the Rust pulsar crate's
 # build script runs protoc and rdkafka's builds librdkafka against OpenSSL, while the servers
 # are needed only once the tests run.
+default_items=(kafka pulsar pstest ferrokinesis dynalite pyclients azurite)
 system=yes
 items=()
 for arg in "$@"; do
   case "$arg" in
+    --list) printf '%s\n' "${default_items[@]}"; exit 0 ;;
     --system) system=only ;;
     --no-system) system=no ;;
     *) items+=("$arg") ;;
   esac
 done
-[[ $system == only || ${#items[@]} -gt 0 ]] || items=(kafka pulsar pstest ferrokinesis dynalite pyclients azurite)
+[[ $system == only || ${#items[@]} -gt 0 ]] || items=("${default_items[@]}")
 
 declare -a TIMES=()
 elapsed() { awk -v a="$1" -v b="$(now_s)" 'BEGIN{printf "%.1f", b-a}'; }
