@@ -7,6 +7,10 @@
 
 use std::time::Duration;
 
+#[path = "stats.rs"]
+mod stats;
+pub use stats::ratio_with_interval;
+
 /// User and system CPU time this process has used so far, every thread included (a client
 /// library's own threads too; servers are other processes). On a shared machine CPU per
 /// event says more than events per second.
@@ -149,6 +153,17 @@ pub fn goal(row: &str, measured: impl std::fmt::Display, goal: &str, met: bool) 
     println!(
         "goal: {row} | {measured} | {goal} | {}",
         if met { "yes" } else { "no" }
+    );
+}
+
+/// Prints a ratio goal measured once per round: the median of `ratios` with its 95% interval
+/// (`stats.rs`), met when the median reaches `goal`.
+pub fn ratio_goal(row: &str, ratios: &[f64], goal: f64) {
+    self::goal(
+        row,
+        ratio_with_interval(ratios),
+        &format!("≥ {goal}×"),
+        stats::median(ratios) >= goal,
     );
 }
 

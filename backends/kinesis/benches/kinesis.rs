@@ -3,7 +3,7 @@
 //!
 //! `cargo bench -p tributary-kinesis --bench kinesis [-- EVENTS]` prints a table; nothing is
 //! asserted. `BENCH_KINESIS_EVENTS` sets the count instead of the argument (default 100,000),
-//! `BENCH_KINESIS_ROUNDS` the measured rounds (default 4); with `BENCH_JSON=PATH` the table's
+//! `BENCH_KINESIS_ROUNDS` the measured rounds (default 12); with `BENCH_JSON=PATH` the table's
 //! figures are also written there as JSON, for `scripts/bench`'s report.
 //!
 //! Same work means: the same events (100-byte payload, a key out of 10,000; both sides send
@@ -61,8 +61,9 @@ const PAYLOAD: usize = 100;
 const SHARDS: u32 = 4;
 const CALL_GAP: Duration = Duration::from_millis(200);
 /// Measured rounds (each side first in half of them), after one unmeasured warm-up round;
-/// `BENCH_KINESIS_ROUNDS` sets another count.
-const ROUNDS: usize = 4;
+/// `BENCH_KINESIS_ROUNDS` sets another count. Twelve, so that the 95% interval of the median
+/// ratio per round (`benches/stats.rs`) leaves out the two lowest and the two highest rounds.
+const ROUNDS: usize = 12;
 
 fn key(i: usize) -> String {
     format!("key-{:05}", i % 10_000)
@@ -557,6 +558,7 @@ fn main() {
                     "allocations": our_f.allocations,
                     "raw_calls_per_1000": raw_f.calls,
                     "calls_per_1000": our_f.calls,
+                    "round_ratios": ratios[what],
                 }));
                 println!(
                     "{name:<10} {raw:>14.0} {ours:>14.0} {:>7.2}x {:>14.1} {:>7.1} {:>14.1} {:>7.1}",
@@ -568,13 +570,11 @@ fn main() {
                 );
             }
             for (what, name) in ["produce", "consume"].into_iter().enumerate() {
-                let mut r = ratios[what].clone();
-                r.sort_by(f64::total_cmp);
-                let median = (r[(r.len() - 1) / 2] + r[r.len() / 2]) / 2.0;
                 let rounds: Vec<String> = ratios[what].iter().map(|x| format!("{x:.2}")).collect();
                 println!(
-                    "{name} ratio by round: {} (median {median:.2})",
-                    rounds.join(", ")
+                    "{name} ratio by round: {} (median {})",
+                    rounds.join(", "),
+                    probe::ratio_with_interval(&ratios[what])
                 );
             }
             if let Ok(path) = std::env::var("BENCH_JSON") {

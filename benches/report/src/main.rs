@@ -13,6 +13,10 @@
 
 mod kinesis;
 mod plots;
+#[path = "../../stats.rs"]
+mod stats;
+#[cfg(test)]
+mod stats_tests;
 
 use serde_json::Value;
 use std::collections::BTreeMap;
