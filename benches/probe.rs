@@ -171,13 +171,7 @@ pub fn ratio_goal(row: &str, ratios: &[f64], goal: f64) {
 /// count): rounds on a shared machine are reported with their spread, never alone.
 pub fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
     values.sort_by(f64::total_cmp);
-    let n = values.len();
-    let median = if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    };
-    (median, values[0], values[n - 1])
+    (stats::median(&values), values[0], values[values.len() - 1])
 }
 
 /// tributary's side of a produce phase: the events `make_events` builds, through a new
