@@ -107,7 +107,9 @@ async fn assert_fenced(store: &dyn CheckpointStore, lease: &Lease, who: &str) {
 /// 6. an unrenewed lease expires (as observed by this store instance) and, of 8 claimants
 ///    racing for the expired lease, exactly one wins;
 /// 7. groups, streams and partitions are isolated from each other; `prepare` is idempotent
-///    and disturbs nothing.
+///    and disturbs nothing;
+/// 8. `renew_many` and `checkpoint_many` treat each lease as the single calls would: the held
+///    ones renew (new versions) and checkpoint, a stolen one is refused and writes nothing.
 pub async fn checkpoint_store_contract(store: &dyn CheckpointStore) {
     let kind = store.kind();
     let group = unique("contract");
@@ -342,4 +344,89 @@ pub async fn checkpoint_store_contract(store: &dyn CheckpointStore) {
         "{kind}: prepare keeps existing leases"
     );
     store.release(&heirs[0]).await.unwrap();
+
+    // 8. Batches keep every rule of the single calls, each lease on its own.
+    batches_fence_each_lease_on_its_own(store, &group, &stream).await;
+}
+
+/// Step 8: `renew_many` and `checkpoint_many` over three leases, one of them stolen in between:
+/// the two held ones renew and checkpoint, the stolen one gets `None` and writes nothing.
+async fn batches_fence_each_lease_on_its_own(
+    store: &dyn CheckpointStore,
+    group: &str,
+    stream: &str,
+) {
+    let kind = store.kind();
+    assert!(
+        store.renew_many(&[], TTL).await.is_empty() && store.checkpoint_many(&[]).await.is_empty(),
+        "{kind}: an empty batch has no results"
+    );
+    let keys: Vec<CheckpointKey> = (2..5)
+        .map(|n| key(group, stream, &format!("shardId-00000000000{n}")))
+        .collect();
+    let mut held = Vec::new();
+    for k in &keys {
+        held.push(
+            store
+                .claim(k, "batcher", TTL, None)
+                .await
+                .unwrap()
+                .expect("a free partition is claimed"),
+        );
+    }
+    let stolen = store
+        .claim(&keys[1], "batch-thief", TTL, Some(&held[1]))
+        .await
+        .unwrap()
+        .expect("a steal naming the current lease wins");
+
+    let renewed: Vec<Option<Lease>> = store
+        .renew_many(&held, TTL)
+        .await
+        .into_iter()
+        .map(|r| r.expect("renew_many"))
+        .collect();
+    assert_eq!(renewed.len(), 3, "{kind}: one renewal result per lease");
+    assert!(
+        renewed[1].is_none(),
+        "{kind}: renew_many refuses the stolen lease"
+    );
+    let (a, c) = match (&renewed[0], &renewed[2]) {
+        (Some(a), Some(c)) => (a.clone(), c.clone()),
+        _ => panic!("{kind}: renew_many renews the leases still held: {renewed:?}"),
+    };
+    assert!(
+        a.version != held[0].version && c.version != held[2].version,
+        "{kind}: renew_many changes each renewed lease's version"
+    );
+    for old in [&held[0], &held[2]] {
+        assert_fenced(store, old, "a version renew_many replaced").await;
+    }
+
+    let writes = [
+        (a, Checkpoint::Processed(Position::new("7"))),
+        (held[1].clone(), Checkpoint::Processed(Position::new("8"))),
+        (c, Checkpoint::Processed(Position::new("9"))),
+    ];
+    let written: Vec<Option<Lease>> = store
+        .checkpoint_many(&writes)
+        .await
+        .into_iter()
+        .map(|r| r.expect("checkpoint_many"))
+        .collect();
+    assert!(
+        written[0].is_some() && written[1].is_none() && written[2].is_some(),
+        "{kind}: checkpoint_many writes under the held leases and refuses the stolen one: {written:?}"
+    );
+    for (n, expected) in [(0, Some("7")), (1, None), (2, Some("9"))] {
+        assert_eq!(
+            checkpoint_of(store, &keys[n]).await,
+            expected.map(|p| Checkpoint::Processed(Position::new(p))),
+            "{kind}: checkpoint_many's write of {} reads back",
+            keys[n].partition
+        );
+    }
+    for lease in written.into_iter().flatten().chain([stolen]) {
+        store.release(&lease).await.unwrap();
+    }
 }

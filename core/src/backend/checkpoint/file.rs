@@ -170,6 +170,78 @@ impl CheckpointStore for FileCheckpointStore {
         })
         .await
     }
+    async fn renew_many(&self, leases: &[Lease], ttl: Duration) -> Vec<Result<Option<Lease>>> {
+        self.in_one_write(
+            leases,
+            |lease| lease.clone(),
+            move |s, lease| s.renew(&lease, ttl),
+        )
+        .await
+    }
+    async fn checkpoint_many(
+        &self,
+        checkpoints: &[(Lease, Checkpoint)],
+    ) -> Vec<Result<Option<Lease>>> {
+        self.in_one_write(
+            checkpoints,
+            |(lease, _)| lease.clone(),
+            |s, (lease, checkpoint)| s.checkpoint(&lease, &checkpoint),
+        )
+        .await
+    }
+}
+
+impl FileCheckpointStore {
+    /// Applies `apply` to each item under one file lock and writes the file once, for every
+    /// group and stream the items name (one, from a group runtime). A write that fails fails
+    /// every item of its file with the same error.
+    async fn in_one_write<T: Clone + Send + 'static>(
+        &self,
+        items: &[T],
+        lease_of: impl Fn(&T) -> Lease,
+        apply: impl Fn(&mut GroupStreamState, T) -> Option<Lease> + Send + Clone + 'static,
+    ) -> Vec<Result<Option<Lease>>> {
+        let mut results: Vec<Option<Result<Option<Lease>>>> = items.iter().map(|_| None).collect();
+        let mut files: Vec<((String, String), Vec<usize>)> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let key = lease_of(item).key;
+            let file = (key.group, key.stream);
+            match files.iter_mut().find(|(f, _)| *f == file) {
+                Some((_, indices)) => indices.push(i),
+                None => files.push((file, vec![i])),
+            }
+        }
+        for ((group, stream), indices) in files {
+            let batch: Vec<T> = indices.iter().map(|&i| items[i].clone()).collect();
+            let apply = apply.clone();
+            let outcome = self
+                .with(&group, &stream, move |s| {
+                    let done: Vec<Option<Lease>> =
+                        batch.into_iter().map(|item| apply(s, item)).collect();
+                    let changed = done.iter().any(Option::is_some);
+                    (done, changed)
+                })
+                .await;
+            match outcome {
+                Ok(done) => {
+                    for (&i, lease) in indices.iter().zip(done) {
+                        results[i] = Some(Ok(lease));
+                    }
+                }
+                Err(e) => {
+                    for &i in &indices {
+                        results[i] = Some(Err(
+                            Error::new(e.kind(), e.message()).with_retryable(e.is_retryable())
+                        ));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every item belongs to one file"))
+            .collect()
+    }
 }
 
 #[cfg(test)]

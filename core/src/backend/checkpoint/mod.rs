@@ -175,7 +175,51 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug {
     /// Gives a lease up so another consumer can claim it at once. Does nothing when the lease
     /// is no longer current.
     async fn release(&self, lease: &Lease) -> Result<()>;
+
+    /// Extends several leases at once, each exactly as [`renew`](CheckpointStore::renew)
+    /// would: one result per lease, in order, a stale lease's `Ok(None)` beside the others'
+    /// renewals.
+    ///
+    /// A group renews all its due leases in one call. The default sends the renewals
+    /// concurrently, up to 16 at a time (a network store pays one round trip, not one per
+    /// partition). A store that keeps a group's leases in one place overrides it to write them
+    /// once: the file store does one locked, fsynced replace instead of one per partition, so
+    /// a busy disk delays a renewal by one write, not by one per partition held.
+    async fn renew_many(&self, leases: &[Lease], ttl: Duration) -> Vec<Result<Option<Lease>>> {
+        use futures::StreamExt;
+        // Made before the first await: a lazy `map` held across it is a closure the `Send`
+        // bound of `async_trait` cannot prove for every lifetime.
+        let calls: Vec<_> = leases.iter().map(|lease| self.renew(lease, ttl)).collect();
+        futures::stream::iter(calls)
+            .buffered(CONCURRENT_STORE_CALLS)
+            .collect()
+            .await
+    }
+
+    /// Saves several checkpoints at once, each exactly as
+    /// [`checkpoint`](CheckpointStore::checkpoint) would, fenced by its own lease: one result
+    /// per pair, in order. The default sends them concurrently, up to 16 at a time; the file
+    /// store writes them in one replace.
+    async fn checkpoint_many(
+        &self,
+        checkpoints: &[(Lease, Checkpoint)],
+    ) -> Vec<Result<Option<Lease>>> {
+        use futures::StreamExt;
+        let calls: Vec<_> = checkpoints
+            .iter()
+            .map(|(lease, checkpoint)| self.checkpoint(lease, checkpoint))
+            .collect();
+        futures::stream::iter(calls)
+            .buffered(CONCURRENT_STORE_CALLS)
+            .collect()
+            .await
+    }
 }
+
+/// How many calls the default [`CheckpointStore::renew_many`] and
+/// [`CheckpointStore::checkpoint_many`] keep in flight: a member holding 64 Kinesis shards
+/// renews in four round trips, without 64 requests at once against a table's capacity.
+const CONCURRENT_STORE_CALLS: usize = 16;
 
 /// A lease time in milliseconds, saturating.
 pub(crate) fn ttl_millis(ttl: Duration) -> i64 {

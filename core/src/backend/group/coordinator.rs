@@ -72,6 +72,9 @@ pub(super) async fn run(rt: Arc<Runtime>, mut requests: mpsc::Receiver<Request>)
             biased;
             request = requests.recv() => match request {
                 Some(Request::Commit(reply)) => {
+                    // A consumer committing after every small batch keeps this branch busy:
+                    // leases falling due are renewed first, so commits never starve them.
+                    renew_leases(&co.rt).await;
                     let result = co.commit_all().await;
                     let _ = reply.send(result);
                 }
@@ -95,6 +98,9 @@ pub(super) async fn run(rt: Arc<Runtime>, mut requests: mpsc::Receiver<Request>)
 
 impl Coordinator {
     async fn tick(&mut self) {
+        // Leases before commits: a lapsed lease costs the partition, a late commit only
+        // replays a little more after a crash.
+        renew_leases(&self.rt).await;
         let now = Instant::now();
         if now >= self.next_commit {
             if let Err(e) = self.commit_all().await {
@@ -103,7 +109,6 @@ impl Coordinator {
             }
             self.next_commit = Instant::now() + self.rt.config.commit_interval;
         }
-        renew_leases(&self.rt).await;
         self.finish_parts().await;
         let membership = self.rt.membership_changed.swap(false, Ordering::AcqRel);
         if membership || Instant::now() >= self.next_balance {
@@ -156,10 +161,17 @@ impl Coordinator {
                 })
                 .collect()
         };
+        if due.is_empty() {
+            return Ok(());
+        }
+        let writes: Vec<(Lease, Checkpoint)> = due
+            .iter()
+            .map(|(_, _, lease, position)| (lease.clone(), Checkpoint::Processed(position.clone())))
+            .collect();
+        let results = self.rt.store.checkpoint_many(&writes).await;
         let mut first_error = None;
-        for (id, generation, lease, position) in due {
-            let checkpoint = Checkpoint::Processed(position.clone());
-            match self.rt.store.checkpoint(&lease, &checkpoint).await {
+        for ((id, generation, _, position), result) in due.into_iter().zip(results) {
+            match result {
                 Ok(Some(lease)) => {
                     let mut state = self.rt.state.lock();
                     if let Some(p) = state.part_mut(&id, generation) {

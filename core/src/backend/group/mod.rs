@@ -19,7 +19,9 @@
 //!   host, process, start time, nonce) and spreads its partitions over its members; a partition
 //!   moves between members of one runtime at once, and acks survive the move.
 //! - **Leases, renewed and balanced.** The runtime renews its leases every third of the lease
-//!   time and balances every [`GroupConfig::balance_interval`] by fair share across the owners
+//!   time, all that are due in one [`CheckpointStore::renew_many`] call and before any commit
+//!   waiting beside them (a lapsed lease costs a partition, a late commit a little replay), and
+//!   balances every [`GroupConfig::balance_interval`] by fair share across the owners
 //!   it sees in the store: it claims free or expired partitions up to its share, steals at most
 //!   one per round from the owner holding most (after giving that owner a round to shed), and
 //!   sheds gracefully (stop delivering, let in-flight acks arrive for up to

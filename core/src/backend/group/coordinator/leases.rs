@@ -31,7 +31,7 @@ pub(super) fn lease_renewal_due(rt: &Runtime) -> Instant {
     }
 }
 
-/// Renews the leases with less than two thirds of their time left.
+/// Renews the leases with less than two thirds of their time left, in one store call.
 pub(super) async fn renew_leases(rt: &Runtime) {
     let ttl = rt.config.lease_ttl;
     let now_ms = Timestamp::now().as_millis();
@@ -46,8 +46,13 @@ pub(super) async fn renew_leases(rt: &Runtime) {
             .map(|(id, p)| (id.clone(), p.generation, p.lease.clone()))
             .collect()
     };
-    for (id, generation, lease) in due {
-        match rt.store.renew(&lease, ttl).await {
+    if due.is_empty() {
+        return;
+    }
+    let leases: Vec<Lease> = due.iter().map(|(_, _, lease)| lease.clone()).collect();
+    let results = rt.store.renew_many(&leases, ttl).await;
+    for ((id, generation, lease), result) in due.into_iter().zip(results) {
+        match result {
             Ok(Some(renewed)) => {
                 let mut state = rt.state.lock();
                 if let Some(p) = state.part_mut(&id, generation) {
