@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 #[path = "stats.rs"]
-mod stats;
+pub mod stats;
 pub use stats::ratio_with_interval;
 
 /// User and system CPU time this process has used so far, every thread included (a client

@@ -69,10 +69,26 @@ const KEPT_SECTIONS: &[&str] = &["bridge-inflight-curve.md"];
 
 pub(crate) const PERCENTILES: [&str; 4] = ["p50", "p90", "p99", "p99.9"];
 
+/// A goal of the local suite: `case` against `baseline` at `batch`, judged on the median of
+/// the per-round ratios.
+struct Pair {
+    case: String,
+    baseline: String,
+    goal: f64,
+    batch: u64,
+    round_ratios: Vec<f64>,
+}
+
+impl Pair {
+    fn met(&self) -> bool {
+        stats::median(&self.round_ratios) >= self.goal
+    }
+}
+
 struct Local {
     events: u64,
     throughput: Vec<Throughput>,
-    pairs: Vec<(String, String, f64, u64)>,
+    pairs: Vec<Pair>,
     latency: Vec<Latency>,
     scaling: Vec<Scaling>,
 }
@@ -131,12 +147,20 @@ fn parse_local(body: &str) -> Result<Local, String> {
         pairs: list(&v, "pairs")?
             .iter()
             .map(|p| {
-                Ok((
-                    text(p, "case")?,
-                    text(p, "baseline")?,
-                    num(p, "goal")?,
-                    num(p, "batch")? as u64,
-                ))
+                Ok(Pair {
+                    case: text(p, "case")?,
+                    baseline: text(p, "baseline")?,
+                    goal: num(p, "goal")?,
+                    batch: num(p, "batch")? as u64,
+                    round_ratios: list(p, "round_ratios")?
+                        .iter()
+                        .map(|r| {
+                            r.as_f64().ok_or_else(|| {
+                                format!("local.json: a round ratio is not a number in {p}")
+                            })
+                        })
+                        .collect::<Result<_, String>>()?,
+                })
             })
             .collect::<Result<_, String>>()?,
         latency: list(&v, "latency")?
@@ -204,21 +228,30 @@ fn local_section(md: &mut String, local: &Local) {
          Events of 100 B with a key out of 1000, 4 partitions; producer and consumer run \
          concurrently, each in a task of its own as in the channel baseline (`send_batch(B)`, \
          `receive_batch(B)`, every delivery acked); {} events per row (fsync rows: at most \
-         1,000 batches). Each figure is the best of the run's alternating rounds.\n",
+         1,000 batches). Each rate is the median of the run's rounds; in each round every \
+         case runs at every batch size, a backend right after its baseline, and each goal is \
+         judged on the median of its per-round ratios, given with its 95% interval.\n",
         grouped(local.events as f64)
     );
-    md.push_str("| goal row | batch | backend | baseline | ratio | goal | met |\n|---|---|---|---|---|---|---|\n");
-    for (case, baseline, goal, batch) in &local.pairs {
-        let (Some(a), Some(b)) = (rate(case, *batch), rate(baseline, *batch)) else {
+    md.push_str("| goal row | batch | backend | baseline | median ratio per round | goal | met |\n|---|---|---|---|---|---|---|\n");
+    for pair in &local.pairs {
+        let (Some(a), Some(b)) = (
+            rate(&pair.case, pair.batch),
+            rate(&pair.baseline, pair.batch),
+        ) else {
             continue;
         };
-        let ratio = a / b;
         let _ = writeln!(
             md,
-            "| `{case}` vs {baseline} | {batch} | {}/s | {}/s | {ratio:.2}× | ≥ {goal}× | {} |",
+            "| `{}` vs {} | {} | {}/s | {}/s | {} | ≥ {}× | {} |",
+            pair.case,
+            pair.baseline,
+            pair.batch,
             grouped(a),
             grouped(b),
-            if ratio >= *goal { "yes" } else { "**no**" }
+            stats::ratio_with_interval(&pair.round_ratios),
+            pair.goal,
+            if pair.met() { "yes" } else { "**no**" }
         );
     }
     let batches: Vec<u64> = {
@@ -313,19 +346,16 @@ struct Goal {
 /// The goals of the local suite, from its JSON: each backend against its baseline at the
 /// batch size the goal names.
 fn local_goals(local: &Local) -> Vec<Goal> {
-    let rate = |case: &str, batch: u64| local.rate(case, batch);
     local
         .pairs
         .iter()
-        .filter_map(|(case, baseline, goal, batch)| {
-            let ratio = rate(case, *batch)? / rate(baseline, *batch)?;
-            Some(Goal {
-                suite: "local".into(),
-                row: format!("`{case}` vs {baseline}, batches of {batch}"),
-                measured: format!("{ratio:.2}×"),
-                goal: format!("≥ {goal}×"),
-                met: ratio >= *goal,
-            })
+        .filter(|p| !p.round_ratios.is_empty())
+        .map(|p| Goal {
+            suite: "local".into(),
+            row: format!("`{}` vs {}, batches of {}", p.case, p.baseline, p.batch),
+            measured: stats::ratio_with_interval(&p.round_ratios),
+            goal: format!("≥ {}×", p.goal),
+            met: p.met(),
         })
         .collect()
 }
@@ -498,5 +528,49 @@ mod tests {
         assert_eq!(goals[1].goal, "< 50 ms");
         assert!(!goals[1].met);
         assert_eq!(goals[1].suite, "kafka");
+    }
+}
+
+#[cfg(test)]
+mod local_tests {
+    use super::*;
+
+    /// A local run's JSON with one goal pair over 7 rounds.
+    fn run_with(ratios: &str) -> String {
+        format!(
+            r#"{{"bench":"local","events":1000,"payload":100,
+            "throughput":[
+              {{"case":"memory://","baseline":false,"batch":100,"events":1000,"per_sec":3.0,"rounds":[3.0]}},
+              {{"case":"tokio mpsc","baseline":true,"batch":100,"events":1000,"per_sec":6.0,"rounds":[6.0]}}],
+            "pairs":[{{"case":"memory://","baseline":"tokio mpsc","goal":0.5,"batch":100,"round_ratios":{ratios}}}],
+            "latency":[],"scaling":[]}}"#
+        )
+    }
+
+    #[test]
+    fn a_local_goal_is_judged_on_the_median_of_its_round_ratios_with_its_interval() {
+        // The best round (0.9) would pass, the ratio of medians too; the median of the rounds
+        // (0.45) does not.
+        let local = parse_local(&run_with("[0.9,0.45,0.44,0.46,0.40,0.45,0.47]")).unwrap();
+        let goals = local_goals(&local);
+        assert_eq!(goals.len(), 1);
+        assert!(!goals[0].met, "median 0.45 is below 0.5");
+        assert_eq!(
+            goals[0].measured,
+            "0.45× (95% interval 0.40–0.90 over 7 rounds)"
+        );
+        let mut md = String::new();
+        local_section(&mut md, &local);
+        assert!(
+            md.contains("| 0.45× (95% interval 0.40–0.90 over 7 rounds) | ≥ 0.5× | **no** |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn a_local_run_without_round_ratios_is_refused_by_name() {
+        let body = run_with("[]").replace(r#","round_ratios":[]"#, "");
+        let err = parse_local(&body).err().expect("refused");
+        assert!(err.contains("`round_ratios` is missing"), "{err}");
     }
 }

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::{BATCHES, FSYNC_BATCHES, PAYLOAD, PINGS};
+use super::{BATCHES, FSYNC_BATCHES, PAYLOAD, PINGS, probe};
 
 /// One throughput figure of the batch sweep.
 pub(crate) struct Throughput {
@@ -12,7 +12,15 @@ pub(crate) struct Throughput {
     pub(crate) baseline: bool,
     pub(crate) batch: usize,
     pub(crate) events: usize,
-    pub(crate) per_sec: f64,
+    /// Every round's events/s, in round order.
+    pub(crate) rounds: Vec<f64>,
+}
+
+impl Throughput {
+    /// The median of the rounds.
+    pub(crate) fn per_sec(&self) -> f64 {
+        probe::stats::median(&self.rounds)
+    }
 }
 
 /// Latency percentiles of one case, in microseconds.
@@ -64,6 +72,30 @@ pub(crate) struct Results {
     pub(crate) scaling: Vec<Scaling>,
 }
 
+impl Results {
+    fn rate(&self, case: &str, batch: usize) -> Option<&Throughput> {
+        self.throughput
+            .iter()
+            .find(|t| t.case == case && t.batch == batch)
+    }
+
+    /// `case`'s rate over `baseline`'s in each round, at `batch`: the two ran back to back,
+    /// so a round's load weighs on both.
+    fn round_ratios(&self, case: &str, baseline: &str, batch: usize) -> Option<Vec<f64>> {
+        let (ours, theirs) = (self.rate(case, batch)?, self.rate(baseline, batch)?);
+        Some(
+            ours.rounds
+                .iter()
+                .zip(&theirs.rounds)
+                .map(|(a, b)| a / b)
+                .collect(),
+        )
+    }
+}
+
+/// The batch size the goals are set at.
+const GOAL_BATCH: usize = 100;
+
 /// The pairs the issue sets goals for: (case, its baseline, goal ratio).
 const PAIRS: [(&str, &str, f64); 4] = [
     ("memory://", "tokio mpsc", 0.5),
@@ -93,12 +125,7 @@ pub(crate) fn print(n: usize, r: &Results) {
             cases.push(t.case);
         }
     }
-    let per_sec = |case: &str, batch: usize| {
-        r.throughput
-            .iter()
-            .find(|t| t.case == case && t.batch == batch)
-            .map(|t| t.per_sec)
-    };
+    let per_sec = |case: &str, batch: usize| r.rate(case, batch).map(Throughput::per_sec);
     for case in &cases {
         print!("{case:<24}");
         for b in BATCHES {
@@ -113,6 +140,7 @@ pub(crate) fn print(n: usize, r: &Results) {
             return;
         }
         print!("{:<46}", format!("{case} / {baseline}"));
+        // Ratios of the rounds' medians; the goal lines below judge per-round ratios.
         for b in BATCHES {
             let ratio =
                 per_sec(case, b).unwrap_or(f64::NAN) / per_sec(baseline, b).unwrap_or(f64::NAN);
@@ -142,6 +170,16 @@ pub(crate) fn print(n: usize, r: &Results) {
     // The floor against the baselines: what the goals leave for the API and the backend.
     ratios("log + group floor", "tokio mpsc", "");
     ratios("log + group floor", "raw write", "");
+    println!();
+    for (case, baseline, goal) in PAIRS {
+        if let Some(ratios) = r.round_ratios(case, baseline, GOAL_BATCH) {
+            probe::ratio_goal(
+                &format!("`{case}` vs {baseline}, batches of {GOAL_BATCH}"),
+                &ratios,
+                goal,
+            );
+        }
+    }
     if !r.latency.is_empty() {
         println!(
             "\nlatency: send one event, receive and ack it ({PINGS} samples); raw write: one frame\n"
@@ -179,6 +217,11 @@ pub(crate) fn print(n: usize, r: &Results) {
     }
 }
 
+fn json_numbers(values: &[f64]) -> String {
+    let items: Vec<String> = values.iter().map(|v| format!("{v:.4}")).collect();
+    format!("[{}]", items.join(","))
+}
+
 fn json_str(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
@@ -197,12 +240,13 @@ pub(crate) fn to_json(n: usize, r: &Results) -> String {
         }
         write!(
             out,
-            "{{\"case\":{},\"baseline\":{},\"batch\":{},\"events\":{},\"per_sec\":{:.1}}}",
+            "{{\"case\":{},\"baseline\":{},\"batch\":{},\"events\":{},\"per_sec\":{:.1},\"rounds\":{}}}",
             json_str(t.case),
             t.baseline,
             t.batch,
             t.events,
-            t.per_sec
+            t.per_sec(),
+            json_numbers(&t.rounds)
         )
         .unwrap();
     }
@@ -211,11 +255,15 @@ pub(crate) fn to_json(n: usize, r: &Results) -> String {
         if i > 0 {
             out.push(',');
         }
+        let ratios = r
+            .round_ratios(case, baseline, GOAL_BATCH)
+            .unwrap_or_default();
         write!(
             out,
-            "{{\"case\":{},\"baseline\":{},\"goal\":{goal},\"batch\":100}}",
+            "{{\"case\":{},\"baseline\":{},\"goal\":{goal},\"batch\":{GOAL_BATCH},\"round_ratios\":{}}}",
             json_str(case),
-            json_str(baseline)
+            json_str(baseline),
+            json_numbers(&ratios)
         )
         .unwrap();
     }
