@@ -1,5 +1,6 @@
-//! Leases: a member that lost a partition can commit nothing of it, and renewals go on while
-//! a balance round hangs.
+//! Leases: a member that lost a partition can commit nothing of it, renewals go on while a
+//! balance round hangs, and a member committing after every delivery on a slow store keeps
+//! its leases.
 
 use super::*;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -127,5 +128,149 @@ async fn a_hung_partition_listing_does_not_let_leases_lapse() {
     assert_eq!(d.event.payload.as_ref(), b"after");
     d.ack();
     stall.store(false, Ordering::SeqCst);
+    consumer.close().await.unwrap();
+}
+
+/// A store whose every write waits `delay` (a busy disk's fsync, a far region's round trip),
+/// and whose batch calls wait it once, as the file store's one replace does. It counts the
+/// writes the coordinator sends one partition at a time.
+#[derive(Debug)]
+struct SlowWrites {
+    inner: MemoryCheckpointStore,
+    delay: Duration,
+    single_writes: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl CheckpointStore for SlowWrites {
+    fn kind(&self) -> &'static str {
+        "slow"
+    }
+    async fn prepare(&self, g: &str, s: &str, p: &[PartitionTopology]) -> Result<()> {
+        self.inner.prepare(g, s, p).await
+    }
+    async fn checkpoints(&self, g: &str, s: &str) -> Result<HashMap<PartitionId, Checkpoint>> {
+        self.inner.checkpoints(g, s).await
+    }
+    async fn leases(&self, g: &str, s: &str) -> Result<Vec<crate::backend::checkpoint::Lease>> {
+        self.inner.leases(g, s).await
+    }
+    async fn claim(
+        &self,
+        key: &crate::backend::checkpoint::CheckpointKey,
+        owner: &str,
+        ttl: Duration,
+        expected: Option<&crate::backend::checkpoint::Lease>,
+    ) -> Result<Option<crate::backend::checkpoint::Lease>> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.claim(key, owner, ttl, expected).await
+    }
+    async fn renew(
+        &self,
+        lease: &crate::backend::checkpoint::Lease,
+        ttl: Duration,
+    ) -> Result<Option<crate::backend::checkpoint::Lease>> {
+        self.single_writes.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        self.inner.renew(lease, ttl).await
+    }
+    async fn checkpoint(
+        &self,
+        lease: &crate::backend::checkpoint::Lease,
+        checkpoint: &Checkpoint,
+    ) -> Result<Option<crate::backend::checkpoint::Lease>> {
+        self.single_writes.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        self.inner.checkpoint(lease, checkpoint).await
+    }
+    async fn release(&self, lease: &crate::backend::checkpoint::Lease) -> Result<()> {
+        self.inner.release(lease).await
+    }
+    async fn renew_many(
+        &self,
+        leases: &[crate::backend::checkpoint::Lease],
+        ttl: Duration,
+    ) -> Vec<Result<Option<crate::backend::checkpoint::Lease>>> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.renew_many(leases, ttl).await
+    }
+    async fn checkpoint_many(
+        &self,
+        checkpoints: &[(crate::backend::checkpoint::Lease, Checkpoint)],
+    ) -> Vec<Result<Option<crate::backend::checkpoint::Lease>>> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.checkpoint_many(checkpoints).await
+    }
+}
+
+/// A member that commits after every delivery, on a store where each write takes 250 ms,
+/// keeps its four leases of 1.2 s: its due renewals go in one call and before any commit
+/// waiting beside them, at worst 500 ms after they fall due with 800 ms left. (Renewed one
+/// partition at a time, the last of four renewals came 1 s after due, and leases lapsed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committing_after_every_delivery_on_a_slow_store_keeps_every_lease() {
+    let stream = SimStream::new(4);
+    let store = Arc::new(SlowWrites {
+        inner: MemoryCheckpointStore::new(),
+        delay: Duration::from_millis(250),
+        single_writes: Default::default(),
+    });
+    let events = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let mut config = fast_config(events.clone());
+    config.lease_ttl = Duration::from_millis(1200);
+    let engine = GroupEngine::new(store.clone(), config);
+    let consumer = join_group(&engine, &stream, StartPosition::Earliest).await;
+    let as_dyn: Arc<dyn CheckpointStore> = store.clone();
+    wait_for(
+        Duration::from_secs(10),
+        "took the 4 partitions",
+        || lease_counts(&as_dyn),
+        |counts| counts == &[4],
+    )
+    .await;
+    let writes_before = store.single_writes.load(Ordering::SeqCst);
+    let until = tokio::time::Instant::now() + Duration::from_millis(1200) * 4;
+    let mut delivered = 0;
+    while tokio::time::Instant::now() < until {
+        for k in 0..4 {
+            stream.append(&format!("k{k}"), format!("e{delivered}-{k}"));
+        }
+        if let Ok(Ok(d)) = tokio::time::timeout(Duration::from_millis(50), consumer.receive()).await
+        {
+            d.ack();
+            delivered += 1;
+            consumer.commit().await.unwrap();
+        }
+        let now = crate::Timestamp::now();
+        let leases = store.inner.leases("g", "s").await.unwrap();
+        let lapsed: Vec<String> = leases
+            .iter()
+            .filter(|l| l.is_free(now))
+            .map(|l| {
+                format!(
+                    "{} ({} ms past)",
+                    l.key.partition,
+                    now.as_millis() - l.expires_at.as_millis()
+                )
+            })
+            .collect();
+        assert!(
+            lapsed.is_empty(),
+            "leases lapsed while their member committed after each of {delivered} deliveries: {lapsed:?}"
+        );
+    }
+    assert!(delivered >= 4, "only {delivered} deliveries");
+    assert!(
+        !events
+            .lock()
+            .iter()
+            .any(|e| matches!(e, GroupEvent::Lost { .. })),
+        "the member lost a partition to itself"
+    );
+    assert_eq!(
+        store.single_writes.load(Ordering::SeqCst) - writes_before,
+        0,
+        "renewals and commits went to the store one partition at a time"
+    );
     consumer.close().await.unwrap();
 }
