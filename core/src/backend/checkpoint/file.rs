@@ -173,7 +173,7 @@ impl CheckpointStore for FileCheckpointStore {
     async fn renew_many(&self, leases: &[Lease], ttl: Duration) -> Vec<Result<Option<Lease>>> {
         self.in_one_write(
             leases,
-            |lease| lease.clone(),
+            |lease| &lease.key,
             move |s, lease| s.renew(&lease, ttl),
         )
         .await
@@ -184,7 +184,7 @@ impl CheckpointStore for FileCheckpointStore {
     ) -> Vec<Result<Option<Lease>>> {
         self.in_one_write(
             checkpoints,
-            |(lease, _)| lease.clone(),
+            |(lease, _)| &lease.key,
             |s, (lease, checkpoint)| s.checkpoint(&lease, &checkpoint),
         )
         .await
@@ -198,14 +198,14 @@ impl FileCheckpointStore {
     async fn in_one_write<T: Clone + Send + 'static>(
         &self,
         items: &[T],
-        lease_of: impl Fn(&T) -> Lease,
+        key_of: impl Fn(&T) -> &CheckpointKey,
         apply: impl Fn(&mut GroupStreamState, T) -> Option<Lease> + Send + Clone + 'static,
     ) -> Vec<Result<Option<Lease>>> {
         let mut results: Vec<Option<Result<Option<Lease>>>> = items.iter().map(|_| None).collect();
         let mut files: Vec<((String, String), Vec<usize>)> = Vec::new();
         for (i, item) in items.iter().enumerate() {
-            let key = lease_of(item).key;
-            let file = (key.group, key.stream);
+            let key = key_of(item);
+            let file = (key.group.clone(), key.stream.clone());
             match files.iter_mut().find(|(f, _)| *f == file) {
                 Some((_, indices)) => indices.push(i),
                 None => files.push((file, vec![i])),

@@ -3,7 +3,8 @@
 //! its leases.
 
 use super::*;
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::backend::checkpoint::{CheckpointKey, Lease};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_ack_after_a_takeover_is_never_committed() {
@@ -41,6 +42,17 @@ async fn a_late_ack_after_a_takeover_is_never_committed() {
     );
     store.release(&stolen).await.unwrap();
     first.close().await.unwrap();
+}
+
+/// Waits until one member holds the 4 partitions of the group's stream.
+async fn holds_all_four(store: &Arc<dyn CheckpointStore>) {
+    wait_for(
+        Duration::from_secs(10),
+        "took the 4 partitions",
+        || lease_counts(store),
+        |counts| counts == &[4],
+    )
+    .await;
 }
 
 /// A source whose partition listing hangs once `stall` is set, as an Event Hubs management call
@@ -94,13 +106,7 @@ async fn a_hung_partition_listing_does_not_let_leases_lapse() {
         )
         .await
         .unwrap();
-    wait_for(
-        Duration::from_secs(10),
-        "took the 4 partitions",
-        || lease_counts(&store),
-        |counts| counts == &[4],
-    )
-    .await;
+    holds_all_four(&store).await;
     stall.store(true, Ordering::SeqCst);
     // Several lease times with every listing hanging (topology_interval is 100 ms).
     let until = tokio::time::Instant::now() + LEASE_TTL * 5;
@@ -138,7 +144,7 @@ async fn a_hung_partition_listing_does_not_let_leases_lapse() {
 struct SlowWrites {
     inner: MemoryCheckpointStore,
     delay: Duration,
-    single_writes: std::sync::atomic::AtomicUsize,
+    single_writes: AtomicUsize,
 }
 
 #[async_trait]
@@ -152,52 +158,40 @@ impl CheckpointStore for SlowWrites {
     async fn checkpoints(&self, g: &str, s: &str) -> Result<HashMap<PartitionId, Checkpoint>> {
         self.inner.checkpoints(g, s).await
     }
-    async fn leases(&self, g: &str, s: &str) -> Result<Vec<crate::backend::checkpoint::Lease>> {
+    async fn leases(&self, g: &str, s: &str) -> Result<Vec<Lease>> {
         self.inner.leases(g, s).await
     }
     async fn claim(
         &self,
-        key: &crate::backend::checkpoint::CheckpointKey,
+        key: &CheckpointKey,
         owner: &str,
         ttl: Duration,
-        expected: Option<&crate::backend::checkpoint::Lease>,
-    ) -> Result<Option<crate::backend::checkpoint::Lease>> {
+        expected: Option<&Lease>,
+    ) -> Result<Option<Lease>> {
         tokio::time::sleep(self.delay).await;
         self.inner.claim(key, owner, ttl, expected).await
     }
-    async fn renew(
-        &self,
-        lease: &crate::backend::checkpoint::Lease,
-        ttl: Duration,
-    ) -> Result<Option<crate::backend::checkpoint::Lease>> {
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {
         self.single_writes.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.delay).await;
         self.inner.renew(lease, ttl).await
     }
-    async fn checkpoint(
-        &self,
-        lease: &crate::backend::checkpoint::Lease,
-        checkpoint: &Checkpoint,
-    ) -> Result<Option<crate::backend::checkpoint::Lease>> {
+    async fn checkpoint(&self, lease: &Lease, checkpoint: &Checkpoint) -> Result<Option<Lease>> {
         self.single_writes.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.delay).await;
         self.inner.checkpoint(lease, checkpoint).await
     }
-    async fn release(&self, lease: &crate::backend::checkpoint::Lease) -> Result<()> {
+    async fn release(&self, lease: &Lease) -> Result<()> {
         self.inner.release(lease).await
     }
-    async fn renew_many(
-        &self,
-        leases: &[crate::backend::checkpoint::Lease],
-        ttl: Duration,
-    ) -> Vec<Result<Option<crate::backend::checkpoint::Lease>>> {
+    async fn renew_many(&self, leases: &[Lease], ttl: Duration) -> Vec<Result<Option<Lease>>> {
         tokio::time::sleep(self.delay).await;
         self.inner.renew_many(leases, ttl).await
     }
     async fn checkpoint_many(
         &self,
-        checkpoints: &[(crate::backend::checkpoint::Lease, Checkpoint)],
-    ) -> Vec<Result<Option<crate::backend::checkpoint::Lease>>> {
+        checkpoints: &[(Lease, Checkpoint)],
+    ) -> Vec<Result<Option<Lease>>> {
         tokio::time::sleep(self.delay).await;
         self.inner.checkpoint_many(checkpoints).await
     }
@@ -220,14 +214,7 @@ async fn committing_after_every_delivery_on_a_slow_store_keeps_every_lease() {
     config.lease_ttl = Duration::from_millis(1200);
     let engine = GroupEngine::new(store.clone(), config);
     let consumer = join_group(&engine, &stream, StartPosition::Earliest).await;
-    let as_dyn: Arc<dyn CheckpointStore> = store.clone();
-    wait_for(
-        Duration::from_secs(10),
-        "took the 4 partitions",
-        || lease_counts(&as_dyn),
-        |counts| counts == &[4],
-    )
-    .await;
+    holds_all_four(&(store.clone() as Arc<dyn CheckpointStore>)).await;
     let writes_before = store.single_writes.load(Ordering::SeqCst);
     let until = tokio::time::Instant::now() + Duration::from_millis(1200) * 4;
     let mut delivered = 0;
