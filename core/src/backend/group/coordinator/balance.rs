@@ -130,6 +130,10 @@ impl Coordinator {
         // this way too.
         // Over the floor share, not the ceiling: 4 partitions held 2 + 2 with a third member
         // at 0 are each at the ceiling, yet the third member must get one.
+        // A runtime holding nothing does not wait: owners are counted from the leases, so no
+        // one sees it and no one will shed for it. Without this, a member joining a group
+        // whose members took everything, or a survivor whose peer took every partition a
+        // crashed member left, idles for rounds while the others carry the stream.
         let floor = total / owners;
         let mut still_over = HashMap::new();
         for (owner, owned) in &others {
@@ -148,7 +152,7 @@ impl Coordinator {
             if let Some((owner, owned)) = richest
                 && owned.len() > floor
                 && owned.len() > mine + 1
-                && self.over_share.get(*owner).copied().unwrap_or(0) >= 2
+                && (mine == 0 || self.over_share.get(*owner).copied().unwrap_or(0) >= 2)
             {
                 let victim = owned
                     .iter()

@@ -50,3 +50,31 @@ async fn a_member_joining_a_group_at_its_ceiling_share_takes_a_partition() {
         consumer.close().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_holding_nothing_takes_a_partition_in_its_first_round() {
+    // A member that holds no lease is invisible to the others: they count owners from the
+    // leases, so none of them sheds for it, and waiting rounds for the holder to shed on its
+    // own only leaves the newcomer idle. Here a lone member took all 4 partitions; when a
+    // second member's join returns (after its first balance round), it must already hold one.
+    // The same happens after a crash, when the survivor that balances first takes every freed
+    // partition while another survivor holds none.
+    let stream = SimStream::new(4);
+    let (store, _, engines) = engines(2, |c| {
+        c.shed_grace(Duration::from_millis(50))
+            // Rounds far apart: only the join's own round can have moved a partition.
+            .balance_interval(Duration::from_secs(30))
+    });
+    let first = join_group(&engines[0], &stream, StartPosition::Earliest).await;
+    assert_eq!(lease_counts(&store).await, [4], "a lone member takes all");
+    let second = join_group(&engines[1], &stream, StartPosition::Earliest).await;
+    // [1, 3], or already [2, 2]: the first member, told it lost a partition, balances at once
+    // and may shed to the second.
+    let counts = lease_counts(&store).await;
+    assert!(
+        counts.len() == 2 && counts.iter().sum::<usize>() == 4,
+        "the second member's first round took a partition: {counts:?}"
+    );
+    first.close().await.unwrap();
+    second.close().await.unwrap();
+}
