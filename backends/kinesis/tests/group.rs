@@ -34,6 +34,12 @@ async fn consumer_process() {
         parts.next().unwrap(),
         parts.next().unwrap(),
     );
+    // With RUST_LOG (tributary=debug: every lease taken, lost and released), the engine's log
+    // goes to this process's stderr, which the test's own stderr shows.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     tributary_kinesis::register();
     let backend = tributary::connect(url).await.expect("connect");
     let consumer = backend
@@ -148,19 +154,37 @@ async fn three_consumer_processes_share_a_stream_and_survive_a_sigkill() {
         .map(|f| spawn_consumer(&url, &stream, &group, f))
         .collect();
 
-    // Let the group settle first (three owners over four shards, read from the lease table),
-    // so the only handover of the test is the one the kill causes.
+    // Let the group settle first (three owners over four shards, read from the lease table,
+    // unchanged for over two balance rounds), so the only handover of the test is the one the
+    // kill causes. Unchanged for a while, not just spread: a member whose shard was taken
+    // reads it until its next balance round (every second with a 3 s lease) shows it the
+    // table; events sent before then reach both, and the same process again if the shard
+    // comes back to it after the kill.
     let store = common::lease_store(dynamodb.url());
     let deadline = Instant::now() + common::WAIT;
+    let mut settled: Option<(BTreeMap<String, String>, Instant)> = None;
     loop {
         let leases = store.leases(&group, &stream).await.unwrap_or_default();
         let owners: HashSet<&str> = leases.iter().map(|l| l.owner.as_str()).collect();
         if leases.len() == 4 && owners.len() == 3 {
-            break;
+            let table: BTreeMap<String, String> = leases
+                .iter()
+                .map(|l| (l.key.partition.to_string(), l.owner.clone()))
+                .collect();
+            match &settled {
+                Some((seen, since)) if *seen == table => {
+                    if since.elapsed() > Duration::from_millis(2500) {
+                        break;
+                    }
+                }
+                _ => settled = Some((table, Instant::now())),
+            }
+        } else {
+            settled = None;
         }
         assert!(
             Instant::now() < deadline,
-            "the group never spread over the three processes: {leases:?}"
+            "the group never settled over the three processes: {leases:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

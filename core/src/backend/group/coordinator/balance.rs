@@ -6,6 +6,7 @@
 //! the loop around it (when rounds run, renewals beside them, commits, release) is mechanism.
 
 use super::Coordinator;
+use super::leases::mark_lost;
 use crate::backend::checkpoint::{Checkpoint, CheckpointKey, Lease, PartitionTopology};
 use crate::backend::group::owner::is_dead_local;
 use crate::backend::group::runtime::Runtime;
@@ -58,6 +59,28 @@ impl Coordinator {
             .map(|l| (&l.key.partition, l))
             .collect();
         let live = |l: &Lease| !l.is_free(now) && !is_dead_local(&l.owner);
+
+        // A partition this runtime still reads whose lease names another owner was taken from
+        // it (a steal it would otherwise see only at its next renewal): stop it now. Counted
+        // as held, it would make the shares below wrong, and a runtime that sheds down to its
+        // share while others take from it ends up with less than its share, then takes back
+        // what it gave away, redelivering what it had not committed.
+        let taken: Vec<(PartitionId, String)> = {
+            let state = rt.state.lock();
+            state
+                .parts
+                .keys()
+                .filter_map(|id| {
+                    lease_of
+                        .get(id)
+                        .filter(|l| l.owner != rt.owner)
+                        .map(|l| (id.clone(), l.owner.clone()))
+                })
+                .collect()
+        };
+        for (id, owner) in taken {
+            mark_lost(&rt, &id, &format!("the store names {owner} as its owner"));
+        }
 
         let (held, draining): (HashSet<PartitionId>, HashSet<PartitionId>) = {
             let state = rt.state.lock();

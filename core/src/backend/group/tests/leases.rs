@@ -44,6 +44,41 @@ async fn a_late_ack_after_a_takeover_is_never_committed() {
     first.close().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stolen_partition_is_let_go_at_the_next_balance_round_not_the_next_renewal() {
+    // Leases of 30 s are renewed 10 s after they are taken; balance rounds run every 40 ms.
+    // A member that counted a stolen partition as its own until then would shed by the wrong
+    // count (and take back what it shed, redelivering to itself); it must see the theft in the
+    // lease table it reads every round.
+    let stream = SimStream::new(2);
+    let (store, events, engines) = engines(1, |mut c| {
+        c.lease_ttl = Duration::from_secs(30);
+        c
+    });
+    let member = join_group(&engines[0], &stream, StartPosition::Earliest).await;
+    assert_eq!(lease_counts(&store).await, [2]);
+    let lease = store.leases("g", "s").await.unwrap().remove(0);
+    let stolen = store
+        .claim(&lease.key, "thief", Duration::from_secs(30), Some(&lease))
+        .await
+        .unwrap()
+        .expect("steal");
+    let started = tokio::time::Instant::now();
+    let lost = || async {
+        events
+            .lock()
+            .iter()
+            .any(|e| matches!(e, GroupEvent::Lost { .. }))
+    };
+    wait_for(Duration::from_secs(3), "noticed the theft", lost, |lost| {
+        *lost
+    })
+    .await;
+    println!("theft noticed after {:?}", started.elapsed());
+    store.release(&stolen).await.unwrap();
+    member.close().await.unwrap();
+}
+
 /// Waits until one member holds the 4 partitions of the group's stream.
 async fn holds_all_four(store: &Arc<dyn CheckpointStore>) {
     wait_for(
