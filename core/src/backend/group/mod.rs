@@ -31,8 +31,9 @@
 //!   someone holds less. A lease held by a process of this host that has exited is free at
 //!   once.
 //! - **Fencing.** Every lease operation goes through one coordinator task per runtime, so a
-//!   runtime never races itself. A lease that fails to renew, or whose fenced checkpoint write
-//!   is refused, stops that partition at once: its buffered events are dropped and deliveries
+//!   runtime never races itself. A lease that fails to renew, whose fenced checkpoint write
+//!   is refused, or that the lease table read by a balance round names for another owner,
+//!   stops that partition at once: its buffered events are dropped and deliveries
 //!   already handed out settle into nothing (late acks are ignored, never committed); the next
 //!   owner redelivers from the checkpoint.
 //! - **Per partition:** the rule of an [`AckTracker`](super::AckTracker) (the checkpoint is the
