@@ -30,9 +30,9 @@ struct Coordinator {
     topology_due: Instant,
     next_balance: Instant,
     next_commit: Instant,
-    /// Owners seen holding more than their share, and for how many rounds: a steal waits a
-    /// round so the owner can shed on its own (a clean hand-over, no duplicates).
-    over_share: HashMap<String, u32>,
+    /// Owners seen holding more than their share, and since when: a steal waits two balance
+    /// intervals so the owner can shed on its own (a clean hand-over, no duplicates).
+    over_share: HashMap<String, Instant>,
 }
 
 pub(super) async fn run(rt: Arc<Runtime>, mut requests: mpsc::Receiver<Request>) {

@@ -148,7 +148,9 @@ impl Coordinator {
         }
 
         // Steal one partition from the owner holding most, when it stayed above the share for
-        // two rounds (it had the chance to shed on its own) and this runtime is below it.
+        // two balance intervals (it had the chance to shed on its own) and this runtime is
+        // below it. Time, not rounds: a member's join wakes a round at once, and counting that
+        // one let a newcomer steal twice before the holder had a round of its own to see it.
         // Owners that never shed (other libraries' workers sharing the table) are balanced
         // this way too.
         // Over the floor share, not the ceiling: 4 partitions held 2 + 2 with a third member
@@ -159,15 +161,17 @@ impl Coordinator {
         // crashed member left, idles for rounds while the others carry the stream.
         let floor = total / owners;
         let mut still_over = HashMap::new();
+        let first_seen = Instant::now();
         for (owner, owned) in &others {
             if owned.len() > floor {
                 still_over.insert(
                     (*owner).to_owned(),
-                    self.over_share.get(*owner).copied().unwrap_or(0) + 1,
+                    self.over_share.get(*owner).copied().unwrap_or(first_seen),
                 );
             }
         }
         self.over_share = still_over;
+        let shed_chance = rt.config.balance_interval * 2;
         if mine < ceil && free.len() <= claimed.len() {
             let richest = others
                 .iter()
@@ -175,7 +179,11 @@ impl Coordinator {
             if let Some((owner, owned)) = richest
                 && owned.len() > floor
                 && owned.len() > mine + 1
-                && (mine == 0 || self.over_share.get(*owner).copied().unwrap_or(0) >= 2)
+                && (mine == 0
+                    || self
+                        .over_share
+                        .get(*owner)
+                        .is_some_and(|since| since.elapsed() >= shed_chance))
             {
                 let victim = owned
                     .iter()

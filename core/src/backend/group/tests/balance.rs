@@ -78,3 +78,45 @@ async fn a_member_holding_nothing_takes_a_partition_in_its_first_round() {
     first.close().await.unwrap();
     second.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_member_steals_once_and_lets_the_holder_shed_the_rest() {
+    // A member joining a group whose only holder has all 4 partitions takes one at once (it is
+    // invisible while it holds none). Then the holder, seeing it, sheds one more: a graceful
+    // hand-over, its in-flight events acked and committed first. The joining member must not
+    // steal that second partition in a round run right after its join (joining wakes a round),
+    // before the holder had a balance round of its own: every steal redelivers what the
+    // holder had in flight.
+    let stream = SimStream::new(4);
+    let (store, events, engines) = engines(2, |c| {
+        c.shed_grace(Duration::from_millis(50))
+            .balance_interval(Duration::from_millis(300))
+    });
+    let first = join_group(&engines[0], &stream, StartPosition::Earliest).await;
+    assert_eq!(lease_counts(&store).await, [4]);
+    let second = join_group(&engines[1], &stream, StartPosition::Earliest).await;
+    wait_for_shares(&store, &[2, 2], "balanced").await;
+    // Two more rounds each: no steal is still coming.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (lost, released) = {
+        let events = events.lock();
+        let count = |lost: bool| {
+            events
+                .iter()
+                .filter(|e| match e {
+                    GroupEvent::Lost { .. } => lost,
+                    GroupEvent::Released { .. } => !lost,
+                    _ => false,
+                })
+                .count()
+        };
+        (count(true), count(false))
+    };
+    assert_eq!(
+        (lost, released),
+        (1, 1),
+        "partitions the holder lost to steals, and shed (released)"
+    );
+    first.close().await.unwrap();
+    second.close().await.unwrap();
+}
