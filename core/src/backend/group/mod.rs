@@ -23,10 +23,9 @@
 //!   waiting beside them (a lapsed lease costs a partition, a late commit a little replay), and
 //!   balances every [`GroupConfig::balance_interval`] by fair share across the owners
 //!   it sees in the store: it claims free or expired partitions up to its share, steals at most
-//!   one per round from the owner holding most (after giving that owner a round to shed; at
-//!   once when the runtime holds nothing, since owners are counted from the leases and no one
-//!   would shed for it), and
-//!   sheds gracefully (stop delivering, let in-flight acks arrive for up to
+//!   one per round from the owner holding most (after giving that owner two balance intervals
+//!   to shed; at once when the runtime holds nothing, since owners are counted from the leases
+//!   and no one would shed for it), and sheds gracefully (stop delivering, let in-flight acks arrive for up to
 //!   [`GroupConfig::shed_grace`], commit, release) when it holds more than its share and
 //!   someone holds less. A lease held by a process of this host that has exited is free at
 //!   once.
