@@ -18,9 +18,9 @@ use std::time::Duration;
 /// same host see each other's leases and a crash leaves either the old or the new state.
 ///
 /// A write that changes only leases (claim, renew, release) skips the directory's fsync: the
-/// file it renames over was itself fsynced, so a host crash that loses the rename leaves the
-/// state before it, with the same checkpoints and leases of processes the crash ended. That
-/// halves the syncs of a renewal, the write whose lateness costs a partition.
+/// new file is fsynced before it is renamed into place, so a host crash that loses the rename
+/// leaves the file it replaced, with the same checkpoints and the leases of processes the
+/// crash ended. That halves the syncs of a renewal, the write whose lateness costs a partition.
 #[derive(Debug, Clone)]
 pub struct FileCheckpointStore {
     dir: PathBuf,
@@ -72,7 +72,7 @@ impl FileCheckpointStore {
 }
 
 /// What an update changed, which says how the file is written back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Change {
     /// Nothing: no write.
     Nothing,
