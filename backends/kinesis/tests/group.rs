@@ -34,8 +34,8 @@ async fn consumer_process() {
         parts.next().unwrap(),
         parts.next().unwrap(),
     );
-    // With RUST_LOG (tributary=debug: every lease taken, lost and released), the engine's log
-    // goes to this process's stderr, which the test's own stderr shows.
+    // The parent sets RUST_LOG=tributary=debug (every lease taken, lost and released) and keeps
+    // this stderr in a file it prints if the test fails.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
@@ -82,12 +82,42 @@ async fn consumer_process() {
     }
 }
 
+/// The consumer processes: killed when the test ends, however it ends (they loop until
+/// killed), with their logs (`<output>.log`) printed if it failed: which process held which
+/// shard and when is what a failure here turns on.
+struct Consumers {
+    children: Vec<Child>,
+    logs: Vec<PathBuf>,
+}
+
+impl Drop for Consumers {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !std::thread::panicking() {
+            return;
+        }
+        for (i, path) in self.logs.iter().enumerate() {
+            let log = std::fs::read_to_string(path).unwrap_or_default();
+            eprintln!("---- consumer process {i}: {} ----\n{log}", path.display());
+        }
+    }
+}
+
+fn log_path(out: &Path) -> PathBuf {
+    out.with_extension("log")
+}
+
 fn spawn_consumer(url: &str, stream: &str, group: &str, out: &Path) -> Child {
+    let log = std::fs::File::create(log_path(out)).expect("consumer log file");
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "consumer_process", "--ignored", "--nocapture"])
         .env(CHILD, format!("{url}|{stream}|{group}|{}", out.display()))
+        .env("RUST_LOG", "tributary=debug")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(log)
         .spawn()
         .expect("spawn a consumer process");
     let stdout = child.stdout.take().unwrap();
@@ -149,10 +179,15 @@ async fn three_consumer_processes_share_a_stream_and_survive_a_sigkill() {
     let files: Vec<PathBuf> = (0..3)
         .map(|i| dir.path().join(format!("c{i}.txt")))
         .collect();
-    let mut children: Vec<Child> = files
-        .iter()
-        .map(|f| spawn_consumer(&url, &stream, &group, f))
-        .collect();
+    let mut consumers = Consumers {
+        children: Vec::new(),
+        logs: files.iter().map(|f| log_path(f)).collect(),
+    };
+    for file in &files {
+        consumers
+            .children
+            .push(spawn_consumer(&url, &stream, &group, file));
+    }
 
     // Let the group settle first (three owners over four shards, read from the lease table,
     // unchanged for over two balance rounds), so the only handover of the test is the one the
@@ -206,7 +241,7 @@ async fn three_consumer_processes_share_a_stream_and_survive_a_sigkill() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let victim = children.remove(2);
+    let victim = consumers.children.remove(2);
     // SAFETY: kill(2) on our own child process.
     unsafe { libc::kill(victim.id() as libc::pid_t, libc::SIGKILL) };
     let mut victim = victim;
@@ -236,7 +271,7 @@ async fn three_consumer_processes_share_a_stream_and_survive_a_sigkill() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    for mut child in children {
+    for child in &mut consumers.children {
         let _ = child.kill();
         let _ = child.wait();
     }
