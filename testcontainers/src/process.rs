@@ -216,3 +216,37 @@ mod tests {
         assert_eq!(distinct.len(), ports.len(), "{ports:?}");
     }
 }
+
+/// A child process of a test (the test binary run again as a consumer, say), killed with
+/// SIGKILL and reaped when dropped: a test that fails between spawning it and killing it
+/// leaves nothing running through the rest of the run.
+///
+/// ```no_run
+/// use tributary_testcontainers::KillOnDrop;
+///
+/// let mut child = KillOnDrop(std::process::Command::new("sleep").arg("600").spawn().unwrap());
+/// assert!(child.try_wait().unwrap().is_none(), "still running");
+/// // However this function ends from here, the sleep is killed.
+/// ```
+#[derive(Debug)]
+pub struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

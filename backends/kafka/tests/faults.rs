@@ -12,6 +12,7 @@ use std::time::Duration;
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use tributary::{Backend, ConsumerExt, ConsumerOptions, Event, StartPosition};
+use tributary_testcontainers::KillOnDrop;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -216,20 +217,23 @@ fn a_killed_consumer_s_unacked_events_go_to_the_next_member() {
         let events: Vec<Event> = (0..10).map(|i| Event::new(format!("kill-{i}"))).collect();
         producer.send_batch(events).await.expect("send");
 
-        let mut child = Command::new(std::env::current_exe().expect("test binary"))
-            .args([
-                "--exact",
-                "child_consumer_acks_half_then_waits",
-                "--ignored",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env(CHILD, &bootstrap)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the child consumer");
+        // Killed however this test ends: the child waits to be killed.
+        let mut child = KillOnDrop(
+            Command::new(std::env::current_exe().expect("test binary"))
+                .args([
+                    "--exact",
+                    "child_consumer_acks_half_then_waits",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads",
+                    "1",
+                ])
+                .env(CHILD, &bootstrap)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn the child consumer"),
+        );
         let stdout = child.stdout.take().expect("stdout");
         let acked = tokio::task::spawn_blocking(move || {
             BufReader::new(stdout)

@@ -7,7 +7,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tributary::{ConsumerExt, ConsumerOptions, Event, StartPosition, StreamSpec};
-use tributary_testcontainers::{Peer, kafka::describe_group, require_peer, unique_name};
+use tributary_testcontainers::{
+    KillOnDrop, Peer, kafka::describe_group, require_peer, unique_name,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 const CHILD: &str = "TRIBUTARY_KAFKA_MEMBER_CHILD";
@@ -80,18 +82,21 @@ async fn a_static_member_killed_and_restarted_gets_its_partitions_at_once() {
     // Kafka's default session timeout (45 s): without static membership the returning
     // member would wait for its dead self to expire.
     let static_url = format!("{}?instance_id=proc-a", server.url());
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "child_static_member_acks_then_waits",
-            "--ignored",
-        ])
-        .args(["--nocapture", "--test-threads", "1"])
-        .env(CHILD, format!("{static_url} {topic} {group}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the child consumer");
+    // Killed however this test ends: the child waits to be killed.
+    let mut child = KillOnDrop(
+        Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "child_static_member_acks_then_waits",
+                "--ignored",
+            ])
+            .args(["--nocapture", "--test-threads", "1"])
+            .env(CHILD, format!("{static_url} {topic} {group}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the child consumer"),
+    );
     let stdout = child.stdout.take().expect("stdout");
     let acked = tokio::task::spawn_blocking(move || {
         BufReader::new(stdout)

@@ -8,12 +8,12 @@ mod common;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tributary::backend::CheckpointStore;
 use tributary::{ConsumerOptions, Event, StartPosition, StreamSpec};
-use tributary_testcontainers::{Peer, require_peer, unique_name};
+use tributary_testcontainers::{KillOnDrop, Peer, require_peer, unique_name};
 
 const CHILD: &str = "TRIBUTARY_KINESIS_GROUP_CHILD";
 const EVENTS: usize = 6_000;
@@ -86,16 +86,13 @@ async fn consumer_process() {
 /// killed), with their logs (`<output>.log`) printed if it failed: which process held which
 /// shard and when is what a failure here turns on.
 struct Consumers {
-    children: Vec<Child>,
+    children: Vec<KillOnDrop>,
     logs: Vec<PathBuf>,
 }
 
 impl Drop for Consumers {
     fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.children.clear();
         if !std::thread::panicking() {
             return;
         }
@@ -110,16 +107,19 @@ fn log_path(out: &Path) -> PathBuf {
     out.with_extension("log")
 }
 
-fn spawn_consumer(url: &str, stream: &str, group: &str, out: &Path) -> Child {
+fn spawn_consumer(url: &str, stream: &str, group: &str, out: &Path) -> KillOnDrop {
     let log = std::fs::File::create(log_path(out)).expect("consumer log file");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "consumer_process", "--ignored", "--nocapture"])
-        .env(CHILD, format!("{url}|{stream}|{group}|{}", out.display()))
-        .env("RUST_LOG", "tributary=debug")
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .expect("spawn a consumer process");
+    // Killed if it never says READY, too.
+    let mut child = KillOnDrop(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "consumer_process", "--ignored", "--nocapture"])
+            .env(CHILD, format!("{url}|{stream}|{group}|{}", out.display()))
+            .env("RUST_LOG", "tributary=debug")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn a consumer process"),
+    );
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     loop {

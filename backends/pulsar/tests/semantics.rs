@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tributary::{
     Backend, ConsumerExt, ConsumerOptions, ErrorKind, Event, StartPosition, StreamSpec,
 };
-use tributary_testcontainers::{Peer, require_peer, unique_name};
+use tributary_testcontainers::{KillOnDrop, Peer, require_peer, unique_name};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -394,14 +394,6 @@ async fn a_killed_consumer_leaves_exactly_its_unacked_events() {
     let sent: Vec<Event> = (0..10).map(|i| Event::new(format!("e{i}"))).collect();
     producer.send_batch(sent).await.unwrap();
 
-    /// Kills the child however this test ends.
-    struct Child(std::process::Child);
-    impl Drop for Child {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "child_consumer_for_the_kill_test",
@@ -418,7 +410,8 @@ async fn a_killed_consumer_leaves_exactly_its_unacked_events() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let mut child = Child(child);
+    // Killed however this test ends.
+    let mut child = KillOnDrop(child);
     let acked = tokio::task::spawn_blocking(move || {
         BufReader::new(stdout)
             .lines()
