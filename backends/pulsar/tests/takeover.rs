@@ -12,6 +12,10 @@
 //! connection does the same: the crate subscribes again, the broker announces the member
 //! again and resends everything unacknowledged, including what the member holds. The proxy
 //! also cuts connections, for that case.
+//!
+//! The same proxy answers a subscribe with the error a loaded standalone once gave in CI
+//! (`PersistenceError`, "Error while using MetaStore"): the subscribe is tried again, as the
+//! Java client does, instead of failing the consumer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,7 +23,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message as _;
-use pulsar::message::proto::{BaseCommand, base_command::Type};
+use pulsar::message::proto::{BaseCommand, CommandError, ServerError, base_command::Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -45,6 +49,13 @@ struct Seen {
     cuts: tokio::sync::watch::Sender<u64>,
     /// Messages the broker sent, all consumers and connections together.
     messages: AtomicUsize,
+    /// Set by the test: how many of the next subscribes are answered with a
+    /// `PersistenceError` in place of the broker's success.
+    refuse_subscribes: AtomicUsize,
+    /// The request ids of subscribes to refuse, once the broker answers them.
+    refusing: std::sync::Mutex<Vec<u64>>,
+    /// Subscribes answered with the error.
+    refused: AtomicUsize,
 }
 
 /// A TCP proxy in front of the broker's binary port. Lookups are answered with the proxy's
@@ -108,6 +119,14 @@ async fn client_to_broker(
         if command.r#type == Type::RedeliverUnacknowledgedMessages as i32 {
             seen.rewinds.fetch_add(1, Ordering::Relaxed);
         }
+        if let Some(subscribe) = &command.subscribe
+            && seen
+                .refuse_subscribes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            seen.refusing.lock().unwrap().push(subscribe.request_id);
+        }
         if to.write_all(&frame).await.is_err() {
             return;
         }
@@ -157,6 +176,16 @@ async fn broker_to_client(
         {
             holding = Some((change.consumer_id, Instant::now() + HOLD));
         }
+        if let Some(success) = &command.success
+            && let Some(refused) = {
+                let mut refusing = seen.refusing.lock().unwrap();
+                let at = refusing.iter().position(|id| *id == success.request_id);
+                at.map(|at| refusing.remove(at))
+            }
+        {
+            seen.refused.fetch_add(1, Ordering::Relaxed);
+            frame = persistence_error(refused);
+        }
         if command.message.is_some() {
             seen.messages.fetch_add(1, Ordering::Relaxed);
         }
@@ -182,6 +211,27 @@ async fn broker_to_client(
             return;
         }
     }
+}
+
+/// The error frame a broker sends for request `request_id` when its metadata store fails.
+fn persistence_error(request_id: u64) -> Bytes {
+    let command = BaseCommand {
+        r#type: Type::Error as i32,
+        error: Some(CommandError {
+            request_id,
+            error: ServerError::PersistenceError as i32,
+            message: "org.apache.bookkeeper.mledger.ManagedLedgerException: Error while using \
+                      MetaStore error code: -18 (injected by the test's proxy)"
+                .to_owned(),
+        }),
+        ..Default::default()
+    };
+    let encoded = command.encode_to_vec();
+    let mut frame = Vec::with_capacity(8 + encoded.len());
+    frame.extend_from_slice(&(4 + encoded.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&encoded);
+    Bytes::from(frame)
 }
 
 /// A backend connected through [`proxy`] (batching producers), and a new 1-partition stream.
@@ -374,4 +424,50 @@ async fn a_lost_connection_delivers_nothing_twice() {
     }
     consumer.commit().await.unwrap();
     consumer.close().await.unwrap();
+}
+
+/// A subscribe the broker answers with a `PersistenceError` (its metadata store failing for a
+/// moment, as a loaded standalone did in CI) is tried again: the consumer opens and reads.
+/// Before the crate's retry list had it, opening the consumer failed with the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_answered_with_a_persistence_error_is_tried_again() {
+    let server = require_peer!(Peer::Pulsar);
+    let Proxied {
+        backend,
+        topic,
+        seen,
+    } = through_proxy(server.url()).await;
+    let producer = backend.producer(&topic).await.unwrap();
+    producer
+        .send(Event::new("after the refusal"))
+        .await
+        .unwrap();
+    seen.refuse_subscribes.store(1, Ordering::Release);
+    let group = unique_name("g");
+    let opened = Instant::now();
+    let consumer = backend
+        .consumer(
+            &topic,
+            ConsumerOptions::new(&group).start(StartPosition::Earliest),
+        )
+        .await
+        .expect("the consumer opens after its refused subscribe is tried again");
+    let d = consumer
+        .receive_timeout(WAIT)
+        .await
+        .unwrap()
+        .expect("event");
+    assert_eq!(text(&d.event.payload), "after the refusal");
+    d.ack();
+    assert_eq!(
+        seen.refused.load(Ordering::Relaxed),
+        1,
+        "one subscribe refused"
+    );
+    println!(
+        "one subscribe refused with PersistenceError; the consumer opened and read after {:?}",
+        opened.elapsed()
+    );
+    consumer.close().await.unwrap();
+    producer.close().await.unwrap();
 }

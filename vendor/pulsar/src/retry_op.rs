@@ -20,16 +20,7 @@ pub async fn handle_retry_error<Exe: Executor>(
 ) -> Result<(), Error> {
     let operation_retry_options = &client.operation_retry_options;
     let (kind, text) = match err {
-        ConnectionError::PulsarError(Some(kind), ref text)
-            if matches!(
-                kind,
-                proto::ServerError::ServiceNotReady
-                    | proto::ServerError::ConsumerBusy
-                    | proto::ServerError::ProducerBusy
-                    | proto::ServerError::ProducerBlockedQuotaExceededError
-                    | proto::ServerError::ProducerBlockedQuotaExceededException
-            ) =>
-        {
+        ConnectionError::PulsarError(Some(kind), ref text) if retried_server_error(kind) => {
             (
                 kind.as_str_name().to_owned(),
                 text.as_ref()
@@ -73,6 +64,25 @@ pub async fn handle_retry_error<Exe: Executor>(
     *addr = client.lookup_topic(topic).await?;
     *connection = client.manager.get_connection(addr).await?;
     Ok(())
+}
+
+/// Whether a subscribe or create-producer answered with `kind` is tried again (until the
+/// operation's retries run out; the caller's own deadline bounds it too).
+///
+/// TRIBUTARY PATCH: `PersistenceError` added. A standalone broker under load answered a
+/// subscribe with it ("ManagedLedgerException: Error while using MetaStore"), a passing
+/// metadata-store failure; the Java client retries it (`BrokerPersistenceException` is not
+/// among its non-retriable errors), the crate failed the subscribe.
+fn retried_server_error(kind: proto::ServerError) -> bool {
+    matches!(
+        kind,
+        proto::ServerError::ServiceNotReady
+            | proto::ServerError::PersistenceError
+            | proto::ServerError::ConsumerBusy
+            | proto::ServerError::ProducerBusy
+            | proto::ServerError::ProducerBlockedQuotaExceededError
+            | proto::ServerError::ProducerBlockedQuotaExceededException
+    )
 }
 
 pub async fn retry_subscribe_consumer<Exe: Executor>(
@@ -243,3 +253,4 @@ pub async fn retry_create_producer<Exe: Executor>(
         current_retries += 1;
     }
 }
+
