@@ -163,12 +163,7 @@ async fn broker_to_client(
             && lookup.broker_service_url.is_some()
         {
             lookup.broker_service_url = Some(own_url.clone());
-            let encoded = command.encode_to_vec();
-            let mut rewritten = Vec::with_capacity(8 + encoded.len());
-            rewritten.extend_from_slice(&(4 + encoded.len() as u32).to_be_bytes());
-            rewritten.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
-            rewritten.extend_from_slice(&encoded);
-            frame = Bytes::from(rewritten);
+            frame = encode_frame(&command);
         }
         if let Some(change) = &command.active_consumer_change
             && change.is_active == Some(true)
@@ -213,9 +208,20 @@ async fn broker_to_client(
     }
 }
 
+/// A command alone in a frame (`[total size][command size][command]`), as [`read_frame`]
+/// reads it.
+fn encode_frame(command: &BaseCommand) -> Bytes {
+    let encoded = command.encode_to_vec();
+    let mut frame = Vec::with_capacity(8 + encoded.len());
+    frame.extend_from_slice(&(4 + encoded.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&encoded);
+    Bytes::from(frame)
+}
+
 /// The error frame a broker sends for request `request_id` when its metadata store fails.
 fn persistence_error(request_id: u64) -> Bytes {
-    let command = BaseCommand {
+    encode_frame(&BaseCommand {
         r#type: Type::Error as i32,
         error: Some(CommandError {
             request_id,
@@ -225,13 +231,7 @@ fn persistence_error(request_id: u64) -> Bytes {
                 .to_owned(),
         }),
         ..Default::default()
-    };
-    let encoded = command.encode_to_vec();
-    let mut frame = Vec::with_capacity(8 + encoded.len());
-    frame.extend_from_slice(&(4 + encoded.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&encoded);
-    Bytes::from(frame)
+    })
 }
 
 /// A backend connected through [`proxy`] (batching producers), and a new 1-partition stream.
