@@ -9,6 +9,7 @@ use std::sync::Arc;
 use azure_messaging_eventhubs::ProducerClient;
 use tributary::{Error, PartitionId, PartitionInfo, Position, Result, StreamInfo};
 
+use crate::clients::ClientAuth;
 use crate::config::EventHubsConfig;
 use crate::error::deadline;
 
@@ -35,14 +36,14 @@ impl Management {
     async fn client(
         &self,
         config: &EventHubsConfig,
-        credential: &Option<Arc<dyn azure_core::credentials::TokenCredential>>,
+        auth: &ClientAuth,
         hub: &str,
     ) -> Result<Arc<ProducerClient>> {
         let mut clients = self.clients.lock().await;
         if let Some(client) = clients.get(hub) {
             return Ok(client.clone());
         }
-        let client = Arc::new(crate::clients::producer(config, credential, hub).await?);
+        let client = Arc::new(crate::clients::producer(config, auth, hub).await?);
         clients.insert(hub.to_string(), client.clone());
         Ok(client)
     }
@@ -50,10 +51,10 @@ impl Management {
     pub(crate) async fn hub(
         &self,
         config: &EventHubsConfig,
-        credential: &Option<Arc<dyn azure_core::credentials::TokenCredential>>,
+        auth: &ClientAuth,
         hub: &str,
     ) -> Result<HubProperties> {
-        let client = self.client(config, credential, hub).await?;
+        let client = self.client(config, auth, hub).await?;
         let properties = deadline(
             config.timeout,
             || format!("read the properties of event hub `{hub}`"),
@@ -74,11 +75,11 @@ impl Management {
     pub(crate) async fn partition(
         &self,
         config: &EventHubsConfig,
-        credential: &Option<Arc<dyn azure_core::credentials::TokenCredential>>,
+        auth: &ClientAuth,
         hub: &str,
         partition: &str,
     ) -> Result<PartitionProperties> {
-        let client = self.client(config, credential, hub).await?;
+        let client = self.client(config, auth, hub).await?;
         let properties = deadline(
             config.timeout,
             || format!("read partition {partition} of event hub `{hub}`"),
@@ -97,13 +98,13 @@ impl Management {
     pub(crate) async fn describe(
         &self,
         config: &EventHubsConfig,
-        credential: &Option<Arc<dyn azure_core::credentials::TokenCredential>>,
+        auth: &ClientAuth,
         hub: &str,
     ) -> Result<StreamInfo> {
-        let properties = self.hub(config, credential, hub).await?;
+        let properties = self.hub(config, auth, hub).await?;
         let mut partitions = Vec::with_capacity(properties.partition_ids.len());
         for id in properties.partition_ids {
-            let p = self.partition(config, credential, hub, &id).await?;
+            let p = self.partition(config, auth, hub, &id).await?;
             partitions.push(PartitionInfo {
                 id: PartitionId::new(&id),
                 earliest: (!p.is_empty)

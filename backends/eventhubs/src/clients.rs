@@ -6,29 +6,39 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 
+use azure_core::credentials::TokenCredential;
 use azure_messaging_eventhubs::{ConsumerClient, ProducerClient};
 
 use crate::config::{Credential, EventHubsConfig};
 use crate::error::deadline;
 
-/// The credential the SDK takes when the configuration has no connection string.
-pub(crate) fn token_credential(
-    config: &EventHubsConfig,
-) -> tributary::Result<Option<Arc<dyn azure_core::credentials::TokenCredential>>> {
-    Ok(match &config.credential {
-        Credential::ConnectionString(_) => None,
-        Credential::Token(credential) => Some(credential.clone()),
-        Credential::DefaultChain => {
-            Some(Arc::new(crate::auth::DefaultChain::new().map_err(|e| {
-                tributary::Error::config(format!("cannot set up Microsoft Entra ID: {e}"))
-            })?))
-        }
-    })
+/// How the SDK's clients sign in, resolved once per backend from [`Credential`], so the
+/// default chain is set up once and shared by every client the backend opens.
+#[derive(Clone)]
+pub(crate) enum ClientAuth {
+    /// A connection string with its shared access key or signature.
+    ConnectionString(String),
+    /// A Microsoft Entra ID credential.
+    Token(Arc<dyn TokenCredential>),
+}
+
+impl ClientAuth {
+    pub(crate) fn from_config(config: &EventHubsConfig) -> tributary::Result<ClientAuth> {
+        Ok(match &config.credential {
+            Credential::ConnectionString(text) => ClientAuth::ConnectionString(text.clone()),
+            Credential::Token(credential) => ClientAuth::Token(credential.clone()),
+            Credential::DefaultChain => {
+                ClientAuth::Token(Arc::new(crate::auth::DefaultChain::new().map_err(|e| {
+                    tributary::Error::config(format!("cannot set up Microsoft Entra ID: {e}"))
+                })?))
+            }
+        })
+    }
 }
 
 pub(crate) async fn producer(
     config: &EventHubsConfig,
-    credential: &Option<Arc<dyn azure_core::credentials::TokenCredential>>,
+    auth: &ClientAuth,
     hub: &str,
 ) -> tributary::Result<ProducerClient> {
     let mut builder = ProducerClient::builder();
@@ -44,30 +54,21 @@ pub(crate) async fn producer(
             config.namespace
         )
     };
-    match (&config.credential, credential) {
-        (Credential::ConnectionString(text), _) => {
-            deadline(
-                config.timeout,
-                what,
-                builder.open_with_connection_string(text, Some(hub)),
-            )
-            .await
+    match auth {
+        ClientAuth::ConnectionString(text) => {
+            let opening = builder.open_with_connection_string(text, Some(hub));
+            deadline(config.timeout, what, opening).await
         }
-        (_, Some(credential)) => {
-            deadline(
-                config.timeout,
-                what,
-                builder.open(&config.namespace, hub, credential.clone()),
-            )
-            .await
+        ClientAuth::Token(credential) => {
+            let opening = builder.open(&config.namespace, hub, credential.clone());
+            deadline(config.timeout, what, opening).await
         }
-        (_, None) => unreachable!("token_credential gives one for every other credential"),
     }
 }
 
 pub(crate) async fn consumer(
     config: &EventHubsConfig,
-    credential: &Option<Arc<dyn azure_core::credentials::TokenCredential>>,
+    auth: &ClientAuth,
     hub: &str,
     consumer_group: &str,
 ) -> tributary::Result<ConsumerClient> {
@@ -84,24 +85,15 @@ pub(crate) async fn consumer(
             config.namespace
         )
     };
-    match (&config.credential, credential) {
-        (Credential::ConnectionString(text), _) => {
-            deadline(
-                config.timeout,
-                what,
-                builder.open_with_connection_string(text, Some(hub)),
-            )
-            .await
+    match auth {
+        ClientAuth::ConnectionString(text) => {
+            let opening = builder.open_with_connection_string(text, Some(hub));
+            deadline(config.timeout, what, opening).await
         }
-        (_, Some(credential)) => {
-            deadline(
-                config.timeout,
-                what,
-                builder.open(&config.namespace, hub.to_string(), credential.clone()),
-            )
-            .await
+        ClientAuth::Token(credential) => {
+            let opening = builder.open(&config.namespace, hub.to_string(), credential.clone());
+            deadline(config.timeout, what, opening).await
         }
-        (_, None) => unreachable!("token_credential gives one for every other credential"),
     }
 }
 
@@ -200,11 +192,11 @@ impl ConsumerConnection {
     /// Opens the first client.
     pub(crate) async fn open(
         config: &EventHubsConfig,
-        credential: &Option<Arc<dyn azure_core::credentials::TokenCredential>>,
+        auth: &ClientAuth,
         hub: &str,
         consumer_group: &str,
     ) -> tributary::Result<Arc<ConsumerConnection>> {
-        let (config, credential) = (config.clone(), credential.clone());
+        let (config, auth) = (config.clone(), auth.clone());
         let (hub, consumer_group) = (hub.to_string(), consumer_group.to_string());
         let name = format!("event hub `{hub}`, consumer group `{consumer_group}`");
         let timeout = config.timeout;
@@ -212,9 +204,9 @@ impl ConsumerConnection {
             name,
             timeout,
             Box::new(move || {
-                let (config, credential) = (config.clone(), credential.clone());
+                let (config, auth) = (config.clone(), auth.clone());
                 let (hub, consumer_group) = (hub.clone(), consumer_group.clone());
-                Box::pin(async move { consumer(&config, &credential, &hub, &consumer_group).await })
+                Box::pin(async move { consumer(&config, &auth, &hub, &consumer_group).await })
             }),
         )
         .await
@@ -225,18 +217,18 @@ impl ProducerConnection {
     /// Opens the first client.
     pub(crate) async fn open(
         config: &EventHubsConfig,
-        credential: &Option<Arc<dyn azure_core::credentials::TokenCredential>>,
+        auth: &ClientAuth,
         hub: &str,
     ) -> tributary::Result<Arc<ProducerConnection>> {
-        let (config, credential, hub) = (config.clone(), credential.clone(), hub.to_string());
+        let (config, auth, hub) = (config.clone(), auth.clone(), hub.to_string());
         let name = format!("event hub `{hub}`, producer");
         let timeout = config.timeout;
         Connection::start(
             name,
             timeout,
             Box::new(move || {
-                let (config, credential, hub) = (config.clone(), credential.clone(), hub.clone());
-                Box::pin(async move { producer(&config, &credential, &hub).await })
+                let (config, auth, hub) = (config.clone(), auth.clone(), hub.clone());
+                Box::pin(async move { producer(&config, &auth, &hub).await })
             }),
         )
         .await
@@ -348,8 +340,8 @@ mod tests {
         let backend = tributary::connect(eventhubs.url()).await.expect("connect");
         backend.producer(&hub).await.expect("producer");
         let config = EventHubsConfig::from_url(&url::Url::parse(eventhubs.url()).unwrap()).unwrap();
-        let credential = token_credential(&config).unwrap();
-        let connection = ConsumerConnection::open(&config, &credential, &hub, "$Default")
+        let auth = ClientAuth::from_config(&config).unwrap();
+        let connection = ConsumerConnection::open(&config, &auth, &hub, "$Default")
             .await
             .expect("open");
         let first = connection.current().unwrap();

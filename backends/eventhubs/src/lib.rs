@@ -145,7 +145,7 @@ pub fn register() {
 /// An Event Hubs namespace.
 pub struct EventHubsBackend {
     config: EventHubsConfig,
-    credential: Option<Arc<dyn azure_core::credentials::TokenCredential>>,
+    auth: clients::ClientAuth,
     management: Management,
     engine: GroupEngine,
     offsets: OffsetBook,
@@ -182,7 +182,7 @@ impl EventHubsBackend {
     }
 
     async fn open(config: EventHubsConfig) -> Result<EventHubsBackend> {
-        let credential = clients::token_credential(&config)?;
+        let auth = clients::ClientAuth::from_config(&config)?;
         let (store, offsets): (Arc<dyn CheckpointStore>, OffsetBook) = match &config.checkpoints {
             Checkpoints::Blob(blob) => {
                 let mut blob = blob.clone();
@@ -203,7 +203,7 @@ impl EventHubsBackend {
         );
         Ok(EventHubsBackend {
             config,
-            credential,
+            auth,
             management: Management::default(),
             engine,
             offsets,
@@ -284,10 +284,10 @@ impl Backend for EventHubsBackend {
         Self::check_name(stream)?;
         // Fails with "not found" now rather than at the first send.
         self.management
-            .hub(&self.config, &self.credential, stream)
+            .hub(&self.config, &self.auth, stream)
             .await?;
         let connection =
-            clients::ProducerConnection::open(&self.config, &self.credential, stream).await?;
+            clients::ProducerConnection::open(&self.config, &self.auth, stream).await?;
         Ok(Box::new(producer::EventHubsProducer::new(
             stream,
             connection,
@@ -302,7 +302,7 @@ impl Backend for EventHubsBackend {
         Self::check_name(stream)?;
         // A missing hub is "not found" now, naming it, not a group that stops later.
         self.management
-            .hub(&self.config, &self.credential, stream)
+            .hub(&self.config, &self.auth, stream)
             .await?;
         let consumer_group = self
             .config
@@ -317,7 +317,7 @@ impl Backend for EventHubsBackend {
                 None => {
                     let connection = clients::ConsumerConnection::open(
                         &self.config,
-                        &self.credential,
+                        &self.auth,
                         stream,
                         &consumer_group,
                     )
@@ -362,11 +362,7 @@ impl Backend for EventHubsBackend {
         names.dedup();
         let mut existing = Vec::with_capacity(names.len());
         for name in names {
-            match self
-                .management
-                .hub(&self.config, &self.credential, &name)
-                .await
-            {
+            match self.management.hub(&self.config, &self.auth, &name).await {
                 Ok(_) => existing.push(name),
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
@@ -379,7 +375,7 @@ impl Backend for EventHubsBackend {
         self.check_open()?;
         Self::check_name(stream)?;
         self.management
-            .describe(&self.config, &self.credential, stream)
+            .describe(&self.config, &self.auth, stream)
             .await
     }
 

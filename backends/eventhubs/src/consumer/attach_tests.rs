@@ -50,8 +50,8 @@ async fn readers_dropped_while_attaching_leave_the_connection_usable() {
     assert!(partitions.len() >= 2, "the emulator's hubs have partitions");
 
     let config = EventHubsConfig::from_url(&url::Url::parse(eventhubs.url()).unwrap()).unwrap();
-    let credential = crate::clients::token_credential(&config).unwrap();
-    let client = ConsumerConnection::open(&config, &credential, &hub, "$Default")
+    let auth = crate::clients::ClientAuth::from_config(&config).unwrap();
+    let client = ConsumerConnection::open(&config, &auth, &hub, "$Default")
         .await
         .expect("consumer client");
     let source = source_for(&hub, client);
@@ -120,7 +120,7 @@ async fn receivers_attaching_at_once_all_read() {
     crate::register();
     let backend = tributary::connect(eventhubs.url()).await.expect("connect");
     let config = EventHubsConfig::from_url(&url::Url::parse(eventhubs.url()).unwrap()).unwrap();
-    let credential = crate::clients::token_credential(&config).unwrap();
+    let auth = crate::clients::ClientAuth::from_config(&config).unwrap();
     let from = Checkpoint::Start(StartPosition::Earliest);
     for round in 0..12 {
         let hub = unique_name("attach-all");
@@ -137,7 +137,7 @@ async fn receivers_attaching_at_once_all_read() {
             .map(|i| Event::new(format!("ev-{i}")).with_key(format!("k{i}")))
             .collect();
         producer.send_batch(events).await.expect("send");
-        let client = ConsumerConnection::open(&config, &credential, &hub, "$Default")
+        let client = ConsumerConnection::open(&config, &auth, &hub, "$Default")
             .await
             .expect("consumer client");
         let source = Arc::new(source_for(&hub, client));
@@ -204,8 +204,8 @@ async fn a_quiet_partition_is_waited_on_past_the_timeout_and_stopped_by_the_drop
     let backend = tributary::connect(eventhubs.url()).await.expect("connect");
     let producer = backend.producer(&hub).await.expect("producer");
     let config = EventHubsConfig::from_url(&url::Url::parse(eventhubs.url()).unwrap()).unwrap();
-    let credential = crate::clients::token_credential(&config).unwrap();
-    let connection = ConsumerConnection::open(&config, &credential, &hub, "$Default")
+    let auth = crate::clients::ClientAuth::from_config(&config).unwrap();
+    let connection = ConsumerConnection::open(&config, &auth, &hub, "$Default")
         .await
         .expect("consumer client");
     let generations = connection.generations();
