@@ -6,11 +6,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tributary::backend::{CheckpointStore, FileCheckpointStore};
 use tributary::{ConsumerOptions, Event, StartPosition, StreamSpec};
+use tributary_testcontainers::{KillOnDrop, this_test_binary_running};
 
 const STREAM: &str = "orders";
 const GROUP: &str = "billing";
@@ -91,31 +92,21 @@ async fn child_consumer() {
 }
 
 struct Worker {
-    child: Child,
+    /// Killed however the test ends.
+    child: KillOnDrop,
     acks: Arc<parking_lot::Mutex<Vec<(u128, String, String)>>>,
 }
 
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn spawn_child(dir: &str) -> Worker {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_consumer",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("TRIBUTARY_GROUP_CHILD", dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        this_test_binary_running("child_consumer")
+            .env("TRIBUTARY_GROUP_CHILD", dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let stdout = child.stdout.take().unwrap();
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {

@@ -217,6 +217,44 @@ mod tests {
     }
 }
 
+/// This test binary run again for one of its tests: `test` matched exactly, whether or not it
+/// is `#[ignore]`d, on one thread, its output not captured, so that what the child prints
+/// reaches the parent reading its stdout. Running one test on one thread, libtest writes
+/// `test NAME ... ` with no newline before the test's first output, so a parent looks for its
+/// markers within a line, not at its start. The caller sets the child's environment and pipes,
+/// spawns it and holds it in a [`KillOnDrop`]. Tests that need a second process (a consumer to
+/// SIGKILL, a member to rejoin) run their child side as a test of the same binary that does
+/// nothing unless its environment says it is the child.
+///
+/// ```no_run
+/// use std::process::Stdio;
+/// use tributary_testcontainers::{KillOnDrop, this_test_binary_running};
+///
+/// let child = KillOnDrop(
+///     this_test_binary_running("child_consumer")
+///         .env("CHILD_STREAM", "orders")
+///         .stdout(Stdio::piped())
+///         .spawn()
+///         .expect("spawn the child consumer"),
+/// );
+/// ```
+pub fn this_test_binary_running(test: &str) -> Command {
+    // `current_exe` fails only if /proc is unreadable; argv[0] then names the binary as the
+    // test harness was started, which is what a rerun needs.
+    let binary = std::env::current_exe()
+        .map(std::ffi::OsString::from)
+        .unwrap_or_else(|_| std::env::args_os().next().unwrap_or_default());
+    let mut command = Command::new(binary);
+    command.args([
+        test,
+        "--exact",
+        "--include-ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    command
+}
+
 /// A child process of a test (the test binary run again as a consumer, say), killed with
 /// SIGKILL and reaped when dropped: a test that fails between spawning it and killing it
 /// leaves nothing running through the rest of the run.

@@ -3,11 +3,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tributary_testcontainers::{
-    Launcher, Mode, Peer, Reason, peers_required, process_group_alive, shared,
+    KillOnDrop, Launcher, Mode, Peer, Reason, peers_required, process_group_alive, shared,
+    this_test_binary_running,
 };
 
 const CHILD_VARIABLE: &str = "TRIBUTARY_LIFECYCLE_CHILD";
@@ -61,20 +62,15 @@ fn child_process_holding_servers() {
 
 #[test]
 fn killing_the_test_process_stops_its_servers() {
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "child_process_holding_servers",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(CHILD_VARIABLE, "pubsub,kafka")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the child test process");
+    // Killed however this test ends, before it kills the child itself.
+    let mut child = KillOnDrop(
+        this_test_binary_running("child_process_holding_servers")
+            .env(CHILD_VARIABLE, "pubsub,kafka")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the child test process"),
+    );
     let mut groups = Vec::new();
     let mut unavailable = Vec::new();
     for line in BufReader::new(child.stdout.take().expect("stdout")).lines() {

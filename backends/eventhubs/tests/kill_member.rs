@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tributary::{ConsumerExt, ConsumerOptions, Event, StartPosition};
-use tributary_testcontainers::unique_name;
+use tributary_testcontainers::{this_test_binary_running, unique_name};
 
 /// Events sent while the members run; member 0 dies a third of the way through.
 const EVENTS: usize = 3000;
@@ -88,13 +88,7 @@ struct Member {
 }
 
 fn spawn_member(url: &str, hub: &str, group: &str) -> Member {
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "member_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = Command::from(this_test_binary_running("member_process"))
         .env("EH_MEMBER_URL", url)
         .env("EH_MEMBER_HUB", hub)
         .env("EH_MEMBER_GROUP", group)

@@ -6,13 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use tributary::{Backend, ConsumerExt, ConsumerOptions, Event, StartPosition};
-use tributary_testcontainers::KillOnDrop;
+use tributary_testcontainers::{KillOnDrop, this_test_binary_running};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -219,15 +219,7 @@ fn a_killed_consumer_s_unacked_events_go_to_the_next_member() {
 
         // Killed however this test ends: the child waits to be killed.
         let mut child = KillOnDrop(
-            Command::new(std::env::current_exe().expect("test binary"))
-                .args([
-                    "--exact",
-                    "child_consumer_acks_half_then_waits",
-                    "--ignored",
-                    "--nocapture",
-                    "--test-threads",
-                    "1",
-                ])
+            this_test_binary_running("child_consumer_acks_half_then_waits")
                 .env(CHILD, &bootstrap)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())

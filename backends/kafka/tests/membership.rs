@@ -3,12 +3,12 @@
 //! Kafka's own `kafka-consumer-groups` reports, dead member's partitions included.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tributary::{ConsumerExt, ConsumerOptions, Event, StartPosition, StreamSpec};
 use tributary_testcontainers::{
-    KillOnDrop, Peer, kafka::describe_group, require_peer, unique_name,
+    KillOnDrop, Peer, kafka::describe_group, require_peer, this_test_binary_running, unique_name,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -84,13 +84,7 @@ async fn a_static_member_killed_and_restarted_gets_its_partitions_at_once() {
     let static_url = format!("{}?instance_id=proc-a", server.url());
     // Killed however this test ends: the child waits to be killed.
     let mut child = KillOnDrop(
-        Command::new(std::env::current_exe().expect("test binary"))
-            .args([
-                "--exact",
-                "child_static_member_acks_then_waits",
-                "--ignored",
-            ])
-            .args(["--nocapture", "--test-threads", "1"])
+        this_test_binary_running("child_static_member_acks_then_waits")
             .env(CHILD, format!("{static_url} {topic} {group}"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -8,12 +8,14 @@ mod common;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tributary::backend::CheckpointStore;
 use tributary::{ConsumerOptions, Event, StartPosition, StreamSpec};
-use tributary_testcontainers::{KillOnDrop, Peer, require_peer, unique_name};
+use tributary_testcontainers::{
+    KillOnDrop, Peer, require_peer, this_test_binary_running, unique_name,
+};
 
 const CHILD: &str = "TRIBUTARY_KINESIS_GROUP_CHILD";
 const EVENTS: usize = 6_000;
@@ -111,8 +113,7 @@ fn spawn_consumer(url: &str, stream: &str, group: &str, out: &Path) -> KillOnDro
     let log = std::fs::File::create(log_path(out)).expect("consumer log file");
     // Killed if it never says READY, too.
     let mut child = KillOnDrop(
-        Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "consumer_process", "--ignored", "--nocapture"])
+        this_test_binary_running("consumer_process")
             .env(CHILD, format!("{url}|{stream}|{group}|{}", out.display()))
             .env("RUST_LOG", "tributary=debug")
             .stdout(Stdio::piped())
@@ -124,7 +125,8 @@ fn spawn_consumer(url: &str, stream: &str, group: &str, out: &Path) -> KillOnDro
     let mut lines = BufReader::new(stdout).lines();
     loop {
         match lines.next() {
-            Some(Ok(line)) if line.trim() == "READY" => break,
+            // After libtest's "test consumer_process ... ".
+            Some(Ok(line)) if line.trim_end().ends_with("READY") => break,
             Some(Ok(_)) => continue,
             other => panic!("consumer process did not start: {other:?}"),
         }

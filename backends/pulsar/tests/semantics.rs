@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,9 @@ use bytes::Bytes;
 use tributary::{
     Backend, ConsumerExt, ConsumerOptions, ErrorKind, Event, StartPosition, StreamSpec,
 };
-use tributary_testcontainers::{KillOnDrop, Peer, require_peer, unique_name};
+use tributary_testcontainers::{
+    KillOnDrop, Peer, require_peer, this_test_binary_running, unique_name,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -394,13 +396,7 @@ async fn a_killed_consumer_leaves_exactly_its_unacked_events() {
     let sent: Vec<Event> = (0..10).map(|i| Event::new(format!("e{i}"))).collect();
     producer.send_batch(sent).await.unwrap();
 
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_consumer_for_the_kill_test",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = this_test_binary_running("child_consumer_for_the_kill_test")
         .env(
             "PULSAR_KILL_CHILD",
             format!("{}|{topic}|{group}", server.url()),
