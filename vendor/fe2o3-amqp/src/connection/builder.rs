@@ -919,6 +919,8 @@ cfg_not_wasm32! {
 
             let addr = url.socket_addrs(|| default_port(url.scheme()))?;
             let stream = TcpStream::connect(&*addr).await?; // std::io::Error
+            // TRIBUTARY PATCH: Nagle's algorithm off (vendor/README.md, fe2o3-amqp).
+            stream.set_nodelay(true)?;
 
             self.open_with_stream(stream).await
         }
@@ -1151,6 +1153,8 @@ cfg_not_wasm32! {
 
                 let addr = url.socket_addrs(|| default_port(url.scheme()))?;
                 let stream = TcpStream::connect(&*addr).await?; // std::io::Error
+                // TRIBUTARY PATCH: Nagle's algorithm off (vendor/README.md, fe2o3-amqp).
+                stream.set_nodelay(true)?;
 
                 self.open_with_stream(stream).await
             }
@@ -1289,6 +1293,8 @@ cfg_not_wasm32! {
 
                 let addr = url.socket_addrs(|| default_port(url.scheme()))?;
                 let stream = TcpStream::connect(&*addr).await?; // std::io::Error
+                // TRIBUTARY PATCH: Nagle's algorithm off (vendor/README.md, fe2o3-amqp).
+                stream.set_nodelay(true)?;
 
                 self.open_with_stream(stream).await
             }
