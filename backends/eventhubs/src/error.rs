@@ -16,7 +16,7 @@ pub(crate) const BACKEND: &str = "eventhubs";
 /// Maps an SDK error; `what` says what was being done ("send to `orders`").
 pub(crate) fn map(error: &EventHubsError, what: &str) -> Error {
     let chain = chain_text(error);
-    let message = format!("{what}: {}", first_line(&error.to_string()));
+    let message = format!("{what}: {}", summary(&error.to_string()));
     let lower = chain.to_ascii_lowercase();
     if matches!(error.kind, SdkKind::ConsumerDisconnected(_))
         || lower.contains("link:stolen")
@@ -75,8 +75,18 @@ pub(crate) fn is_dead_session(error: &EventHubsError) -> bool {
     .any(|sign| lower.contains(sign))
 }
 
-pub(crate) fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or(text)
+/// The first line of an SDK error's text, each layer's label once: the SDK's layers each
+/// prefix their own label, and two of them share one ("AMQP Error: AMQP Error: Azure Core
+/// Error: Error authorizing management path").
+pub(crate) fn summary(text: &str) -> String {
+    let line = text.lines().next().unwrap_or(text);
+    let mut parts: Vec<&str> = Vec::new();
+    for part in line.split(": ") {
+        if parts.last() != Some(&part) {
+            parts.push(part);
+        }
+    }
+    parts.join(": ")
 }
 
 fn chain_text(error: &EventHubsError) -> String {
@@ -115,4 +125,26 @@ pub(crate) fn timed_out(timeout: Duration, what: &str) -> Error {
         "{what}: no answer within {timeout:?} (option `timeout`)"
     ))
     .with_retryable(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summary;
+
+    #[test]
+    fn a_layer_label_repeated_by_the_sdk_is_said_once() {
+        assert_eq!(
+            summary("AMQP Error: AMQP Error: Azure Core Error: Error authorizing management path"),
+            "AMQP Error: Azure Core Error: Error authorizing management path"
+        );
+    }
+
+    #[test]
+    fn the_first_line_is_kept_and_distinct_parts_stay() {
+        assert_eq!(
+            summary("AMQP Error: link detached: amqp:link:stolen\nbacktrace: ..."),
+            "AMQP Error: link detached: amqp:link:stolen"
+        );
+        assert_eq!(summary(""), "");
+    }
 }

@@ -24,7 +24,7 @@ use tributary::backend::CloseGate;
 use tributary::{Error, Event, Producer, Receipt, Result};
 
 use crate::clients::{Client, ProducerConnection};
-use crate::error::{first_line, is_dead_session, map, timed_out};
+use crate::error::{is_dead_session, map, summary, timed_out};
 use crate::mapping::{self, Encoded};
 
 /// Room for the AMQP framing of one more message in a batch.
@@ -94,7 +94,7 @@ impl Inner {
         let (error, why) = match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(error)) if is_dead_session(&error) => {
-                let why = first_line(&error.to_string()).to_string();
+                let why = summary(&error.to_string());
                 (map(&error, &what()), why)
             }
             Ok(Err(error)) => return Err(map(&error, &what())),

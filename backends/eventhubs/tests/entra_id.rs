@@ -127,5 +127,9 @@ async fn a_refused_token_is_an_unauthorized_error_that_names_the_hub() {
         refused.to_string().contains(&hub),
         "the error names the hub: {refused}"
     );
+    assert!(
+        !refused.to_string().contains("AMQP Error: AMQP Error"),
+        "the SDK's repeated layer label is said once: {refused}"
+    );
     backend.close().await.expect("close backend");
 }
