@@ -48,7 +48,7 @@ static GLOBAL: probe::CountingAllocator = probe::CountingAllocator;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use azure_messaging_eventhubs::models::EventData;
@@ -68,6 +68,16 @@ const CHUNK: usize = 1000;
 static STEP: Mutex<&str> = Mutex::new("");
 /// Events the running phase has sent or read so far.
 static DONE: AtomicUsize = AtomicUsize::new(0);
+/// A consume phase's set-up before its timed part (raw: the client's connection and the hub's
+/// properties; tributary: `consumer()`, the group's join), in µs; `UNSET` if none.
+static SETUP_MICROS: AtomicU64 = AtomicU64::new(UNSET);
+/// µs from the start of a consume phase's timed part to its first event; `UNSET` if none.
+static FIRST_MICROS: AtomicU64 = AtomicU64::new(UNSET);
+const UNSET: u64 = u64::MAX;
+
+fn micros_since(start: Instant) -> u64 {
+    start.elapsed().as_micros().try_into().unwrap_or(UNSET - 1)
+}
 
 fn step(name: &'static str) {
     *STEP.lock().expect("step") = name;
@@ -174,6 +184,7 @@ async fn raw_read(client: std::sync::Arc<ConsumerClient>, id: String, tx: Unboun
 
 async fn raw_consume(endpoint: &str, hub: &str, events: usize) -> Duration {
     step("open the consumer");
+    let opening = Instant::now();
     let consumer = std::sync::Arc::new(
         ConsumerClient::builder()
             .with_custom_endpoint(endpoint.to_string())
@@ -186,6 +197,7 @@ async fn raw_consume(endpoint: &str, hub: &str, events: usize) -> Duration {
         .await
         .expect("properties")
         .partition_ids;
+    SETUP_MICROS.store(micros_since(opening), Ordering::Relaxed);
     step("open the receivers and read");
     let started = Instant::now();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
@@ -212,6 +224,9 @@ async fn raw_consume(endpoint: &str, hub: &str, events: usize) -> Duration {
         let mut got = 0;
         while got < events {
             rx.recv().await.expect("readers run");
+            if got == 0 {
+                FIRST_MICROS.store(micros_since(started), Ordering::Relaxed);
+            }
             got += 1;
             DONE.store(got, Ordering::Relaxed);
         }
@@ -266,6 +281,7 @@ async fn tributary_consume(
     batch: Option<usize>,
 ) -> Duration {
     step("join the group");
+    let joining = Instant::now();
     let consumer = backend
         .consumer(
             hub,
@@ -275,6 +291,7 @@ async fn tributary_consume(
         .expect("consumer");
     // From the join on, as the raw side from its receivers: the connection is open and the
     // group holds its first partitions (claiming them is not reading).
+    SETUP_MICROS.store(micros_since(joining), Ordering::Relaxed);
     step("read");
     let started = Instant::now();
     let mut got = 0;
@@ -282,6 +299,9 @@ async fn tributary_consume(
         match batch {
             None => {
                 consumer.receive().await.expect("receive").ack();
+                if got == 0 {
+                    FIRST_MICROS.store(micros_since(started), Ordering::Relaxed);
+                }
                 got += 1;
                 DONE.store(got, Ordering::Relaxed);
             }
@@ -290,6 +310,9 @@ async fn tributary_consume(
                     .receive_batch(max, Duration::ZERO)
                     .await
                     .expect("receive");
+                if got == 0 && !deliveries.is_empty() {
+                    FIRST_MICROS.store(micros_since(started), Ordering::Relaxed);
+                }
                 got += deliveries.len();
                 DONE.store(got, Ordering::Relaxed);
                 for delivery in deliveries {
@@ -327,6 +350,9 @@ struct Side {
     /// This process's and the emulator's threads over each round's phase.
     client: Vec<sched::Usage>,
     emulator: Vec<sched::Usage>,
+    /// Consume phases: the set-up before the timed part and the first event in it, ms.
+    setup_ms: Vec<f64>,
+    first_event_ms: Vec<f64>,
 }
 
 impl Side {
@@ -344,6 +370,8 @@ impl Side {
     ) {
         step("start");
         DONE.store(0, Ordering::Relaxed);
+        SETUP_MICROS.store(UNSET, Ordering::Relaxed);
+        FIRST_MICROS.store(UNSET, Ordering::Relaxed);
         let threads_before = (
             sched::Snapshot::take(None),
             emulator.map(|pid| sched::Snapshot::take(Some(pid))),
@@ -383,6 +411,15 @@ impl Side {
         self.allocations_per_event
             .push((probe::allocations().0 - allocations) as f64 / events as f64);
         self.rates.push(rate(events, elapsed));
+        for (micros, into) in [
+            (&SETUP_MICROS, &mut self.setup_ms),
+            (&FIRST_MICROS, &mut self.first_event_ms),
+        ] {
+            match micros.load(Ordering::Relaxed) {
+                UNSET => {}
+                us => into.push(us as f64 / 1000.0),
+            }
+        }
     }
 
     fn rate_summary(&self) -> String {
@@ -761,6 +798,32 @@ async fn main() {
             m(&side.client, |u| u.involuntary),
             m(&side.emulator, |u| u.voluntary),
             m(&side.emulator, |u| u.involuntary),
+        );
+    }
+    // Not in the rates' timed phases, or only in their first milliseconds, and so easy to miss:
+    // a delay here (Nagle's algorithm on the SDK's sockets made a join take 51-139 ms) shows.
+    println!(
+        "\nConsume start-up, ms (median, min–max over the rounds): the set-up before the timed phase (raw: the client's connection and the hub's properties; tributary: `consumer()`, the group's join and claims) and the first event after the timed phase starts (raw: its receivers attach inside it):"
+    );
+    println!("| | set-up | first event |");
+    println!("|---|---|---|");
+    let spread = |values: &[f64]| {
+        if values.is_empty() {
+            return "-".to_owned();
+        }
+        let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let high = values.iter().copied().fold(0.0, f64::max);
+        format!("{:.1} ({low:.1}–{high:.1})", median(&mut values.to_vec()))
+    };
+    for (what, side) in [
+        ("raw", &raw_c),
+        ("tributary `receive()`", &trib_c),
+        ("tributary `receive_batch(1000)`", &trib_b),
+    ] {
+        println!(
+            "| {what} | {} | {} |",
+            spread(&side.setup_ms),
+            spread(&side.first_event_ms)
         );
     }
     for (what, raw, ours) in [
