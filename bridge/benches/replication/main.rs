@@ -22,7 +22,8 @@
 //! `BENCH_SKIP_MM2=1` leaves MirrorMaker 2 out. `BENCH_BRIDGE_BIN` runs a given daemon binary
 //! (an earlier build) instead of building this tree's, `BENCH_BRIDGE_SINK_LINGER_MS` sets its
 //! Kafka sink's `linger.ms`, and `BENCH_BRIDGE_WRAP` runs it under a tool (`perf stat …--`).
-//! `BENCH_SKIP_CURVE=1` leaves out the in-flight curve. The in-process local→local copy also counts heap allocations per replicated event.
+//! `BENCH_SKIP_CURVE=1` leaves out the in-flight curve; `BENCH_SKIP_ROUTES=1` the daemon with 1, 4
+//! and 16 routes (`BENCH_ROUTES=1,4,16`), EVENTS in all split over the routes. The in-process local→local copy also counts heap allocations per replicated event.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,6 +41,7 @@ mod local;
 mod probe;
 mod process;
 mod report;
+mod routes;
 
 use backlog::{produce_backlog, wait_topic};
 use kafka_run::{KafkaRun, create_log_append_topics};
@@ -96,9 +98,19 @@ fn main() {
         return;
     }
     let rows = runtime.block_on(run_all(&server, &bridge_bin, n));
+    // `BENCH_SKIP_ROUTES=1`: not the daemon with 1, 4 and 16 routes.
+    let by_routes = if std::env::var_os("BENCH_SKIP_ROUTES").is_some() {
+        Vec::new()
+    } else {
+        runtime.block_on(async {
+            let kafka = tributary::connect(server.url()).await.unwrap();
+            routes::measure(&server, kafka, &bridge_bin, n).await
+        })
+    };
     // `BENCH_SKIP_CURVE=1`: the replicators only, for alternating comparison rounds.
     if std::env::var_os("BENCH_SKIP_CURVE").is_some() {
         print_report(&server, n, &rows);
+        routes::print(&by_routes);
         return;
     }
     let curve = runtime.block_on(async {
@@ -106,6 +118,7 @@ fn main() {
         inflight::measure(kafka, n.min(100_000)).await
     });
     print_report(&server, n, &rows);
+    routes::print(&by_routes);
     inflight::print(&curve);
 }
 
