@@ -78,11 +78,11 @@ pub(crate) async fn high_watermarks(backend: &dyn Backend, stream: &str) -> u64 
         .sum()
 }
 
-/// Polls the target every 50 ms until it holds `n` events; `cpu` reads the replicator's CPU
-/// time so far.
+/// Polls the targets every 50 ms until they hold `n` events between them; `cpu` reads the
+/// replicator's CPU time so far.
 pub(crate) async fn watch_backlog(
     target: &dyn Backend,
-    stream: &str,
+    streams: &[&str],
     n: u64,
     started: Instant,
     alive: &mut dyn FnMut() -> Result<(), String>,
@@ -90,7 +90,10 @@ pub(crate) async fn watch_backlog(
 ) -> Backlog {
     let mut first: Option<(Duration, u64, Duration)> = None;
     loop {
-        let count = high_watermarks(target, stream).await;
+        let mut count = 0;
+        for stream in streams {
+            count += high_watermarks(target, stream).await;
+        }
         let now = started.elapsed();
         if count > 0 && first.is_none() {
             first = Some((now, count, cpu()));
@@ -108,10 +111,12 @@ pub(crate) async fn watch_backlog(
             panic!("{e}");
         }
         if first.is_none() && now > FIRST_EVENT_TIMEOUT {
-            panic!("nothing replicated to {stream} within {FIRST_EVENT_TIMEOUT:?}");
+            panic!("nothing replicated to {streams:?} within {FIRST_EVENT_TIMEOUT:?}");
         }
         if now > BACKLOG_TIMEOUT {
-            panic!("only {count} of {n} events replicated to {stream} within {BACKLOG_TIMEOUT:?}");
+            panic!(
+                "only {count} of {n} events replicated to {streams:?} within {BACKLOG_TIMEOUT:?}"
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -69,23 +69,16 @@ impl KafkaRun {
         let mut process = match self.mm2 {
             None => {
                 let config = dir.join(format!("{tag}.toml"));
-                std::fs::write(&config, self.bridge_config(server.url())).unwrap();
-                // `BENCH_BRIDGE_WRAP="perf stat -e … -o FILE --"` runs the daemon under a tool.
-                let wrap = std::env::var("BENCH_BRIDGE_WRAP").unwrap_or_default();
-                let mut wrap = wrap.split_whitespace();
-                let mut command = match wrap.next() {
-                    Some(tool) => {
-                        let mut command = Command::new(tool);
-                        command.args(wrap).arg(bridge_bin);
-                        command
-                    }
-                    None => Command::new(bridge_bin),
-                };
-                command
-                    .args(["bridge", "--config"])
-                    .arg(&config)
-                    .env("TRIBUTARY_LOG", "warn");
-                Replicator::spawn(&self.name, command, &log)
+                let routes = [
+                    (
+                        "backlog",
+                        self.backlog_src.as_str(),
+                        self.backlog_dst.as_str(),
+                    ),
+                    ("paced", self.paced_src.as_str(), self.paced_dst.as_str()),
+                ];
+                std::fs::write(&config, daemon_config(server.url(), &routes)).unwrap();
+                Replicator::spawn(&self.name, daemon_command(bridge_bin, &config), &log)
             }
             Some((source, target, tasks)) => {
                 let config = dir.join(format!("{tag}.properties"));
@@ -116,7 +109,7 @@ impl KafkaRun {
         let cpu = move || group_cpu_time(pgid);
         let backlog = watch_backlog(
             kafka.as_ref(),
-            &self.backlog_dst,
+            &[&self.backlog_dst],
             n,
             started,
             &mut || process.check_alive(),
@@ -168,37 +161,6 @@ impl KafkaRun {
         }
     }
 
-    /// The daemon's configuration: one route per topic, default batching and in-flight limit.
-    pub(crate) fn bridge_config(&self, url: &str) -> String {
-        // `BENCH_BRIDGE_SINK_LINGER_MS` sets the Kafka sink producer's `linger.ms` (the daemon
-        // otherwise applies its own default).
-        let sink_url = match bridge_knob("BENCH_BRIDGE_SINK_LINGER_MS") {
-            Some(ms) => format!("{url}?producer.linger.ms={ms}"),
-            None => url.to_string(),
-        };
-        let mut toml = String::from("[daemon]\nlisten = \"off\"\nshutdown_timeout = \"10s\"\n");
-        for (name, from, to) in [
-            ("backlog", &self.backlog_src, &self.backlog_dst),
-            ("paced", &self.paced_src, &self.paced_dst),
-        ] {
-            // A group per route: routes sharing one would rebalance each other.
-            let group = unique_name(&format!("bench-bridge-{name}"));
-            let _ = write!(
-                toml,
-                "\n[[route]]\nname = \"{name}\"\n\
-                 source = {{ url = \"{url}\", stream = \"{from}\", group = \"{group}\", start = \"earliest\" }}\n\
-                 sink = {{ url = \"{sink_url}\", stream = \"{to}\" }}\n"
-            );
-            if let Some(max_events) = bridge_knob("BENCH_BRIDGE_MAX_EVENTS") {
-                let _ = writeln!(toml, "batch = {{ max_events = {max_events} }}");
-            }
-            if let Some(in_flight) = bridge_knob("BENCH_BRIDGE_IN_FLIGHT") {
-                let _ = writeln!(toml, "in_flight = {in_flight}");
-            }
-        }
-        toml
-    }
-
     /// Dedicated-mode MirrorMaker 2: one flow, both "clusters" the same broker, only topic
     /// replication (no heartbeats, checkpoints, ACL/config sync), producer/consumer defaults.
     pub(crate) fn mm2_config(
@@ -233,6 +195,56 @@ impl KafkaRun {
             self.backlog_src, self.paced_src
         )
     }
+}
+
+/// A daemon configuration with one Kafka→Kafka route per `(name, source topic, target topic)`
+/// on the broker at `url`: default batching and in-flight limit unless a `BENCH_BRIDGE_*`
+/// knob says otherwise.
+pub(crate) fn daemon_config(url: &str, routes: &[(&str, &str, &str)]) -> String {
+    // `BENCH_BRIDGE_SINK_LINGER_MS` sets the Kafka sink producer's `linger.ms` (the daemon
+    // otherwise applies its own default).
+    let sink_url = match bridge_knob("BENCH_BRIDGE_SINK_LINGER_MS") {
+        Some(ms) => format!("{url}?producer.linger.ms={ms}"),
+        None => url.to_string(),
+    };
+    let mut toml = String::from("[daemon]\nlisten = \"off\"\nshutdown_timeout = \"10s\"\n");
+    for (name, from, to) in routes {
+        // A group per route: routes sharing one would rebalance each other.
+        let group = unique_name(&format!("bench-bridge-{name}"));
+        let _ = write!(
+            toml,
+            "\n[[route]]\nname = \"{name}\"\n\
+             source = {{ url = \"{url}\", stream = \"{from}\", group = \"{group}\", start = \"earliest\" }}\n\
+             sink = {{ url = \"{sink_url}\", stream = \"{to}\" }}\n"
+        );
+        if let Some(max_events) = bridge_knob("BENCH_BRIDGE_MAX_EVENTS") {
+            let _ = writeln!(toml, "batch = {{ max_events = {max_events} }}");
+        }
+        if let Some(in_flight) = bridge_knob("BENCH_BRIDGE_IN_FLIGHT") {
+            let _ = writeln!(toml, "in_flight = {in_flight}");
+        }
+    }
+    toml
+}
+
+/// The release daemon on `config`, logging warnings only.
+/// `BENCH_BRIDGE_WRAP="perf stat -e … -o FILE --"` runs it under a tool.
+pub(crate) fn daemon_command(bridge_bin: &Path, config: &Path) -> Command {
+    let wrap = std::env::var("BENCH_BRIDGE_WRAP").unwrap_or_default();
+    let mut wrap = wrap.split_whitespace();
+    let mut command = match wrap.next() {
+        Some(tool) => {
+            let mut command = Command::new(tool);
+            command.args(wrap).arg(bridge_bin);
+            command
+        }
+        None => Command::new(bridge_bin),
+    };
+    command
+        .args(["bridge", "--config"])
+        .arg(config)
+        .env("TRIBUTARY_LOG", "warn");
+    command
 }
 
 /// An optional bridge setting from the environment, for tuning runs; unset keeps the

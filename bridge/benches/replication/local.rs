@@ -61,7 +61,7 @@ pub(crate) async fn local_to_local(n: u64) -> Row {
     // The routes run in this process: its CPU time, with the bench's own polling in it.
     let backlog = watch_backlog(
         sink.as_ref(),
-        "backlog-copy",
+        &["backlog-copy"],
         n,
         started,
         &mut || Ok(()),
