@@ -49,7 +49,7 @@ pub mod run_host;
 mod server;
 
 pub use peer::{AZURITE_ACCOUNT, AZURITE_ACCOUNT_KEY, Mode, Peer, azurite_connection_string};
-pub use process::{KillOnDrop, Process, tail as log_tail, this_test_binary_running};
+pub use process::{KillOnDrop, Process, lines_until, tail as log_tail, this_test_binary_running};
 pub use procfs::{group_cpu_time, group_resident_bytes, process_group_alive};
 pub(crate) use server::wait_ready;
 pub use server::{Launcher, Server};

@@ -215,6 +215,47 @@ mod tests {
         let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
         assert_eq!(distinct.len(), ports.len(), "{ports:?}");
     }
+
+    fn shell(script: &str) -> super::KillOnDrop {
+        super::KillOnDrop(
+            std::process::Command::new("sh")
+                .args(["-c", script])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("sh"),
+        )
+    }
+
+    #[test]
+    fn lines_until_returns_the_lines_up_to_the_marker_within_a_line() {
+        let mut child = shell("echo first; printf 'test child ... READY\\n'; echo after");
+        let stdout = child.stdout.take().expect("piped");
+        let lines = super::lines_until(stdout, "READY", std::time::Duration::from_secs(10));
+        assert_eq!(
+            lines,
+            Ok(vec!["first".to_owned(), "test child ... READY".to_owned()])
+        );
+    }
+
+    #[test]
+    fn lines_until_fails_when_the_output_ends_or_the_time_is_up_first() {
+        let mut ended = shell("echo only");
+        let stdout = ended.stdout.take().expect("piped");
+        let why = super::lines_until(stdout, "READY", std::time::Duration::from_secs(10))
+            .expect_err("no marker");
+        assert!(why.contains("ended") && why.contains("only"), "{why}");
+
+        let mut silent = shell("echo waiting; exec sleep 30");
+        let stdout = silent.stdout.take().expect("piped");
+        let started = std::time::Instant::now();
+        let why = super::lines_until(stdout, "READY", std::time::Duration::from_millis(300))
+            .expect_err("no marker");
+        assert!(why.contains("within") && why.contains("waiting"), "{why}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "returned at its deadline, not when the child ended"
+        );
+    }
 }
 
 /// This test binary run again for one of its tests: `test` matched exactly, whether or not it
@@ -253,6 +294,64 @@ pub fn this_test_binary_running(test: &str) -> Command {
         "--test-threads=1",
     ]);
     command
+}
+
+/// Reads a child's output line by line until a line contains `marker` (within a line: see
+/// [`this_test_binary_running`]) and returns the lines up to and including it. A thread keeps
+/// draining the rest, so the child never blocks on a full pipe. Fails with what the child
+/// printed when it ends, or `within` passes, before the marker: a child stuck before it would
+/// otherwise hold its test until the runner's deadline, which says nothing of why.
+///
+/// ```no_run
+/// use std::process::Stdio;
+/// use std::time::Duration;
+/// use tributary_testcontainers::{KillOnDrop, lines_until, this_test_binary_running};
+///
+/// let mut child = KillOnDrop(
+///     this_test_binary_running("child_consumer")
+///         .stdout(Stdio::piped())
+///         .spawn()
+///         .expect("spawn the child consumer"),
+/// );
+/// let stdout = child.stdout.take().expect("piped");
+/// lines_until(stdout, "READY", Duration::from_secs(60)).expect("the child started");
+/// ```
+pub fn lines_until(
+    output: impl std::io::Read + Send + 'static,
+    marker: &str,
+    within: Duration,
+) -> Result<Vec<String>, String> {
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
+            // Once the caller has its marker nobody listens: the lines are only drained.
+            let _ = lines.send(line);
+        }
+    });
+    let deadline = Instant::now() + within;
+    let mut read = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match seen.recv_timeout(left) {
+            Ok(line) => {
+                let found = line.contains(marker);
+                read.push(line);
+                if found {
+                    return Ok(read);
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                return Err(format!(
+                    "no line with `{marker}` within {within:?}; the child printed {read:?}"
+                ));
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(format!(
+                    "the child's output ended without a line with `{marker}`; it printed {read:?}"
+                ));
+            }
+        }
+    }
 }
 
 /// A child process of a test (the test binary run again as a consumer, say), killed with

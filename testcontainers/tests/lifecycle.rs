@@ -1,14 +1,13 @@
 //! Servers never outlive their test process, and a server that cannot start says which, why
 //! and how to fix it.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tributary_testcontainers::{
-    KillOnDrop, Launcher, Mode, Peer, Reason, peers_required, process_group_alive, shared,
-    this_test_binary_running,
+    KillOnDrop, Launcher, Mode, Peer, Reason, lines_until, peers_required, process_group_alive,
+    shared, this_test_binary_running,
 };
 
 const CHILD_VARIABLE: &str = "TRIBUTARY_LIFECYCLE_CHILD";
@@ -73,8 +72,15 @@ fn killing_the_test_process_stops_its_servers() {
     );
     let mut groups = Vec::new();
     let mut unavailable = Vec::new();
-    for line in BufReader::new(child.stdout.take().expect("stdout")).lines() {
-        let line = line.expect("child output");
+    // Kafka starts in about 3 s here, Pub/Sub in 0.2 s; 120 s is for a loaded machine and
+    // ends before the runner's deadline (180 s), with what the child printed.
+    let lines = lines_until(
+        child.stdout.take().expect("stdout"),
+        "READY",
+        Duration::from_secs(120),
+    )
+    .unwrap_or_else(|why| panic!("the child test process never got its servers: {why}"));
+    for line in lines {
         // libtest prints "test <name> ... " without a newline before the test's own output.
         let line = ["PGID ", "UNAVAILABLE ", "READY"]
             .iter()

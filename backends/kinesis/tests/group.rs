@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tributary::backend::CheckpointStore;
 use tributary::{ConsumerOptions, Event, StartPosition, StreamSpec};
 use tributary_testcontainers::{
-    KillOnDrop, Peer, require_peer, this_test_binary_running, unique_name,
+    KillOnDrop, Peer, lines_until, require_peer, this_test_binary_running, unique_name,
 };
 
 const CHILD: &str = "TRIBUTARY_KINESIS_GROUP_CHILD";
@@ -122,17 +122,9 @@ fn spawn_consumer(url: &str, stream: &str, group: &str, out: &Path) -> KillOnDro
             .expect("spawn a consumer process"),
     );
     let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    loop {
-        match lines.next() {
-            // After libtest's "test consumer_process ... ".
-            Some(Ok(line)) if line.trim_end().ends_with("READY") => break,
-            Some(Ok(_)) => continue,
-            other => panic!("consumer process did not start: {other:?}"),
-        }
+    if let Err(why) = lines_until(stdout, "READY", Duration::from_secs(60)) {
+        panic!("consumer process did not start: {why}");
     }
-    // Keep draining its stdout so it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
     child
 }
 
