@@ -53,6 +53,15 @@ pub fn group_cpu_time(pgid: u32) -> Duration {
     Duration::from_secs_f64(ticks as f64 / ticks_per_second)
 }
 
+/// Threads of the processes of group `pgid` (0 when there is none).
+pub fn group_threads(pgid: u32) -> u64 {
+    group_stats(pgid)
+        .iter()
+        // num_threads: proc(5) field 20.
+        .filter_map(|(_, fields)| fields.get(17)?.parse::<u64>().ok())
+        .sum()
+}
+
 /// `true` when any process of group `pgid` is still alive (zombies count as gone).
 pub fn process_group_alive(pgid: u32) -> bool {
     group_stats(pgid)
@@ -74,6 +83,7 @@ mod tests {
             .unwrap();
         let pgid = child.id();
         assert!(group_resident_bytes(pgid) > 0);
+        assert_eq!(group_threads(pgid), 1, "sh runs one thread");
         assert!(process_group_alive(pgid));
         let mut cpu = Duration::ZERO;
         while child.try_wait().unwrap().is_none() {

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use async_trait::async_trait;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::ThreadedProducer;
 use tributary::backend::CloseGate;
 use tributary::{
     AckModel, Backend, Capabilities, Consumer, ConsumerOptions, Error, Lifecycle, Ordering,
@@ -34,6 +33,7 @@ pub struct KafkaBackend {
     pub(crate) max_message_bytes: usize,
     closed: AtomicBool,
     group_readers: Arc<GroupReaders>,
+    producer_clients: producer::Clients,
 }
 
 impl std::fmt::Debug for KafkaBackend {
@@ -80,6 +80,7 @@ impl KafkaBackend {
             max_message_bytes,
             closed: AtomicBool::new(false),
             group_readers: Arc::default(),
+            producer_clients: producer::Clients::default(),
         })
     }
 
@@ -178,17 +179,14 @@ impl Backend for KafkaBackend {
         self.check_open()?;
         self.ensure_topic(stream).await?;
         let limit = self.topic_limit(stream).await;
-        let mut config = self.config.producer_config();
         // librdkafka's own check (default 1000000) would otherwise refuse events the topic accepts.
-        if !self.config.sets(&self.config.producer, "message.max.bytes") {
-            config.set("message.max.bytes", limit.to_string());
-        }
-        let inner: ThreadedProducer<crate::delivery::Reports> = config
-            .create_with_context(crate::delivery::Reports::default())
-            .map_err(|e| map(e, &format!("create a producer for `{stream}`")))?;
+        let max_bytes =
+            (!self.config.sets(&self.config.producer, "message.max.bytes")).then_some(limit);
+        let inner = self.producer_clients.get(&self.config, max_bytes, stream)?;
         Ok(Box::new(producer::KafkaProducer {
             topic: stream.to_string(),
-            inner: Arc::new(inner),
+            inner,
+            in_flight: Arc::default(),
             limit,
             send_timeout: self.config.send_timeout,
             gate: CloseGate::new(format!("producer for `{stream}`")),

@@ -94,6 +94,12 @@
 //! # Semantics
 //! - Producers are idempotent (`enable.idempotence=true`): retries neither duplicate nor
 //!   reorder events within a partition.
+//! - The producers of one backend share one librdkafka producer client, as Kafka's own
+//!   clients are meant to be shared: every client runs its own threads and broker connections.
+//!   Each tributary producer keeps its own `flush` and `close`, which wait for its own events
+//!   only. A topic whose `max.message.bytes` differs from the others' gets a client of its own
+//!   (librdkafka's `message.max.bytes` is per client), and so do producers opened after a
+//!   client hit a fatal error. Producers opened from different backends never share one.
 //! - Keys pick partitions as Java's default partitioner does (`murmur2(key) % partitions`,
 //!   librdkafka's `murmur2_random`), not with librdkafka's own default (CRC32): an event keyed
 //!   `k` lands on the same partition whether tributary, a Java client, kafka-python or the

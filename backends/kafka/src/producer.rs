@@ -1,19 +1,21 @@
-//! Sending: an rdkafka `ThreadedProducer` per tributary producer; librdkafka batches, and the
-//! delivery reports of a batch come back through one table entry ([`crate::delivery`]).
+//! Sending: the producers of a backend share an rdkafka `ThreadedProducer` ([`Clients`]);
+//! librdkafka batches, and the delivery reports of a batch come back through one table entry
+//! ([`crate::delivery`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer as _, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::util::Timeout;
 use tributary::backend::CloseGate;
 use tributary::{Error, Event, PartitionId, Position, Producer, Receipt, Result};
 
-use crate::delivery::{Outcome, Reports};
+use crate::config::KafkaConfig;
+use crate::delivery::{InFlight, Outcome, Reports};
 use crate::error::map;
 use crate::record;
 
@@ -21,9 +23,65 @@ use crate::record;
 /// rdkafka's `FutureProducer` does).
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(100);
 
+/// The librdkafka producer clients of one backend, each shared by the producers opened while
+/// it lives.
+///
+/// Every librdkafka client runs its own threads (a main thread and one per broker), timers and
+/// connections: a daemon with 16 Kafka→Kafka routes ran 251 threads with a client per stream,
+/// and spent 2.5–3× the CPU per event of 4 routes. Kafka's own clients are meant to be shared
+/// the same way (one `KafkaProducer` per application). Partitions keep their order and
+/// idempotence, which librdkafka keeps per partition.
+///
+/// A client is made per `message.max.bytes` the backend sets (from each topic's limit, the
+/// broker's default for nearly every topic), and goes when its last producer does. A client
+/// that hit a fatal error (librdkafka refuses every later record) is not handed out again:
+/// producers opened after it get a new one.
+#[derive(Default)]
+pub(crate) struct Clients {
+    /// Each client with the `message.max.bytes` it was made with.
+    open: Mutex<Vec<(Option<usize>, Weak<Client>)>>,
+}
+
+/// A librdkafka producer client whose delivery reports go to [`Reports`].
+pub(crate) type Client = ThreadedProducer<Reports>;
+
+impl Clients {
+    /// A client for `stream`, with `message.max.bytes` at `max_bytes` (`None`: as configured).
+    pub(crate) fn get(
+        &self,
+        config: &KafkaConfig,
+        max_bytes: Option<usize>,
+        stream: &str,
+    ) -> Result<Arc<Client>> {
+        let mut open = self.open.lock();
+        open.retain(|(_, client)| client.strong_count() > 0);
+        let usable = open
+            .iter()
+            .filter(|(size, _)| *size == max_bytes)
+            .filter_map(|(_, client)| client.upgrade())
+            .find(|client| client.client().fatal_error().is_none());
+        if let Some(client) = usable {
+            return Ok(client);
+        }
+        let mut client_config = config.producer_config();
+        if let Some(limit) = max_bytes {
+            client_config.set("message.max.bytes", limit.to_string());
+        }
+        let client: Client = client_config
+            .create_with_context(Reports::default())
+            .map_err(|e| map(e, &format!("create a producer for `{stream}`")))?;
+        let client = Arc::new(client);
+        open.push((max_bytes, Arc::downgrade(&client)));
+        Ok(client)
+    }
+}
+
 pub(crate) struct KafkaProducer {
     pub(crate) topic: String,
-    pub(crate) inner: Arc<ThreadedProducer<Reports>>,
+    /// Shared with the backend's other producers ([`Clients`]).
+    pub(crate) inner: Arc<Client>,
+    /// This producer's batches not yet reported on: what its flush and close wait for.
+    pub(crate) in_flight: Arc<InFlight>,
     /// Largest record batch the topic accepts (`max.message.bytes`).
     pub(crate) limit: usize,
     pub(crate) send_timeout: Duration,
@@ -61,14 +119,18 @@ impl Drop for Unqueued<'_> {
 }
 
 impl KafkaProducer {
-    /// Flushes librdkafka's queue, off the async runtime (it blocks).
-    async fn flush_queue(&self, what: &str) -> Result<()> {
-        let producer = self.inner.clone();
-        let timeout = self.send_timeout;
-        tokio::task::spawn_blocking(move || producer.flush(Timeout::After(timeout)))
-            .await
-            .map_err(|e| Error::other(format!("{what} of `{}` panicked: {e}", self.topic)))?
-            .map_err(|e| map(e, &format!("{what} `{}`", self.topic)))
+    /// Waits for the delivery reports of this producer's records: librdkafka's flush would
+    /// wait for every producer sharing the client. Each record's delivery is bounded by
+    /// `message.timeout.ms` (the URL's `send_timeout`), so this wait is too.
+    async fn settle(&self, what: &str) -> Result<()> {
+        // The reports of a record that timed out come a moment after its timeout.
+        let grace = self.send_timeout + Duration::from_secs(5);
+        self.in_flight.settled(grace).await.map_err(|batches| {
+            Error::timeout(format!(
+                "{what} `{}`: {batches} batches of events still without a delivery report after {grace:?} (send_timeout plus 5 s)",
+                self.topic
+            ))
+        })
     }
 
     fn check_size(&self, event: &Event) -> Result<()> {
@@ -98,7 +160,7 @@ impl KafkaProducer {
             return Ok(Vec::new());
         }
         let reports = self.inner.context();
-        let (base, outcomes) = reports.register(events.len());
+        let (base, outcomes) = reports.register(events.len(), &self.in_flight);
         let mut unqueued = Unqueued {
             reports,
             base,
@@ -199,7 +261,7 @@ impl Producer for KafkaProducer {
 
     async fn flush(&self) -> Result<()> {
         self.gate.check()?;
-        self.flush_queue("flush").await
+        self.settle("flush").await
     }
 
     async fn close(&self) -> Result<()> {
@@ -207,6 +269,48 @@ impl Producer for KafkaProducer {
         if !self.gate.close().await {
             return Ok(());
         }
-        self.flush_queue("close").await
+        self.settle("close").await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::bindings::{rd_kafka_resp_err_t, rd_kafka_test_fatal_error};
+
+    #[test]
+    fn clients_are_shared_per_message_size_and_a_fatal_one_is_replaced() {
+        let config = KafkaConfig::new("127.0.0.1:9");
+        let clients = Clients::default();
+        let first = clients.get(&config, Some(1_048_588), "a").expect("client");
+        let same = clients.get(&config, Some(1_048_588), "b").expect("client");
+        assert!(Arc::ptr_eq(&first, &same), "one client for both topics");
+        let larger = clients.get(&config, Some(8_000_000), "c").expect("client");
+        assert!(!Arc::ptr_eq(&first, &larger), "another message.max.bytes");
+
+        // librdkafka's hook for tests: the idempotent producer's fatal state, as a broker
+        // could cause it (an out-of-order sequence it cannot recover from).
+        let code = rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER;
+        // SAFETY: the client is alive (held by `first`) and the reason is a C string.
+        let set = unsafe {
+            rd_kafka_test_fatal_error(first.client().native_ptr(), code, c"test".as_ptr())
+        };
+        assert_eq!(set, rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
+        assert!(first.client().fatal_error().is_some());
+        let fresh = clients.get(&config, Some(1_048_588), "d").expect("client");
+        assert!(
+            !Arc::ptr_eq(&first, &fresh),
+            "a fatal client is not handed out"
+        );
+        assert!(fresh.client().fatal_error().is_none());
+
+        drop((first, same, larger));
+        let again = clients.get(&config, Some(1_048_588), "e").expect("client");
+        assert!(Arc::ptr_eq(&fresh, &again));
+        assert_eq!(
+            clients.open.lock().len(),
+            1,
+            "clients no producer holds are forgotten"
+        );
     }
 }

@@ -23,7 +23,8 @@
 //! (an earlier build) instead of building this tree's, `BENCH_BRIDGE_SINK_LINGER_MS` sets its
 //! Kafka sink's `linger.ms`, and `BENCH_BRIDGE_WRAP` runs it under a tool (`perf stat …--`).
 //! `BENCH_SKIP_CURVE=1` leaves out the in-flight curve; `BENCH_SKIP_ROUTES=1` the daemon with 1, 4
-//! and 16 routes (`BENCH_ROUTES=1,4,16`), EVENTS in all split over the routes. The in-process local→local copy also counts heap allocations per replicated event.
+//! and 16 routes (`BENCH_ROUTES=1,4,16`), EVENTS in all split over the routes, and
+//! `BENCH_ROUTES_ONLY=1` runs that alone. The in-process local→local copy also counts heap allocations per replicated event.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -95,6 +96,17 @@ fn main() {
             inflight::measure(kafka, n).await
         });
         inflight::print(&curve);
+        return;
+    }
+    // `BENCH_ROUTES_ONLY=1`: only the daemon by its number of routes (comparing two daemon
+    // builds with `BENCH_BRIDGE_BIN`).
+    if std::env::var_os("BENCH_ROUTES_ONLY").is_some() {
+        let by_routes = runtime.block_on(async {
+            tributary_kafka::register();
+            let kafka = tributary::connect(server.url()).await.unwrap();
+            routes::measure(&server, kafka, &bridge_bin, n).await
+        });
+        routes::print(&by_routes);
         return;
     }
     let rows = runtime.block_on(run_all(&server, &bridge_bin, n));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tributary_testcontainers::{Process, group_resident_bytes, log_tail};
+use tributary_testcontainers::{Process, group_resident_bytes, group_threads, log_tail};
 
 /// A replicator process, in its own process group (the fixtures' [`Process`]: a watchdog
 /// stops it should this bench die without dropping it).
@@ -68,6 +68,8 @@ impl Drop for Replicator {
 pub(crate) struct RssSampler {
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) peak: Arc<AtomicU64>,
+    /// Most threads seen in the process group (0 for this process).
+    pub(crate) peak_threads: Arc<AtomicU64>,
     pub(crate) thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -76,12 +78,16 @@ impl RssSampler {
     pub(crate) fn start(pgid: Option<u32>) -> RssSampler {
         let stop = Arc::new(AtomicBool::new(false));
         let peak = Arc::new(AtomicU64::new(0));
-        let (s, p) = (stop.clone(), peak.clone());
+        let peak_threads = Arc::new(AtomicU64::new(0));
+        let (s, p, t) = (stop.clone(), peak.clone(), peak_threads.clone());
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 let rss = match pgid {
                     None => crate::probe::rss_bytes(),
-                    Some(pgid) => group_resident_bytes(pgid),
+                    Some(pgid) => {
+                        t.fetch_max(group_threads(pgid), Ordering::Relaxed);
+                        group_resident_bytes(pgid)
+                    }
                 };
                 p.fetch_max(rss, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(100));
@@ -90,6 +96,7 @@ impl RssSampler {
         RssSampler {
             stop,
             peak,
+            peak_threads,
             thread: Some(thread),
         }
     }

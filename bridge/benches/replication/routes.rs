@@ -22,6 +22,7 @@ pub(crate) struct RoutesRow {
     events: u64,
     backlog: Backlog,
     peak_rss: u64,
+    peak_threads: u64,
 }
 
 /// The route counts to run: `BENCH_ROUTES` (comma-separated), else 1, 4 and 16.
@@ -93,6 +94,7 @@ pub(crate) async fn measure(
             &move || group_cpu_time(pgid),
         )
         .await;
+        let peak_threads = rss.peak_threads.clone();
         let peak_rss = rss.finish();
         process.stop();
         eprintln!(
@@ -105,6 +107,7 @@ pub(crate) async fn measure(
             events,
             backlog,
             peak_rss,
+            peak_threads: peak_threads.load(std::sync::atomic::Ordering::Relaxed),
         });
     }
     rows
@@ -118,22 +121,24 @@ pub(crate) fn print(rows: &[RoutesRow]) {
         "\nThe daemon by its number of routes · Kafka→Kafka on the one broker, the events split evenly over the routes' source topics ({PARTITIONS} partitions each), a consumer group per route"
     );
     println!(
-        "| routes | events | first event | all copied | steady events/s | CPU µs per event (steady) | peak RSS |"
+        "| routes | events | first event | all copied | steady events/s | CPU µs per event (steady) | CPU µs per event (from launch) | peak threads | peak RSS |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for row in rows {
         println!(
-            "| {} | {} | {:.2} s | {:.2} s | {:.0} | {:.2} | {} |",
+            "| {} | {} | {:.2} s | {:.2} s | {:.0} | {:.2} | {:.2} | {} | {} |",
             row.routes,
             row.events,
             row.backlog.first_at.as_secs_f64(),
             row.backlog.total.as_secs_f64(),
             row.backlog.steady(row.events),
             row.backlog.cpu_per_event_us(row.events),
+            row.backlog.total_cpu_per_event_us(row.events),
+            row.peak_threads,
             mib(row.peak_rss),
         );
     }
     println!(
-        "  first event: from the daemon's launch (its groups' joins included) to the first event on any target; steady: after it, until every target held its route's events (targets polled every 50 ms); CPU: the daemon's process group, user + system, over the steady part; RSS sampled every 100 ms"
+        "  first event: from the daemon's launch (its groups' joins included) to the first event on any target; steady: after it, until every target held its route's events (targets polled every 50 ms); CPU: the daemon's process group, user + system, over the steady part and from its launch (start-up and joins included); threads and RSS sampled every 100 ms"
     );
 }

@@ -1,0 +1,107 @@
+//! How many librdkafka clients a backend runs: every client has its own threads, timers and
+//! broker connections, so a daemon with many routes paid for one producer client per stream
+//! (251 threads at 16 Kafka→Kafka routes against 75 at 4, and 2.5–3× the CPU per event). A
+//! backend's producers share one client; each keeps its own flush and close.
+//!
+//! Counts the threads librdkafka names `rdk:main` (one per client) in this process, so this
+//! binary holds one test: nextest runs each test in a process of its own, `cargo test` runs
+//! a binary's tests side by side in one.
+
+use std::time::{Duration, Instant};
+
+use tributary::{ErrorKind, Event, StreamSpec};
+use tributary_testcontainers::{Peer, require_peer, unique_name};
+
+/// Threads of this process named `rdk:main`: one per librdkafka client.
+fn clients() -> usize {
+    let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "rdk:main")
+        .count()
+}
+
+/// Waits until [`clients`] is `expected` (a client's threads end a moment after it is dropped).
+async fn clients_become(expected: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while clients() != expected {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} librdkafka clients, expected {expected}",
+            clients()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_of_one_backend_share_one_client_and_keep_their_own_close() {
+    let server = require_peer!(Peer::Kafka);
+    tributary_kafka::register();
+    let backend = tributary::connect(&format!("kafka://{}", server.address()))
+        .await
+        .expect("connect");
+    let before = clients();
+    const STREAMS: usize = 8;
+    let topics: Vec<String> = (0..STREAMS).map(|_| unique_name("shared")).collect();
+    let mut producers = Vec::new();
+    for topic in &topics {
+        backend
+            .create_stream(topic, StreamSpec::with_partitions(2))
+            .await
+            .expect("create");
+        let producer = backend.producer(topic).await.expect("producer");
+        producer
+            .send(Event::new(format!("first to {topic}")))
+            .await
+            .expect("send");
+        producers.push(producer);
+    }
+    assert_eq!(
+        clients(),
+        before + 1,
+        "{STREAMS} producers on {STREAMS} topics run one librdkafka client"
+    );
+
+    // One producer's close ends that producer alone.
+    let closed = producers.remove(0);
+    closed.close().await.expect("close");
+    let refused = closed
+        .send(Event::new("after close"))
+        .await
+        .expect_err("a closed producer refuses sends");
+    assert_eq!(refused.kind(), ErrorKind::Closed);
+    drop(closed);
+    for (producer, topic) in producers.iter().zip(&topics[1..]) {
+        producer
+            .send_batch(
+                (0..50)
+                    .map(|i| Event::new(format!("{topic} {i}")))
+                    .collect(),
+            )
+            .await
+            .expect("the others still send");
+        producer.flush().await.expect("flush");
+    }
+    for topic in &topics {
+        let info = backend.describe_stream(topic).await.expect("describe");
+        let stored: u64 = info
+            .partitions
+            .iter()
+            .map(|p| p.next.as_ref().and_then(|n| n.as_offset()).unwrap_or(0))
+            .sum();
+        let expected = if topic == &topics[0] { 1 } else { 51 };
+        assert_eq!(stored, expected, "events stored in `{topic}`");
+    }
+
+    // The client goes when its last producer does.
+    for producer in producers.drain(..) {
+        producer.close().await.expect("close");
+    }
+    clients_become(before, "all producers closed and dropped").await;
+    // And a new producer brings one back.
+    let again = backend.producer(&topics[1]).await.expect("producer");
+    again.send(Event::new("again")).await.expect("send");
+    assert_eq!(clients(), before + 1, "a new producer after all had gone");
+    again.close().await.expect("close");
+}
