@@ -3,7 +3,9 @@
 //! `tributary-bench-report RESULTS_DIR REPO_ROOT`. RESULTS_DIR holds:
 //! - `meta.txt`: `key=value` lines (date, commit, command, events);
 //! - `machine.txt`: the machine as `lscpu`, `free`, `uname` and the load average saw it;
-//! - `suites.tsv`: one line per benchmark suite: name, `ran`/`skipped`/`failed`, a reason;
+//! - `suites.tsv`: one line per benchmark suite: name, `ran`/`skipped`/`failed`, a reason, and
+//!   when and at which commit it ran (missing in older results: the run's own);
+//! - `meta.txt` also holds a `rerun=` line per `scripts/bench --keep` since the full run;
 //! - `<suite>.txt`: each suite's raw output;
 //! - `local.json`: the local backend's figures (`core/benches/local.rs`, `BENCH_JSON`);
 //! - `kinesis.json`: the Kinesis suite's figures (`backends/kinesis/benches/kinesis.rs`,
@@ -407,7 +409,7 @@ fn goals_section(
         md,
         "## Goals
 
-{met} of {} goals met in this run; each suite judges its own rows from its \
+{met} of {} goals met in these results; each suite judges its own rows from its \
          own figures (details and spread in its section and raw output below).\n\n\
          | suite | goal row | measured | goal | met |\n|---|---|---|---|---|",
         goals.len()
@@ -427,20 +429,24 @@ fn goals_section(
 }
 
 fn run(results: &Path, root: &Path) -> Result<(), String> {
-    let meta: BTreeMap<String, String> = read(&results.join("meta.txt"))?
+    let meta_text = read(&results.join("meta.txt"))?;
+    let meta: BTreeMap<String, String> = meta_text
         .lines()
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
-    let machine = read(&results.join("machine.txt"))?;
-    let suites: Vec<(String, String, String)> = read(&results.join("suites.tsv"))?
+    let reruns: Vec<&str> = meta_text
         .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let mut f = l.splitn(3, '\t');
-            let mut next = || f.next().unwrap_or("").to_owned();
-            (next(), next(), next())
-        })
+        .filter_map(|l| l.strip_prefix("rerun="))
+        .collect();
+    let machine = read(&results.join("machine.txt"))?;
+    let get = |k: &str| meta.get(k).map_or("?", String::as_str);
+    let run_when = format!("{} at {}", get("date"), get("commit"));
+    let suites_text = read(&results.join("suites.tsv"))?;
+    let measured = suites_measured(&suites_text, &run_when);
+    let suites: Vec<(String, String, String)> = measured
+        .iter()
+        .map(|(name, status, why, _)| (name.clone(), status.clone(), why.clone()))
         .collect();
     let local = match std::fs::read_to_string(results.join("local.json")) {
         Ok(body) => Some(parse_local(&body)?),
@@ -455,7 +461,6 @@ fn run(results: &Path, root: &Path) -> Result<(), String> {
         .map_err(|e| format!("creating {}: {e}", plots_dir.display()))?;
 
     let mut md = String::new();
-    let get = |k: &str| meta.get(k).map_or("?", String::as_str);
     let _ = writeln!(
         md,
         "# Benchmarks\n\n\
@@ -467,9 +472,18 @@ fn run(results: &Path, root: &Path) -> Result<(), String> {
         get("commit"),
         get("command")
     );
-    md.push_str("## Suites\n\n| suite | status | note |\n|---|---|---|\n");
-    for (name, status, why) in &suites {
-        let _ = writeln!(md, "| {name} | {status} | {why} |");
+    if !reruns.is_empty() {
+        md.push_str(
+            "Suites rerun since, with `scripts/bench --keep` (the others are this run's):\n\n",
+        );
+        for rerun in &reruns {
+            let _ = writeln!(md, "- {rerun}");
+        }
+        md.push('\n');
+    }
+    md.push_str("## Suites\n\n| suite | status | measured | note |\n|---|---|---|---|\n");
+    for (name, status, why, when) in &measured {
+        let _ = writeln!(md, "| {name} | {status} | {when} | {why} |");
     }
     md.push('\n');
     goals_section(&mut md, &suites, results, local.as_ref(), kinesis.as_ref());
@@ -510,9 +524,42 @@ fn run(results: &Path, root: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// `suites.tsv`'s lines as (name, status, reason, when and at which commit), a line without
+/// the last field (results written before `--keep` existed) taking the run's own, `run_when`.
+fn suites_measured(tsv: &str, run_when: &str) -> Vec<(String, String, String, String)> {
+    tsv.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut f = l.splitn(4, '\t');
+            let mut next = || f.next().unwrap_or("").to_owned();
+            let (name, status, why) = (next(), next(), next());
+            let when = Some(next())
+                .filter(|w| !w.is_empty())
+                .unwrap_or_else(|| run_when.to_owned());
+            (name, status, why, when)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_suite_rerun_with_keep_shows_its_own_date_and_the_others_the_run_s() {
+        let tsv = "local\tran\t346 s\n\
+                   kafka\tskipped\tserver not installed\n\
+                   replication\tran\t200 s\t2026-12-03 18:10 UTC at 5c95e5e\n";
+        let rows = suites_measured(tsv, "2026-12-03 11:33 UTC at b8517c4");
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].3, "2026-12-03 11:33 UTC at b8517c4");
+        assert_eq!(rows[1].2, "server not installed");
+        assert_eq!(rows[1].3, "2026-12-03 11:33 UTC at b8517c4");
+        assert_eq!(
+            (rows[2].0.as_str(), rows[2].2.as_str(), rows[2].3.as_str()),
+            ("replication", "200 s", "2026-12-03 18:10 UTC at 5c95e5e")
+        );
+    }
 
     #[test]
     fn goal_lines_printed_by_a_suite_become_rows_and_other_lines_are_ignored() {
