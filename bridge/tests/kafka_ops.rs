@@ -202,6 +202,64 @@ fn the_lag_gauge_agrees_with_the_broker_from_start_and_after_a_restart() {
     assert!(status.success(), "{log}");
 }
 
+/// The lag gauges of several routes on one Kafka source come from the clients the backend
+/// has (its admin client and one reader of partition ends), not from a client per route: a
+/// daemon with 16 routes ran 16 librdkafka clients for its lag gauges beside the 16 members
+/// that do the work, each with its own threads and connections.
+#[test]
+fn lag_gauges_of_several_routes_agree_with_the_broker_without_a_client_per_route() {
+    let Some(server) = require(Peer::Kafka) else {
+        return;
+    };
+    const ROUTES: usize = 4;
+    const EVENTS: usize = 2000;
+    let url = server.url().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = format!("file://{}", dir.path().join("sink").display());
+    let mut toml = String::from("[daemon]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"10s\"\n");
+    let mut routes = Vec::new();
+    for i in 0..ROUTES {
+        let (topic, group) = (unique_name("lag-routes"), unique_name("lag-routes-group"));
+        create_topic(&url, &topic, PARTITIONS);
+        produce(&url, &topic, 0, EVENTS);
+        toml.push_str(&format!(
+            "[[route]]\nname = \"r{i}\"\nsource = {{ url = \"{url}\", stream = \"{topic}\", group = \"{group}\", start = \"earliest\" }}\nsink = {{ url = \"{sink}\", stream = \"out-{i}\" }}\n"
+        ));
+        routes.push((format!("r{i}"), topic, group));
+    }
+    let config = dir.path().join("bridge.toml");
+    std::fs::write(&config, toml).unwrap();
+    let mut daemon = Daemon::start(&config, &[]);
+    let addr = daemon.addr(Duration::from_secs(30));
+    wait_until(Duration::from_secs(120), "every route caught up", || {
+        let (_, body) = http_get(&addr, "/metrics");
+        routes
+            .iter()
+            .all(|(route, _, _)| {
+                metric(&body, "tributary_bridge_events_out_total", route) == Some(EVENTS as f64)
+                    && metric(&body, "tributary_bridge_source_lag_events", route) == Some(0.0)
+            })
+            .then_some(())
+    });
+    // librdkafka names each client's main thread `rdk:main`.
+    let clients = std::fs::read_dir(format!("/proc/{}/task", daemon.pid()))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "rdk:main")
+        .count();
+    println!("{ROUTES} routes on one Kafka source: {clients} librdkafka clients");
+    for (route, topic, group) in &routes {
+        assert_eq!(broker_lag(&server, group, topic), 0, "route {route}");
+    }
+    let (status, _, log) = daemon.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+    // A member per route, the admin client and the reader of partition ends.
+    assert!(
+        clients <= ROUTES + 2,
+        "{clients} librdkafka clients for {ROUTES} routes (at most one per route and 2 more)"
+    );
+}
+
 /// Issue 22 "restart after a crash": with a static member id on the source URL
 /// (`consumer.group.instance.id`), a daemon restarted after SIGKILL gets its partitions back
 /// at once instead of waiting out the dead member's session (45 s by default).

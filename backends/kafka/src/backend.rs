@@ -111,8 +111,9 @@ impl KafkaBackend {
     /// where the group has no commit), as `kafka-consumer-groups --describe` shows it. Unlike
     /// [`Consumer::lag`](tributary::Consumer::lag), which covers the partitions one member
     /// holds, this counts partitions no live member holds too (those of a member that died
-    /// and whose session has not expired yet). Two requests to the broker; the client that
-    /// reads the group's commits never joins the group.
+    /// and whose session has not expired yet). Three requests to the broker (the ends, the
+    /// starts, the group's commits), through clients the backend shares between every group it
+    /// is asked about: its admin client and one reader of partition ends that joins no group.
     pub async fn group_lag(&self, topic: &str, group: &str) -> Result<GroupLag> {
         self.check_open()?;
         let partitions = self
@@ -123,10 +124,11 @@ impl KafkaBackend {
             Error::other(format!("`{topic}` has more partitions than Kafka allows"))
         })?;
         let (readers, config) = (self.group_readers.clone(), self.config.clone());
+        let admin = self.admin.clone();
         let (topic, group) = (topic.to_string(), group.to_string());
         let timeout = self.config.timeout;
         tokio::task::spawn_blocking(move || {
-            readers.group_lag(&config, &topic, partitions, &group, timeout)
+            readers.group_lag(&config, &admin, &topic, partitions, &group, timeout)
         })
         .await
         .map_err(|e| Error::other(format!("group lag lookup panicked: {e}")))?

@@ -1,11 +1,12 @@
 //! A group's backlog on a whole topic, asked of the broker: what `kafka-consumer-groups
 //! --describe` shows, for every partition, whether or not a live member holds it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, DefaultConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 use tributary::{Error, Result};
@@ -36,38 +37,40 @@ pub struct PartitionLag {
     pub partition: u32,
     /// The partition's end offset (the offset the next event will get).
     pub end: u64,
+    /// The partition's oldest retained offset.
+    pub earliest: u64,
     /// The group's committed offset (the next event it will read), if it has one.
     pub committed: Option<u64>,
     /// `end - committed`; for a partition the group never committed, every retained event.
     pub lag: u64,
 }
 
-/// Clients that read a group's commits without joining it, one per group, kept for reuse:
-/// creating a client costs a connection and a coordinator lookup.
+/// What reads a group's backlog without joining the group: one consumer client with no
+/// group, for the partitions' ends, made on first use and shared by every group; the commits
+/// come through the backend's admin client ([`crate::group_offsets`]).
 #[derive(Default)]
 pub(crate) struct GroupReaders {
-    by_group: Mutex<HashMap<String, Arc<BaseConsumer<DefaultConsumerContext>>>>,
+    ends: Mutex<Option<Arc<BaseConsumer<DefaultConsumerContext>>>>,
 }
 
 impl GroupReaders {
-    fn reader(
+    fn ends_reader(
         &self,
         config: &KafkaConfig,
-        group: &str,
     ) -> Result<Arc<BaseConsumer<DefaultConsumerContext>>> {
-        let mut by_group = self.by_group.lock();
-        if let Some(reader) = by_group.get(group) {
+        let mut ends = self.ends.lock();
+        if let Some(reader) = ends.as_ref() {
             return Ok(reader.clone());
         }
         let mut client = config.consumer_base();
-        client.set("group.id", group);
-        // It never subscribes, so it never joins the group; the id must not fence a member.
+        // Not a member of any group: it only asks for offsets.
+        client.remove("group.id");
         client.remove("group.instance.id");
         let reader: BaseConsumer<DefaultConsumerContext> = client
             .create()
-            .map_err(|e| map(e, &format!("create a reader of group `{group}`'s commits")))?;
+            .map_err(|e| map(e, "create a reader of partition ends"))?;
         let reader = Arc::new(reader);
-        by_group.insert(group.to_string(), reader.clone());
+        *ends = Some(reader.clone());
         Ok(reader)
     }
 
@@ -77,12 +80,13 @@ impl GroupReaders {
     pub(crate) fn group_lag(
         &self,
         config: &KafkaConfig,
+        admin: &AdminClient<DefaultClientContext>,
         topic: &str,
         partitions: i32,
         group: &str,
         timeout: Duration,
     ) -> Result<GroupLag> {
-        let reader = self.reader(config, group)?;
+        let reader = self.ends_reader(config)?;
         let list = |offset: Offset| -> Result<TopicPartitionList> {
             let mut list = TopicPartitionList::new();
             for partition in 0..partitions {
@@ -99,9 +103,7 @@ impl GroupReaders {
         let starts = reader
             .offsets_for_times(list(Offset::Beginning)?, timeout)
             .map_err(|e| map(e, &format!("read the start offsets of `{topic}`")))?;
-        let committed = reader
-            .committed_offsets(list(Offset::Invalid)?, timeout)
-            .map_err(|e| map(e, &format!("read group `{group}`'s commits on `{topic}`")))?;
+        let committed = crate::group_offsets::committed(admin, group, topic, partitions, timeout)?;
         let offset_of = |list: &TopicPartitionList, partition: i32| {
             list.find_partition(topic, partition)
                 .and_then(|element| match element.offset() {
@@ -117,11 +119,13 @@ impl GroupReaders {
                 ))
                 .with_retryable(true)
             })?;
-            let committed = offset_of(&committed, partition);
-            let from = committed.unwrap_or_else(|| offset_of(&starts, partition).unwrap_or(0));
+            let committed = committed.get(partition as usize).copied().flatten();
+            let earliest = offset_of(&starts, partition).unwrap_or(0);
+            let from = committed.unwrap_or(earliest);
             result.push(PartitionLag {
                 partition: partition as u32,
                 end,
+                earliest,
                 committed,
                 lag: end.saturating_sub(from),
             });

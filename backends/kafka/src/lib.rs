@@ -125,6 +125,7 @@ mod consumer;
 mod delivery;
 mod error;
 mod fetched;
+mod group_offsets;
 mod lag;
 mod probe;
 mod producer;

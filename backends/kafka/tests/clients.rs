@@ -1,7 +1,8 @@
 //! How many librdkafka clients a backend runs: every client has its own threads, timers and
 //! broker connections, so a daemon with many routes paid for one producer client per stream
-//! (251 threads at 16 Kafka→Kafka routes against 75 at 4, and 2.5–3× the CPU per event). A
-//! backend's producers share one client; each keeps its own flush and close.
+//! and one commit-reading client per group (252–263 threads at 16 Kafka→Kafka routes). A
+//! backend's producers share one client, each keeping its own flush and close; the backlog of
+//! any number of groups is read through the admin client and one reader of partition ends.
 //!
 //! Counts the threads librdkafka names `rdk:main` (one per client) in this process, so this
 //! binary holds one test: nextest runs each test in a process of its own, `cargo test` runs
@@ -9,7 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use tributary::{ErrorKind, Event, StreamSpec};
+use tributary::{ConsumerExt, ConsumerOptions, ErrorKind, Event, StartPosition, StreamSpec};
+use tributary_kafka::KafkaBackend;
 use tributary_testcontainers::{Peer, require_peer, unique_name};
 
 /// Threads of this process named `rdk:main`: one per librdkafka client.
@@ -35,7 +37,7 @@ async fn clients_become(expected: usize, what: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn producers_of_one_backend_share_one_client_and_keep_their_own_close() {
+async fn producers_and_lag_readings_of_one_backend_share_their_clients() {
     let server = require_peer!(Peer::Kafka);
     tributary_kafka::register();
     let backend = tributary::connect(&format!("kafka://{}", server.address()))
@@ -104,4 +106,53 @@ async fn producers_of_one_backend_share_one_client_and_keep_their_own_close() {
     again.send(Event::new("again")).await.expect("send");
     assert_eq!(clients(), before + 1, "a new producer after all had gone");
     again.close().await.expect("close");
+    drop(again);
+    clients_become(before, "the last producer closed").await;
+
+    // The backlog of four groups on `topics[1]` (52 events with "again"): one group reads and
+    // acks 10 events, so its commits add up to 10; the others never joined.
+    let topic = &topics[1];
+    let groups: Vec<String> = (0..4).map(|_| unique_name("lag-reader")).collect();
+    let consumer = backend
+        .consumer(
+            topic,
+            ConsumerOptions::new(groups[0].clone()).start(StartPosition::Earliest),
+        )
+        .await
+        .expect("consumer");
+    let mut acked = 0;
+    while acked < 10 {
+        let delivery = consumer
+            .receive_timeout(Duration::from_secs(30))
+            .await
+            .expect("receive")
+            .expect("an event within 30 s");
+        delivery.ack();
+        acked += 1;
+    }
+    consumer
+        .close()
+        .await
+        .expect("close (commits the acked prefix)");
+    drop(consumer);
+    clients_become(before, "the consumer closed").await;
+    let kafka = backend
+        .as_any()
+        .downcast_ref::<KafkaBackend>()
+        .expect("a Kafka backend");
+    for (i, group) in groups.iter().enumerate() {
+        let lag = kafka.group_lag(topic, group).await.expect("group lag");
+        let committed: u64 = lag.partitions.iter().filter_map(|p| p.committed).sum();
+        let (expected_committed, expected_lag) = if i == 0 { (10, 42) } else { (0, 52) };
+        assert_eq!(
+            (committed, lag.total()),
+            (expected_committed, expected_lag),
+            "group `{group}`: committed and backlog"
+        );
+    }
+    assert!(
+        clients() <= before + 1,
+        "the backlog of 4 groups read by {} librdkafka clients beside the backend's own",
+        clients() - before
+    );
 }

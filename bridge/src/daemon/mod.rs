@@ -290,13 +290,8 @@ async fn start_broker_lag(
     stats: &Arc<RouteStats>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let source = connections.get(&route.source_url).await.ok()?;
-    let lag = route::lag::LagSource::broker(
-        &route.name,
-        &source,
-        &route.source_stream,
-        &route.group,
-        &route.start,
-    )?;
+    let lag =
+        route::lag::LagSource::broker(&source, &route.source_stream, &route.group, &route.start)?;
     Some(route::lag::report_lag(
         route.name.clone(),
         lag,

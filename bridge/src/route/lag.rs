@@ -69,39 +69,24 @@ pub enum LagSource {
 impl LagSource {
     /// The broker's figures where the source is Kafka, else the consumer's.
     pub(super) fn for_route(spec: &RouteSpec, consumer: Arc<dyn Consumer>) -> LagSource {
-        LagSource::broker(
-            &spec.name,
-            &spec.source,
-            &spec.source_stream,
-            &spec.group,
-            &spec.start,
-        )
-        .unwrap_or(LagSource::Consumer(consumer))
+        LagSource::broker(&spec.source, &spec.source_stream, &spec.group, &spec.start)
+            .unwrap_or(LagSource::Consumer(consumer))
     }
 
     /// The broker's figures for `group` on `stream`, where the backend can give them without
     /// a member of the group (Kafka); `None` elsewhere.
     pub fn broker(
-        route: &str,
         source: &Arc<dyn Backend>,
         stream: &str,
         group: &str,
         start: &StartPosition,
     ) -> Option<LagSource> {
         #[cfg(feature = "kafka")]
-        if let Some(backend) = source
-            .as_any()
-            .downcast_ref::<tributary_kafka::KafkaBackend>()
-        {
-            match kafka::GroupLag::new(backend, stream, group, start) {
-                Ok(probe) => return Some(LagSource::Kafka(Arc::new(probe))),
-                Err(e) => {
-                    tracing::warn!(route, error = %e, "cannot ask the broker for the group's lag; reporting the consumer's own figure")
-                }
-            }
+        if let Some(probe) = kafka::GroupLag::new(source, stream, group, start) {
+            return Some(LagSource::Kafka(Arc::new(probe)));
         }
         #[cfg(not(feature = "kafka"))]
-        let _ = (route, source, stream, group, start);
+        let _ = (source, stream, group, start);
         None
     }
 
@@ -110,104 +95,71 @@ impl LagSource {
         match self {
             LagSource::Consumer(consumer) => Ok(consumer.lag()),
             #[cfg(feature = "kafka")]
-            LagSource::Kafka(probe) => {
-                let probe = probe.clone();
-                // librdkafka's queries block: off the async workers.
-                tokio::task::spawn_blocking(move || probe.measure())
-                    .await
-                    .map_err(|e| tributary::Error::unavailable(format!("lag probe: {e}")))?
-                    .map(Some)
-            }
+            // The backend runs librdkafka's blocking queries off the async workers.
+            LagSource::Kafka(probe) => probe.measure().await.map(Some),
         }
     }
 }
 
 #[cfg(feature = "kafka")]
 pub(crate) mod kafka {
-    //! The group's lag from the broker: end offsets and committed offsets of every partition.
+    //! The group's lag from the broker, through the Kafka backend's own clients
+    //! ([`tributary_kafka::KafkaBackend::group_lag`]): a client per route here made a daemon
+    //! with 16 routes run 16 more librdkafka clients, and asked for each partition's
+    //! watermarks one request at a time.
 
-    use std::time::Duration;
+    use std::sync::Arc;
 
-    use rdkafka::consumer::{BaseConsumer, Consumer as _};
-    use rdkafka::{Offset, TopicPartitionList};
-    use tributary::{Error, Result, StartPosition};
+    use tributary::{Backend, Error, Result, StartPosition};
+    use tributary_kafka::KafkaBackend;
 
-    /// How long one broker query may take.
-    const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
-
-    /// A client of the route's group that never joins it: it only reads the group's committed
-    /// offsets and the topic's end offsets.
+    /// What reads the route's group's lag on its source topic, never joining the group.
     pub struct GroupLag {
-        client: BaseConsumer,
+        source: Arc<dyn Backend>,
         topic: String,
+        group: String,
         /// Where a partition without a commit starts, so what counts as pending there.
         from_earliest: bool,
     }
 
     impl GroupLag {
+        /// `None` when `source` is not a Kafka backend.
         pub(crate) fn new(
-            backend: &tributary_kafka::KafkaBackend,
+            source: &Arc<dyn Backend>,
             topic: &str,
             group: &str,
             start: &StartPosition,
-        ) -> Result<GroupLag> {
-            let mut config = backend.consumer_config();
-            config.set("group.id", group);
-            config.set("enable.auto.commit", "false");
-            // It never joins; a static member id is the route's consumer's alone.
-            config.remove("group.instance.id");
-            let client: BaseConsumer = config
-                .create()
-                .map_err(|e| Error::config(format!("lag probe client: {e}")))?;
-            Ok(GroupLag {
-                client,
+        ) -> Option<GroupLag> {
+            source.as_any().downcast_ref::<KafkaBackend>()?;
+            Some(GroupLag {
+                source: source.clone(),
                 topic: topic.to_owned(),
+                group: group.to_owned(),
                 from_earliest: !matches!(start, StartPosition::Latest),
             })
         }
 
-        /// Events of the topic past the group's committed offsets, over every partition
-        /// (blocking: a metadata, a committed-offsets and a watermark query per partition).
-        pub fn measure(&self) -> Result<u64> {
-            let unavailable = |what: &str, e: rdkafka::error::KafkaError| {
-                Error::unavailable(format!("lag of `{}`: {what}: {e}", self.topic))
-            };
-            let metadata = self
-                .client
-                .fetch_metadata(Some(&self.topic), QUERY_TIMEOUT)
-                .map_err(|e| unavailable("metadata", e))?;
-            let Some(topic) = metadata.topics().iter().find(|t| t.name() == self.topic) else {
-                return Err(Error::not_found(format!("topic `{}`", self.topic)));
-            };
-            if let Some(e) = topic.error() {
-                return Err(Error::unavailable(format!(
-                    "lag of `{}`: metadata: {e:?}",
-                    self.topic
-                )));
-            }
-            let mut wanted = TopicPartitionList::new();
-            for p in topic.partitions() {
-                wanted.add_partition(&self.topic, p.id());
-            }
-            let committed = self
-                .client
-                .committed_offsets(wanted, QUERY_TIMEOUT)
-                .map_err(|e| unavailable("committed offsets", e))?;
-            let mut lag = 0u64;
-            for element in committed.elements_for_topic(&self.topic) {
-                let (low, high) = self
-                    .client
-                    .fetch_watermarks(&self.topic, element.partition(), QUERY_TIMEOUT)
-                    .map_err(|e| unavailable("end offsets", e))?;
-                let from = match element.offset() {
-                    // Retention may have removed what the commit points at.
-                    Offset::Offset(committed) => committed.max(low),
-                    _ if self.from_earliest => low,
-                    _ => high,
-                };
-                lag += (high - from).max(0) as u64;
-            }
-            Ok(lag)
+        /// Events of the topic past the group's committed offsets, over every partition.
+        pub async fn measure(&self) -> Result<u64> {
+            let backend = self
+                .source
+                .as_any()
+                .downcast_ref::<KafkaBackend>()
+                .ok_or_else(|| Error::other("the lag source is not a Kafka backend"))?;
+            let lag = backend.group_lag(&self.topic, &self.group).await?;
+            Ok(lag
+                .partitions
+                .iter()
+                .map(|p| {
+                    let from = match p.committed {
+                        // Retention may have removed what the commit points at.
+                        Some(committed) => committed.max(p.earliest),
+                        None if self.from_earliest => p.earliest,
+                        None => p.end,
+                    };
+                    p.end.saturating_sub(from)
+                })
+                .sum())
         }
     }
 }

@@ -180,6 +180,12 @@ impl Daemon {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// The daemon's process id.
+    #[allow(dead_code)] // Only some of the test binaries that share this harness look.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process has exited.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().unwrap()
