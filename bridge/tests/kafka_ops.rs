@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use harness::{Daemon, LockHolder, http_get, metric, run, wait_output, wait_until};
-use tributary_testcontainers::{Peer, Server, peers_dir, require, unique_name};
+use tributary_testcontainers::{Peer, Server, peers_dir, require, threads_named, unique_name};
 
 const PARTITIONS: u32 = 4;
 const KEYS: usize = 50;
@@ -241,12 +241,7 @@ fn lag_gauges_of_several_routes_agree_with_the_broker_without_a_client_per_route
             })
             .then_some(())
     });
-    // librdkafka names each client's main thread `rdk:main`.
-    let clients = std::fs::read_dir(format!("/proc/{}/task", daemon.pid()))
-        .unwrap()
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .filter(|name| name.trim() == "rdk:main")
-        .count();
+    let clients = threads_named(daemon.pid(), "rdk:main");
     println!("{ROUTES} routes on one Kafka source: {clients} librdkafka clients");
     for (route, topic, group) in &routes {
         assert_eq!(broker_lag(&server, group, topic), 0, "route {route}");

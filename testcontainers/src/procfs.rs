@@ -62,6 +62,19 @@ pub fn group_threads(pgid: u32) -> u64 {
         .sum()
 }
 
+/// Threads of process `pid` named `name` (`/proc/PID/task/*/comm`; the kernel keeps 15
+/// bytes of a name). librdkafka names each client's main thread `rdk:main`, so this counts a
+/// process's Kafka clients.
+pub fn threads_named(pid: u32, name: &str) -> usize {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end_matches('\n') == name)
+        .count()
+}
+
 /// `true` when any process of group `pgid` is still alive (zombies count as gone).
 pub fn process_group_alive(pgid: u32) -> bool {
     group_stats(pgid)
@@ -84,6 +97,8 @@ mod tests {
         let pgid = child.id();
         assert!(group_resident_bytes(pgid) > 0);
         assert_eq!(group_threads(pgid), 1, "sh runs one thread");
+        assert_eq!(threads_named(pgid, "sh"), 1);
+        assert_eq!(threads_named(pgid, "rdk:main"), 0);
         assert!(process_group_alive(pgid));
         let mut cpu = Duration::ZERO;
         while child.try_wait().unwrap().is_none() {

@@ -12,15 +12,11 @@ use std::time::{Duration, Instant};
 
 use tributary::{ConsumerExt, ConsumerOptions, ErrorKind, Event, StartPosition, StreamSpec};
 use tributary_kafka::KafkaBackend;
-use tributary_testcontainers::{Peer, require_peer, unique_name};
+use tributary_testcontainers::{Peer, require_peer, threads_named, unique_name};
 
 /// Threads of this process named `rdk:main`: one per librdkafka client.
 fn clients() -> usize {
-    let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
-    tasks
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .filter(|name| name.trim() == "rdk:main")
-        .count()
+    threads_named(std::process::id(), "rdk:main")
 }
 
 /// Waits until [`clients`] is `expected` (a client's threads end a moment after it is dropped).
