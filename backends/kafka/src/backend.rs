@@ -15,7 +15,7 @@ use tributary::{
 
 use crate::config::KafkaConfig;
 use crate::error::map;
-use crate::lag::{GroupLag, GroupReaders};
+use crate::lag::{EndsReader, GroupLag};
 use crate::{consumer, probe, producer, record, topics};
 
 /// The default `message.max.bytes` of a Kafka broker, used when the broker does not say.
@@ -32,7 +32,7 @@ pub struct KafkaBackend {
     /// The broker's `message.max.bytes`.
     pub(crate) max_message_bytes: usize,
     closed: AtomicBool,
-    group_readers: Arc<GroupReaders>,
+    lag_reader: Arc<EndsReader>,
     producer_clients: producer::Clients,
 }
 
@@ -79,7 +79,7 @@ impl KafkaBackend {
             admin,
             max_message_bytes,
             closed: AtomicBool::new(false),
-            group_readers: Arc::default(),
+            lag_reader: Arc::default(),
             producer_clients: producer::Clients::default(),
         })
     }
@@ -123,12 +123,12 @@ impl KafkaBackend {
         let partitions = i32::try_from(partitions).map_err(|_| {
             Error::other(format!("`{topic}` has more partitions than Kafka allows"))
         })?;
-        let (readers, config) = (self.group_readers.clone(), self.config.clone());
+        let (reader, config) = (self.lag_reader.clone(), self.config.clone());
         let admin = self.admin.clone();
         let (topic, group) = (topic.to_string(), group.to_string());
         let timeout = self.config.timeout;
         tokio::task::spawn_blocking(move || {
-            readers.group_lag(&config, &admin, &topic, partitions, &group, timeout)
+            reader.group_lag(&config, &admin, &topic, partitions, &group, timeout)
         })
         .await
         .map_err(|e| Error::other(format!("group lag lookup panicked: {e}")))?

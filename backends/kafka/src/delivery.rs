@@ -225,12 +225,12 @@ mod tests {
             Err(1),
             "one batch still in flight"
         );
-        let waiting = tokio::spawn({
-            let owner = owner.clone();
-            async move { owner.settled(Duration::from_secs(60)).await }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut waiting = std::pin::pin!(owner.settled(Duration::from_secs(60)));
+        assert!(
+            futures::poll!(waiting.as_mut()).is_pending(),
+            "waits while the batch is in flight"
+        );
         reports.settle(base + 1, Ok((0, 2)));
-        assert_eq!(waiting.await.expect("join"), Ok(()));
+        assert_eq!(waiting.await, Ok(()), "woken by the last report");
     }
 }

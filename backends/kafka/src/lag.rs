@@ -45,15 +45,15 @@ pub struct PartitionLag {
     pub lag: u64,
 }
 
-/// What reads a group's backlog without joining the group: one consumer client with no
-/// group, for the partitions' ends, made on first use and shared by every group; the commits
-/// come through the backend's admin client ([`crate::group_offsets`]).
+/// Reads any group's backlog without joining the group: the partitions' ends through one
+/// consumer client with no group, made on first use and shared by every group; the commits
+/// through the backend's admin client ([`crate::group_offsets`]).
 #[derive(Default)]
-pub(crate) struct GroupReaders {
+pub(crate) struct EndsReader {
     ends: Mutex<Option<Arc<BaseConsumer<DefaultConsumerContext>>>>,
 }
 
-impl GroupReaders {
+impl EndsReader {
     fn ends_reader(
         &self,
         config: &KafkaConfig,
