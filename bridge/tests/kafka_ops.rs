@@ -1,8 +1,9 @@
 //! The daemon on a Kafka source as an operator watches it (issue 22): the source-lag gauge
 //! against the broker's own figures (`kafka-consumer-groups.sh --describe`) from the start,
 //! while the route cannot open, once caught up, after a restart, and after a takeover (two
-//! daemons in one group, one SIGKILLed); and a daemon restarted after SIGKILL replicating
-//! again at once with static group membership.
+//! daemons in one group, one SIGKILLed); a daemon restarted after SIGKILL replicating again
+//! at once with static group membership; and a broker that stops answering, said in the log
+//! within seconds.
 
 mod harness;
 
@@ -332,6 +333,10 @@ fn describe(server: &Server, group: &str, topic: &str) -> Vec<Holding> {
             group,
         ],
     );
+    // A group is made when its first member joins: until then the tool says it is not found.
+    if text.contains("GroupIdNotFoundException") {
+        return Vec::new();
+    }
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let header: Vec<&str> = lines
         .by_ref()
@@ -509,4 +514,75 @@ fn the_lag_gauge_agrees_with_the_broker_within_2s_after_a_takeover() {
     drop(gauge);
     let (status, _, log) = b.terminate(Duration::from_secs(30));
     assert!(status.success(), "{log}");
+}
+
+/// A broker that stops answering shows in the daemon's log within seconds: the gauge's reading
+/// is bounded as a whole (5 s), where it used to wait the backend's `timeout` (30 s by
+/// default) for each of its requests in turn, leaving a stale figure and no word for half a
+/// minute or more. librdkafka's mock cluster, served from this test's process, is the broker
+/// the test can take down without disturbing the shared one.
+#[test]
+fn a_broker_that_stops_answering_is_reported_within_seconds() {
+    use rdkafka::mocking::MockCluster;
+
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let topic = "lag-down";
+    cluster.create_topic(topic, 2, 1).expect("topic");
+    let url = format!("kafka://{}", cluster.bootstrap_servers());
+    // The mock cluster does not answer DescribeConfigs, which a producer asks for the topic's
+    // size limit (falling back to the broker's default when no answer comes within `timeout`).
+    let produce_url = format!("{url}?timeout=2s");
+    produce(&produce_url, topic, 0, 200);
+
+    let dir = tempfile::tempdir().unwrap();
+    let sink = format!("file://{}", dir.path().join("sink").display());
+    let config = dir.path().join("bridge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"30s\"\n[[route]]\nname = \"k\"\nsource = {{ url = \"{url}\", stream = \"{topic}\", group = \"g-down\" }}\nsink = {{ url = \"{sink}\", stream = \"out\" }}\n"
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut daemon = Daemon::start(&config, &[]);
+    let addr = daemon.addr(Duration::from_secs(30));
+    wait_until(Duration::from_secs(60), "the route to catch up", || {
+        (events_out(&addr) >= 200.0 && lag_gauge(&addr) == Some(0.0)).then_some(())
+    });
+    println!("caught up after {:?}", started.elapsed());
+
+    cluster.broker_down(1).expect("broker down");
+    let down = Instant::now();
+    daemon.wait_for_log("source lag unknown", Duration::from_secs(60));
+    let reported = down.elapsed();
+    println!("broker down: the daemon said so after {reported:?}");
+    // The reading's bound (5 s), the gauge's tick (1 s) and a reading already under way.
+    assert!(
+        reported < Duration::from_secs(12),
+        "the lag warning came {reported:?} after the broker went down:\n{}",
+        daemon.stderr()
+    );
+    let log = daemon.stderr();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("source lag unknown"))
+        .unwrap();
+    assert!(warning.contains(topic), "{warning}");
+
+    cluster.broker_up(1).expect("broker up");
+    let up = Instant::now();
+    produce(&produce_url, topic, 200, 100);
+    wait_until(
+        Duration::from_secs(60),
+        "the route after the outage",
+        || (events_out(&addr) >= 300.0 && lag_gauge(&addr) == Some(0.0)).then_some(()),
+    );
+    println!(
+        "caught up again {:?} after the broker came back",
+        up.elapsed()
+    );
+    let (status, took, log) = daemon.terminate(Duration::from_secs(60));
+    println!("terminated in {took:?}");
+    assert!(status.success(), "{status}\n{log}");
 }

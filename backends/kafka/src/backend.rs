@@ -111,24 +111,43 @@ impl KafkaBackend {
     /// where the group has no commit), as `kafka-consumer-groups --describe` shows it. Unlike
     /// [`Consumer::lag`](tributary::Consumer::lag), which covers the partitions one member
     /// holds, this counts partitions no live member holds too (those of a member that died
-    /// and whose session has not expired yet). Three requests to the broker (the ends, the
-    /// starts, the group's commits), through clients the backend shares between every group it
-    /// is asked about: its admin client and one reader of partition ends that joins no group.
+    /// and whose session has not expired yet). Four requests to the broker (the topic's
+    /// partitions, their ends, their starts, the group's commits), through clients the backend
+    /// shares between every group it is asked about: its admin client and one reader of
+    /// partition ends that joins no group. The backend's `timeout` bounds the whole lookup;
+    /// [`group_lag_within`](Self::group_lag_within) takes another bound.
     pub async fn group_lag(&self, topic: &str, group: &str) -> Result<GroupLag> {
+        self.group_lag_within(topic, group, self.config.timeout)
+            .await
+    }
+
+    /// [`group_lag`](Self::group_lag), failing as [`ErrorKind::Timeout`](tributary::ErrorKind)
+    /// (or `Unavailable`, when librdkafka knows the broker is unreachable) once `within` has
+    /// passed, whichever of its requests is waiting then. A gauge that asks every second wants
+    /// to know in seconds that the broker stopped answering, not after each request has waited
+    /// the backend's whole `timeout` in turn.
+    ///
+    /// ```no_run
+    /// # async fn lag(kafka: &tributary_kafka::KafkaBackend) -> tributary::Result<()> {
+    /// let lag = kafka
+    ///     .group_lag_within("orders", "billing", std::time::Duration::from_secs(5))
+    ///     .await?;
+    /// println!("billing is {} events behind on orders", lag.total());
+    /// # Ok(()) }
+    /// ```
+    pub async fn group_lag_within(
+        &self,
+        topic: &str,
+        group: &str,
+        within: std::time::Duration,
+    ) -> Result<GroupLag> {
         self.check_open()?;
-        let partitions = self
-            .topic_partitions(topic)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("Kafka topic `{topic}` does not exist")))?;
-        let partitions = i32::try_from(partitions).map_err(|_| {
-            Error::other(format!("`{topic}` has more partitions than Kafka allows"))
-        })?;
         let (reader, config) = (self.lag_reader.clone(), self.config.clone());
         let admin = self.admin.clone();
         let (topic, group) = (topic.to_string(), group.to_string());
-        let timeout = self.config.timeout;
+        let deadline = crate::lag::Deadline::after(within);
         tokio::task::spawn_blocking(move || {
-            reader.group_lag(&config, &admin, &topic, partitions, &group, timeout)
+            reader.group_lag(&config, &admin, &topic, &group, deadline)
         })
         .await
         .map_err(|e| Error::other(format!("group lag lookup panicked: {e}")))?

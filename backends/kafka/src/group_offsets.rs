@@ -1,22 +1,25 @@
-//! A group's committed offsets read through the admin client (librdkafka's
+//! Any group's committed offsets through one client (librdkafka's admin request
 //! `ListConsumerGroupOffsets`, which rdkafka 0.39 does not wrap).
 //!
 //! rdkafka's `committed_offsets` reads the commits of the client's own `group.id` only, so the
 //! backend used to make a consumer client per group it was asked about: a daemon with 16 routes
 //! ran 16 such clients, each with its own threads and connections, next to the 16 members that
-//! do the work. The admin request names the group, so the backend's one admin client serves all.
+//! do the work. The admin request names the group, so one client serves all.
+//!
+//! That client must be a consumer with a `group.id` of its own (which it never joins), not an
+//! admin client: librdkafka 2.12, given `NOT_COORDINATOR` for this request, asks the client's
+//! own group to find its coordinator again, and dereferences a null group on a client without
+//! one (confluentinc/librdkafka#5040, open; `tests/faults.rs` provokes it).
 
 use std::ffi::{CStr, CString, c_char, c_int};
 use std::time::Duration;
 
-use rdkafka::admin::AdminClient;
 use rdkafka::bindings as rd;
-use rdkafka::client::DefaultClientContext;
-use rdkafka::error::KafkaError;
+use rdkafka::client::{Client, ClientContext};
 use rdkafka::types::RDKafkaErrorCode;
 use tributary::{Error, Result};
 
-use crate::error::map;
+use crate::error::by_code;
 
 /// Frees what librdkafka allocated, whichever way the function returns.
 struct Owned<T> {
@@ -46,20 +49,25 @@ unsafe fn text(s: *const c_char) -> String {
     unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned()
 }
 
+/// The error for a failed request, of the kind its code says (rdkafka gives admin errors no
+/// code, so `map` would make every one `Other`: a coordinator that moved is `Unavailable` and
+/// worth asking again).
 fn failure(code: rd::rd_kafka_resp_err_t, detail: &str, what: &str) -> Error {
-    let error = map(KafkaError::AdminOp(RDKafkaErrorCode::from(code)), what);
-    if detail.is_empty() {
-        error
+    let code = RDKafkaErrorCode::from(code);
+    let message = if detail.is_empty() {
+        format!("{what}: {code}")
     } else {
-        error.context(detail)
-    }
+        format!("{what}: {detail}")
+    };
+    by_code(code, &message)
 }
 
 /// `group`'s committed offset on partitions `0..partitions` of `topic`, in partition order
-/// (`None` where it has none). Blocks for up to `timeout` and a moment more: call it off the
-/// async runtime.
-pub(crate) fn committed(
-    admin: &AdminClient<DefaultClientContext>,
+/// (`None` where it has none), asked through `client`, which must be a consumer with a group of
+/// its own (see the module's doc). Blocks for up to `timeout` and a moment more: call it off
+/// the async runtime.
+pub(crate) fn committed<C: ClientContext>(
+    client: &Client<C>,
     group: &str,
     topic: &str,
     partitions: i32,
@@ -72,7 +80,7 @@ pub(crate) fn committed(
     for partition in 0..partitions {
         wanted.add_partition(topic, partition);
     }
-    let rk = admin.inner().native_ptr();
+    let rk = client.native_ptr();
     let timeout_ms = c_int::try_from(timeout.as_millis()).unwrap_or(c_int::MAX);
     // SAFETY: every pointer below is either checked for null before use or handed straight
     // back to librdkafka; what librdkafka allocates is freed by `Owned` (the request and the
@@ -196,12 +204,13 @@ mod tests {
 
     #[test]
     fn a_group_name_with_a_nul_is_refused_by_name_before_any_request() {
-        let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", "127.0.0.1:9")
-            .create()
-            .expect("admin client");
-        let error =
-            committed(&admin, "a\0b", "t", 1, Duration::from_millis(10)).expect_err("refused");
+        let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+            rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", "127.0.0.1:9")
+                .create()
+                .expect("admin client");
+        let error = committed(admin.inner(), "a\0b", "t", 1, Duration::from_millis(10))
+            .expect_err("refused");
         assert_eq!(error.kind(), tributary::ErrorKind::Config);
         assert!(error.message().contains("NUL"), "{error}");
     }

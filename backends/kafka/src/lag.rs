@@ -2,7 +2,7 @@
 //! --describe` shows, for every partition, whether or not a live member holds it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rdkafka::admin::AdminClient;
@@ -45,9 +45,67 @@ pub struct PartitionLag {
     pub lag: u64,
 }
 
-/// Reads any group's backlog without joining the group: the partitions' ends through one
-/// consumer client with no group, made on first use and shared by every group; the commits
-/// through the backend's admin client ([`crate::group_offsets`]).
+/// One bound for a lookup of several requests: each request waits at most what is left.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline {
+    at: Instant,
+    within: Duration,
+}
+
+impl Deadline {
+    pub(crate) fn after(within: Duration) -> Deadline {
+        Deadline {
+            at: Instant::now() + within,
+            within,
+        }
+    }
+
+    fn left(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+
+    /// What is left for the request that does `what`, or the timeout naming it.
+    fn remaining(&self, what: &str) -> Result<Duration> {
+        // librdkafka treats a 0 ms timeout as "do not wait", which would report a request that
+        // was never sent as a failure of its own: below a millisecond the lookup is over.
+        match self.at.checked_duration_since(Instant::now()) {
+            Some(left) if left >= Duration::from_millis(1) => Ok(left),
+            _ => Err(self.expired(what)),
+        }
+    }
+
+    fn expired(&self, what: &str) -> Error {
+        Error::timeout(format!(
+            "{what}: no answer within {:?} from the broker",
+            self.within
+        ))
+        .with_retryable(true)
+    }
+
+    /// A request's own timeout, said as the lookup's.
+    fn explain(&self, error: Error) -> Error {
+        if error.kind() == tributary::ErrorKind::Timeout {
+            let message = format!(
+                "{} (the lookup's bound: {:?})",
+                error.message(),
+                self.within
+            );
+            Error::timeout(message).with_retryable(true)
+        } else {
+            error
+        }
+    }
+}
+
+/// The `group.id` of the client that reads other groups' figures. It never joins it (no
+/// subscription, no assignment, no commit), so the group never exists on the broker; the id is
+/// there because librdkafka needs the client to have a group for `ListConsumerGroupOffsets`
+/// (see [`crate::group_offsets`]).
+const LAG_READER_GROUP: &str = "tributary-lag-reader";
+
+/// Reads any group's backlog without joining the group: one consumer client, made on first use
+/// and shared by every group, asks for the partitions' ends and for the groups' commits
+/// ([`crate::group_offsets`]).
 #[derive(Default)]
 pub(crate) struct EndsReader {
     ends: Mutex<Option<Arc<BaseConsumer<DefaultConsumerContext>>>>,
@@ -63,8 +121,9 @@ impl EndsReader {
             return Ok(reader.clone());
         }
         let mut client = config.consumer_base();
-        // Not a member of any group: it only asks for offsets.
-        client.remove("group.id");
+        // A group of its own that it never joins, never one of the groups it reads: a static
+        // member id would fence a member of the daemon's own route.
+        client.set("group.id", LAG_READER_GROUP);
         client.remove("group.instance.id");
         let reader: BaseConsumer<DefaultConsumerContext> = client
             .create()
@@ -74,19 +133,40 @@ impl EndsReader {
         Ok(reader)
     }
 
-    /// The backlog of `group` on `topic` (whose partition count is `partitions`): two
-    /// requests for the ends (latest and earliest, each batched per broker) and one for the
-    /// group's commits. Blocking: call it off the async runtime.
+    /// The backlog of `group` on `topic`: one request for the topic's partitions, two for the
+    /// ends (latest and earliest, each batched per broker) and one for the group's commits,
+    /// all within `deadline`. Blocking: call it off the async runtime.
     pub(crate) fn group_lag(
         &self,
         config: &KafkaConfig,
         admin: &AdminClient<DefaultClientContext>,
         topic: &str,
-        partitions: i32,
         group: &str,
-        timeout: Duration,
+        deadline: Deadline,
     ) -> Result<GroupLag> {
+        let step = |what: &str| format!("{what} (the lag of group `{group}` on `{topic}`)");
+        let what = step("read the partitions");
+        let metadata = admin
+            .inner()
+            .fetch_metadata(Some(topic), deadline.remaining(&what)?)
+            .map_err(|e| deadline.explain(map(e, &what)))?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().len())
+            .ok_or_else(|| Error::not_found(format!("Kafka topic `{topic}` does not exist")))?;
+        let partitions = i32::try_from(partitions).map_err(|_| {
+            Error::other(format!("`{topic}` has more partitions than Kafka allows"))
+        })?;
         let reader = self.ends_reader(config)?;
+        // Nothing else polls this client: what librdkafka queued for it since the last lookup
+        // (connection errors while a broker was away) goes now, so the queue stays small.
+        for _ in 0..10_000 {
+            if reader.poll(Duration::ZERO).is_none() {
+                break;
+            }
+        }
         let list = |offset: Offset| -> Result<TopicPartitionList> {
             let mut list = TopicPartitionList::new();
             for partition in 0..partitions {
@@ -97,13 +177,35 @@ impl EndsReader {
         };
         // `offsets_for_times` with the special times "latest" and "earliest": the partitions'
         // ends in one request per broker, rather than one watermark request per partition.
+        let what = step("read the end offsets");
         let ends = reader
-            .offsets_for_times(list(Offset::End)?, timeout)
-            .map_err(|e| map(e, &format!("read the end offsets of `{topic}`")))?;
+            .offsets_for_times(list(Offset::End)?, deadline.remaining(&what)?)
+            .map_err(|e| deadline.explain(map(e, &what)))?;
+        let what = step("read the start offsets");
         let starts = reader
-            .offsets_for_times(list(Offset::Beginning)?, timeout)
-            .map_err(|e| map(e, &format!("read the start offsets of `{topic}`")))?;
-        let committed = crate::group_offsets::committed(admin, group, topic, partitions, timeout)?;
+            .offsets_for_times(list(Offset::Beginning)?, deadline.remaining(&what)?)
+            .map_err(|e| deadline.explain(map(e, &what)))?;
+        let what = step("read the commits");
+        let mut pause = Duration::from_millis(50);
+        let committed = loop {
+            let asked = crate::group_offsets::committed(
+                reader.client(),
+                group,
+                topic,
+                partitions,
+                deadline.remaining(&what)?,
+            );
+            match asked {
+                // A coordinator that moved or is loading (a group that is new, a broker that
+                // restarted) answers again in moments, as `kafka-consumer-groups` finds.
+                Err(e) if e.is_retryable() && deadline.left() > pause => {
+                    tracing::debug!(group, topic, error = %e, "asking for the commits again");
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                other => break other.map_err(|e| deadline.explain(e))?,
+            }
+        };
         let offset_of = |list: &TopicPartitionList, partition: i32| {
             list.find_partition(topic, partition)
                 .and_then(|element| match element.offset() {

@@ -267,3 +267,143 @@ fn a_killed_consumer_s_unacked_events_go_to_the_next_member() {
         next.close().await.expect("close");
     });
 }
+
+/// A lag lookup is one question with one deadline: a broker that stops answering makes it fail
+/// within the deadline, not after each of its requests (metadata, ends, starts, commits) used
+/// the backend's whole timeout in turn. The bridge's lag gauge depends on it to warn promptly.
+#[test]
+fn group_lag_fails_within_its_deadline_when_the_broker_stops_answering() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("faults-lag", 3, 1).expect("topic");
+    runtime().block_on(async {
+        let backend = connect(&cluster.bootstrap_servers(), "").await;
+        let kafka = backend
+            .as_any()
+            .downcast_ref::<tributary_kafka::KafkaBackend>()
+            .expect("a Kafka backend");
+        let producer = backend.producer("faults-lag").await.expect("producer");
+        let events: Vec<Event> = (0..30)
+            .map(|i| Event::new(format!("e-{i}")).with_key(format!("k{i}")))
+            .collect();
+        producer.send_batch(events).await.expect("send");
+        let lag = kafka
+            .group_lag("faults-lag", "g-lag")
+            .await
+            .expect("lag while the broker answers");
+        assert_eq!(lag.total(), 30, "{lag:?}");
+
+        cluster.broker_down(1).expect("broker down");
+        // The backend's timeout is 10 s; the lookup is asked to give up after 2.
+        let within = Duration::from_secs(2);
+        let started = std::time::Instant::now();
+        let failed = kafka
+            .group_lag_within("faults-lag", "g-lag", within)
+            .await
+            .expect_err("no lag from a broker that is down");
+        let took = started.elapsed();
+        println!("lag lookup failed after {took:?}: {failed}");
+        assert!(
+            took < within + Duration::from_millis(1500),
+            "the lookup took {took:?}, past its {within:?} deadline: {failed}"
+        );
+        assert!(
+            matches!(
+                failed.kind(),
+                tributary::ErrorKind::Timeout | tributary::ErrorKind::Unavailable
+            ),
+            "{failed}"
+        );
+        assert!(failed.message().contains("faults-lag"), "{failed}");
+
+        cluster.broker_up(1).expect("broker up");
+        let lag = tokio::time::timeout(WAIT, async {
+            loop {
+                match kafka.group_lag("faults-lag", "g-lag").await {
+                    Ok(lag) => break lag,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        })
+        .await
+        .expect("lag again once the broker is back");
+        assert_eq!(lag.total(), 30, "{lag:?}");
+        producer.close().await.expect("close");
+    });
+}
+
+/// librdkafka 2.12's `ListConsumerGroupOffsets`, answered `NOT_COORDINATOR` (a group's
+/// coordinator moving, loading, or not yet known for a new group), asks the client's own
+/// consumer group to look up its coordinator again, and an admin client has none: the process
+/// died of a null pointer (confluentinc/librdkafka#5040, open). A daemon's lag gauge asks
+/// about a route's group from its first second, when the group is new, so the daemon crashed
+/// now and then (SIGSEGV, found by running the bridge's Kafka tests beside the fault tests).
+/// Here the broker answers `NOT_COORDINATOR` on purpose, and the lookup must fail or retry,
+/// never crash.
+#[test]
+fn group_lag_survives_a_coordinator_that_moved() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster
+        .create_topic("faults-coordinator", 2, 1)
+        .expect("topic");
+    runtime().block_on(async {
+        let backend = connect(&cluster.bootstrap_servers(), "").await;
+        let kafka = backend
+            .as_any()
+            .downcast_ref::<tributary_kafka::KafkaBackend>()
+            .expect("a Kafka backend");
+        let producer = backend
+            .producer("faults-coordinator")
+            .await
+            .expect("producer");
+        let events: Vec<Event> = (0..20)
+            .map(|i| Event::new(format!("e-{i}")).with_key(format!("k{i}")))
+            .collect();
+        producer.send_batch(events).await.expect("send");
+        for code in [
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+        ] {
+            // The next OffsetFetch only.
+            cluster.request_errors(RDKafkaApiKey::OffsetFetch, &[code]);
+            // Asked again within the lookup, as Kafka's own tools do.
+            let lag = kafka
+                .group_lag("faults-coordinator", "g-moved")
+                .await
+                .unwrap_or_else(|e| panic!("after {code:?}: {e}"));
+            assert_eq!(lag.total(), 20, "after {code:?}: {lag:?}");
+        }
+        // A coordinator that keeps moving: the lookup gives up at its deadline, saying so as
+        // an error worth retrying.
+        cluster.request_errors(
+            RDKafkaApiKey::OffsetFetch,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR; 100],
+        );
+        let started = std::time::Instant::now();
+        let e = kafka
+            .group_lag_within("faults-coordinator", "g-moved", Duration::from_secs(2))
+            .await
+            .expect_err("no commits from a coordinator that keeps moving");
+        println!(
+            "a coordinator that keeps moving: {e} after {:?}",
+            started.elapsed()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(e.kind(), tributary::ErrorKind::Unavailable, "{e}");
+        assert!(e.is_retryable(), "{e}");
+        assert!(e.message().contains("g-moved"), "{e}");
+        // Drain what is left of the injected errors, then the coordinator answers again.
+        cluster.clear_request_errors(RDKafkaApiKey::OffsetFetch);
+        // Once the coordinator answers again, so does the lookup.
+        let lag = kafka
+            .group_lag("faults-coordinator", "g-moved")
+            .await
+            .expect("lag once the coordinator answers");
+        assert_eq!(lag.total(), 20, "{lag:?}");
+        producer.close().await.expect("close");
+    });
+}

@@ -17,6 +17,11 @@ use super::{RouteSpec, RouteStats};
 
 /// How often a route publishes its source's lag.
 const LAG_EVERY: Duration = Duration::from_secs(1);
+/// How long one reading of the broker's figures may take before the gauge's warning: a
+/// broker that stops answering shows in the log within this, not after the backend's whole
+/// `timeout` (30 s by default) for each of the lookup's requests.
+#[cfg(feature = "kafka")]
+const LAG_WITHIN: Duration = Duration::from_secs(5);
 
 /// Publishes the source's lag every [`LAG_EVERY`] until dropped, from its own task so that a
 /// stalled sink (when the lag matters most) does not freeze the figure. A reading that fails
@@ -96,7 +101,7 @@ impl LagSource {
             LagSource::Consumer(consumer) => Ok(consumer.lag()),
             #[cfg(feature = "kafka")]
             // The backend runs librdkafka's blocking queries off the async workers.
-            LagSource::Kafka(probe) => probe.measure().await.map(Some),
+            LagSource::Kafka(probe) => probe.measure(LAG_WITHIN).await.map(Some),
         }
     }
 }
@@ -109,6 +114,7 @@ pub(crate) mod kafka {
     //! watermarks one request at a time.
 
     use std::sync::Arc;
+    use std::time::Duration;
 
     use tributary::{Backend, Error, Result, StartPosition};
     use tributary_kafka::KafkaBackend;
@@ -139,14 +145,17 @@ pub(crate) mod kafka {
             })
         }
 
-        /// Events of the topic past the group's committed offsets, over every partition.
-        pub async fn measure(&self) -> Result<u64> {
+        /// Events of the topic past the group's committed offsets, over every partition, or
+        /// an error once `within` has passed.
+        pub async fn measure(&self, within: Duration) -> Result<u64> {
             let backend = self
                 .source
                 .as_any()
                 .downcast_ref::<KafkaBackend>()
                 .ok_or_else(|| Error::other("the lag source is not a Kafka backend"))?;
-            let lag = backend.group_lag(&self.topic, &self.group).await?;
+            let lag = backend
+                .group_lag_within(&self.topic, &self.group, within)
+                .await?;
             Ok(lag
                 .partitions
                 .iter()
