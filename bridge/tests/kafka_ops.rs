@@ -204,7 +204,7 @@ fn the_lag_gauge_agrees_with_the_broker_from_start_and_after_a_restart() {
 }
 
 /// The lag gauges of several routes on one Kafka source come from the clients the backend
-/// has (its admin client and one reader of partition ends), not from a client per route: a
+/// has (its admin client and its lag reader), not from a client per route: a
 /// daemon with 16 routes ran 16 librdkafka clients for its lag gauges beside the 16 members
 /// that do the work, each with its own threads and connections.
 #[test]
@@ -250,7 +250,7 @@ fn lag_gauges_of_several_routes_agree_with_the_broker_without_a_client_per_route
     }
     let (status, _, log) = daemon.terminate(Duration::from_secs(30));
     assert!(status.success(), "{log}");
-    // A member per route, the admin client and the reader of partition ends.
+    // A member per route, the admin client and the lag reader.
     assert!(
         clients <= ROUTES + 2,
         "{clients} librdkafka clients for {ROUTES} routes (at most one per route and 2 more)"

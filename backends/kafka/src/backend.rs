@@ -15,7 +15,7 @@ use tributary::{
 
 use crate::config::KafkaConfig;
 use crate::error::map;
-use crate::lag::{EndsReader, GroupLag};
+use crate::lag::{GroupLag, LagReader};
 use crate::{consumer, probe, producer, record, topics};
 
 /// The default `message.max.bytes` of a Kafka broker, used when the broker does not say.
@@ -28,12 +28,44 @@ const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
 /// with [`KafkaBackend::connect`].
 pub struct KafkaBackend {
     pub(crate) config: KafkaConfig,
-    pub(crate) admin: Arc<AdminClient<DefaultClientContext>>,
+    pub(crate) admin: ClosedAside<AdminClient<DefaultClientContext>>,
     /// The broker's `message.max.bytes`.
     pub(crate) max_message_bytes: usize,
     closed: AtomicBool,
-    lag_reader: Arc<EndsReader>,
+    lag_reader: ClosedAside<LagReader>,
     producer_clients: producer::Clients,
+}
+
+/// A client the backend shares, whose last reference is dropped on a thread of its own.
+///
+/// librdkafka's clients close by waiting: rdkafka joins the admin client's poller (which polls
+/// every 100 ms) and closes a consumer with a group by polling until librdkafka has closed it.
+/// A backend is often dropped on an async worker, which must not wait for either.
+pub(crate) struct ClosedAside<T: Send + Sync + 'static>(Option<Arc<T>>);
+
+impl<T: Send + Sync + 'static> ClosedAside<T> {
+    fn new(client: T) -> Self {
+        ClosedAside(Some(Arc::new(client)))
+    }
+}
+
+impl<T: Send + Sync + 'static> std::ops::Deref for ClosedAside<T> {
+    type Target = Arc<T>;
+
+    fn deref(&self) -> &Arc<T> {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl<T: Send + Sync + 'static> Drop for ClosedAside<T> {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            // Should the thread not start, the client is dropped here, as it would have been.
+            let _ = std::thread::Builder::new()
+                .name("tributary-kafka-close".into())
+                .spawn(move || drop(client));
+        }
+    }
 }
 
 impl std::fmt::Debug for KafkaBackend {
@@ -61,7 +93,7 @@ impl KafkaBackend {
             .admin()
             .create()
             .map_err(|e| map(e, &format!("connect to {}", config.shown())))?;
-        let admin = Arc::new(admin);
+        let admin = ClosedAside::new(admin);
         let probe_config = config.clone();
         let metadata = tokio::task::spawn_blocking(move || probe::cluster_metadata(&probe_config))
             .await
@@ -79,7 +111,7 @@ impl KafkaBackend {
             admin,
             max_message_bytes,
             closed: AtomicBool::new(false),
-            lag_reader: Arc::default(),
+            lag_reader: ClosedAside::new(LagReader::default()),
             producer_clients: producer::Clients::default(),
         })
     }

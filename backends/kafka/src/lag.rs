@@ -107,30 +107,27 @@ const LAG_READER_GROUP: &str = "tributary-lag-reader";
 /// and shared by every group, asks for the partitions' ends and for the groups' commits
 /// ([`crate::group_offsets`]).
 #[derive(Default)]
-pub(crate) struct EndsReader {
-    ends: Mutex<Option<Arc<BaseConsumer<DefaultConsumerContext>>>>,
+pub(crate) struct LagReader {
+    client: Mutex<Option<Arc<BaseConsumer<DefaultConsumerContext>>>>,
 }
 
-impl EndsReader {
-    fn ends_reader(
-        &self,
-        config: &KafkaConfig,
-    ) -> Result<Arc<BaseConsumer<DefaultConsumerContext>>> {
-        let mut ends = self.ends.lock();
-        if let Some(reader) = ends.as_ref() {
-            return Ok(reader.clone());
+impl LagReader {
+    fn client(&self, config: &KafkaConfig) -> Result<Arc<BaseConsumer<DefaultConsumerContext>>> {
+        let mut slot = self.client.lock();
+        if let Some(client) = slot.as_ref() {
+            return Ok(client.clone());
         }
-        let mut client = config.consumer_base();
-        // A group of its own that it never joins, never one of the groups it reads: a static
-        // member id would fence a member of the daemon's own route.
-        client.set("group.id", LAG_READER_GROUP);
-        client.remove("group.instance.id");
-        let reader: BaseConsumer<DefaultConsumerContext> = client
+        let mut config = config.consumer_base();
+        config.set("group.id", LAG_READER_GROUP);
+        // The URL's static member id belongs to the route's own member: this client never
+        // joins, but two clients with one id is a fencing waiting to happen.
+        config.remove("group.instance.id");
+        let client: BaseConsumer<DefaultConsumerContext> = config
             .create()
-            .map_err(|e| map(e, "create a reader of partition ends"))?;
-        let reader = Arc::new(reader);
-        *ends = Some(reader.clone());
-        Ok(reader)
+            .map_err(|e| map(e, "create the client that reads groups' lag"))?;
+        let client = Arc::new(client);
+        *slot = Some(client.clone());
+        Ok(client)
     }
 
     /// The backlog of `group` on `topic`: one request for the topic's partitions, two for the
@@ -159,7 +156,7 @@ impl EndsReader {
         let partitions = i32::try_from(partitions).map_err(|_| {
             Error::other(format!("`{topic}` has more partitions than Kafka allows"))
         })?;
-        let reader = self.ends_reader(config)?;
+        let reader = self.client(config)?;
         // Nothing else polls this client: what librdkafka queued for it since the last lookup
         // (connection errors while a broker was away) goes now, so the queue stays small.
         for _ in 0..10_000 {

@@ -2,7 +2,7 @@
 //! broker connections, so a daemon with many routes paid for one producer client per stream
 //! and one commit-reading client per group (252–263 threads at 16 Kafka→Kafka routes). A
 //! backend's producers share one client, each keeping its own flush and close; the backlog of
-//! any number of groups is read through the admin client and one reader of partition ends.
+//! any number of groups is read through one client (the lag reader) beside the admin client.
 //!
 //! Counts the threads librdkafka names `rdk:main` (one per client) in this process, so this
 //! binary holds one test: nextest runs each test in a process of its own, `cargo test` runs
