@@ -21,6 +21,9 @@ use tributary::{Error, Result};
 
 use crate::error::by_code;
 
+/// How long past the request's own timeout its answer is waited for.
+const MARGIN_MS: c_int = 500;
+
 /// Frees what librdkafka allocated, whichever way the function returns.
 struct Owned<T> {
     ptr: *mut T,
@@ -64,7 +67,7 @@ fn failure(code: rd::rd_kafka_resp_err_t, detail: &str, what: &str) -> Error {
 
 /// `group`'s committed offset on partitions `0..partitions` of `topic`, in partition order
 /// (`None` where it has none), asked through `client`, which must be a consumer with a group of
-/// its own (see the module's doc). Blocks for up to `timeout` and a moment more: call it off
+/// its own (see the module's doc). Blocks for up to `timeout` and half a second more: call it off
 /// the async runtime.
 pub(crate) fn committed<C: ClientContext>(
     client: &Client<C>,
@@ -125,8 +128,9 @@ pub(crate) fn committed<C: ClientContext>(
             options.ptr,
             queue.ptr,
         );
-        // The request times out by itself after `timeout`; the margin lets that answer come.
-        let wait_ms = timeout_ms.saturating_add(5_000);
+        // The request times out by itself after `timeout` (librdkafka's own timer); the margin
+        // lets that answer come, and keeps a lookup's bound close to what its caller asked.
+        let wait_ms = timeout_ms.saturating_add(MARGIN_MS);
         let event = Owned {
             ptr: rd::rd_kafka_queue_poll(queue.ptr, wait_ms),
             free: rd::rd_kafka_event_destroy,
@@ -134,7 +138,7 @@ pub(crate) fn committed<C: ClientContext>(
         if event.ptr.is_null() {
             return Err(Error::timeout(format!(
                 "{what}: no answer within {:?}",
-                timeout + Duration::from_secs(5)
+                timeout + Duration::from_millis(MARGIN_MS as u64)
             ))
             .with_retryable(true));
         }

@@ -327,6 +327,28 @@ fn group_lag_fails_within_its_deadline_when_the_broker_stops_answering() {
         .await
         .expect("lag again once the broker is back");
         assert_eq!(lag.total(), 30, "{lag:?}");
+
+        // A broker that keeps its connections but answers nothing in time (a process paused,
+        // a network that drops): every request waits, and the bound still holds.
+        cluster
+            .broker_round_trip_time(1, Duration::from_secs(30))
+            .expect("slow broker");
+        let started = std::time::Instant::now();
+        let failed = kafka
+            .group_lag_within("faults-lag", "g-lag", within)
+            .await
+            .expect_err("no lag from a broker that does not answer");
+        let took = started.elapsed();
+        println!("silent broker: the lookup failed after {took:?}: {failed}");
+        assert!(
+            took < within + Duration::from_millis(1500),
+            "the lookup took {took:?}, past its {within:?} deadline: {failed}"
+        );
+        assert_eq!(failed.kind(), tributary::ErrorKind::Timeout, "{failed}");
+        assert!(failed.message().contains("faults-lag"), "{failed}");
+        cluster
+            .broker_round_trip_time(1, Duration::ZERO)
+            .expect("broker answers again");
         producer.close().await.expect("close");
     });
 }
