@@ -145,8 +145,8 @@ impl KafkaBackend {
     /// holds, this counts partitions no live member holds too (those of a member that died
     /// and whose session has not expired yet). Four requests to the broker (the topic's
     /// partitions, their ends, their starts, the group's commits), through clients the backend
-    /// shares between every group it is asked about: its admin client and one reader of
-    /// partition ends that joins no group. The backend's `timeout` bounds the whole lookup;
+    /// shares between every group it is asked about: its admin client and its lag reader, a
+    /// consumer that never joins a group. The backend's `timeout` bounds the whole lookup;
     /// [`group_lag_within`](Self::group_lag_within) takes another bound.
     pub async fn group_lag(&self, topic: &str, group: &str) -> Result<GroupLag> {
         self.group_lag_within(topic, group, self.config.timeout)

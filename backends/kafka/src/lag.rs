@@ -68,9 +68,11 @@ impl Deadline {
     fn remaining(&self, what: &str) -> Result<Duration> {
         // librdkafka treats a 0 ms timeout as "do not wait", which would report a request that
         // was never sent as a failure of its own: below a millisecond the lookup is over.
-        match self.at.checked_duration_since(Instant::now()) {
-            Some(left) if left >= Duration::from_millis(1) => Ok(left),
-            _ => Err(self.expired(what)),
+        let left = self.left();
+        if left >= Duration::from_millis(1) {
+            Ok(left)
+        } else {
+            Err(self.expired(what))
         }
     }
 
@@ -147,11 +149,7 @@ impl LagReader {
             .inner()
             .fetch_metadata(Some(topic), deadline.remaining(&what)?)
             .map_err(|e| deadline.explain(map(e, &what)))?;
-        let partitions = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic && t.error().is_none())
-            .map(|t| t.partitions().len())
+        let partitions = crate::topics::partition_count(&metadata, topic)
             .ok_or_else(|| Error::not_found(format!("Kafka topic `{topic}` does not exist")))?;
         let partitions = i32::try_from(partitions).map_err(|_| {
             Error::other(format!("`{topic}` has more partitions than Kafka allows"))

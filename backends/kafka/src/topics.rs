@@ -15,14 +15,7 @@ use crate::error::{self, map};
 impl KafkaBackend {
     pub(crate) async fn topic_partitions(&self, topic: &str) -> Result<Option<usize>> {
         let metadata = blocking_metadata(&self.admin, Some(topic), self.config.timeout).await?;
-        Ok(metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .and_then(|t| match t.error() {
-                None => Some(t.partitions().len()),
-                Some(_) => None,
-            }))
+        Ok(partition_count(&metadata, topic))
     }
 
     /// Makes sure the topic exists (creating it where `auto_create` allows).
@@ -180,6 +173,18 @@ impl KafkaBackend {
         .await
         .map_err(|e| Error::other(format!("describe panicked: {e}")))?
     }
+}
+
+/// `topic`'s partition count in `metadata`; `None` if the broker does not know it.
+pub(crate) fn partition_count(metadata: &Metadata, topic: &str) -> Option<usize> {
+    metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .and_then(|t| match t.error() {
+            None => Some(t.partitions().len()),
+            Some(_) => None,
+        })
 }
 
 pub(crate) async fn blocking_metadata(
