@@ -20,6 +20,11 @@ pub(crate) struct Backlog {
     pub(crate) steady_cpu: Duration,
     /// The replicator's CPU time from its launch until all events were on the target.
     pub(crate) total_cpu: Duration,
+    /// Events on the target at the first sighting of at least half of them, and the
+    /// replicator's CPU time from then until all were there: the copy's second half, when a
+    /// JVM's compilers have had the first half to warm up.
+    pub(crate) half_count: u64,
+    pub(crate) half_cpu: Duration,
 }
 
 impl Backlog {
@@ -36,6 +41,10 @@ impl Backlog {
     /// CPU time per event of the steady copy, in µs.
     pub(crate) fn cpu_per_event_us(&self, n: u64) -> f64 {
         self.steady_cpu.as_secs_f64() * 1e6 / (n - self.first_count).max(1) as f64
+    }
+    /// CPU time per event over the second half of the copy, in µs.
+    pub(crate) fn second_half_cpu_per_event_us(&self, n: u64) -> f64 {
+        self.half_cpu.as_secs_f64() * 1e6 / n.saturating_sub(self.half_count).max(1) as f64
     }
     /// CPU time per event from the launch on (start-up and joins included), in µs.
     pub(crate) fn total_cpu_per_event_us(&self, n: u64) -> f64 {
@@ -95,6 +104,7 @@ pub(crate) async fn watch_backlog(
     cpu: &dyn Fn() -> Duration,
 ) -> Backlog {
     let mut first: Option<(Duration, u64, Duration)> = None;
+    let mut half: Option<(u64, Duration)> = None;
     loop {
         // Side by side: one after another, a poll of 16 targets took long enough to blur
         // the first sighting and the end.
@@ -105,15 +115,23 @@ pub(crate) async fn watch_backlog(
         if count > 0 && first.is_none() {
             first = Some((now, count, cpu()));
         }
+        if count >= n / 2 && half.is_none() && count < n {
+            half = Some((count, cpu()));
+        }
         if count >= n {
             let (first_at, first_count, first_cpu) = first.unwrap();
             let total_cpu = cpu();
+            // A copy that went from under half to all of it between two polls has no second
+            // half of its own: its steady part stands in.
+            let (half_count, half_cpu) = half.unwrap_or((first_count, first_cpu));
             return Backlog {
                 total: now,
                 first_at,
                 first_count: first_count.min(n),
                 steady_cpu: total_cpu.saturating_sub(first_cpu),
                 total_cpu,
+                half_count: half_count.min(n),
+                half_cpu: total_cpu.saturating_sub(half_cpu),
             };
         }
         if let Err(e) = alive() {

@@ -10,7 +10,7 @@ use tributary::Backend;
 use tributary_testcontainers::{Server, group_cpu_time, peers_dir, unique_name};
 
 use crate::PARTITIONS;
-use crate::backlog::{high_watermarks, watch_backlog};
+use crate::backlog::{Backlog, high_watermarks, watch_backlog};
 use crate::latency::{Clock, paced_latency};
 use crate::process::{Replicator, RssSampler};
 use crate::report::Row;
@@ -19,7 +19,7 @@ use crate::report::Row;
 pub(crate) struct KafkaRun {
     pub(crate) name: String,
     /// `None`: the bridge daemon; `Some((source alias, target alias, tasks.max))`: MM2.
-    pub(crate) mm2: Option<(&'static str, &'static str, u32)>,
+    pub(crate) mm2: Option<(String, String, u32)>,
     pub(crate) backlog_src: String,
     pub(crate) backlog_dst: String,
     pub(crate) paced_src: String,
@@ -42,12 +42,12 @@ impl KafkaRun {
 
     /// MM2 names the target `<source alias>.<topic>` (DefaultReplicationPolicy); each run gets
     /// its own aliases so it also gets its own internal Connect topics.
-    pub(crate) fn mm2(source: &'static str, target: &'static str, tasks: u32) -> Self {
+    pub(crate) fn mm2(source: &str, target: &str, tasks: u32) -> Self {
         let backlog = unique_name(&format!("rep-mm2-{tasks}-backlog"));
         let paced = unique_name(&format!("rep-mm2-{tasks}-paced"));
         KafkaRun {
             name: format!("MirrorMaker 2 Kafka→Kafka (tasks.max={tasks})"),
-            mm2: Some((source, target, tasks)),
+            mm2: Some((source.to_string(), target.to_string(), tasks)),
             backlog_dst: format!("{source}.{backlog}"),
             paced_dst: format!("{source}.{paced}"),
             backlog_src: backlog,
@@ -55,18 +55,23 @@ impl KafkaRun {
         }
     }
 
-    pub(crate) async fn measure(
-        &self,
-        server: &Server,
-        kafka: Arc<dyn Backend>,
-        bridge_bin: &Path,
-        n: u64,
-    ) -> Row {
+    /// Every topic the run reads or writes: its two sources and their two targets.
+    pub(crate) fn topics(&self) -> [&str; 4] {
+        [
+            &self.backlog_src,
+            &self.paced_src,
+            &self.backlog_dst,
+            &self.paced_dst,
+        ]
+    }
+
+    /// Starts the replicator on both flows (backlog and paced), logging to the bench's work
+    /// directory.
+    fn spawn(&self, server: &Server, bridge_bin: &Path) -> Replicator {
         let dir = work_dir();
         let tag = self.backlog_src.clone();
         let log = dir.join(format!("{tag}.log"));
-        let started = Instant::now();
-        let mut process = match self.mm2 {
+        let process = match &self.mm2 {
             None => {
                 let config = dir.join(format!("{tag}.toml"));
                 let routes = [
@@ -84,7 +89,7 @@ impl KafkaRun {
                 let config = dir.join(format!("{tag}.properties"));
                 std::fs::write(
                     &config,
-                    self.mm2_config(server.address(), source, target, tasks),
+                    self.mm2_config(server.address(), source, target, *tasks),
                 )
                 .unwrap();
                 let wrapper = peers_dir().join("kafka/current/bin/kafka-mirror-maker2");
@@ -104,6 +109,44 @@ impl KafkaRun {
             process.pgid,
             log.display()
         );
+        process
+    }
+
+    /// Starts the replicator, waits until the backlog's `n` events are on its target, and
+    /// stops it: the steady copy alone, for the CPU rounds.
+    pub(crate) async fn copy_backlog(
+        &self,
+        server: &Server,
+        kafka: &dyn Backend,
+        bridge_bin: &Path,
+        n: u64,
+    ) -> Backlog {
+        let started = Instant::now();
+        let mut process = self.spawn(server, bridge_bin);
+        let pgid = process.pgid;
+        let cpu = move || group_cpu_time(pgid);
+        let backlog = watch_backlog(
+            kafka,
+            &[&self.backlog_dst],
+            n,
+            started,
+            &mut || process.check_alive(),
+            &cpu,
+        )
+        .await;
+        process.stop();
+        backlog
+    }
+
+    pub(crate) async fn measure(
+        &self,
+        server: &Server,
+        kafka: Arc<dyn Backend>,
+        bridge_bin: &Path,
+        n: u64,
+    ) -> Row {
+        let started = Instant::now();
+        let mut process = self.spawn(server, bridge_bin);
         let rss = RssSampler::start(Some(process.pgid));
         let pgid = process.pgid;
         let cpu = move || group_cpu_time(pgid);
@@ -157,12 +200,18 @@ impl KafkaRun {
                 "daemon process"
             },
             kafka: true,
-            mm2_tasks: self.mm2.map(|m| m.2),
+            mm2_tasks: self.mm2.as_ref().map(|m| m.2),
         }
     }
 
     /// Dedicated-mode MirrorMaker 2: one flow, both "clusters" the same broker, only topic
     /// replication (no heartbeats, checkpoints, ACL/config sync), producer/consumer defaults.
+    ///
+    /// `heartbeats.replication.enabled = false`: MM2 replicates every topic its policy calls a
+    /// heartbeats topic whatever the topic filter says, and with source and target on one
+    /// broker each copy (`a.heartbeats`, `a.a.heartbeats`, …) is found again at the next
+    /// refresh (every second here): runs before that setting created a topic a second and
+    /// reassigned the task each time, which no two-cluster deployment does.
     pub(crate) fn mm2_config(
         &self,
         bootstrap: &str,
@@ -186,6 +235,7 @@ impl KafkaRun {
              offset.storage.replication.factor = 1\n\
              status.storage.replication.factor = 1\n\
              emit.heartbeats.enabled = false\n\
+             heartbeats.replication.enabled = false\n\
              emit.checkpoints.enabled = false\n\
              sync.group.offsets.enabled = false\n\
              sync.topic.acls.enabled = false\n\

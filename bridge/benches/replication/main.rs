@@ -24,7 +24,9 @@
 //! Kafka sink's `linger.ms`, and `BENCH_BRIDGE_WRAP` runs it under a tool (`perf stat …--`).
 //! `BENCH_SKIP_CURVE=1` leaves out the in-flight curve; `BENCH_SKIP_ROUTES=1` the daemon with 1, 4
 //! and 16 routes (`BENCH_ROUTES=1,4,16`), EVENTS in all split over the routes, and
-//! `BENCH_ROUTES_ONLY=1` runs that alone. The in-process local→local copy also counts heap allocations per replicated event.
+//! `BENCH_ROUTES_ONLY=1` runs that alone. The CPU goal is judged on `BENCH_CPU_ROUNDS` (default 8)
+//! alternating rounds of a backlog copy by the daemon and by MirrorMaker 2 (`cpu_rounds.rs`);
+//! `BENCH_CPU_ROUNDS_ONLY=1` runs those alone. The in-process local→local copy also counts heap allocations per replicated event.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,6 +36,7 @@ use tributary::{Backend, ConsumerExt, ConsumerOptions, Event, StartPosition, Str
 use tributary_testcontainers::{Peer, Server, require, unique_name};
 
 mod backlog;
+mod cpu_rounds;
 mod inflight;
 mod kafka_run;
 mod latency;
@@ -109,7 +112,28 @@ fn main() {
         routes::print(&by_routes);
         return;
     }
+    // `BENCH_CPU_ROUNDS_ONLY=1`: only the CPU goal's alternating rounds.
+    if std::env::var_os("BENCH_CPU_ROUNDS_ONLY").is_some() {
+        let rounds = runtime.block_on(async {
+            tributary_kafka::register();
+            let kafka = tributary::connect(server.url()).await.unwrap();
+            warm_up_groups(kafka.as_ref()).await;
+            cpu_rounds::measure(&server, kafka, &bridge_bin, n, cpu_rounds::round_count()).await
+        });
+        cpu_rounds::print(n, &rounds);
+        return;
+    }
     let rows = runtime.block_on(run_all(&server, &bridge_bin, n));
+    // The CPU goal's rounds need MirrorMaker 2, which `BENCH_SKIP_MM2=1` leaves out.
+    let cpu_rounds = if std::env::var_os("BENCH_SKIP_MM2").is_some() {
+        Vec::new()
+    } else {
+        runtime.block_on(async {
+            let kafka = tributary::connect(server.url()).await.unwrap();
+            cpu_rounds::measure(&server, kafka, &bridge_bin, n, cpu_rounds::round_count()).await
+        })
+    };
+    let cpu_in_rounds = !cpu_rounds.is_empty();
     // `BENCH_SKIP_ROUTES=1`: not the daemon with 1, 4 and 16 routes.
     let by_routes = if std::env::var_os("BENCH_SKIP_ROUTES").is_some() {
         Vec::new()
@@ -121,7 +145,8 @@ fn main() {
     };
     // `BENCH_SKIP_CURVE=1`: the replicators only, for alternating comparison rounds.
     if std::env::var_os("BENCH_SKIP_CURVE").is_some() {
-        print_report(&server, n, &rows);
+        print_report(&server, n, &rows, cpu_in_rounds);
+        cpu_rounds::print(n, &cpu_rounds);
         routes::print(&by_routes);
         return;
     }
@@ -129,7 +154,8 @@ fn main() {
         let kafka = tributary::connect(server.url()).await.unwrap();
         inflight::measure(kafka, n.min(100_000)).await
     });
-    print_report(&server, n, &rows);
+    print_report(&server, n, &rows, cpu_in_rounds);
+    cpu_rounds::print(n, &cpu_rounds);
     routes::print(&by_routes);
     inflight::print(&curve);
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use tributary_testcontainers::Server;
 
 use crate::backlog::Backlog;
+use crate::cpu_rounds::CPU_GOAL;
 use crate::kafka_run::bridge_knob;
 use crate::latency::Latency;
 use crate::{KEYS, MM2_DEFAULT_HEAP, PACED_FOR, PACED_RATE, PARTITIONS, PAYLOAD};
@@ -43,7 +44,9 @@ pub(crate) fn ms(v: f64) -> String {
     }
 }
 
-pub(crate) fn print_report(server: &Server, n: u64, rows: &[Row]) {
+/// `cpu_in_rounds`: the CPU goal is judged on the alternating rounds (`cpu_rounds.rs`), so this
+/// single pair's ratio is printed beside the others but not as the goal.
+pub(crate) fn print_report(server: &Server, n: u64, rows: &[Row], cpu_in_rounds: bool) {
     let heap = std::env::var("KAFKA_HEAP_OPTS")
         .map(|h| format!("{h} (KAFKA_HEAP_OPTS)"))
         .unwrap_or_else(|_| {
@@ -125,10 +128,14 @@ pub(crate) fn print_report(server: &Server, n: u64, rows: &[Row]) {
     let paced_cpu_mm2 = least(&|r| r.paced_cpu_per_event_us());
     let steady_cpu_ratio = bridge.backlog.cpu_per_event_us(n) / steady_cpu_mm2;
     println!(
-        "  CPU per replicated event bridge/MM2 (MM2's thriftiest run): steady copy {:.2} vs {:.2} µs = {steady_cpu_ratio:.2}×  (goal ≤ 0.25×: {}); paced {:.1} vs {:.1} µs = {:.2}×",
+        "  CPU per replicated event bridge/MM2 (MM2's thriftiest run): steady copy {:.2} vs {:.2} µs = {steady_cpu_ratio:.2}×  (goal ≤ {CPU_GOAL}×: {}); paced {:.1} vs {:.1} µs = {:.2}×",
         bridge.backlog.cpu_per_event_us(n),
         steady_cpu_mm2,
-        verdict(steady_cpu_ratio <= 0.25),
+        if cpu_in_rounds {
+            "judged on the rounds below"
+        } else {
+            verdict(steady_cpu_ratio <= CPU_GOAL)
+        },
         bridge.paced_cpu_per_event_us(),
         paced_cpu_mm2,
         bridge.paced_cpu_per_event_us() / paced_cpu_mm2
@@ -143,12 +150,14 @@ pub(crate) fn print_report(server: &Server, n: u64, rows: &[Row]) {
         ms(p99_mm2)
     );
     let p50_mm2 = least(&|r| r.latency.p50);
-    crate::probe::goal(
-        "bridge Kafka→Kafka CPU per replicated event vs MirrorMaker 2 (steady copy)",
-        format!("{steady_cpu_ratio:.2}×"),
-        "≤ 0.25×",
-        steady_cpu_ratio <= 0.25,
-    );
+    if !cpu_in_rounds {
+        crate::probe::goal(
+            "bridge Kafka→Kafka CPU per replicated event vs MirrorMaker 2 (steady copy)",
+            format!("{steady_cpu_ratio:.2}× (one run)"),
+            &format!("≤ {CPU_GOAL}×"),
+            steady_cpu_ratio <= CPU_GOAL,
+        );
+    }
     crate::probe::goal(
         &format!("bridge paced {PACED_RATE}/s, p50 latency vs MirrorMaker 2's best"),
         format!("{} vs {}", ms(bridge.latency.p50), ms(p50_mm2)),
