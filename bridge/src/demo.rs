@@ -103,7 +103,7 @@ pub async fn run(
                 .get("seq")
                 .and_then(|s| std::str::from_utf8(s).ok()?.parse().ok())
                 .ok_or_else(|| Error::other("replicated event lacks its seq header"))?;
-            if d.event.headers.get(lineage::ROUTE).map(|r| r.as_ref()) != Some(&b"demo"[..]) {
+            if lineage::Origin::of(&d.event).is_none_or(|origin| origin.route != "demo") {
                 return Err(Error::other(format!("event {seq} lacks lineage headers")));
             }
             let key = d.event.key.clone().unwrap_or_default().to_vec();

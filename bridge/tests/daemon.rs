@@ -138,7 +138,7 @@ fn the_daemon_replicates_reports_and_drains_on_sigterm() {
             "event {i} out of order: {line}"
         );
     }
-    assert!(lines[0].contains("tributary-origin-stream"), "{}", lines[0]);
+    assert!(lines[0].contains("tributary-origin"), "{}", lines[0]);
 }
 
 /// The sink directory is held by another process when the daemon starts, so it opens

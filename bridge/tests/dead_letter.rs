@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tributary::{ConsumerExt, ConsumerOptions, Event, StartPosition};
-use tributary_bridge::route::{self, CancellationToken, RouteSpec, RouteStats, dead_letter};
+use tributary_bridge::route::{
+    self, CancellationToken, RouteSpec, RouteStats, dead_letter, lineage,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_is_dead_lettered_and_does_not_block_its_partition() {
@@ -54,8 +56,8 @@ async fn a_poison_event_is_dead_lettered_and_does_not_block_its_partition() {
         .into_iter()
         .map(|event| {
             assert_eq!(
-                event.headers.get("tributary-route").map(|v| v.as_ref()),
-                Some(&b"orders-out"[..])
+                lineage::Origin::of(&event).map(|o| o.route).as_deref(),
+                Some("orders-out")
             );
             String::from_utf8(event.payload.to_vec()).unwrap()
         })

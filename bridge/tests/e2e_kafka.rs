@@ -9,6 +9,7 @@ mod common;
 
 use common::{read_distinct, read_n, wait_until};
 use tributary::{Backend, Event, StreamSpec, Timestamp};
+use tributary_bridge::route::lineage::Origin;
 use tributary_bridge::route::{self, CancellationToken, RouteSpec, RouteStats};
 use tributary_testcontainers::{Peer, require_peer, unique_name};
 
@@ -170,34 +171,17 @@ async fn local_to_kafka_to_kafka_keeps_content_order_and_lineage() {
         assert_eq!(event.timestamp, want.timestamp);
         assert_eq!(event.headers.get("n"), want.headers.get("n"));
         // Lineage names the last hop (Kafka, the first topic, its partition and offset).
-        assert_eq!(
-            event
-                .headers
-                .get("tributary-origin-backend")
-                .map(|v| v.as_ref()),
-            Some(&b"kafka"[..])
-        );
-        assert_eq!(
-            event
-                .headers
-                .get("tributary-origin-stream")
-                .map(|v| v.as_ref()),
-            Some(first.as_bytes())
-        );
-        assert_eq!(
-            event.headers.get("tributary-route").map(|v| v.as_ref()),
-            Some(&b"kafka-to-kafka"[..])
-        );
-        assert!(event.headers.get("tributary-origin-partition").is_some());
-        assert!(event.headers.get("tributary-origin-position").is_some());
+        let origin = Origin::of(event).expect("an origin header");
+        assert_eq!(origin.backend, "kafka");
+        assert_eq!(origin.stream, first);
+        assert_eq!(origin.route, "kafka-to-kafka");
+        assert!(origin.partition.is_some_and(|p| p.parse::<u32>().is_ok()));
+        assert!(origin.position.is_some_and(|p| p.parse::<u64>().is_ok()));
     }
     for event in &on_first {
         assert_eq!(
-            event
-                .headers
-                .get("tributary-origin-backend")
-                .map(|v| v.as_ref()),
-            Some(&b"memory"[..])
+            Origin::of(event).map(|o| o.backend).as_deref(),
+            Some("memory")
         );
     }
 }

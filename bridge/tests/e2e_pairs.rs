@@ -154,16 +154,17 @@ async fn bridge_pair(source: Arc<dyn Backend>, sink: Arc<dyn Backend>, name: &st
             "{name}"
         );
         let header = |h: &str| std::str::from_utf8(e.headers.get(h).unwrap()).unwrap();
-        assert_eq!(header(lineage::BACKEND), source.scheme(), "{name}");
-        assert_eq!(header(lineage::STREAM), from, "{name}");
-        assert_eq!(header(lineage::ROUTE), name, "{name}");
+        let origin = lineage::Origin::of(e).unwrap_or_else(|| panic!("{name}: no origin"));
+        assert_eq!(origin.backend, source.scheme(), "{name}");
+        assert_eq!(origin.stream, from, "{name}");
+        assert_eq!(origin.route, name, "{name}");
         assert!(
             header(lineage::PATH).ends_with(&format!("/{from}")),
             "{name}"
         );
         if source.scheme() != "pubsub" {
             // Logs know where an event was; Pub/Sub has no partitions or offsets.
-            assert!(e.headers.get(lineage::POSITION).is_some(), "{name}");
+            assert!(origin.position.is_some(), "{name}");
         }
     }
     println!(

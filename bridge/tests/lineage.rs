@@ -119,7 +119,7 @@ fn headers(e: &Event) -> Vec<(String, String)> {
         .collect()
 }
 
-/// An event's own headers stay first and in order, the six lineage headers follow once each;
+/// An event's own headers stay first and in order, the two lineage headers follow once each;
 /// lineage headers an earlier hop wrote are replaced where they stand, never duplicated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lineage_headers_follow_the_events_own_and_replace_stale_ones() {
@@ -130,8 +130,10 @@ async fn lineage_headers_follow_the_events_own_and_replace_stale_ones() {
             .with_header("other", "x"),
         Event::new("hopped")
             .with_header("app", "1")
-            .with_header(lineage::ROUTE, "an earlier route")
-            .with_header(lineage::PARTITION, "7")
+            .with_header(
+                lineage::ORIGIN,
+                "route=an earlier route;backend=kafka;stream=s;partition=7;position=9",
+            )
             .with_header("after", "y"),
     ];
     let (copied, _) = copy("header-order", false, events).await;
@@ -148,42 +150,48 @@ async fn lineage_headers_follow_the_events_own_and_replace_stale_ones() {
             assert_eq!(all.len(), 1, "{name} once: {got:?}");
             all[0].to_string()
         };
-        assert_eq!(value(lineage::ROUTE), "header-order");
-        assert_eq!(value(lineage::BACKEND), "memory");
-        assert_eq!(value(lineage::STREAM), "in");
+        let origin = lineage::Origin::parse(value(lineage::ORIGIN).as_bytes()).unwrap();
+        assert_eq!(origin.route, "header-order");
+        assert_eq!(origin.backend, "memory");
+        assert_eq!(origin.stream, "in");
         assert_eq!(value(lineage::PATH), "place-a/in");
-        assert!(value(lineage::POSITION).parse::<u64>().is_ok(), "{got:?}");
-        let partition = value(lineage::PARTITION);
+        let position = origin.position.expect("a position");
+        assert!(position.parse::<u64>().is_ok(), "{got:?}");
+        let partition = origin.partition.expect("a partition");
         assert!(partition.parse::<u32>().is_ok(), "{got:?}");
         match &e.payload[..] {
             b"fresh" => assert_eq!(
                 names,
-                [
-                    "app",
-                    "app",
-                    "other",
-                    lineage::BACKEND,
-                    lineage::STREAM,
-                    lineage::PARTITION,
-                    lineage::POSITION,
-                    lineage::ROUTE,
-                    lineage::PATH,
-                ]
+                ["app", "app", "other", lineage::ORIGIN, lineage::PATH]
             ),
-            b"hopped" => assert_eq!(
-                names,
-                [
-                    "app",
-                    lineage::ROUTE,
-                    lineage::PARTITION,
-                    "after",
-                    lineage::BACKEND,
-                    lineage::STREAM,
-                    lineage::POSITION,
-                    lineage::PATH,
-                ]
-            ),
+            b"hopped" => assert_eq!(names, ["app", lineage::ORIGIN, "after", lineage::PATH]),
             other => panic!("unexpected copy {other:?}"),
         }
+    }
+}
+
+/// The origin header reads back what the route wrote, whatever its values hold: a `;` or `%`
+/// in a stream, partition or position cannot shift or merge its fields.
+#[test]
+fn origin_fields_survive_separators_in_their_values() {
+    let origin = lineage::Origin::parse(
+        b"route=r%3B1;backend=memory;stream=a%3Bb%25c;partition=p=1;position=5%3B6",
+    )
+    .unwrap();
+    assert_eq!(origin.route, "r;1");
+    assert_eq!(origin.stream, "a;b%c");
+    assert_eq!(origin.partition.as_deref(), Some("p=1"));
+    assert_eq!(origin.position.as_deref(), Some("5;6"));
+    // A source without partitions or positions (Pub/Sub) leaves them out.
+    let bare = lineage::Origin::parse(b"route=r;backend=pubsub;stream=s").unwrap();
+    assert_eq!((bare.partition, bare.position), (None, None));
+    // Not an origin: missing fields, a broken escape, not UTF-8.
+    for bad in [
+        &b"route=r;backend=kafka"[..],
+        b"route=r;backend=kafka;stream=%4",
+        b"route=r;backend=kafka;stream=\xff",
+        b"plain text",
+    ] {
+        assert_eq!(lineage::Origin::parse(bad), None, "{bad:?}");
     }
 }

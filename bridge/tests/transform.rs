@@ -94,7 +94,7 @@ async fn filter_routes_by_expression_rewrites_keys_and_headers_and_dead_letters_
             assert_eq!(text(event.headers.get("trace").unwrap()), trace);
             assert_eq!(text(event.headers.get("tier").unwrap()), *tier);
             assert!(event.headers.get("debug").is_none());
-            assert_eq!(text(event.headers.get(lineage::ROUTE).unwrap()), "orders");
+            assert_eq!(lineage::Origin::of(event).unwrap().route, "orders");
             got_by_key
                 .entry(customer.clone())
                 .or_default()
