@@ -4,9 +4,10 @@
 //! Every copy carries two headers: [`ORIGIN`], where it was read (backend, stream, partition,
 //! position) and which route copied it, in one value ([`Origin`] reads it back); and [`PATH`],
 //! the streams it has been replicated from. Two rather than one per field: librdkafka
-//! allocates, copies, frames and frees each header of each record, and with six of them the
-//! headers took 40% of a Kafka→Kafka daemon's CPU per event and half its throughput
-//! (`docs/benchmarks/NOTES.md`, "The lineage headers' cost").
+//! allocates, copies, frames and frees each header of each record, and every header byte goes
+//! through the broker. Against the path alone, the five origin headers there used to be took
+//! 40% of a Kafka→Kafka daemon's CPU per event and half its throughput; in one value they cost
+//! 13% less CPU than as five (`docs/benchmarks/NOTES.md`, "The lineage headers' cost").
 //!
 //! Headers named `tributary-*` belong to the bridge. The [`PATH`] found on an event is
 //! trusted, whoever wrote it: a bridge cannot tell a header another bridge wrote from one an
