@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 mod common;
@@ -399,4 +400,132 @@ async fn a_slow_sink_keeps_intake_within_the_window_and_finishes() {
         by_key(&events),
         "every event, per-key order kept"
     );
+}
+
+/// Kafka's own console consumer (the Java client, from the installed Kafka jars) reads the two
+/// lineage headers a Kafka→Kafka route wrote, 20,000 events over 4 partitions (several fetches
+/// and produce batches of each side): every copy names the route, the source stream and the
+/// exact partition and offset it was read at, which together cover each source partition's
+/// offsets without a gap, and the path names the source as the daemon would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_console_consumer_reads_the_lineage_a_route_wrote() {
+    const N: usize = 20_000;
+    let _serial = ONE_AT_A_TIME.lock().await;
+    show_logs();
+    let server = require_peer!(Peer::Kafka);
+    tributary_kafka::register();
+    let kafka = tributary::connect(server.url()).await.unwrap();
+    let (source, sink) = (unique_name("lineage-src"), unique_name("lineage-dst"));
+    for topic in [&source, &sink] {
+        kafka
+            .create_stream(topic, StreamSpec::with_partitions(4))
+            .await
+            .unwrap();
+    }
+    let producer = kafka.producer(&source).await.unwrap();
+    for chunk in (0..N).collect::<Vec<_>>().chunks(1000) {
+        let batch = chunk
+            .iter()
+            .map(|i| {
+                Event::new(format!("event-{i}"))
+                    .with_key(format!("key-{}", i % KEYS))
+                    .with_header("n", i.to_string())
+            })
+            .collect();
+        producer.send_batch(batch).await.unwrap();
+    }
+    producer.close().await.unwrap();
+
+    let mut spec = RouteSpec::new(
+        "java-reads-lineage",
+        kafka.clone(),
+        source.clone(),
+        kafka.clone(),
+        sink.clone(),
+    );
+    spec.group = unique_name("lineage");
+    spec.source_identity = route::stream_identity(server.url(), None, &source);
+    let mut routes = [spawn_route(spec)];
+    let stats = routes[0].stats.clone();
+    while_routes_run(
+        &mut routes,
+        wait_until(
+            "the route copies every event",
+            Duration::from_secs(120),
+            || stats.replicated.load(Ordering::Relaxed) >= N as u64,
+            || stats.to_string(),
+        ),
+    )
+    .await;
+    for route in routes {
+        route.cancel.cancel();
+        route.task.await.unwrap().unwrap();
+    }
+
+    let tool =
+        tributary_testcontainers::peers_dir().join("kafka/current/bin/kafka-console-consumer");
+    let address = server.address().to_string();
+    let sink_arg = sink.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(tool)
+            .args(["--bootstrap-server", &address, "--topic", &sink_arg])
+            .args(["--from-beginning", "--max-messages", &N.to_string()])
+            .args(["--timeout-ms", "60000"])
+            .args(["--formatter-property", "print.headers=true"])
+            .args(["--formatter-property", "print.key=true"])
+            .args(["--formatter-property", "key.separator=|"])
+            .output()
+            .expect("run kafka-console-consumer")
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "kafka-console-consumer failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), N, "the Java consumer read every copy");
+
+    let path = format!("kafka://{}/{source}", server.address());
+    let mut offsets: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut partition_of_key: BTreeMap<String, String> = BTreeMap::new();
+    for line in &lines {
+        // `h1:v1,h2:v2|key|value`; no header value here holds a comma.
+        let mut fields = line.splitn(3, '|');
+        let (headers, key, value) = (
+            fields.next().unwrap(),
+            fields.next().unwrap(),
+            fields.next().unwrap(),
+        );
+        let headers: BTreeMap<&str, &str> = headers
+            .split(',')
+            .map(|h| h.split_once(':').unwrap_or_else(|| panic!("{line}")))
+            .collect();
+        assert_eq!(value, format!("event-{}", headers["n"]), "{line}");
+        assert_eq!(headers["tributary-path"], path, "{line}");
+        let origin = Origin::parse(headers["tributary-origin"].as_bytes())
+            .unwrap_or_else(|| panic!("an origin that reads back: {line}"));
+        assert_eq!(origin.route, "java-reads-lineage");
+        assert_eq!(origin.backend, "kafka");
+        assert_eq!(origin.stream, source);
+        let partition = origin.partition.expect("a partition");
+        let offset: u64 = origin.position.expect("a position").parse().unwrap();
+        // A key's events all come from the one source partition it hashes to.
+        let first = partition_of_key
+            .entry(key.to_string())
+            .or_insert_with(|| partition.clone());
+        assert_eq!(*first, partition, "{line}");
+        offsets.entry(partition).or_default().push(offset);
+    }
+    // The source partitions' offsets, each exactly once: the origin is where each copy was read.
+    let mut covered = 0;
+    for (partition, mut seen) in offsets {
+        seen.sort_unstable();
+        let expected: Vec<u64> = (0..seen.len() as u64).collect();
+        assert_eq!(seen, expected, "offsets of source partition {partition}");
+        covered += seen.len();
+    }
+    assert_eq!(covered, N);
 }
