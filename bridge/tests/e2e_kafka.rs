@@ -462,36 +462,25 @@ async fn kafka_console_consumer_reads_the_lineage_a_route_wrote() {
         route.task.await.unwrap().unwrap();
     }
 
-    let tool =
-        tributary_testcontainers::peers_dir().join("kafka/current/bin/kafka-console-consumer");
     let address = server.address().to_string();
     let sink_arg = sink.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(tool)
-            .args(["--bootstrap-server", &address, "--topic", &sink_arg])
-            .args(["--from-beginning", "--max-messages", &N.to_string()])
-            .args(["--timeout-ms", "60000"])
-            .args(["--formatter-property", "print.headers=true"])
-            .args(["--formatter-property", "print.key=true"])
-            .args(["--formatter-property", "key.separator=|"])
-            .output()
-            .expect("run kafka-console-consumer")
+    let lines = tokio::task::spawn_blocking(move || {
+        tributary_testcontainers::kafka::console_consume(
+            &address,
+            &sink_arg,
+            N,
+            &["print.headers=true", "print.key=true", "key.separator=|"],
+        )
     })
     .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "kafka-console-consumer failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let lines: Vec<&str> = stdout.lines().collect();
+    .unwrap()
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(lines.len(), N, "the Java consumer read every copy");
 
     let path = format!("kafka://{}/{source}", server.address());
     let mut offsets: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut partition_of_key: BTreeMap<String, String> = BTreeMap::new();
-    for line in &lines {
+    for line in lines.iter().map(String::as_str) {
         // `h1:v1,h2:v2|key|value`; no header value here holds a comma.
         let mut fields = line.splitn(3, '|');
         let (headers, key, value) = (

@@ -212,6 +212,44 @@ pub fn tool(name: &str) -> PathBuf {
     peers_dir().join("kafka/current/bin").join(name)
 }
 
+/// The lines `kafka-console-consumer` (the Java client) prints for the first `max_messages`
+/// records of `topic`, read from the beginning, with these `--formatter-property` settings
+/// (`print.headers=true`, `key.separator=|`, …). A JVM start; the tool gives up after 60 s
+/// without a record, and then fewer lines come back.
+pub fn console_consume(
+    bootstrap: &str,
+    topic: &str,
+    max_messages: usize,
+    formatter: &[&str],
+) -> Result<Vec<String>, String> {
+    let mut command = Command::new(tool("kafka-console-consumer"));
+    command
+        .args(["--bootstrap-server", bootstrap, "--topic", topic])
+        .args([
+            "--from-beginning",
+            "--max-messages",
+            &max_messages.to_string(),
+        ])
+        .args(["--timeout-ms", "60000"]);
+    for property in formatter {
+        command.args(["--formatter-property", property]);
+    }
+    let output = command
+        .output()
+        .map_err(|e| format!("run kafka-console-consumer: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "kafka-console-consumer failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
 /// One partition's row of `kafka-consumer-groups --describe`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupRow {

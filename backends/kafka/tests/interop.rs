@@ -2,18 +2,14 @@
 //! writes, `kafka-console-consumer` reads with the same key, headers and timestamp; what
 //! `kafka-console-producer` writes, tributary reads as a plain event.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt as _;
 
 use tributary::{Backend, ConsumerOptions, Event, StartPosition, StreamSpec, Timestamp};
-use tributary_testcontainers::{Peer, Server, peers_dir, require_peer, unique_name};
-
-fn tool(name: &str) -> PathBuf {
-    peers_dir().join("kafka/current/bin").join(name)
-}
+use tributary_testcontainers::kafka::{self, tool};
+use tributary_testcontainers::{Peer, Server, require_peer, unique_name};
 
 /// Feeds `input` to `kafka-console-producer` with these `--reader-property` settings, and
 /// waits (at most two minutes) until it has sent every line.
@@ -79,33 +75,22 @@ async fn console_consumer_reads_what_tributary_wrote() {
     producer.close().await.expect("close");
 
     let address = server.address().to_string();
-    let topic_arg = topic.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(tool("kafka-console-consumer"))
-            .args([
-                "--bootstrap-server",
-                &address,
-                "--topic",
-                &topic_arg,
-                "--from-beginning",
-            ])
-            .args(["--max-messages", "3", "--timeout-ms", "60000"])
-            .args(["--formatter-property", "print.timestamp=true"])
-            .args(["--formatter-property", "print.headers=true"])
-            .args(["--formatter-property", "print.key=true"])
-            .args(["--formatter-property", "key.separator=|"])
-            .output()
-            .expect("run kafka-console-consumer")
+    let lines = tokio::task::spawn_blocking(move || {
+        kafka::console_consume(
+            &address,
+            &topic,
+            3,
+            &[
+                "print.timestamp=true",
+                "print.headers=true",
+                "print.key=true",
+                "key.separator=|",
+            ],
+        )
     })
     .await
-    .expect("join");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "console consumer failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let lines: Vec<&str> = stdout.lines().collect();
+    .expect("join")
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         lines,
         [
