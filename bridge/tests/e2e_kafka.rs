@@ -403,13 +403,16 @@ async fn a_slow_sink_keeps_intake_within_the_window_and_finishes() {
 }
 
 /// Kafka's own console consumer (the Java client, from the installed Kafka jars) reads the two
-/// lineage headers a Kafka→Kafka route wrote, 20,000 events over 4 partitions (several fetches
-/// and produce batches of each side): every copy names the route, the source stream and the
-/// exact partition and offset it was read at, which together cover each source partition's
-/// offsets without a gap, and the path names the source as the daemon would.
+/// lineage headers a Kafka→Kafka route wrote: every copy names the route, the source stream and
+/// the exact partition and offset it was read at, which together cover each source partition's
+/// offsets without a gap, and the path names the source as the daemon would. 60,000 events of
+/// 1 KiB over 4 partitions, about 64 MiB each way: 4 times the route consumer's prefetch
+/// (`queued.max.messages.kbytes`, 16 MiB), 15 times its in-flight window (4,000 events) and
+/// 16 times the Java consumer's fetch of a partition (`max.partition.fetch.bytes`, 1 MiB).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kafka_console_consumer_reads_the_lineage_a_route_wrote() {
-    const N: usize = 20_000;
+    const N: usize = 60_000;
+    const PAYLOAD: usize = 1024;
     let _serial = ONE_AT_A_TIME.lock().await;
     show_logs();
     let server = require_peer!(Peer::Kafka);
@@ -427,7 +430,9 @@ async fn kafka_console_consumer_reads_the_lineage_a_route_wrote() {
         let batch = chunk
             .iter()
             .map(|i| {
-                Event::new(format!("event-{i}"))
+                let mut payload = format!("event-{i};").into_bytes();
+                payload.resize(PAYLOAD, b'.');
+                Event::new(payload)
                     .with_key(format!("key-{}", i % KEYS))
                     .with_header("n", i.to_string())
             })
@@ -462,18 +467,14 @@ async fn kafka_console_consumer_reads_the_lineage_a_route_wrote() {
         route.task.await.unwrap().unwrap();
     }
 
-    let address = server.address().to_string();
-    let sink_arg = sink.clone();
-    let lines = tokio::task::spawn_blocking(move || {
-        tributary_testcontainers::kafka::console_consume(
-            &address,
-            &sink_arg,
-            N,
-            &["print.headers=true", "print.key=true", "key.separator=|"],
-        )
-    })
+    let lines = tributary_testcontainers::kafka::console_consume(
+        server.address(),
+        &sink,
+        N,
+        &["print.headers=true", "print.key=true", "key.separator=|"],
+        Duration::from_secs(150),
+    )
     .await
-    .unwrap()
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(lines.len(), N, "the Java consumer read every copy");
 
@@ -492,7 +493,11 @@ async fn kafka_console_consumer_reads_the_lineage_a_route_wrote() {
             .split(',')
             .map(|h| h.split_once(':').unwrap_or_else(|| panic!("{line}")))
             .collect();
-        assert_eq!(value, format!("event-{}", headers["n"]), "{line}");
+        let expected = format!("event-{};", headers["n"]);
+        assert!(
+            value.len() == PAYLOAD && value.starts_with(&expected),
+            "{expected}… of {PAYLOAD} bytes: {line}"
+        );
         assert_eq!(headers["tributary-path"], path, "{line}");
         let origin = Origin::parse(headers["tributary-origin"].as_bytes())
             .unwrap_or_else(|| panic!("an origin that reads back: {line}"));

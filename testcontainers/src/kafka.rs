@@ -215,14 +215,16 @@ pub fn tool(name: &str) -> PathBuf {
 /// The lines `kafka-console-consumer` (the Java client) prints for the first `max_messages`
 /// records of `topic`, read from the beginning, with these `--formatter-property` settings
 /// (`print.headers=true`, `key.separator=|`, …). A JVM start; the tool gives up after 60 s
-/// without a record, and then fewer lines come back.
-pub fn console_consume(
+/// without a record (and then fewer lines come back), and is killed, with an error, if it has
+/// not finished within `deadline`.
+pub async fn console_consume(
     bootstrap: &str,
     topic: &str,
     max_messages: usize,
     formatter: &[&str],
+    deadline: std::time::Duration,
 ) -> Result<Vec<String>, String> {
-    let mut command = Command::new(tool("kafka-console-consumer"));
+    let mut command = tokio::process::Command::new(tool("kafka-console-consumer"));
     command
         .args(["--bootstrap-server", bootstrap, "--topic", topic])
         .args([
@@ -230,12 +232,14 @@ pub fn console_consume(
             "--max-messages",
             &max_messages.to_string(),
         ])
-        .args(["--timeout-ms", "60000"]);
+        .args(["--timeout-ms", "60000"])
+        .kill_on_drop(true);
     for property in formatter {
         command.args(["--formatter-property", property]);
     }
-    let output = command
-        .output()
+    let output = tokio::time::timeout(deadline, command.output())
+        .await
+        .map_err(|_| format!("kafka-console-consumer did not finish within {deadline:?}"))?
         .map_err(|e| format!("run kafka-console-consumer: {e}"))?;
     if !output.status.success() {
         return Err(format!(

@@ -74,22 +74,19 @@ async fn console_consumer_reads_what_tributary_wrote() {
     producer.send_batch(sent.to_vec()).await.expect("send");
     producer.close().await.expect("close");
 
-    let address = server.address().to_string();
-    let lines = tokio::task::spawn_blocking(move || {
-        kafka::console_consume(
-            &address,
-            &topic,
-            3,
-            &[
-                "print.timestamp=true",
-                "print.headers=true",
-                "print.key=true",
-                "key.separator=|",
-            ],
-        )
-    })
+    let lines = kafka::console_consume(
+        server.address(),
+        &topic,
+        3,
+        &[
+            "print.timestamp=true",
+            "print.headers=true",
+            "print.key=true",
+            "key.separator=|",
+        ],
+        Duration::from_secs(120),
+    )
     .await
-    .expect("join")
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         lines,

@@ -25,7 +25,7 @@ use tributary_testcontainers::Server;
 
 use crate::PARTITIONS;
 use crate::backlog::produce_backlog;
-use crate::kafka_run::KafkaRun;
+use crate::kafka_run::{KafkaRun, bridge_knob};
 use crate::probe::stats;
 
 /// The goal: the daemon's CPU per replicated event at most this fraction of MirrorMaker 2's.
@@ -52,14 +52,7 @@ impl CpuRound {
 
 /// `BENCH_CPU_ROUNDS`, else 8.
 pub(crate) fn round_count() -> usize {
-    std::env::var("BENCH_CPU_ROUNDS")
-        .ok()
-        .map(|v| {
-            v.trim()
-                .parse()
-                .unwrap_or_else(|_| panic!("BENCH_CPU_ROUNDS={v:?} is not a number"))
-        })
-        .unwrap_or(8)
+    bridge_knob("BENCH_CPU_ROUNDS").unwrap_or(8)
 }
 
 /// Runs `rounds` rounds of an `n`-event backlog copy by the daemon and by MirrorMaker 2.
