@@ -351,7 +351,19 @@ fn group_lag_fails_within_its_deadline_when_the_broker_stops_answering() {
             .broker_round_trip_time(1, Duration::from_secs(30))
             .expect("slow broker");
         let failed = fails_within(kafka, "faults-lag", "g-lag", within).await;
-        assert_eq!(failed.kind(), tributary::ErrorKind::Timeout, "{failed}");
+        // Usually `Timeout`. On a loaded machine the same lookup has also ended at the bound as
+        // a transport failure (`Unavailable`), librdkafka apparently still counting the outage
+        // above against one of its connections: a CI run saw it, and here 4 runs in 14 beside
+        // four busy loops on two cores. Either way the caller learns it in time, may retry,
+        // and is told which topic.
+        assert!(
+            matches!(
+                failed.kind(),
+                tributary::ErrorKind::Timeout | tributary::ErrorKind::Unavailable
+            ),
+            "{failed}"
+        );
+        assert!(failed.is_retryable(), "{failed}");
         assert!(failed.message().contains("faults-lag"), "{failed}");
         cluster
             .broker_round_trip_time(1, Duration::ZERO)
