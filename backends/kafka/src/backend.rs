@@ -193,6 +193,10 @@ impl KafkaBackend {
     }
 }
 
+/// How long a new producer client may spend connecting before `producer()` returns
+/// ([`producer::connect_now`]).
+const CONNECT_AHEAD: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[async_trait]
 impl Backend for KafkaBackend {
     fn scheme(&self) -> &'static str {
@@ -235,7 +239,18 @@ impl Backend for KafkaBackend {
         // librdkafka's own check (default 1000000) would otherwise refuse events the topic accepts.
         let max_bytes =
             (!self.config.sets(&self.config.producer, "message.max.bytes")).then_some(limit);
-        let inner = self.producer_clients.get(&self.config, max_bytes, stream)?;
+        let (inner, fresh) = self.producer_clients.get(&self.config, max_bytes, stream)?;
+        if fresh {
+            // At most what the first send would otherwise wait, so a broker that is away does
+            // not hold `producer()` for the backend's whole timeout.
+            let timeout = CONNECT_AHEAD.min(self.config.timeout);
+            let (client, topic) = (inner.clone(), stream.to_string());
+            // Dropped with this call's future, the request finishes on its own thread.
+            let _ = tokio::task::spawn_blocking(move || {
+                producer::connect_now(&client, &topic, timeout)
+            })
+            .await;
+        }
         Ok(Box::new(producer::KafkaProducer {
             topic: stream.to_string(),
             inner,

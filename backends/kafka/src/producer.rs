@@ -46,13 +46,15 @@ pub(crate) struct Clients {
 pub(crate) type Client = ThreadedProducer<Reports>;
 
 impl Clients {
-    /// A client for `stream`, with `message.max.bytes` at `max_bytes` (`None`: as configured).
+    /// A client for `stream`, with `message.max.bytes` at `max_bytes` (`None`: as configured),
+    /// and whether it was made for this call (a new client has no broker connection yet: see
+    /// [`connect_now`]).
     pub(crate) fn get(
         &self,
         config: &KafkaConfig,
         max_bytes: Option<usize>,
         stream: &str,
-    ) -> Result<Arc<Client>> {
+    ) -> Result<(Arc<Client>, bool)> {
         let mut open = self.open.lock();
         open.retain(|(_, client)| client.strong_count() > 0);
         let usable = open
@@ -61,7 +63,7 @@ impl Clients {
             .filter_map(|(_, client)| client.upgrade())
             .find(|client| client.client().fatal_error().is_none());
         if let Some(client) = usable {
-            return Ok(client);
+            return Ok((client, false));
         }
         let mut client_config = config.producer_config();
         if let Some(limit) = max_bytes {
@@ -72,7 +74,24 @@ impl Clients {
             .map_err(|e| map(e, &format!("create a producer for `{stream}`")))?;
         let client = Arc::new(client);
         open.push((max_bytes, Arc::downgrade(&client)));
-        Ok(client)
+        Ok((client, true))
+    }
+}
+
+/// Connects a new producer client to the cluster before its first send, by asking for
+/// `stream`'s metadata (within `timeout`; a failure is left for the send to report).
+///
+/// librdkafka connects a client to a broker only when a request needs one, and an idempotent
+/// producer (the backend's default) asks for its producer id only when a broker is up, else
+/// retries on a 500 ms timer: the first record of a new client waited for that timer, 0.5 to
+/// 1 s on one local broker (raw librdkafka with `enable.idempotence=true` does the same;
+/// without it, 10 to 50 ms). With this request first, a new client's first send took 13 to
+/// 20 ms, after about 60 ms here, except the first client of a process, whose first send
+/// still took about 0.55 s (1.05 s without: why the first differs was not found).
+/// Blocking: run it off the runtime.
+pub(crate) fn connect_now(client: &Client, stream: &str, timeout: Duration) {
+    if let Err(e) = client.client().fetch_metadata(Some(stream), timeout) {
+        tracing::debug!(topic = stream, error = %e, "a new producer client did not connect ahead of its first send");
     }
 }
 
@@ -282,10 +301,19 @@ mod tests {
     fn clients_are_shared_per_message_size_and_a_fatal_one_is_replaced() {
         let config = KafkaConfig::new("127.0.0.1:9");
         let clients = Clients::default();
-        let first = clients.get(&config, Some(1_048_588), "a").expect("client");
-        let same = clients.get(&config, Some(1_048_588), "b").expect("client");
+        let first = clients
+            .get(&config, Some(1_048_588), "a")
+            .expect("client")
+            .0;
+        let same = clients
+            .get(&config, Some(1_048_588), "b")
+            .expect("client")
+            .0;
         assert!(Arc::ptr_eq(&first, &same), "one client for both topics");
-        let larger = clients.get(&config, Some(8_000_000), "c").expect("client");
+        let larger = clients
+            .get(&config, Some(8_000_000), "c")
+            .expect("client")
+            .0;
         assert!(!Arc::ptr_eq(&first, &larger), "another message.max.bytes");
 
         // librdkafka's hook for tests: the idempotent producer's fatal state, as a broker
@@ -297,7 +325,10 @@ mod tests {
         };
         assert_eq!(set, rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
         assert!(first.client().fatal_error().is_some());
-        let fresh = clients.get(&config, Some(1_048_588), "d").expect("client");
+        let fresh = clients
+            .get(&config, Some(1_048_588), "d")
+            .expect("client")
+            .0;
         assert!(
             !Arc::ptr_eq(&first, &fresh),
             "a fatal client is not handed out"
@@ -305,7 +336,10 @@ mod tests {
         assert!(fresh.client().fatal_error().is_none());
 
         drop((first, same, larger));
-        let again = clients.get(&config, Some(1_048_588), "e").expect("client");
+        let again = clients
+            .get(&config, Some(1_048_588), "e")
+            .expect("client")
+            .0;
         assert!(Arc::ptr_eq(&fresh, &again));
         assert_eq!(
             clients.open.lock().len(),

@@ -2,16 +2,20 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
 
 use tributary::Backend;
 use tributary_testcontainers::{Server, group_cpu_time, peers_dir, unique_name};
 
 use crate::PARTITIONS;
 use crate::backlog::{Backlog, high_watermarks, watch_backlog};
-use crate::latency::{Clock, paced_latency};
+use crate::latency::{Clock, Latency, paced_latency};
 use crate::process::{Replicator, RssSampler};
 use crate::report::Row;
 
@@ -112,15 +116,18 @@ impl KafkaRun {
         process
     }
 
-    /// Starts the replicator, waits until the backlog's `n` events are on its target, and
-    /// stops it: the steady copy alone, for the CPU rounds.
+    /// Starts the replicator, waits until the backlog's `n` events are on its target, then,
+    /// with `paced_for`, runs the paced stream through it for that long, and stops it: one
+    /// replicator's part of a round (`cpu_rounds.rs`). The paced target must have been created
+    /// with broker timestamps ([`create_log_append_topics`]).
     pub(crate) async fn copy_backlog(
         &self,
         server: &Server,
         kafka: &dyn Backend,
         bridge_bin: &Path,
         n: u64,
-    ) -> Backlog {
+        paced_for: Option<Duration>,
+    ) -> (Backlog, Option<Latency>) {
         let started = Instant::now();
         let mut process = self.spawn(server, bridge_bin);
         let pgid = process.pgid;
@@ -134,8 +141,25 @@ impl KafkaRun {
             &cpu,
         )
         .await;
+        let latency = match paced_for {
+            Some(paced_for) => Some(
+                paced_latency(
+                    kafka,
+                    &self.paced_src,
+                    kafka,
+                    &self.paced_dst,
+                    Clock::LogAppendTime,
+                    paced_for,
+                )
+                .await,
+            ),
+            None => None,
+        };
+        if let Err(e) = process.check_alive() {
+            panic!("{e}");
+        }
         process.stop();
-        backlog
+        (backlog, latency)
     }
 
     pub(crate) async fn measure(
@@ -172,6 +196,7 @@ impl KafkaRun {
             kafka.as_ref(),
             &self.paced_dst,
             Clock::LogAppendTime,
+            crate::PACED_FOR,
         )
         .await;
         if let Err(e) = process.check_alive() {
@@ -321,45 +346,29 @@ pub(crate) fn work_dir() -> PathBuf {
     dir
 }
 
-/// Creates `topics` (4 partitions) with broker-stamped timestamps, with the Kafka CLI, all at
-/// once.
-pub(crate) fn create_log_append_topics(bootstrap: &str, topics: &[String]) {
-    let tool = peers_dir().join("kafka/current/bin/kafka-topics");
-    assert!(
-        tool.is_file(),
-        "the Kafka CLI is not installed: no {}",
-        tool.display()
-    );
-    let children: Vec<_> = topics
+/// Creates `topics` (4 partitions) with broker-stamped timestamps
+/// (`message.timestamp.type=LogAppendTime`), in one request of this process's own admin client.
+pub(crate) async fn create_log_append_topics(bootstrap: &str, topics: &[String]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("an admin client for the bench's topics");
+    let partitions = i32::try_from(PARTITIONS).expect("a partition count Kafka allows");
+    let new: Vec<NewTopic> = topics
         .iter()
         .map(|topic| {
-            let child = Command::new(&tool)
-                .args([
-                    "--bootstrap-server",
-                    bootstrap,
-                    "--create",
-                    "--topic",
-                    topic,
-                ])
-                .args(["--partitions", &PARTITIONS.to_string()])
-                .args(["--replication-factor", "1"])
-                .args(["--config", "message.timestamp.type=LogAppendTime"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("cannot run kafka-topics");
-            (topic, child)
+            NewTopic::new(topic, partitions, TopicReplication::Fixed(1))
+                .set("message.timestamp.type", "LogAppendTime")
         })
         .collect();
-    for (topic, child) in children {
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "kafka-topics --create {topic} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(&new, &options)
+        .await
+        .unwrap_or_else(|e| panic!("create {topics:?}: {e}"));
+    for result in results {
+        if let Err((topic, code)) = result {
+            panic!("create topic {topic} with LogAppendTime: {code}");
+        }
     }
 }

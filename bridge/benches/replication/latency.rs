@@ -5,7 +5,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tributary::{Backend, ConsumerExt, ConsumerOptions, Event, StartPosition, Timestamp};
 use tributary_testcontainers::unique_name;
 
-use crate::{DRAIN_TIMEOUT, KEYS, PACED_FOR, PACED_RATE, PAYLOAD};
+use crate::{DRAIN_TIMEOUT, KEYS, PACED_RATE, PAYLOAD};
+
+/// A paced event slower than this (ms) is reported by its place in the stream: whether the
+/// slow ones are the first few (a client looking up a new topic) or spread over the run.
+const SLOW_MS: f64 = 200.0;
 
 /// Replication latencies of the paced stream, in milliseconds.
 pub(crate) struct Latency {
@@ -13,8 +17,18 @@ pub(crate) struct Latency {
     pub(crate) p99: f64,
     pub(crate) max: f64,
     pub(crate) samples: usize,
+    /// Every sample, sorted: rounds pool them for percentiles over all their events.
+    pub(crate) sorted: Vec<f64>,
     /// How the arrival time was taken.
     pub(crate) clock: &'static str,
+}
+
+/// The `q` quantile of `sorted` (nearest rank below), or NaN when there are no samples.
+pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
 }
 
 /// Where the arrival time of a replicated event comes from.
@@ -33,7 +47,7 @@ pub(crate) fn now_micros() -> i64 {
         .as_micros() as i64
 }
 
-/// Produces `PACED_RATE` events/s for `PACED_FOR` to `source`, each carrying its creation time
+/// Produces `PACED_RATE` events/s for `paced_for` to `source`, each carrying its creation time
 /// (CreateTime in ms, and in µs in the payload), and measures when each one lands on `target`.
 pub(crate) async fn paced_latency(
     source: &dyn Backend,
@@ -41,8 +55,9 @@ pub(crate) async fn paced_latency(
     target: &dyn Backend,
     target_stream: &str,
     clock: Clock,
+    paced_for: Duration,
 ) -> Latency {
-    let ticks = (PACED_FOR.as_millis() / 10) as usize;
+    let ticks = (paced_for.as_millis() / 10) as usize;
     let per_tick = PACED_RATE / 100;
     let total = ticks * per_tick;
     // The consumer is in its group (Kafka: partitions assigned) before the first event is sent.
@@ -55,7 +70,8 @@ pub(crate) async fn paced_latency(
         .unwrap();
     let collector = tokio::spawn(async move {
         let mut latencies = Vec::with_capacity(total);
-        let give_up = Instant::now() + PACED_FOR + DRAIN_TIMEOUT;
+        let mut slow = Vec::new();
+        let give_up = Instant::now() + paced_for + DRAIN_TIMEOUT;
         while latencies.len() < total && Instant::now() < give_up {
             let Some(d) = consumer
                 .receive_timeout(Duration::from_millis(200))
@@ -83,10 +99,28 @@ pub(crate) async fn paced_latency(
                 Clock::LogAppendTime => created_us / 1000 * 1000,
                 Clock::Receive => created_us,
             };
-            latencies.push((arrived_us - created_us) as f64 / 1000.0);
+            let latency_ms = (arrived_us - created_us) as f64 / 1000.0;
+            if latency_ms > SLOW_MS {
+                let seq: usize = std::str::from_utf8(&d.event.payload[23..])
+                    .ok()
+                    .and_then(|s| s.split('.').next()?.parse().ok())
+                    .unwrap_or(usize::MAX);
+                slow.push(seq);
+            }
+            latencies.push(latency_ms);
             d.ack();
         }
         consumer.close().await.unwrap();
+        if !slow.is_empty() {
+            slow.sort_unstable();
+            eprintln!(
+                "[paced] {} of {} events took over {SLOW_MS} ms, sent as events {} to {} of the stream",
+                slow.len(),
+                latencies.len(),
+                slow[0],
+                slow[slow.len() - 1]
+            );
+        }
         latencies
     });
 
@@ -116,12 +150,12 @@ pub(crate) async fn paced_latency(
         latencies.len()
     );
     latencies.sort_by(f64::total_cmp);
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
     Latency {
-        p50: at(0.50),
-        p99: at(0.99),
+        p50: quantile(&latencies, 0.50),
+        p99: quantile(&latencies, 0.99),
         max: *latencies.last().unwrap(),
         samples: latencies.len(),
+        sorted: latencies,
         clock: match clock {
             Clock::LogAppendTime => "target LogAppendTime − source CreateTime (ms)",
             Clock::Receive => "receive time at a consumer of the sink − creation time (µs)",

@@ -82,6 +82,7 @@ pub(crate) async fn local_to_local(n: u64) -> Row {
         sink.as_ref(),
         "paced-copy",
         Clock::Receive,
+        crate::PACED_FOR,
     )
     .await;
     let paced_cpu = crate::probe::cpu_time().saturating_sub(paced_from);

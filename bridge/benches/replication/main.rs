@@ -26,7 +26,8 @@
 //! and 16 routes (`BENCH_ROUTES=1,4,16`), EVENTS in all split over the routes, and
 //! `BENCH_ROUTES_ONLY=1` runs that alone. The CPU goal is judged on `BENCH_CPU_ROUNDS` (default 8)
 //! alternating rounds of a backlog copy by the daemon and by MirrorMaker 2 (`cpu_rounds.rs`);
-//! `BENCH_CPU_ROUNDS_ONLY=1` runs those alone. The in-process local→local copy also counts heap allocations per replicated event.
+//! `BENCH_CPU_ROUNDS_ONLY=1` runs those alone. The same rounds carry a paced stream through each
+//! replicator after its copy, and the latency goals are judged on them. The in-process local→local copy also counts heap allocations per replicated event.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -133,7 +134,7 @@ fn main() {
             cpu_rounds::measure(&server, kafka, &bridge_bin, n, cpu_rounds::round_count()).await
         })
     };
-    let cpu_in_rounds = !cpu_rounds.is_empty();
+    let in_rounds = !cpu_rounds.is_empty();
     // `BENCH_SKIP_ROUTES=1`: not the daemon with 1, 4 and 16 routes.
     let by_routes = if std::env::var_os("BENCH_SKIP_ROUTES").is_some() {
         Vec::new()
@@ -145,7 +146,7 @@ fn main() {
     };
     // `BENCH_SKIP_CURVE=1`: the replicators only, for alternating comparison rounds.
     if std::env::var_os("BENCH_SKIP_CURVE").is_some() {
-        print_report(&server, n, &rows, cpu_in_rounds);
+        print_report(&server, n, &rows, in_rounds);
         cpu_rounds::print(n, &cpu_rounds);
         routes::print(&by_routes);
         return;
@@ -154,7 +155,7 @@ fn main() {
         let kafka = tributary::connect(server.url()).await.unwrap();
         inflight::measure(kafka, n.min(100_000)).await
     });
-    print_report(&server, n, &rows, cpu_in_rounds);
+    print_report(&server, n, &rows, in_rounds);
     cpu_rounds::print(n, &cpu_rounds);
     routes::print(&by_routes);
     inflight::print(&curve);
@@ -208,7 +209,7 @@ async fn run_all(server: &Server, bridge_bin: &Path, n: u64) -> Vec<Row> {
     eprintln!("[local→local] bridge in process, memory:// → memory://");
     rows.push(local::local_to_local(n).await);
 
-    // Every Kafka topic up front: the LogAppendTime targets need the Kafka CLI (a JVM each).
+    // Every Kafka topic up front, so no replicator's clock includes creating one.
     // The first consumer group on a fresh broker waits seconds for Kafka to create its
     // internal offsets topic; whichever replicator ran first would pay for that alone.
     warm_up_groups(kafka.as_ref()).await;
@@ -231,7 +232,7 @@ async fn run_all(server: &Server, bridge_bin: &Path, n: u64) -> Vec<Row> {
         .iter()
         .flat_map(|r| [r.backlog_dst.clone(), r.paced_dst.clone()])
         .collect();
-    create_log_append_topics(server.address(), &targets);
+    create_log_append_topics(server.address(), &targets).await;
     for topic in &targets {
         wait_topic(kafka.as_ref(), topic).await;
     }
