@@ -85,9 +85,9 @@ impl Clients {
 /// producer (the backend's default) asks for its producer id only when a broker is up, else
 /// retries on a 500 ms timer: the first record of a new client waited for that timer, 0.5 to
 /// 1 s on one local broker (raw librdkafka with `enable.idempotence=true` does the same;
-/// without it, 10 to 50 ms). With this request first, a new client's first send took 13 to
-/// 20 ms, after about 60 ms here, except the first client of a process, whose first send
-/// still took about 0.55 s (1.05 s without: why the first differs was not found).
+/// without it, 10 to 50 ms). With this request first, a new client's first send took 14 to
+/// 20 ms, after about 65 ms here, except the first client of a process, whose first send still
+/// waited one or two periods of the timer (why the first differs was not found).
 /// Blocking: run it off the runtime.
 pub(crate) fn connect_now(client: &Client, stream: &str, timeout: Duration) {
     if let Err(e) = client.client().fetch_metadata(Some(stream), timeout) {
