@@ -302,6 +302,8 @@ impl Backend for KafkaBackend {
 
     async fn close(&self) -> Result<()> {
         self.closed.store(true, AtomicOrdering::Release);
+        // Producers still open keep their client; the backend no longer does.
+        self.producer_clients.clear();
         Ok(())
     }
 

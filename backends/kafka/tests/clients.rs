@@ -1,8 +1,9 @@
 //! How many librdkafka clients a backend runs: every client has its own threads, timers and
 //! broker connections, so a daemon with many routes paid for one producer client per stream
 //! and one commit-reading client per group (252–263 threads at 16 Kafka→Kafka routes). A
-//! backend's producers share one client, each keeping its own flush and close; the backlog of
-//! any number of groups is read through one client (the lag reader) beside the admin client.
+//! backend's producers share one client, each keeping its own flush and close, and the client
+//! stays until the backend closes; the backlog of any number of groups is read through one
+//! client (the lag reader) beside the admin client.
 //!
 //! Counts the threads librdkafka names `rdk:main` (one per client) in this process, so this
 //! binary holds one test: nextest runs each test in a process of its own, `cargo test` runs
@@ -92,18 +93,18 @@ async fn producers_and_lag_readings_of_one_backend_share_their_clients() {
         assert_eq!(stored, expected, "events stored in `{topic}`");
     }
 
-    // The client goes when its last producer does.
+    // The client stays when its last producer goes, so the next producer finds it connected
+    // (a new client's first send waits for the idempotent producer's id).
     for producer in producers.drain(..) {
         producer.close().await.expect("close");
     }
-    clients_become(before, "all producers closed and dropped").await;
-    // And a new producer brings one back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(clients(), before + 1, "all producers closed and dropped");
     let again = backend.producer(&topics[1]).await.expect("producer");
     again.send(Event::new("again")).await.expect("send");
-    assert_eq!(clients(), before + 1, "a new producer after all had gone");
+    assert_eq!(clients(), before + 1, "a new producer uses the same client");
     again.close().await.expect("close");
     drop(again);
-    clients_become(before, "the last producer closed").await;
 
     // The backlog of four groups on `topics[1]` (52 events with "again"): one group reads and
     // acks 10 events, so its commits add up to 10; the others never joined.
@@ -131,7 +132,7 @@ async fn producers_and_lag_readings_of_one_backend_share_their_clients() {
         .await
         .expect("close (commits the acked prefix)");
     drop(consumer);
-    clients_become(before, "the consumer closed").await;
+    clients_become(before + 1, "the consumer closed").await;
     let kafka = backend
         .as_any()
         .downcast_ref::<KafkaBackend>()
@@ -148,7 +149,10 @@ async fn producers_and_lag_readings_of_one_backend_share_their_clients() {
     }
     assert_eq!(
         clients(),
-        before + 1,
+        before + 2,
         "the backlog of 4 groups read through the admin client and one reader of the ends"
     );
+    // The backend's close lets go of the producer client.
+    backend.close().await.expect("close the backend");
+    clients_become(before + 1, "the backend closed").await;
 }
