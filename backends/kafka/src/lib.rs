@@ -100,6 +100,9 @@
 //!   only. A topic whose `max.message.bytes` differs from the others' gets a client of its own
 //!   (librdkafka's `message.max.bytes` is per client), and so do producers opened after a
 //!   client hit a fatal error. Producers opened from different backends never share one.
+//!   The backend keeps its clients until it closes, even with no producer open, and connects
+//!   a new one before `producer()` returns: a new idempotent client's first send otherwise
+//!   waits 0.5–1 s for its producer id (a process's first client still does).
 //! - Keys pick partitions as Java's default partitioner does (`murmur2(key) % partitions`,
 //!   librdkafka's `murmur2_random`), not with librdkafka's own default (CRC32): an event keyed
 //!   `k` lands on the same partition whether tributary, a Java client, kafka-python or the
