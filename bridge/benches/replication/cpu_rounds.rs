@@ -15,8 +15,8 @@
 //! rounds measured, while the daemon's two figures agreed. The whole steady copy is printed
 //! beside it.
 //!
-//! The latency goals were single runs too (a p99 of 24 ms in one full run, 51 ms in another
-//! of the same day's builds). After its copy, each replicator in a round carries a paced
+//! The latency goals were single runs too (a p99 from 24 ms in the full run of 12-04 to 51 ms
+//! in an earlier one). After its copy, each replicator in a round carries a paced
 //! stream (`PACED_RATE` events/s for [`ROUND_PACED_FOR`], broker timestamps on the target, as
 //! the main comparison measures it): the p50 goal is judged on the median of the per-round
 //! ratios of the daemon's p50 to MirrorMaker 2's, and the p99 goal on every round's events
@@ -32,7 +32,7 @@ use std::time::Duration;
 use tributary::{Backend, StreamSpec};
 use tributary_testcontainers::Server;
 
-use crate::backlog::produce_backlog;
+use crate::backlog::{produce_backlog, wait_topic};
 use crate::kafka_run::{KafkaRun, bridge_knob, create_log_append_topics};
 use crate::latency::{Latency, quantile};
 use crate::probe::stats;
@@ -102,11 +102,11 @@ pub(crate) async fn measure(
             produce_backlog(kafka.as_ref(), &run.backlog_src, n).await;
         }
         // The paced targets carry the broker's append time, the latency's clock.
-        create_log_append_topics(
-            server.address(),
-            &[bridge.paced_dst.clone(), mm2.paced_dst.clone()],
-        )
-        .await;
+        let paced_targets = [bridge.paced_dst.clone(), mm2.paced_dst.clone()];
+        create_log_append_topics(server.address(), &paced_targets).await;
+        for topic in &paced_targets {
+            wait_topic(kafka.as_ref(), topic).await;
+        }
         let bridge_first = round % 2 == 0;
         let order = if bridge_first {
             [&bridge, &mm2]

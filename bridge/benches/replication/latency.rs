@@ -101,9 +101,10 @@ pub(crate) async fn paced_latency(
             };
             let latency_ms = (arrived_us - created_us) as f64 / 1000.0;
             if latency_ms > SLOW_MS {
-                let seq: usize = std::str::from_utf8(&d.event.payload[23..])
+                // "{created} paced {seq}" and the padding: the third word is the sequence.
+                let seq: usize = std::str::from_utf8(&d.event.payload)
                     .ok()
-                    .and_then(|s| s.split('.').next()?.parse().ok())
+                    .and_then(|s| s.split(' ').nth(2)?.trim_end_matches('.').parse().ok())
                     .unwrap_or(usize::MAX);
                 slow.push(seq);
             }

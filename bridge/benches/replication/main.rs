@@ -27,7 +27,8 @@
 //! `BENCH_ROUTES_ONLY=1` runs that alone. The CPU goal is judged on `BENCH_CPU_ROUNDS` (default 8)
 //! alternating rounds of a backlog copy by the daemon and by MirrorMaker 2 (`cpu_rounds.rs`);
 //! `BENCH_CPU_ROUNDS_ONLY=1` runs those alone. The same rounds carry a paced stream through each
-//! replicator after its copy, and the latency goals are judged on them. The in-process local→local copy also counts heap allocations per replicated event.
+//! replicator after its copy, and the latency goals are judged on them. The in-process
+//! local→local copy also counts heap allocations per replicated event.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
