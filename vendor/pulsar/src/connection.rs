@@ -108,7 +108,12 @@ pub(crate) struct Receiver<S: Stream<Item = Result<Message, ConnectionError>>> {
     received_messages: BTreeMap<RequestKey, Message>,
     registrations: Pin<Box<mpsc::UnboundedReceiver<Register>>>,
     shutdown: Pin<Box<oneshot::Receiver<()>>>,
-    ping: Option<oneshot::Sender<()>>,
+    // TRIBUTARY PATCH: every ping waiting for its pong, oldest first (was one `Option`, so a
+    // second ping on the connection dropped the first one's resolver: that ping failed with
+    // `Disconnected` and marked the shared connection broken). The broker answers pings in
+    // order and pongs carry no id, so the oldest waiting ping takes each pong. See
+    // vendor/README.md.
+    ping: std::collections::VecDeque<oneshot::Sender<()>>,
     auth_challenge: mpsc::UnboundedSender<()>,
     closed_producers: ClosedProducers,
 }
@@ -133,7 +138,7 @@ impl<S: Stream<Item = Result<Message, ConnectionError>>> Receiver<S> {
             consumers: BTreeMap::new(),
             registrations: Box::pin(registrations),
             shutdown: Box::pin(shutdown),
-            ping: None,
+            ping: std::collections::VecDeque::new(),
             auth_challenge,
             closed_producers,
         }
@@ -188,7 +193,7 @@ impl<S: Stream<Item = Result<Message, ConnectionError>>> Future for Receiver<S> 
                     self.consumers.remove(&consumer_id);
                 }
                 Poll::Ready(Some(Register::Ping { resolver })) => {
-                    self.ping = Some(resolver);
+                    self.ping.push_back(resolver);
                 }
                 Poll::Ready(None) => {
                     self.error.set(ConnectionError::Disconnected);
@@ -215,7 +220,7 @@ impl<S: Stream<Item = Result<Message, ConnectionError>>> Future for Receiver<S> 
                             command: BaseCommand { pong: Some(_), .. },
                             ..
                         } => {
-                            if let Some(sender) = self.ping.take() {
+                            if let Some(sender) = self.ping.pop_front() {
                                 let _ = sender.send(());
                             }
                         }
