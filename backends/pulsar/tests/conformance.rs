@@ -16,6 +16,17 @@ fn harness(server: &Arc<Server>) -> Harness {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pulsar_conformance() {
+    // The client's connection events (the crate logs them at info) and the backend's debug
+    // lines, shown only when the test fails: a case once failed in CI with `Disconnected` on a
+    // commit and nothing to say which connection went or why. RUST_LOG overrides.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,pulsar=info,tributary_pulsar=debug")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_timer(tracing_subscriber::fmt::time::uptime())
+        .with_writer(std::io::stderr)
+        .try_init();
     let server = require_peer!(Peer::Pulsar);
     tributary_pulsar::register();
 
