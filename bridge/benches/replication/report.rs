@@ -37,7 +37,9 @@ pub(crate) fn mib(bytes: u64) -> String {
 }
 
 pub(crate) fn ms(v: f64) -> String {
-    if v < 10.0 {
+    // Kafka's LogAppendTime is whole milliseconds: "9 ms", not "9.00 ms", which would claim a
+    // precision the clock does not have.
+    if v < 10.0 && v.fract() != 0.0 {
         format!("{v:.2} ms")
     } else {
         format!("{v:.0} ms")
