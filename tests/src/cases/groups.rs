@@ -204,3 +204,44 @@ pub(crate) async fn stream_isolation(c: &mut Ctx) -> CaseOutcome {
     expect_quiet(c1.as_ref()).await?;
     Ok(None)
 }
+
+/// Consumers of four groups on one backend commit at the same moment, ten times over; every commit succeeds, and a group reopened after its last commit receives nothing again.
+pub(crate) async fn concurrent_commits(c: &mut Ctx) -> CaseOutcome {
+    // One backend's consumers share its connections (Pulsar's client had room for one waiting
+    // commit per connection: a second failed the first and broke the shared connection).
+    const GROUPS: usize = 4;
+    const ROUNDS: usize = 10;
+    const PER_ROUND: usize = 5;
+    let stream = c.stream("commits", 1).await?;
+    let groups: Vec<String> = (0..GROUPS).map(|i| c.name(&format!("g{i}"))).collect();
+    let mut consumers = Vec::with_capacity(GROUPS);
+    for group in &groups {
+        consumers.push(c.consumer(&stream, group, StartPosition::Earliest).await?);
+    }
+    let producer = c.producer(&stream).await?;
+    for round in 0..ROUNDS {
+        let sent = numbered(&format!("cc{round}"), PER_ROUND);
+        producer.send_batch(sent.clone()).await.check("send")?;
+        for (i, consumer) in consumers.iter().enumerate() {
+            let got = receive_n(consumer.as_ref(), PER_ROUND).await?;
+            same_set(&payloads(&got), &sent)
+                .map_err(|e| format!("round {round}, group {i}: {e}"))?;
+            ack_all(got);
+        }
+        let commits =
+            futures::future::join_all(consumers.iter().map(|consumer| consumer.commit())).await;
+        for (i, commit) in commits.into_iter().enumerate() {
+            commit.map_err(|e| {
+                format!("round {round}: group {i}'s commit, made with the other groups': {e}")
+            })?;
+        }
+    }
+    for consumer in consumers {
+        consumer.close().await.check("close")?;
+    }
+    let again = c
+        .consumer(&stream, &groups[0], StartPosition::Earliest)
+        .await?;
+    expect_quiet(again.as_ref()).await?;
+    Ok(None)
+}

@@ -266,6 +266,12 @@ pub(crate) const ALL: &[Case] = &[
         },
         "Of e0, e1, e2 under one key, with e0 and e1 nacked and e2 acked, e0 and e1 come back in that order before e3."
     ),
+    case!(
+        28,
+        groups::concurrent_commits,
+        always,
+        "Consumers of four groups on one backend commit at the same moment, ten times over; every commit succeeds, and a group reopened after its last commit receives nothing again."
+    ),
 ];
 
 /// Why a case cannot run here, or `Ok` when it can.
