@@ -600,8 +600,8 @@ async fn limits_and_administration() {
 /// Consumers of one backend share the client's connection to the broker, and a commit is a
 /// ping on it. Commits of several consumers at once must all succeed: the crate kept one ping
 /// waiting per connection, so a second ping dropped the first one's answer, which failed with
-/// `Disconnected` and marked the shared connection broken (the conformance run's `lag` case
-/// failed so in CI, beside another consumer's commit).
+/// `Disconnected` and marked the shared connection broken (`vendor/README.md`, the eighth
+/// patch; conformance case 28 checks the same across backends).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn commits_of_consumers_sharing_a_connection_all_succeed() {
     let server = require_peer!(Peer::Pulsar);
