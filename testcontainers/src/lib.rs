@@ -51,7 +51,8 @@ mod server;
 pub use peer::{AZURITE_ACCOUNT, AZURITE_ACCOUNT_KEY, Mode, Peer, azurite_connection_string};
 pub use process::{KillOnDrop, Process, lines_until, tail as log_tail, this_test_binary_running};
 pub use procfs::{
-    group_cpu_time, group_resident_bytes, group_threads, process_group_alive, threads_named,
+    group_cpu_time, group_resident_bytes, group_threads, process_group_alive, thread_ids_named,
+    threads_named,
 };
 pub(crate) use server::wait_ready;
 pub use server::{Launcher, Server};

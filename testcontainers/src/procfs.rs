@@ -66,13 +66,25 @@ pub fn group_threads(pgid: u32) -> u64 {
 /// bytes of a name). librdkafka names each client's main thread `rdk:main`, so this counts a
 /// process's Kafka clients.
 pub fn threads_named(pid: u32, name: &str) -> usize {
+    thread_ids_named(pid, name).len()
+}
+
+/// The ids of process `pid`'s threads named `name`: the same set before and after a step
+/// means the same threads, where a count would not show one replaced by another.
+pub fn thread_ids_named(pid: u32, name: &str) -> std::collections::BTreeSet<u32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
+        return Default::default();
     };
     tasks
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .filter(|comm| comm.trim_end_matches('\n') == name)
-        .count()
+        .filter_map(|task| {
+            let path = task.ok()?.path();
+            let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+            if comm.trim_end_matches('\n') != name {
+                return None;
+            }
+            path.file_name()?.to_str()?.parse().ok()
+        })
+        .collect()
 }
 
 /// `true` when any process of group `pgid` is still alive (zombies count as gone).
@@ -99,6 +111,11 @@ mod tests {
         assert_eq!(group_threads(pgid), 1, "sh runs one thread");
         assert_eq!(threads_named(pgid, "sh"), 1);
         assert_eq!(threads_named(pgid, "rdk:main"), 0);
+        // A single-threaded process's one thread has the process's id.
+        assert_eq!(
+            thread_ids_named(pgid, "sh").into_iter().collect::<Vec<_>>(),
+            [pgid]
+        );
         assert!(process_group_alive(pgid));
         let mut cpu = Duration::ZERO;
         while child.try_wait().unwrap().is_none() {

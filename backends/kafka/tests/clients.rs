@@ -13,26 +13,17 @@ use std::time::{Duration, Instant};
 
 use tributary::{ConsumerExt, ConsumerOptions, ErrorKind, Event, StartPosition, StreamSpec};
 use tributary_kafka::KafkaBackend;
-use tributary_testcontainers::{Peer, require_peer, threads_named, unique_name};
+use tributary_testcontainers::{Peer, require_peer, thread_ids_named, threads_named, unique_name};
 
 /// Threads of this process named `rdk:main`: one per librdkafka client.
 fn clients() -> usize {
     threads_named(std::process::id(), "rdk:main")
 }
 
-/// The thread ids of this process's `rdk:main` threads: the same set before and after a step
-/// means the same clients, where a count could hide one client replaced by another.
-fn client_threads() -> std::collections::BTreeSet<String> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", std::process::id())) else {
-        return Default::default();
-    };
-    tasks
-        .filter_map(|task| {
-            let path = task.ok()?.path();
-            let comm = std::fs::read_to_string(path.join("comm")).ok()?;
-            (comm.trim_end() == "rdk:main").then(|| path.file_name()?.to_str().map(String::from))?
-        })
-        .collect()
+/// The ids of this process's `rdk:main` threads: the same set before and after a step means
+/// the same clients, where a count could hide one client replaced by another.
+fn client_threads() -> std::collections::BTreeSet<u32> {
+    thread_ids_named(std::process::id(), "rdk:main")
 }
 
 /// Waits until [`clients`] is `expected` (a client's threads end a moment after it is dropped).

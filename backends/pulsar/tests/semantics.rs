@@ -1,8 +1,7 @@
 //! What the Pulsar backend promises beyond the conformance suite, against a real standalone:
 //! per-key order while members join and leave (the reason for Failover), nack order and
 //! backoff, batched messages acked safely, a consumer process killed mid-stream, starting at a
-//! position, the size limit's message, the admin API's view of a stream, and commits of
-//! consumers that share one connection.
+//! position, the size limit's message, and the admin API's view of a stream.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
@@ -595,56 +594,4 @@ async fn limits_and_administration() {
     assert!(!backend.list_streams().await.unwrap().contains(&topic));
     let err = backend.describe_stream(&topic).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
-}
-
-/// Consumers of one backend share the client's connection to the broker, and a commit is a
-/// ping on it. Commits of several consumers at once must all succeed: the crate kept one ping
-/// waiting per connection, so a second ping dropped the first one's answer, which failed with
-/// `Disconnected` and marked the shared connection broken (`vendor/README.md`, the eighth
-/// patch; conformance case 28 checks the same across backends).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn commits_of_consumers_sharing_a_connection_all_succeed() {
-    let server = require_peer!(Peer::Pulsar);
-    let backend = connect(server.url()).await;
-    const CONSUMERS: usize = 4;
-    const ROUNDS: usize = 25;
-    let mut consumers = Vec::new();
-    let mut producers = Vec::new();
-    for _ in 0..CONSUMERS {
-        let topic = stream(&backend, 1).await;
-        producers.push(backend.producer(&topic).await.unwrap());
-        consumers.push(
-            backend
-                .consumer(&topic, earliest(&unique_name("g")))
-                .await
-                .unwrap(),
-        );
-    }
-    for round in 0..ROUNDS {
-        for producer in &producers {
-            producer
-                .send(Event::new(format!("r{round}")))
-                .await
-                .unwrap();
-        }
-        for consumer in &consumers {
-            let d = consumer
-                .receive_timeout(WAIT)
-                .await
-                .unwrap()
-                .expect("event");
-            assert_eq!(text(&d.event.payload), format!("r{round}"));
-            d.ack();
-        }
-        let results =
-            futures::future::join_all(consumers.iter().map(|consumer| consumer.commit())).await;
-        for (i, result) in results.into_iter().enumerate() {
-            if let Err(e) = result {
-                panic!("round {round}: consumer {i}'s commit failed: {e}");
-            }
-        }
-    }
-    for consumer in consumers {
-        consumer.close().await.unwrap();
-    }
 }
