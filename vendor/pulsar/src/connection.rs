@@ -114,6 +114,13 @@ pub(crate) struct Receiver<S: Stream<Item = Result<Message, ConnectionError>>> {
     // order and pongs carry no id, so the oldest waiting ping takes each pong. See
     // vendor/README.md.
     ping: std::collections::VecDeque<oneshot::Sender<()>>,
+    // TRIBUTARY PATCH: pongs that came before their ping's registration was read. A caller
+    // queues the registration before it writes the ping, but this receiver reads
+    // registrations only at the start of a poll, so a pong read later in the same poll can
+    // overtake it (as `received_messages` allows for requests); the next registration takes
+    // it. A pong with no ping waiting is always such a one: a ping that timed out keeps its
+    // place in `ping`.
+    early_pongs: usize,
     auth_challenge: mpsc::UnboundedSender<()>,
     closed_producers: ClosedProducers,
 }
@@ -139,6 +146,7 @@ impl<S: Stream<Item = Result<Message, ConnectionError>>> Receiver<S> {
             registrations: Box::pin(registrations),
             shutdown: Box::pin(shutdown),
             ping: std::collections::VecDeque::new(),
+            early_pongs: 0,
             auth_challenge,
             closed_producers,
         }
@@ -193,7 +201,12 @@ impl<S: Stream<Item = Result<Message, ConnectionError>>> Future for Receiver<S> 
                     self.consumers.remove(&consumer_id);
                 }
                 Poll::Ready(Some(Register::Ping { resolver })) => {
-                    self.ping.push_back(resolver);
+                    if self.early_pongs > 0 {
+                        self.early_pongs -= 1;
+                        let _ = resolver.send(());
+                    } else {
+                        self.ping.push_back(resolver);
+                    }
                 }
                 Poll::Ready(None) => {
                     self.error.set(ConnectionError::Disconnected);
@@ -220,8 +233,11 @@ impl<S: Stream<Item = Result<Message, ConnectionError>>> Future for Receiver<S> 
                             command: BaseCommand { pong: Some(_), .. },
                             ..
                         } => {
-                            if let Some(sender) = self.ping.pop_front() {
-                                let _ = sender.send(());
+                            match self.ping.pop_front() {
+                                Some(sender) => {
+                                    let _ = sender.send(());
+                                }
+                                None => self.early_pongs += 1,
                             }
                         }
                         msg => match msg.request_key() {
