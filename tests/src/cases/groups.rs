@@ -205,13 +205,17 @@ pub(crate) async fn stream_isolation(c: &mut Ctx) -> CaseOutcome {
     Ok(None)
 }
 
-/// Consumers of four groups on one backend commit at the same moment, ten times over; every commit succeeds, and a group reopened after its last commit receives nothing again.
+/// Consumers of four groups on one backend commit at the same moment, ten times over; every commit succeeds, each round's within 10 s (a commit that waits for a later one's answer fails it), and a group reopened after its last commit receives nothing again.
 pub(crate) async fn concurrent_commits(c: &mut Ctx) -> CaseOutcome {
     // One backend's consumers share its connections (Pulsar's client had room for one waiting
     // commit per connection: a second failed the first and broke the shared connection).
     const GROUPS: usize = 4;
     const ROUNDS: usize = 10;
     const PER_ROUND: usize = 5;
+    // A commit answered at all is not enough: with the first version of Pulsar's fix, one
+    // early pong left every commit waiting 30 s for the next ping's pong, and each succeeded.
+    // A healthy round takes milliseconds to a second on a loaded 2-core machine.
+    const COMMITS_WAIT: Duration = Duration::from_secs(10);
     let stream = c.stream("commits", 1).await?;
     let groups: Vec<String> = (0..GROUPS).map(|i| c.name(&format!("g{i}"))).collect();
     let mut consumers = Vec::with_capacity(GROUPS);
@@ -219,6 +223,7 @@ pub(crate) async fn concurrent_commits(c: &mut Ctx) -> CaseOutcome {
         consumers.push(c.consumer(&stream, group, StartPosition::Earliest).await?);
     }
     let producer = c.producer(&stream).await?;
+    let mut slowest = Duration::ZERO;
     for round in 0..ROUNDS {
         let sent = numbered(&format!("cc{round}"), PER_ROUND);
         producer.send_batch(sent.clone()).await.check("send")?;
@@ -228,8 +233,19 @@ pub(crate) async fn concurrent_commits(c: &mut Ctx) -> CaseOutcome {
                 .map_err(|e| format!("round {round}, group {i}: {e}"))?;
             ack_all(got);
         }
-        let commits =
-            futures::future::join_all(consumers.iter().map(|consumer| consumer.commit())).await;
+        let started = tokio::time::Instant::now();
+        let commits = tokio::time::timeout(
+            COMMITS_WAIT,
+            futures::future::join_all(consumers.iter().map(|consumer| consumer.commit())),
+        )
+        .await
+        .map_err(|_| {
+            format!(
+                "round {round}: the {GROUPS} groups' commits, made together, were not all \
+                 answered within {COMMITS_WAIT:?}"
+            )
+        })?;
+        slowest = slowest.max(started.elapsed());
         for (i, commit) in commits.into_iter().enumerate() {
             commit.map_err(|e| {
                 format!("round {round}: group {i}'s commit, made with the other groups': {e}")
@@ -243,5 +259,8 @@ pub(crate) async fn concurrent_commits(c: &mut Ctx) -> CaseOutcome {
         .consumer(&stream, &groups[0], StartPosition::Earliest)
         .await?;
     expect_quiet(again.as_ref()).await?;
-    Ok(None)
+    Ok(Some(format!(
+        "slowest round's commits {} ms",
+        slowest.as_millis()
+    )))
 }

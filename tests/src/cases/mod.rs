@@ -270,7 +270,7 @@ pub(crate) const ALL: &[Case] = &[
         28,
         groups::concurrent_commits,
         always,
-        "Consumers of four groups on one backend commit at the same moment, ten times over; every commit succeeds, and a group reopened after its last commit receives nothing again."
+        "Consumers of four groups on one backend commit at the same moment, ten times over; every commit succeeds, each round's within 10 s (a commit that waits for a later one's answer fails it), and a group reopened after its last commit receives nothing again."
     ),
 ];
 

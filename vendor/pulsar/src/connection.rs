@@ -2157,6 +2157,93 @@ mod tests {
         assert!(!error.is_set());
     }
 
+    // TRIBUTARY PATCH (test): a pong read before its ping's registration. The caller queues
+    // the registration and writes the ping while the receiver is inside its inbound loop, past
+    // the point where it reads registrations, and the pong is read in that same loop. This
+    // inbound stream plays that caller: the first time it is polled it registers a ping, then
+    // hands the receiver that ping's pong. Without the count of early pongs the pong was
+    // dropped, the ping waited for the next pong, and every later ping for the one after its
+    // own.
+    struct PongOvertakingItsRegistration {
+        registrations: mpsc::UnboundedSender<Register>,
+        first_ping: Option<oneshot::Sender<()>>,
+        later: mpsc::UnboundedReceiver<Result<Message, super::ConnectionError>>,
+    }
+
+    impl futures::Stream for PongOvertakingItsRegistration {
+        type Item = Result<Message, super::ConnectionError>;
+
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            if let Some(resolver) = self.first_ping.take() {
+                self.registrations
+                    .unbounded_send(Register::Ping { resolver })
+                    .unwrap();
+                return std::task::Poll::Ready(Some(Ok(super::messages::pong())));
+            }
+            self.later.poll_next_unpin(cx)
+        }
+    }
+
+    #[tokio::test]
+    #[cfg(any(
+        feature = "tokio-runtime",
+        feature = "tokio-rustls-runtime-aws-lc-rs",
+        feature = "tokio-rustls-runtime-ring"
+    ))]
+    async fn receiver_gives_a_pong_read_before_its_registration_to_that_ping() {
+        let (message_tx, message_rx) = mpsc::unbounded();
+        let (control_tx, _control_rx) = async_channel::unbounded();
+        let (registrations_tx, registrations_rx) = mpsc::unbounded();
+        let error = SharedError::new();
+        let (_receiver_shutdown_tx, receiver_shutdown_rx) = oneshot::channel();
+        let (auth_challenge_tx, _auth_challenge_rx) = mpsc::unbounded();
+        let (first_resolver, first_ping) = oneshot::channel();
+        let inbound = PongOvertakingItsRegistration {
+            registrations: registrations_tx.clone(),
+            first_ping: Some(first_resolver),
+            later: message_rx,
+        };
+
+        tokio::spawn(Box::pin(Receiver::new(
+            inbound,
+            control_tx,
+            error.clone(),
+            registrations_rx,
+            receiver_shutdown_rx,
+            auth_challenge_tx,
+            Default::default(),
+        )));
+
+        let wait = Duration::from_millis(500);
+        tokio::time::timeout(wait, first_ping)
+            .await
+            .expect("the ping whose pong overtook its registration was never answered")
+            .unwrap();
+
+        // The next ping is answered by its own pong, not by one left over.
+        let (resolver, mut second_ping) = oneshot::channel();
+        registrations_tx
+            .unbounded_send(Register::Ping { resolver })
+            .unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), &mut second_ping)
+                .await
+                .is_err(),
+            "the second ping was answered before its pong came"
+        );
+        message_tx
+            .unbounded_send(Ok(super::messages::pong()))
+            .unwrap();
+        tokio::time::timeout(wait, second_ping)
+            .await
+            .expect("the second ping was not answered by its pong")
+            .unwrap();
+        assert!(!error.is_set());
+    }
+
     struct TestAuthentication {
         count: Arc<RwLock<usize>>,
     }
