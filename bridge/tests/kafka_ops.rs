@@ -2,8 +2,9 @@
 //! against the broker's own figures (`kafka-consumer-groups.sh --describe`) from the start,
 //! while the route cannot open, once caught up, after a restart, and after a takeover (two
 //! daemons in one group, one SIGKILLed); a daemon restarted after SIGKILL replicating again
-//! at once with static group membership; and a broker that stops answering, said in the log
-//! within seconds.
+//! at once with static group membership; a broker that stops answering, said in the log
+//! within seconds; and a SIGTERM with the broker gone, which still exits within
+//! `daemon.shutdown_timeout`.
 
 mod harness;
 
@@ -585,4 +586,52 @@ fn a_broker_that_stops_answering_is_reported_within_seconds() {
     let (status, took, log) = daemon.terminate(Duration::from_secs(60));
     println!("terminated in {took:?}");
     assert!(status.success(), "{status}\n{log}");
+}
+
+/// `daemon.shutdown_timeout` is a promise to a supervisor that kills at it (Kubernetes'
+/// grace period): with the broker gone mid-stream, batches in hand cannot drain, and the
+/// daemon still exits within the deadline, status 1, saying why. It used to drain for the
+/// whole deadline and then give closing the backends a second more. The mock cluster is the
+/// broker the test can take down without disturbing the shared one.
+#[test]
+fn sigterm_exits_within_the_shutdown_timeout_while_the_sink_hangs() {
+    use rdkafka::mocking::MockCluster;
+
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("hung-in", 2, 1).expect("topic");
+    cluster.create_topic("hung-out", 2, 1).expect("topic");
+    // The mock cluster does not answer DescribeConfigs: see the test above.
+    let url = format!("kafka://{}?timeout=2s", cluster.bootstrap_servers());
+    produce(&url, "hung-in", 0, 100_000);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bridge.toml");
+    let deadline = Duration::from_secs(3);
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"{}s\"\n[[route]]\nname = \"k\"\nsource = {{ url = \"{url}\", stream = \"hung-in\", group = \"g-hung\" }}\nsink = {{ url = \"{url}\", stream = \"hung-out\" }}\nbatch = {{ max_events = 50 }}\nin_flight = 100\n",
+            deadline.as_secs()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&config, &[]);
+    let addr = daemon.addr(Duration::from_secs(30));
+    wait_until(Duration::from_secs(60), "the route to replicate", || {
+        (events_out(&addr) >= 500.0).then_some(())
+    });
+    cluster.broker_down(1).expect("broker down");
+    // The batches in hand now wait for a broker that is not there.
+    std::thread::sleep(Duration::from_secs(1));
+    let (status, took, log) = daemon.terminate(Duration::from_secs(60));
+    println!(
+        "SIGTERM with the broker down: exited {status} after {took:?} (deadline {deadline:?})"
+    );
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("daemon.shutdown_timeout"), "{log}");
+    // The slack is the process's exit and this test's polling, not a phase of the shutdown.
+    assert!(
+        took <= deadline + Duration::from_millis(500),
+        "the daemon exited {took:?} after SIGTERM, past its shutdown_timeout of {deadline:?}:\n{log}"
+    );
 }

@@ -282,6 +282,12 @@ async fn supervise(route: RoutePlan, stats: Arc<RouteStats>, shared: Arc<Shared>
     }
 }
 
+/// The part of a shutdown's deadline kept for closing the backends: a quarter, at most 5 s
+/// (the default deadline of 30 s drains for 25).
+fn close_share(deadline: Duration) -> Duration {
+    (deadline / 4).min(Duration::from_secs(5))
+}
+
 /// Starts reporting the route's lag from the broker, if its source can give it (see
 /// [`route::lag::LagSource::broker`]). `None` if the source cannot, or cannot be reached yet.
 async fn start_broker_lag(
@@ -300,26 +306,31 @@ async fn start_broker_lag(
 }
 
 impl Running {
-    /// Stops intake, lets each route finish and ack the batch in hand, closes the backends.
-    /// Routes still connecting stop at once. `Err` (timeout) if draining takes longer than
-    /// `deadline`: what was not acked is read again after a restart.
+    /// Stops intake, lets each route finish and ack the batch in hand, closes the backends,
+    /// all within `deadline`. Routes still connecting stop at once. `Err` (timeout) if
+    /// draining takes longer than its part of `deadline`: what was not acked is read again
+    /// after a restart.
     pub async fn shutdown(self, deadline: Duration) -> Result<()> {
         self.health.stopping.store(true, Ordering::SeqCst);
         self.cancel.cancel();
-        let ends = tokio::time::Instant::now() + deadline;
-        let drained = tokio::time::timeout_at(ends, futures::future::join_all(self.tasks)).await;
+        let started = tokio::time::Instant::now();
+        let ends = started + deadline;
+        // Closing (flushes, the drained batches' commits) keeps a share of the deadline, so a
+        // route that cannot drain leaves it time, and the whole stays within the deadline: a
+        // supervisor kills at it (Kubernetes' grace period), and a close cut short by the kill
+        // loses the commits of what did drain (read again, so duplicates).
+        let drain_ends = ends - close_share(deadline);
+        let drained =
+            tokio::time::timeout_at(drain_ends, futures::future::join_all(self.tasks)).await;
         let backends = std::mem::take(&mut *self.connections.all.lock());
-        // Closing flushes and commits; a backend that cannot reach its server gets what is
-        // left of the deadline (and a second at least), not forever.
+        // A backend that cannot reach its server gets what is left of the deadline, not forever.
         let closing = futures::future::join_all(backends.iter().map(|b| b.close()));
-        let left = ends
-            .saturating_duration_since(tokio::time::Instant::now())
-            .max(Duration::from_secs(1));
-        let _ = tokio::time::timeout(left, closing).await;
+        let _ = tokio::time::timeout_at(ends, closing).await;
         match drained {
             Ok(_) => Ok(()),
             Err(_) => Err(Error::timeout(format!(
-                "routes still draining after {deadline:?} (daemon.shutdown_timeout); unacked events will be read again on restart"
+                "routes still draining after {:?} of the {deadline:?} of daemon.shutdown_timeout (the rest went to closing the backends); unacked events will be read again on restart",
+                drain_ends - started
             ))),
         }
     }
