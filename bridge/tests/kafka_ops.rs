@@ -621,8 +621,17 @@ fn sigterm_exits_within_the_shutdown_timeout_while_the_sink_hangs() {
         (events_out(&addr) >= 500.0).then_some(())
     });
     cluster.broker_down(1).expect("broker down");
-    // The batches in hand now wait for a broker that is not there.
-    std::thread::sleep(Duration::from_secs(1));
+    // The premise, seen rather than slept on: the sink has stopped confirming batches (the
+    // count of events out holds still for half a second), so the batches in hand wait for a
+    // broker that is not there. The exit status below says they could not drain.
+    let mut last = (events_out(&addr), Instant::now());
+    wait_until(Duration::from_secs(30), "replication to stall", || {
+        let out = events_out(&addr);
+        if out != last.0 {
+            last = (out, Instant::now());
+        }
+        (last.1.elapsed() >= Duration::from_millis(500)).then_some(())
+    });
     let (status, took, log) = daemon.terminate(Duration::from_secs(60));
     println!(
         "SIGTERM with the broker down: exited {status} after {took:?} (deadline {deadline:?})"
