@@ -44,6 +44,7 @@ pub const SHOWN_OPTIONS: &[&str] = &[
     "send_timeout",
     "commit_interval",
     "join_timeout",
+    "revoke_grace",
     "replication",
     // Pub/Sub.
     "endpoint",

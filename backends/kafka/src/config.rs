@@ -16,6 +16,7 @@ const KNOWN_OPTIONS: &[&str] = &[
     "send_timeout",
     "commit_interval",
     "join_timeout",
+    "revoke_grace",
     "auto_create",
     "partitions",
     "replication",
@@ -71,6 +72,11 @@ pub struct KafkaConfig {
     /// How long `consumer()` waits for the group to assign partitions (`join_timeout`, default
     /// 60 s).
     pub join_timeout: Duration,
+    /// How long a rebalance that takes partitions from a consumer waits for the deliveries of
+    /// those partitions still out to be settled, so that their acks are committed and the next
+    /// owner does not read them again (`revoke_grace`, default 5 s; `0s` does not wait). Only
+    /// while deliveries of those partitions are out; the group's rebalance waits with it.
+    pub revoke_grace: Duration,
     /// Create missing topics on `producer()`/`consumer()` (`auto_create`, default false).
     pub auto_create: bool,
     /// Partitions of topics `auto_create` makes (`partitions`, default 1).
@@ -105,6 +111,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("send_timeout", &self.send_timeout)
             .field("commit_interval", &self.commit_interval)
             .field("join_timeout", &self.join_timeout)
+            .field("revoke_grace", &self.revoke_grace)
             .field("auto_create", &self.auto_create)
             .field("partitions", &self.partitions)
             .field("replication", &self.replication)
@@ -126,6 +133,7 @@ impl KafkaConfig {
             send_timeout: Duration::from_secs(60),
             commit_interval: Duration::from_millis(500),
             join_timeout: Duration::from_secs(60),
+            revoke_grace: Duration::from_secs(5),
             auto_create: false,
             partitions: 1,
             replication: None,
@@ -164,6 +172,7 @@ impl KafkaConfig {
             ("send_timeout", &mut config.send_timeout),
             ("commit_interval", &mut config.commit_interval),
             ("join_timeout", &mut config.join_timeout),
+            ("revoke_grace", &mut config.revoke_grace),
         ];
         for (name, field) in durations {
             if let Some(value) = options.take_duration(name)? {
@@ -463,6 +472,14 @@ mod tests {
             config("kafka://a:1?replication=-1").unwrap().replication,
             None
         );
+        assert_eq!(
+            config("kafka://a:1?revoke_grace=250ms").unwrap().revoke_grace,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            config("kafka://a:1?revoke_grace=0s").unwrap().revoke_grace,
+            Duration::ZERO
+        );
     }
 
     #[test]
@@ -471,6 +488,8 @@ mod tests {
         assert!(e.to_string().contains("unknown option `lingerms`"), "{e}");
         let e = config("kafka://h:1?timeout=soon").unwrap_err();
         assert!(e.to_string().contains("option `timeout`"), "{e}");
+        let e = config("kafka://h:1?revoke_grace=-1s").unwrap_err();
+        assert!(e.to_string().contains("option `revoke_grace`"), "{e}");
         let e = config("kafka://h:1?partitions=0").unwrap_err();
         assert!(e.to_string().contains("partitions"), "{e}");
         let e = config("kafka://h:1?replication=0").unwrap_err();

@@ -26,6 +26,7 @@
 //! | `send_timeout` | `60s` | how long one event may be retried before its send fails (`message.timeout.ms`) |
 //! | `commit_interval` | `500ms` | how often acked positions are committed (also on revoke and close) |
 //! | `join_timeout` | `60s` | how long `consumer()` waits for the group to assign partitions |
+//! | `revoke_grace` | `5s` | how long a rebalance taking partitions from a consumer waits for their deliveries still out to be settled, so their acks are committed instead of read again by the next owner (`0s`: no wait) |
 //! | `auto_create` | `false` | create missing topics on `producer()`/`consumer()`, with `partitions` (the client never lets a broker auto-create a topic with its own `num.partitions`) |
 //! | `partitions`, `replication` | `1`, broker default | for topics created by `auto_create` |
 //! | `client_id` | `tributary` | `client.id` |

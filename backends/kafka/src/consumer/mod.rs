@@ -89,6 +89,8 @@ impl KafkaConsumer {
             )),
             wake: Notify::new(),
             room: Condvar::new(),
+            settled: Condvar::new(),
+            revoke_grace: config.revoke_grace,
         });
         let (to_driver, inbox) = std::sync::mpsc::channel();
         let context = Context {

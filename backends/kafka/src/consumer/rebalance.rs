@@ -269,9 +269,37 @@ impl ConsumerContext for Context {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 // Acks the application made before this moment count (they are applied as they
-                // are made): commit them for the partitions that go. Their unacked and
+                // are made), and so do those it makes within `revoke_grace` for the deliveries
+                // it holds: commit them for the partitions that go. Without the wait every
+                // delivery in hand at a rebalance was read again by the next owner (in an eager
+                // rebalance, every partition of every member). Their unacked and
                 // not-yet-received events are withdrawn here and redelivered by the next owner.
                 let mut state = self.shared.state.lock();
+                // Not at close: the application has stopped settling.
+                if !state.stopped && !self.shared.revoke_grace.is_zero() {
+                    state.begin_revoke(tpl);
+                    let waited = Instant::now();
+                    let deadline = waited + self.shared.revoke_grace;
+                    let mut left = state.revoking_in_flight();
+                    while left > 0 {
+                        if self
+                            .shared
+                            .settled
+                            .wait_until(&mut state, deadline)
+                            .timed_out()
+                        {
+                            left = state.revoking_in_flight();
+                            break;
+                        }
+                        left = state.revoking_in_flight();
+                    }
+                    if left > 0 {
+                        tracing::info!(topic = %state.topic, unsettled = left, grace = ?self.shared.revoke_grace,
+                            "kafka: partitions revoked with deliveries still out after revoke_grace; the next owner reads them again");
+                    } else if waited.elapsed() > Duration::from_millis(1) {
+                        tracing::debug!(topic = %state.topic, waited = ?waited.elapsed(), "kafka: revoked partitions' deliveries settled");
+                    }
+                }
                 let list = state.commit_list(Some(tpl));
                 if list.count() > 0 {
                     match consumer.commit(&list, CommitMode::Sync) {
@@ -281,10 +309,7 @@ impl ConsumerContext for Context {
                         }
                     }
                 }
-                for element in tpl.elements() {
-                    state.partitions.remove(&element.partition());
-                }
-                state.withdraw_unassigned();
+                state.remove(tpl);
                 state.assignment_changed = true;
                 let topic = state.topic.clone();
                 tracing::debug!(topic = %topic, partitions = tpl.count(), "kafka: partitions revoked");
@@ -302,6 +327,7 @@ impl ConsumerContext for Context {
                 tracing::warn!(error = ?other, "kafka: rebalance error; dropping the assignment");
                 let mut state = self.shared.state.lock();
                 state.partitions.clear();
+                state.revoking = 0;
                 state.withdraw_unassigned();
                 state.assignment_changed = true;
                 drop(state);

@@ -27,6 +27,11 @@ pub(super) struct Shared {
     /// Signalled when the ready queue drains to `low_water`, waking a driver that stopped
     /// fetching because it was full.
     pub(super) room: Condvar,
+    /// Signalled when a delivery is settled while partitions are being revoked: the revoke
+    /// callback waits on it for their deliveries still out (see [`State::begin_revoke`]).
+    pub(super) settled: Condvar,
+    /// How long a revoke waits for them (`revoke_grace`).
+    pub(super) revoke_grace: Duration,
 }
 
 /// An event waiting to be handed to the application.
@@ -112,7 +117,16 @@ impl Settle {
 /// partition, and an ack costs one short lock instead of a message to the driver.
 impl SharedAcknowledge for Shared {
     fn settle_delivery(&self, token: AckToken, outcome: Outcome) {
-        let receivable = self.state.lock().apply(Settle::from_token(token), outcome);
+        let (receivable, revoking) = {
+            let mut state = self.state.lock();
+            (
+                state.apply(Settle::from_token(token), outcome),
+                state.revoking > 0,
+            )
+        };
+        if revoking {
+            self.settled.notify_all();
+        }
         if receivable {
             self.wake.notify_waiters();
         }
@@ -167,6 +181,11 @@ pub(super) struct PartitionState {
     /// everything before it counts as processed. `None` until known (when the broker could
     /// not say where "latest" was, the first event fetched tells).
     pub(super) start: Option<i64>,
+    /// Deliveries of this assignment handed out and not yet settled.
+    pub(super) in_flight: usize,
+    /// A rebalance is taking the partition: nothing more of it is handed out while the revoke
+    /// waits for its deliveries still out.
+    pub(super) revoking: bool,
     /// The partition's end offset as last seen (the broker's high watermark, or past the last
     /// event fetched); `None` until known.
     pub(super) end: Option<i64>,
@@ -204,6 +223,8 @@ pub(super) struct State {
     /// Deliveries handed out and not yet settled.
     pub(super) in_flight: usize,
     pub(super) max_in_flight: usize,
+    /// Partitions marked `revoking`: settles wake the revoke callback only while there are any.
+    pub(super) revoking: usize,
     /// Set by a rebalance: the driver re-applies its pause decision to the new assignment.
     pub(super) assignment_changed: bool,
     /// How often the driver paused its partitions because the application stopped taking
@@ -240,6 +261,7 @@ impl State {
             low_water: max_ready / 2,
             in_flight: 0,
             max_in_flight,
+            revoking: 0,
             assignment_changed: false,
             pauses: 0,
             names: Names::new(),
@@ -253,7 +275,7 @@ impl State {
     pub(super) fn assign(&mut self, partition: i32, start: Option<i64>, end: Option<i64>) {
         let generation = self.next_generation;
         self.next_generation += 1;
-        self.partitions.insert(
+        let replaced = self.partitions.insert(
             partition,
             PartitionState {
                 id: PartitionId::from(partition as u32),
@@ -263,8 +285,56 @@ impl State {
                 committed: start,
                 start,
                 end,
+                in_flight: 0,
+                revoking: false,
             },
         );
+        if replaced.is_some_and(|p| p.revoking) {
+            self.revoking -= 1;
+        }
+    }
+
+    /// Starts revoking the partitions of `list` this consumer holds: hands out nothing more of
+    /// them (their queued events are withdrawn, the next owner reads them) and counts them, so
+    /// settles wake the revoke's wait ([`Shared::settled`]) for [`revoking_in_flight`].
+    ///
+    /// [`revoking_in_flight`]: State::revoking_in_flight
+    pub(super) fn begin_revoke(&mut self, list: &TopicPartitionList) {
+        for element in list.elements() {
+            if let Some(partition) = self.partitions.get_mut(&element.partition())
+                && !partition.revoking
+            {
+                partition.revoking = true;
+                self.revoking += 1;
+            }
+        }
+        let partitions = &self.partitions;
+        let keep = |partition: i32| partitions.get(&partition).is_some_and(|p| !p.revoking);
+        self.ready.retain(|p| keep(p.partition));
+        self.redeliveries
+            .retain(|(partition, _), _| keep(*partition));
+        self.ready_bytes = self.ready.iter().map(|p| p.fetched.size()).sum();
+    }
+
+    /// Deliveries of revoking partitions still out.
+    pub(super) fn revoking_in_flight(&self) -> usize {
+        self.partitions
+            .values()
+            .filter(|p| p.revoking)
+            .map(|p| p.in_flight)
+            .sum()
+    }
+
+    /// Forgets the partitions of `list` (revoked); their late outcomes are ignored.
+    pub(super) fn remove(&mut self, list: &TopicPartitionList) {
+        for element in list.elements() {
+            if let Some(partition) = self.partitions.remove(&element.partition())
+                && partition.revoking
+            {
+                self.revoking -= 1;
+            }
+        }
+        self.withdraw_unassigned();
     }
 
     pub(super) fn commit_list(&self, only: Option<&TopicPartitionList>) -> TopicPartitionList {
@@ -307,6 +377,7 @@ impl State {
         if partition.generation != settle.generation {
             return was_full;
         }
+        partition.in_flight = partition.in_flight.saturating_sub(1);
         match outcome {
             Outcome::Ack => {
                 partition.tracker.ack(settle.ticket);
@@ -406,6 +477,10 @@ impl State {
             let Some(partition) = self.partitions.get_mut(&pending.partition) else {
                 continue;
             };
+            if partition.revoking {
+                // Queued by a nack during the revoke's wait: the next owner redelivers it.
+                continue;
+            }
             let event = pending.fetched.event(&mut self.names);
             let (generation, ticket) = match pending.redelivery {
                 Some((generation, ticket)) if generation == partition.generation => {
@@ -419,6 +494,7 @@ impl State {
                 }
             };
             self.in_flight += 1;
+            partition.in_flight += 1;
             let settle = Settle {
                 partition: pending.partition,
                 attempt: pending.attempt,
