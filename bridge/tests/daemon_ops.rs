@@ -6,7 +6,7 @@ mod common;
 mod harness;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::intercept::Intercepting;
@@ -215,6 +215,112 @@ async fn a_sink_that_cannot_open_never_joins_the_source_group() {
         "the source's group was joined although the sink could not be opened"
     );
     running.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+/// A producer whose sends never return; each pending send says when it is dropped.
+struct NeverAnswers {
+    inner: Box<dyn tributary::Producer>,
+    sends: Arc<AtomicUsize>,
+    dropped: Arc<AtomicBool>,
+}
+
+/// Sets its flag when the send holding it is dropped (its task ended or was aborted).
+struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl tributary::Producer for NeverAnswers {
+    async fn send(&self, _: tributary::Event) -> tributary::Result<tributary::Receipt> {
+        self.hang().await
+    }
+    async fn send_batch(
+        &self,
+        _: Vec<tributary::Event>,
+    ) -> tributary::Result<Vec<tributary::Receipt>> {
+        self.hang().await
+    }
+    async fn flush(&self) -> tributary::Result<()> {
+        Ok(())
+    }
+    async fn close(&self) -> tributary::Result<()> {
+        self.inner.close().await
+    }
+}
+
+impl NeverAnswers {
+    async fn hang<T>(&self) -> T {
+        let _flag = DropFlag(self.dropped.clone());
+        self.sends.fetch_add(1, Ordering::SeqCst);
+        std::future::pending().await
+    }
+}
+
+/// A route that cannot drain within its share of `daemon.shutdown_timeout` is stopped before
+/// the backends close, not left running under them: by the time `shutdown` returns, its
+/// pending send has been dropped (its deliveries, never acked, go back to the source's group).
+/// Before, the route's task was only detached and its send stayed pending after shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_that_cannot_drain_is_stopped_before_the_backends_close() {
+    let sends = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(AtomicBool::new(false));
+    let (s, d) = (sends.clone(), dropped.clone());
+    tributary::register_scheme("never-answers", move |_| {
+        let (sends, dropped) = (s.clone(), d.clone());
+        Box::pin(async move {
+            let inner = tributary::connect("memory://never-answers").await?;
+            Ok(Intercepting::new(inner)
+                .scheme("never-answers")
+                .wrap_producer(move |inner| {
+                    Box::new(NeverAnswers {
+                        inner,
+                        sends: sends.clone(),
+                        dropped: dropped.clone(),
+                    })
+                })
+                .into_backend())
+        })
+    });
+    let source = tributary::connect("memory://cannot-drain").await.unwrap();
+    let producer = source.producer("in").await.unwrap();
+    producer
+        .send_batch(
+            (0..100)
+                .map(|i| tributary::Event::new(format!("e{i}")))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let mut plan = config::parse(
+        "[daemon]\nlisten = \"off\"\n[[route]]\nname = \"r\"\nsource = { url = \"memory://\", stream = \"in\", start = \"earliest\" }\nsink = { url = \"memory://\", stream = \"out\" }\n",
+        &|_| None,
+    )
+    .unwrap();
+    plan.routes[0].source_url = "memory://cannot-drain".into();
+    plan.routes[0].sink_url = "never-answers://sink".into();
+    let running = daemon::start(plan).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while sends.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the route never sent"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let error = running
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect_err("the route could not drain");
+    println!("{error}");
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the route's pending send outlived the shutdown"
+    );
+    producer.close().await.unwrap();
 }
 
 #[test]

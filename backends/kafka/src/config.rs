@@ -473,7 +473,9 @@ mod tests {
             None
         );
         assert_eq!(
-            config("kafka://a:1?revoke_grace=250ms").unwrap().revoke_grace,
+            config("kafka://a:1?revoke_grace=250ms")
+                .unwrap()
+                .revoke_grace,
             Duration::from_millis(250)
         );
         assert_eq!(

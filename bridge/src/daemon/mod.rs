@@ -308,8 +308,9 @@ async fn start_broker_lag(
 impl Running {
     /// Stops intake, lets each route finish and ack the batch in hand, closes the backends,
     /// all within `deadline`. Routes still connecting stop at once. `Err` (timeout) if
-    /// draining takes longer than its part of `deadline`: what was not acked is read again
-    /// after a restart.
+    /// draining takes longer than its part of `deadline`: the routes still draining are then
+    /// stopped before the backends close, and what they had not acked is read again after a
+    /// restart.
     pub async fn shutdown(self, deadline: Duration) -> Result<()> {
         self.health.stopping.store(true, Ordering::SeqCst);
         self.cancel.cancel();
@@ -320,8 +321,19 @@ impl Running {
         // supervisor kills at it (Kubernetes' grace period), and a close cut short by the kill
         // loses the commits of what did drain (read again, so duplicates).
         let drain_ends = ends - close_share(deadline);
+        let mut tasks = self.tasks;
         let drained =
-            tokio::time::timeout_at(drain_ends, futures::future::join_all(self.tasks)).await;
+            tokio::time::timeout_at(drain_ends, futures::future::join_all(tasks.iter_mut())).await;
+        if drained.is_err() {
+            // A route still draining is stopped before the backends close, not left sending
+            // and committing through clients being closed under it. Dropping it drops its
+            // deliveries unacked: the source's group hands them out again.
+            let undrained: Vec<_> = tasks.into_iter().filter(|t| !t.is_finished()).collect();
+            for task in &undrained {
+                task.abort();
+            }
+            let _ = tokio::time::timeout_at(ends, futures::future::join_all(undrained)).await;
+        }
         let backends = std::mem::take(&mut *self.connections.all.lock());
         // A backend that cannot reach its server gets what is left of the deadline, not forever.
         let closing = futures::future::join_all(backends.iter().map(|b| b.close()));
@@ -329,7 +341,7 @@ impl Running {
         match drained {
             Ok(_) => Ok(()),
             Err(_) => Err(Error::timeout(format!(
-                "routes still draining after {:?} of the {deadline:?} of daemon.shutdown_timeout (the rest went to closing the backends); unacked events will be read again on restart",
+                "routes still draining after {:?} of the {deadline:?} of daemon.shutdown_timeout were stopped (the rest went to closing the backends); unacked events will be read again on restart",
                 drain_ends - started
             ))),
         }
