@@ -275,8 +275,13 @@ impl ConsumerContext for Context {
                 // rebalance, every partition of every member). Their unacked and
                 // not-yet-received events are withdrawn here and redelivered by the next owner.
                 let mut state = self.shared.state.lock();
-                // Not at close: the application has stopped settling.
-                if !state.stopped && !self.shared.revoke_grace.is_zero() {
+                // Not at close: the application has stopped settling. Not when the assignment
+                // is lost (the session expired, the member was fenced): the partitions are
+                // already another member's, and a commit for them would be refused.
+                if !state.stopped
+                    && !self.shared.revoke_grace.is_zero()
+                    && !consumer.assignment_lost()
+                {
                     state.begin_revoke(tpl);
                     let waited = Instant::now();
                     let deadline = waited + self.shared.revoke_grace;
