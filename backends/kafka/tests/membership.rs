@@ -1,9 +1,7 @@
 //! Group membership on a real broker: a static member (`instance_id`) killed without leaving
-//! gets its partitions back at once when it returns, the group's backlog is what
-//! Kafka's own `kafka-consumer-groups` reports, dead member's partitions included, and a
-//! rebalance commits the acks a member makes while it waits (`revoke_grace`).
+//! gets its partitions back at once when it returns, and the group's backlog is what
+//! Kafka's own `kafka-consumer-groups` reports, dead member's partitions included.
 
-use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -284,102 +282,4 @@ async fn a_fenced_static_member_says_its_instance_id_is_taken() {
     assert_eq!(error.kind(), tributary::ErrorKind::Config, "{error}");
     assert!(error.to_string().contains("instance_id"), "{error}");
     drop(second);
-}
-
-/// A member holds deliveries when a second member joins. The acks it makes while the
-/// rebalance waits for them (`revoke_grace`) are committed before its partitions move, so
-/// nobody reads those events again, and nothing is lost. Before the wait, the revoke
-/// committed only what was acked when it began, and all 100 were read again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acks_made_while_a_rebalance_waits_are_committed_before_the_partitions_move() {
-    const SENT: usize = 400;
-    const HELD: usize = 100;
-    let server = require_peer!(Peer::Kafka);
-    tributary_kafka::register();
-    // A short heartbeat: the holding member hears of the rebalance within about 100 ms of the
-    // join, well before it acks.
-    let backend = tributary::connect(&format!(
-        "{}?consumer.heartbeat.interval.ms=100",
-        server.url()
-    ))
-    .await
-    .expect("connect");
-    let topic = unique_name("revoke-grace");
-    backend
-        .create_stream(&topic, StreamSpec::with_partitions(2))
-        .await
-        .expect("create");
-    let producer = backend.producer(&topic).await.expect("producer");
-    producer
-        .send_batch(
-            (0..SENT)
-                .map(|i| Event::new(format!("e{i}")).with_key(format!("k{}", i % 40)))
-                .collect(),
-        )
-        .await
-        .expect("send");
-    producer.close().await.expect("close");
-    let options = ConsumerOptions::new(unique_name("g")).start(StartPosition::Earliest);
-    let first = backend
-        .consumer(&topic, options.clone())
-        .await
-        .expect("first");
-    let mut held = Vec::new();
-    while held.len() < HELD {
-        held.push(
-            first
-                .receive_timeout(WAIT)
-                .await
-                .expect("receive")
-                .expect("in time"),
-        );
-    }
-    let acked: HashSet<String> = held
-        .iter()
-        .map(|d| String::from_utf8_lossy(&d.event.payload).into_owned())
-        .collect();
-    assert_eq!(acked.len(), HELD, "the first deliveries are distinct");
-    let joining = {
-        let backend = backend.clone();
-        let topic = topic.clone();
-        tokio::spawn(async move { backend.consumer(&topic, options).await })
-    };
-    // The join is under way and the first member's revoke has begun: its acks come now.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    for delivery in held {
-        delivery.ack();
-    }
-    let second = joining.await.expect("join task").expect("second");
-    // Everything the group has not acked, read by whichever member owns it now.
-    let mut later: Vec<String> = Vec::new();
-    let mut quiet_since = Instant::now();
-    let deadline = Instant::now() + WAIT;
-    while quiet_since.elapsed() < Duration::from_secs(3) {
-        assert!(Instant::now() < deadline, "still reading after {WAIT:?}");
-        for consumer in [&first, &second] {
-            if let Some(d) = consumer
-                .receive_timeout(Duration::from_millis(50))
-                .await
-                .expect("receive")
-            {
-                later.push(String::from_utf8_lossy(&d.event.payload).into_owned());
-                d.ack();
-                quiet_since = Instant::now();
-            }
-        }
-    }
-    let again = later.iter().filter(|p| acked.contains(*p)).count();
-    assert_eq!(
-        again, 0,
-        "{again} of the {HELD} events acked during the rebalance were read again"
-    );
-    let seen: HashSet<&String> = acked.iter().chain(&later).collect();
-    assert_eq!(
-        seen.len(),
-        SENT,
-        "events lost: {} of {SENT} seen",
-        seen.len()
-    );
-    first.close().await.expect("close");
-    second.close().await.expect("close");
 }

@@ -285,19 +285,14 @@ impl ConsumerContext for Context {
                     state.begin_revoke(tpl);
                     let waited = Instant::now();
                     let deadline = waited + self.shared.revoke_grace;
-                    let mut left = state.revoking_in_flight();
-                    while left > 0 {
-                        if self
+                    while state.revoking_in_flight() > 0
+                        && !self
                             .shared
                             .settled
                             .wait_until(&mut state, deadline)
                             .timed_out()
-                        {
-                            left = state.revoking_in_flight();
-                            break;
-                        }
-                        left = state.revoking_in_flight();
-                    }
+                    {}
+                    let left = state.revoking_in_flight();
                     if left > 0 {
                         tracing::info!(topic = %state.topic, unsettled = left, grace = ?self.shared.revoke_grace,
                             "kafka: partitions revoked with deliveries still out after revoke_grace; the next owner reads them again");
@@ -333,7 +328,7 @@ impl ConsumerContext for Context {
                 let mut state = self.shared.state.lock();
                 state.partitions.clear();
                 state.revoking = 0;
-                state.withdraw_unassigned();
+                state.withdraw_undeliverable();
                 state.assignment_changed = true;
                 drop(state);
                 let _ = consumer.unassign();

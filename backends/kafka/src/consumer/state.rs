@@ -295,8 +295,9 @@ impl State {
     }
 
     /// Starts revoking the partitions of `list` this consumer holds: hands out nothing more of
-    /// them (their queued events are withdrawn, the next owner reads them) and counts them, so
-    /// settles wake the revoke's wait ([`Shared::settled`]) for [`revoking_in_flight`].
+    /// them (their queued events are withdrawn, the next owner reads them; a nack during the
+    /// wait queues nothing, see [`apply`](State::apply)) and counts them, so settles wake the
+    /// revoke's wait ([`Shared::settled`]) for [`revoking_in_flight`].
     ///
     /// [`revoking_in_flight`]: State::revoking_in_flight
     pub(super) fn begin_revoke(&mut self, list: &TopicPartitionList) {
@@ -308,12 +309,7 @@ impl State {
                 self.revoking += 1;
             }
         }
-        let partitions = &self.partitions;
-        let keep = |partition: i32| partitions.get(&partition).is_some_and(|p| !p.revoking);
-        self.ready.retain(|p| keep(p.partition));
-        self.redeliveries
-            .retain(|(partition, _), _| keep(*partition));
-        self.ready_bytes = self.ready.iter().map(|p| p.fetched.size()).sum();
+        self.withdraw_undeliverable();
     }
 
     /// Deliveries of revoking partitions still out.
@@ -334,7 +330,7 @@ impl State {
                 self.revoking -= 1;
             }
         }
-        self.withdraw_unassigned();
+        self.withdraw_undeliverable();
     }
 
     pub(super) fn commit_list(&self, only: Option<&TopicPartitionList>) -> TopicPartitionList {
@@ -384,6 +380,9 @@ impl State {
                 partition.contents.trim(partition.tracker.window());
                 was_full
             }
+            // Being revoked: not queued again here; the commit stays below it, so the next
+            // owner reads it.
+            Outcome::Nack if partition.revoking => was_full,
             Outcome::Nack => {
                 let (Some(&offset), Some(fetched)) = (
                     partition.tracker.position(settle.ticket),
@@ -412,12 +411,13 @@ impl State {
         self.partitions.values().map(PartitionState::lag).sum()
     }
 
-    /// Forgets queued events of partitions no longer assigned.
-    pub(super) fn withdraw_unassigned(&mut self) {
+    /// Forgets queued events of partitions no longer assigned or being revoked.
+    pub(super) fn withdraw_undeliverable(&mut self) {
         let partitions = &self.partitions;
-        self.ready.retain(|p| partitions.contains_key(&p.partition));
+        let deliverable = |partition: &i32| partitions.get(partition).is_some_and(|p| !p.revoking);
+        self.ready.retain(|p| deliverable(&p.partition));
         self.redeliveries
-            .retain(|(partition, _), _| partitions.contains_key(partition));
+            .retain(|(partition, _), _| deliverable(partition));
         self.ready_bytes = self.ready.iter().map(|p| p.fetched.size()).sum();
     }
 
@@ -477,10 +477,6 @@ impl State {
             let Some(partition) = self.partitions.get_mut(&pending.partition) else {
                 continue;
             };
-            if partition.revoking {
-                // Queued by a nack during the revoke's wait: the next owner redelivers it.
-                continue;
-            }
             let event = pending.fetched.event(&mut self.names);
             let (generation, ticket) = match pending.redelivery {
                 Some((generation, ticket)) if generation == partition.generation => {

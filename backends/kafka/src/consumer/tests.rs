@@ -1,5 +1,6 @@
 //! The driver against a real broker, where its internals show what a black-box test cannot.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use tributary::{Backend, ConsumerOptions, Event, StartPosition, StreamSpec, Url};
@@ -143,6 +144,93 @@ async fn partitions_paused_by_a_stalled_application_fetch_again_after_a_rebalanc
             }
         }
     }
+    tributary::Consumer::close(&first).await.expect("close");
+    tributary::Consumer::close(&second).await.expect("close");
+}
+
+/// A member holds deliveries when a second member joins. The acks it makes while its revoke
+/// waits for them (`revoke_grace`) are committed before its partitions move, so nobody reads
+/// those events again, and nothing is lost. Before the wait, the revoke committed only what
+/// was acked when it began, and all 100 were read again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_made_while_a_revoke_waits_are_committed_before_the_partitions_move() {
+    const SENT: usize = 400;
+    const HELD: usize = 100;
+    let server = require_peer!(Peer::Kafka);
+    let mut config =
+        KafkaConfig::from_url(&Url::parse(server.url()).expect("url")).expect("config");
+    // The holding member hears of the rebalance within about 100 ms of the join.
+    config
+        .consumer
+        .push(("heartbeat.interval.ms".into(), "100".into()));
+    let backend = KafkaBackend::connect(config.clone())
+        .await
+        .expect("connect");
+    let topic = topic_holding(&backend, "revoke-grace", SENT).await;
+    let options = ConsumerOptions::new(unique_name("g")).start(StartPosition::Earliest);
+    let first = KafkaConsumer::start(&config, &topic, options.clone(), None)
+        .await
+        .expect("first");
+    let mut held = Vec::new();
+    while held.len() < HELD {
+        held.push(
+            tokio::time::timeout(WAIT, tributary::Consumer::receive(&first))
+                .await
+                .expect("a delivery within the deadline")
+                .expect("receive"),
+        );
+    }
+    let payload = |d: &tributary::Delivery| String::from_utf8_lossy(&d.event.payload).into_owned();
+    let acked: HashSet<String> = held.iter().map(payload).collect();
+    assert_eq!(acked.len(), HELD, "the first deliveries are distinct");
+    let joining = {
+        let (config, topic) = (config.clone(), topic.clone());
+        tokio::spawn(async move { KafkaConsumer::start(&config, &topic, options, None).await })
+    };
+    // The acks come while the first member's revoke waits for them, not before it began.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while first.shared.state.lock().revoking == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first member's revoke did not begin within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for delivery in held {
+        delivery.ack();
+    }
+    let second = joining.await.expect("join task").expect("second");
+    // A partition's next owner reads from its commit on, so an acked event read again would
+    // come before the partition's unread ones: once every event was seen, none can come later.
+    let mut seen = acked.clone();
+    let mut again = 0;
+    while seen.len() < SENT {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {SENT} events seen within {WAIT:?}",
+            seen.len()
+        );
+        for consumer in [&first, &second] {
+            // Bounded: a member whose partitions are all read waits for the first event.
+            let batch = tokio::time::timeout(
+                Duration::from_millis(200),
+                tributary::Consumer::receive_batch(consumer, 100, Duration::from_millis(20)),
+            )
+            .await
+            .unwrap_or(Ok(Vec::new()))
+            .expect("receive");
+            for d in batch {
+                let p = payload(&d);
+                again += usize::from(acked.contains(&p));
+                seen.insert(p);
+                d.ack();
+            }
+        }
+    }
+    assert_eq!(
+        again, 0,
+        "{again} of the {HELD} events acked during the revoke were read again"
+    );
     tributary::Consumer::close(&first).await.expect("close");
     tributary::Consumer::close(&second).await.expect("close");
 }
