@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
-use rdkafka::mocking::MockCluster;
+use rdkafka::mocking::{MockCluster, MockCoordinator};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use tributary::{Backend, ConsumerExt, ConsumerOptions, Event, StartPosition};
 use tributary_testcontainers::{KillOnDrop, this_test_binary_running};
@@ -189,6 +189,96 @@ fn injected_request_errors_are_retried() {
         let expected: Vec<String> = (0..50).map(|i| format!("r-{i}")).collect();
         assert_eq!(order, expected);
         consumer.close().await.expect("close");
+    });
+}
+
+/// A revoke commits what the member acked for the partitions that go, synchronously, on the
+/// consumer's driver thread. That commit is a round trip to the group's coordinator, and the
+/// consumer's state must not stay locked through it: the application's acks, receives and
+/// `lag()` take that lock on the runtime's workers, which would block for the round trip (on
+/// a two-worker runtime, everything else the process runs stops with them). Here the group's
+/// coordinator (a broker of its own, not the partitions' leader) answers every request a
+/// second late. The mock coordinator refuses commits while a rebalance is under way (a real
+/// broker takes them from members of the current generation, which
+/// `consumer::tests::acks_made_while_a_revoke_waits_are_committed_before_the_partitions_move`
+/// relies on), so only the time the application's calls take is looked at: with the lock
+/// held through the commit, `lag()` took 998 ms.
+#[test]
+fn a_revoke_s_commit_does_not_hold_up_the_application_s_calls() {
+    const ROUND_TRIP: Duration = Duration::from_secs(1);
+    let cluster = MockCluster::new(2).expect("mock cluster");
+    cluster.create_topic("faults-revoke", 2, 1).expect("topic");
+    for partition in 0..2 {
+        cluster
+            .partition_leader("faults-revoke", partition, Some(1))
+            .expect("leader");
+    }
+    cluster
+        .coordinator(MockCoordinator::Group("g-revoke".into()), 2)
+        .expect("coordinator");
+    runtime().block_on(async {
+        // No periodic commit: what the first member acked is committed at its revoke only. A
+        // short session: the mock coordinator waits that long for members to join. A short
+        // timeout: the mock answers no DescribeConfigs, which the backend waits for once.
+        tributary_kafka::register();
+        let url = format!(
+            "kafka://{}?timeout=5s&join_timeout=60s&commit_interval=1h&consumer.session.timeout.ms=6000&consumer.heartbeat.interval.ms=200",
+            cluster.bootstrap_servers()
+        );
+        let backend = tributary::connect(&url).await.expect("connect");
+        let producer = backend.producer("faults-revoke").await.expect("producer");
+        let events: Vec<Event> = (0..100)
+            .map(|i| Event::new(format!("rv-{i}")).with_key(format!("k{i}")))
+            .collect();
+        producer.send_batch(events).await.expect("send");
+        let options = || ConsumerOptions::new("g-revoke").start(StartPosition::Earliest);
+        let first: std::sync::Arc<dyn tributary::Consumer> = backend
+            .consumer("faults-revoke", options())
+            .await
+            .expect("first member")
+            .into();
+        let seen = receive_all(first.as_ref(), 100).await;
+        assert!(seen.values().all(|&n| n == 1), "duplicates: {seen:?}");
+
+        cluster
+            .broker_round_trip_time(2, ROUND_TRIP)
+            .expect("slow coordinator");
+        // The application's side: a call that takes the consumer's lock, every few ms, timed.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = std::thread::spawn({
+            let (first, stop) = (first.clone(), stop.clone());
+            move || {
+                let mut longest = Duration::ZERO;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let started = std::time::Instant::now();
+                    let _ = first.lag();
+                    longest = longest.max(started.elapsed());
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                longest
+            }
+        });
+        // Its join revokes both partitions from the first member, which commits its acks.
+        let joining = std::time::Instant::now();
+        let second = backend
+            .consumer("faults-revoke", options())
+            .await
+            .expect("second member");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let longest = watcher.join().expect("watcher");
+        println!(
+            "the second member joined in {:?}; the longest lag() meanwhile took {longest:?}",
+            joining.elapsed()
+        );
+        assert!(
+            longest < ROUND_TRIP / 2,
+            "an application call waited {longest:?} during the revoke (the coordinator answers in {ROUND_TRIP:?})"
+        );
+        cluster
+            .broker_round_trip_time(2, Duration::ZERO)
+            .expect("fast coordinator");
+        second.close().await.expect("close");
+        first.close().await.expect("close");
     });
 }
 

@@ -274,15 +274,14 @@ impl ConsumerContext for Context {
                 // delivery in hand at a rebalance was read again by the next owner (in an eager
                 // rebalance, every partition of every member). Their unacked and
                 // not-yet-received events are withdrawn here and redelivered by the next owner.
+                let lost = consumer.assignment_lost();
                 let mut state = self.shared.state.lock();
+                // Nothing more of them is handed out from here, wait or not.
+                state.begin_revoke(tpl);
                 // Not at close: the application has stopped settling. Not when the assignment
                 // is lost (the session expired, the member was fenced): the partitions are
                 // already another member's, and a commit for them would be refused.
-                if !state.stopped
-                    && !self.shared.revoke_grace.is_zero()
-                    && !consumer.assignment_lost()
-                {
-                    state.begin_revoke(tpl);
+                if !state.stopped && !self.shared.revoke_grace.is_zero() && !lost {
                     let waited = Instant::now();
                     let deadline = waited + self.shared.revoke_grace;
                     while state.revoking_in_flight() > 0
@@ -302,7 +301,14 @@ impl ConsumerContext for Context {
                 }
                 let list = state.commit_list(Some(tpl));
                 if list.count() > 0 {
-                    match consumer.commit(&list, CommitMode::Sync) {
+                    // A round trip to the coordinator: without the lock, which the
+                    // application's acks, receives and lag() take on the runtime's workers. An
+                    // ack made meanwhile misses this commit; the next owner reads its event
+                    // again.
+                    let committed = parking_lot::MutexGuard::unlocked(&mut state, || {
+                        consumer.commit(&list, CommitMode::Sync)
+                    });
+                    match committed {
                         Ok(()) => state.mark_committed(&list),
                         Err(e) => {
                             tracing::warn!(topic = %state.topic, error = %e, "kafka: commit on revoke failed")
