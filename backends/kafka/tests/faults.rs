@@ -1,5 +1,6 @@
-//! Faults injected with librdkafka's mock cluster: brokers going down and coming back,
-//! request errors, and a consumer process killed without closing.
+//! Faults injected with librdkafka's mock cluster: brokers going down and coming back, a slow or
+//! unreachable group coordinator, request errors, and a consumer process killed without
+//! closing.
 //!
 //! The mock cluster is not `Send`, so each test drives its own current-thread runtime on the
 //! thread that owns the cluster.
@@ -279,6 +280,85 @@ fn a_revoke_s_commit_does_not_hold_up_the_application_s_calls() {
             .expect("fast coordinator");
         second.close().await.expect("close");
         first.close().await.expect("close");
+    });
+}
+
+/// A member whose session expired (its coordinator unreachable for longer than
+/// `session.timeout.ms`) has lost its partitions: librdkafka revokes them with the assignment
+/// marked lost, and they may already be another member's. That revoke must not wait
+/// `revoke_grace` for the deliveries the application still holds, as an orderly one does:
+/// a commit for them would be refused, and the wait would only keep the member out of the
+/// group. Here the grace is 90 s and the application holds ten deliveries it never
+/// settles; the member must be back, reading their events again, well within it (20 s here,
+/// 69 s with a grace of 60 s and the revoke waiting it out).
+#[test]
+fn a_member_whose_session_expired_does_not_wait_out_revoke_grace() {
+    const GRACE: Duration = Duration::from_secs(90);
+    let cluster = MockCluster::new(2).expect("mock cluster");
+    cluster.create_topic("faults-lost", 1, 1).expect("topic");
+    cluster
+        .partition_leader("faults-lost", 0, Some(1))
+        .expect("leader");
+    cluster
+        .coordinator(MockCoordinator::Group("g-lost".into()), 2)
+        .expect("coordinator");
+    runtime().block_on(async {
+        tributary_kafka::register();
+        let url = format!(
+            "kafka://{}?timeout=5s&join_timeout=60s&revoke_grace={}s&consumer.session.timeout.ms=6000&consumer.heartbeat.interval.ms=200",
+            cluster.bootstrap_servers(),
+            GRACE.as_secs()
+        );
+        let backend = tributary::connect(&url).await.expect("connect");
+        let producer = backend.producer("faults-lost").await.expect("producer");
+        let events: Vec<Event> = (0..10).map(|i| Event::new(format!("lost-{i}"))).collect();
+        producer.send_batch(events).await.expect("send");
+        let consumer = backend
+            .consumer(
+                "faults-lost",
+                ConsumerOptions::new("g-lost").start(StartPosition::Earliest),
+            )
+            .await
+            .expect("consumer");
+        let mut held = Vec::new();
+        while held.len() < 10 {
+            held.push(
+                tokio::time::timeout(WAIT, consumer.receive())
+                    .await
+                    .expect("in time")
+                    .expect("receive"),
+            );
+        }
+
+        // Longer than the session: librdkafka gives the assignment up as lost.
+        let down = std::time::Instant::now();
+        cluster.broker_down(2).expect("coordinator down");
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        cluster.broker_up(2).expect("coordinator up");
+        let again = loop {
+            assert!(
+                down.elapsed() < 2 * GRACE,
+                "the member never read its partition again"
+            );
+            if let Some(delivery) = consumer
+                .receive_timeout(Duration::from_millis(500))
+                .await
+                .expect("receive")
+            {
+                break delivery;
+            }
+        };
+        let took = down.elapsed();
+        println!(
+            "read `{}` again {took:?} after the coordinator went away",
+            String::from_utf8_lossy(&again.event.payload)
+        );
+        assert!(
+            took < GRACE / 2,
+            "the member was back only {took:?} after its session expired: its revoke waited for the deliveries it held (revoke_grace {GRACE:?})"
+        );
+        drop(held);
+        consumer.close().await.expect("close");
     });
 }
 
