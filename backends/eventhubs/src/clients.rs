@@ -291,7 +291,10 @@ impl<C: SdkClient> Connection<C> {
                 {
                     let mut slot = self.current.lock();
                     if slot.is_none() {
-                        // Closed meanwhile: the fresh client goes as it is dropped.
+                        // Closed meanwhile: the fresh client goes as it is dropped. The slot's
+                        // lock is let go first: `current()` takes it, and a second take by
+                        // this thread never returns.
+                        drop(slot);
                         return self.current();
                     }
                     *slot = Some(fresh.clone());
@@ -373,6 +376,63 @@ mod tests {
         drop((first, a, b, again));
         connection.close().await;
         assert!(connection.current().is_err(), "closed");
+        backend.close().await.expect("close backend");
+    }
+
+    /// A close while a replacement client is being opened ends the replacement as closed (the
+    /// fresh client goes) instead of hanging its caller: that path once took the slot's lock a
+    /// second time, which never returns, and left the runtime worker it ran on stuck for good.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_close_during_a_replacement_ends_it_as_closed() {
+        let eventhubs = require_peer!(Peer::EventHubs);
+        crate::register();
+        let hub = unique_name("replace-close");
+        let backend = tributary::connect(eventhubs.url()).await.expect("connect");
+        backend.producer(&hub).await.expect("producer");
+        let config = EventHubsConfig::from_url(&url::Url::parse(eventhubs.url()).unwrap()).unwrap();
+        let auth = ClientAuth::from_config(&config).unwrap();
+        // The first open (the connection's start) goes through; the next one, the
+        // replacement, waits until the test has closed the connection.
+        let opens = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let entered = Arc::new(tokio::sync::Notify::new());
+        let release = Arc::new(tokio::sync::Notify::new());
+        let opener: Opener<ConsumerClient> = Box::new({
+            let (opens, entered, release) = (opens.clone(), entered.clone(), release.clone());
+            move || {
+                let (config, auth, hub) = (config.clone(), auth.clone(), hub.clone());
+                let (opens, entered, release) = (opens.clone(), entered.clone(), release.clone());
+                Box::pin(async move {
+                    if opens.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+                        entered.notify_one();
+                        release.notified().await;
+                    }
+                    consumer(&config, &auth, &hub, "$Default").await
+                })
+            }
+        });
+        let connection =
+            Connection::start("test connection".into(), Duration::from_secs(30), opener)
+                .await
+                .expect("open");
+        let replacing = tokio::spawn({
+            let connection = connection.clone();
+            async move {
+                connection
+                    .replace(0, "test: replaced while closing")
+                    .await
+                    .map(|c| c.generation)
+            }
+        });
+        entered.notified().await;
+        connection.close().await;
+        release.notify_one();
+        let replaced = tokio::time::timeout(Duration::from_secs(30), replacing)
+            .await
+            .expect("the replacement ended")
+            .expect("its task");
+        let error = replaced.expect_err("the connection was closed during the replacement");
+        assert_eq!(error.kind(), tributary::ErrorKind::Closed, "{error}");
+        assert_eq!(opens.load(std::sync::atomic::Ordering::SeqCst), 2);
         backend.close().await.expect("close backend");
     }
 }
