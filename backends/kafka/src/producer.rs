@@ -52,8 +52,32 @@ impl Clients {
     }
 }
 
-/// A librdkafka producer client whose delivery reports go to [`Reports`].
-pub(crate) type Client = ThreadedProducer<Reports>;
+/// A librdkafka producer client whose delivery reports go to [`Reports`], shared by the backend
+/// and its producers, and closed on a thread of its own when the last of them lets go.
+///
+/// rdkafka closes a client by waiting: it joins the client's polling thread (which polls every
+/// 100 ms), then purges, flushes and destroys it, 45 to 100 ms on the mock cluster. The last to
+/// let go is usually on an async worker: a backend's `close()`, or a producer dropped after it.
+pub(crate) struct Client(Option<ThreadedProducer<Reports>>);
+
+impl std::ops::Deref for Client {
+    type Target = ThreadedProducer<Reports>;
+
+    fn deref(&self) -> &ThreadedProducer<Reports> {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            // Should the thread not start, the client is dropped here, as it would have been.
+            let _ = std::thread::Builder::new()
+                .name("tributary-kafka-close".into())
+                .spawn(move || drop(client));
+        }
+    }
+}
 
 impl Clients {
     /// A client for `stream`, with `message.max.bytes` at `max_bytes` (`None`: as configured),
@@ -75,10 +99,10 @@ impl Clients {
         if let Some(limit) = max_bytes {
             client_config.set("message.max.bytes", limit.to_string());
         }
-        let client: Client = client_config
+        let client: ThreadedProducer<Reports> = client_config
             .create_with_context(Reports::default())
             .map_err(|e| map(e, &format!("create a producer for `{stream}`")))?;
-        let client = Arc::new(client);
+        let client = Arc::new(Client(Some(client)));
         open.push((max_bytes, client.clone()));
         Ok((client, true))
     }

@@ -468,6 +468,48 @@ fn a_killed_consumer_s_unacked_events_go_to_the_next_member() {
     });
 }
 
+/// Closing a backend lets go of its producer clients, and librdkafka's clients close by
+/// waiting: rdkafka joins a producer client's polling thread (which polls every 100 ms), then
+/// purges, flushes and destroys it. The caller of `close()` is usually on an async worker,
+/// which must not wait for that; nor must one that drops the last producer afterwards.
+#[test]
+fn closing_a_backend_does_not_wait_for_its_producer_clients_to_close() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("faults-close", 1, 1).expect("topic");
+    // A short timeout: the mock answers no DescribeConfigs, which a new backend waits for once.
+    let url = format!("kafka://{}?timeout=2s", cluster.bootstrap_servers());
+    runtime().block_on(async {
+        tributary_kafka::register();
+        let backend = tributary::connect(&url).await.expect("connect");
+        let idle = backend.producer("faults-close").await.expect("producer");
+        idle.send(Event::new("one")).await.expect("send");
+        idle.close().await.expect("close the producer");
+        drop(idle);
+        let started = std::time::Instant::now();
+        backend.close().await.expect("close the backend");
+        let closing = started.elapsed();
+
+        // A producer that outlives its backend holds the last reference to its client.
+        let backend = tributary::connect(&url).await.expect("connect");
+        let last = backend.producer("faults-close").await.expect("producer");
+        last.send(Event::new("two")).await.expect("send");
+        backend.close().await.expect("close the backend");
+        last.close().await.expect("close the producer");
+        let started = std::time::Instant::now();
+        drop(last);
+        let dropping = started.elapsed();
+        println!("the backend closed in {closing:?}; the last producer dropped in {dropping:?}");
+        assert!(
+            closing < Duration::from_millis(20),
+            "closing the backend took {closing:?}"
+        );
+        assert!(
+            dropping < Duration::from_millis(20),
+            "dropping the last producer took {dropping:?}"
+        );
+    });
+}
+
 /// A lag lookup is one question with one deadline: a broker that stops answering makes it fail
 /// within the deadline, not after each of its requests (metadata, ends, starts, commits) used
 /// the backend's whole timeout in turn. The bridge's lag gauge depends on it to warn promptly.
