@@ -30,6 +30,13 @@ impl FileLog {
     pub(super) fn sync_locked(&self, g: &mut Inner) -> Result<()> {
         if g.dirty {
             let seg = g.segments.last().expect("one segment");
+            #[cfg(test)]
+            {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while self.hold_sync.load(Ordering::Acquire) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
             seg.file
                 .sync_data()
                 .map_err(|e| io(format!("fsync {}", seg.log_path.display()), e))?;
@@ -223,6 +230,7 @@ impl FileLog {
             g.dirty = true;
         }
         g.next = base + events.len() as u64;
+        self.publish_bounds(g);
         g.scratch = own;
         self.maybe_prepare(g);
         Ok(base)

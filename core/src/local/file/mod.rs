@@ -76,7 +76,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// When appended data is fsynced.
@@ -157,11 +157,20 @@ pub(crate) struct FileLog {
     config: LogConfig,
     skip_damaged: bool,
     inner: Mutex<Inner>,
+    /// `inner`'s `start` and `next`, for [`bounds`](PartitionLog::bounds) without `inner`: a
+    /// reader asks for them after every read (its lag), and `inner` is held through the
+    /// writer's fsyncs, a roll's seal and retention's removals. Stored under `inner` wherever
+    /// those change ([`FileLog::publish_bounds`]).
+    published_start: AtomicU64,
+    published_next: AtomicU64,
     /// The newest records this process appended (the last ends at `next`), with its own lock.
     tail: Tail,
     /// Tests hold the preparation of the next segment with this, to roll while it runs.
     #[cfg(test)]
     hold_preparation: Arc<AtomicBool>,
+    /// Tests hold an fsync of the active segment with this, as a slow disk would.
+    #[cfg(test)]
+    hold_sync: Arc<AtomicBool>,
 }
 
 /// What [`FileLog::load`] found on disk.
@@ -248,9 +257,13 @@ impl FileLog {
                 preparing: None,
                 prepared_seq: 0,
             }),
+            published_start: AtomicU64::new(0),
+            published_next: AtomicU64::new(0),
             tail: Tail::default(),
             #[cfg(test)]
             hold_preparation: Arc::default(),
+            #[cfg(test)]
+            hold_sync: Arc::default(),
         };
         let loaded = log.load(writable, &replay)?;
         log.install(&mut log.inner.lock(), loaded);
@@ -267,8 +280,17 @@ impl FileLog {
         g.next = loaded.next;
         g.marks = loaded.marks;
         g.dirty = false;
+        self.publish_bounds(g);
         self.tail.clear();
         self.tail.publish(g.next);
+    }
+
+    /// Publishes `g`'s `start` and `next` for [`bounds`](PartitionLog::bounds). `next` is
+    /// stored first and `bounds` loads `start` first: a reader that sees a new `start` sees a
+    /// `next` at least as new, so it never gets a start above the next.
+    fn publish_bounds(&self, g: &Inner) {
+        self.published_next.store(g.next, Ordering::Release);
+        self.published_start.store(g.start, Ordering::Release);
     }
 
     fn read_only_error(&self) -> Error {
@@ -425,8 +447,8 @@ impl PartitionLog for FileLog {
     }
 
     fn bounds(&self) -> (u64, u64) {
-        let g = self.inner.lock();
-        (g.start, g.next)
+        let start = self.published_start.load(Ordering::Acquire);
+        (start, self.published_next.load(Ordering::Acquire))
     }
 
     fn offset_for_time(&self, ms: i64) -> Result<u64> {
@@ -535,6 +557,7 @@ impl PartitionLog for FileLog {
                 }
             }
         }
+        self.publish_bounds(&g);
         Ok(())
     }
 
@@ -556,6 +579,7 @@ impl PartitionLog for FileLog {
             // The marks move first: a crash before the files go leaves only leftovers, which
             // the next open removes, never a hole that looks like lost data.
             g.start = g.start.max(g.segments[1].base);
+            self.publish_bounds(&g);
             self.tail.drop_below(g.start);
             if let Some(file) = &g.marks {
                 write_marks(

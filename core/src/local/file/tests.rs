@@ -370,3 +370,46 @@ proptest! {
         }
     }
 }
+
+/// A reader asks for the bounds after every read (its lag), and must not wait for an fsync in
+/// progress: the writer holds the log's lock through it, and a reader is a task on a runtime
+/// worker. The fsync here is held as a slow disk would hold it.
+#[test]
+fn bounds_do_not_wait_for_an_fsync_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(
+        FileLog::open(
+            dir.path(),
+            "test".into(),
+            true,
+            FsyncPolicy::Always,
+            config(1 << 20),
+            false,
+        )
+        .unwrap(),
+    );
+    log.append(&[event(1), event(2)], 0).unwrap();
+    log.hold_sync.store(true, Ordering::Release);
+    let syncing = std::thread::spawn({
+        let log = log.clone();
+        move || log.sync()
+    });
+    // The sync holds the lock (nothing else takes it here).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while log.inner.try_lock().is_some() {
+        assert!(Instant::now() < deadline, "the sync never began");
+        std::thread::yield_now();
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn({
+        let log = log.clone();
+        move || tx.send(log.bounds())
+    });
+    let bounds = rx.recv_timeout(Duration::from_secs(2));
+    log.hold_sync.store(false, Ordering::Release);
+    syncing.join().unwrap().unwrap();
+    assert_eq!(
+        bounds.expect("bounds() answered while the fsync was in progress"),
+        (0, 2)
+    );
+}
