@@ -17,6 +17,8 @@ use tributary_testcontainers::{KillOnDrop, this_test_binary_running};
 
 const WAIT: Duration = Duration::from_secs(60);
 
+type Cluster = MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -193,6 +195,36 @@ fn injected_request_errors_are_retried() {
     });
 }
 
+/// A mock cluster of two brokers: broker 1 leads `topic`'s `partitions`, broker 2 is `group`'s
+/// coordinator, so that the group's requests can be slowed or cut off while the partitions
+/// are read as usual.
+fn with_a_coordinator_of_its_own(topic: &str, partitions: i32, group: &str) -> Cluster {
+    let cluster = MockCluster::new(2).expect("mock cluster");
+    cluster.create_topic(topic, partitions, 1).expect("topic");
+    for partition in 0..partitions {
+        cluster
+            .partition_leader(topic, partition, Some(1))
+            .expect("leader");
+    }
+    cluster
+        .coordinator(MockCoordinator::Group(group.into()), 2)
+        .expect("coordinator");
+    cluster
+}
+
+/// A backend on `cluster` for a group's tests, `extra` added to its URL. A short session (the
+/// mock coordinator waits that long for members to join), heartbeats every 200 ms (a member
+/// learns of a rebalance soon), and a short timeout: the mock answers no DescribeConfigs,
+/// which a new backend waits for once.
+async fn connect_to_group(cluster: &Cluster, extra: &str) -> std::sync::Arc<dyn Backend> {
+    tributary_kafka::register();
+    let url = format!(
+        "kafka://{}?timeout=5s&join_timeout=60s&consumer.session.timeout.ms=6000&consumer.heartbeat.interval.ms=200{extra}",
+        cluster.bootstrap_servers()
+    );
+    tributary::connect(&url).await.expect("connect")
+}
+
 /// A revoke commits what the member acked for the partitions that go, synchronously, on the
 /// consumer's driver thread. That commit is a round trip to the group's coordinator, and the
 /// consumer's state must not stay locked through it: the application's acks, receives and
@@ -207,26 +239,10 @@ fn injected_request_errors_are_retried() {
 #[test]
 fn a_revoke_s_commit_does_not_hold_up_the_application_s_calls() {
     const ROUND_TRIP: Duration = Duration::from_secs(1);
-    let cluster = MockCluster::new(2).expect("mock cluster");
-    cluster.create_topic("faults-revoke", 2, 1).expect("topic");
-    for partition in 0..2 {
-        cluster
-            .partition_leader("faults-revoke", partition, Some(1))
-            .expect("leader");
-    }
-    cluster
-        .coordinator(MockCoordinator::Group("g-revoke".into()), 2)
-        .expect("coordinator");
+    let cluster = with_a_coordinator_of_its_own("faults-revoke", 2, "g-revoke");
     runtime().block_on(async {
-        // No periodic commit: what the first member acked is committed at its revoke only. A
-        // short session: the mock coordinator waits that long for members to join. A short
-        // timeout: the mock answers no DescribeConfigs, which the backend waits for once.
-        tributary_kafka::register();
-        let url = format!(
-            "kafka://{}?timeout=5s&join_timeout=60s&commit_interval=1h&consumer.session.timeout.ms=6000&consumer.heartbeat.interval.ms=200",
-            cluster.bootstrap_servers()
-        );
-        let backend = tributary::connect(&url).await.expect("connect");
+        // No periodic commit: what the first member acked is committed at its revoke only.
+        let backend = connect_to_group(&cluster, "&commit_interval=1h").await;
         let producer = backend.producer("faults-revoke").await.expect("producer");
         let events: Vec<Event> = (0..100)
             .map(|i| Event::new(format!("rv-{i}")).with_key(format!("k{i}")))
@@ -289,27 +305,15 @@ fn a_revoke_s_commit_does_not_hold_up_the_application_s_calls() {
 /// `revoke_grace` for the deliveries the application still holds, as an orderly one does:
 /// a commit for them would be refused, and the wait would only keep the member out of the
 /// group. Here the grace is 90 s and the application holds ten deliveries it never
-/// settles; the member must be back, reading their events again, well within it (20 s here,
+/// settles; the member must be back, reading their events again, well within it (11-20 s here,
 /// 69 s with a grace of 60 s and the revoke waiting it out).
 #[test]
 fn a_member_whose_session_expired_does_not_wait_out_revoke_grace() {
     const GRACE: Duration = Duration::from_secs(90);
-    let cluster = MockCluster::new(2).expect("mock cluster");
-    cluster.create_topic("faults-lost", 1, 1).expect("topic");
-    cluster
-        .partition_leader("faults-lost", 0, Some(1))
-        .expect("leader");
-    cluster
-        .coordinator(MockCoordinator::Group("g-lost".into()), 2)
-        .expect("coordinator");
+    let cluster = with_a_coordinator_of_its_own("faults-lost", 1, "g-lost");
     runtime().block_on(async {
-        tributary_kafka::register();
-        let url = format!(
-            "kafka://{}?timeout=5s&join_timeout=60s&revoke_grace={}s&consumer.session.timeout.ms=6000&consumer.heartbeat.interval.ms=200",
-            cluster.bootstrap_servers(),
-            GRACE.as_secs()
-        );
-        let backend = tributary::connect(&url).await.expect("connect");
+        let grace = format!("&revoke_grace={}s", GRACE.as_secs());
+        let backend = connect_to_group(&cluster, &grace).await;
         let producer = backend.producer("faults-lost").await.expect("producer");
         let events: Vec<Event> = (0..10).map(|i| Event::new(format!("lost-{i}"))).collect();
         producer.send_batch(events).await.expect("send");
