@@ -423,7 +423,9 @@ mod tests {
                     .map(|c| c.generation)
             }
         });
-        entered.notified().await;
+        tokio::time::timeout(Duration::from_secs(30), entered.notified())
+            .await
+            .expect("the replacement began opening a client");
         connection.close().await;
         release.notify_one();
         let replaced = tokio::time::timeout(Duration::from_secs(30), replacing)

@@ -60,12 +60,17 @@ impl<T: Send + Sync + 'static> std::ops::Deref for ClosedAside<T> {
 impl<T: Send + Sync + 'static> Drop for ClosedAside<T> {
     fn drop(&mut self) {
         if let Some(client) = self.0.take() {
-            // Should the thread not start, the client is dropped here, as it would have been.
-            let _ = std::thread::Builder::new()
-                .name("tributary-kafka-close".into())
-                .spawn(move || drop(client));
+            drop_aside(client);
         }
     }
+}
+
+/// Drops `client` on a thread of its own: librdkafka's clients close by waiting. Should the
+/// thread not start, the client is dropped here, as it would have been.
+pub(crate) fn drop_aside<T: Send + 'static>(client: T) {
+    let _ = std::thread::Builder::new()
+        .name("tributary-kafka-close".into())
+        .spawn(move || drop(client));
 }
 
 impl std::fmt::Debug for KafkaBackend {

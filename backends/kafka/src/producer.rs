@@ -71,10 +71,7 @@ impl std::ops::Deref for Client {
 impl Drop for Client {
     fn drop(&mut self) {
         if let Some(client) = self.0.take() {
-            // Should the thread not start, the client is dropped here, as it would have been.
-            let _ = std::thread::Builder::new()
-                .name("tributary-kafka-close".into())
-                .spawn(move || drop(client));
+            crate::backend::drop_aside(client);
         }
     }
 }
